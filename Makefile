@@ -1,0 +1,53 @@
+# qwen-operator: `make demo` to see it work, `make test` to check everything.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test lint unit e2e contract toolchain vllm-env cluster-up cluster-down run demo bench crd clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check operator runtime tests e2e bench
+	$(VENV)/bin/ruff format --check operator runtime tests e2e bench
+	$(VENV)/bin/mypy
+
+# Build (or reuse from the cache outside the checkout) the control-plane binaries.
+toolchain: $(STAMP)
+	$(PY) -m e2e.toolchain build
+
+# Install (or reuse) vLLM in its own cached virtualenv for the CLI contract tests.
+vllm-env: $(STAMP)
+	$(PY) -m tests.contract.vllm_env ensure
+
+unit: $(STAMP)
+	$(PY) -m pytest tests
+
+test: lint toolchain vllm-env
+	$(PY) -m pytest tests e2e
+
+cluster-up: toolchain
+	$(PY) -m e2e.cluster up
+
+cluster-down: $(STAMP)
+	$(PY) -m e2e.cluster down
+
+crd: $(STAMP)
+	$(VENV)/bin/qwen-operator crd > crds/qwenthinkingdeployments.serving.qwen-operator.io.yaml
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+run: $(STAMP)
+	@echo "Run the operator against \$$KUBECONFIG: $(VENV)/bin/qwen-operator run --all-namespaces"
+
+demo: run
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
