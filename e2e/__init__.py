@@ -1,0 +1,1 @@
+"""End-to-end suite and the local control plane it runs against."""

@@ -1,0 +1,335 @@
+"""The local control plane: `python -m e2e.cluster up|down|status|env`.
+
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok run as plain
+processes on loopback, started from the cached binaries (see e2e.toolchain). Everything
+the cluster owns - certificates, kubeconfigs, etcd data, logs, the audit log, pids - lives
+in one state directory, so `down` can stop exactly what `up` started and remove it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from e2e import components, nodes, pki
+from e2e.components import Layout
+from e2e.toolchain import build
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_STATE = REPO / ".state" / "cluster"
+STARTUP_TIMEOUT = 120.0
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("QWEN_E2E_STATE_DIR") or DEFAULT_STATE).resolve()
+
+
+def log(message: str) -> None:
+    print(f"[cluster] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def read_state(state: Path) -> dict[str, Any] | None:
+    path = state / "state.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def layout_of(state: Path, saved: dict[str, Any]) -> Layout:
+    return Layout(state=state, bin=Path(saved["bin"]), ports=saved["ports"])
+
+
+# -- processes ---------------------------------------------------------------------------
+
+
+def pid_alive(pid: int, binary: str) -> bool:
+    """True when `pid` runs `binary` (a recycled pid belongs to someone else)."""
+    try:
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return argv0 == binary and stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def spawn(layout: Layout, name: str, argv: list[str]) -> dict[str, Any]:
+    logfile = layout.log(name)
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    with logfile.open("ab") as out:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True, cwd=layout.state,
+        )  # fmt: skip
+    return {"pid": proc.pid, "binary": argv[0], "log": str(logfile)}
+
+
+def stop(name: str, proc: dict[str, Any], grace: float = 10.0) -> None:
+    pid, binary = int(proc["pid"]), str(proc["binary"])
+    if not pid_alive(pid, binary):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while pid_alive(pid, binary) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid_alive(pid, binary):
+        log(f"{name} (pid {pid}) ignored SIGTERM; killing")
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reap when we are the parent (pytest's cluster fixture)
+
+
+def log_tail(path: str | Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# -- readiness ---------------------------------------------------------------------------
+
+
+def http_ok(url: str, layout: Layout, client_cert: bool) -> bool:
+    """GET `url`; True on 200. TLS verified against our CA only for the apiserver."""
+    ctx: ssl.SSLContext | None = None
+    if url.startswith("https"):
+        if client_cert:
+            ctx = ssl.create_default_context(cafile=str(layout.pki / "ca.crt"))
+            ctx.load_cert_chain(str(layout.pki / "admin.crt"), str(layout.pki / "admin.key"))
+        else:  # controller-manager and scheduler serve a self-signed certificate
+            ctx = ssl._create_unverified_context()
+    try:
+        with urllib.request.urlopen(url, timeout=3, context=ctx) as resp:
+            return int(resp.status) == 200
+    except (OSError, ValueError):
+        return False
+
+
+def wait_until(check: Callable[[], bool], what: str, proc: dict[str, Any] | None) -> None:
+    """Poll `check`; fail fast with the log tail when the process behind it died."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while not check():
+        if proc and not pid_alive(int(proc["pid"]), str(proc["binary"])):
+            raise RuntimeError(f"{what}: process exited\n{log_tail(proc['log'])}")
+        if time.monotonic() > deadline:
+            tail = log_tail(proc["log"]) if proc else ""
+            raise TimeoutError(f"{what}: not ready after {STARTUP_TIMEOUT:.0f}s\n{tail}")
+        time.sleep(0.25)
+
+
+def health_url(layout: Layout, name: str) -> tuple[str, bool] | None:
+    """The endpoint that says `name` is serving, and whether it needs our client cert."""
+    local = "https://127.0.0.1"
+    ports = layout.ports
+    urls = {
+        "etcd": (f"http://127.0.0.1:{ports['etcd']}/health", False),
+        "kube-apiserver": (f"{layout.server}/readyz", True),
+        "kube-controller-manager": (f"{local}:{ports['controller-manager']}/healthz", False),
+        "kube-scheduler": (f"{local}:{ports['scheduler']}/healthz", False),
+    }
+    return urls.get(name)
+
+
+# -- kubectl -----------------------------------------------------------------------------
+
+
+def kubectl(layout: Layout, *args: str, stdin: str | None = None) -> str:
+    argv = [str(layout.bin / "kubectl"), f"--kubeconfig={layout.kubeconfig}", *args]
+    done = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def ready_nodes(layout: Layout) -> set[str]:
+    items = json.loads(kubectl(layout, "get", "nodes", "-o", "json"))["items"]
+    return {
+        n["metadata"]["name"]
+        for n in items
+        for c in n.get("status", {}).get("conditions", [])
+        if c["type"] == "Ready" and c["status"] == "True"
+    }
+
+
+def default_service_account(layout: Layout) -> bool:
+    try:
+        kubectl(layout, "get", "serviceaccount", "default", "-n", "default")
+    except RuntimeError:
+        return False
+    return True
+
+
+def add_nodes(layout: Layout, count: int, model: str, gpus: int) -> None:
+    """Create (or update) the simulated GPU nodes and wait until kwok has made them Ready."""
+    manifest = yaml.safe_dump(nodes.node_list(count, model, gpus))
+    kubectl(layout, "apply", "-f", "-", stdin=manifest)
+    names = {f"gpu-node-{i}" for i in range(count)}
+    wait_until(lambda: names <= ready_nodes(layout), f"{count} nodes Ready", None)
+
+
+# -- up / down ---------------------------------------------------------------------------
+
+
+def prepare(layout: Layout) -> None:
+    """Certificates, kubeconfigs and the audit policy."""
+    (layout.state / "logs").mkdir(parents=True, exist_ok=True)
+    pki.generate(layout.pki, components.SERVICE_IP)
+    for client in pki.CLIENTS:
+        path = layout.component_kubeconfig(client.stem)
+        path.write_text(components.kubeconfig(layout, client.stem))
+        path.chmod(0o600)
+    policy = yaml.safe_dump(components.AUDIT_POLICY)
+    (layout.state / "audit-policy.yaml").write_text(policy)
+
+
+def save(layout: Layout, procs: dict[str, Any], extra: dict[str, Any]) -> None:
+    doc = {"bin": str(layout.bin), "ports": layout.ports, "processes": procs, **extra}
+    (layout.state / "state.json").write_text(json.dumps(doc, indent=2))
+
+
+def start_all(layout: Layout, options: dict[str, Any]) -> None:
+    procs: dict[str, Any] = {}
+    for name, command in components.COMMANDS.items():
+        procs[name] = spawn(layout, name, command(layout))
+        save(layout, procs, options)  # after every start, so `down` can stop a partial `up`
+        log(f"started {name} (pid {procs[name]['pid']})")
+        endpoint = health_url(layout, name)
+        if endpoint:
+            url, cert = endpoint
+            wait_until(lambda u=url, c=cert: http_ok(u, layout, c), name, procs[name])
+    wait_until(lambda: default_service_account(layout), "service-account controller", None)
+    add_nodes(layout, options["nodes"], options["gpu"], options["gpus_per_node"])
+
+
+def running(state: Path) -> bool:
+    """Every recorded process alive and the apiserver ready."""
+    saved = read_state(state)
+    if not saved or not (state / "kubeconfig").exists():
+        return False
+    layout = layout_of(state, saved)
+    procs = saved["processes"]
+    if set(procs) != set(components.COMMANDS):
+        return False
+    alive = all(pid_alive(int(p["pid"]), str(p["binary"])) for p in procs.values())
+    return alive and http_ok(f"{layout.server}/readyz", layout, True)
+
+
+def up(nodes_count: int, gpu: str, gpus_per_node: int) -> Path:
+    """Start the cluster unless it already runs; returns the admin kubeconfig path."""
+    state = state_dir()
+    if running(state):
+        log(f"already up: {state / 'kubeconfig'}")
+        return state / "kubeconfig"
+    if state.exists():
+        log(f"stale state in {state}; cleaning up first")
+        down()
+    bin_dir = build.build()
+    started = time.monotonic()
+    ports = {name: free_port() for name in components.PORTS}
+    layout = Layout(state=state, bin=bin_dir, ports=ports)
+    options = {"nodes": nodes_count, "gpu": gpu, "gpus_per_node": gpus_per_node}
+    prepare(layout)
+    try:
+        start_all(layout, options)
+    except BaseException:
+        log(f"start failed; logs in {state / 'logs'}")
+        down(keep_logs=True)
+        raise
+    log(f"up in {time.monotonic() - started:.1f}s: {nodes_count} x {gpus_per_node} {gpu}")
+    log(f"apiserver {layout.server}, kubeconfig {layout.kubeconfig}")
+    return layout.kubeconfig
+
+
+def down(keep_logs: bool = False) -> None:
+    """Stop every process `up` recorded (by pid, newest first) and remove the state."""
+    state = state_dir()
+    saved = read_state(state)
+    if saved:
+        for name, proc in reversed(list(saved["processes"].items())):
+            stop(name, proc)
+            log(f"stopped {name}")
+    if not keep_logs:
+        shutil.rmtree(state, ignore_errors=True)
+        log(f"removed {state}")
+    elif saved:
+        (state / "state.json").unlink()
+
+
+# -- status / env / CLI ------------------------------------------------------------------
+
+
+def status() -> int:
+    """Print what runs; exit status 0 only when the whole cluster is up."""
+    state = state_dir()
+    saved = read_state(state)
+    if not saved:
+        print(f"down (no state in {state})")
+        return 1
+    for name, proc in saved["processes"].items():
+        alive = pid_alive(int(proc["pid"]), str(proc["binary"]))
+        print(f"{name:24} pid {proc['pid']:>7}  {'running' if alive else 'NOT RUNNING'}")
+    layout = layout_of(state, saved)
+    ready = http_ok(f"{layout.server}/readyz", layout, True)
+    print(f"{'apiserver':24} {layout.server}  {'ready' if ready else 'NOT READY'}")
+    print(f"{'kubeconfig':24} {layout.kubeconfig}")
+    print(f"{'audit log':24} {layout.audit_log}")
+    print(f"{'logs':24} {state / 'logs'}")
+    return 0 if running(state) else 1
+
+
+def env_lines() -> list[str]:
+    """Shell lines that point kubectl (the pinned one, first on PATH) at the cluster."""
+    state = state_dir()
+    return [
+        f"export KUBECONFIG={state / 'kubeconfig'}",
+        f"export PATH={build.bin_dir()}:$PATH",
+        f"export QWEN_E2E_AUDIT_LOG={state / 'audit.log'}",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m e2e.cluster", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_up = sub.add_parser("up", help="start the cluster (no-op when it already runs)")
+    p_up.add_argument("--nodes", type=int, default=int(os.environ.get("QWEN_E2E_NODES", "4")))
+    p_up.add_argument(
+        "--gpu", choices=sorted(nodes.GPU_MODELS), default=os.environ.get("QWEN_E2E_GPU", "H100")
+    )
+    p_up.add_argument("--gpus-per-node", type=int, default=8)
+    sub.add_parser("down", help="stop every process and remove the state")
+    sub.add_parser("status", help="say what runs")
+    sub.add_parser("env", help='print exports; use as eval "$(python -m e2e.cluster env)"')
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        up(args.nodes, args.gpu, args.gpus_per_node)
+        print("\n".join(env_lines()))
+        return 0
+    if args.command == "down":
+        down()
+        return 0
+    if args.command == "status":
+        return status()
+    print("\n".join(env_lines()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,29 @@
+"""`python -m e2e.toolchain build|gomod|bin-dir`."""
+
+from __future__ import annotations
+
+import argparse
+
+from e2e.toolchain import build, gomod
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m e2e.toolchain")
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="build or reuse the cached control-plane binaries")
+    b.add_argument("--force", action="store_true", help="rebuild even when cached")
+    sub.add_parser("gomod", help="regenerate the per-tool go.mod files from versions.py")
+    sub.add_parser("bin-dir", help="print the directory holding the binaries")
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        print(build.build(force=args.force))
+    elif args.command == "gomod":
+        for path in gomod.generate():
+            print(path)
+    else:
+        print(build.bin_dir())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
