@@ -1,0 +1,532 @@
+"""The QwenThinkingDeployment API: the single source of truth for the CRD and the operator.
+
+Defaults are the model card's deployment, so `spec: {}` serves
+Qwen/Qwen3-235B-A22B-Thinking-2507-FP8 on one replica of 4 GPUs with a 262144-token context.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, ClassVar, Literal, get_args
+
+from pydantic import Field, JsonValue, StringConstraints, ValidationError
+
+from .rules import ApiObject, Rule, RuleError, cel_string_list
+
+GROUP = "serving.qwen-operator.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "QwenThinkingDeployment"
+PLURAL = "qwenthinkingdeployments"
+SINGULAR = "qwenthinkingdeployment"
+SHORT_NAMES = ("qtd",)
+CATEGORIES = ("qwen", "llm")
+
+DEFAULT_MODEL = "Qwen/Qwen3-235B-A22B-Thinking-2507-FP8"
+DEFAULT_IMAGE = "ghcr.io/qwen-operator/qwen-runtime:0.1.0-vllm0.33.0"
+MAX_CONTEXT = 262144
+MIN_CONTEXT = 1024
+MAX_NAME_LENGTH = 52
+"""A StatefulSet's pods carry `controller-revision-hash: <name>-<10 chars>`, a 63-char label."""
+
+ReasoningParser = Literal["deepseek_r1", "qwen3", "none"]
+"""vLLM reasoning parsers that understand Qwen3's implicit `<think>`; `none` = raw output."""
+ToolParser = Literal["hermes", "qwen3_xml", "qwen3_coder"]
+KvCacheDtype = Literal["auto", "fp8"]
+REASONING_PARSERS: tuple[str, ...] = get_args(ReasoningParser)
+TOOL_PARSERS: tuple[str, ...] = get_args(ToolParser)
+TENSOR_SIZES = (1, 2, 4, 8)
+
+MANAGED_FLAGS = (
+    "--model",
+    "--served-model-name",
+    "--tensor-parallel-size",
+    "-tp",
+    "--max-model-len",
+    "--reasoning-parser",
+    "--enable-reasoning",
+    "--gpu-memory-utilization",
+    "--kv-cache-dtype",
+    "--override-generation-config",
+    "--enable-auto-tool-choice",
+    "--tool-call-parser",
+    "--enable-expert-parallel",
+    "--api-key",
+    "--download-dir",
+    "--revision",
+    "--host",
+    "--port",
+)
+"""Flags the operator sets itself; `runtime.extraArgs` may not repeat them in any spelling."""
+
+_ALL_MANAGED = tuple(
+    dict.fromkeys(MANAGED_FLAGS + tuple("--" + f[2:].replace("-", "_") for f in MANAGED_FLAGS if f[1] == "-"))
+)
+
+Quantity = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$",
+        max_length=64,
+    ),
+]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+Passthrough = Annotated[
+    dict[str, Any], Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+]
+
+
+def _sub(model: type[ApiObject], description: str | None = None) -> Any:
+    """A nested object that defaults to its own defaults (also in the CRD, so `{}` fills in)."""
+    extra: dict[str, JsonValue] = {"x-qwen-default-object": True}
+    return Field(default_factory=model, description=description, json_schema_extra=extra)
+
+
+def _is_managed(arg: str) -> bool:
+    return any(arg == f or arg.startswith((f + "=", f + " ")) for f in _ALL_MANAGED)
+
+
+class SecretKeyRef(ApiObject):
+    """A key of a Secret in the resource's namespace."""
+
+    name: Name
+    """Name of the Secret."""
+    key: Name = "token"
+    """Key inside the Secret."""
+
+
+class HuggingFaceSource(ApiObject):
+    """Download the weights from the Hugging Face Hub into the per-replica cache volume."""
+
+    token_secret_ref: SecretKeyRef | None = None
+    """Secret key holding an HF token; only for gated or private models (this one is public)."""
+
+
+class PvcSource(ApiObject):
+    """Serve weights that already sit on a PersistentVolumeClaim (mounted read-only)."""
+
+    claim_name: Name
+    """Name of the PersistentVolumeClaim in the resource's namespace."""
+    path: str = ""
+    """Directory inside the claim that holds config.json and the safetensors files."""
+
+
+class ModelSource(ApiObject):
+    """Where the weights come from: at most one of huggingFace or pvc (default Hugging Face)."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!(has(self.huggingFace) && has(self.pvc))",
+            message="model.source may set at most one of huggingFace, pvc",
+            check=lambda s: not (s.hugging_face is not None and s.pvc is not None),
+        ),
+    )
+
+    hugging_face: HuggingFaceSource | None = None
+    """Download from the Hugging Face Hub (the default when no source is set)."""
+    pvc: PvcSource | None = None
+    """Use weights already on a PersistentVolumeClaim."""
+
+
+class CacheSpec(ApiObject):
+    """The per-replica volume that holds downloaded weights (Hugging Face source only)."""
+
+    size: Quantity = "600Gi"
+    """Size of each replica's weights volume; the FP8 checkpoint is about 236 GB."""
+    storage_class_name: str = ""
+    """StorageClass for the volume; empty uses the cluster default."""
+
+
+class ModelSpec(ApiObject):
+    """Which model to serve and where its weights come from."""
+
+    id: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$"),
+    ] = DEFAULT_MODEL
+    """Hugging Face model id passed to `vllm serve`."""
+    revision: Annotated[str, StringConstraints(max_length=100)] = ""
+    """Optional pinned revision (branch, tag or commit) of the model."""
+    served_name: Annotated[str, StringConstraints(max_length=200)] = ""
+    """Model name clients send in API requests; empty means metadata.name."""
+    source: ModelSource | None = None
+    """Where the weights come from; default Hugging Face without a token."""
+    cache: CacheSpec = _sub(CacheSpec)
+    """Per-replica weights volume for downloads."""
+
+
+class ParallelismSpec(ApiObject):
+    """How one replica spreads the model over its GPUs."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel=f"self.tensor in {list(TENSOR_SIZES)}",
+            message="parallelism.tensor must be 1, 2, 4 or 8 (GPUs per replica)",
+            check=lambda p: p.tensor in TENSOR_SIZES,
+            field_path=".tensor",
+        ),
+        Rule(
+            cel="self.tensor != 8 || (has(self.expert) && self.expert)",
+            message=(
+                "parallelism.tensor 8 requires parallelism.expert: true "
+                "(the FP8 expert blocks, 1536/8 = 192 wide, do not split into 128-wide blocks)"
+            ),
+            check=lambda p: p.tensor != 8 or p.expert,
+            field_path=".expert",
+        ),
+    )
+
+    tensor: Annotated[int, Field(ge=1, le=8)] = 4
+    """GPUs per replica (vLLM --tensor-parallel-size): 1, 2, 4 or 8."""
+    expert: bool = False
+    """Shard the MoE experts across the GPUs (vLLM --enable-expert-parallel); required with 8."""
+
+
+class ContextSpec(ApiObject):
+    """The context length the servers run with, and how far it may fall back after an OOM."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="self.minModelLen <= self.maxModelLen",
+            message="context.minModelLen must not exceed context.maxModelLen",
+            check=lambda c: c.min_model_len <= c.max_model_len,
+            field_path=".minModelLen",
+        ),
+    )
+
+    max_model_len: Annotated[int, Field(ge=MIN_CONTEXT, le=MAX_CONTEXT)] = MAX_CONTEXT
+    """Requested context length in tokens (vLLM --max-model-len), the cap; 1024 to 262144."""
+    min_model_len: Annotated[int, Field(ge=MIN_CONTEXT, le=MAX_CONTEXT)] = 32768
+    """Floor for the out-of-memory fallback; the model card advises staying above 131072."""
+    fallback: bool = True
+    """After a GPU out-of-memory at start-up, lower the context step by step down to the floor."""
+    preflight: bool = True
+    """Start from the memory plan's largest fitting context instead of a known crash."""
+
+
+class ToolCallingSpec(ApiObject):
+    """OpenAI-style tool calling parsed by the server."""
+
+    enabled: bool = True
+    """Pass --enable-auto-tool-choice; turn off for Qwen-Agent, which parses tool calls itself."""
+    parser: ToolParser = "hermes"
+    """vLLM tool-call parser (--tool-call-parser); hermes for this model."""
+
+
+class SamplingSpec(ApiObject):
+    """Server-side default sampling (vLLM --override-generation-config); requests may override."""
+
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.6
+    """Sampling temperature; the model card recommends 0.6."""
+    top_p: Annotated[float, Field(gt=0, le=1)] = 0.95
+    """Nucleus sampling; the model card recommends 0.95."""
+    top_k: Annotated[int, Field(ge=-1, le=1000)] = 20
+    """Top-k sampling (-1 disables); the model card recommends 20."""
+    min_p: Annotated[float, Field(ge=0, le=1)] = 0.0
+    """Min-p sampling; the model card recommends 0."""
+    presence_penalty: Annotated[float, Field(ge=0, le=2)] | None = None
+    """0 to 2 reduces endless repetitions (model card); unset leaves vLLM's default."""
+    max_tokens: Annotated[int, Field(ge=1, le=MAX_CONTEXT)] | None = 32768
+    """Default output length when a request sets none; the model card advises 32768 (81920 for
+    competition math and code)."""
+
+
+class EnvVar(ApiObject):
+    """An environment variable of the server container (Kubernetes EnvVar)."""
+
+    name: Name
+    """Variable name."""
+    value: str | None = None
+    """Literal value."""
+    value_from: Passthrough | None = None
+    """Kubernetes EnvVarSource (secretKeyRef, configMapKeyRef, fieldRef, ...)."""
+
+
+class RuntimeSpec(ApiObject):
+    """The vLLM server process."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel=(
+                f"!has(self.extraArgs) || self.extraArgs.all(a, !{cel_string_list(_ALL_MANAGED)}"
+                ".exists(f, a == f || a.startsWith(f + '=') || a.startsWith(f + ' ')))"
+            ),
+            message=(
+                "runtime.extraArgs may not set a flag the operator manages "
+                f"({', '.join(MANAGED_FLAGS)}); use the matching spec field"
+            ),
+            check=lambda r: not any(_is_managed(a) for a in r.extra_args),
+            field_path=".extraArgs",
+        ),
+    )
+
+    image: Annotated[str, StringConstraints(max_length=512)] = ""
+    """Runtime image (vLLM + launcher); empty means the operator's pinned default."""
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.92
+    """Fraction of each GPU's memory vLLM may use (--gpu-memory-utilization)."""
+    kv_cache_dtype: KvCacheDtype = "auto"
+    """KV cache precision (--kv-cache-dtype); fp8 halves the cache and doubles the context."""
+    extra_args: Annotated[list[Annotated[str, StringConstraints(max_length=256)]], Field(max_length=64)] = (
+        Field(default_factory=list)
+    )
+    """Arguments appended to `vllm serve`; may not repeat a flag the operator manages."""
+    env: Annotated[list[EnvVar], Field(max_length=64)] = Field(default_factory=list)
+    """Extra environment variables of the server container."""
+
+
+class GpuSpec(ApiObject):
+    """The GPUs each replica runs on."""
+
+    resource_name: Annotated[str, StringConstraints(min_length=1, max_length=253)] = "nvidia.com/gpu"
+    """Extended resource requested per GPU."""
+    product: Annotated[str, StringConstraints(max_length=63)] = ""
+    """Pin to a GPU product (node label nvidia.com/gpu.product), e.g. NVIDIA-H100-80GB-HBM3."""
+    memory_gi_b: Annotated[int, Field(ge=1, le=4096)] | None = Field(None, alias="memoryGiB")
+    """GPU memory in GiB for the memory plan; default read from the node label nvidia.com/gpu.memory."""
+
+
+class ResourcesSpec(ApiObject):
+    """CPU and memory of the server container (GPUs come from parallelism.tensor)."""
+
+    requests: dict[str, int | str] = Field(default_factory=dict)
+    """Requests merged over the defaults (cpu 8, memory 96Gi)."""
+    limits: dict[str, int | str] = Field(default_factory=dict)
+    """Limits merged over the defaults (memory 256Gi)."""
+
+
+class SchedulingSpec(ApiObject):
+    """Where the pods may run."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Extra node selector labels."""
+    tolerations: list[Passthrough] = Field(default_factory=list)
+    """Tolerations (Kubernetes Toleration); a toleration for the GPU taint is always added."""
+    affinity: Passthrough | None = None
+    """Kubernetes Affinity of the pods."""
+    priority_class_name: str = ""
+    """PriorityClass of the pods."""
+
+
+class ProbeOverride(ApiObject):
+    """Fields merged over one default probe."""
+
+    initial_delay_seconds: Annotated[int, Field(ge=0)] | None = None
+    """Seconds before the first probe."""
+    period_seconds: Annotated[int, Field(ge=1)] | None = None
+    """Seconds between probes."""
+    timeout_seconds: Annotated[int, Field(ge=1)] | None = None
+    """Seconds before one probe times out."""
+    failure_threshold: Annotated[int, Field(ge=1)] | None = None
+    """Failures in a row that count as failed."""
+    success_threshold: Annotated[int, Field(ge=1)] | None = None
+    """Successes in a row that count as passed (1 for startup and liveness)."""
+
+
+class ProbesSpec(ApiObject):
+    """Overrides of the default /health probes."""
+
+    startup: ProbeOverride = _sub(ProbeOverride)
+    """Startup probe; the default allows 40 minutes for loading 236 GB."""
+    readiness: ProbeOverride = _sub(ProbeOverride)
+    """Readiness probe."""
+    liveness: ProbeOverride = _sub(ProbeOverride)
+    """Liveness probe."""
+
+
+class ServiceSpec(ApiObject):
+    """The client Service in front of the replicas."""
+
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    """Kubernetes Service type."""
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    """Port of the OpenAI-compatible API on the Service."""
+
+
+class AuthSpec(ApiObject):
+    """Client authentication."""
+
+    api_key_secret_ref: SecretKeyRef | None = None
+    """Secret key holding the API key clients must send (vLLM --api-key, passed through env)."""
+
+
+class DisruptionSpec(ApiObject):
+    """The PodDisruptionBudget."""
+
+    max_unavailable: int | str = 1
+    """Replicas that voluntary disruptions (drains) may take down at once."""
+
+
+class QwenThinkingDeploymentSpec(ApiObject):
+    """Desired state: the model card's deployment unless a field says otherwise."""
+
+    replicas: Annotated[int, Field(ge=0, le=1024)] = 1
+    """Number of server replicas (scale subresource)."""
+    model: ModelSpec = _sub(ModelSpec)
+    """Model and weights."""
+    parallelism: ParallelismSpec = _sub(ParallelismSpec)
+    """GPUs per replica."""
+    context: ContextSpec = _sub(ContextSpec)
+    """Context length and out-of-memory fallback."""
+    reasoning_parser: ReasoningParser = "deepseek_r1"
+    """vLLM reasoning parser, or none for raw output (Qwen-Agent). Never --enable-reasoning."""
+    tool_calling: ToolCallingSpec = _sub(ToolCallingSpec)
+    """Server-side tool-call parsing."""
+    sampling: SamplingSpec = _sub(SamplingSpec)
+    """Default sampling parameters."""
+    runtime: RuntimeSpec = _sub(RuntimeSpec)
+    """The vLLM server process."""
+    gpu: GpuSpec = _sub(GpuSpec)
+    """GPU resource and product."""
+    resources: ResourcesSpec = _sub(ResourcesSpec)
+    """CPU and memory of the server container."""
+    scheduling: SchedulingSpec = _sub(SchedulingSpec)
+    """Node selection."""
+    probes: ProbesSpec = _sub(ProbesSpec)
+    """Probe overrides."""
+    service: ServiceSpec = _sub(ServiceSpec)
+    """Client Service."""
+    auth: AuthSpec = _sub(AuthSpec)
+    """API key."""
+    disruption: DisruptionSpec = _sub(DisruptionSpec)
+    """PodDisruptionBudget."""
+    paused: bool = False
+    """Stop changing the children; status still follows reality."""
+
+
+class ContextStep(ApiObject):
+    """One reduction of the context length."""
+
+    time: str
+    """When the reduction was decided (RFC 3339)."""
+    from_: int = Field(alias="from")
+    """Context length before."""
+    to: int
+    """Context length after."""
+    reason: str
+    """KVCacheInsufficient, CudaOOM, OOMKilled, ..."""
+    pod: str = ""
+    """The pod whose failure caused it."""
+    detail: str = ""
+    """What the server reported."""
+
+
+class ContextStatus(ApiObject):
+    """The context length in force."""
+
+    requested: int | None = None
+    """spec.context.maxModelLen."""
+    effective: int | None = None
+    """What the servers run with now."""
+    planned: int | None = None
+    """What the memory plan says fits, when known."""
+    history: list[ContextStep] = Field(default_factory=list)
+    """One entry per reduction since the last spec change."""
+
+
+class Condition(ApiObject):
+    """A kstatus condition (Ready, Reconciling, Stalled, ContextReduced)."""
+
+    type: str
+    """Condition type."""
+    status: Literal["True", "False", "Unknown"]
+    """True, False or Unknown."""
+    reason: str = ""
+    """CamelCase reason."""
+    message: str = ""
+    """What a person should know."""
+    observed_generation: int | None = None
+    """The generation this condition describes."""
+    last_transition_time: str | None = None
+    """When the status last changed."""
+
+
+Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"]
+
+
+class QwenThinkingDeploymentStatus(ApiObject):
+    """Observed state, written only by the operator."""
+
+    observed_generation: int | None = None
+    """The spec generation the status describes."""
+    phase: Phase | None = None
+    """Pending, Progressing, Ready, Degraded or Failed."""
+    replicas: int | None = None
+    """Replicas that exist (scale subresource)."""
+    ready_replicas: int | None = None
+    """Replicas that pass readiness."""
+    selector: str | None = None
+    """Label selector of the pods (scale subresource, for HPA)."""
+    endpoint: str | None = None
+    """OpenAI-compatible base URL inside the cluster."""
+    context: ContextStatus | None = None
+    """Context length requested, in force and planned."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """kstatus conditions."""
+    kopf: Passthrough | None = None
+    """The Kopf framework's own progress records (kept in status, never in annotations)."""
+
+
+class ObjectMeta(ApiObject):
+    """The part of metadata the operator reads."""
+
+    model_config = ApiObject.model_config | {"extra": "ignore"}
+
+    name: str
+    namespace: str = "default"
+    uid: str | None = None
+    generation: int | None = None
+
+
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+class QwenThinkingDeployment(ApiObject):
+    """A Qwen3 thinking model served by vLLM."""
+
+    model_config = ApiObject.model_config | {"extra": "ignore"}
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel=(
+                f"self.metadata.name.size() <= {MAX_NAME_LENGTH} && "
+                f"self.metadata.name.matches('{NAME_PATTERN}')"
+            ),
+            message=(
+                f"metadata.name must be at most {MAX_NAME_LENGTH} characters, start with a letter and "
+                "contain only lowercase letters, digits and '-' (it names the StatefulSet and Services)"
+            ),
+            check=lambda r: (
+                len(r.metadata.name) <= MAX_NAME_LENGTH
+                and re.match(NAME_PATTERN, r.metadata.name) is not None
+            ),
+            field_path=".metadata.name",
+        ),
+    )
+
+    api_version: Literal["serving.qwen-operator.io/v1alpha1"] = "serving.qwen-operator.io/v1alpha1"
+    kind: Literal["QwenThinkingDeployment"] = "QwenThinkingDeployment"
+    metadata: ObjectMeta
+    spec: QwenThinkingDeploymentSpec = _sub(QwenThinkingDeploymentSpec)
+
+
+class InvalidResource(ValueError):
+    """The resource breaks a schema or CEL rule; `field` names where."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def parse_resource(obj: dict[str, Any]) -> QwenThinkingDeployment:
+    """Validate a whole resource the way the apiserver would, with one clear error."""
+    try:
+        return QwenThinkingDeployment.model_validate(obj)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, RuleError):
+            path = cause.rule.field_path or ""
+            field = (field + path) if field else path.lstrip(".")
+            raise InvalidResource(field, cause.rule.message) from None
+        raise InvalidResource(field or "resource", err["msg"]) from None

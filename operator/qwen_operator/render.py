@@ -1,0 +1,301 @@
+"""Render a QwenThinkingDeployment into its child manifests: a pure function.
+
+The Python side decides every value (argv, env, probes, resources); the Jinja2 templates
+only lay them out. Templates use StrictUndefined, and the result is parsed and checked,
+so a template mistake fails here rather than at the apiserver.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+import jinja2
+import yaml
+
+from . import api
+from .api import QwenThinkingDeployment, QwenThinkingDeploymentSpec
+
+APP_NAME = "qwen-thinking"
+MANAGED_BY = "qwen-operator"
+CONTAINER_PORT = 8000
+WEIGHTS_MOUNT = "/models"
+HF_CACHE = f"{WEIGHTS_MOUNT}/hub"
+SHM_SIZE = "16Gi"
+GRACE_SECONDS = 120
+"""Time for vLLM to finish in-flight requests after SIGTERM before the kubelet kills it."""
+ENGINE_READY_TIMEOUT_S = 3600
+"""vLLM's 600 s default is too short to load 236 GB of weights."""
+
+DEFAULT_REQUESTS = {"cpu": "8", "memory": "96Gi"}
+DEFAULT_LIMITS = {"memory": "256Gi"}
+DEFAULT_PROBES: dict[str, dict[str, int]] = {
+    "startup": {"periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 240},
+    "readiness": {
+        "periodSeconds": 10,
+        "timeoutSeconds": 5,
+        "failureThreshold": 3,
+        "successThreshold": 1,
+    },
+    "liveness": {"periodSeconds": 30, "timeoutSeconds": 10, "failureThreshold": 5},
+}
+TEMPLATES = ("service-headless.yaml.j2", "service.yaml.j2", "statefulset.yaml.j2", "pdb.yaml.j2")
+"""In apply order: the StatefulSet's governing Service exists before its pods."""
+
+
+class RenderError(RuntimeError):
+    """The rendered manifests are not what the renderer meant: a bug, never user input."""
+
+
+def coerce(resource: QwenThinkingDeployment | Mapping[str, Any]) -> QwenThinkingDeployment:
+    """Accept a parsed resource or a raw dict (validated, raising api.InvalidResource)."""
+    if isinstance(resource, QwenThinkingDeployment):
+        return resource
+    return api.parse_resource(dict(resource))
+
+
+def headless_name(name: str) -> str:
+    return f"{name}-headless"
+
+
+def selector_labels(name: str) -> dict[str, str]:
+    """The labels that select one resource's pods (also the scale subresource's selector)."""
+    return {"app.kubernetes.io/name": APP_NAME, "app.kubernetes.io/instance": name}
+
+
+def selector_string(name: str) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(name).items()))
+
+
+def labels(name: str, component: str) -> dict[str, str]:
+    return {
+        **selector_labels(name),
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+    }
+
+
+def endpoint(res: QwenThinkingDeployment) -> str:
+    return f"http://{res.metadata.name}.{res.metadata.namespace}.svc:{res.spec.service.port}/v1"
+
+
+def served_name(res: QwenThinkingDeployment) -> str:
+    return res.spec.model.served_name or res.metadata.name
+
+
+def generation_config(spec: QwenThinkingDeploymentSpec) -> dict[str, float | int]:
+    """The sampling block under vLLM's generation-config key names."""
+    s = spec.sampling
+    out: dict[str, float | int] = {
+        "temperature": s.temperature,
+        "top_p": s.top_p,
+        "top_k": s.top_k,
+        "min_p": s.min_p,
+    }
+    if s.presence_penalty is not None:
+        out["presence_penalty"] = s.presence_penalty
+    if s.max_tokens is not None:
+        out["max_new_tokens"] = s.max_tokens
+    return out
+
+
+def model_argument(spec: QwenThinkingDeploymentSpec) -> str:
+    """What `vllm serve` gets as its model: the hub id, or the directory on the user's PVC."""
+    source = spec.model.source
+    if source is not None and source.pvc is not None:
+        return f"{WEIGHTS_MOUNT}/{source.pvc.path.strip('/')}".rstrip("/")
+    return spec.model.id
+
+
+def server_argv(
+    resource: QwenThinkingDeployment | Mapping[str, Any], max_model_len: int | None = None
+) -> list[str]:
+    """The server container's command: the launcher, then `vllm serve` with every managed flag."""
+    res = coerce(resource)
+    spec = res.spec
+    context = max_model_len if max_model_len is not None else spec.context.max_model_len
+    args = ["vllm", "serve", model_argument(spec), "--served-model-name", served_name(res)]
+    args += ["--host", "0.0.0.0", "--port", str(CONTAINER_PORT)]
+    args += [
+        "--tensor-parallel-size",
+        str(spec.parallelism.tensor),
+        "--max-model-len",
+        str(context),
+    ]
+    if spec.parallelism.expert:
+        args.append("--enable-expert-parallel")
+    args += ["--gpu-memory-utilization", f"{spec.runtime.gpu_memory_utilization:g}"]
+    if spec.runtime.kv_cache_dtype != "auto":
+        args += ["--kv-cache-dtype", spec.runtime.kv_cache_dtype]
+    if spec.reasoning_parser != "none":
+        args += ["--reasoning-parser", spec.reasoning_parser]
+    if spec.tool_calling.enabled:
+        args += ["--enable-auto-tool-choice", "--tool-call-parser", spec.tool_calling.parser]
+    args += [
+        "--override-generation-config",
+        json.dumps(generation_config(spec), separators=(",", ":")),
+    ]
+    if model_argument(spec) == spec.model.id:
+        args += ["--download-dir", HF_CACHE]
+        if spec.model.revision:
+            args += ["--revision", spec.model.revision]
+    if spec.auth.api_key_secret_ref is not None:
+        args += ["--api-key", "$(QWEN_API_KEY)"]
+    return ["python3", "-m", "qwen_runtime", "--", *args, *spec.runtime.extra_args]
+
+
+def _secret_env(name: str, ref: api.SecretKeyRef) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+
+
+def server_env(spec: QwenThinkingDeploymentSpec) -> list[dict[str, Any]]:
+    """Operator env first; the user's env replaces same-named entries (SSA needs unique names)."""
+    env: dict[str, dict[str, Any]] = {
+        "VLLM_ENGINE_READY_TIMEOUT_S": {
+            "name": "VLLM_ENGINE_READY_TIMEOUT_S",
+            "value": str(ENGINE_READY_TIMEOUT_S),
+        },
+        "PYTHONUNBUFFERED": {"name": "PYTHONUNBUFFERED", "value": "1"},
+    }
+    if model_argument(spec) == spec.model.id:
+        env["HF_HUB_CACHE"] = {"name": "HF_HUB_CACHE", "value": HF_CACHE}
+        env["HF_HUB_OFFLINE"] = {"name": "HF_HUB_OFFLINE", "value": "1"}
+    if spec.auth.api_key_secret_ref is not None:
+        env["QWEN_API_KEY"] = _secret_env("QWEN_API_KEY", spec.auth.api_key_secret_ref)
+    for var in spec.runtime.env:
+        env[var.name] = var.model_dump(by_alias=True, exclude_none=True)
+    return list(env.values())
+
+
+def fetch_env(spec: QwenThinkingDeploymentSpec) -> list[dict[str, Any]]:
+    """Environment of the init container that downloads the weights (qwen_runtime fetch)."""
+    env: list[dict[str, Any]] = [
+        {"name": "QWEN_MODEL_ID", "value": spec.model.id},
+        {"name": "QWEN_MODEL_REVISION", "value": spec.model.revision},
+        {"name": "QWEN_WEIGHTS_DIR", "value": HF_CACHE},
+        {"name": "HF_HUB_CACHE", "value": HF_CACHE},
+    ]
+    source = spec.model.source
+    if (
+        source is not None
+        and source.hugging_face is not None
+        and source.hugging_face.token_secret_ref is not None
+    ):
+        env.append(_secret_env("HF_TOKEN", source.hugging_face.token_secret_ref))
+    return env
+
+
+def probes(spec: QwenThinkingDeploymentSpec) -> dict[str, dict[str, Any]]:
+    """The default /health probes with the user's overrides merged over them."""
+    out = {}
+    for kind, defaults in DEFAULT_PROBES.items():
+        override = getattr(spec.probes, kind).model_dump(by_alias=True, exclude_none=True)
+        out[kind] = {"httpGet": {"path": "/health", "port": "http"}, **defaults, **override}
+    return out
+
+
+def resources(spec: QwenThinkingDeploymentSpec) -> dict[str, dict[str, Any]]:
+    """CPU/memory defaults apply per resource only where the user set neither request nor limit."""
+    user = set(spec.resources.requests) | set(spec.resources.limits)
+    gpu = {spec.gpu.resource_name: spec.parallelism.tensor}
+    requests = {k: v for k, v in DEFAULT_REQUESTS.items() if k not in user} | spec.resources.requests | gpu
+    limits = {k: v for k, v in DEFAULT_LIMITS.items() if k not in user} | spec.resources.limits | gpu
+    return {"requests": requests, "limits": limits}
+
+
+def owner_reference(res: QwenThinkingDeployment) -> dict[str, Any] | None:
+    if not res.metadata.uid:
+        return None
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "name": res.metadata.name,
+        "uid": res.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _values(res: QwenThinkingDeployment, max_model_len: int | None) -> dict[str, Any]:
+    spec, name = res.spec, res.metadata.name
+    source = spec.model.source
+    pvc = source.pvc.model_dump(by_alias=True) if source is not None and source.pvc is not None else None
+    node_selector = dict(spec.scheduling.node_selector)
+    if spec.gpu.product:
+        node_selector["nvidia.com/gpu.product"] = spec.gpu.product
+    gpu_toleration = {"key": spec.gpu.resource_name, "operator": "Exists", "effect": "NoSchedule"}
+    return {
+        "name": name,
+        "namespace": res.metadata.namespace,
+        "headless_name": headless_name(name),
+        "labels": lambda component: labels(name, component),
+        "selector": selector_labels(name),
+        "owner": owner_reference(res),
+        "replicas": spec.replicas,
+        "image": spec.runtime.image or api.DEFAULT_IMAGE,
+        "command": server_argv(res, max_model_len),
+        "env": server_env(spec),
+        "fetch": None if pvc else {"env": fetch_env(spec)},
+        "pvc": pvc,
+        "weights_mount": WEIGHTS_MOUNT,
+        "storage_class": spec.model.cache.storage_class_name,
+        "cache_size": spec.model.cache.size,
+        "resources": resources(spec),
+        "probes": probes(spec),
+        "node_selector": node_selector,
+        "tolerations": [gpu_toleration, *spec.scheduling.tolerations],
+        "affinity": spec.scheduling.affinity,
+        "priority_class": spec.scheduling.priority_class_name,
+        "grace_seconds": GRACE_SECONDS,
+        "shm_size": SHM_SIZE,
+        "container_port": CONTAINER_PORT,
+        "service_type": spec.service.type,
+        "service_port": spec.service.port,
+        "max_unavailable": spec.disruption.max_unavailable,
+    }
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("qwen_operator", "templates"),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+    )
+    # JSON is YAML: every value goes in as JSON, so quoting is never a template's problem.
+    env.filters["tojson"] = lambda value: json.dumps(value, separators=(", ", ": "))
+    return env
+
+
+def render(
+    resource: QwenThinkingDeployment | Mapping[str, Any], max_model_len: int | None = None
+) -> list[dict[str, Any]]:
+    """Every child manifest, in apply order, for the given effective context length."""
+    res = coerce(resource)
+    values = _values(res, max_model_len)
+    children = [yaml.safe_load(_environment().get_template(t).render(**values)) for t in TEMPLATES]
+    _check(res, children, values["command"])
+    return children
+
+
+def _check(res: QwenThinkingDeployment, children: list[dict[str, Any]], command: list[str]) -> None:
+    """Catch template mistakes: identity, labels, owner and the server command must be intact."""
+    for child in children:
+        meta = child.get("metadata", {})
+        if meta.get("namespace") != res.metadata.namespace or not meta.get("name"):
+            raise RenderError(f"{child.get('kind')}: bad metadata {meta}")
+        if not selector_labels(res.metadata.name).items() <= meta.get("labels", {}).items():
+            raise RenderError(f"{child['kind']}/{meta['name']}: missing selector labels")
+        if res.metadata.uid and meta.get("ownerReferences") != [owner_reference(res)]:
+            raise RenderError(f"{child['kind']}/{meta['name']}: missing owner reference")
+    sts = next(c for c in children if c["kind"] == "StatefulSet")
+    if sts["spec"]["template"]["spec"]["containers"][0]["command"] != command:
+        raise RenderError("StatefulSet: server command differs from server_argv()")
+
+
+def to_yaml(children: list[dict[str, Any]]) -> str:
+    """Multi-document YAML, as `qwen-operator render` prints it."""
+    return yaml.safe_dump_all(children, sort_keys=False, width=1000)
