@@ -151,16 +151,29 @@ def health_url(layout: Layout, name: str) -> tuple[str, bool] | None:
 # -- kubectl -----------------------------------------------------------------------------
 
 
+Kubectl = Callable[..., str]
+
+
+def kubectl_for(binary: Path | str, kubeconfig: Path | str | None) -> Kubectl:
+    """A kubectl runner: returns stdout, raises with stderr on failure."""
+
+    def run(*args: str, stdin: str | None = None) -> str:
+        config = [f"--kubeconfig={kubeconfig}"] if kubeconfig else []
+        argv = [str(binary), *config, *args]
+        done = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    return run
+
+
 def kubectl(layout: Layout, *args: str, stdin: str | None = None) -> str:
-    argv = [str(layout.bin / "kubectl"), f"--kubeconfig={layout.kubeconfig}", *args]
-    done = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
-    return done.stdout
+    return kubectl_for(layout.bin / "kubectl", layout.kubeconfig)(*args, stdin=stdin)
 
 
-def ready_nodes(layout: Layout) -> set[str]:
-    items = json.loads(kubectl(layout, "get", "nodes", "-o", "json"))["items"]
+def ready_nodes(kube: Kubectl) -> set[str]:
+    items = json.loads(kube("get", "nodes", "-o", "json"))["items"]
     return {
         n["metadata"]["name"]
         for n in items
@@ -177,12 +190,12 @@ def default_service_account(layout: Layout) -> bool:
     return True
 
 
-def add_nodes(layout: Layout, count: int, model: str, gpus: int) -> None:
+def add_nodes(kube: Kubectl, count: int, model: str, gpus: int) -> None:
     """Create (or update) the simulated GPU nodes and wait until kwok has made them Ready."""
     manifest = yaml.safe_dump(nodes.node_list(count, model, gpus))
-    kubectl(layout, "apply", "-f", "-", stdin=manifest)
+    kube("apply", "-f", "-", stdin=manifest)
     names = {f"gpu-node-{i}" for i in range(count)}
-    wait_until(lambda: names <= ready_nodes(layout), f"{count} nodes Ready", None)
+    wait_until(lambda: names <= ready_nodes(kube), f"{count} nodes Ready", None)
 
 
 # -- up / down ---------------------------------------------------------------------------
@@ -216,7 +229,8 @@ def start_all(layout: Layout, options: dict[str, Any]) -> None:
             url, cert = endpoint
             wait_until(lambda u=url, c=cert: http_ok(u, layout, c), name, procs[name])
     wait_until(lambda: default_service_account(layout), "service-account controller", None)
-    add_nodes(layout, options["nodes"], options["gpu"], options["gpus_per_node"])
+    kube = kubectl_for(layout.bin / "kubectl", layout.kubeconfig)
+    add_nodes(kube, options["nodes"], options["gpu"], options["gpus_per_node"])
 
 
 def running(state: Path) -> bool:
@@ -305,15 +319,20 @@ def env_lines() -> list[str]:
     ]
 
 
+def node_options(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    parser.add_argument("--nodes", type=int, default=int(env("QWEN_E2E_NODES", "4")))
+    parser.add_argument("--gpu", choices=sorted(nodes.GPU_MODELS), default=env("QWEN_E2E_GPU", "H100"))
+    parser.add_argument("--gpus-per-node", type=int, default=8)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e.cluster", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="start the cluster (no-op when it already runs)")
-    p_up.add_argument("--nodes", type=int, default=int(os.environ.get("QWEN_E2E_NODES", "4")))
-    p_up.add_argument(
-        "--gpu", choices=sorted(nodes.GPU_MODELS), default=os.environ.get("QWEN_E2E_GPU", "H100")
-    )
-    p_up.add_argument("--gpus-per-node", type=int, default=8)
+    node_options(p_up)
+    p_add = sub.add_parser("add-nodes", help="create simulated GPU nodes in $KUBECONFIG's cluster")
+    node_options(p_add)
     sub.add_parser("down", help="stop every process and remove the state")
     sub.add_parser("status", help="say what runs")
     sub.add_parser("env", help='print exports; use as eval "$(python -m e2e.cluster env)"')
@@ -321,6 +340,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         up(args.nodes, args.gpu, args.gpus_per_node)
         print("\n".join(env_lines()))
+        return 0
+    if args.command == "add-nodes":
+        binary = build.binary("kubectl")
+        add_nodes(kubectl_for(binary if binary.exists() else "kubectl", None),
+                  args.nodes, args.gpu, args.gpus_per_node)  # fmt: skip
         return 0
     if args.command == "down":
         down()

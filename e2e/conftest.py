@@ -1,0 +1,117 @@
+"""Fixtures for the end-to-end suite.
+
+With $KUBECONFIG set the suite runs against that cluster (kind, or any other); otherwise it
+starts the local control plane once per run (e2e.cluster) and stops it afterwards. A
+cluster that cannot start makes the tests error, never skip.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+
+from e2e import cluster as local_cluster
+from e2e.kube_helpers import kubectl, wait_for
+from e2e.toolchain import build
+
+E2E_DIR = Path(__file__).resolve().parent
+CRDS_DIR = E2E_DIR.parent / "crds"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The cluster under test. `audit_log` is only known for the local control plane."""
+
+    kubeconfig: Path
+    local: bool
+    audit_log: Path | None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under e2e/ needs a cluster: mark it, so `-m 'not e2e'` deselects it."""
+    for item in items:
+        if E2E_DIR in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+def _pinned_kubectl_first() -> None:
+    bin_dir = str(build.bin_dir())
+    if (build.bin_dir() / "kubectl").exists() and not os.environ["PATH"].startswith(bin_dir):
+        os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """The cluster for this run: $KUBECONFIG's, or the local one (started, then stopped)."""
+    saved_env = dict(os.environ)
+    external = os.environ.get("KUBECONFIG")
+    if external:
+        _pinned_kubectl_first()
+        yield Cluster(Path(external), local=False, audit_log=None)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        return
+    was_running = local_cluster.running(local_cluster.state_dir())
+    kubeconfig = local_cluster.up(
+        int(os.environ.get("QWEN_E2E_NODES", "4")), os.environ.get("QWEN_E2E_GPU", "H100"), 8
+    )
+    _pinned_kubectl_first()
+    os.environ["KUBECONFIG"] = str(kubeconfig)
+    try:
+        yield Cluster(kubeconfig, local=True, audit_log=kubeconfig.parent / "audit.log")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        if not was_running:  # a cluster someone started by hand stays up
+            local_cluster.down()
+
+
+@pytest.fixture(scope="session")
+def api_client(cluster: Cluster) -> client.ApiClient:
+    """A kubernetes-client ApiClient with the kubeconfig's (admin) credentials."""
+    return config.new_client_from_config(config_file=str(cluster.kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def core_v1(api_client: client.ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(api_client)
+
+
+@pytest.fixture(scope="session")
+def apps_v1(api_client: client.ApiClient) -> client.AppsV1Api:
+    return client.AppsV1Api(api_client)
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest, core_v1: client.CoreV1Api) -> Iterator[str]:
+    """A fresh namespace per test (deleted afterwards), with its default ServiceAccount."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"e2e-{slug}-{uuid.uuid4().hex[:5]}"
+    core_v1.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    wait_for(
+        lambda: core_v1.read_namespaced_service_account("default", name),
+        timeout=60,
+        describe=f"ServiceAccount {name}/default (service-account controller)",
+    )
+    yield name
+    core_v1.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture(scope="session")
+def crd_installed(cluster: Cluster) -> list[str]:
+    """Apply crds/*.yaml (server-side) and wait until every CRD is Established."""
+    files = sorted(CRDS_DIR.glob("*.yaml"))
+    assert files, f"no CRDs in {CRDS_DIR}"
+    names: list[str] = []
+    for path in files:
+        out = kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path), "-o", "name")
+        names += [line for line in out.stdout.split() if line]
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
+    return names

@@ -1,0 +1,134 @@
+"""Helpers for end-to-end tests: waiting with a useful failure message, kubectl, and faking
+what a kubelet would report about a crashed container."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, TypeVar
+
+from kubernetes import client
+
+T = TypeVar("T")
+
+
+class WaitTimeout(AssertionError):
+    """The condition did not hold in time; the message says what was awaited and last seen."""
+
+
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float = 60.0,
+    describe: str = "condition",
+    interval: float = 0.5,
+) -> T:
+    """Poll `predicate` until it returns something truthy, and return that.
+
+    Exceptions from the predicate count as "not yet" (an object may not exist yet); on
+    timeout the last result and the last exception are part of the failure message.
+    """
+    deadline = time.monotonic() + timeout
+    last: object = None
+    error: BaseException | None = None
+    while True:
+        try:
+            last, error = predicate(), None
+            if last:
+                return last  # type: ignore[return-value]
+        except Exception as exc:  # the reason is reported if it persists
+            error = exc
+        if time.monotonic() >= deadline:
+            detail = f"; last error: {error!r}" if error else ""
+            raise WaitTimeout(
+                f"timed out after {timeout:.0f}s waiting for {describe}; last result: {last!r}{detail}"
+            )
+        time.sleep(interval)
+
+
+def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run kubectl (the pinned one when the suite put it first on PATH) against $KUBECONFIG."""
+    done = subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, check=False)
+    if check and done.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} exited {done.returncode}:\n{done.stderr}")
+    return done
+
+
+def condition(obj: Any, type_: str) -> Any | None:
+    """The status condition of `type_` on a kubernetes-client object, or None."""
+    for cond in (obj.status.conditions or []) if obj.status else []:
+        if cond.type == type_:
+            return cond
+    return None
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _terminated_status(
+    current: dict[str, Any],
+    reason: str,
+    exit_code: int,
+    message: str,
+    restart_count: int | None,
+    then: Literal["waiting", "running"],
+) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    terminated = {
+        "reason": reason,
+        "exitCode": exit_code,
+        "message": message,
+        "startedAt": _rfc3339(now - timedelta(seconds=30)),
+        "finishedAt": _rfc3339(now),
+        "containerID": current.get("containerID") or f"kwok://{current['name']}",
+    }
+    if then == "waiting":
+        state = {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting"}}
+    else:
+        state = {"running": {"startedAt": _rfc3339(now)}}
+    restarts = restart_count if restart_count is not None else current.get("restartCount", 0) + 1
+    ready = then == "running"
+    return {**current, "state": state, "lastState": {"terminated": terminated},
+            "restartCount": restarts, "ready": ready, "started": ready}  # fmt: skip
+
+
+def terminate_container(
+    api: client.ApiClient,
+    namespace: str,
+    pod: str,
+    container: str,
+    reason: str = "OOMKilled",
+    exit_code: int = 137,
+    message: str = "",
+    restart_count: int | None = None,
+    then: Literal["waiting", "running"] = "waiting",
+) -> dict[str, Any]:
+    """Patch the pod's status subresource the way a kubelet reports a crashed container.
+
+    `lastState.terminated` carries reason, exit code and termination message;
+    `restartCount` defaults to one more than now; `then` is the container's state
+    afterwards (CrashLoopBackOff, or running again). kwok's stages only act on Pending or
+    deleted pods, so the patched status stays as written. Returns the patched status.
+    """
+    core = client.CoreV1Api(api)
+    current = api.sanitize_for_serialization(core.read_namespaced_pod_status(pod, namespace))
+    statuses = current.get("status", {}).get("containerStatuses") or []
+    if not any(s["name"] == container for s in statuses):
+        raise ValueError(f"pod {namespace}/{pod} has no status for container {container!r} yet")
+    new = [
+        _terminated_status(s, reason, exit_code, message, restart_count, then)
+        if s["name"] == container
+        else s
+        for s in statuses
+    ]
+    ready = "True" if then == "running" else "False"
+    moved = {"status": ready, "lastTransitionTime": _rfc3339(datetime.now(UTC))}
+    conditions = [
+        {**c, **moved} if c["type"] in ("Ready", "ContainersReady") and c["status"] != ready else c
+        for c in current["status"].get("conditions", [])
+    ]
+    body = {"status": {"containerStatuses": new, "conditions": conditions}}
+    patched = core.patch_namespaced_pod_status(pod, namespace, body)
+    return dict(api.sanitize_for_serialization(patched)["status"])
