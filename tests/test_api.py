@@ -1,0 +1,95 @@
+"""Validation rules of the API, as the CLI and the operator apply them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from qwen_operator import api
+
+from .invalid_cases import INVALID, resource
+
+
+def test_empty_spec_is_the_model_card_deployment() -> None:
+    res = api.parse_resource({"metadata": {"name": "qwen3-thinking"}, "spec": {}})
+    spec = res.spec
+    assert spec.replicas == 1
+    assert spec.model.id == "Qwen/Qwen3-235B-A22B-Thinking-2507-FP8"
+    assert spec.model.source is None  # Hugging Face, no token: the model is public
+    assert (spec.parallelism.tensor, spec.parallelism.expert) == (4, False)
+    assert (spec.context.max_model_len, spec.context.min_model_len) == (262144, 32768)
+    assert spec.context.fallback and spec.context.preflight
+    assert spec.reasoning_parser == "deepseek_r1"
+    assert (spec.tool_calling.enabled, spec.tool_calling.parser) == (True, "hermes")
+    s = spec.sampling
+    assert (s.temperature, s.top_p, s.top_k, s.min_p) == (0.6, 0.95, 20, 0.0)
+    assert spec.runtime.gpu_memory_utilization == 0.92
+    assert spec.runtime.kv_cache_dtype == "auto"
+    assert spec.service.port == 8000
+    assert not spec.paused
+
+
+def test_missing_spec_means_empty_spec() -> None:
+    res = api.parse_resource({"metadata": {"name": "x"}})
+    assert res.spec == api.QwenThinkingDeploymentSpec()
+
+
+@pytest.mark.parametrize(("case", "patch", "field"), INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_resource_names_the_field(case: str, patch: dict[str, Any], field: str) -> None:
+    with pytest.raises(api.InvalidResource) as info:
+        api.parse_resource(resource(patch))
+    assert info.value.field == field, str(info.value)
+    assert str(info.value).startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"parallelism": {"tensor": 8, "expert": True}},
+        {"parallelism": {"tensor": 1}},
+        {"parallelism": {"tensor": 2, "expert": True}},
+        {"context": {"maxModelLen": 32768}},
+        {"context": {"maxModelLen": 16384, "minModelLen": 8192}},
+        {"context": {"maxModelLen": 1024, "minModelLen": 1024}},
+        {"model": {"source": {"pvc": {"claimName": "w", "path": "a/b"}}}},
+        {"model": {"source": {"huggingFace": {"tokenSecretRef": {"name": "hf"}}}}},
+        {
+            "runtime": {
+                "extraArgs": [
+                    "--enable-prefix-caching",
+                    "--max-num-seqs=64",
+                    "--max-num-batched-tokens",
+                    "8192",
+                ]
+            }
+        },
+        {"runtime": {"extraArgs": ["--max-model-length-typo"]}},
+        {"runtime": {"gpuMemoryUtilization": 1}},
+        {"reasoningParser": "none", "toolCalling": {"enabled": False}},
+        {"reasoningParser": "qwen3"},
+        {"replicas": 0},
+        {"disruption": {"maxUnavailable": "50%"}},
+        {"resources": {"requests": {"cpu": 16, "memory": "200Gi"}}},
+    ],
+)
+def test_valid_specs(spec: dict[str, Any]) -> None:
+    api.parse_resource({"metadata": {"name": "ok"}, "spec": spec})
+
+
+def test_extra_args_rule_matches_prefix_only_on_whole_flags() -> None:
+    # `--portable` is not `--port`; `--port=1` and `--port 1` are.
+    assert not api._is_managed("--portable")
+    assert api._is_managed("--port=1")
+    assert api._is_managed("--port 1")
+    assert api._is_managed("-tp")
+
+
+def test_every_managed_flag_is_rejected_in_both_forms() -> None:
+    for flag in api.MANAGED_FLAGS:
+        for args in ([flag], [f"{flag}=1"]):
+            with pytest.raises(api.InvalidResource):
+                api.parse_resource(resource({"spec": {"runtime": {"extraArgs": args}}}))
+
+
+def test_namespace_defaults_to_default() -> None:
+    assert api.parse_resource({"metadata": {"name": "x"}}).metadata.namespace == "default"
