@@ -95,7 +95,9 @@ def test_sample_server_command_has_exactly_the_model_card_flags() -> None:
         "--reasoning-parser": "deepseek_r1",
         "--enable-auto-tool-choice": None,
         "--tool-call-parser": "hermes",
-        "--override-generation-config": '{"temperature":0.6,"top_p":0.95,"top_k":20,"min_p":0.0,"max_new_tokens":32768}',
+        "--override-generation-config": (
+            '{"temperature":0.6,"top_p":0.95,"top_k":20,"min_p":0.0,"max_new_tokens":32768}'
+        ),
         "--download-dir": "/models/hub",
     }
     assert "--enable-reasoning" not in argv
