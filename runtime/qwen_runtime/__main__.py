@@ -1,0 +1,57 @@
+"""Command line: ``python3 -m qwen_runtime [OPTIONS] -- COMMAND...`` or ``... fetch``.
+
+``-- COMMAND`` runs the server under the launcher (see ``qwen_runtime.launcher``);
+``fetch`` downloads the model for the init container (see ``qwen_runtime.fetch``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import fetch, launcher
+
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+
+USAGE = (
+    "python3 -m qwen_runtime [--termination-log PATH] [--kill-after SECONDS] -- COMMAND...\n"
+    "       python3 -m qwen_runtime fetch"
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python3 -m qwen_runtime", usage=USAGE)
+    parser.add_argument(
+        "--termination-log",
+        default=DEFAULT_TERMINATION_LOG,
+        help="where to write the JSON failure record (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--kill-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="SIGKILL the child's process group this long after a forwarded signal "
+        "(default: never; the kubelet's grace period does it)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch to the launcher or to ``fetch``; return the process exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["fetch"]:
+        return fetch.main(args[1:])
+    if "--" not in args:
+        _parser().error("missing '-- COMMAND...'")
+    split = args.index("--")
+    options = _parser().parse_args(args[:split])
+    command = args[split + 1 :]
+    if not command:
+        _parser().error("missing COMMAND after '--'")
+    return launcher.run(command, options.termination_log, options.kill_after)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""Run the server as a child, pass its output through, and explain its death.
+
+Why a launcher: the operator can only react to a failure it can read, and
+vLLM's reasons live in a log that can be gigabytes long. The launcher is PID 1
+of the server container and:
+
+* streams the child's stdout/stderr to its own fds 1/2 unchanged, as raw
+  bytes the moment they arrive (no line buffering, no decoding);
+* keeps only a bounded view of that output (``watch.OutputWatcher``);
+* forwards SIGTERM, SIGINT and SIGHUP to the child (vLLM drains on SIGTERM);
+* exits with the child's exit code, or 128 + N when signal N killed it;
+* on failure writes one JSON line to the termination log
+  (schema: ``qwen_runtime.termination``).
+
+Stopping a child that ignores SIGTERM: by default the launcher does not
+escalate. vLLM may legitimately need the whole grace period to drain, and the
+kubelet already enforces ``terminationGracePeriodSeconds``: when it expires the
+runtime SIGKILLs the container, and because the launcher is PID 1 of the pod's
+PID namespace, the kernel kills the child with it. Outside a container the
+child gets the same guarantee from ``PR_SET_PDEATHSIG``: if the launcher is
+SIGKILLed, so is the child. ``--kill-after SECONDS`` opts into escalation: that
+long after the first forwarded signal, the child's process group gets SIGKILL.
+
+The child runs in its own process group, so a terminal's Ctrl-C reaches it
+once (forwarded by the launcher), not twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+
+from . import termination
+from .classify import UNKNOWN, classify
+from .watch import OutputWatcher
+
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+READ_SIZE = 1 << 20
+POLL_SECONDS = 0.5
+DRAIN_SECONDS = 2.0
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class _State:
+    """What signal handlers and the copy loop share."""
+
+    proc: subprocess.Popen[bytes] | None = None
+    received: int | None = None
+    received_at: float | None = None
+    pending: list[int] = field(default_factory=list)
+
+
+def run(command: Sequence[str], termination_log: str, kill_after: float | None = None) -> int:
+    """Run ``command`` to completion; return the exit code the launcher should exit with."""
+    state = _State()
+    previous = {sig: signal.signal(sig, _forwarder(state)) for sig in FORWARDED_SIGNALS}
+    try:
+        try:
+            state.proc = _spawn(command)
+        except OSError as error:
+            return _cannot_start(command, error, termination_log)
+        for sig in state.pending:
+            _send(state.proc, sig)
+        watcher = OutputWatcher()
+        _copy(state, watcher, kill_after)
+        code = _wait(state, kill_after)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if code != 0:
+        _report(state, watcher, code, command, termination_log)
+    return code
+
+
+def _spawn(command: Sequence[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        list(command),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        process_group=0,
+        preexec_fn=_die_with_parent,
+    )
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL me when the launcher dies (Linux only)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _forwarder(state: _State) -> Callable[[int, FrameType | None], None]:
+    def handler(sig: int, frame: FrameType | None) -> None:
+        if state.received is None:
+            state.received, state.received_at = sig, time.monotonic()
+        if state.proc is None:
+            state.pending.append(sig)
+        else:
+            _send(state.proc, sig)
+
+    return handler
+
+
+def _send(proc: subprocess.Popen[bytes], sig: int) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, sig)
+
+
+def _copy(state: _State, watcher: OutputWatcher, kill_after: float | None) -> None:
+    """Pump both pipes to fds 1/2 until EOF, or shortly after the child is gone.
+
+    Grandchildren (vLLM's engine processes) may hold the pipes open after the
+    child exits; the launcher then gives them ``DRAIN_SECONDS`` to finish.
+    """
+    proc = state.proc
+    assert proc is not None and proc.stdout is not None and proc.stderr is not None
+    selector = selectors.DefaultSelector()
+    targets = {proc.stdout.fileno(): 1, proc.stderr.fileno(): 2}
+    for fd in targets:
+        selector.register(fd, selectors.EVENT_READ)
+    alive_outputs = {1, 2}
+    deadline: float | None = None
+    next_check = time.monotonic() + POLL_SECONDS
+    while targets:
+        for key, _ in selector.select(POLL_SECONDS):
+            fd = int(key.fd)
+            chunk = os.read(fd, READ_SIZE)
+            if not chunk:
+                selector.unregister(fd)
+                del targets[fd]
+                continue
+            watcher.feed(targets[fd], chunk)
+            if targets[fd] in alive_outputs and not _write_all(targets[fd], chunk):
+                alive_outputs.discard(targets[fd])
+        now = time.monotonic()
+        if now >= next_check:
+            next_check = now + POLL_SECONDS
+            _maybe_escalate(state, kill_after, now)
+            if deadline is None and proc.poll() is not None:
+                deadline = now + DRAIN_SECONDS
+            if deadline is not None and now >= deadline:
+                break
+    selector.close()
+    watcher.finish()
+
+
+def _write_all(fd: int, data: bytes) -> bool:
+    """Write everything; False once the reader is gone (keep draining the child anyway)."""
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except (BrokenPipeError, OSError):
+            return False
+        view = view[written:]
+    return True
+
+
+def _maybe_escalate(state: _State, kill_after: float | None, now: float) -> None:
+    proc = state.proc
+    if kill_after is None or state.received_at is None or proc is None:
+        return
+    if proc.returncode is None and now - state.received_at >= kill_after:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _wait(state: _State, kill_after: float | None) -> int:
+    proc = state.proc
+    assert proc is not None
+    while True:
+        try:
+            returncode = proc.wait(timeout=POLL_SECONDS)
+            break
+        except subprocess.TimeoutExpired:
+            _maybe_escalate(state, kill_after, time.monotonic())
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+    return returncode if returncode >= 0 else 128 - returncode
+
+
+def _report(
+    state: _State,
+    watcher: OutputWatcher,
+    code: int,
+    command: Sequence[str],
+    termination_log: str,
+) -> None:
+    assert state.proc is not None
+    record: dict[str, object] = {}
+    record.update(
+        classify(
+            list(watcher.key_lines),
+            watcher.tail_lines(),
+            code,
+            phase=watcher.phase,
+            max_model_len=max_model_len(command),
+        )
+    )
+    record = {"reason": record.pop("reason"), "exitCode": code, **record}
+    if state.proc.returncode is not None and state.proc.returncode < 0:
+        record["signal"] = termination.signal_name(-state.proc.returncode)
+    if state.received is not None:
+        record["receivedSignal"] = termination.signal_name(state.received)
+    termination.write(termination_log, record)
+
+
+def _cannot_start(command: Sequence[str], error: OSError, termination_log: str) -> int:
+    code = 127 if isinstance(error, FileNotFoundError) else 126
+    message = f"cannot execute {command[0]!r}: {error.strerror or error}"
+    sys.stderr.write(f"[qwen-runtime] {message}\n")
+    termination.write(termination_log, {"reason": UNKNOWN, "exitCode": code, "message": message})
+    return code
+
+
+def max_model_len(command: Sequence[str]) -> int | None:
+    """The integer ``--max-model-len`` of a ``vllm serve`` command line, if any."""
+    value = None
+    for index, arg in enumerate(command):
+        name, _, inline = arg.replace("_", "-").partition("=")
+        if name != "--max-model-len":
+            continue
+        if inline:
+            value = arg.split("=", 1)[1]
+        elif index + 1 < len(command):
+            value = command[index + 1]
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None

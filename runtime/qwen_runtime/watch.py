@@ -1,0 +1,109 @@
+"""Bounded-memory view of a child's output, fed raw chunks as they stream past.
+
+A 236 GB model start prints for half an hour; the launcher must not hold that
+log. The watcher keeps, per stream, the last ``tail_bytes`` of output, plus
+every line that contains one of ``classify.KEY_MARKERS`` (a cause line can
+scroll out of the tail behind shutdown noise) and the latest start-up phase.
+Scanning is a handful of C-level ``bytearray.find`` calls per chunk, no
+per-line Python work, so streaming stays cheap.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+
+from .classify import KEY_MARKERS, PHASE_MARKERS, KeyLine, clean
+
+MAX_LINE_BYTES = 4096
+_OVERLAP = max(len(m) for m in KEY_MARKERS + tuple(p for p, _ in PHASE_MARKERS))
+_LINE_SPLIT = re.compile(r"\r\n|\n|\r")
+
+
+class OutputWatcher:
+    """Keeps the tail, the cause lines and the phase of a child's output."""
+
+    def __init__(self, tail_bytes: int = 64 * 1024, max_key_lines: int = 64) -> None:
+        self.tail_bytes = tail_bytes
+        self.phase: str | None = None
+        self.key_lines: deque[KeyLine] = deque(maxlen=max_key_lines)
+        self._tails: dict[int, bytearray] = {}
+        self._trimmed: set[int] = set()
+        self._pending: dict[int, bytearray] = {}
+        self._pending_phase: str | None = None
+
+    def feed(self, stream: int, chunk: bytes) -> None:
+        """Account for ``chunk`` read from ``stream`` (any hashable id, e.g. the fd)."""
+        tail = self._tails.setdefault(stream, bytearray())
+        start = len(tail)
+        tail += chunk
+        if stream in self._pending:
+            self._complete_pending(stream, chunk)
+        events = self._scan(tail, start)
+        if events:
+            self._apply(stream, tail, events)
+        if len(tail) > 2 * self.tail_bytes:
+            del tail[: len(tail) - self.tail_bytes]
+            self._trimmed.add(stream)
+
+    def finish(self) -> None:
+        """Flush key lines still waiting for their newline (the child has exited)."""
+        for stream in list(self._pending):
+            self._emit(self._pending.pop(stream))
+
+    def tail_lines(self, max_lines: int = 200) -> list[str]:
+        """The last lines of each stream, stdout's before stderr's (fds 1 and 2 order)."""
+        lines: list[str] = []
+        for stream in sorted(self._tails, key=str):
+            data = bytes(self._tails[stream][-self.tail_bytes :])
+            parts = _LINE_SPLIT.split(data.decode("utf-8", "replace"))
+            if stream in self._trimmed or len(data) < len(self._tails[stream]):
+                parts = parts[1:]
+            lines.extend(p for p in parts[-max_lines:] if p.strip())
+        return lines
+
+    def _scan(self, tail: bytearray, start: int) -> list[tuple[int, int, str | None]]:
+        """(position, marker length, phase or None for a key line) of new matches."""
+        region = max(0, start - _OVERLAP)
+        events: list[tuple[int, int, str | None]] = []
+        for marker, phase in PHASE_MARKERS:
+            pos = tail.rfind(marker, region)
+            if pos >= 0 and pos + len(marker) > start:
+                events.append((pos, len(marker), phase))
+        for marker in KEY_MARKERS:
+            pos = tail.find(marker, region)
+            while pos >= 0:
+                if pos + len(marker) > start:
+                    events.append((pos, len(marker), None))
+                pos = tail.find(marker, pos + len(marker))
+        events.sort()
+        return events
+
+    def _apply(
+        self, stream: int, tail: bytearray, events: list[tuple[int, int, str | None]]
+    ) -> None:
+        line_end = -1
+        for pos, _, phase in events:
+            if phase is not None:
+                self.phase = phase
+                continue
+            if pos < line_end:
+                continue  # a second marker on a line already kept
+            line_start = max(tail.rfind(b"\n", 0, pos) + 1, pos - MAX_LINE_BYTES // 2)
+            line_end = tail.find(b"\n", pos)
+            if line_end < 0:
+                self._pending[stream] = bytearray(tail[line_start:])
+                self._pending_phase = self.phase
+                return
+            self._emit(tail[line_start:line_end])
+
+    def _complete_pending(self, stream: int, chunk: bytes) -> None:
+        pending = self._pending[stream]
+        newline = chunk.find(b"\n")
+        pending += chunk if newline < 0 else chunk[:newline]
+        if newline >= 0 or len(pending) >= MAX_LINE_BYTES:
+            self._emit(self._pending.pop(stream), self._pending_phase)
+
+    def _emit(self, raw: bytes | bytearray, phase: str | None = None) -> None:
+        text = clean(bytes(raw[:MAX_LINE_BYTES]).decode("utf-8", "replace"))
+        self.key_lines.append(KeyLine(text, phase or self.phase))

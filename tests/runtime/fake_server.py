@@ -1,0 +1,82 @@
+"""A stand-in for ``vllm serve`` that the launcher tests and the benchmark run as the child.
+
+Modes:
+  replay FIXTURE CODE [ARGS...]  print a fixture (stdout part, then the part after
+                                 a ``### stderr`` line to stderr) and exit with CODE
+  wait [--ignore-term] [--term-exit CODE]
+                                 print ``ready pid=N``, then wait for signals: by default
+                                 SIGTERM kills it; ``--term-exit`` exits CODE on SIGTERM
+                                 or SIGINT; ``--ignore-term`` prints and keeps running
+  stream BYTES                   write BYTES of log-like lines to stdout in 64 KiB writes
+  stream-lines BYTES             the same, one write per line (like an unbuffered logger)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+STDERR_SPLIT = "### stderr\n"
+LINE = b"(APIServer pid=1) INFO 11-28 23:59:59 [loggers.py:123] Engine 000: Avg prompt throughput: 0.0 tokens/s, Running: 0 reqs\n"  # noqa: E501
+
+
+def fixture_parts(path: str | Path) -> tuple[bytes, bytes]:
+    """(stdout bytes, stderr bytes) of a fixture file."""
+    text = Path(path).read_text(encoding="utf-8")
+    out, _, err = text.partition(STDERR_SPLIT)
+    return out.encode("utf-8"), err.encode("utf-8")
+
+
+def replay(path: str, code: int) -> int:
+    out, err = fixture_parts(path)
+    os.write(1, out)
+    os.write(2, err)
+    return code
+
+
+def wait(args: list[str]) -> int:
+    def on_signal(sig: int, frame: FrameType | None) -> None:
+        name = signal.Signals(sig).name
+        if "--ignore-term" in args:
+            os.write(1, f"ignoring {name}\n".encode())
+            return
+        os.write(1, f"got {name}\n".encode())
+        sys.exit(int(args[args.index("--term-exit") + 1]))
+
+    if "--ignore-term" in args or "--term-exit" in args:
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+    os.write(1, f"ready pid={os.getpid()}\n".encode())
+    while True:
+        time.sleep(3600)
+
+
+def stream(total: int, per_line: bool = False) -> int:
+    block = LINE if per_line else LINE * (65536 // len(LINE))
+    written = 0
+    while written < total:
+        chunk = block[: total - written]
+        os.write(1, chunk)
+        written += len(chunk)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    mode = argv[0]
+    if mode == "replay":
+        return replay(argv[1], int(argv[2]))
+    if mode == "wait":
+        return wait(argv[1:])
+    if mode == "stream":
+        return stream(int(argv[1]))
+    if mode == "stream-lines":
+        return stream(int(argv[1]), per_line=True)
+    raise SystemExit(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,49 @@
+"""Shared helpers for the launcher tests: fixtures on disk and how to run the launcher."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+FIXTURES = HERE / "fixtures"
+FAKE_SERVER = HERE / "fake_server.py"
+RUNTIME_ROOT = HERE.parents[1] / "runtime"
+
+
+def cases() -> dict[str, dict[str, Any]]:
+    """Fixture file name -> expectation, from fixtures/cases.json."""
+    data = json.loads((FIXTURES / "cases.json").read_text())
+    return {name: case for name, case in data.items() if not name.startswith("_")}
+
+
+def launcher_env() -> dict[str, str]:
+    """Environment in which ``python -m qwen_runtime`` imports the checkout's package."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(RUNTIME_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def launcher_argv(termination_log: Path, *child: str, options: tuple[str, ...] = ()) -> list[str]:
+    """Command line that runs the fake server under the launcher."""
+    return [
+        sys.executable,
+        "-m",
+        "qwen_runtime",
+        "--termination-log",
+        str(termination_log),
+        *options,
+        "--",
+        sys.executable,
+        str(FAKE_SERVER),
+        *child,
+    ]
+
+
+def popen(argv: list[str]) -> subprocess.Popen[bytes]:
+    """Start the launcher with piped output."""
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=launcher_env())
