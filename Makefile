@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint unit e2e contract toolchain vllm-env cluster-up cluster-down run demo bench crd clean
+.PHONY: test lint unit toolchain vllm-env cluster-up cluster-down run demo bench crd docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ cluster-down: $(STAMP)
 
 crd: $(STAMP)
 	$(VENV)/bin/qwen-operator crd > crds/qwenthinkingdeployments.serving.qwen-operator.io.yaml
+
+docs: $(STAMP)
+	$(PY) -c 'import pathlib; from qwen_operator import docs; p = pathlib.Path("README.md"); p.write_text(docs.replace_in(p.read_text()))'
 
 bench: $(STAMP)
 	$(PY) -m bench
