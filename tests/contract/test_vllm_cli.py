@@ -1,0 +1,312 @@
+"""The operator's rendered `vllm serve` argv is what vLLM 0.33's own parser accepts and reads.
+
+Every sample and a matrix of spec variations is rendered with the operator's
+renderer; the part after the launcher's `--` goes through vllm_check.py in the
+cached vLLM virtualenv (one process for all cases), which parses it the way
+`vllm serve` does and reports what vLLM read. A missing virtualenv fails the
+tests: run `make vllm-env`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from qwen_operator import api, render
+from tests.contract import vllm_env
+
+pytestmark = pytest.mark.contract
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "samples"
+CHECKER = Path(__file__).with_name("vllm_check.py")
+MODEL = api.DEFAULT_MODEL
+# The model card's own command: `--enable-reasoning` was removed from vLLM.
+MODEL_CARD_ARGV = [
+    "vllm", "serve", MODEL, "--tensor-parallel-size", "4", "--max-model-len", "262144",
+    "--enable-reasoning", "--reasoning-parser", "deepseek_r1",
+]  # fmt: skip
+_ENV_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+# What vLLM must read from every rendered argv, by argparse destination.
+DESTS = [
+    "model_tag", "served_model_name", "tensor_parallel_size", "enable_expert_parallel",
+    "max_model_len", "gpu_memory_utilization", "kv_cache_dtype", "reasoning_parser",
+    "enable_auto_tool_choice", "tool_call_parser", "api_key", "revision", "download_dir",
+    "host", "port",
+]  # fmt: skip
+
+
+def dummy(env_name: str) -> str:
+    """The value a `$(NAME)` reference stands for in these tests (Kubernetes expands it)."""
+    return f"dummy-{env_name}"
+
+
+def resource(spec: dict[str, Any], name: str = "qwen3-thinking") -> dict[str, Any]:
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "metadata": {"name": name, "namespace": "llm", "uid": "u-1", "generation": 1},
+        "spec": copy.deepcopy(spec),
+    }
+
+
+@dataclass
+class Case:
+    """One rendered argv and what vLLM must read from it."""
+
+    res: api.QwenThinkingDeployment
+    max_model_len: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def argv(self) -> list[str]:
+        return vllm_argv(self.res, self.max_model_len)
+
+
+def vllm_argv(res: api.QwenThinkingDeployment, max_model_len: int | None = None) -> list[str]:
+    """The rendered command after the launcher's `--`, env references given dummy values."""
+    command = render.server_argv(res, max_model_len=max_model_len)
+    assert command[:3] == ["python3", "-m", "qwen_runtime"], command
+    assert "--" in command, f"no launcher separator in {command}"
+    rest = command[command.index("--") + 1 :]
+    return [_ENV_REF.sub(lambda m: dummy(m.group(1)), arg) for arg in rest]
+
+
+def expected_reading(case: Case) -> dict[str, Any]:
+    """What the spec says vLLM must run with, by argparse destination."""
+    spec = case.res.spec
+    hub = spec.model.source is None or spec.model.source.pvc is None
+    ref = spec.auth.api_key_secret_ref
+    return {
+        "model_tag": render.model_argument(spec),
+        "served_model_name": [spec.model.served_name or case.res.metadata.name],
+        "tensor_parallel_size": spec.parallelism.tensor,
+        "enable_expert_parallel": spec.parallelism.expert,
+        "max_model_len": case.max_model_len or spec.context.max_model_len,
+        "gpu_memory_utilization": spec.runtime.gpu_memory_utilization,
+        "kv_cache_dtype": spec.runtime.kv_cache_dtype,
+        # vLLM maps `--reasoning-parser none` and an absent flag to "".
+        "reasoning_parser": "" if spec.reasoning_parser == "none" else spec.reasoning_parser,
+        "enable_auto_tool_choice": spec.tool_calling.enabled,
+        "tool_call_parser": spec.tool_calling.parser if spec.tool_calling.enabled else None,
+        "api_key": None if ref is None else [dummy("QWEN_API_KEY")],
+        "revision": (spec.model.revision or None) if hub else None,
+        "port": render.CONTAINER_PORT,
+        **case.extra,
+    }
+
+
+def expected_sampling(spec: api.QwenThinkingDeploymentSpec) -> dict[str, Any]:
+    """The default sampling parameters vLLM must derive (its names: max_tokens, top_p...)."""
+    s = spec.sampling
+    out: dict[str, Any] = {
+        "temperature": s.temperature,
+        "top_p": s.top_p,
+        "top_k": s.top_k,
+        "min_p": s.min_p,
+    }
+    if s.presence_penalty is not None:
+        out["presence_penalty"] = s.presence_penalty
+    if s.max_tokens is not None:
+        out["max_tokens"] = s.max_tokens
+    return out
+
+
+KEY_REF = {"name": "qwen-api-key", "key": "key"}
+EXTRA = ["--enable-prefix-caching", "--max-num-seqs=64"]
+# Spec variations: id -> (spec, max_model_len given to the renderer, extra vLLM readings).
+VARIATIONS: dict[str, tuple[dict[str, Any], int | None, dict[str, Any]]] = {
+    "empty-spec": ({}, None, {}),
+    "tp1": ({"parallelism": {"tensor": 1}}, None, {}),
+    "tp2": ({"parallelism": {"tensor": 2}}, None, {}),
+    "tp4": ({"parallelism": {"tensor": 4}}, None, {}),
+    "tp2-expert": ({"parallelism": {"tensor": 2, "expert": True}}, None, {}),
+    "tp4-expert": ({"parallelism": {"tensor": 4, "expert": True}}, None, {}),
+    "tp8-expert": ({"parallelism": {"tensor": 8, "expert": True}}, None, {}),
+    "kv-fp8": ({"runtime": {"kvCacheDtype": "fp8"}}, None, {}),
+    "tools-off": ({"toolCalling": {"enabled": False}}, None, {}),
+    "tools-qwen3_xml": ({"toolCalling": {"parser": "qwen3_xml"}}, None, {}),
+    "tools-qwen3_coder": ({"toolCalling": {"parser": "qwen3_coder"}}, None, {}),
+    "reasoning-none": ({"reasoningParser": "none"}, None, {}),
+    "reasoning-qwen3": ({"reasoningParser": "qwen3"}, None, {}),
+    "api-key": ({"auth": {"apiKeySecretRef": KEY_REF}}, None, {}),
+    "extra-args": (
+        {"runtime": {"extraArgs": EXTRA}},
+        None,
+        {"enable_prefix_caching": True, "max_num_seqs": 64},
+    ),
+    "fallback-context": ({}, 131072, {}),
+    "context-floor": ({"context": {"maxModelLen": 4096, "minModelLen": 1024}}, 1024, {}),
+    "served-name": ({"model": {"servedName": "qwen-thinking"}}, None, {}),
+    "revision": ({"model": {"revision": "main"}}, None, {}),
+    "gpu-util": ({"runtime": {"gpuMemoryUtilization": 0.85}}, None, {}),
+    "sampling": (
+        {"sampling": {"temperature": 0.7, "topP": 0.8, "topK": 40, "minP": 0.05}},
+        None,
+        {},
+    ),
+    "sampling-penalty-no-max": (
+        {"sampling": {"presencePenalty": 1.5, "maxTokens": None}},
+        None,
+        {},
+    ),
+    "pvc-source": ({"model": {"source": {"pvc": {"claimName": "w", "path": "q/fp8"}}}}, None, {}),
+    "everything": (
+        {
+            "replicas": 2,
+            "model": {"servedName": "qwen", "revision": "main"},
+            "parallelism": {"tensor": 8, "expert": True},
+            "context": {"maxModelLen": 131072, "minModelLen": 32768},
+            "reasoningParser": "qwen3",
+            "toolCalling": {"enabled": True, "parser": "hermes"},
+            "sampling": {"presencePenalty": 0.5, "maxTokens": 81920},
+            "runtime": {"kvCacheDtype": "fp8", "gpuMemoryUtilization": 0.9, "extraArgs": EXTRA},
+            "auth": {"apiKeySecretRef": KEY_REF},
+        },
+        65536,
+        {"enable_prefix_caching": True, "max_num_seqs": 64},
+    ),
+}
+
+
+def sample_cases() -> dict[str, Case]:
+    """Every QwenThinkingDeployment in samples/*.yaml (multi-document files too)."""
+    cases: dict[str, Case] = {}
+    for path in sorted(SAMPLES.glob("*.yaml")):
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
+        ours = [d for d in docs if d.get("kind") == api.KIND]
+        for i, doc in enumerate(ours):
+            doc.setdefault("metadata", {}).setdefault("namespace", "default")
+            suffix = f"-{i}" if len(ours) > 1 else ""
+            cases[f"sample-{path.stem}{suffix}"] = Case(api.parse_resource(doc))
+    return cases
+
+
+def variation_cases() -> dict[str, Case]:
+    return {
+        case_id: Case(api.parse_resource(resource(spec)), max_len, extra)
+        for case_id, (spec, max_len, extra) in VARIATIONS.items()
+    }
+
+
+POSITIVE: dict[str, Case] = {**sample_cases(), **variation_cases()}
+# Argv vLLM must refuse: the model card's stale flag, and proof that the checker can fail.
+NEGATIVE: dict[str, tuple[list[str], str]] = {
+    "model-card-enable-reasoning": (MODEL_CARD_ARGV, "--enable-reasoning"),
+    "auto-tool-choice-without-parser": (
+        ["vllm", "serve", MODEL, "--enable-auto-tool-choice"],
+        "--tool-call-parser",
+    ),
+    "unknown-reasoning-parser": (
+        ["vllm", "serve", MODEL, "--reasoning-parser", "no_such_parser"],
+        "no_such_parser",
+    ),
+    "unknown-tool-parser": (
+        ["vllm", "serve", MODEL, "--enable-auto-tool-choice", "--tool-call-parser", "nope"],
+        "nope",
+    ),
+    "tensor-not-a-number": (["vllm", "serve", MODEL, "--tensor-parallel-size", "four"], "four"),
+    "bad-kv-cache-dtype": (["vllm", "serve", MODEL, "--kv-cache-dtype", "fp3"], "fp3"),
+}
+
+
+def run_checker(cases: list[dict[str, Any]]) -> dict[str, Any]:
+    """One vllm_check.py process over all cases; fails (never skips) without the venv."""
+    if not vllm_env.is_ready():
+        pytest.fail(
+            f"vLLM {vllm_env.VLLM_VERSION} virtualenv missing or incomplete at "
+            f"{vllm_env.venv_dir()}: run `make vllm-env` (installs it once per machine)",
+            pytrace=False,
+        )
+    proc = subprocess.run(
+        [str(vllm_env.venv_python()), str(CHECKER)],
+        input=json.dumps({"cases": cases, "dests": DESTS}),
+        env=vllm_env.check_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert proc.returncode == 0, f"vllm_check.py exit {proc.returncode}:\n{proc.stderr[-5000:]}"
+    out: dict[str, Any] = json.loads(proc.stdout)
+    out["byId"] = {r["id"]: r for r in out["results"]}
+    return out
+
+
+@pytest.fixture(scope="module")
+def report() -> dict[str, Any]:
+    cases = [{"id": k, "argv": c.argv} for k, c in POSITIVE.items()]
+    cases += [{"id": k, "argv": argv} for k, (argv, _) in NEGATIVE.items()]
+    return run_checker(cases)
+
+
+def test_pinned_vllm_version(report: dict[str, Any]) -> None:
+    assert report["vllmVersion"] == vllm_env.VLLM_VERSION
+
+
+def test_samples_exist() -> None:
+    assert any(k.startswith("sample-") for k in POSITIVE), f"no {api.KIND} in {SAMPLES}"
+
+
+@pytest.mark.parametrize("case_id", sorted(POSITIVE))
+def test_rendered_argv_accepted(report: dict[str, Any], case_id: str) -> None:
+    result = report["byId"][case_id]
+    assert result["ok"], f"vLLM rejected {POSITIVE[case_id].argv}:\n{result['error']}"
+    deprecated = [w for w in result["warnings"] if "deprecat" in w.lower()]
+    assert not deprecated, f"deprecated vLLM options in {POSITIVE[case_id].argv}: {deprecated}"
+
+
+@pytest.mark.parametrize("case_id", sorted(POSITIVE))
+def test_vllm_reads_the_spec(report: dict[str, Any], case_id: str) -> None:
+    case, result = POSITIVE[case_id], report["byId"][case_id]
+    assert result["ok"], result["error"]
+    read = {**result["values"], **result["nonDefault"]}
+    wrong = {
+        k: {"spec": v, "vllm": read.get(k)} for k, v in expected_reading(case).items() if read.get(k) != v
+    }
+    assert not wrong, f"vLLM reads {case.argv} differently from the spec: {wrong}"
+
+
+@pytest.mark.parametrize("case_id", sorted(POSITIVE))
+def test_sampling_reaches_vllm(report: dict[str, Any], case_id: str) -> None:
+    """Keys vLLM does not know in --override-generation-config are dropped without a word."""
+    case, result = POSITIVE[case_id], report["byId"][case_id]
+    assert result["ok"], result["error"]
+    assert result["sampling"] == expected_sampling(case.res.spec)
+
+
+@pytest.mark.parametrize("case_id", sorted(NEGATIVE))
+def test_bad_argv_rejected(report: dict[str, Any], case_id: str) -> None:
+    _argv, needle = NEGATIVE[case_id]
+    result = report["byId"][case_id]
+    assert not result["ok"], f"vLLM accepted {case_id}"
+    assert needle in result["error"], result["error"]
+
+
+def test_enable_reasoning_exits_2(report: dict[str, Any]) -> None:
+    result = report["byId"]["model-card-enable-reasoning"]
+    assert result["exitCode"] == 2, result
+    assert "unrecognized arguments: --enable-reasoning" in result["error"]
+
+
+def test_crd_parsers_are_registered_in_vllm(report: dict[str, Any]) -> None:
+    reasoning = set(api.REASONING_PARSERS) - {"none"}
+    assert reasoning <= set(report["reasoningParsers"]), reasoning - set(report["reasoningParsers"])
+    tools = set(api.TOOL_PARSERS)
+    assert tools <= set(report["toolParsers"]), tools - set(report["toolParsers"])
+
+
+def test_server_env_names_known_to_vllm(report: dict[str, Any]) -> None:
+    """vLLM ignores a misspelt VLLM_* variable; every one the operator sets must exist."""
+    spec = api.parse_resource(resource({"auth": {"apiKeySecretRef": KEY_REF}})).spec
+    names = {e["name"] for e in render.server_env(spec) if e["name"].startswith("VLLM_")}
+    assert names, "expected VLLM_ENGINE_READY_TIMEOUT_S at least"
+    assert names <= set(report["envVars"]), names - set(report["envVars"])
