@@ -34,9 +34,7 @@ REASONS = (
 # attributed to the latest phase seen before it.
 PHASE_MARKERS: tuple[tuple[bytes, str], ...] = (
     (b"Starting to load model", "weightLoading"),
-    (b"Loading safetensors checkpoint shards", "weightLoading"),
     (b"Model loading took", "profiling"),
-    (b"Profiling CUDA graph memory", "profiling"),
     (b"Available KV cache memory", "kvCacheAllocation"),
     (b"Capturing CUDA graphs", "cudaGraphCapture"),
     (b"Graph capturing finished", "warmUp"),
@@ -45,16 +43,16 @@ PHASE_MARKERS: tuple[tuple[bytes, str], ...] = (
 
 # Substrings of the lines that decide a reason. The output watcher keeps every
 # line containing one of them, however long ago it was printed, so a cause
-# survives pages of shutdown noise after it.
+# survives pages of shutdown noise after it. Each marker costs a scan of all
+# output, so there are as few as cover the texts: "out of memory" is in torch's
+# OutOfMemoryError, in "Failed to load model - not enough GPU memory ...
+# (original error: CUDA out of memory ...)" and in the warm-up messages.
 KEY_MARKERS: tuple[bytes, ...] = (
-    b"cache is needed, which is larger than the available KV cache memory",
+    b"cache is needed",
     b"No available memory for the cache blocks",
-    b"is less than desired GPU memory utilization",
-    b"is less than the engine's budget",
+    b"on startup is less than",
     b"out of memory",
-    b"OutOfMemoryError",
-    b"Failed to load model - not enough GPU memory",
-    b"Timed out waiting for engine core processes to start",
+    b"Timed out waiting for engine core processes",
 )
 
 _NUM = r"(\d+(?:\.\d+)?)"

@@ -192,8 +192,7 @@ def _call(hub: Any, request: Request, action: Callable[[], Any]) -> Any:
         ) from error
     except errors.RevisionNotFoundError as error:
         raise FetchError(
-            f"{where}: revision {request.revision!r} does not exist "
-            f"(check {ENV_REVISION}): {_first(error)}",
+            f"{where}: revision {request.revision!r} does not exist (check {ENV_REVISION}): {_first(error)}",
             EXIT_REVISION_NOT_FOUND,
         ) from error
     except errors.RepositoryNotFoundError as error:
@@ -209,14 +208,10 @@ def _call(hub: Any, request: Request, action: Callable[[], Any]) -> Any:
                 f"{where}: token refused (HTTP {status}; check {ENV_TOKEN}): {_first(error)}",
                 EXIT_ACCESS_DENIED,
             ) from error
-        raise FetchError(
-            f"{where}: download failed (HTTP {status}): {_first(error)}", EXIT_FAILED
-        ) from error
+        raise FetchError(f"{where}: download failed (HTTP {status}): {_first(error)}", EXIT_FAILED) from error
     except OSError as error:
         if error.errno == 28:
-            raise FetchError(
-                f"no space left on {request.target}: {error}", EXIT_NO_SPACE
-            ) from error
+            raise FetchError(f"no space left on {request.target}: {error}", EXIT_NO_SPACE) from error
         raise FetchError(f"{where}: {error}", EXIT_FAILED) from error
 
 

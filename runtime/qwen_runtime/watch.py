@@ -79,9 +79,7 @@ class OutputWatcher:
         events.sort()
         return events
 
-    def _apply(
-        self, stream: int, tail: bytearray, events: list[tuple[int, int, str | None]]
-    ) -> None:
+    def _apply(self, stream: int, tail: bytearray, events: list[tuple[int, int, str | None]]) -> None:
         line_end = -1
         for pos, _, phase in events:
             if phase is not None:

@@ -6,11 +6,11 @@ import json
 from typing import Any
 
 import pytest
+
 from qwen_runtime import termination
 from qwen_runtime.classify import REASONS, classify
 from qwen_runtime.launcher import max_model_len
 from qwen_runtime.watch import OutputWatcher
-
 from tests.runtime.fake_server import fixture_parts
 from tests.runtime.helpers import FIXTURES, cases
 
