@@ -158,6 +158,7 @@ def _import_hub() -> Any:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         import huggingface_hub  # type: ignore[import-not-found,unused-ignore]
+        import huggingface_hub.errors  # type: ignore[import-not-found,unused-ignore]
     except ImportError as error:
         raise FetchError(f"huggingface_hub is not installed: {error}", EXIT_FAILED) from error
     return huggingface_hub
