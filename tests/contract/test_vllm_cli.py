@@ -310,3 +310,88 @@ def test_server_env_names_known_to_vllm(report: dict[str, Any]) -> None:
     names = {e["name"] for e in render.server_env(spec) if e["name"].startswith("VLLM_")}
     assert names, "expected VLLM_ENGINE_READY_TIMEOUT_S at least"
     assert names <= set(report["envVars"]), names - set(report["envVars"])
+
+
+# A value unlike the default spec's, per destination the operator manages.
+HOSTILE = {
+    "model": "evil/model",
+    "served_model_name": "evil",
+    "tensor_parallel_size": "8",
+    "max_model_len": "1024",
+    "gpu_memory_utilization": "0.5",
+    "kv_cache_dtype": "fp8",
+    "reasoning_parser": "qwen3",
+    "override_generation_config": '{"temperature":2.0}',
+    "tool_call_parser": "qwen3_xml",
+    "api_key": "evil",
+    "download_dir": "/tmp/evil",
+    "revision": "evil",
+    "host": "127.0.0.1",
+    "port": "9999",
+}
+
+
+def unique_prefixes(flag: str, all_flags: set[str]) -> list[str]:
+    """Abbreviations argparse (allow_abbrev) resolves to `flag`: shortest and longest."""
+    if not flag.startswith("--"):
+        return []
+    found = [
+        flag[:n]
+        for n in range(3, len(flag))
+        if flag[:n] not in all_flags and [f for f in all_flags if f.startswith(flag[:n])] == [flag]
+    ]
+    return sorted({found[0], found[-1]}) if found else []
+
+
+def managed_spellings(report: dict[str, Any]) -> dict[str, str]:
+    """Every way to reach a managed destination in vLLM's parser -> its destination."""
+    options: dict[str, dict[str, Any]] = report["options"]
+    all_flags = {f for o in options.values() for f in o["flags"]}
+    spellings: dict[str, str] = {}
+    for dest, opt in options.items():
+        if not set(opt["flags"]) & set(api.MANAGED_FLAGS):
+            continue
+        for flag in opt["flags"]:
+            abbrevs = unique_prefixes(flag, all_flags) if report["allowAbbrev"] else []
+            for spelling in [flag, *abbrevs]:
+                spellings[spelling] = dest
+                if spelling.startswith("--"):
+                    spellings["--" + spelling[2:].replace("-", "_")] = dest
+    return spellings
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "api.MANAGED_FLAGS blocks exact spellings only: vLLM's aliases (-ep, --disable-expert-parallel, "
+        "--device-memory-utilization, --disable-auto-tool-choice) and argparse abbreviations "
+        "(--tensor-parallel=8) pass; remove this mark once api rejects them"
+    ),
+)
+def test_extra_args_cannot_override_managed_flags(report: dict[str, Any]) -> None:
+    """An alias or abbreviation of a managed flag in extraArgs is refused at apply time, or
+    at least does not change what vLLM runs with (vLLM takes the last value given)."""
+    options, accepted = report["options"], {}
+    for spelling, dest in sorted(managed_spellings(report).items()):
+        arg = spelling if options[dest]["switch"] else f"{spelling}={HOSTILE[dest]}"
+        try:
+            res = api.parse_resource(resource({"runtime": {"extraArgs": [arg]}}))
+        except api.InvalidResource:
+            continue
+        accepted[arg] = Case(res)
+    if not accepted:
+        return
+    second = run_checker([{"id": a, "argv": c.argv} for a, c in accepted.items()])
+    leaks = {}
+    for arg, case in accepted.items():
+        result = second["byId"][arg]
+        if not result["ok"]:
+            leaks[arg] = f"accepted at apply time, then vLLM refuses it: {result['error'][-200:]}"
+            continue
+        read = {**result["values"], **result["nonDefault"]}
+        wrong = {k: read.get(k) for k, v in expected_reading(case).items() if read.get(k) != v}
+        if wrong:
+            leaks[arg] = f"overrides the spec: vLLM reads {wrong}"
+    if leaks:
+        lines = "\n".join(f"  {a!r}: {why}" for a, why in leaks.items())
+        pytest.fail(f"runtime.extraArgs reach managed vLLM options:\n{lines}", pytrace=False)
