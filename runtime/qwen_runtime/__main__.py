@@ -43,13 +43,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["fetch"]:
         return fetch.main(args[1:])
-    if "--" not in args:
-        _parser().error("missing '-- COMMAND...'")
-    split = args.index("--")
-    options = _parser().parse_args(args[:split])
+    split = args.index("--") if "--" in args else len(args)
+    parser = _parser()
+    options = parser.parse_args(args[:split])  # handles --help
     command = args[split + 1 :]
     if not command:
-        _parser().error("missing COMMAND after '--'")
+        parser.error("missing '-- COMMAND...'")
     return launcher.run(command, options.termination_log, options.kill_after)
 
 

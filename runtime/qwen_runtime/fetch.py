@@ -5,17 +5,21 @@ Configuration comes from the environment, set by the operator's pod template:
 ``QWEN_MODEL_ID``        Hugging Face repository (required),
                          e.g. ``Qwen/Qwen3-235B-A22B-Thinking-2507-FP8``
 ``QWEN_MODEL_REVISION``  branch, tag or commit; empty means ``main``
-``QWEN_WEIGHTS_DIR``     target directory on the cache volume (required)
+``QWEN_WEIGHTS_DIR``     the Hugging Face cache directory on the weights volume (required);
+                         ``vllm serve MODEL_ID --download-dir`` must name the same one
 ``HF_TOKEN``             access token; optional (the model is public)
+
+The files land in the hub's cache layout (``models--ORG--NAME/snapshots/COMMIT``,
+``refs/REVISION``), so vLLM, given the model id and that directory, finds them
+without downloading again (set ``HF_HUB_OFFLINE=1`` on the server to forbid it).
 
 Behaviour an SRE can rely on:
 
 * a no-op, without touching the network, when the marker file
-  ``QWEN_WEIGHTS_DIR/.qwen-runtime-fetch.json`` names the same model and
-  revision and every file it lists is present with its recorded size;
-* resumable: ``huggingface_hub`` keeps partial files under
-  ``QWEN_WEIGHTS_DIR/.cache/huggingface`` and skips finished ones, so a
-  restarted init container continues where it stopped;
+  ``QWEN_WEIGHTS_DIR/.qwen-runtime-fetch--ORG--NAME.json`` names the same
+  revision and every file it lists is in the snapshot with its recorded size;
+* resumable: ``huggingface_hub`` keeps partial blobs (``*.incomplete``) and
+  skips finished files, so a restarted init container continues where it stopped;
 * plain progress lines every ``PROGRESS_SECONDS`` (bytes, percent, rate,
   ETA, files), readable in ``kubectl logs``; no carriage-return bars;
 * a clear one-line error and a distinct exit code when something is wrong
@@ -43,7 +47,7 @@ ENV_REVISION = "QWEN_MODEL_REVISION"
 ENV_WEIGHTS_DIR = "QWEN_WEIGHTS_DIR"
 ENV_TOKEN = "HF_TOKEN"
 
-MARKER_NAME = ".qwen-runtime-fetch.json"
+MARKER_PREFIX = ".qwen-runtime-fetch--"
 PROGRESS_SECONDS = 15.0
 MAX_WORKERS = 8
 
@@ -123,35 +127,52 @@ def fetch(request: Request, hub: Any = None) -> None:
         f"{request.model_id}@{request.revision} (commit {commit}): {len(files)} files, "
         f"{_gb(total)} GB -> {request.target}"
     )
-    _check_space(request.target, files)
-    with _Progress(request.target, files):
-        _call(
+    _check_space(request.target, snapshot_dir(request, commit), files)
+    with _Progress(request, commit, files):
+        path = _call(
             hub,
             request,
             lambda: hub.snapshot_download(
                 request.model_id,
-                revision=commit,
-                local_dir=str(request.target),
+                revision=request.revision,
+                cache_dir=str(request.target),
                 token=request.token,
                 max_workers=MAX_WORKERS,
             ),
         )
+    commit = Path(path).name
     _write_marker(request, commit, files)
     log(f"done: {len(files)} files, {_gb(total)} GB, commit {commit}")
+
+
+def repo_dir(request: Request) -> Path:
+    """The model's directory in the hub cache layout."""
+    return request.target / ("models--" + request.model_id.replace("/", "--"))
+
+
+def snapshot_dir(request: Request, commit: str) -> Path:
+    """Where the files of ``commit`` appear (symlinks into ``blobs/``)."""
+    return repo_dir(request) / "snapshots" / commit
+
+
+def marker_path(request: Request) -> Path:
+    """The completion marker of this model, next to the cache's model directories."""
+    return request.target / (MARKER_PREFIX + request.model_id.replace("/", "--") + ".json")
 
 
 def is_complete(request: Request) -> bool:
     """True when the marker matches the request and every recorded file has its size."""
     try:
-        marker = json.loads((request.target / MARKER_NAME).read_text())
+        marker = json.loads(marker_path(request).read_text())
     except (OSError, ValueError):
         return False
     if marker.get("modelId") != request.model_id or marker.get("revision") != request.revision:
         return False
-    files = marker.get("files")
-    if not isinstance(files, dict) or not files:
+    files, commit = marker.get("files"), marker.get("commit")
+    if not isinstance(files, dict) or not files or not isinstance(commit, str):
         return False
-    return all(_size(request.target / name) == size for name, size in files.items())
+    snapshot = snapshot_dir(request, commit)
+    return all(_size(snapshot / name) == size for name, size in files.items())
 
 
 def _import_hub() -> Any:
@@ -220,8 +241,8 @@ def _first(error: BaseException) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
-def _check_space(target: Path, files: Mapping[str, int]) -> None:
-    missing = sum(size - min(size, _size(target / name) or 0) for name, size in files.items())
+def _check_space(target: Path, snapshot: Path, files: Mapping[str, int]) -> None:
+    missing = sum(size - min(size, _size(snapshot / name) or 0) for name, size in files.items())
     free = shutil.disk_usage(target).free
     if missing > free:
         raise FetchError(
@@ -239,7 +260,7 @@ def _write_marker(request: Request, commit: str, files: Mapping[str, int]) -> No
         "files": dict(files),
         "completedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    path = request.target / MARKER_NAME
+    path = marker_path(request)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(marker, indent=1, sort_keys=True))
     tmp.replace(path)
@@ -259,8 +280,11 @@ def _gb(size: int) -> str:
 class _Progress:
     """Prints a progress line every ``PROGRESS_SECONDS`` while the download runs."""
 
-    def __init__(self, target: Path, files: Mapping[str, int], interval: float = PROGRESS_SECONDS):
-        self.target, self.files, self.interval = target, dict(files), interval
+    def __init__(
+        self, request: Request, commit: str, files: Mapping[str, int], interval: float = PROGRESS_SECONDS
+    ):
+        self.snapshot, self.blobs = snapshot_dir(request, commit), repo_dir(request) / "blobs"
+        self.files, self.interval = dict(files), interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="fetch-progress", daemon=True)
         self._start = time.monotonic()
@@ -279,13 +303,12 @@ class _Progress:
         """(bytes on disk, including partial downloads; files complete)."""
         done_bytes, done_files = 0, 0
         for name, size in self.files.items():
-            have = _size(self.target / name) or 0
+            have = _size(self.snapshot / name) or 0
             if have == size:
                 done_files += 1
             done_bytes += min(have, size)
-        partial = self.target / ".cache" / "huggingface" / "download"
-        if partial.is_dir():
-            for path in partial.rglob("*.incomplete"):
+        if self.blobs.is_dir():
+            for path in self.blobs.glob("*.incomplete"):
                 done_bytes += _size(path) or 0
         return done_bytes, done_files
 

@@ -43,12 +43,21 @@ class FakeHub:
         return SimpleNamespace(sha="0123abcd", siblings=siblings)
 
     def snapshot_download(
-        self, repo_id: str, *, revision: str, local_dir: str, token: str | None, max_workers: int
+        self, repo_id: str, *, revision: str, cache_dir: str, token: str | None, max_workers: int
     ) -> str:
+        """Writes the hub's cache layout: blobs, a snapshot of links to them, a ref."""
         self.calls.append(f"snapshot_download@{revision}")
-        for name, data in FILES.items():
-            (Path(local_dir) / name).write_bytes(data)
-        return local_dir
+        repo = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
+        snapshot = repo / "snapshots" / "0123abcd"
+        for folder in (repo / "blobs", snapshot, repo / "refs"):
+            folder.mkdir(parents=True, exist_ok=True)
+        for index, (name, data) in enumerate(FILES.items()):
+            blob = repo / "blobs" / f"blob{index}"
+            blob.write_bytes(data)
+            (snapshot / name).unlink(missing_ok=True)
+            (snapshot / name).symlink_to(blob)
+        (repo / "refs" / revision).write_text("0123abcd")
+        return str(snapshot)
 
 
 def http_error(cls: type[Exception], status: int) -> Exception:
@@ -60,13 +69,13 @@ def request(tmp_path: Path, revision: str = "main") -> fetch.Request:
     return fetch.Request(MODEL, revision, tmp_path / "weights", None)
 
 
-def test_downloads_then_is_a_no_op_without_network(
+def test_downloads_into_the_hub_cache_then_is_a_no_op_without_network(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     hub = FakeHub()
     fetch.fetch(request(tmp_path), hub)
-    assert hub.calls == ["model_info", "snapshot_download@0123abcd"]
-    marker = json.loads((tmp_path / "weights" / fetch.MARKER_NAME).read_text())
+    assert hub.calls == ["model_info", "snapshot_download@main"]
+    marker = json.loads(fetch.marker_path(request(tmp_path)).read_text())
     assert marker["commit"] == "0123abcd"
     assert marker["files"] == {n: len(d) for n, d in FILES.items()}
 
@@ -80,10 +89,11 @@ def test_downloads_then_is_a_no_op_without_network(
 
 def test_truncated_file_or_other_revision_downloads_again(tmp_path: Path) -> None:
     fetch.fetch(request(tmp_path), FakeHub())
-    (tmp_path / "weights" / "model-00002.safetensors").write_bytes(b"y")
+    snapshot = fetch.snapshot_dir(request(tmp_path), "0123abcd")
+    (snapshot / "model-00002.safetensors").resolve().write_bytes(b"y")
     hub = FakeHub()
     fetch.fetch(request(tmp_path), hub)
-    assert "snapshot_download@0123abcd" in hub.calls
+    assert "snapshot_download@main" in hub.calls
     hub = FakeHub()
     fetch.fetch(request(tmp_path, revision="v2"), hub)
     assert hub.calls, "a different revision is not the files on disk"
@@ -141,13 +151,14 @@ def test_not_enough_disk_space_exits_6(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_progress_line_counts_partial_downloads(tmp_path: Path) -> None:
-    target = tmp_path / "weights"
-    partial = target / ".cache" / "huggingface" / "download"
-    partial.mkdir(parents=True)
-    (target / "config.json").write_bytes(FILES["config.json"])
-    (partial / "model-00001-of-00002.safetensors.abc.incomplete").write_bytes(b"x" * 148)
+    req = request(tmp_path)
+    snapshot, blobs = fetch.snapshot_dir(req, "c0ffee"), fetch.repo_dir(req) / "blobs"
+    snapshot.mkdir(parents=True)
+    blobs.mkdir()
+    (snapshot / "config.json").write_bytes(FILES["config.json"])
+    (blobs / "9f86d081884c7d65.incomplete").write_bytes(b"x" * 148)
     sizes = {n: len(d) for n, d in FILES.items()}
-    line = fetch._Progress(target, sizes).line()
+    line = fetch._Progress(req, "c0ffee", sizes).line()
     assert line.startswith("0.0/0.0 GB (42.6%)"), line
     assert line.endswith("1/3 files"), line
 
@@ -155,10 +166,12 @@ def test_progress_line_counts_partial_downloads(tmp_path: Path) -> None:
 def test_fetch_matches_the_real_huggingface_hub_api() -> None:
     """The calls fetch makes exist with these parameters in the installed huggingface_hub."""
     download = inspect.signature(huggingface_hub.snapshot_download).parameters
-    assert {"revision", "local_dir", "token", "max_workers"} <= set(download)
+    assert {"revision", "cache_dir", "token", "max_workers"} <= set(download)
     info = inspect.signature(huggingface_hub.HfApi.model_info).parameters
     assert {"revision", "files_metadata", "token"} <= set(info)
     assert {"rfilename", "size"} <= set(inspect.signature(huggingface_hub.hf_api.RepoSibling).parameters)
+    folder = huggingface_hub.file_download.repo_folder_name(repo_id=MODEL, repo_type="model")
+    assert fetch.repo_dir(fetch.Request(MODEL, "main", Path("/c"), None)) == Path("/c") / folder
     assert issubclass(hub_errors.GatedRepoError, hub_errors.RepositoryNotFoundError)
     assert issubclass(hub_errors.RepositoryNotFoundError, hub_errors.HfHubHTTPError)
     assert issubclass(hub_errors.RevisionNotFoundError, hub_errors.HfHubHTTPError)
