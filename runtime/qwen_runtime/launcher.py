@@ -15,8 +15,9 @@ of the server container and:
 Stopping a child that ignores SIGTERM: by default the launcher does not
 escalate. vLLM may legitimately need the whole grace period to drain, and the
 kubelet already enforces ``terminationGracePeriodSeconds``: when it expires the
-runtime SIGKILLs the container, and because the launcher is PID 1 of the pod's
-PID namespace, the kernel kills the child with it. Outside a container the
+container runtime SIGKILLs every process of the container (and with the
+launcher as PID 1 of the container's PID namespace, the kernel would kill the
+child with it anyway). Outside a container the
 child gets the same guarantee from ``PR_SET_PDEATHSIG``: if the launcher is
 SIGKILLed, so is the child. ``--kill-after SECONDS`` opts into escalation: that
 long after the first forwarded signal, the child's process group gets SIGKILL.

@@ -1,0 +1,47 @@
+"""The runtime image pins the vLLM release the rest of the project is built against."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from qwen_operator.api import DEFAULT_IMAGE
+
+DOCKERFILE = Path(__file__).parents[2] / "runtime" / "Dockerfile"
+VLLM_VERSION = "0.33.0"
+
+
+def text() -> str:
+    return DOCKERFILE.read_text()
+
+
+def env() -> dict[str, str]:
+    """ENV KEY=VALUE pairs, continuation lines joined."""
+    joined = text().replace("\\\n", " ")
+    pairs: dict[str, str] = {}
+    for line in joined.splitlines():
+        if line.startswith("ENV "):
+            pairs.update(re.findall(r"(\w+)=(\S+)", line))
+    return pairs
+
+
+def test_base_image_is_the_pinned_vllm_release() -> None:
+    assert f"ARG VLLM_IMAGE=vllm/vllm-openai:v{VLLM_VERSION}\n" in text()
+    assert "FROM ${VLLM_IMAGE}\n" in text()
+
+
+def test_operator_default_image_names_this_vllm_release() -> None:
+    assert DEFAULT_IMAGE.endswith(f"-vllm{VLLM_VERSION}"), DEFAULT_IMAGE
+
+
+def test_environment_suits_a_long_model_load() -> None:
+    values = env()
+    assert int(values["VLLM_ENGINE_READY_TIMEOUT_S"]) >= 1800
+    assert values["PYTHONUNBUFFERED"] == "1"
+    assert values["PYTHONPATH"] == "/opt/qwen-runtime"
+
+
+def test_launcher_is_copied_and_is_the_entrypoint() -> None:
+    assert "COPY qwen_runtime /opt/qwen-runtime/qwen_runtime\n" in text()
+    assert 'ENTRYPOINT ["python3", "-m", "qwen_runtime"]' in text()
+    assert (DOCKERFILE.parent / "qwen_runtime" / "__main__.py").is_file()
