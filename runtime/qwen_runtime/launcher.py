@@ -79,7 +79,10 @@ def run(command: Sequence[str], termination_log: str, kill_after: float | None =
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if code != 0:
-        _report(state, watcher, code, command, termination_log)
+        try:
+            _report(state, watcher, code, command, termination_log)
+        except Exception as error:  # the exit code matters more than the message
+            sys.stderr.write(f"[qwen-runtime] could not classify the failure: {error!r}\n")
     return code
 
 

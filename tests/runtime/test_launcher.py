@@ -176,3 +176,12 @@ def test_child_runs_in_its_own_process_group(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=WAIT_SECONDS)
+
+
+def test_unwritable_termination_log_keeps_the_exit_code(tmp_path: Path) -> None:
+    log = tmp_path / "missing-dir" / "termination-log"
+    argv = launcher_argv(log, "replay", str(FIXTURES / "kv_cache_insufficient.log"), "1")
+    done = subprocess.run(argv, capture_output=True, env=launcher_env(), timeout=60)
+    assert done.returncode == 1
+    assert b"cannot write termination log" in done.stderr
+    assert b'"reason": "KVCacheInsufficient"' in done.stderr, "the record still reaches the log"
