@@ -15,7 +15,7 @@ stdin:  {"cases": [{"id": "...", "argv": ["vllm", "serve", MODEL, ...]}],
          "dests": [names whose parsed values every result reports under "values"]}
 stdout: {"vllmVersion": ..., "results": [{"id", "ok", "error", "exitCode",
          "stage", "warnings", "nonDefault", "values", "sampling"}], "reasoningParsers": [...],
-         "toolParsers": [...], "options": {dest: {"flags": [...], "switch": bool}},
+         "toolParsers": [...], "options": {dest: {"flags", "switch", "deprecated"}},
          "allowAbbrev": bool, "envVars": [...], "seconds": {...}}
 "sampling" is what vLLM makes of --override-generation-config (ModelConfig's own
 get_diff_sampling_param): keys it does not know are dropped there, silently.
@@ -28,6 +28,8 @@ import os
 # Before vllm is imported: pick the CPU platform instead of probing for CUDA.
 os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+# Warnings (deprecated options) are part of the result; INFO would only be noise.
+os.environ["VLLM_LOGGING_LEVEL"] = "WARNING"
 
 import argparse
 import contextlib
@@ -36,6 +38,7 @@ import json
 import logging
 import sys
 import time
+import warnings
 from typing import Any
 
 _NO_DEFAULT = object()
@@ -130,13 +133,17 @@ def _sampling(args: argparse.Namespace) -> dict[str, Any]:
 
 def _options(parser: Any) -> dict[str, dict[str, Any]]:
     """Every option string of the serve subparser by destination (aliases included), and
-    whether it takes a value (nargs 0: a switch such as --enable-expert-parallel)."""
+    whether it takes a value (nargs 0: a switch such as --enable-expert-parallel), and
+    whether vLLM calls it deprecated (some only warn once a model is loaded)."""
     serve = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     out: dict[str, dict[str, Any]] = {}
-    for action in serve.choices["serve"]._actions:
+    sub = serve.choices["serve"]
+    for action in sub._actions:
         if action.option_strings:
             entry = out.setdefault(action.dest, {"flags": [], "switch": action.nargs == 0})
             entry["flags"].extend(action.option_strings)
+            retired = action in sub._deprecated or "deprecated" in (action.help or "").lower()
+            entry["deprecated"] = entry.get("deprecated", False) or retired
     return out
 
 
@@ -148,9 +155,16 @@ def check_case(argv: list[str], defaults: argparse.Namespace, dests: list[str]) 
         return result
     collect = _Collect()
     logging.getLogger("vllm").addHandler(collect)
+    _forget_once_warnings()
     err = io.StringIO()
+    caught: list[warnings.WarningMessage] = []
     try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(err):
+        with (
+            contextlib.redirect_stderr(err),
+            contextlib.redirect_stdout(err),
+            warnings.catch_warnings(record=True) as caught,
+        ):
+            warnings.simplefilter("always")
             result["stage"] = "parse"
             parser, cmd = _build_parser()
             args = parser.parse_args(argv[1:])
@@ -168,8 +182,18 @@ def check_case(argv: list[str], defaults: argparse.Namespace, dests: list[str]) 
         result["error"] = f"{type(exc).__name__}: {exc}"[:4000]
     finally:
         logging.getLogger("vllm").removeHandler(collect)
-    result["warnings"] = collect.messages
+    result["warnings"] = collect.messages + [str(w.message) for w in caught]
     return result
+
+
+def _forget_once_warnings() -> None:
+    """vLLM logs some warnings once per process; each case must see its own."""
+    import vllm.logger
+
+    for name in ("_print_warning_once", "_print_info_once"):
+        cached = getattr(vllm.logger, name, None)
+        if cached is not None and hasattr(cached, "cache_clear"):
+            cached.cache_clear()
 
 
 def main() -> int:

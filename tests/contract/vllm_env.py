@@ -64,7 +64,6 @@ def check_env() -> dict[str, str]:
         VLLM_TARGET_DEVICE="cpu",
         VLLM_NO_USAGE_STATS="1",
         DO_NOT_TRACK="1",
-        VLLM_LOGGING_LEVEL="ERROR",
     )
     # Offline mode would make EngineArgs look the model up in the local HF cache.
     for name in ("PYTHONPATH", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
