@@ -94,7 +94,10 @@ class _Converter:
         ):
             node["minimum"], node["exclusiveMinimum"] = node["exclusiveMinimum"], True
         if node.pop(_DEFAULT_OBJECT, False):
-            node["default"] = {}
+            # The apiserver checks a default against the object's CEL rules as written, before
+            # nested defaults apply, so an object with rules defaults to its full defaults.
+            with_rules = model is not None and model.rules
+            node["default"] = model().model_dump(by_alias=True, mode="json") if with_rules else {}
         elif node.get("default", 0) in ("", [], {}, None):
             node.pop("default")
         if model is not None and model.rules and "x-kubernetes-validations" not in node:
