@@ -9,7 +9,7 @@ in one state directory, so `down` can stop exactly what `up` started and remove 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import functools
 import json
 import os
 import shutil
@@ -71,6 +71,18 @@ def pid_alive(pid: int, binary: str) -> bool:
     return argv0 == binary and stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+# Children started by this Python process: until exec() completes, /proc/<pid>/cmdline
+# still shows Python, so liveness of our own children is asked of Popen instead.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def exited(proc: dict[str, Any]) -> bool:
+    child = _children.get(int(proc["pid"]))
+    if child is not None:
+        return child.poll() is not None
+    return not pid_alive(int(proc["pid"]), str(proc["binary"]))
+
+
 def spawn(layout: Layout, name: str, argv: list[str]) -> dict[str, Any]:
     logfile = layout.log(name)
     logfile.parent.mkdir(parents=True, exist_ok=True)
@@ -79,22 +91,23 @@ def spawn(layout: Layout, name: str, argv: list[str]) -> dict[str, Any]:
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True, cwd=layout.state,
         )  # fmt: skip
+    _children[proc.pid] = proc
     return {"pid": proc.pid, "binary": argv[0], "log": str(logfile)}
 
 
 def stop(name: str, proc: dict[str, Any], grace: float = 10.0) -> None:
     pid, binary = int(proc["pid"]), str(proc["binary"])
-    if not pid_alive(pid, binary):
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while pid_alive(pid, binary) and time.monotonic() < deadline:
-        time.sleep(0.1)
     if pid_alive(pid, binary):
-        log(f"{name} (pid {pid}) ignored SIGTERM; killing")
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # reap when we are the parent (pytest's cluster fixture)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while pid_alive(pid, binary) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if pid_alive(pid, binary):
+            log(f"{name} (pid {pid}) ignored SIGTERM; killing")
+            os.kill(pid, signal.SIGKILL)
+    child = _children.pop(pid, None)
+    if child is not None:
+        child.wait(timeout=5)  # reap: we are the parent (pytest's cluster fixture)
 
 
 def log_tail(path: str | Path, lines: int = 25) -> str:
@@ -127,7 +140,7 @@ def wait_until(check: Callable[[], bool], what: str, proc: dict[str, Any] | None
     """Poll `check`; fail fast with the log tail when the process behind it died."""
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while not check():
-        if proc and not pid_alive(int(proc["pid"]), str(proc["binary"])):
+        if proc and exited(proc):
             raise RuntimeError(f"{what}: process exited\n{log_tail(proc['log'])}")
         if time.monotonic() > deadline:
             tail = log_tail(proc["log"]) if proc else ""
@@ -191,9 +204,11 @@ def default_service_account(layout: Layout) -> bool:
 
 
 def add_nodes(kube: Kubectl, count: int, model: str, gpus: int) -> None:
-    """Create (or update) the simulated GPU nodes and wait until kwok has made them Ready."""
-    manifest = yaml.safe_dump(nodes.node_list(count, model, gpus))
-    kube("apply", "-f", "-", stdin=manifest)
+    """Create (or update) the simulated GPU nodes and the default StorageClass; wait until
+    kwok has made the nodes Ready."""
+    listing = nodes.node_list(count, model, gpus)
+    listing["items"].append(nodes.storage_class())
+    kube("apply", "-f", "-", stdin=yaml.safe_dump(listing))
     names = {f"gpu-node-{i}" for i in range(count)}
     wait_until(lambda: names <= ready_nodes(kube), f"{count} nodes Ready", None)
 
@@ -227,7 +242,7 @@ def start_all(layout: Layout, options: dict[str, Any]) -> None:
         endpoint = health_url(layout, name)
         if endpoint:
             url, cert = endpoint
-            wait_until(lambda u=url, c=cert: http_ok(u, layout, c), name, procs[name])
+            wait_until(functools.partial(http_ok, url, layout, cert), name, procs[name])
     wait_until(lambda: default_service_account(layout), "service-account controller", None)
     kube = kubectl_for(layout.bin / "kubectl", layout.kubeconfig)
     add_nodes(kube, options["nodes"], options["gpu"], options["gpus_per_node"])

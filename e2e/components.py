@@ -128,6 +128,17 @@ def apiserver(layout: Layout) -> list[str]:
         f"--service-account-signing-key-file={pki / 'sa.key'}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         "--allow-privileged=true",
+        # The `kubernetes` Service cannot point at a loopback address, and no pod here
+        # could reach it anyway: leave its endpoints alone instead of failing every 10 s.
+        "--endpoint-reconciler-type=none",
+        # The aggregation layer's front proxy (and what controllers read to trust it).
+        f"--requestheader-client-ca-file={pki / 'ca.crt'}",
+        "--requestheader-allowed-names=front-proxy-client",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+        f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
         f"--audit-policy-file={layout.state / 'audit-policy.yaml'}",
         f"--audit-log-path={layout.audit_log}",
         "--audit-log-maxsize=200",

@@ -52,31 +52,33 @@ def cluster() -> Iterator[Cluster]:
     """The cluster for this run: $KUBECONFIG's, or the local one (started, then stopped)."""
     saved_env = dict(os.environ)
     external = os.environ.get("KUBECONFIG")
-    if external:
-        _pinned_kubectl_first()
-        yield Cluster(Path(external), local=False, audit_log=None)
-        os.environ.clear()
-        os.environ.update(saved_env)
-        return
-    was_running = local_cluster.running(local_cluster.state_dir())
-    kubeconfig = local_cluster.up(
-        int(os.environ.get("QWEN_E2E_NODES", "4")), os.environ.get("QWEN_E2E_GPU", "H100"), 8
-    )
-    _pinned_kubectl_first()
-    os.environ["KUBECONFIG"] = str(kubeconfig)
+    started = False
     try:
+        if external:
+            _pinned_kubectl_first()
+            yield Cluster(Path(external), local=False, audit_log=None)
+            return
+        was_running = local_cluster.running(local_cluster.state_dir())
+        nodes, gpu = int(os.environ.get("QWEN_E2E_NODES", "4")), os.environ.get("QWEN_E2E_GPU", "H100")
+        kubeconfig = local_cluster.up(nodes, gpu, 8)  # on failure it stops what it started
+        started = not was_running
+        _pinned_kubectl_first()
+        os.environ["KUBECONFIG"] = str(kubeconfig)
         yield Cluster(kubeconfig, local=True, audit_log=kubeconfig.parent / "audit.log")
     finally:
         os.environ.clear()
         os.environ.update(saved_env)
-        if not was_running:  # a cluster someone started by hand stays up
+        if started:  # a cluster someone started by hand stays up
             local_cluster.down()
 
 
 @pytest.fixture(scope="session")
 def api_client(cluster: Cluster) -> client.ApiClient:
     """A kubernetes-client ApiClient with the kubeconfig's (admin) credentials."""
-    return config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(cluster.kubeconfig)
+    )
+    return api
 
 
 @pytest.fixture(scope="session")

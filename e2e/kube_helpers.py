@@ -30,13 +30,13 @@ def wait_for(
     timeout the last result and the last exception are part of the failure message.
     """
     deadline = time.monotonic() + timeout
-    last: object = None
+    last: T | None = None
     error: BaseException | None = None
     while True:
         try:
             last, error = predicate(), None
             if last:
-                return last  # type: ignore[return-value]
+                return last
         except Exception as exc:  # the reason is reported if it persists
             error = exc
         if time.monotonic() >= deadline:
@@ -113,7 +113,9 @@ def terminate_container(
     deleted pods, so the patched status stays as written. Returns the patched status.
     """
     core = client.CoreV1Api(api)
-    current = api.sanitize_for_serialization(core.read_namespaced_pod_status(pod, namespace))
+    current = api.sanitize_for_serialization(  # type: ignore[no-untyped-call]
+        core.read_namespaced_pod_status(pod, namespace)
+    )
     statuses = current.get("status", {}).get("containerStatuses") or []
     if not any(s["name"] == container for s in statuses):
         raise ValueError(f"pod {namespace}/{pod} has no status for container {container!r} yet")
@@ -131,4 +133,8 @@ def terminate_container(
     ]
     body = {"status": {"containerStatuses": new, "conditions": conditions}}
     patched = core.patch_namespaced_pod_status(pod, namespace, body)
-    return dict(api.sanitize_for_serialization(patched)["status"])
+    return dict(
+        api.sanitize_for_serialization(  # type: ignore[no-untyped-call]
+            patched
+        )["status"]
+    )

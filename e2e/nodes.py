@@ -60,3 +60,19 @@ def node_list(count: int, model: str, gpus: int) -> dict[str, Any]:
         raise ValueError(f"unknown GPU model {model!r}; known: {', '.join(GPU_MODELS)}")
     items = [node_manifest(f"gpu-node-{i}", GPU_MODELS[model], gpus) for i in range(count)]
     return {"apiVersion": "v1", "kind": "List", "items": items}
+
+
+def storage_class() -> dict[str, Any]:
+    """The default StorageClass; kwok's pvc-provision stage plays its provisioner."""
+    return {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {
+            "name": "simulated",
+            "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+        },
+        "provisioner": "qwen-operator.io/simulated",
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "Immediate",
+        "allowVolumeExpansion": True,
+    }

@@ -31,6 +31,9 @@ CLIENTS = (
     Client("kwok", "system:kwok", ("system:masters",)),
 )
 
+# The aggregation layer's identity towards extension apiservers (no RBAC rights of its own).
+FRONT_PROXY = Client("front-proxy-client", "front-proxy-client")
+
 
 def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
@@ -99,6 +102,6 @@ def generate(pki: Path, service_ip: str) -> None:
     names = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
     names.append("kubernetes.default.svc.cluster.local")
     make_server(pki, ["127.0.0.1", service_ip], names)
-    for client in CLIENTS:
+    for client in (*CLIENTS, FRONT_PROXY):
         make_client(pki, client)
     make_service_account_keys(pki)

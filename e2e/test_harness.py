@@ -82,6 +82,45 @@ def test_statefulset_of_gpu_pods_becomes_ready(
         assert condition(pod, "Ready").status == "True"
 
 
+def test_volume_claims_are_provisioned_and_bound(
+    namespace: str, apps_v1: client.AppsV1Api, core_v1: client.CoreV1Api
+) -> None:
+    """The default StorageClass has a (simulated) provisioner: claim templates bind."""
+    labels = {"app": "with-cache"}
+    mount = client.V1VolumeMount(name="cache", mount_path="/cache")
+    container = gpu_container(4)
+    container.volume_mounts = [mount]
+    claim = client.V1PersistentVolumeClaim(
+        metadata=client.V1ObjectMeta(name="cache"),
+        spec=client.V1PersistentVolumeClaimSpec(
+            access_modes=["ReadWriteOnce"],
+            resources=client.V1VolumeResourceRequirements(requests={"storage": "600Gi"}),
+        ),
+    )
+    spec = client.V1StatefulSetSpec(
+        replicas=1,
+        service_name="with-cache",
+        selector=client.V1LabelSelector(match_labels=labels),
+        template=client.V1PodTemplateSpec(
+            metadata=client.V1ObjectMeta(labels=labels),
+            spec=client.V1PodSpec(containers=[container]),
+        ),
+        volume_claim_templates=[claim],
+    )
+    meta = client.V1ObjectMeta(name="with-cache")
+    apps_v1.create_namespaced_stateful_set(namespace, client.V1StatefulSet(metadata=meta, spec=spec))
+
+    def ready() -> bool:
+        status = apps_v1.read_namespaced_stateful_set_status("with-cache", namespace).status
+        return (status.ready_replicas or 0) == 1
+
+    wait_for(ready, timeout=90, describe="StatefulSet with-cache ready (its claim bound)")
+    pvc = core_v1.read_namespaced_persistent_volume_claim("cache-with-cache-0", namespace)
+    assert pvc.status.phase == "Bound"
+    assert pvc.spec.storage_class_name == "simulated"
+    assert pvc.status.capacity["storage"] == "600Gi"
+
+
 def test_pod_wanting_too_many_gpus_stays_pending(namespace: str, core_v1: client.CoreV1Api) -> None:
     core_v1.create_namespaced_pod(namespace, gpu_pod("too-big", 9))
 
