@@ -11,7 +11,7 @@ from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import Field, JsonValue, StringConstraints, ValidationError
 
-from .rules import ApiObject, Rule, RuleError, cel_string_list
+from .rules import ApiObject, Rule, RuleError
 
 GROUP = "serving.qwen-operator.io"
 VERSION = "v1alpha1"
@@ -46,22 +46,43 @@ MANAGED_FLAGS = (
     "--reasoning-parser",
     "--enable-reasoning",
     "--gpu-memory-utilization",
+    "--device-memory-utilization",
     "--kv-cache-dtype",
     "--override-generation-config",
     "--enable-auto-tool-choice",
+    "--disable-auto-tool-choice",
     "--tool-call-parser",
     "--enable-expert-parallel",
+    "--disable-expert-parallel",
+    "-ep",
     "--api-key",
     "--download-dir",
     "--revision",
     "--host",
     "--port",
 )
-"""Flags the operator sets itself; `runtime.extraArgs` may not repeat them in any spelling."""
+"""Flags the operator sets itself, with vLLM 0.33's aliases for them (from its own parser)."""
 
-_ALL_MANAGED = tuple(
-    dict.fromkeys(MANAGED_FLAGS + tuple("--" + f[2:].replace("-", "_") for f in MANAGED_FLAGS if f[1] == "-"))
+
+def _prefixes(word: str) -> str:
+    """A regex for every non-empty prefix of `word`: argparse accepts unique abbreviations."""
+    assert re.fullmatch(r"[a-z-]+", word), word  # no regex metacharacters, no CEL escapes
+    pattern = ""
+    for char in reversed(word[1:]):
+        pattern = f"({char}{pattern})?"
+    return word[0] + pattern
+
+
+MANAGED_FLAG_PATTERN = (
+    "^("
+    + "|".join(
+        [f"--{_prefixes(f[2:])}" for f in MANAGED_FLAGS if f.startswith("--")]
+        + [f for f in MANAGED_FLAGS if not f.startswith("--")]
+    )
+    + ")([= ].*)?$"
 )
+"""Matches an argument (with `_` read as `-`) that sets a managed flag: `--flag`, `--flag=v`,
+`--flag v`, or an abbreviation such as `--max-model=1024`, which vLLM's parser accepts."""
 
 Quantity = Annotated[
     str,
@@ -83,7 +104,7 @@ def _sub(model: type[ApiObject], description: str | None = None) -> Any:
 
 
 def _is_managed(arg: str) -> bool:
-    return any(arg == f or arg.startswith((f + "=", f + " ")) for f in _ALL_MANAGED)
+    return re.match(MANAGED_FLAG_PATTERN, arg.replace("_", "-")) is not None
 
 
 class SecretKeyRef(ApiObject):
@@ -248,11 +269,11 @@ class RuntimeSpec(ApiObject):
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
             cel=(
-                f"!has(self.extraArgs) || self.extraArgs.all(a, !{cel_string_list(_ALL_MANAGED)}"
-                ".exists(f, a == f || a.startsWith(f + '=') || a.startsWith(f + ' ')))"
+                "!has(self.extraArgs) || "
+                f"self.extraArgs.all(a, !a.replace('_', '-').matches('{MANAGED_FLAG_PATTERN}'))"
             ),
             message=(
-                "runtime.extraArgs may not set a flag the operator manages "
+                "runtime.extraArgs may not set a flag the operator manages, nor abbreviate one "
                 f"({', '.join(MANAGED_FLAGS)}); use the matching spec field"
             ),
             check=lambda r: not any(_is_managed(a) for a in r.extra_args),

@@ -376,14 +376,6 @@ def managed_spellings(report: dict[str, Any]) -> dict[str, str]:
     return spellings
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "api.MANAGED_FLAGS blocks exact spellings only: vLLM's aliases (-ep, --disable-expert-parallel, "
-        "--device-memory-utilization, --disable-auto-tool-choice) and argparse abbreviations "
-        "(--tensor-parallel=8) pass; remove this mark once api rejects them"
-    ),
-)
 def test_extra_args_cannot_override_managed_flags(report: dict[str, Any]) -> None:
     """An alias or abbreviation of a managed flag in extraArgs is refused at apply time, or
     at least does not change what vLLM runs with (vLLM takes the last value given)."""
