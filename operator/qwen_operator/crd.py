@@ -96,8 +96,9 @@ class _Converter:
         if node.pop(_DEFAULT_OBJECT, False):
             # The apiserver checks a default against the object's CEL rules as written, before
             # nested defaults apply, so an object with rules defaults to its full defaults.
-            with_rules = model is not None and model.rules
-            node["default"] = model().model_dump(by_alias=True, mode="json") if with_rules else {}
+            node["default"] = {}
+            if model is not None and model.rules:
+                node["default"] = model().model_dump(by_alias=True, mode="json", exclude_none=True)
         elif node.get("default", 0) in ("", [], {}, None):
             node.pop("default")
         if model is not None and model.rules and "x-kubernetes-validations" not in node:

@@ -25,7 +25,7 @@ def _type(node: dict[str, Any]) -> str:
 
 
 def _default(node: dict[str, Any]) -> str:
-    if "default" not in node or node["default"] == {}:
+    if not isinstance(node.get("default"), str | int | float | bool | list):  # objects: see fields
         return ""
     return f"`{json.dumps(node['default'])}`"
 
