@@ -1,0 +1,245 @@
+"""Fixtures that run the operator against the cluster under test, as its ServiceAccount.
+
+`kubectl apply -k manifests/` installs the CRD, namespace, ServiceAccount, ClusterRole and
+the rest; the in-cluster Deployment is scaled to 0 (simulated nodes run no containers) and
+the same code runs here as a process whose kubeconfig holds a token of that ServiceAccount,
+so every request the operator makes is authorized by the manifests' RBAC, never as admin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
+
+from e2e.conftest import Cluster
+from e2e.kube_helpers import kubectl, wait_for
+
+REPO = Path(__file__).resolve().parent.parent
+OPERATOR_NAMESPACE = "qwen-operator-system"
+SERVICE_ACCOUNT = "qwen-operator"
+OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{SERVICE_ACCOUNT}"
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+GROUP, VERSION, PLURAL = "serving.qwen-operator.io", "v1alpha1", "qwenthinkingdeployments"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Operator:
+    """The operator as a child process; metrics and health over its HTTP port."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "QWEN_OPERATOR_HTTP_PORT": str(self.port),
+               "QWEN_OPERATOR_HTTP_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1"}  # fmt: skip
+        with self.log_path.open("ab") as out:
+            out.write(f"\n===== start {self.starts} =====\n".encode())
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "qwen_operator.cli", "run", "--all-namespaces"],
+                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True,
+            )  # fmt: skip
+        self.starts += 1
+        wait_for(self.healthy, timeout=60, describe=f"operator /healthz (log: {self.log_path})")
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def healthy(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            raise AssertionError(f"operator exited; log tail:\n{self.log_tail()}")
+        try:
+            with urllib.request.urlopen(self.url("/healthz"), timeout=2) as resp:
+                return int(resp.status) == 200
+        except OSError:
+            return False
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Stop the process (SIGKILL by default: no chance to finish anything)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            self.proc.wait(30)
+        self.proc = None
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        with urllib.request.urlopen(self.url("/metrics"), timeout=5) as resp:
+            text = resp.read().decode()
+        out = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                out[(sample.name, tuple(sorted(sample.labels.items())))] = float(sample.value)
+        return out
+
+    def counter(self, name: str, **labels: str) -> float:
+        """Sum of a metric's samples whose labels include `labels`."""
+        return sum(
+            value
+            for (metric, lbls), value in self.metrics().items()
+            if metric == name and set(labels.items()) <= set(lbls)
+        )
+
+    def writes(self) -> float:
+        return sum(
+            self.counter("qwen_operator_api_requests_total", verb=verb)
+            for verb in ("apply", "patch", "create", "delete")
+        )
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def sa_kubeconfig(cluster: Cluster, token: str, path: Path) -> Path:
+    """A kubeconfig for the operator's ServiceAccount: the cluster's server and CA, the token."""
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
+    entry = next(c for c in admin["clusters"] if c["name"] == context["cluster"])
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "cluster", "cluster": entry["cluster"]}],
+        "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "cluster", "user": SERVICE_ACCOUNT}}],
+        "current-context": "operator",
+    }
+    path.write_text(yaml.safe_dump(doc))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(scope="session")
+def operator_installed(cluster: Cluster) -> None:
+    """`kubectl apply -k manifests/` (CRD included); the in-cluster Deployment scaled to 0."""
+    kubectl("apply", "-k", str(REPO / "manifests"))
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}")
+    kubectl("scale", "deployment/qwen-operator", "-n", OPERATOR_NAMESPACE, "--replicas=0")
+
+
+@pytest.fixture(scope="session")
+def operator(
+    cluster: Cluster, operator_installed: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
+    """The operator, running as the manifests' ServiceAccount, for the whole session."""
+    del operator_installed
+    token = kubectl(
+        "create", "token", SERVICE_ACCOUNT, "-n", OPERATOR_NAMESPACE, "--duration=4h"
+    ).stdout.strip()
+    workdir = tmp_path_factory.mktemp("operator")
+    op = Operator(sa_kubeconfig(cluster, token, workdir / "kubeconfig"), workdir / "operator.log")
+    op.start()
+    yield op
+    op.kill(signal.SIGTERM)
+    print(f"operator log: {op.log_path}")
+
+
+@pytest.fixture
+def ns(namespace: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api) -> Iterator[str]:
+    """A test namespace whose resources and pods are gone (GPUs free again) when the test ends."""
+    yield namespace
+    with contextlib.suppress(Exception):
+        custom.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+    with contextlib.suppress(AssertionError):
+        wait_for(
+            lambda: not core_v1.list_namespaced_pod(namespace).items,
+            timeout=60, describe=f"pods of {namespace} gone",
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def custom(api_client: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api_client)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def get_qtd(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
+    return dict(custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond["type"] == type_:
+            return dict(cond)
+    return {}
+
+
+def wait_phase(
+    custom: client.CustomObjectsApi, namespace: str, name: str, phase: str, timeout: float = 120
+) -> dict[str, Any]:
+    """Wait until the resource reports `phase` for its current generation; returns it."""
+
+    def check() -> dict[str, Any] | None:
+        obj = get_qtd(custom, namespace, name)
+        st = obj.get("status") or {}
+        current = st.get("observedGeneration") == obj["metadata"]["generation"]
+        return obj if current and st.get("phase") == phase else None
+
+    def last() -> str:
+        with contextlib.suppress(Exception):
+            return json.dumps(get_qtd(custom, namespace, name).get("status"), indent=1)[:3000]
+        return "?"
+
+    try:
+        return wait_for(check, timeout=timeout, describe=f"{namespace}/{name} phase {phase}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nlast status: {last()}") from None
+
+
+def apply_yaml(namespace: str, manifest: dict[str, Any] | str) -> None:
+    text = manifest if isinstance(manifest, str) else yaml.safe_dump(manifest)
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=text)
+
+
+def audit_writes(audit_log: Path, since_offset: int, user: str = OPERATOR_USER) -> list[dict[str, Any]]:
+    """Write requests by `user` in the audit log after byte offset `since_offset`."""
+    out = []
+    with audit_log.open("rb") as fh:
+        fh.seek(since_offset)
+        for line in fh:
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if entry.get("user", {}).get("username") == user and entry.get("verb") in WRITE_VERBS:
+                    out.append(entry)
+    return out
+
+
+def audit_entries(audit_log: Path, user: str = OPERATOR_USER) -> list[dict[str, Any]]:
+    out = []
+    with audit_log.open("rb") as fh:
+        for line in fh:
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if entry.get("user", {}).get("username") == user:
+                    out.append(entry)
+    return out
+
+
+def settle(seconds: float) -> None:
+    """Let the cluster be (a pause is the point of an idleness test, never an assertion)."""
+    time.sleep(seconds)

@@ -1,0 +1,170 @@
+"""Kubernetes API access for the reconciler: reads, server-side apply, status patches, events.
+
+Every request goes through `Kube._request`, which counts it by verb and resource (and
+errors by status code), so the metrics prove what the operator writes. Objects are plain
+dicts as the apiserver sends them: the reconciler compares them with rendered manifests.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from kubernetes import client, config
+from kubernetes.config.config_exception import ConfigException
+
+from . import api, metrics
+
+FIELD_MANAGER = "qwen-operator"
+COMPONENT = "qwen-operator"
+REQUEST_TIMEOUT = 30.0
+
+
+class ApiError(RuntimeError):
+    """A failed API request: HTTP status (0 when no response) and the apiserver's message."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+# kind -> (API path prefix, plural)
+KINDS: dict[str, tuple[str, str]] = {
+    "StatefulSet": ("/apis/apps/v1", "statefulsets"),
+    "Service": ("/api/v1", "services"),
+    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
+    "ServiceMonitor": ("/apis/monitoring.coreos.com/v1", "servicemonitors"),
+    "Pod": ("/api/v1", "pods"),
+    "Event": ("/api/v1", "events"),
+    api.KIND: (f"/apis/{api.API_VERSION}", api.PLURAL),
+}
+
+
+def path(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+    prefix, plural = KINDS[kind]
+    out = f"{prefix}/namespaces/{quote(namespace, safe='')}/{plural}"
+    if name is not None:
+        out += "/" + quote(name, safe="")
+    if subresource:
+        out += "/" + subresource
+    return out
+
+
+def load_client() -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else $KUBECONFIG / ~/.kube/config."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+class Kube:
+    """Thin, thread-safe wrapper over one ApiClient; raises ApiError, returns dicts."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self._api = api_client
+
+    def _request(
+        self,
+        verb: str,
+        method: str,
+        resource: str,
+        url_path: str,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        metrics.API_REQUESTS.labels(verb=verb, resource=resource).inc()
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        try:
+            m, url, hdrs, data, _ = self._api.param_serialize(
+                method=method, resource_path=url_path, query_params=query or [],
+                header_params=headers, body=body, auth_settings=["BearerToken"],
+            )  # fmt: skip
+            resp = self._api.call_api(m, url, header_params=hdrs, body=data, _request_timeout=REQUEST_TIMEOUT)
+            resp.read()  # type: ignore[no-untyped-call]
+        except Exception as exc:  # no response at all: connection refused, timeout, TLS
+            metrics.API_ERRORS.labels(verb=verb, resource=resource, code="0").inc()
+            raise ApiError(0, type(exc).__name__, str(exc)) from exc
+        text = resp.data.decode("utf-8", "replace") if resp.data else ""
+        if not 200 <= resp.status < 300:
+            metrics.API_ERRORS.labels(verb=verb, resource=resource, code=str(resp.status)).inc()
+            try:
+                message = str(json.loads(text).get("message", text))
+            except ValueError:
+                message = text
+            raise ApiError(resp.status, str(resp.reason or ""), message)
+        return dict(json.loads(text)) if text else {}
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        try:
+            return self._request("get", "GET", KINDS[kind][1], path(kind, namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        out = self._request(
+            "list", "GET", KINDS[kind][1], path(kind, namespace), query=[("labelSelector", selector)]
+        )
+        return list(out.get("items") or [])
+
+    def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply under the one field manager, forcing ownership of our fields."""
+        kind, meta = str(manifest["kind"]), manifest["metadata"]
+        return self._request(
+            "apply", "PATCH", KINDS[kind][1], path(kind, meta["namespace"], meta["name"]),
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            body=manifest, content_type="application/apply-patch+yaml",
+        )  # fmt: skip
+
+    def delete(self, kind: str, namespace: str, name: str, propagation: str = "Background") -> None:
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation}
+        try:
+            self._request("delete", "DELETE", KINDS[kind][1], path(kind, namespace, name), body=body)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+
+    def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge-patch our keys of the resource's status subresource."""
+        return self._request(
+            "patch", "PATCH", api.PLURAL + "/status", path(api.KIND, namespace, name, "status"),
+            body={"status": dict(patch)}, content_type="application/merge-patch+json",
+        )  # fmt: skip
+
+    def post_event(self, owner: Mapping[str, Any], type_: str, reason: str, message: str, now: str) -> None:
+        """Post a core/v1 Event on `owner` (what `kubectl describe` lists)."""
+        meta = owner["metadata"]
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": owner.get("apiVersion", api.API_VERSION),
+                "kind": owner.get("kind", api.KIND),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": COMPONENT,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self._request("create", "POST", "events", path("Event", meta["namespace"]), body=event)
+        metrics.EVENTS.labels(type=type_, reason=reason).inc()

@@ -1,0 +1,119 @@
+"""Prometheus metrics, and the small HTTP server that serves them with /healthz.
+
+Labels stay low-cardinality (no resource names): one operator may serve hundreds of
+resources, and per-resource detail belongs in their status and events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: half the output, nothing a dashboard uses
+REGISTRY = CollectorRegistry(auto_describe=True)
+PHASES = ("Pending", "Progressing", "Ready", "Degraded", "Failed")
+WRITE_VERBS = ("apply", "patch", "create", "delete")
+
+RECONCILIATIONS = Counter(
+    "qwen_operator_reconciliations_total",
+    "Reconciliations by result: changed (children applied), unchanged, paused, invalid, error.",
+    ["result"],
+    registry=REGISTRY,
+)
+RECONCILE_SECONDS = Histogram(
+    "qwen_operator_reconcile_duration_seconds",
+    "Time one reconciliation took, API calls included.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+RESOURCES = Gauge(
+    "qwen_operator_resources",
+    "QwenThinkingDeployments by phase.",
+    ["phase"],
+    registry=REGISTRY,
+)
+CONTEXT_REDUCTIONS = Counter(
+    "qwen_operator_context_reductions_total",
+    "Context-length reductions after a GPU out-of-memory, by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)
+API_REQUESTS = Counter(
+    "qwen_operator_api_requests_total",
+    "Kubernetes API requests the reconciler made, by verb (apply = server-side apply) and resource.",
+    ["verb", "resource"],
+    registry=REGISTRY,
+)
+API_ERRORS = Counter(
+    "qwen_operator_api_errors_total",
+    "Kubernetes API requests that failed, by verb, resource and HTTP status (0: no response).",
+    ["verb", "resource", "code"],
+    registry=REGISTRY,
+)
+EVENTS = Counter(
+    "qwen_operator_events_total",
+    "Events posted on resources, by type and reason.",
+    ["type", "reason"],
+    registry=REGISTRY,
+)
+
+
+class PhaseTracker:
+    """Remembers each resource's phase so the phase gauge counts resources, not updates."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._phases: dict[tuple[str, str], str] = {}
+        for phase in PHASES:
+            RESOURCES.labels(phase=phase).set(0)
+
+    def set(self, key: tuple[str, str], phase: str | None) -> None:
+        with self._lock:
+            if phase is None:
+                self._phases.pop(key, None)
+            else:
+                self._phases[key] = phase
+            counts = dict.fromkeys(PHASES, 0)
+            for value in self._phases.values():
+                counts[value] = counts.get(value, 0) + 1
+        for name, count in counts.items():
+            RESOURCES.labels(phase=name).set(count)
+
+
+PHASE_TRACKER = PhaseTracker()
+
+
+def exposition() -> bytes:
+    return bytes(generate_latest(REGISTRY))
+
+
+async def start_server(host: str, port: int, healthy: Callable[[], bool]) -> web.AppRunner:
+    """Serve /metrics and /healthz on the operator's event loop (a stuck loop fails liveness)."""
+
+    async def metrics_view(_: web.Request) -> web.Response:
+        body = await asyncio.get_running_loop().run_in_executor(None, exposition)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz_view(_: web.Request) -> web.Response:
+        ok = healthy()
+        return web.Response(text="ok\n" if ok else "unhealthy\n", status=200 if ok else 503)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_view)
+    app.router.add_get("/healthz", healthz_view)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

@@ -1,0 +1,179 @@
+"""One reconciliation of one resource: read, render, apply what differs, write status if changed.
+
+Level-triggered and idempotent: it reads the resource and its children fresh from the
+apiserver every time, so a restarted operator (or one killed half-way) simply converges.
+Writes happen only when something differs, which is what keeps an idle cluster idle.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import api, diff, metrics, render, status
+from .kube import ApiError, Kube
+
+log = logging.getLogger("qwen_operator.reconciler")
+Key = tuple[str, str]
+
+
+@dataclass
+class Outcome:
+    """What one reconciliation did (for metrics, logs and tests)."""
+
+    result: str
+    applied: list[str] = field(default_factory=list)
+    events: list[status.Event] = field(default_factory=list)
+    status_written: bool = False
+
+
+def _controller_uid(obj: Mapping[str, Any]) -> str | None:
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return str(ref.get("uid"))
+    return None
+
+
+def _ident(manifest: Mapping[str, Any]) -> str:
+    return f"{manifest['kind']} {manifest['metadata']['name']}"
+
+
+def apply_events(desired: Mapping[str, Any], live: Mapping[str, Any] | None, why: str) -> list[status.Event]:
+    """What a person wants to read in `kubectl describe` about one apply."""
+    what = _ident(desired)
+    if why == "missing":
+        return [status.Event("Normal", "Created", f"Created {what}")]
+    fields = [f for f in diff.changed_fields(live, desired) if not f.startswith("metadata.annotations")]
+    if why == "drifted":
+        detail = ", ".join(fields) or "managed fields"
+        return [status.Event("Normal", "DriftReverted", f"Reverted a manual change to {what}: {detail}")]
+    events = []
+    if desired["kind"] == "StatefulSet" and live is not None:
+        before, after = (live.get("spec") or {}).get("replicas"), desired["spec"]["replicas"]
+        if before != after:
+            message = f"Scaled {what} from {before} to {after} replicas"
+            events.append(status.Event("Normal", "Scaled", message))
+            fields = [f for f in fields if f != "spec.replicas"]
+    if fields or not events:
+        events.append(status.Event("Normal", "Updated", f"Updated {what}: {', '.join(fields) or 'metadata'}"))
+    return events
+
+
+class Reconciler:
+    """Reconciles resources by (namespace, name); safe to call from several threads for different keys."""
+
+    def __init__(self, kube: Kube, clock: Callable[[], str] = status.now_rfc3339) -> None:
+        self.kube = kube
+        self.clock = clock
+
+    def reconcile(self, key: Key) -> Outcome:
+        started = time.perf_counter()
+        try:
+            outcome = self._reconcile(*key)
+        except Exception:
+            metrics.RECONCILIATIONS.labels(result="error").inc()
+            raise
+        finally:
+            metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        metrics.RECONCILIATIONS.labels(result=outcome.result).inc()
+        if outcome.applied or outcome.status_written:
+            log.info(
+                "%s/%s: %s; applied [%s]; status %s", key[0], key[1], outcome.result,
+                ", ".join(outcome.applied), "written" if outcome.status_written else "unchanged",
+            )  # fmt: skip
+        return outcome
+
+    def _reconcile(self, namespace: str, name: str) -> Outcome:
+        body = self.kube.get(api.KIND, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            metrics.PHASE_TRACKER.set((namespace, name), None)
+            return Outcome("gone")
+        previous = body.get("status") or {}
+        generation = body["metadata"].get("generation")
+        sts = self.kube.get("StatefulSet", namespace, name)
+        try:
+            res = api.parse_resource(body)
+        except api.InvalidResource as exc:
+            new = status.invalid(name, generation, sts, exc.field, exc.message, previous, self.clock())
+            return self._finish(body, previous, new, Outcome("invalid"))
+        children = render.render(res, status.effective_context(res, previous))
+        outcome = Outcome("paused" if res.spec.paused else "unchanged")
+        blocked: status.Problem | None = None
+        if not res.spec.paused:
+            sts, blocked = self._apply_all(res, children, sts, outcome)
+        pods = self.kube.list("Pod", namespace, render.selector_string(name))
+        new = status.compute(res, generation, sts, pods, previous, self.clock(), blocked)
+        return self._finish(body, previous, new, outcome)
+
+    def _apply_all(
+        self,
+        res: api.QwenThinkingDeployment,
+        children: list[dict[str, Any]],
+        sts: dict[str, Any] | None,
+        outcome: Outcome,
+    ) -> tuple[dict[str, Any] | None, status.Problem | None]:
+        """Apply each child that differs; returns the StatefulSet as it is now, and any conflict."""
+        ns = res.metadata.namespace
+        for child in children:
+            desired = diff.with_hash(child)
+            kind, cname = child["kind"], child["metadata"]["name"]
+            live = sts if kind == "StatefulSet" else self.kube.get(kind, ns, cname)
+            if live is not None and _controller_uid(live) != res.metadata.uid:
+                message = f"{kind} {cname} exists and is not owned by this resource; rename or delete it"
+                return sts, status.Problem("NameConflict", message)
+            why = diff.drift(desired, live)
+            if why is None:
+                continue
+            try:
+                applied = self._apply(desired, live, outcome)
+            except ApiError as exc:
+                if exc.status not in (400, 422):
+                    raise
+                outcome.result = "invalid"  # user input the schema let through (a bad quantity, ...)
+                return sts, status.Problem(
+                    "InvalidSpec", f"the apiserver rejected {kind} {cname}: {exc.message}"
+                )
+            outcome.events += apply_events(desired, live, why)
+            outcome.applied.append(_ident(desired))
+            outcome.result = "changed"
+            if kind == "StatefulSet":
+                sts = applied
+        return sts, None
+
+    def _apply(
+        self, desired: dict[str, Any], live: Mapping[str, Any] | None, outcome: Outcome
+    ) -> dict[str, Any]:
+        try:
+            return self.kube.apply(desired)
+        except ApiError as exc:
+            immutable = exc.status == 422 and desired["kind"] == "StatefulSet" and "Forbidden" in exc.message
+            if not immutable or live is None:
+                raise
+        # A StatefulSet field that cannot change (volumeClaimTemplates, ...): replace the
+        # StatefulSet but keep its pods (orphaned, then adopted by the new one, then rolled).
+        meta = desired["metadata"]
+        self.kube.delete("StatefulSet", meta["namespace"], meta["name"], propagation="Orphan")
+        message = f"Recreated {_ident(desired)}: a field that cannot change in place changed"
+        outcome.events.append(status.Event("Normal", "Recreated", message))
+        return self.kube.apply(desired)
+
+    def _finish(
+        self, body: Mapping[str, Any], previous: Mapping[str, Any], new: dict[str, Any], outcome: Outcome
+    ) -> Outcome:
+        meta = body["metadata"]
+        patch = status.status_patch(previous, new)
+        if patch is not None:
+            self.kube.patch_status(meta["namespace"], meta["name"], patch)
+            outcome.status_written = True
+        outcome.events += status.transition_events(previous, new)
+        now = self.clock()
+        for event in outcome.events:
+            try:
+                self.kube.post_event(body, event.type, event.reason, event.message, now)
+            except ApiError as exc:  # an event is worth a log line, not a failed reconcile
+                log.warning("could not post event %s on %s: %s", event.reason, meta["name"], exc)
+        metrics.PHASE_TRACKER.set((meta["namespace"], meta["name"]), new.get("phase"))
+        return outcome
