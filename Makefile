@@ -27,7 +27,7 @@ vllm-env: $(STAMP)
 	$(PY) -m tests.contract.vllm_env ensure
 
 unit: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -m "not contract"
 
 test: lint toolchain vllm-env
 	$(PY) -m pytest tests e2e
