@@ -9,6 +9,8 @@ in one state directory, so `down` can stop exactly what `up` started and remove 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import functools
 import json
 import os
@@ -20,7 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -261,15 +263,28 @@ def running(state: Path) -> bool:
     return alive and http_ok(f"{layout.server}/readyz", layout, True)
 
 
+@contextlib.contextmanager
+def locked(state: Path) -> Iterator[None]:
+    """One `up` or `down` at a time per state directory."""
+    state.parent.mkdir(parents=True, exist_ok=True)
+    with open(state.parent / f".{state.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def up(nodes_count: int, gpu: str, gpus_per_node: int) -> Path:
     """Start the cluster unless it already runs; returns the admin kubeconfig path."""
-    state = state_dir()
+    with locked(state_dir()):
+        return _up(state_dir(), nodes_count, gpu, gpus_per_node)
+
+
+def _up(state: Path, nodes_count: int, gpu: str, gpus_per_node: int) -> Path:
     if running(state):
         log(f"already up: {state / 'kubeconfig'}")
         return state / "kubeconfig"
     if state.exists():
         log(f"stale state in {state}; cleaning up first")
-        down()
+        _down(state)
     bin_dir = build.build()
     started = time.monotonic()
     ports = {name: free_port() for name in components.PORTS}
@@ -280,7 +295,7 @@ def up(nodes_count: int, gpu: str, gpus_per_node: int) -> Path:
         start_all(layout, options)
     except BaseException:
         log(f"start failed; logs in {state / 'logs'}")
-        down(keep_logs=True)
+        _down(state, keep_logs=True)
         raise
     log(f"up in {time.monotonic() - started:.1f}s: {nodes_count} x {gpus_per_node} {gpu}")
     log(f"apiserver {layout.server}, kubeconfig {layout.kubeconfig}")
@@ -290,6 +305,13 @@ def up(nodes_count: int, gpu: str, gpus_per_node: int) -> Path:
 def down(keep_logs: bool = False) -> None:
     """Stop every process `up` recorded (by pid, newest first) and remove the state."""
     state = state_dir()
+    with locked(state):
+        _down(state, keep_logs)
+        if not keep_logs:
+            (state.parent / f".{state.name}.lock").unlink(missing_ok=True)
+
+
+def _down(state: Path, keep_logs: bool = False) -> None:
     saved = read_state(state)
     if saved:
         for name, proc in reversed(list(saved["processes"].items())):

@@ -47,17 +47,30 @@ def _pinned_kubectl_first() -> None:
         os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
 
 
+def _given(kubeconfig: Path) -> Cluster:
+    """$KUBECONFIG's cluster; one of ours (started by hand) still has a known audit log."""
+    ours = (kubeconfig.parent / "state.json").exists()
+    audit = kubeconfig.parent / "audit.log" if ours else None
+    return Cluster(kubeconfig, local=ours, audit_log=audit)
+
+
+def _run_state_dir() -> Path:
+    """QWEN_E2E_STATE_DIR, or a directory of this run's own, so parallel runs never share."""
+    given = os.environ.get("QWEN_E2E_STATE_DIR")
+    return Path(given) if given else local_cluster.REPO / ".state" / f"pytest-{os.getpid()}"
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    """The cluster for this run: $KUBECONFIG's, or the local one (started, then stopped)."""
+    """The cluster for this run: $KUBECONFIG's, or a local one started now, stopped after."""
     saved_env = dict(os.environ)
-    external = os.environ.get("KUBECONFIG")
     started = False
     try:
-        if external:
+        if os.environ.get("KUBECONFIG"):
             _pinned_kubectl_first()
-            yield Cluster(Path(external), local=False, audit_log=None)
+            yield _given(Path(os.environ["KUBECONFIG"]))
             return
+        os.environ["QWEN_E2E_STATE_DIR"] = str(_run_state_dir())
         was_running = local_cluster.running(local_cluster.state_dir())
         nodes, gpu = int(os.environ.get("QWEN_E2E_NODES", "4")), os.environ.get("QWEN_E2E_GPU", "H100")
         kubeconfig = local_cluster.up(nodes, gpu, 8)  # on failure it stops what it started
@@ -66,10 +79,10 @@ def cluster() -> Iterator[Cluster]:
         os.environ["KUBECONFIG"] = str(kubeconfig)
         yield Cluster(kubeconfig, local=True, audit_log=kubeconfig.parent / "audit.log")
     finally:
+        if started:  # a cluster that was already running (QWEN_E2E_STATE_DIR) stays up
+            local_cluster.down()
         os.environ.clear()
         os.environ.update(saved_env)
-        if started:  # a cluster someone started by hand stays up
-            local_cluster.down()
 
 
 @pytest.fixture(scope="session")

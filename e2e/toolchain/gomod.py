@@ -25,7 +25,9 @@ def go_env() -> dict[str, str]:
     """Environment for go commands: static binaries, module mode, two parallel jobs."""
     env = dict(os.environ)
     env.update({"CGO_ENABLED": "0", "GO111MODULE": "on", "GOWORK": "off"})
-    env.setdefault("GOFLAGS", "-p=2")
+    flags = env.get("GOFLAGS", "")
+    if "-p=" not in flags:  # parallel compile jobs = CPUs; on the 2-core builders that is 2
+        env["GOFLAGS"] = f"{flags} -p={os.cpu_count() or 2}".strip()
     return env
 
 
