@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from typing import Any
 
@@ -12,7 +13,7 @@ from kubernetes import client
 
 from e2e.conftest import Cluster
 from e2e.kube_helpers import condition, kubectl, terminate_container, wait_for
-from e2e.toolchain import versions
+from e2e.toolchain import gomod, versions
 
 pytestmark = pytest.mark.e2e
 GPU = "nvidia.com/gpu"
@@ -195,3 +196,14 @@ def test_audit_log_records_writes_by_user(cluster: Cluster, namespace: str) -> N
         return False
 
     wait_for(created, timeout=10, describe=f"audit event: kubernetes-admin created {namespace}")
+
+
+def test_kubernetes_gomod_replaces_every_staging_module() -> None:
+    """The checked-in go.mod replaces exactly the staging modules of the pinned tag's go.mod,
+    each with its published v0.<minor>.<patch> (no cluster needed, but Go is)."""
+    upstream = gomod.staging_modules(gomod.upstream_gomod("k8s.io/kubernetes", versions.KUBERNETES))
+    checked_in = (gomod.TOOLCHAIN_DIR / "kubernetes" / "go.mod").read_text()
+    replaced = re.findall(r"^\s*(k8s\.io/\S+) => (k8s\.io/\S+) (v\S+)$", checked_in, re.MULTILINE)
+    assert upstream, "no staging modules found upstream"
+    assert sorted(m for m, _, _ in replaced) == upstream
+    assert all(m == target and v == versions.STAGING for m, target, v in replaced)
