@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import fetch, launcher
+from . import launcher
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 
@@ -42,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch to the launcher or to ``fetch``; return the process exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["fetch"]:
+        from . import fetch  # only the init container needs it
+
         return fetch.main(args[1:])
     split = args.index("--") if "--" in args else len(args)
     parser = _parser()

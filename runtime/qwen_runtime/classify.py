@@ -38,21 +38,23 @@ PHASE_MARKERS: tuple[tuple[bytes, str], ...] = (
     (b"Available KV cache memory", "kvCacheAllocation"),
     (b"Capturing CUDA graphs", "cudaGraphCapture"),
     (b"Graph capturing finished", "warmUp"),
-    (b"Starting vLLM API server", "serving"),
+    (b"Starting vLLM server on", "serving"),
 )
 
 # Substrings of the lines that decide a reason. The output watcher keeps every
 # line containing one of them, however long ago it was printed, so a cause
-# survives pages of shutdown noise after it. Each marker costs a scan of all
-# output, so there are as few as cover the texts: "out of memory" is in torch's
-# OutOfMemoryError, in "Failed to load model - not enough GPU memory ...
-# (original error: CUDA out of memory ...)" and in the warm-up messages.
+# survives pages of shutdown noise after it. Every marker costs a scan of all
+# output, and a longer one scans faster, so there are few and they are long:
+# "CUDA out of memory" is in torch's OutOfMemoryError, in vLLM's "Failed to
+# load model - not enough GPU memory ... (original error: CUDA out of memory"
+# and in its warm-up messages; "GiB) on startup is less than" ends both
+# free-memory texts.
 KEY_MARKERS: tuple[bytes, ...] = (
-    b"cache is needed",
+    b"KV cache is needed, which is larger than the available KV cache memory",
     b"No available memory for the cache blocks",
-    b"on startup is less than",
-    b"out of memory",
-    b"Timed out waiting for engine core processes",
+    b"GiB) on startup is less than ",
+    b"CUDA out of memory",
+    b"Timed out waiting for engine core processes to start",
 )
 
 _NUM = r"(\d+(?:\.\d+)?)"
@@ -75,7 +77,7 @@ _TIMEOUT_PLAIN = "Timed out waiting for engine core processes to start"
 _ARGPARSE = re.compile(r"^(?:\S+ )*\S+: error: (.+)$")
 _EXCEPTION = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?(?:[A-Z]\w*)?(?:Error|Exception|Exit)(?::\s|$)")
 # Wrapper exceptions that only point at the real one printed earlier.
-_POINTERS = ("See root cause above", "See stack trace for root cause")
+_POINTERS = ("See root cause above", "See stack trace for root cause", "See stack trace (above)")
 _ERRORISH = re.compile(r"\b(?:ERROR|CRITICAL|FATAL|Error|Exception|error|failed)\b")
 _NOISE = re.compile(r"^(?:Traceback \(most recent call last\):|File \"|\^+$|~+$|-+$)")
 _VLLM_PREFIX = re.compile(

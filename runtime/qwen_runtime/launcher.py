@@ -5,7 +5,10 @@ vLLM's reasons live in a log that can be gigabytes long. The launcher is PID 1
 of the server container and:
 
 * streams the child's stdout/stderr to its own fds 1/2 unchanged, as raw
-  bytes the moment they arrive (no line buffering, no decoding);
+  bytes the moment they arrive (no line buffering, no decoding); only in a
+  flood (reads of ``BURST_BYTES`` or more) does it nap ``NAP_SECONDS``
+  between reads, so the flood is copied in big pieces instead of one
+  wake-up per line (see ``make bench``);
 * keeps only a bounded view of that output (``watch.OutputWatcher``);
 * forwards SIGTERM, SIGINT and SIGHUP to the child (vLLM drains on SIGTERM);
 * exits with the child's exit code, or 128 + N when signal N killed it;
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import os
 import selectors
 import signal
@@ -45,7 +49,10 @@ from .classify import UNKNOWN, classify
 from .watch import OutputWatcher
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-READ_SIZE = 1 << 20
+PIPE_BYTES = 1 << 20  # Linux's default pipe-max-size: room for a burst while we nap
+READ_SIZE = PIPE_BYTES
+BURST_BYTES = 16 << 10
+NAP_SECONDS = 0.0005
 POLL_SECONDS = 0.5
 DRAIN_SECONDS = 2.0
 _PR_SET_PDEATHSIG = 1
@@ -135,10 +142,12 @@ def _copy(state: _State, watcher: OutputWatcher, kill_after: float | None) -> No
     targets = {proc.stdout.fileno(): 1, proc.stderr.fileno(): 2}
     for fd in targets:
         selector.register(fd, selectors.EVENT_READ)
+        _enlarge_pipe(fd)
     alive_outputs = {1, 2}
     deadline: float | None = None
     next_check = time.monotonic() + POLL_SECONDS
     while targets:
+        burst = False
         for key, _ in selector.select(POLL_SECONDS):
             fd = int(key.fd)
             chunk = os.read(fd, READ_SIZE)
@@ -146,9 +155,14 @@ def _copy(state: _State, watcher: OutputWatcher, kill_after: float | None) -> No
                 selector.unregister(fd)
                 del targets[fd]
                 continue
+            # A big read means a flood: napping lets it pile up, to be copied in
+            # big pieces. A full pipe means the child is already waiting: no nap.
+            burst = burst or BURST_BYTES <= len(chunk) < READ_SIZE
             watcher.feed(targets[fd], chunk)
             if targets[fd] in alive_outputs and not _write_all(targets[fd], chunk):
                 alive_outputs.discard(targets[fd])
+        if burst:
+            time.sleep(NAP_SECONDS)
         now = time.monotonic()
         if now >= next_check:
             next_check = now + POLL_SECONDS
@@ -159,6 +173,12 @@ def _copy(state: _State, watcher: OutputWatcher, kill_after: float | None) -> No
                 break
     selector.close()
     watcher.finish()
+
+
+def _enlarge_pipe(fd: int) -> None:
+    """Best effort: a bigger pipe lets a fast child keep writing while the launcher naps."""
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
 def _write_all(fd: int, data: bytes) -> bool:

@@ -5,7 +5,7 @@ log. The watcher keeps, per stream, the last ``tail_bytes`` of output, plus
 every line that contains one of ``classify.KEY_MARKERS`` (a cause line can
 scroll out of the tail behind shutdown noise) and the latest start-up phase.
 Scanning is a handful of C-level ``bytearray.find`` calls per chunk, no
-per-line Python work, so streaming stays cheap.
+per-line Python work, and it stops once the server is up (``SERVING``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,11 @@ import re
 from collections import deque
 
 from .classify import KEY_MARKERS, PHASE_MARKERS, KeyLine, clean
+
+# Once the server is up, scanning stops: start-up causes are behind us, and a
+# crash while serving ends the output, so the tail holds it. A busy server's
+# request logs then cost a copy and nothing more.
+SERVING = "serving"
 
 MAX_LINE_BYTES = 4096
 _OVERLAP = max(len(m) for m in KEY_MARKERS + tuple(p for p, _ in PHASE_MARKERS))
@@ -39,9 +44,10 @@ class OutputWatcher:
         tail += chunk
         if stream in self._pending:
             self._complete_pending(stream, chunk)
-        events = self._scan(tail, start)
-        if events:
-            self._apply(stream, tail, events)
+        if self.phase != SERVING:
+            events = self._scan(tail, start)
+            if events:
+                self._apply(stream, tail, events)
         if len(tail) > 2 * self.tail_bytes:
             del tail[: len(tail) - self.tail_bytes]
             self._trimmed.add(stream)

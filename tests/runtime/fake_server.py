@@ -7,8 +7,9 @@ Modes:
                                  print ``ready pid=N``, then wait for signals: by default
                                  SIGTERM kills it; ``--term-exit`` exits CODE on SIGTERM
                                  or SIGINT; ``--ignore-term`` prints and keeps running
-  stream BYTES                   write BYTES of log-like lines to stdout in 64 KiB writes
-  stream-lines BYTES             the same, one write per line (like an unbuffered logger)
+  stream BYTES [--serving]       write BYTES of log-like lines to stdout in 64 KiB writes;
+                                 ``--serving`` starts them with vLLM's "server is up" line
+  stream-lines BYTES [--serving] the same, one write per line (like an unbuffered logger)
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from pathlib import Path
 from types import FrameType
 
 STDERR_SPLIT = "### stderr\n"
+SERVING = (
+    b"(APIServer pid=1) INFO 11-28 23:59:42 [entry.py:139] Starting vLLM server on http://0.0.0.0:8000\n"
+)
 LINE = b"(APIServer pid=1) INFO 11-28 23:59:59 [loggers.py:123] Engine 000: Avg prompt throughput: 0.0 tokens/s, Running: 0 reqs\n"  # noqa: E501
 
 
@@ -55,9 +59,9 @@ def wait(args: list[str]) -> int:
         time.sleep(3600)
 
 
-def stream(total: int, per_line: bool = False) -> int:
+def stream(total: int, per_line: bool = False, serving: bool = False) -> int:
     block = LINE if per_line else LINE * (65536 // len(LINE))
-    written = 0
+    written = os.write(1, SERVING[:total]) if serving else 0
     while written < total:
         chunk = block[: total - written]
         os.write(1, chunk)
@@ -72,9 +76,9 @@ def main(argv: list[str]) -> int:
     if mode == "wait":
         return wait(argv[1:])
     if mode == "stream":
-        return stream(int(argv[1]))
+        return stream(int(argv[1]), serving="--serving" in argv)
     if mode == "stream-lines":
-        return stream(int(argv[1]), per_line=True)
+        return stream(int(argv[1]), per_line=True, serving="--serving" in argv)
     raise SystemExit(f"unknown mode {mode!r}")
 
 

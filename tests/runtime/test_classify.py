@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from qwen_runtime import termination
-from qwen_runtime.classify import REASONS, classify
+from qwen_runtime.classify import KEY_MARKERS, PHASE_MARKERS, REASONS, classify
 from qwen_runtime.launcher import max_model_len
 from qwen_runtime.watch import OutputWatcher
 from tests.runtime.fake_server import fixture_parts
@@ -135,3 +135,23 @@ def test_encoded_record_fits_the_kubelet_limit() -> None:
     assert len(line.encode()) + 1 <= termination.MAX_BYTES
     assert json.loads(line)["reason"] == "Unknown"
     assert json.loads(line)["message"].endswith("...")
+
+
+def test_every_marker_occurs_in_a_fixture() -> None:
+    """A marker no fixture contains would be a guess, not vLLM's text."""
+    texts = "".join((FIXTURES / name).read_text() for name in CASES).encode()
+    for marker in KEY_MARKERS + tuple(m for m, _ in PHASE_MARKERS):
+        assert marker in texts, marker
+
+
+def test_scanning_stops_once_serving_but_the_tail_still_decides() -> None:
+    watcher = OutputWatcher()
+    watcher.feed(1, b"(APIServer pid=1) INFO [entry.py:139] Starting vLLM server on http://0.0.0.0:8000\n")
+    assert watcher.phase == "serving"
+    watcher.feed(1, b"Starting to load model\n")
+    assert watcher.phase == "serving", "markers after start-up are request noise"
+    watcher.feed(2, b"torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.00 GiB.\n")
+    assert not watcher.key_lines
+    record = classify(list(watcher.key_lines), watcher.tail_lines(), 1, phase=watcher.phase)
+    assert record["reason"] == "CudaOOM"
+    assert record["phase"] == "serving"
