@@ -225,19 +225,20 @@ def _report(
     termination_log: str,
 ) -> None:
     assert state.proc is not None
-    record: dict[str, object] = {}
-    record.update(
-        classify(
-            list(watcher.key_lines),
-            watcher.tail_lines(),
-            code,
-            phase=watcher.phase,
-            max_model_len=max_model_len(command),
-        )
+    found = classify(
+        list(watcher.key_lines),
+        watcher.tail_lines(),
+        code,
+        phase=watcher.phase,
+        max_model_len=max_model_len(command),
     )
-    record = {"reason": record.pop("reason"), "exitCode": code, **record}
-    if state.proc.returncode is not None and state.proc.returncode < 0:
-        record["signal"] = termination.signal_name(-state.proc.returncode)
+    record: dict[str, object] = {"reason": found.pop("reason"), "exitCode": code, **found}
+    returncode = state.proc.returncode
+    if returncode is not None and returncode < 0:
+        record["signal"] = termination.signal_name(-returncode)
+        if record["reason"] == UNKNOWN and state.received is None:
+            # Nobody asked it to stop: most often the kernel's OOM killer (host memory).
+            record["message"] = f"killed by {record['signal']}; last error: {record['message']}"
     if state.received is not None:
         record["receivedSignal"] = termination.signal_name(state.received)
     termination.write(termination_log, record)

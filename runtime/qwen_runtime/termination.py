@@ -14,7 +14,9 @@ Schema (keys camelCase, one JSON object, ASCII, at most 4096 bytes):
     The launcher's own exit code: the child's, or 128 + signal number.
 ``message`` (always, may be empty)
     The vLLM line that decided the reason, log prefix removed, at most 1024
-    characters; for ``Unknown`` the last meaningful error line.
+    characters; for ``Unknown`` the last meaningful error line, prefixed with
+    ``killed by SIGKILL; last error:`` when a signal nobody forwarded killed
+    the child (typically the kernel's OOM killer).
 ``signal`` (when the child died of a signal)
     e.g. ``"SIGKILL"``.
 ``receivedSignal`` (when the launcher was asked to stop and forwarded it)

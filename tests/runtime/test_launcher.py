@@ -185,3 +185,16 @@ def test_unwritable_termination_log_keeps_the_exit_code(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert b"cannot write termination log" in done.stderr
     assert b'"reason": "KVCacheInsufficient"' in done.stderr, "the record still reaches the log"
+
+
+def test_child_killed_from_outside_says_so(tmp_path: Path) -> None:
+    """E.g. the kernel's OOM killer: the launcher got no signal, the child died of SIGKILL."""
+    proc, child = start_waiting_child(tmp_path)
+    os.kill(child, signal.SIGKILL)
+    proc.communicate(timeout=WAIT_SECONDS)
+    assert proc.returncode == 128 + signal.SIGKILL
+    record = read_record(tmp_path / "termination-log")
+    assert record["reason"] == "Unknown"
+    assert record["signal"] == "SIGKILL"
+    assert "receivedSignal" not in record
+    assert record["message"].startswith("killed by SIGKILL")
