@@ -253,6 +253,9 @@ def test_long_engine_timeout_termination_message_and_grace() -> None:
     server = pod["containers"][0]
     env = {e["name"]: e.get("value") for e in server["env"]}
     assert int(env["VLLM_ENGINE_READY_TIMEOUT_S"]) >= 1800
+    startup = server["startupProbe"]
+    # vLLM must time out before the kubelet kills the pod, so its failure gets classified
+    assert startup["periodSeconds"] * startup["failureThreshold"] > int(env["VLLM_ENGINE_READY_TIMEOUT_S"])
     assert server["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert pod["terminationGracePeriodSeconds"] >= 60
 

@@ -347,7 +347,7 @@ class ProbesSpec(ApiObject):
     """Overrides of the default /health probes."""
 
     startup: ProbeOverride = _sub(ProbeOverride)
-    """Startup probe; the default allows 40 minutes for loading 236 GB."""
+    """Startup probe; the default allows 45 minutes for loading 236 GB."""
     readiness: ProbeOverride = _sub(ProbeOverride)
     """Readiness probe."""
     liveness: ProbeOverride = _sub(ProbeOverride)

@@ -26,13 +26,14 @@ HF_CACHE = f"{WEIGHTS_MOUNT}/hub"
 SHM_SIZE = "16Gi"
 GRACE_SECONDS = 120
 """Time for vLLM to finish in-flight requests after SIGTERM before the kubelet kills it."""
-ENGINE_READY_TIMEOUT_S = 3600
-"""vLLM's 600 s default is too short to load 236 GB of weights."""
+ENGINE_READY_TIMEOUT_S = 2400
+"""vLLM's 600 s default is too short to load 236 GB of weights. Shorter than the startup
+probe's window, so that vLLM gives up first and the launcher can say why."""
 
 DEFAULT_REQUESTS = {"cpu": "8", "memory": "96Gi"}
 DEFAULT_LIMITS = {"memory": "256Gi"}
 DEFAULT_PROBES: dict[str, dict[str, int]] = {
-    "startup": {"periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 240},
+    "startup": {"periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 270},
     "readiness": {
         "periodSeconds": 10,
         "timeoutSeconds": 5,
