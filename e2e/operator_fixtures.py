@@ -52,6 +52,8 @@ class Operator:
         self.port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.audit_offset = 0
+        """Where the audit log stood when this operator first started (its requests come after)."""
 
     def start(self) -> None:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "QWEN_OPERATOR_HTTP_PORT": str(self.port),
@@ -151,6 +153,7 @@ def operator(
     ).stdout.strip()
     workdir = tmp_path_factory.mktemp("operator")
     op = Operator(sa_kubeconfig(cluster, token, workdir / "kubeconfig"), workdir / "operator.log")
+    op.audit_offset = cluster.audit_log.stat().st_size if cluster.audit_log else 0
     op.start()
     yield op
     op.kill(signal.SIGTERM)
@@ -229,9 +232,11 @@ def audit_writes(audit_log: Path, since_offset: int, user: str = OPERATOR_USER) 
     return out
 
 
-def audit_entries(audit_log: Path, user: str = OPERATOR_USER) -> list[dict[str, Any]]:
+def audit_entries(audit_log: Path, since_offset: int, user: str = OPERATOR_USER) -> list[dict[str, Any]]:
+    """Every request by `user` in the audit log after byte offset `since_offset`."""
     out = []
     with audit_log.open("rb") as fh:
+        fh.seek(since_offset)
         for line in fh:
             with contextlib.suppress(ValueError):
                 entry = json.loads(line)

@@ -41,7 +41,7 @@ def with_hash(manifest: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _quantity(value: Any) -> Decimal | None:
+def quantity(value: Any) -> Decimal | None:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         return None
     try:
@@ -57,7 +57,7 @@ def _scalar_equal(want: Any, have: Any) -> bool:
         return False
     if isinstance(want, (int, float)) and isinstance(have, (int, float)):
         return float(want) == float(have)
-    a, b = _quantity(want), _quantity(have)  # "4" vs 4, "1000m" vs "1": the apiserver normalizes
+    a, b = quantity(want), quantity(have)  # "4" vs 4, "1000m" vs "1": the apiserver normalizes
     return a is not None and a == b
 
 

@@ -117,12 +117,15 @@ class Kube:
         )
         return list(out.get("items") or [])
 
-    def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    def apply(self, manifest: Mapping[str, Any], dry_run: bool = False) -> dict[str, Any]:
         """Server-side apply under the one field manager, forcing ownership of our fields."""
         kind, meta = str(manifest["kind"]), manifest["metadata"]
+        query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
+        if dry_run:
+            query.append(("dryRun", "All"))
         return self._request(
-            "apply", "PATCH", KINDS[kind][1], path(kind, meta["namespace"], meta["name"]),
-            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            "apply-dry-run" if dry_run else "apply", "PATCH", KINDS[kind][1],
+            path(kind, meta["namespace"], meta["name"]), query=query,
             body=manifest, content_type="application/apply-patch+yaml",
         )  # fmt: skip
 

@@ -18,6 +18,8 @@ from .kube import ApiError, Kube
 
 log = logging.getLogger("qwen_operator.reconciler")
 Key = tuple[str, str]
+Planned = tuple[dict[str, Any], dict[str, Any] | None, str]
+"""A child to apply: the desired manifest, the live object (None: missing), and why."""
 
 
 @dataclass
@@ -35,6 +37,21 @@ def _controller_uid(obj: Mapping[str, Any]) -> str | None:
         if ref.get("controller"):
             return str(ref.get("uid"))
     return None
+
+
+def check_quantities(res: api.QwenThinkingDeployment) -> None:
+    """CPU and memory values must be Kubernetes quantities (the CRD can only say int-or-string)."""
+    for kind in ("requests", "limits"):
+        for key, value in getattr(res.spec.resources, kind).items():
+            if diff.quantity(value) is None:
+                field = f"spec.resources.{kind}.{key}"
+                message = f"{value!r} is not a Kubernetes quantity (e.g. 8, 500m, 96Gi)"
+                raise api.InvalidResource(field, message)
+
+
+def _immutable(exc: ApiError, desired: Mapping[str, Any]) -> bool:
+    """The apiserver refused to change a StatefulSet field that is fixed after creation."""
+    return exc.status == 422 and desired["kind"] == "StatefulSet" and "Forbidden" in exc.message
 
 
 def _ident(manifest: Mapping[str, Any]) -> str:
@@ -96,6 +113,7 @@ class Reconciler:
         sts = self.kube.get("StatefulSet", namespace, name)
         try:
             res = api.parse_resource(body)
+            check_quantities(res)
         except api.InvalidResource as exc:
             new = status.invalid(name, generation, sts, exc.field, exc.message, previous, self.clock())
             return self._finish(body, previous, new, Outcome("invalid"))
@@ -115,33 +133,56 @@ class Reconciler:
         sts: dict[str, Any] | None,
         outcome: Outcome,
     ) -> tuple[dict[str, Any] | None, status.Problem | None]:
-        """Apply each child that differs; returns the StatefulSet as it is now, and any conflict."""
-        ns = res.metadata.namespace
-        for child in children:
-            desired = diff.with_hash(child)
-            kind, cname = child["kind"], child["metadata"]["name"]
-            live = sts if kind == "StatefulSet" else self.kube.get(kind, ns, cname)
-            if live is not None and _controller_uid(live) != res.metadata.uid:
-                message = f"{kind} {cname} exists and is not owned by this resource; rename or delete it"
-                return sts, status.Problem("NameConflict", message)
-            why = diff.drift(desired, live)
-            if why is None:
-                continue
-            try:
-                applied = self._apply(desired, live, outcome)
-            except ApiError as exc:
-                if exc.status not in (400, 422):
-                    raise
-                outcome.result = "invalid"  # user input the schema let through (a bad quantity, ...)
-                return sts, status.Problem(
-                    "InvalidSpec", f"the apiserver rejected {kind} {cname}: {exc.message}"
-                )
+        """Apply each child that differs; returns the StatefulSet as it is now, and any problem.
+
+        Every change is first applied as a server-side dry run, so a spec the apiserver rejects
+        (a bad quantity the schema let through) changes no child at all: all or nothing.
+        """
+        plan, problem = self._plan(res, children, sts)
+        if problem is None:
+            problem = self._dry_run(plan)
+        if problem is not None:
+            outcome.result = "invalid" if problem.reason == "InvalidSpec" else "blocked"
+            return sts, problem
+        for desired, live, why in plan:
+            applied = self._apply(desired, live, outcome)
             outcome.events += apply_events(desired, live, why)
             outcome.applied.append(_ident(desired))
             outcome.result = "changed"
-            if kind == "StatefulSet":
+            if desired["kind"] == "StatefulSet":
                 sts = applied
         return sts, None
+
+    def _plan(
+        self, res: api.QwenThinkingDeployment, children: list[dict[str, Any]], sts: dict[str, Any] | None
+    ) -> tuple[list[Planned], status.Problem | None]:
+        """The children to apply, with their live objects and why; a name taken by another owner stops."""
+        plan: list[Planned] = []
+        for child in children:
+            desired = diff.with_hash(child)
+            kind, cname = child["kind"], child["metadata"]["name"]
+            live = sts if kind == "StatefulSet" else self.kube.get(kind, res.metadata.namespace, cname)
+            if live is not None and _controller_uid(live) != res.metadata.uid:
+                message = f"{kind} {cname} exists and is not owned by this resource; rename or delete it"
+                return [], status.Problem("NameConflict", message)
+            why = diff.drift(desired, live)
+            if why is not None:
+                plan.append((desired, live, why))
+        return plan, None
+
+    def _dry_run(self, plan: list[Planned]) -> status.Problem | None:
+        for desired, _, _ in plan:
+            try:
+                self.kube.apply(desired, dry_run=True)
+            except ApiError as exc:
+                if _immutable(exc, desired):
+                    continue  # _apply replaces the StatefulSet
+                # 500 "unable to convert": what SSA answers for a malformed quantity
+                if exc.status not in (400, 422) and not (exc.status == 500 and "convert" in exc.message):
+                    raise
+                message = f"the apiserver rejects {_ident(desired)}: {exc.message}"
+                return status.Problem("InvalidSpec", message)
+        return None
 
     def _apply(
         self, desired: dict[str, Any], live: Mapping[str, Any] | None, outcome: Outcome
@@ -149,8 +190,7 @@ class Reconciler:
         try:
             return self.kube.apply(desired)
         except ApiError as exc:
-            immutable = exc.status == 422 and desired["kind"] == "StatefulSet" and "Forbidden" in exc.message
-            if not immutable or live is None:
+            if not _immutable(exc, desired) or live is None:
                 raise
         # A StatefulSet field that cannot change (volumeClaimTemplates, ...): replace the
         # StatefulSet but keep its pods (orphaned, then adopted by the new one, then rolled).

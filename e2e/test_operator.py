@@ -1,0 +1,412 @@
+"""The operator end to end: the acceptance list of issue 4, on the real control plane.
+
+The operator runs as a process authenticated with a token of the ServiceAccount that
+`manifests/` creates (see operator_fixtures), so every test also proves the RBAC.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client, watch
+
+pytest.register_assert_rewrite("e2e.operator_fixtures")  # before its import, for readable failures
+
+from e2e.conftest import Cluster  # noqa: E402
+from e2e.kube_helpers import kubectl, wait_for  # noqa: E402
+from e2e.operator_fixtures import (  # noqa: E402
+    GROUP,
+    OPERATOR_USER,
+    PLURAL,
+    VERSION,
+    Operator,
+    apply_yaml,
+    audit_entries,
+    audit_writes,
+    condition,
+    get_qtd,
+    settle,
+    wait_phase,
+)
+
+pytest_plugins = ("e2e.operator_fixtures",)
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = yaml.safe_load((REPO / "samples" / "qwen3-235b-thinking.yaml").read_text())
+NAME = SAMPLE["metadata"]["name"]
+SELECTOR = f"app.kubernetes.io/instance={NAME},app.kubernetes.io/name=qwen-thinking"
+IDLE_SECONDS = 60
+
+
+def sample(name: str = NAME, **spec: Any) -> dict[str, Any]:
+    """The sample resource, renamed and with top-level spec fields replaced."""
+    doc = copy.deepcopy(SAMPLE)
+    doc["metadata"]["name"] = name
+    doc["spec"].update(spec)
+    return doc
+
+
+def instance(name: str) -> str:
+    return f"app.kubernetes.io/instance={name}"
+
+
+def owned_by(obj: Any, uid: str) -> bool:
+    refs = obj.metadata.owner_references or []
+    return (
+        len(refs) == 1
+        and refs[0].uid == uid
+        and refs[0].controller
+        and refs[0].kind == "QwenThinkingDeployment"
+    )
+
+
+def events(ns: str, name: str) -> list[dict[str, Any]]:
+    out = kubectl("get", "events", "-n", ns, "--field-selector", f"involvedObject.name={name}", "-o", "json")
+    items = json.loads(out.stdout)["items"]
+    return [{"type": e["type"], "reason": e["reason"], "message": e.get("message", "")} for e in items]
+
+
+def reasons(ns: str, name: str) -> set[str]:
+    return {e["reason"] for e in events(ns, name)}
+
+
+def server_command(apps_v1: client.AppsV1Api, ns: str, name: str) -> list[str]:
+    sts = apps_v1.read_namespaced_stateful_set(name, ns)
+    return list(sts.spec.template.spec.containers[0].command)
+
+
+def flag(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def ready_pods(core_v1: client.CoreV1Api, ns: str, name: str) -> list[Any]:
+    pods = core_v1.list_namespaced_pod(ns, label_selector=instance(name)).items
+    return [
+        p
+        for p in pods
+        if p.metadata.deletion_timestamp is None
+        and any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))
+    ]
+
+
+class PhaseRecorder:
+    """Every phase the resource reports, from a watch started before it exists."""
+
+    def __init__(self, custom: client.CustomObjectsApi, ns: str, name: str) -> None:
+        self.phases: list[str] = []
+        self._watch = watch.Watch()
+        self._args = (custom.list_namespaced_custom_object, GROUP, VERSION, ns, PLURAL)
+        self._name = name
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with contextlib.suppress(Exception):  # stop() ends the stream mid-response
+            self._record()
+
+    def _record(self) -> None:
+        for event in self._watch.stream(*self._args, timeout_seconds=180):
+            obj = event["object"]
+            phase = (obj.get("status") or {}).get("phase")
+            if (
+                obj["metadata"]["name"] == self._name
+                and phase
+                and (not self.phases or self.phases[-1] != phase)
+            ):
+                self.phases.append(phase)
+
+    def stop(self) -> list[str]:
+        self._watch.stop()
+        return self.phases
+
+
+# -- tests ------------------------------------------------------------------------------------
+
+
+def test_sample_creates_owned_children_and_becomes_ready(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
+    apps_v1: client.AppsV1Api, api_client: client.ApiClient,
+) -> None:  # fmt: skip
+    recorder = PhaseRecorder(custom, ns, NAME)
+    time.sleep(0.5)  # the watch is established before the resource exists
+    kubectl("apply", "-n", ns, "-f", str(REPO / "samples" / "qwen3-235b-thinking.yaml"))
+    obj = wait_phase(custom, ns, NAME, "Ready")
+    phases = recorder.stop()
+    assert "Progressing" in phases and phases[-1] == "Ready", phases
+    assert phases.index("Progressing") < phases.index("Ready")
+    uid = obj["metadata"]["uid"]
+
+    sts = apps_v1.read_namespaced_stateful_set(NAME, ns)
+    services = {s.metadata.name: s for s in core_v1.list_namespaced_service(ns).items}
+    pdb = client.PolicyV1Api(api_client).read_namespaced_pod_disruption_budget(NAME, ns)
+    assert set(services) == {NAME, f"{NAME}-headless"}
+    for child in (sts, pdb, *services.values()):
+        assert owned_by(child, uid), child.metadata
+    assert sts.metadata.managed_fields and {m.manager for m in sts.metadata.managed_fields} >= {
+        "qwen-operator"
+    }
+
+    pods = ready_pods(core_v1, ns, NAME)
+    assert len(pods) == 1
+    node = core_v1.read_node(pods[0].spec.node_name)
+    assert node.metadata.labels["nvidia.com/gpu.present"] == "true"
+    assert pods[0].spec.containers[0].resources.limits["nvidia.com/gpu"] == "4"
+
+    row = kubectl("get", "qtd", NAME, "-n", ns, "--no-headers").stdout.split()
+    assert row[1:5] == ["1", "1", "262144", "Ready"], row
+    wide = kubectl("get", "qtd", NAME, "-n", ns, "-o", "wide", "--no-headers").stdout
+    assert f"http://{NAME}.{ns}.svc:8000/v1" in wide
+
+    st = obj["status"]
+    assert st["observedGeneration"] == obj["metadata"]["generation"]
+    assert st["context"] == {"requested": 262144, "effective": 262144}
+    assert st["selector"] == SELECTOR
+    ready = condition(obj, "Ready")
+    assert ready["status"] == "True" and ready["observedGeneration"] == obj["metadata"]["generation"]
+    assert condition(obj, "Stalled")["status"] == "False"
+    assert condition(obj, "Reconciling")["status"] == "False"
+
+    # GitOps-clean: no annotation, no finalizer; Kopf keeps its records in status.
+    assert not [k for k in (obj["metadata"].get("annotations") or {}) if "kopf" in k], obj["metadata"]
+    assert not obj["metadata"].get("finalizers")
+    assert "diffbase" in (st.get("kopf") or {}), st.get("kopf")
+    assert {"Created", "Ready"} <= reasons(ns, NAME)
+
+
+def test_scale_subresource(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api
+) -> None:
+    apply_yaml(ns, sample())
+    wait_phase(custom, ns, NAME, "Ready")
+    kubectl("scale", f"qtd/{NAME}", "-n", ns, "--replicas=3")
+    obj = wait_phase(custom, ns, NAME, "Ready")
+    wait_for(lambda: get_qtd(custom, ns, NAME)["status"]["readyReplicas"] == 3, 60, "3 ready replicas")
+    obj = get_qtd(custom, ns, NAME)
+    assert (obj["status"]["replicas"], obj["status"]["readyReplicas"]) == (3, 3)
+    assert len(ready_pods(core_v1, ns, NAME)) == 3
+    scale = json.loads(
+        kubectl("get", "--raw", f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}/{NAME}/scale").stdout
+    )
+    assert scale["spec"]["replicas"] == 3 and scale["status"] == {"replicas": 3, "selector": SELECTOR}
+    assert "Scaled" in reasons(ns, NAME)
+
+    kubectl("scale", f"qtd/{NAME}", "-n", ns, "--replicas=0")
+    wait_for(lambda: get_qtd(custom, ns, NAME)["status"]["replicas"] == 0, 60, "status.replicas 0")
+    obj = wait_phase(custom, ns, NAME, "Ready")
+    assert condition(obj, "Ready")["reason"] == "ScaledToZero"
+    wait_for(lambda: not core_v1.list_namespaced_pod(ns, label_selector=instance(NAME)).items, 60, "no pods")
+
+
+def test_context_change_reaches_the_statefulset(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, apps_v1: client.AppsV1Api
+) -> None:
+    apply_yaml(ns, sample())
+    first = wait_phase(custom, ns, NAME, "Ready")
+    assert flag(server_command(apps_v1, ns, NAME), "--max-model-len") == "262144"
+    patch = json.dumps({"spec": {"context": {"maxModelLen": 131072}}})
+    kubectl("patch", f"qtd/{NAME}", "-n", ns, "--type=merge", "-p", patch)
+    wait_for(
+        lambda: flag(server_command(apps_v1, ns, NAME), "--max-model-len") == "131072", 60, "--max-model-len"
+    )
+    obj = wait_phase(custom, ns, NAME, "Ready")
+    assert obj["metadata"]["generation"] == first["metadata"]["generation"] + 1
+    assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+    assert obj["status"]["context"] == {"requested": 131072, "effective": 131072}
+    row = kubectl("get", "qtd", NAME, "-n", ns, "--no-headers").stdout.split()
+    assert row[3] == "131072"
+    assert "Updated" in reasons(ns, NAME)
+
+
+def test_manual_edits_of_the_statefulset_are_reverted(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, apps_v1: client.AppsV1Api
+) -> None:
+    apply_yaml(ns, sample())
+    wait_phase(custom, ns, NAME, "Ready")
+    image = apps_v1.read_namespaced_stateful_set(NAME, ns).spec.template.spec.containers[0].image
+    command = server_command(apps_v1, ns, NAME)
+
+    kubectl("scale", f"statefulset/{NAME}", "-n", ns, "--replicas=4")
+    kubectl("set", "image", f"statefulset/{NAME}", "-n", ns, "server=registry.invalid/evil:1")
+    edited = [*command[:-1], "--trust-remote-code"]
+    patch = json.dumps(
+        [{"op": "replace", "path": "/spec/template/spec/containers/0/command", "value": edited}]
+    )
+    kubectl("patch", f"statefulset/{NAME}", "-n", ns, "--type=json", "-p", patch)
+
+    def reverted() -> bool:
+        sts = apps_v1.read_namespaced_stateful_set(NAME, ns)
+        container = sts.spec.template.spec.containers[0]
+        return bool(sts.spec.replicas == 1 and container.image == image and container.command == command)
+
+    wait_for(reverted, 60, "replicas, image and command reverted")
+    assert "DriftReverted" in reasons(ns, NAME)
+    wait_phase(custom, ns, NAME, "Ready")
+
+
+def test_gpu_product_no_node_has_is_unschedulable(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi
+) -> None:
+    apply_yaml(ns, sample(gpu={"product": "NVIDIA-B200"}))
+
+    def stalled() -> dict[str, Any] | None:
+        obj = get_qtd(custom, ns, NAME)
+        return obj if condition(obj, "Stalled").get("reason") == "Unschedulable" else None
+
+    obj = wait_for(stalled, 90, "Stalled=True reason Unschedulable")
+    ready = condition(obj, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "Unschedulable")
+    assert "nodes are available" in ready["message"] and "node affinity/selector" in ready["message"]
+    assert condition(obj, "Stalled")["status"] == "True"
+    assert obj["status"]["phase"] == "Pending"
+    warnings = [e for e in events(ns, NAME) if e["reason"] == "Unschedulable"]
+    assert warnings and warnings[0]["type"] == "Warning"
+
+
+def test_spec_the_apiserver_rejects_is_invalid_and_touches_nothing(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api
+) -> None:
+    apply_yaml(ns, sample(resources={"requests": {"cpu": "lots"}}))
+    obj = wait_phase(custom, ns, NAME, "Failed")
+    stalled = condition(obj, "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "InvalidSpec")
+    assert "cpu" in stalled["message"]
+    assert condition(obj, "Ready")["status"] == "False"
+    assert not core_v1.list_namespaced_service(ns).items  # all or nothing: no child created
+    kubectl(
+        "patch", f"qtd/{NAME}", "-n", ns, "--type=json", "-p", '[{"op":"remove","path":"/spec/resources"}]'
+    )
+    wait_phase(custom, ns, NAME, "Ready")
+
+
+def test_paused_changes_no_child_but_reports(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, apps_v1: client.AppsV1Api
+) -> None:
+    apply_yaml(ns, sample())
+    wait_phase(custom, ns, NAME, "Ready")
+    kubectl("patch", f"qtd/{NAME}", "-n", ns, "--type=merge", "-p", '{"spec":{"paused":true,"replicas":2}}')
+
+    def observed() -> dict[str, Any] | None:
+        obj = get_qtd(custom, ns, NAME)
+        current = obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
+        return obj if current and condition(obj, "Reconciling").get("reason") == "Paused" else None
+
+    obj = wait_for(observed, 60, "status of the paused generation")
+    assert obj["status"]["replicas"] == 1
+    assert apps_v1.read_namespaced_stateful_set(NAME, ns).spec.replicas == 1
+    kubectl("patch", f"qtd/{NAME}", "-n", ns, "--type=merge", "-p", '{"spec":{"paused":false}}')
+    wait_for(
+        lambda: get_qtd(custom, ns, NAME)["status"].get("readyReplicas") == 2, 60, "2 ready after unpause"
+    )
+    assert apps_v1.read_namespaced_stateful_set(NAME, ns).spec.replicas == 2
+
+
+def test_delete_garbage_collects_every_child(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
+    apps_v1: client.AppsV1Api, api_client: client.ApiClient,
+) -> None:  # fmt: skip
+    apply_yaml(ns, sample())
+    wait_phase(custom, ns, NAME, "Ready")
+    kubectl("delete", f"qtd/{NAME}", "-n", ns, "--wait=true")
+    policy = client.PolicyV1Api(api_client)
+
+    def gone() -> bool:
+        return not (
+            apps_v1.list_namespaced_stateful_set(ns).items
+            or core_v1.list_namespaced_service(ns).items
+            or policy.list_namespaced_pod_disruption_budget(ns).items
+            or core_v1.list_namespaced_pod(ns).items
+            or core_v1.list_namespaced_persistent_volume_claim(ns).items
+        )
+
+    wait_for(gone, 90, "StatefulSet, Services, PDB, pods and claims garbage-collected")
+
+
+def test_restart_mid_reconcile_converges_without_duplicates(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
+    apps_v1: client.AppsV1Api, api_client: client.ApiClient,
+) -> None:  # fmt: skip
+    names = [f"r{i}" for i in range(3)]
+    apply_yaml(ns, "---\n".join(yaml.safe_dump(sample(n)) for n in names))
+    wait_for(lambda: core_v1.list_namespaced_service(ns).items, 30, "the first child", interval=0.02)
+    operator.kill(signal.SIGKILL)
+    partial = len(apps_v1.list_namespaced_stateful_set(ns).items)
+    operator.start()
+    for name in names:
+        wait_phase(custom, ns, name, "Ready")
+    policy = client.PolicyV1Api(api_client)
+    for name in names:
+        uid = get_qtd(custom, ns, name)["metadata"]["uid"]
+        sel = instance(name)
+        stss = apps_v1.list_namespaced_stateful_set(ns, label_selector=sel).items
+        svcs = core_v1.list_namespaced_service(ns, label_selector=sel).items
+        pdbs = policy.list_namespaced_pod_disruption_budget(ns, label_selector=sel).items
+        assert (len(stss), len(svcs), len(pdbs)) == (1, 2, 1), (name, partial)
+        assert all(owned_by(o, uid) for o in (*stss, *svcs, *pdbs))
+        assert len(core_v1.list_namespaced_pod(ns, label_selector=sel).items) == 1
+    assert len(core_v1.list_namespaced_service(ns).items) == 2 * len(names)  # no orphan
+
+
+def test_five_ready_resources_idle_means_zero_writes(
+    operator: Operator, cluster: Cluster, ns: str, custom: client.CustomObjectsApi
+) -> None:
+    names = [f"idle-{i}" for i in range(5)]
+    apply_yaml(ns, "---\n".join(yaml.safe_dump(sample(n)) for n in names))
+    for name in names:
+        wait_phase(custom, ns, name, "Ready")
+    settle(5)  # let the last watch events drain
+    offset = cluster.audit_log.stat().st_size if cluster.audit_log else 0
+    writes_before = operator.writes()
+    events_before = {n: len(events(ns, n)) for n in names}
+    reads_before = operator.counter("qwen_operator_api_requests_total")
+    settle(IDLE_SECONDS)
+    writes = operator.writes() - writes_before
+    reads = operator.counter("qwen_operator_api_requests_total") - reads_before
+    print(f"idle {IDLE_SECONDS}s with 5 Ready resources: {writes:.0f} writes, {reads:.0f} requests")
+    assert writes == 0
+    if cluster.audit_log:
+        audited = audit_writes(cluster.audit_log, offset)
+        assert audited == [], [(e["verb"], e["requestURI"]) for e in audited]
+    assert {n: len(events(ns, n)) for n in names} == events_before  # no event flooding
+
+
+def test_operator_used_only_its_service_account_within_rbac(operator: Operator, cluster: Cluster) -> None:
+    """Last in the module: everything above ran as the ServiceAccount, never refused."""
+    assert operator.counter("qwen_operator_api_errors_total", code="403") == 0
+    denied = kubectl("auth", "can-i", "get", "secrets", f"--as={OPERATOR_USER}", "-A", check=False)
+    assert denied.stdout.strip() == "no"
+    role = yaml.safe_load(kubectl("get", "clusterrole", "qwen-operator", "-o", "yaml").stdout)
+    assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in role["rules"])
+    if cluster.audit_log is None:
+        return
+    entries = audit_entries(cluster.audit_log, operator.audit_offset)
+    assert entries, "no request of the operator's ServiceAccount in the audit log"
+    forbidden = [
+        (e["verb"], e["requestURI"]) for e in entries if e.get("responseStatus", {}).get("code") == 403
+    ]
+    assert forbidden == []
+    used = {_rbac_key(e) for e in entries if e.get("objectRef")}
+    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+               for v in rule["verbs"]}  # fmt: skip
+    print("operator requests by (group, resource, verb):", sorted(used))
+    assert used <= granted, used - granted
+    # Exactly what it uses: a server-side apply that creates is audited as a patch but authorized
+    # as create, and a StatefulSet is deleted only when an immutable field changes.
+    unaudited = {(g, r, "create") for g, r in (("", "services"), ("apps", "statefulsets"),
+                 ("policy", "poddisruptionbudgets"))} | {("apps", "statefulsets", "delete")}  # fmt: skip
+    assert granted - used <= unaudited, granted - used - unaudited
+
+
+def _rbac_key(entry: dict[str, Any]) -> tuple[str, str, str]:
+    ref = entry["objectRef"]
+    resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+    return ref.get("apiGroup", ""), resource, entry["verb"]

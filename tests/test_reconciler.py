@@ -1,0 +1,153 @@
+"""The reconciler against an in-memory API: what it writes, and above all when it writes nothing."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from qwen_operator import api, diff
+from qwen_operator.kube import ApiError
+from qwen_operator.reconciler import Reconciler
+
+NS, NAME = "ns", "q"
+WRITES = ("apply", "patch", "delete", "create")
+
+
+class FakeKube:
+    """Objects by (kind, name) in one namespace; every call recorded as (verb, kind)."""
+
+    def __init__(self, spec: dict[str, Any] | None = None) -> None:
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.events: list[tuple[str, str]] = []
+        self.reject_dry_run: str | None = None
+        meta = {"name": NAME, "namespace": NS, "uid": "uid-1", "generation": 1}
+        self.objects[(api.KIND, NAME)] = {"apiVersion": api.API_VERSION, "kind": api.KIND,
+                                          "metadata": meta, "spec": spec or {}}  # fmt: skip
+
+    def writes(self) -> list[tuple[str, str]]:
+        return [c for c in self.calls if c[0] in WRITES]
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(("get", kind))
+        obj = self.objects.get((kind, name))
+        return copy.deepcopy(obj) if obj else None
+
+    def list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        self.calls.append(("list", kind))
+        return []
+
+    def apply(self, manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        kind = manifest["kind"]
+        self.calls.append(("apply-dry-run" if dry_run else "apply", kind))
+        if dry_run and self.reject_dry_run == kind:
+            raise ApiError(422, "Invalid", f"{kind} is invalid: spec.x: Invalid value")
+        obj = copy.deepcopy(manifest)
+        if kind == "StatefulSet":
+            replicas = obj["spec"]["replicas"]
+            obj["metadata"]["generation"] = 1
+            counts = {"replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas}
+            obj["status"] = {"observedGeneration": 1, "currentRevision": "a", "updateRevision": "a", **counts}
+        if not dry_run:
+            self.objects[(kind, manifest["metadata"]["name"])] = obj
+        return copy.deepcopy(obj)
+
+    def delete(self, kind: str, namespace: str, name: str, propagation: str = "Background") -> None:
+        self.calls.append(("delete", kind))
+        self.objects.pop((kind, name), None)
+
+    def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("patch", "status"))
+        obj = self.objects[(api.KIND, name)]
+        merged = {**obj.get("status", {}), **patch}
+        obj["status"] = {k: v for k, v in merged.items() if v is not None}
+        return obj
+
+    def post_event(self, owner: Any, type_: str, reason: str, message: str, now: str) -> None:
+        self.calls.append(("create", "Event"))
+        self.events.append((type_, reason))
+
+
+def reconciler(kube: FakeKube) -> Reconciler:
+    return Reconciler(kube, clock=lambda: "2026-01-01T00:00:00Z")  # type: ignore[arg-type]
+
+
+def test_first_pass_creates_every_child_then_idle_means_no_write() -> None:
+    kube = FakeKube()
+    out = reconciler(kube).reconcile((NS, NAME))
+    assert out.result == "changed" and out.status_written
+    kinds = [k for v, k in kube.writes() if v == "apply"]
+    assert kinds == ["Service", "Service", "StatefulSet", "PodDisruptionBudget"]
+    assert kube.objects[(api.KIND, NAME)]["status"]["phase"] == "Ready"
+    assert ("Normal", "Created") in kube.events
+    kube.calls.clear()
+    again = reconciler(kube).reconcile((NS, NAME))
+    assert again.result == "unchanged" and not again.status_written
+    assert kube.writes() == []
+
+
+def test_hand_edit_is_reverted_with_one_event() -> None:
+    kube = FakeKube()
+    reconciler(kube).reconcile((NS, NAME))
+    kube.objects[("StatefulSet", NAME)]["spec"]["replicas"] = 5
+    kube.events.clear()
+    out = reconciler(kube).reconcile((NS, NAME))
+    assert out.applied == ["StatefulSet q"]
+    assert kube.objects[("StatefulSet", NAME)]["spec"]["replicas"] == 1
+    assert kube.events == [("Normal", "DriftReverted")]
+
+
+def test_spec_change_is_applied_and_named() -> None:
+    kube = FakeKube()
+    reconciler(kube).reconcile((NS, NAME))
+    kube.objects[(api.KIND, NAME)]["spec"] = {"replicas": 3}
+    kube.objects[(api.KIND, NAME)]["metadata"]["generation"] = 2
+    reconciler(kube).reconcile((NS, NAME))
+    assert ("Normal", "Scaled") in kube.events
+    assert kube.objects[(api.KIND, NAME)]["status"]["observedGeneration"] == 2
+
+
+def test_invalid_quantity_touches_nothing() -> None:
+    kube = FakeKube({"resources": {"requests": {"cpu": "lots"}}})
+    out = reconciler(kube).reconcile((NS, NAME))
+    assert out.result == "invalid"
+    assert [w for w in kube.writes() if w[0] == "apply"] == []
+    st = kube.objects[(api.KIND, NAME)]["status"]
+    stalled = next(c for c in st["conditions"] if c["type"] == "Stalled")
+    assert stalled["reason"] == "InvalidSpec" and "spec.resources.requests.cpu" in stalled["message"]
+    assert ("Warning", "InvalidSpec") in kube.events
+
+
+def test_a_child_the_apiserver_rejects_means_no_child_changes() -> None:
+    kube = FakeKube()
+    kube.reject_dry_run = "PodDisruptionBudget"
+    out = reconciler(kube).reconcile((NS, NAME))
+    assert out.result == "invalid"
+    assert [w for w in kube.writes() if w[0] == "apply"] == []
+    assert kube.objects[(api.KIND, NAME)]["status"]["phase"] == "Failed"
+
+
+def test_paused_applies_nothing_but_reports() -> None:
+    kube = FakeKube({"paused": True})
+    out = reconciler(kube).reconcile((NS, NAME))
+    assert out.result == "paused" and out.status_written
+    assert [w for w in kube.writes() if w[0] == "apply"] == []
+    assert kube.objects[(api.KIND, NAME)]["status"]["phase"] == "Progressing"
+
+
+def test_a_name_taken_by_someone_else_is_left_alone() -> None:
+    kube = FakeKube()
+    kube.objects[("Service", NAME)] = {"kind": "Service", "metadata": {"name": NAME, "annotations": {}}}
+    out = reconciler(kube).reconcile((NS, NAME))
+    assert [w for w in kube.writes() if w[0] == "apply"] == []
+    assert out.result == "blocked"
+    conditions = kube.objects[(api.KIND, NAME)]["status"]["conditions"]
+    assert next(c for c in conditions if c["type"] == "Stalled")["reason"] == "NameConflict"
+    assert diff.HASH_ANNOTATION not in kube.objects[("Service", NAME)]["metadata"]["annotations"]
+
+
+def test_deleted_resource_is_gone() -> None:
+    kube = FakeKube()
+    del kube.objects[(api.KIND, NAME)]
+    assert reconciler(kube).reconcile((NS, NAME)).result == "gone"
+    assert kube.writes() == []
