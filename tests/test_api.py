@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from qwen_operator import api
 
 from .invalid_cases import INVALID, resource

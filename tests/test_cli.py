@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from qwen_operator import __version__, crd
 
 from .invalid_cases import INVALID, resource

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from qwen_operator import api, crd
 
 ROOT = Path(__file__).resolve().parent.parent

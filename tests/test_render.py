@@ -9,6 +9,7 @@ from typing import Any
 import jinja2
 import pytest
 import yaml
+
 from qwen_operator import api, render
 
 ROOT = Path(__file__).resolve().parent.parent
