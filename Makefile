@@ -40,6 +40,7 @@ cluster-down: $(STAMP)
 
 crd: $(STAMP)
 	$(VENV)/bin/qwen-operator crd > crds/qwenthinkingdeployments.serving.qwen-operator.io.yaml
+	cp crds/qwenthinkingdeployments.serving.qwen-operator.io.yaml manifests/crd/  # kustomize reads only below manifests/
 
 docs: $(STAMP)
 	$(PY) -c 'import pathlib; from qwen_operator import docs; p = pathlib.Path("README.md"); p.write_text(docs.replace_in(p.read_text()))'
@@ -47,10 +48,13 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench
 
+# The operator in the foreground on $KUBECONFIG's cluster, else on the local control plane.
 run: $(STAMP)
-	@echo "Run the operator against \$$KUBECONFIG: $(VENV)/bin/qwen-operator run --all-namespaces"
+	$(PY) -m e2e.demo run
 
-demo: run
+# The same, plus the sample resource: progress until Ready, get/describe, what to try next.
+demo: $(STAMP)
+	$(PY) -m e2e.demo demo
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,119 @@
+"""The install manifests (kustomize base) and the operator's Dockerfile agree with the code.
+
+That `kubectl apply -k manifests/` works and the RBAC suffices is proven end to end
+(e2e/test_operator.py runs the operator with this ServiceAccount's token); here: the static
+promises a cluster admin reads in the files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from qwen_operator import cli
+
+REPO = Path(__file__).resolve().parent.parent
+MANIFESTS = REPO / "manifests"
+CRD_FILE = "qwenthinkingdeployments.serving.qwen-operator.io.yaml"
+
+
+def load(name: str) -> dict[str, Any]:
+    return dict(yaml.safe_load((MANIFESTS / name).read_text()))
+
+
+def kustomization() -> dict[str, Any]:
+    return load("kustomization.yaml")
+
+
+def by_kind() -> dict[str, dict[str, Any]]:
+    return {doc["kind"]: doc for doc in (load(r) for r in kustomization()["resources"])}
+
+
+def test_crd_copy_is_the_checked_in_crd() -> None:
+    """kustomize reads only below manifests/, so it holds a copy (tests/test_crd.py checks crds/)."""
+    assert (MANIFESTS / "crd" / CRD_FILE).read_text() == (REPO / "crds" / CRD_FILE).read_text(), "make crd"
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    listed = set(kustomization()["resources"])
+    present = {str(p.relative_to(MANIFESTS)) for p in MANIFESTS.rglob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == present
+    kinds = set(by_kind())
+    assert kinds == {"CustomResourceDefinition", "Namespace", "ServiceAccount", "ClusterRole",
+                     "ClusterRoleBinding", "Deployment", "Service"}  # fmt: skip
+
+
+def test_cluster_role_is_exactly_what_the_operator_calls() -> None:
+    rules = by_kind()["ClusterRole"]["rules"]
+    granted = {
+        (g, r, v)
+        for rule in rules
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
+    assert not any("*" in item for item in granted)
+    assert not any(r == "secrets" for _, r, _ in granted)
+    read = ("get", "list", "watch")
+    expected = {
+        *{("serving.qwen-operator.io", "qwenthinkingdeployments", v) for v in read},
+        ("serving.qwen-operator.io", "qwenthinkingdeployments/status", "patch"),
+        *{("apps", "statefulsets", v) for v in (*read, "create", "patch", "delete")},
+        *{("", "services", v) for v in (*read, "create", "patch")},
+        *{("policy", "poddisruptionbudgets", v) for v in (*read, "create", "patch")},
+        ("", "pods", "list"),
+        ("", "pods", "watch"),
+        ("", "events", "create"),
+    }
+    assert granted == expected
+
+
+def test_binding_names_the_service_account_the_deployment_runs_as() -> None:
+    kinds = by_kind()
+    sa = kinds["ServiceAccount"]["metadata"]
+    subject = kinds["ClusterRoleBinding"]["subjects"][0]
+    assert (subject["name"], subject["namespace"]) == (sa["name"], sa["namespace"])
+    assert kinds["ClusterRoleBinding"]["roleRef"]["name"] == kinds["ClusterRole"]["metadata"]["name"]
+    pod = kinds["Deployment"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == sa["name"]
+
+
+def test_deployment_is_locked_down_and_probed() -> None:
+    deployment = by_kind()["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": 8080}
+    args = cli.parser().parse_args(container["args"])
+    assert args.command == "run" and args.all_namespaces
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+
+
+def test_metrics_service_selects_the_operator_pod() -> None:
+    kinds = by_kind()
+    labels = kinds["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    service = kinds["Service"]["spec"]
+    assert service["selector"].items() <= labels.items()
+    assert service["ports"][0]["targetPort"] == "metrics"
+
+
+def test_dockerfile_runs_the_operator_as_non_root() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    lines = [line.strip() for line in text.splitlines()]
+    user = next(line for line in lines if line.startswith("USER "))
+    uid = user.split()[1].split(":")[0]
+    assert uid.isdigit() and int(uid) != 0
+    pod = by_kind()["Deployment"]["spec"]["template"]["spec"]
+    assert int(uid) == pod["securityContext"]["runAsUser"]
+    assert 'ENTRYPOINT ["qwen-operator"]' in lines
+    assert "EXPOSE 8080" in lines
+    assert "PYTHONDONTWRITEBYTECODE=1" in text  # read-only root filesystem
