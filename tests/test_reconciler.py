@@ -151,3 +151,27 @@ def test_deleted_resource_is_gone() -> None:
     del kube.objects[(api.KIND, NAME)]
     assert reconciler(kube).reconcile((NS, NAME)).result == "gone"
     assert kube.writes() == []
+
+
+def test_an_api_failure_is_reported_once_and_retried() -> None:
+    kube = FakeKube()
+    reconciler(kube).reconcile((NS, NAME))
+    kube.objects[(api.KIND, NAME)]["spec"] = {"replicas": 2}
+
+    def fail(manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        raise ApiError(503, "Service Unavailable", "etcdserver: leader changed")
+
+    kube.apply = fail  # type: ignore[method-assign]
+    kube.events.clear()
+    for _ in range(2):
+        try:
+            reconciler(kube).reconcile((NS, NAME))
+        except ApiError:
+            pass
+        else:
+            raise AssertionError("the error must reach the work queue, which retries")
+    conditions = {c["type"]: c for c in kube.objects[(api.KIND, NAME)]["status"]["conditions"]}
+    assert conditions["Reconciling"]["status"] == "True"
+    assert conditions["Reconciling"]["reason"] == "ReconcileError"
+    assert "leader changed" in conditions["Reconciling"]["message"]
+    assert kube.events == [("Warning", "ReconcileError")]  # once, not per retry

@@ -90,8 +90,9 @@ class Reconciler:
         started = time.perf_counter()
         try:
             outcome = self._reconcile(*key)
-        except Exception:
+        except Exception as exc:
             metrics.RECONCILIATIONS.labels(result="error").inc()
+            self._report_error(key, exc)
             raise
         finally:
             metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
@@ -102,6 +103,24 @@ class Reconciler:
                 ", ".join(outcome.applied), "written" if outcome.status_written else "unchanged",
             )  # fmt: skip
         return outcome
+
+    def _report_error(self, key: Key, exc: Exception) -> None:
+        """Say in the status (and once in an event) that reconciling fails and is retried."""
+        try:
+            body = self.kube.get(api.KIND, *key)
+            if body is None:
+                return
+            previous = body.get("status") or {}
+            new = status.with_error(previous, body["metadata"].get("generation"), str(exc), self.clock())
+            patch = status.status_patch(previous, new)
+            if patch is None:
+                return
+            self.kube.patch_status(key[0], key[1], patch)
+            before = {c.get("type"): c.get("reason") for c in previous.get("conditions") or []}
+            if before.get(status.RECONCILING) != "ReconcileError":
+                self.kube.post_event(body, "Warning", "ReconcileError", f"retrying: {exc}", self.clock())
+        except Exception as again:  # the apiserver may be what fails; the retry will tell
+            log.debug("%s/%s: could not report the error: %s", key[0], key[1], again)
 
     def _reconcile(self, namespace: str, name: str) -> Outcome:
         body = self.kube.get(api.KIND, namespace, name)

@@ -283,6 +283,12 @@ def invalid(
     return status
 
 
+def with_error(previous: Mapping[str, Any], generation: int | None, error: str, now: str) -> dict[str, Any]:
+    """The last status with Reconciling=True reason ReconcileError: the operator keeps retrying."""
+    cond = _cond(RECONCILING, "True", "ReconcileError", _short(f"retrying: {error}"), generation)
+    return {**own(previous), "conditions": merge_conditions(previous.get("conditions") or [], [cond], now)}
+
+
 def own(status: Mapping[str, Any] | None) -> dict[str, Any]:
     """The part of a status the operator writes, for comparison (None values dropped)."""
     return {k: v for k, v in (status or {}).items() if k in OWN_KEYS and v is not None}
