@@ -331,6 +331,49 @@ def test_delete_garbage_collects_every_child(
     wait_for(gone, 90, "StatefulSet, Services, PDB, pods and claims garbage-collected")
 
 
+def test_immutable_statefulset_field_replaces_it_keeping_the_pods(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
+    apps_v1: client.AppsV1Api,
+) -> None:  # fmt: skip
+    apply_yaml(ns, sample())
+    wait_phase(custom, ns, NAME, "Ready")
+    old_uid = apps_v1.read_namespaced_stateful_set(NAME, ns).metadata.uid
+    pod_uid = ready_pods(core_v1, ns, NAME)[0].metadata.uid
+    kubectl(
+        "patch",
+        f"qtd/{NAME}",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        '{"spec":{"model":{"cache":{"size":"700Gi"}}}}',
+    )
+
+    def replaced() -> bool:
+        sts = apps_v1.read_namespaced_stateful_set(NAME, ns)
+        size = sts.spec.volume_claim_templates[0].spec.resources.requests["storage"]
+        return bool(sts.metadata.uid != old_uid and size == "700Gi")
+
+    wait_for(replaced, 60, "StatefulSet replaced with the new volume size")
+    wait_phase(custom, ns, NAME, "Ready")
+    assert [p.metadata.uid for p in ready_pods(core_v1, ns, NAME)] == [pod_uid]  # kept, adopted
+    assert "Replacing" in reasons(ns, NAME)
+
+
+def test_recreated_resource_adopts_the_orphaned_children(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
+    apps_v1: client.AppsV1Api,
+) -> None:  # fmt: skip
+    apply_yaml(ns, sample())
+    wait_phase(custom, ns, NAME, "Ready")
+    kubectl("delete", f"qtd/{NAME}", "-n", ns, "--wait=true", "--cascade=orphan")
+    apply_yaml(ns, sample())
+    uid = wait_phase(custom, ns, NAME, "Ready")["metadata"]["uid"]
+    wait_for(lambda: owned_by(apps_v1.read_namespaced_stateful_set(NAME, ns), uid), 60, "new owner")
+    services = core_v1.list_namespaced_service(ns).items
+    assert len(services) == 2 and all(owned_by(svc, uid) for svc in services)
+
+
 def test_restart_mid_reconcile_converges_without_duplicates(
     operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
     apps_v1: client.AppsV1Api, api_client: client.ApiClient,

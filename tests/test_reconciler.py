@@ -175,3 +175,67 @@ def test_an_api_failure_is_reported_once_and_retried() -> None:
     assert conditions["Reconciling"]["reason"] == "ReconcileError"
     assert "leader changed" in conditions["Reconciling"]["message"]
     assert kube.events == [("Warning", "ReconcileError")]  # once, not per retry
+
+
+def test_children_of_an_earlier_resource_of_the_same_name_are_taken_over() -> None:
+    kube = FakeKube()
+    reconciler(kube).reconcile((NS, NAME))
+    kube.objects[(api.KIND, NAME)]["metadata"]["uid"] = "uid-2"  # deleted and created again
+    out = reconciler(kube).reconcile((NS, NAME))
+    assert out.result == "changed" and len(out.applied) == 4
+    for kind in ("Service", "StatefulSet", "PodDisruptionBudget"):
+        refs = kube.objects[(kind, NAME)]["metadata"]["ownerReferences"]
+        assert [r["uid"] for r in refs] == ["uid-2"]
+
+
+def test_a_child_being_deleted_is_left_to_its_deletion() -> None:
+    kube = FakeKube()
+    reconciler(kube).reconcile((NS, NAME))
+    sts = kube.objects[("StatefulSet", NAME)]
+    sts["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    sts["spec"]["replicas"] = 7
+    kube.calls.clear()
+    out = reconciler(kube).reconcile((NS, NAME))
+    assert [w for w in kube.writes() if w[0] == "apply"] == []
+    assert out.result == "unchanged"
+
+
+def test_an_immutable_statefulset_field_replaces_it_keeping_pods() -> None:
+    kube = FakeKube()
+    reconciler(kube).reconcile((NS, NAME))
+    plain_apply = kube.apply
+
+    def apply(manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        live = kube.objects.get((manifest["kind"], manifest["metadata"]["name"]))
+        templates = (live or {}).get("spec", {}).get("volumeClaimTemplates")
+        changed = templates != manifest["spec"].get("volumeClaimTemplates")
+        if manifest["kind"] == "StatefulSet" and live and changed:
+            raise ApiError(422, "Invalid", "spec: Forbidden: updates to statefulset spec ...")
+        return plain_apply(manifest, dry_run)
+
+    kube.apply = apply  # type: ignore[method-assign]
+    kube.objects[(api.KIND, NAME)]["spec"] = {"model": {"cache": {"size": "700Gi"}}}
+    kube.events.clear()
+    reconciler(kube).reconcile((NS, NAME))
+    assert ("delete", "StatefulSet") in kube.calls
+    assert kube.events[:1] == [("Normal", "Replacing")]
+    assert ("StatefulSet", NAME) not in kube.objects
+    reconciler(kube).reconcile((NS, NAME))  # what the deletion event triggers
+    size = kube.objects[("StatefulSet", NAME)]["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]
+    assert size == {"requests": {"storage": "700Gi"}}
+
+
+def test_orphaned_children_are_adopted_only_when_we_applied_them() -> None:
+    kube = FakeKube()
+    reconciler(kube).reconcile((NS, NAME))
+    for kind in ("Service", "StatefulSet", "PodDisruptionBudget"):
+        meta = kube.objects[(kind, NAME)]["metadata"]
+        del meta["ownerReferences"]  # kubectl delete --cascade=orphan
+        meta["managedFields"] = [{"manager": "qwen-operator", "operation": "Apply"}]
+    kube.objects[(api.KIND, NAME)]["metadata"]["uid"] = "uid-3"
+    out = reconciler(kube).reconcile((NS, NAME))
+    assert out.result == "changed"
+    assert kube.objects[("StatefulSet", NAME)]["metadata"]["ownerReferences"][0]["uid"] == "uid-3"
+    someone_elses = {"kind": "Service", "metadata": {"name": NAME, "managedFields": [{"manager": "kubectl"}]}}
+    kube.objects[("Service", NAME)] = someone_elses
+    assert reconciler(kube).reconcile((NS, NAME)).result == "blocked"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import api, diff, metrics, render, status
-from .kube import ApiError, Kube
+from .kube import FIELD_MANAGER, ApiError, Kube
 
 log = logging.getLogger("qwen_operator.reconciler")
 Key = tuple[str, str]
@@ -32,11 +32,25 @@ class Outcome:
     status_written: bool = False
 
 
-def _controller_uid(obj: Mapping[str, Any]) -> str | None:
+def _controller(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
         if ref.get("controller"):
-            return str(ref.get("uid"))
-    return None
+            return dict(ref)
+    return {}
+
+
+def ours(live: Mapping[str, Any], res: api.QwenThinkingDeployment) -> bool:
+    """The child belongs to this resource; or to an earlier one of the same name (deleted and
+    created again before garbage collection came); or it was ours and got orphaned
+    (`kubectl delete --cascade=orphan`): no controller, and our field manager applied it.
+    Applying takes such a child over, owner reference and all; anything else is left alone."""
+    ref = _controller(live)
+    if ref:
+        return ref.get("uid") == res.metadata.uid or (
+            ref.get("kind") == api.KIND and ref.get("name") == res.metadata.name
+        )
+    managers = {m.get("manager") for m in (live.get("metadata") or {}).get("managedFields") or []}
+    return FIELD_MANAGER in managers
 
 
 def check_quantities(res: api.QwenThinkingDeployment) -> None:
@@ -164,8 +178,13 @@ class Reconciler:
             outcome.result = "invalid" if problem.reason == "InvalidSpec" else "blocked"
             return sts, problem
         for desired, live, why in plan:
-            applied = self._apply(desired, live, outcome)
-            outcome.events += apply_events(desired, live, why)
+            applied = self._apply(desired, live)
+            if applied is None:  # replaced: its deletion event brings the next pass, which creates it
+                message = f"Replacing {_ident(desired)}, pods kept: a field fixed at creation changed"
+                outcome.events.append(status.Event("Normal", "Replacing", message))
+                applied = dict(live or {})
+            else:
+                outcome.events += apply_events(desired, live, why)
             outcome.applied.append(_ident(desired))
             outcome.result = "changed"
             if desired["kind"] == "StatefulSet":
@@ -181,9 +200,11 @@ class Reconciler:
             desired = diff.with_hash(child)
             kind, cname = child["kind"], child["metadata"]["name"]
             live = sts if kind == "StatefulSet" else self.kube.get(kind, res.metadata.namespace, cname)
-            if live is not None and _controller_uid(live) != res.metadata.uid:
+            if live is not None and not ours(live, res):
                 message = f"{kind} {cname} exists and is not owned by this resource; rename or delete it"
                 return [], status.Problem("NameConflict", message)
+            if live is not None and live["metadata"].get("deletionTimestamp"):
+                continue  # being deleted: its deletion event brings us back to create it anew
             why = diff.drift(desired, live)
             if why is not None:
                 plan.append((desired, live, why))
@@ -203,9 +224,8 @@ class Reconciler:
                 return status.Problem("InvalidSpec", message)
         return None
 
-    def _apply(
-        self, desired: dict[str, Any], live: Mapping[str, Any] | None, outcome: Outcome
-    ) -> dict[str, Any]:
+    def _apply(self, desired: dict[str, Any], live: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """The applied object, or None when the StatefulSet had to be deleted to change."""
         try:
             return self.kube.apply(desired)
         except ApiError as exc:
@@ -215,9 +235,7 @@ class Reconciler:
         # StatefulSet but keep its pods (orphaned, then adopted by the new one, then rolled).
         meta = desired["metadata"]
         self.kube.delete("StatefulSet", meta["namespace"], meta["name"], propagation="Orphan")
-        message = f"Recreated {_ident(desired)}: a field that cannot change in place changed"
-        outcome.events.append(status.Event("Normal", "Recreated", message))
-        return self.kube.apply(desired)
+        return None
 
     def _finish(
         self, body: Mapping[str, Any], previous: Mapping[str, Any], new: dict[str, Any], outcome: Outcome
