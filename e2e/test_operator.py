@@ -22,7 +22,7 @@ from kubernetes import client, watch
 pytest.register_assert_rewrite("e2e.operator_fixtures")  # before its import, for readable failures
 
 from e2e.conftest import Cluster  # noqa: E402
-from e2e.kube_helpers import kubectl, wait_for  # noqa: E402
+from e2e.kube_helpers import kubectl, terminate_container, wait_for  # noqa: E402
 from e2e.operator_fixtures import (  # noqa: E402
     GROUP,
     OPERATOR_USER,
@@ -270,6 +270,35 @@ def test_gpu_product_no_node_has_is_unschedulable(
     assert obj["status"]["phase"] == "Pending"
     warnings = [e for e in events(ns, NAME) if e["reason"] == "Unschedulable"]
     assert warnings and warnings[0]["type"] == "Warning"
+
+
+def test_crash_loop_and_image_pull_failures_are_reported(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
+    api_client: client.ApiClient,
+) -> None:  # fmt: skip
+    apply_yaml(ns, sample(replicas=2))
+    wait_phase(custom, ns, NAME, "Ready")
+    oom = "torch.OutOfMemoryError: CUDA out of memory"
+    terminate_container(api_client, ns, f"{NAME}-0", "server", reason="Error", exit_code=1, message=oom)
+
+    def stalled(reason: str) -> dict[str, Any] | None:
+        obj = get_qtd(custom, ns, NAME)
+        return obj if condition(obj, "Stalled").get("reason") == reason else None
+
+    obj = wait_for(lambda: stalled("CrashLoopBackOff"), 60, "Stalled=True reason CrashLoopBackOff")
+    assert obj["status"]["phase"] == "Degraded"  # the other replica still serves
+    assert oom in condition(obj, "Stalled")["message"]
+    assert condition(obj, "Ready")["reason"] == "CrashLoopBackOff"
+
+    pod = core_v1.read_namespaced_pod_status(f"{NAME}-1", ns)
+    waiting = {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}
+    statuses = [{"name": c.name, "image": c.image, "imageID": "", "ready": False, "restartCount": 0,
+                 "state": waiting} for c in pod.status.container_statuses]  # fmt: skip
+    core_v1.patch_namespaced_pod_status(f"{NAME}-1", ns, {"status": {"containerStatuses": statuses}})
+    obj = wait_for(lambda: stalled("ImagePullBackOff"), 60, "Stalled=True reason ImagePullBackOff")
+    assert "Back-off pulling image" in condition(obj, "Stalled")["message"]
+    warnings = {e["reason"] for e in events(ns, NAME) if e["type"] == "Warning"}
+    assert {"CrashLoopBackOff", "ImagePullBackOff"} <= warnings
 
 
 def test_spec_the_apiserver_rejects_is_invalid_and_touches_nothing(
