@@ -58,6 +58,17 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("kv-cache-int4", {"spec": {"runtime": {"kvCacheDtype": "int4"}}}, "spec.runtime.kvCacheDtype"),
     ("pvc-without-claim", {"spec": {"model": {"source": {"pvc": {}}}}}, "spec.model.source.pvc.claimName"),
     ("bad-cache-size", {"spec": {"model": {"cache": {"size": "lots"}}}}, "spec.model.cache.size"),
+    (
+        "resources-not-a-quantity",
+        {"spec": {"resources": {"requests": {"memory": "lots"}}}},
+        "spec.resources.requests.memory",
+    ),
+    ("negative-cache-size", {"spec": {"model": {"cache": {"size": "-5Gi"}}}}, "spec.model.cache.size"),
+    (
+        "max-unavailable-not-percent",
+        {"spec": {"disruption": {"maxUnavailable": "50"}}},
+        "spec.disruption.maxUnavailable",
+    ),
     ("service-type", {"spec": {"service": {"type": "ExternalName"}}}, "spec.service.type"),
     ("name-too-long", {"metadata": {"name": "q" * 53}}, "metadata.name"),
     ("name-starts-with-digit", {"metadata": {"name": "3qwen"}}, "metadata.name"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import Field, JsonValue, StringConstraints, ValidationError
+from pydantic import Field, JsonValue, PlainValidator, StringConstraints, ValidationError, WithJsonSchema
 
 from .rules import ApiObject, Rule, RuleError
 
@@ -84,12 +84,37 @@ MANAGED_FLAG_PATTERN = (
 """Matches an argument (with `_` read as `-`) that sets a managed flag: `--flag`, `--flag=v`,
 `--flag v`, or an abbreviation such as `--max-model=1024`, which vLLM's parser accepts."""
 
-Quantity = Annotated[
-    str,
-    StringConstraints(
-        pattern=r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$",
-        max_length=64,
-    ),
+QUANTITY_PATTERN = (
+    r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+"""A non-negative Kubernetes resource quantity (the apiserver's own syntax)."""
+PERCENT_PATTERN = r"^[0-9]+%$"
+Quantity = Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=64)]
+
+
+def _int_or_string(value: Any, pattern: str, example: str) -> int | str:
+    """A Kubernetes int-or-string: a non-negative integer, or a string matching `pattern`."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and re.fullmatch(pattern, value):
+        return value
+    raise ValueError(f"{value!r} must be a non-negative integer or a string like {example}")
+
+
+def _int_or_string_schema(pattern: str) -> WithJsonSchema:
+    return WithJsonSchema({"x-kubernetes-int-or-string": True, "pattern": pattern, "minimum": 0})
+
+
+IntOrQuantity = Annotated[
+    int | str,
+    PlainValidator(lambda v: _int_or_string(v, QUANTITY_PATTERN, "8, 500m or 96Gi")),
+    _int_or_string_schema(QUANTITY_PATTERN),
+]
+IntOrPercent = Annotated[
+    int | str,
+    PlainValidator(lambda v: _int_or_string(v, PERCENT_PATTERN, "25%")),
+    _int_or_string_schema(PERCENT_PATTERN),
 ]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=253)]
 Passthrough = Annotated[
@@ -309,9 +334,9 @@ class GpuSpec(ApiObject):
 class ResourcesSpec(ApiObject):
     """CPU and memory of the server container (GPUs come from parallelism.tensor)."""
 
-    requests: dict[str, int | str] = Field(default_factory=dict)
+    requests: dict[str, IntOrQuantity] = Field(default_factory=dict)
     """Requests merged over the defaults (cpu 8, memory 96Gi)."""
-    limits: dict[str, int | str] = Field(default_factory=dict)
+    limits: dict[str, IntOrQuantity] = Field(default_factory=dict)
     """Limits merged over the defaults (memory 256Gi)."""
 
 
@@ -373,7 +398,7 @@ class AuthSpec(ApiObject):
 class DisruptionSpec(ApiObject):
     """The PodDisruptionBudget."""
 
-    max_unavailable: int | str = 1
+    max_unavailable: IntOrPercent = 1
     """Replicas that voluntary disruptions (drains) may take down at once."""
 
 
@@ -550,4 +575,4 @@ def parse_resource(obj: dict[str, Any]) -> QwenThinkingDeployment:
             path = cause.rule.field_path or ""
             field = (field + path) if field else path.lstrip(".")
             raise InvalidResource(field, cause.rule.message) from None
-        raise InvalidResource(field or "resource", err["msg"]) from None
+        raise InvalidResource(field or "resource", err["msg"].removeprefix("Value error, ")) from None

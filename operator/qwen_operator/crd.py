@@ -65,7 +65,13 @@ class _Converter:
             node.pop("default")
         types = sorted(o.get("type", "") for o in options)
         if types == ["integer", "string"]:
-            return {**node, "x-kubernetes-int-or-string": True}
+            # each option's constraints stay: the apiserver applies pattern to strings, minimum to ints
+            (text,) = [o for o in options if o["type"] == "string"]
+            return {
+                **{k: v for k, v in text.items() if k != "type"},
+                **node,
+                "x-kubernetes-int-or-string": True,
+            }
         if len(options) != 1:
             raise ValueError(f"cannot express anyOf {options} structurally")
         return {**options[0], **node}
