@@ -11,7 +11,6 @@ import copy
 import json
 import signal
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -100,12 +99,15 @@ def ready_pods(core_v1: client.CoreV1Api, ns: str, name: str) -> list[Any]:
 
 
 class PhaseRecorder:
-    """Every phase the resource reports, from a watch started before it exists."""
+    """Every phase the resource reports, from a watch that starts at the current resourceVersion
+    (so no event after construction is missed, however late the watch connects)."""
 
     def __init__(self, custom: client.CustomObjectsApi, ns: str, name: str) -> None:
         self.phases: list[str] = []
         self._watch = watch.Watch()
         self._args = (custom.list_namespaced_custom_object, GROUP, VERSION, ns, PLURAL)
+        listed = custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)
+        self._since = listed["metadata"]["resourceVersion"]
         self._name = name
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -115,14 +117,11 @@ class PhaseRecorder:
             self._record()
 
     def _record(self) -> None:
-        for event in self._watch.stream(*self._args, timeout_seconds=180):
+        for event in self._watch.stream(*self._args, resource_version=self._since, timeout_seconds=180):
             obj = event["object"]
             phase = (obj.get("status") or {}).get("phase")
-            if (
-                obj["metadata"]["name"] == self._name
-                and phase
-                and (not self.phases or self.phases[-1] != phase)
-            ):
+            new = phase and (not self.phases or self.phases[-1] != phase)
+            if obj["metadata"]["name"] == self._name and new:
                 self.phases.append(phase)
 
     def stop(self) -> list[str]:
@@ -138,9 +137,10 @@ def test_sample_creates_owned_children_and_becomes_ready(
     apps_v1: client.AppsV1Api, api_client: client.ApiClient,
 ) -> None:  # fmt: skip
     recorder = PhaseRecorder(custom, ns, NAME)
-    time.sleep(0.5)  # the watch is established before the resource exists
     kubectl("apply", "-n", ns, "-f", str(REPO / "samples" / "qwen3-235b-thinking.yaml"))
     obj = wait_phase(custom, ns, NAME, "Ready")
+    kubectl("wait", "--for=condition=Ready", f"qtd/{NAME}", "-n", ns, "--timeout=10s")  # kstatus-style
+    wait_for(lambda: "Ready" in recorder.phases, 10, "the watch to see Ready")
     phases = recorder.stop()
     assert "Progressing" in phases and phases[-1] == "Ready", phases
     assert phases.index("Progressing") < phases.index("Ready")
