@@ -61,6 +61,10 @@ def install_crd() -> None:
     say(f"installing the CRD ({CRD.relative_to(REPO)})")
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
     kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRD))
+    for _ in range(60):  # Established comes a moment before the API serves the new kind
+        if subprocess.run(["kubectl", "get", "qtd", "-A"], capture_output=True, check=False).returncode == 0:
+            return
+        time.sleep(0.5)
 
 
 def operator_argv() -> list[str]:
