@@ -108,7 +108,11 @@ def test_image_pull_and_crash_loop_reasons() -> None:
     st = status.compute(resource(), 2, sts(ready=0), [crash], {}, T0)
     stalled = conds(st)["Stalled"]
     assert (st["phase"], stalled["reason"]) == ("Failed", "CrashLoopBackOff")
-    assert "4 restarts" in stalled["message"] and "CUDA out of memory" in stalled["message"]
+    assert "exit code 1 (Error)" in stalled["message"] and "CUDA out of memory" in stalled["message"]
+    again = {**crash["status"]["containerStatuses"][0], "restartCount": 5}
+    pods = [pod(phase="Running", containerStatuses=[again])]
+    later = status.compute(resource(), 2, sts(ready=0), pods, st, T1)
+    assert later == st  # one more crash of the same kind: no new status, no new event
 
 
 def test_degraded_when_some_replicas_serve() -> None:

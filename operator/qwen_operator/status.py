@@ -74,11 +74,9 @@ def _container_problem(pod_name: str, status: Mapping[str, Any]) -> Problem | No
             detail += f" ({last['reason']})"
         if last.get("message"):
             detail += f": {last['message']}"
-        restarts = status.get("restartCount", 0)
-        return Problem(
-            "CrashLoopBackOff",
-            _short(f"pod {pod_name} container {container} keeps crashing ({restarts} restarts), {detail}"),
-        )
+        # No restart count in the message: it would change the status (and post an event) per crash.
+        message = f"pod {pod_name} container {container} keeps crashing, {detail}"
+        return Problem("CrashLoopBackOff", _short(message))
     return None
 
 
