@@ -106,7 +106,7 @@ class Operator:
     def writes(self) -> float:
         return sum(
             self.counter("qwen_operator_api_requests_total", verb=verb)
-            for verb in ("apply", "patch", "create", "delete")
+            for verb in ("apply", "apply-dry-run", "patch", "create", "delete")
         )
 
     def log_tail(self, lines: int = 60) -> str:

@@ -450,6 +450,20 @@ def test_five_ready_resources_idle_means_zero_writes(
         assert audited == [], [(e["verb"], e["requestURI"]) for e in audited]
     assert {n: len(events(ns, n)) for n in names} == events_before  # no event flooding
 
+    # A restart with nothing to do writes nothing either (Kopf's records are in the status).
+    offset = cluster.audit_log.stat().st_size if cluster.audit_log else 0
+    operator.kill(signal.SIGTERM)
+    operator.start()
+    wait_for(
+        lambda: operator.counter("qwen_operator_reconciliations_total") >= len(names),
+        60, "the restarted operator to reconcile every resource",
+    )  # fmt: skip
+    settle(5)
+    assert operator.writes() == 0
+    if cluster.audit_log:
+        audited = audit_writes(cluster.audit_log, offset)
+        assert audited == [], [(e["verb"], e["requestURI"]) for e in audited]
+
 
 def test_operator_used_only_its_service_account_within_rbac(operator: Operator, cluster: Cluster) -> None:
     """Last in the module: everything above ran as the ServiceAccount, never refused."""
