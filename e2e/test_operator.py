@@ -304,16 +304,18 @@ def test_crash_loop_and_image_pull_failures_are_reported(
 def test_spec_the_apiserver_rejects_is_invalid_and_touches_nothing(
     operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api
 ) -> None:
-    apply_yaml(ns, sample(resources={"requests": {"cpu": "lots"}}))
+    """A toleration passes through the CRD as is; the StatefulSet it would go into is refused."""
+    bad = {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Sometimes"}]}
+    apply_yaml(ns, sample(scheduling=bad))
     obj = wait_phase(custom, ns, NAME, "Failed")
     stalled = condition(obj, "Stalled")
     assert (stalled["status"], stalled["reason"]) == ("True", "InvalidSpec")
-    assert "cpu" in stalled["message"]
+    assert "StatefulSet" in stalled["message"] and "Sometimes" in stalled["message"]
     assert condition(obj, "Ready")["status"] == "False"
     assert not core_v1.list_namespaced_service(ns).items  # all or nothing: no child created
-    kubectl(
-        "patch", f"qtd/{NAME}", "-n", ns, "--type=json", "-p", '[{"op":"remove","path":"/spec/resources"}]'
-    )
+    assert "InvalidSpec" in reasons(ns, NAME)
+    remove = '[{"op":"remove","path":"/spec/scheduling/tolerations"}]'
+    kubectl("patch", f"qtd/{NAME}", "-n", ns, "--type=json", "-p", remove)
     wait_phase(custom, ns, NAME, "Ready")
 
 
