@@ -177,8 +177,11 @@ def test_sample_creates_owned_children_and_becomes_ready(
     assert condition(obj, "Reconciling")["status"] == "False"
 
     # GitOps-clean: no annotation, no finalizer; Kopf keeps its records in status.
-    assert not [k for k in (obj["metadata"].get("annotations") or {}) if "kopf" in k], obj["metadata"]
+    annotations = set(obj["metadata"].get("annotations") or {})
+    assert annotations <= {"kubectl.kubernetes.io/last-applied-configuration"}, annotations  # kubectl's own
     assert not obj["metadata"].get("finalizers")
+    writers = {(m["manager"], m.get("subresource", "")) for m in obj["metadata"]["managedFields"]}
+    assert {sub for manager, sub in writers if not manager.startswith("kubectl")} == {"status"}, writers
     assert "diffbase" in (st.get("kopf") or {}), st.get("kopf")
     assert {"Created", "Ready"} <= reasons(ns, NAME)
 
