@@ -141,6 +141,7 @@ class Kube:
         """Merge-patch our keys of the resource's status subresource."""
         return self._request(
             "patch", "PATCH", api.PLURAL + "/status", path(api.KIND, namespace, name, "status"),
+            query=[("fieldManager", FIELD_MANAGER)],
             body={"status": dict(patch)}, content_type="application/merge-patch+json",
         )  # fmt: skip
 
