@@ -36,6 +36,7 @@ from e2e.operator_fixtures import (  # noqa: E402
     settle,
     wait_phase,
 )
+from qwen_operator import api, planner  # noqa: E402
 
 pytest_plugins = ("e2e.operator_fixtures",)
 pytestmark = pytest.mark.e2e
@@ -169,7 +170,8 @@ def test_sample_creates_owned_children_and_becomes_ready(
 
     st = obj["status"]
     assert st["observedGeneration"] == obj["metadata"]["generation"]
-    assert st["context"] == {"requested": 262144, "effective": 262144}
+    # the simulated nodes are H100 80GB (nvidia.com/gpu.memory=81559): the plan says 262144 fits
+    assert st["context"] == {"requested": 262144, "effective": 262144, "planned": 262144}
     assert st["selector"] == SELECTOR
     ready = condition(obj, "Ready")
     assert ready["status"] == "True" and ready["observedGeneration"] == obj["metadata"]["generation"]
@@ -224,10 +226,35 @@ def test_context_change_reaches_the_statefulset(
     obj = wait_phase(custom, ns, NAME, "Ready")
     assert obj["metadata"]["generation"] == first["metadata"]["generation"] + 1
     assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
-    assert obj["status"]["context"] == {"requested": 131072, "effective": 131072}
+    assert obj["status"]["context"] == {"requested": 131072, "effective": 131072, "planned": 131072}
     row = kubectl("get", "qtd", NAME, "-n", ns, "--no-headers").stdout.split()
     assert row[3] == "131072"
     assert "Updated" in reasons(ns, NAME)
+
+
+def test_memory_plan_starts_from_a_context_that_fits(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, apps_v1: client.AppsV1Api
+) -> None:
+    # 80 GiB GPUs at 80 % leave room for fewer than 262144 tokens of bf16 KV cache at TP 4
+    spec = {"gpu": {"memoryGiB": 80}, "runtime": {"gpuMemoryUtilization": 0.8}}
+    expected = planner.plan_for(api.parse_resource(sample(**spec)).spec, None)
+    assert expected is not None and 32768 < expected.planned < 262144
+    apply_yaml(ns, sample(**spec))
+    obj = wait_phase(custom, ns, NAME, "Ready")
+    planned = expected.planned
+    assert obj["status"]["context"] == {"requested": 262144, "effective": planned, "planned": planned}
+    assert flag(server_command(apps_v1, ns, NAME), "--max-model-len") == str(planned)
+    (event,) = [e for e in events(ns, NAME) if e["reason"] == "ContextPlanned"]
+    assert str(planned) in event["message"]
+    # preflight off: the request as given, the plan still reported
+    kubectl(
+        "patch", f"qtd/{NAME}", "-n", ns, "--type=merge", "-p", '{"spec":{"context":{"preflight":false}}}'
+    )
+    wait_for(
+        lambda: flag(server_command(apps_v1, ns, NAME), "--max-model-len") == "262144", 60, "--max-model-len"
+    )
+    ctx = wait_phase(custom, ns, NAME, "Ready")["status"]["context"]
+    assert ctx == {"requested": 262144, "effective": 262144, "planned": planned}
 
 
 def test_manual_edits_of_the_statefulset_are_reverted(

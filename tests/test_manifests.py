@@ -64,6 +64,7 @@ def test_cluster_role_is_exactly_what_the_operator_calls() -> None:
         *{("", "services", v) for v in (*read, "create", "patch")},
         *{("policy", "poddisruptionbudgets", v) for v in (*read, "create", "patch")},
         ("", "pods", "list"),
+        ("", "nodes", "list"),
         ("", "pods", "watch"),
         ("", "events", "create"),
     }

@@ -70,3 +70,31 @@ def test_plan_for_a_spec() -> None:
     assert planner.plan_for(pinned, H100_GIB) == planner.plan(ARCH, 141, 4, 0.92, "auto", 262144)
     other = api.QwenThinkingDeploymentSpec.model_validate({"model": {"id": "Qwen/Qwen3-8B"}})
     assert planner.plan_for(other, H100_GIB) is None
+
+
+def _res(spec: dict[str, object]) -> api.QwenThinkingDeployment:
+    return api.parse_resource({"metadata": {"name": "q"}, "spec": spec})
+
+
+def test_node_selector_and_label() -> None:
+    assert planner.node_selector(api.QwenThinkingDeploymentSpec()) == "nvidia.com/gpu.memory"
+    pinned = _res({"gpu": {"product": "NVIDIA-H200"}}).spec
+    assert planner.node_selector(pinned) == "nvidia.com/gpu.memory,nvidia.com/gpu.product=NVIDIA-H200"
+    node = {"metadata": {"labels": {"nvidia.com/gpu.memory": "81559"}}}
+    assert planner.node_gpu_memory_label(node) == "81559"
+    assert planner.node_gpu_memory_label({"metadata": {}}) is None
+
+
+def test_events_only_when_the_plan_changes_and_falls_short() -> None:
+    res = _res({})
+    assert planner.events(res, None, 262144) == []  # fits
+    assert planner.events(res, None, None) == []  # unknown
+    (event,) = planner.events(res, None, 210944)
+    assert (event.type, event.reason) == ("Normal", "ContextPlanned")
+    assert "210944" in event.message and "starting at 210944" in event.message
+    assert planner.events(res, 210944, 210944) == []  # no repeat
+    (warning,) = planner.events(res, None, 1024)
+    assert (warning.type, warning.reason) == ("Warning", "InsufficientGPUMemory")
+    assert "starting at 32768" in warning.message
+    (off,) = planner.events(_res({"context": {"preflight": False}}), None, 210944)
+    assert "starting at 262144 (preflight is off)" in off.message

@@ -153,9 +153,24 @@ def test_invalid_spec_is_failed_and_stalled() -> None:
     assert c["Ready"]["status"] == "False" and "spec.resources: bad" in c["Ready"]["message"]
 
 
-def test_effective_context_is_the_request_for_now() -> None:
+def test_effective_context_is_the_request_without_a_plan() -> None:
     res = resource(context={"maxModelLen": 131072})
     assert status.effective_context(res, {}) == 131072
+    assert status.effective_context(res, {}, planned=262144) == 131072
+
+
+def test_preflight_starts_from_the_plan_never_below_the_floor() -> None:
+    res = resource(context={"maxModelLen": 262144, "minModelLen": 65536})
+    assert status.effective_context(res, {}, planned=210944) == 210944
+    assert status.effective_context(res, {}, planned=4096) == 65536
+    off = resource(context={"maxModelLen": 262144, "preflight": False})
+    assert status.effective_context(off, {}, planned=210944) == 262144
+
+
+def test_planned_context_is_reported() -> None:
+    st = status.compute(resource(), 1, sts(), [], {}, T0, planned=210944)
+    assert st["context"] == {"requested": 262144, "effective": 210944, "planned": 210944}
+    assert "planned" not in status.compute(resource(), 1, sts(), [], {}, T0)["context"]
 
 
 def test_status_patch_only_when_different() -> None:

@@ -40,6 +40,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
     "ServiceMonitor": ("/apis/monitoring.coreos.com/v1", "servicemonitors"),
     "Pod": ("/api/v1", "pods"),
+    "Node": ("/api/v1", "nodes"),
     "Event": ("/api/v1", "events"),
     api.KIND: (f"/apis/{api.API_VERSION}", api.PLURAL),
 }
@@ -47,7 +48,8 @@ KINDS: dict[str, tuple[str, str]] = {
 
 def path(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
     prefix, plural = KINDS[kind]
-    out = f"{prefix}/namespaces/{quote(namespace, safe='')}/{plural}"
+    scope = f"/namespaces/{quote(namespace, safe='')}" if namespace else ""  # "": cluster-scoped
+    out = f"{prefix}{scope}/{plural}"
     if name is not None:
         out += "/" + quote(name, safe="")
     if subresource:

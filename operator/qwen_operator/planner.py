@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import api
+from .status import Event
 
 GIB = 1024**3
 STEP = 1024
@@ -105,3 +106,38 @@ def plan_for(spec: api.QwenThinkingDeploymentSpec, node_gpu_memory_gib: float | 
         spec.runtime.kv_cache_dtype,
         spec.context.max_model_len,
     )
+
+
+MEMORY_LABEL = "nvidia.com/gpu.memory"
+PRODUCT_LABEL = "nvidia.com/gpu.product"
+
+
+def node_selector(spec: api.QwenThinkingDeploymentSpec) -> str:
+    """Nodes whose GPUs the plan considers: those that report GPU memory (and the product)."""
+    selector = MEMORY_LABEL
+    if spec.gpu.product:
+        selector += f",{PRODUCT_LABEL}={spec.gpu.product}"
+    return selector
+
+
+def node_gpu_memory_label(node: dict[str, Any]) -> str | None:
+    labels: dict[str, str] = (node.get("metadata") or {}).get("labels") or {}
+    return labels.get(MEMORY_LABEL)
+
+
+def events(res: api.QwenThinkingDeployment, before: int | None, planned: int | None) -> list[Event]:
+    """One event when the plan changes and says the request does not fit."""
+    ctx = res.spec.context
+    if planned is None or planned == before or planned >= ctx.max_model_len:
+        return []
+    start = max(planned, ctx.min_model_len) if ctx.preflight else ctx.max_model_len
+    action = f"starting at {start}" + ("" if ctx.preflight else " (preflight is off)")
+    if planned < ctx.min_model_len:
+        message = (
+            f"the memory plan fits {planned} tokens, below minModelLen {ctx.min_model_len}: the weights "
+            "leave too little GPU memory for the KV cache (more GPUs per replica, kvCacheDtype fp8 or "
+            f"a lower minModelLen would help); {action}"
+        )
+        return [Event("Warning", "InsufficientGPUMemory", message)]
+    message = f"the memory plan fits {planned} of the {ctx.max_model_len} tokens requested; {action}"
+    return [Event("Normal", "ContextPlanned", message)]

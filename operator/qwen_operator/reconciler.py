@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import api, diff, metrics, render, status
+from . import api, diff, metrics, planner, render, status
 from .kube import FIELD_MANAGER, ApiError, Kube
 
 log = logging.getLogger("qwen_operator.reconciler")
@@ -150,14 +150,28 @@ class Reconciler:
         except api.InvalidResource as exc:
             new = status.invalid(name, generation, sts, exc.field, exc.message, previous, self.clock())
             return self._finish(body, previous, new, Outcome("invalid"))
-        children = render.render(res, status.effective_context(res, previous))
+        planned = self._planned(res)
+        children = render.render(res, status.effective_context(res, previous, planned))
         outcome = Outcome("paused" if res.spec.paused else "unchanged")
         blocked: status.Problem | None = None
         if not res.spec.paused:
             sts, blocked = self._apply_all(res, children, sts, outcome)
         pods = self.kube.list("Pod", namespace, render.selector_string(name))
-        new = status.compute(res, generation, sts, pods, previous, self.clock(), blocked)
+        new = status.compute(res, generation, sts, pods, previous, self.clock(), blocked, planned)
+        outcome.events += planner.events(res, (previous.get("context") or {}).get("planned"), planned)
         return self._finish(body, previous, new, outcome)
+
+    def _planned(self, res: api.QwenThinkingDeployment) -> int | None:
+        """The memory plan's context; GPU memory from the spec, else the smallest GPU node's label."""
+        if planner.KNOWN.get(res.spec.model.id) is None:
+            return None
+        memory: float | None = res.spec.gpu.memory_gi_b
+        if memory is None:
+            nodes = self.kube.list("Node", "", planner.node_selector(res.spec))
+            sizes = [planner.gpu_memory_gib_from_label(planner.node_gpu_memory_label(n)) for n in nodes]
+            memory = min((m for m in sizes if m is not None), default=None)
+        plan = planner.plan_for(res.spec, memory)
+        return None if plan is None else plan.planned
 
     def _apply_all(
         self,

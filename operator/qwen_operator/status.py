@@ -45,14 +45,20 @@ def now_rfc3339(moment: datetime | None = None) -> str:
     return (moment or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def effective_context(res: QwenThinkingDeployment, previous: Mapping[str, Any] | None) -> int:
+def effective_context(
+    res: QwenThinkingDeployment, previous: Mapping[str, Any] | None, planned: int | None = None
+) -> int:
     """The context length the servers should run with: the one place that decides it.
 
-    For now the requested `spec.context.maxModelLen`; the out-of-memory fallback will lower
-    it from `previous` (the last written status) and its history.
+    The requested `spec.context.maxModelLen`, unless `preflight` is on and the memory plan
+    says less fits: then the plan, never below `minModelLen` (below it vLLM is tried at the
+    floor). The out-of-memory fallback will lower it further from `previous`'s history.
     """
     del previous
-    return res.spec.context.max_model_len
+    ctx = res.spec.context
+    if ctx.preflight and planned is not None and planned < ctx.max_model_len:
+        return max(planned, ctx.min_model_len)
+    return ctx.max_model_len
 
 
 def _short(text: str) -> str:
@@ -204,14 +210,14 @@ def merge_conditions(
     return out
 
 
-def _context(res: QwenThinkingDeployment, previous: Mapping[str, Any]) -> dict[str, Any]:
+def _context(res: QwenThinkingDeployment, previous: Mapping[str, Any], planned: int | None) -> dict[str, Any]:
     prev = previous.get("context") or {}
     ctx: dict[str, Any] = {
         "requested": res.spec.context.max_model_len,
-        "effective": effective_context(res, previous),
+        "effective": effective_context(res, previous, planned),
     }
-    if prev.get("planned") is not None:
-        ctx["planned"] = prev["planned"]
+    if planned is not None:
+        ctx["planned"] = planned
     if prev.get("history"):
         ctx["history"] = list(prev["history"])
     return ctx
@@ -225,10 +231,12 @@ def compute(
     previous: Mapping[str, Any],
     now: str,
     blocked: Problem | None = None,
+    planned: int | None = None,
 ) -> dict[str, Any]:
     """The status for a valid resource, given its StatefulSet, pods and last status.
 
-    `blocked` is a problem the operator itself hit (a child name taken by someone else).
+    `blocked` is a problem the operator itself hit (a child name taken by someone else);
+    `planned` is the memory plan's context (None: unknown).
     """
     want = res.spec.replicas
     ro = rollout(sts, want)
@@ -241,7 +249,7 @@ def compute(
         "readyReplicas": ro.ready,
         "selector": render.selector_string(res.metadata.name),
         "endpoint": render.endpoint(res),
-        "context": _context(res, previous),
+        "context": _context(res, previous, planned),
         "conditions": merge_conditions(previous.get("conditions") or [], conds, now),
     }
     if generation is not None:
