@@ -257,6 +257,32 @@ def test_memory_plan_starts_from_a_context_that_fits(
     assert ctx == {"requested": 262144, "effective": 262144, "planned": planned}
 
 
+def test_service_monitor_when_the_prometheus_operator_crd_exists(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi
+) -> None:
+    crd = str(REPO / "e2e" / "fixtures" / "servicemonitor-crd.yaml")
+    kubectl("apply", "-f", crd)
+    try:
+        kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/servicemonitors.monitoring.coreos.com",
+        )
+        apply_yaml(ns, sample())
+        uid = wait_phase(custom, ns, NAME, "Ready")["metadata"]["uid"]
+
+        def monitor() -> dict[str, Any] | None:
+            out = kubectl("get", "servicemonitor", NAME, "-n", ns, "-o", "json", check=False)
+            return json.loads(out.stdout) if out.returncode == 0 else None
+
+        sm = wait_for(monitor, 60, f"ServiceMonitor {NAME}")
+        assert [r["uid"] for r in sm["metadata"]["ownerReferences"]] == [uid]
+        assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
+    finally:
+        kubectl("delete", "-f", crd, "--wait=true")
+
+
 def test_manual_edits_of_the_statefulset_are_reverted(
     operator: Operator, ns: str, custom: client.CustomObjectsApi, apps_v1: client.AppsV1Api
 ) -> None:
@@ -520,7 +546,8 @@ def test_operator_used_only_its_service_account_within_rbac(operator: Operator, 
     # Exactly what it uses: a server-side apply that creates is audited as a patch but authorized
     # as create, and a StatefulSet is deleted only when an immutable field changes.
     unaudited = {(g, r, "create") for g, r in (("", "services"), ("apps", "statefulsets"),
-                 ("policy", "poddisruptionbudgets"))} | {("apps", "statefulsets", "delete")}  # fmt: skip
+                 ("policy", "poddisruptionbudgets"), ("monitoring.coreos.com", "servicemonitors"))} | {
+                 ("apps", "statefulsets", "delete")}  # fmt: skip
     assert granted - used <= unaudited, granted - used - unaudited
 
 

@@ -65,6 +65,7 @@ def test_cluster_role_is_exactly_what_the_operator_calls() -> None:
         *{("policy", "poddisruptionbudgets", v) for v in (*read, "create", "patch")},
         ("", "pods", "list"),
         ("", "nodes", "list"),
+        *{("monitoring.coreos.com", "servicemonitors", v) for v in ("get", "create", "patch")},
         ("", "pods", "watch"),
         ("", "events", "create"),
     }

@@ -21,12 +21,17 @@ class FakeKube:
         self.calls: list[tuple[str, str]] = []
         self.events: list[tuple[str, str]] = []
         self.reject_dry_run: str | None = None
+        self.served: set[str] = set()  # optional APIs, e.g. "monitoring.coreos.com/v1"
         meta = {"name": NAME, "namespace": NS, "uid": "uid-1", "generation": 1}
         self.objects[(api.KIND, NAME)] = {"apiVersion": api.API_VERSION, "kind": api.KIND,
                                           "metadata": meta, "spec": spec or {}}  # fmt: skip
 
     def writes(self) -> list[tuple[str, str]]:
         return [c for c in self.calls if c[0] in WRITES]
+
+    def serves(self, group_version: str, plural: str) -> bool:
+        self.calls.append(("discover", group_version))
+        return group_version in self.served
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         self.calls.append(("get", kind))
@@ -84,6 +89,14 @@ def test_first_pass_creates_every_child_then_idle_means_no_write() -> None:
     again = reconciler(kube).reconcile((NS, NAME))
     assert again.result == "unchanged" and not again.status_written
     assert kube.writes() == []
+
+
+def test_service_monitor_when_the_prometheus_operator_is_there() -> None:
+    kube = FakeKube()
+    kube.served.add("monitoring.coreos.com/v1")
+    reconciler(kube).reconcile((NS, NAME))
+    assert [k for v, k in kube.writes() if v == "apply"][-1] == "ServiceMonitor"
+    assert kube.objects[("ServiceMonitor", NAME)]["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
 
 
 def test_hand_edit_is_reverted_with_one_event() -> None:

@@ -58,8 +58,20 @@ def test_children_in_apply_order_with_names() -> None:
     ]
 
 
+def test_service_monitor_only_when_asked() -> None:
+    children = render.render(_res(), service_monitor=True)
+    monitor = children[-1]
+    assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1", "ServiceMonitor")
+    client = next(c for c in children if c["metadata"]["name"] == "qwen3-thinking" and c["kind"] == "Service")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= client["metadata"]["labels"].items()
+    assert selector["app.kubernetes.io/component"] == "api"  # the client Service, not the headless one
+    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
+    assert "ServiceMonitor" not in [c["kind"] for c in render.render(_res())]
+
+
 def test_every_child_is_labelled_namespaced_and_owned() -> None:
-    for child in render.render(_res()):
+    for child in render.render(_res(), service_monitor=True):
         meta = child["metadata"]
         assert meta["namespace"] == "llm"
         labels = meta["labels"]

@@ -104,6 +104,16 @@ class Kube:
             raise ApiError(resp.status, str(resp.reason or ""), message)
         return dict(json.loads(text)) if text else {}
 
+    def serves(self, group_version: str, plural: str) -> bool:
+        """The apiserver serves this resource: an optional CRD, like the Prometheus Operator's."""
+        try:
+            out = self._request("discover", "GET", group_version, f"/apis/{group_version}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return any(r.get("name") == plural for r in out.get("resources") or [])
+
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
         try:

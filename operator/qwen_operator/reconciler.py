@@ -151,7 +151,10 @@ class Reconciler:
             new = status.invalid(name, generation, sts, exc.field, exc.message, previous, self.clock())
             return self._finish(body, previous, new, Outcome("invalid"))
         planned = self._planned(res)
-        children = render.render(res, status.effective_context(res, previous, planned))
+        monitor = self.kube.serves(render.SERVICE_MONITOR_API, "servicemonitors")
+        children = render.render(
+            res, status.effective_context(res, previous, planned), service_monitor=monitor
+        )
         outcome = Outcome("paused" if res.spec.paused else "unchanged")
         blocked: status.Problem | None = None
         if not res.spec.paused:

@@ -44,6 +44,8 @@ DEFAULT_PROBES: dict[str, dict[str, int]] = {
 }
 TEMPLATES = ("service-headless.yaml.j2", "service.yaml.j2", "statefulset.yaml.j2", "pdb.yaml.j2")
 """In apply order: the StatefulSet's governing Service exists before its pods."""
+SERVICE_MONITOR_TEMPLATE = "servicemonitor.yaml.j2"
+SERVICE_MONITOR_API = "monitoring.coreos.com/v1"
 
 
 class RenderError(RuntimeError):
@@ -272,14 +274,20 @@ def _environment() -> jinja2.Environment:
 
 
 def render(
-    resource: QwenThinkingDeployment | Mapping[str, Any], max_model_len: int | None = None
+    resource: QwenThinkingDeployment | Mapping[str, Any],
+    max_model_len: int | None = None,
+    service_monitor: bool = False,
 ) -> list[dict[str, Any]]:
-    """Every child manifest, in apply order, for the given effective context length."""
+    """Every child manifest, in apply order, for the given effective context length.
+
+    `service_monitor`: also a Prometheus Operator ServiceMonitor (when its CRD is served).
+    """
     res = coerce(resource)
     values = _values(res, max_model_len)
     # libyaml's safe loader when built in: parsing is 90% of a render, and a render runs per event
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    children = [yaml.load(_environment().get_template(t).render(**values), Loader=loader) for t in TEMPLATES]
+    templates = TEMPLATES + ((SERVICE_MONITOR_TEMPLATE,) if service_monitor else ())
+    children = [yaml.load(_environment().get_template(t).render(**values), Loader=loader) for t in templates]
     _check(res, children, values["command"])
     return children
 
