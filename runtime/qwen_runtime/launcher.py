@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from . import termination
-from .classify import UNKNOWN, classify
+from .classify import UNKNOWN
 from .watch import OutputWatcher
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -225,13 +225,7 @@ def _report(
     termination_log: str,
 ) -> None:
     assert state.proc is not None
-    found = classify(
-        list(watcher.key_lines),
-        watcher.tail_lines(),
-        code,
-        phase=watcher.phase,
-        max_model_len=max_model_len(command),
-    )
+    found = watcher.classify(code, max_model_len(command))
     record: dict[str, object] = {"reason": found.pop("reason"), "exitCode": code, **found}
     returncode = state.proc.returncode
     if returncode is not None and returncode < 0:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections import deque
 
-from .classify import KEY_MARKERS, PHASE_MARKERS, KeyLine, clean
+from .classify import KEY_MARKERS, PHASE_MARKERS, KeyLine, classify, clean
 
 # Once the server is up, scanning stops: start-up causes are behind us, and a
 # crash while serving ends the output, so the tail holds it. A busy server's
@@ -67,6 +67,16 @@ class OutputWatcher:
                 parts = parts[1:]
             lines.extend(p for p in parts[-max_lines:] if p.strip())
         return lines
+
+    def classify(self, exit_code: int, max_model_len: int | None = None) -> dict[str, object]:
+        """The termination record (without ``exitCode``) for what this watcher saw."""
+        return classify(
+            list(self.key_lines),
+            self.tail_lines(),
+            exit_code,
+            phase=self.phase,
+            max_model_len=max_model_len,
+        )
 
     def _scan(self, tail: bytearray, start: int) -> list[tuple[int, int, str | None]]:
         """(position, marker length, phase or None for a key line) of new matches."""

@@ -32,13 +32,7 @@ def record_for(name: str, chunk: int = 1 << 16, noise: bytes = b"") -> dict[str,
     out, err = fixture_parts(FIXTURES / name)
     watcher = watch(out + noise, err, chunk)
     argv = ["vllm", "serve", "m", *case.get("argv", [])]
-    return classify(
-        list(watcher.key_lines),
-        watcher.tail_lines(),
-        case["exitCode"],
-        phase=watcher.phase,
-        max_model_len=max_model_len(argv),
-    )
+    return watcher.classify(case["exitCode"], max_model_len(argv))
 
 
 def check(record: dict[str, object], case: dict[str, Any]) -> None:
@@ -100,7 +94,7 @@ def test_key_line_without_newline_is_kept_at_exit() -> None:
     watcher = OutputWatcher()
     watcher.feed(2, b"torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
     watcher.finish()
-    record = classify(list(watcher.key_lines), watcher.tail_lines(), 1, phase=watcher.phase)
+    record = watcher.classify(1)
     assert record["reason"] == "CudaOOM"
     assert record["triedToAllocateGiB"] == 2.0
 
@@ -152,6 +146,6 @@ def test_scanning_stops_once_serving_but_the_tail_still_decides() -> None:
     assert watcher.phase == "serving", "markers after start-up are request noise"
     watcher.feed(2, b"torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.00 GiB.\n")
     assert not watcher.key_lines
-    record = classify(list(watcher.key_lines), watcher.tail_lines(), 1, phase=watcher.phase)
+    record = watcher.classify(1)
     assert record["reason"] == "CudaOOM"
     assert record["phase"] == "serving"
