@@ -250,16 +250,14 @@ def max_model_len(command: Sequence[str]) -> int | None:
     """The integer ``--max-model-len`` of a ``vllm serve`` command line, if any."""
     value = None
     for index, arg in enumerate(command):
-        name, _, inline = arg.replace("_", "-").partition("=")
-        if name != "--max-model-len":
+        name, _, inline = arg.partition("=")
+        if name.replace("_", "-") != "--max-model-len":
             continue
         if inline:
-            value = arg.split("=", 1)[1]
+            value = inline
         elif index + 1 < len(command):
             value = command[index + 1]
-    if value is None:
-        return None
     try:
-        return int(value)
+        return int(value) if value is not None else None
     except ValueError:
         return None
