@@ -44,6 +44,11 @@ def launcher_argv(termination_log: Path, *child: str, options: tuple[str, ...] =
     ]
 
 
+def run(argv: list[str]) -> subprocess.CompletedProcess[bytes]:
+    """Run the launcher to completion, output captured."""
+    return subprocess.run(argv, capture_output=True, env=launcher_env(), timeout=60)
+
+
 def popen(argv: list[str]) -> subprocess.Popen[bytes]:
     """Start the launcher with piped output."""
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=launcher_env())

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.runtime.fake_server import fixture_parts
-from tests.runtime.helpers import FIXTURES, cases, launcher_argv, launcher_env, popen
+from tests.runtime.helpers import FIXTURES, cases, launcher_argv, popen, run
 from tests.runtime.test_classify import check
 
 CASES = cases()
@@ -34,7 +34,7 @@ def test_failure_writes_record_and_passes_exit_code(name: str, tmp_path: Path) -
     case = CASES[name]
     log = tmp_path / "termination-log"
     argv = launcher_argv(log, "replay", str(FIXTURES / name), str(case["exitCode"]), *case.get("argv", []))
-    done = subprocess.run(argv, capture_output=True, env=launcher_env(), timeout=60)
+    done = run(argv)
     assert done.returncode == case["exitCode"]
     record = read_record(log)
     check(record, case)
@@ -47,9 +47,7 @@ def test_failure_writes_record_and_passes_exit_code(name: str, tmp_path: Path) -
 
 def test_success_writes_nothing(tmp_path: Path) -> None:
     log = tmp_path / "termination-log"
-    done = subprocess.run(
-        launcher_argv(log, "stream", "1000"), capture_output=True, env=launcher_env(), timeout=60
-    )
+    done = run(launcher_argv(log, "stream", "1000"))
     assert done.returncode == 0
     assert len(done.stdout) == 1000
     assert not log.exists()
@@ -58,7 +56,7 @@ def test_success_writes_nothing(tmp_path: Path) -> None:
 def test_arbitrary_exit_code_is_passed_through(tmp_path: Path) -> None:
     log = tmp_path / "termination-log"
     argv = launcher_argv(log, "replay", str(FIXTURES / "unknown_corrupt_checkpoint.log"), "3")
-    done = subprocess.run(argv, capture_output=True, env=launcher_env(), timeout=60)
+    done = run(argv)
     assert done.returncode == 3
     assert read_record(log)["exitCode"] == 3
 
@@ -67,7 +65,7 @@ def test_missing_executable_is_127(tmp_path: Path) -> None:
     log = tmp_path / "termination-log"
     argv = [sys.executable, "-m", "qwen_runtime", "--termination-log", str(log), "--",
             "/nonexistent/vllm", "serve"]  # fmt: skip
-    done = subprocess.run(argv, capture_output=True, env=launcher_env(), timeout=60)
+    done = run(argv)
     assert done.returncode == 127
     record = read_record(log)
     assert record["reason"] == "Unknown"
@@ -76,7 +74,7 @@ def test_missing_executable_is_127(tmp_path: Path) -> None:
 
 def test_usage_error_without_command(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "qwen_runtime", "--termination-log", str(tmp_path / "t")]
-    done = subprocess.run(argv, capture_output=True, env=launcher_env(), timeout=60)
+    done = run(argv)
     assert done.returncode == 2
     assert b"-- COMMAND" in done.stderr
 
@@ -181,7 +179,7 @@ def test_child_runs_in_its_own_process_group(tmp_path: Path) -> None:
 def test_unwritable_termination_log_keeps_the_exit_code(tmp_path: Path) -> None:
     log = tmp_path / "missing-dir" / "termination-log"
     argv = launcher_argv(log, "replay", str(FIXTURES / "kv_cache_insufficient.log"), "1")
-    done = subprocess.run(argv, capture_output=True, env=launcher_env(), timeout=60)
+    done = run(argv)
     assert done.returncode == 1
     assert b"cannot write termination log" in done.stderr
     assert b'"reason": "KVCacheInsufficient"' in done.stderr, "the record still reaches the log"
