@@ -1,4 +1,4 @@
-"""The runtime image pins the vLLM release the rest of the project is built against."""
+"""The runtime image pins the vLLM release the rest of the project (and the CLI contract) is built against."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import re
 from pathlib import Path
 
 from qwen_operator.api import DEFAULT_IMAGE
+from tests.contract.vllm_env import VLLM_VERSION  # the parser the contract tests check against
 
 DOCKERFILE = Path(__file__).parents[2] / "runtime" / "Dockerfile"
-VLLM_VERSION = "0.33.0"
 
 
 def text() -> str:
@@ -27,6 +27,8 @@ def env() -> dict[str, str]:
 
 def test_base_image_is_the_pinned_vllm_release() -> None:
     assert f"ARG VLLM_IMAGE=vllm/vllm-openai:v{VLLM_VERSION}\n" in text()
+    pins = re.findall(r"^ARG VLLM_IMAGE=\S+:v?([\w.]+)$", text(), re.M)
+    assert pins == [VLLM_VERSION], f"runtime/Dockerfile pins {pins}"
     assert "FROM ${VLLM_IMAGE}\n" in text()
 
 
