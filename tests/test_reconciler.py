@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
+
 from qwen_operator import api, diff
 from qwen_operator.kube import ApiError
 from qwen_operator.reconciler import Reconciler
@@ -120,8 +122,9 @@ def test_spec_change_is_applied_and_named() -> None:
     assert kube.objects[(api.KIND, NAME)]["status"]["observedGeneration"] == 2
 
 
-def test_invalid_quantity_touches_nothing() -> None:
-    kube = FakeKube({"resources": {"requests": {"cpu": "lots"}}})
+@pytest.mark.parametrize("cpu", ["lots", "1e.5"])  # "1e.5" matches the schema's pattern, not the parser
+def test_invalid_quantity_touches_nothing(cpu: str) -> None:
+    kube = FakeKube({"resources": {"requests": {"cpu": cpu}}})
     out = reconciler(kube).reconcile((NS, NAME))
     assert out.result == "invalid"
     assert [w for w in kube.writes() if w[0] == "apply"] == []

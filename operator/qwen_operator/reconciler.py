@@ -54,7 +54,11 @@ def ours(live: Mapping[str, Any], res: api.QwenThinkingDeployment) -> bool:
 
 
 def check_quantities(res: api.QwenThinkingDeployment) -> None:
-    """CPU and memory values must be Kubernetes quantities (the CRD can only say int-or-string)."""
+    """CPU and memory values must parse as Kubernetes quantities.
+
+    The schema's pattern (the one Kubernetes publishes) is looser than the parser: it lets
+    through a fractional exponent such as `1e.5`, which the apiserver then cannot convert.
+    """
     for kind in ("requests", "limits"):
         for key, value in getattr(res.spec.resources, kind).items():
             if diff.quantity(value) is None:
