@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from e2e.toolchain import versions
+from e2e.toolchain import gomod, versions
 from e2e.toolchain.gomod import TOOLCHAIN_DIR, go_env
 
 ALL_TOOLS = {
@@ -44,15 +44,8 @@ def missing() -> list[str]:
 
 def _release_date() -> str:
     """The Kubernetes tag's publication time, so builds are reproducible (no wall clock)."""
-    out = subprocess.run(
-        ["go", "mod", "download", "-json", f"k8s.io/kubernetes@{versions.KUBERNETES}"],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=go_env(),
-        cwd=TOOLCHAIN_DIR / "kubernetes",
-    ).stdout
-    info = json.loads(Path(json.loads(out)["Info"]).read_text())
+    downloaded = gomod.download("k8s.io/kubernetes", versions.KUBERNETES)
+    info = json.loads(Path(downloaded["Info"]).read_text())
     return str(info.get("Time", "1970-01-01T00:00:00Z"))
 
 

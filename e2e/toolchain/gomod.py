@@ -31,8 +31,8 @@ def go_env() -> dict[str, str]:
     return env
 
 
-def upstream_gomod(module: str, version: str) -> str:
-    """The go.mod text of module@version, downloaded through the module proxy."""
+def download(module: str, version: str) -> dict[str, str]:
+    """`go mod download -json module@version`: paths of its go.mod (GoMod), .info (Info), ..."""
     out = subprocess.run(
         ["go", "mod", "download", "-json", f"{module}@{version}"],
         check=True,
@@ -41,7 +41,13 @@ def upstream_gomod(module: str, version: str) -> str:
         env=go_env(),
         cwd=TOOLCHAIN_DIR,
     ).stdout
-    return Path(json.loads(out)["GoMod"]).read_text()
+    info: dict[str, str] = json.loads(out)
+    return info
+
+
+def upstream_gomod(module: str, version: str) -> str:
+    """The go.mod text of module@version, downloaded through the module proxy."""
+    return Path(download(module, version)["GoMod"]).read_text()
 
 
 def staging_modules(kubernetes_gomod: str) -> list[str]:
