@@ -51,13 +51,13 @@ class _Converter:
         node = dict(node)
         if "$ref" in node:
             name = node.pop("$ref").rsplit("/", 1)[-1]
-            node = {**self.convert(self.defs[name]), **self._drop_meta(node)}
+            node = {**self.convert(self.defs[name]), **node}
             return self._finish(node, self.models.get(name))
         if "anyOf" in node:
             node = self._any_of(node)
             if "anyOf" not in node:
                 return self.convert(node)
-        return self._finish(self._recurse(self._drop_meta(node)), None)
+        return self._finish(self._recurse(node), None)
 
     def _any_of(self, node: Schema) -> Schema:
         options = [o for o in node.pop("anyOf") if o.get("type") != "null"]
@@ -87,10 +87,6 @@ class _Converter:
         elif isinstance(extra, dict):
             node["additionalProperties"] = self.convert(extra)
         return node
-
-    @staticmethod
-    def _drop_meta(node: Schema) -> Schema:
-        return {k: v for k, v in node.items() if k != "title"}
 
     @staticmethod
     def _finish(node: Schema, model: type[ApiObject] | None) -> Schema:
