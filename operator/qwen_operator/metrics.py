@@ -24,7 +24,6 @@ from prometheus_client import (
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: half the output, nothing a dashboard uses
 REGISTRY = CollectorRegistry(auto_describe=True)
 PHASES = ("Pending", "Progressing", "Ready", "Degraded", "Failed")
-WRITE_VERBS = ("apply", "patch", "create", "delete")
 
 RECONCILIATIONS = Counter(
     "qwen_operator_reconciliations_total",
