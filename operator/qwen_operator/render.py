@@ -104,11 +104,17 @@ def generation_config(spec: QwenThinkingDeploymentSpec) -> dict[str, float | int
     return out
 
 
+def pvc_source(spec: QwenThinkingDeploymentSpec) -> api.PvcSource | None:
+    """The user's PVC of weights; None means download from Hugging Face (the default)."""
+    source = spec.model.source
+    return None if source is None else source.pvc
+
+
 def model_argument(spec: QwenThinkingDeploymentSpec) -> str:
     """What `vllm serve` gets as its model: the hub id, or the directory on the user's PVC."""
-    source = spec.model.source
-    if source is not None and source.pvc is not None:
-        return f"{WEIGHTS_MOUNT}/{source.pvc.path.strip('/')}".rstrip("/")
+    pvc = pvc_source(spec)
+    if pvc is not None:
+        return f"{WEIGHTS_MOUNT}/{pvc.path.strip('/')}".rstrip("/")
     return spec.model.id
 
 
@@ -140,7 +146,7 @@ def server_argv(
         "--override-generation-config",
         json.dumps(generation_config(spec), separators=(",", ":")),
     ]
-    if model_argument(spec) == spec.model.id:
+    if pvc_source(spec) is None:
         args += ["--download-dir", HF_CACHE]
         if spec.model.revision:
             args += ["--revision", spec.model.revision]
@@ -162,7 +168,7 @@ def server_env(spec: QwenThinkingDeploymentSpec) -> list[dict[str, Any]]:
         },
         "PYTHONUNBUFFERED": {"name": "PYTHONUNBUFFERED", "value": "1"},
     }
-    if model_argument(spec) == spec.model.id:
+    if pvc_source(spec) is None:
         env["HF_HUB_CACHE"] = {"name": "HF_HUB_CACHE", "value": HF_CACHE}
         env["HF_HUB_OFFLINE"] = {"name": "HF_HUB_OFFLINE", "value": "1"}
     if spec.auth.api_key_secret_ref is not None:
@@ -223,8 +229,7 @@ def owner_reference(res: QwenThinkingDeployment) -> dict[str, Any] | None:
 
 def _values(res: QwenThinkingDeployment, max_model_len: int | None) -> dict[str, Any]:
     spec, name = res.spec, res.metadata.name
-    source = spec.model.source
-    pvc = source.pvc.model_dump(by_alias=True) if source is not None and source.pvc is not None else None
+    pvc = pvc_source(spec)
     node_selector = dict(spec.scheduling.node_selector)
     if spec.gpu.product:
         node_selector["nvidia.com/gpu.product"] = spec.gpu.product
@@ -240,8 +245,8 @@ def _values(res: QwenThinkingDeployment, max_model_len: int | None) -> dict[str,
         "image": spec.runtime.image or api.DEFAULT_IMAGE,
         "command": server_argv(res, max_model_len),
         "env": server_env(spec),
-        "fetch": None if pvc else {"env": fetch_env(spec)},
-        "pvc": pvc,
+        "fetch": None if pvc is not None else {"env": fetch_env(spec)},
+        "pvc": None if pvc is None else pvc.model_dump(by_alias=True),
         "weights_mount": WEIGHTS_MOUNT,
         "storage_class": spec.model.cache.storage_class_name,
         "cache_size": spec.model.cache.size,
