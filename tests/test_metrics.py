@@ -1,0 +1,138 @@
+"""The operator's own metrics and its HTTP server: what issue 4 promises on :8080/metrics and /healthz."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+
+from qwen_operator import kube, metrics
+
+from .test_reconciler import NAME, NS, FakeKube, reconciler
+
+
+def sample(name: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_every_promised_metric_is_exposed() -> None:
+    text = metrics.exposition().decode()
+    for family in (
+        "qwen_operator_reconciliations_total",
+        "qwen_operator_reconcile_duration_seconds",
+        "qwen_operator_resources",
+        "qwen_operator_context_reductions_total",
+        "qwen_operator_api_requests_total",
+        "qwen_operator_api_errors_total",
+        "qwen_operator_events_total",
+    ):
+        assert f"# TYPE {family} " in text, family
+
+
+def test_phase_gauge_counts_resources_not_updates() -> None:
+    def count(phase: str) -> float:
+        return sample("qwen_operator_resources", phase=phase)
+
+    tracker = metrics.PhaseTracker()
+    for _ in range(3):
+        tracker.set(("a", "x"), "Ready")
+    tracker.set(("a", "y"), "Pending")
+    assert (count("Ready"), count("Pending")) == (1, 1)
+    tracker.set(("a", "y"), "Ready")
+    assert (count("Ready"), count("Pending")) == (2, 0)
+    tracker.set(("a", "x"), None)  # deleted
+    assert count("Ready") == 1
+
+
+def test_reconciliations_are_counted_by_result_and_timed() -> None:
+    kube_ = FakeKube()
+    before = (
+        sample("qwen_operator_reconciliations_total", result="changed"),
+        sample("qwen_operator_reconciliations_total", result="unchanged"),
+        sample("qwen_operator_reconcile_duration_seconds_count"),
+    )
+    reconciler(kube_).reconcile((NS, NAME))
+    reconciler(kube_).reconcile((NS, NAME))
+    after = (
+        sample("qwen_operator_reconciliations_total", result="changed"),
+        sample("qwen_operator_reconciliations_total", result="unchanged"),
+        sample("qwen_operator_reconcile_duration_seconds_count"),
+    )
+    assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 2]
+
+
+class _Response:
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        self.status, self.reason, self.data = status, "", json.dumps(body).encode()
+
+    def read(self) -> None:
+        pass
+
+
+class _Client:
+    """Stands in for kubernetes.client.ApiClient: records requests, answers with `status`."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self.sent: list[dict[str, Any]] = []
+
+    def param_serialize(self, **kw: Any) -> tuple[str, str, dict[str, str], Any, None]:
+        self.sent.append(kw)
+        return kw["method"], kw["resource_path"], kw["header_params"], kw["body"], None
+
+    def call_api(self, *args: Any, **kw: Any) -> _Response:
+        if self.status >= 400:
+            return _Response(self.status, {"message": "not found"})
+        return _Response(self.status, {"kind": "StatefulSet"})
+
+
+def test_requests_are_counted_by_verb_and_errors_by_code() -> None:
+    requests = ("qwen_operator_api_requests_total", {"verb": "get", "resource": "statefulsets"})
+    errors = ("qwen_operator_api_errors_total", {"verb": "get", "resource": "statefulsets", "code": "404"})
+    before = sample(requests[0], **requests[1]), sample(errors[0], **errors[1])
+    assert kube.Kube(_Client(404)).get("StatefulSet", NS, NAME) is None  # type: ignore[arg-type]
+    assert (sample(requests[0], **requests[1]), sample(errors[0], **errors[1])) == (
+        before[0] + 1,
+        before[1] + 1,
+    )
+
+
+def test_apply_is_server_side_under_one_field_manager_with_force() -> None:
+    client = _Client(200)
+    dry = sample("qwen_operator_api_requests_total", verb="apply-dry-run", resource="statefulsets")
+    manifest = {"kind": "StatefulSet", "metadata": {"name": NAME, "namespace": NS}}
+    kube.Kube(client).apply(manifest, dry_run=True)  # type: ignore[arg-type]
+    (sent,) = client.sent
+    assert sent["method"] == "PATCH"
+    assert sent["header_params"]["Content-Type"] == "application/apply-patch+yaml"
+    assert sent["query_params"] == [("fieldManager", "qwen-operator"), ("force", "true"), ("dryRun", "All")]
+    assert sent["resource_path"] == f"/apis/apps/v1/namespaces/{NS}/statefulsets/{NAME}"
+    assert (
+        sample("qwen_operator_api_requests_total", verb="apply-dry-run", resource="statefulsets") == dry + 1
+    )
+
+
+def test_http_server_serves_metrics_and_liveness() -> None:
+    healthy = {"ok": True}
+
+    async def scenario() -> tuple[int, str, int, int]:
+        runner = await metrics.start_server("127.0.0.1", 0, lambda: healthy["ok"])
+        port = runner.addresses[0][1]
+        try:
+            async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+                async with http.get("/metrics") as resp:
+                    status, body = resp.status, await resp.text()
+                async with http.get("/healthz") as resp:
+                    live = resp.status
+                healthy["ok"] = False
+                async with http.get("/healthz") as resp:
+                    dead = resp.status
+        finally:
+            await runner.cleanup()
+        return status, body, live, dead
+
+    status, body, live, dead = asyncio.run(scenario())
+    assert status == 200 and "qwen_operator_reconciliations_total" in body
+    assert (live, dead) == (200, 503)
