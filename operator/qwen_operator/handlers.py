@@ -103,14 +103,10 @@ async def resource_event(type: str, namespace: str | None, name: str, **_: Any) 
     enqueue(namespace, name)
 
 
-def _owner_name(labels: Mapping[str, str]) -> str | None:
-    return labels.get(INSTANCE_LABEL)
-
-
 @kopf.on.event("apps", "v1", "statefulsets", labels=MANAGED)
 @kopf.on.event("v1", "pods", labels=MANAGED)
 @kopf.on.event("v1", "services", labels=MANAGED)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
 async def child_event(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
     """A child changed (or vanished): its owner is named by the instance label."""
-    enqueue(namespace, _owner_name(labels))
+    enqueue(namespace, labels.get(INSTANCE_LABEL))
