@@ -46,6 +46,18 @@ def test_schema_is_structural() -> None:
             assert node["type"] == "object", path
 
 
+def test_unknown_fields_kept_only_where_kubernetes_objects_pass_through() -> None:
+    kept = {path for path, node in _walk(_schema()) if node.get("x-kubernetes-preserve-unknown-fields")}
+    assert kept == {
+        ".spec.runtime.env[].valueFrom",
+        ".spec.scheduling.tolerations[]",
+        ".spec.scheduling.affinity",
+        ".status.kopf",
+    }
+    maps = {path for path, node in _walk(_schema()) if "additionalProperties" in node}
+    assert maps == {".spec.resources.requests", ".spec.resources.limits", ".spec.scheduling.nodeSelector"}
+
+
 def test_every_spec_and_status_field_is_described() -> None:
     for path, node in _walk(_schema()):
         if path.startswith((".spec.", ".status.")) and not path.endswith(("[]", "{}")):
@@ -97,6 +109,7 @@ def test_names_subresources_and_columns() -> None:
     assert spec["names"]["categories"]
     version = spec["versions"][0]
     assert version["name"] == "v1alpha1"
+    assert version["subresources"]["status"] == {}
     assert version["subresources"]["scale"] == {
         "specReplicasPath": ".spec.replicas",
         "statusReplicasPath": ".status.replicas",
