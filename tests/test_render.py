@@ -371,3 +371,14 @@ def test_render_rejects_invalid_input() -> None:
 def test_every_sample_renders(sample: Path) -> None:
     (doc,) = yaml.safe_load_all(sample.read_text())
     assert len(render.render(doc)) == 4
+
+
+def test_samples_cover_the_model_card_h100_fp8_kv_and_pvc() -> None:
+    def spec(name: str) -> api.QwenThinkingDeploymentSpec:
+        return api.parse_resource(yaml.safe_load((ROOT / "samples" / name).read_text())).spec
+
+    assert spec("qwen3-235b-thinking.yaml") == api.QwenThinkingDeploymentSpec()  # the model card
+    h100 = spec("qwen3-235b-thinking-h100-fp8kv.yaml")
+    assert (h100.gpu.product, h100.runtime.kv_cache_dtype) == ("NVIDIA-H100-80GB-HBM3", "fp8")
+    pvc = render.pvc_source(spec("qwen3-235b-thinking-pvc.yaml"))
+    assert pvc is not None and pvc.claim_name
