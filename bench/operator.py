@@ -94,7 +94,6 @@ def histogram(port: int) -> tuple[float, float]:
 
 def bench_cluster() -> None:
     from e2e import cluster
-    from e2e.operator_fixtures import _free_port
     from e2e.toolchain import build
 
     started_here = False
@@ -106,7 +105,7 @@ def bench_cluster() -> None:
         os.environ["KUBECONFIG"] = str(cluster.up(4, "H100", 8))
         os.environ["PATH"] = f"{build.bin_dir()}{os.pathsep}{os.environ['PATH']}"
         started_here = True
-    port = _free_port()
+    port = cluster.free_port()
     env = {**os.environ, "QWEN_OPERATOR_HTTP_PORT": str(port), "QWEN_OPERATOR_HTTP_HOST": "127.0.0.1"}
     log = tempfile.NamedTemporaryFile(prefix="bench-operator-", suffix=".log", delete=False)  # noqa: SIM115
     namespace = f"bench-{os.getpid()}"
@@ -141,8 +140,7 @@ def bench_cluster() -> None:
         print(f"cluster: {count:.0f} reconciliations, mean {mean_ms:.1f} ms each (API calls included)")
     finally:
         if operator is not None:
-            operator.terminate()
-            operator.wait(30)
+            cluster.stop_child(operator)
         subprocess.run(
             ["kubectl", "delete", "namespace", namespace, "--wait=false"], capture_output=True, check=False
         )

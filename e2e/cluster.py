@@ -112,6 +112,18 @@ def stop(name: str, proc: dict[str, Any], grace: float = 10.0) -> None:
         child.wait(timeout=5)  # reap: we are the parent (pytest's cluster fixture)
 
 
+def stop_child(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, grace: float = 30.0) -> None:
+    """Send `sig` to a child of ours; SIGKILL it if it still runs after `grace` seconds, so
+    nothing is left behind (the operator under test, the demo's, the benchmark's)."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def log_tail(path: str | Path, lines: int = 25) -> str:
     try:
         return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])

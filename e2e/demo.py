@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -131,9 +130,7 @@ def demo() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        if operator.poll() is None:
-            operator.send_signal(signal.SIGTERM)
-            operator.wait(30)
+        cluster.stop_child(operator)
 
 
 def main(argv: list[str] | None = None) -> int:

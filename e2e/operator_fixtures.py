@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import yaml
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
+from e2e import cluster as local_cluster
 from e2e.conftest import Cluster
 from e2e.kube_helpers import kubectl, wait_for
 
@@ -37,19 +37,13 @@ WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 GROUP, VERSION, PLURAL = "serving.qwen-operator.io", "v1alpha1", "qwenthinkingdeployments"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Operator:
     """The operator as a child process; metrics and health over its HTTP port."""
 
     def __init__(self, kubeconfig: Path, log_path: Path) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
-        self.port = _free_port()
+        self.port = local_cluster.free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.audit_offset = 0
@@ -81,9 +75,8 @@ class Operator:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Stop the process (SIGKILL by default: no chance to finish anything)."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, sig)
-            self.proc.wait(30)
+        if self.proc is not None:
+            local_cluster.stop_child(self.proc, sig)
         self.proc = None
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -109,11 +102,8 @@ class Operator:
             for verb in ("apply", "apply-dry-run", "patch", "create", "delete")
         )
 
-    def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+    def log_tail(self) -> str:
+        return local_cluster.log_tail(self.log_path, lines=60)
 
 
 def sa_kubeconfig(cluster: Cluster, token: str, path: Path) -> Path:
@@ -154,10 +144,12 @@ def operator(
     workdir = tmp_path_factory.mktemp("operator")
     op = Operator(sa_kubeconfig(cluster, token, workdir / "kubeconfig"), workdir / "operator.log")
     op.audit_offset = cluster.audit_log.stat().st_size if cluster.audit_log else 0
-    op.start()
-    yield op
-    op.kill(signal.SIGTERM)
-    print(f"operator log: {op.log_path}")
+    try:  # a start that times out still leaves a process to stop
+        op.start()
+        yield op
+    finally:
+        op.kill(signal.SIGTERM)
+        print(f"operator log: {op.log_path}")
 
 
 @pytest.fixture
