@@ -122,6 +122,20 @@ def test_spec_change_is_applied_and_named() -> None:
     assert kube.objects[(api.KIND, NAME)]["status"]["observedGeneration"] == 2
 
 
+def test_context_change_reaches_the_server_command() -> None:
+    kube = FakeKube()
+    reconciler(kube).reconcile((NS, NAME))
+    kube.objects[(api.KIND, NAME)]["spec"] = {"context": {"maxModelLen": 131072}}
+    kube.objects[(api.KIND, NAME)]["metadata"]["generation"] = 2
+    out = reconciler(kube).reconcile((NS, NAME))
+    assert out.applied == ["StatefulSet q"]
+    command = kube.objects[("StatefulSet", NAME)]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--max-model-len") + 1] == "131072"
+    st = kube.objects[(api.KIND, NAME)]["status"]
+    assert (st["observedGeneration"], st["context"]["effective"]) == (2, 131072)
+    assert ("Normal", "Updated") in kube.events
+
+
 @pytest.mark.parametrize("cpu", ["lots", "1e.5"])  # "1e.5" matches the schema's pattern, not the parser
 def test_invalid_quantity_touches_nothing(cpu: str) -> None:
     kube = FakeKube({"resources": {"requests": {"cpu": cpu}}})
