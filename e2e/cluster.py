@@ -98,8 +98,13 @@ def spawn(layout: Layout, name: str, argv: list[str]) -> dict[str, Any]:
 
 
 def stop(name: str, proc: dict[str, Any], grace: float = 10.0) -> None:
+    """Stop a recorded process: through its Popen when it is our child (its pid cannot be
+    reused before we reap it), else by pid, only while the pid still runs its binary."""
     pid, binary = int(proc["pid"]), str(proc["binary"])
-    if pid_alive(pid, binary):
+    child = _children.pop(pid, None)
+    if child is not None:
+        stop_child(child, grace=grace)
+    elif pid_alive(pid, binary):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         while pid_alive(pid, binary) and time.monotonic() < deadline:
@@ -107,9 +112,6 @@ def stop(name: str, proc: dict[str, Any], grace: float = 10.0) -> None:
         if pid_alive(pid, binary):
             log(f"{name} (pid {pid}) ignored SIGTERM; killing")
             os.kill(pid, signal.SIGKILL)
-    child = _children.pop(pid, None)
-    if child is not None:
-        child.wait(timeout=5)  # reap: we are the parent (pytest's cluster fixture)
 
 
 def stop_child(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, grace: float = 30.0) -> None:
