@@ -380,7 +380,9 @@ def test_extra_args_cannot_override_managed_flags(report: dict[str, Any]) -> Non
     """An alias or abbreviation of a managed flag in extraArgs is refused at apply time, or
     at least does not change what vLLM runs with (vLLM takes the last value given)."""
     options, accepted = report["options"], {}
-    for spelling, dest in sorted(managed_spellings(report).items()):
+    spellings = managed_spellings(report)
+    assert set(HOSTILE) <= set(spellings.values()), set(HOSTILE) - set(spellings.values())
+    for spelling, dest in sorted(spellings.items()):
         arg = spelling if options[dest]["switch"] else f"{spelling}={HOSTILE[dest]}"
         try:
             res = api.parse_resource(resource({"runtime": {"extraArgs": [arg]}}))
