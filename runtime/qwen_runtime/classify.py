@@ -141,6 +141,16 @@ def _last(keys: Iterable[KeyLine], needle: str | re.Pattern[str]) -> KeyLine | N
     return found
 
 
+def _last_match(keys: Iterable[KeyLine], pattern: re.Pattern[str]) -> tuple[KeyLine, re.Match[str]] | None:
+    """The last key line ``pattern`` matches, with the match (its numbers are the record's)."""
+    found = None
+    for key in keys:
+        match = pattern.search(key.text)
+        if match:
+            found = key, match
+    return found
+
+
 def _message(text: str) -> str:
     return clean(text)[:MAX_MESSAGE_CHARS]
 
@@ -148,10 +158,9 @@ def _message(text: str) -> str:
 def _kv_cache(
     keys: Sequence[KeyLine], phase: str | None, max_model_len: int | None
 ) -> dict[str, object] | None:
-    key = _last(keys, _KV_NEEDED)
-    if key is not None:
-        needed = _KV_NEEDED.search(key.text)
-        assert needed is not None
+    hit = _last_match(keys, _KV_NEEDED)
+    if hit is not None:
+        key, needed = hit
         record: dict[str, object] = {
             "reason": KV_CACHE_INSUFFICIENT,
             "maxModelLen": int(needed.group(1)),
@@ -163,24 +172,23 @@ def _kv_cache(
             record["estimatedMaxModelLen"] = int(estimate.group(1))
         record["message"] = _message(key.text)
         return record
-    key = _last(keys, _KV_NONE)
-    if key is None:
+    no_memory = _last(keys, _KV_NONE)
+    if no_memory is None:
         return None
     record = {"reason": KV_CACHE_INSUFFICIENT, "availableGiB": 0.0}
     if max_model_len is not None:
         record["maxModelLen"] = max_model_len
-    record["message"] = _message(key.text)
+    record["message"] = _message(no_memory.text)
     return record
 
 
 def _free_memory(
     keys: Sequence[KeyLine], phase: str | None, max_model_len: int | None
 ) -> dict[str, object] | None:
-    key = _last(keys, _FREE_MEMORY)
-    if key is None:
+    hit = _last_match(keys, _FREE_MEMORY)
+    if hit is None:
         return None
-    match = _FREE_MEMORY.search(key.text)
-    assert match is not None
+    key, match = hit
     return {
         "reason": INSUFFICIENT_FREE_MEMORY,
         "device": match.group(1),
@@ -197,16 +205,14 @@ def _cuda_oom(
 ) -> dict[str, object] | None:
     record: dict[str, object] = {"reason": CUDA_OOM}
     load = _last(keys, _LOAD_OOM)
-    warm = _last(keys, _WARMUP_OOM)
+    warm = _last_match(keys, _WARMUP_OOM)
     generic = _last(keys, _GENERIC_OOM)
     if load is not None:
         record["phase"] = "weightLoading"
         decided = load
     elif warm is not None:
-        match = _WARMUP_OOM.search(warm.text)
-        assert match is not None
+        decided, match = warm
         record["phase"] = f"{match.group(1)}WarmUp"
-        decided = warm
     elif generic is not None:
         if generic.phase or phase:
             record["phase"] = generic.phase or phase
@@ -221,11 +227,10 @@ def _cuda_oom(
 
 
 def _tried_to_allocate(keys: Sequence[KeyLine]) -> float | None:
-    key = _last(keys, _TRIED)
-    if key is None:
+    hit = _last_match(keys, _TRIED)
+    if hit is None:
         return None
-    match = _TRIED.search(key.text)
-    assert match is not None
+    match = hit[1]
     scale = {"GiB": 1.0, "MiB": 1 / 1024, "KiB": 1 / 1024**2}[match.group(2)]
     return round(float(match.group(1)) * scale, 3)
 
