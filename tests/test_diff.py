@@ -76,3 +76,11 @@ def test_empty_values_the_apiserver_omits_match_missing_ones() -> None:
     assert diff.contains({"value": "", "items": [], "map": {}, "flag": False}, {})
     assert not diff.contains({"replicas": 0}, {})
     assert not diff.contains({"value": "x"}, {})
+
+
+def test_hashing_leaves_the_rendered_manifest_alone() -> None:
+    rendered = next(c for c in render.render(RESOURCE) if c["kind"] == "StatefulSet")
+    before = copy.deepcopy(rendered)
+    stamped = diff.with_hash(rendered)
+    assert rendered == before and diff.HASH_ANNOTATION in stamped["metadata"]["annotations"]
+    assert diff.manifest_hash(stamped) == diff.manifest_hash(rendered)

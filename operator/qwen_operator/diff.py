@@ -8,7 +8,6 @@ apiserver added, so "drifted" means: some field the operator sets has another va
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections.abc import Mapping
@@ -22,23 +21,22 @@ HASH_ANNOTATION = "serving.qwen-operator.io/applied-hash"
 
 def manifest_hash(manifest: Mapping[str, Any]) -> str:
     """A stable digest of a rendered manifest (without the hash annotation itself)."""
-    body = copy.deepcopy(dict(manifest))
-    meta = body.get("metadata", {})
-    annotations = meta.get("annotations")
-    if annotations is not None:
-        annotations.pop(HASH_ANNOTATION, None)
-        if not annotations:
-            del meta["annotations"]
+    body = dict(manifest)  # shallow: only metadata changes, and a deep copy of a StatefulSet costs
+    meta = body.get("metadata")
+    if meta is not None and meta.get("annotations") is not None:
+        annotations = {k: v for k, v in meta["annotations"].items() if k != HASH_ANNOTATION}
+        body["metadata"] = {k: v for k, v in meta.items() if k != "annotations"}
+        if annotations:
+            body["metadata"]["annotations"] = annotations
     data = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(data).hexdigest()[:20]
 
 
 def with_hash(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """The manifest to apply: the rendered one plus its hash annotation."""
-    out = copy.deepcopy(dict(manifest))
-    meta = out.setdefault("metadata", {})
+    """The manifest to apply: the rendered one plus its hash annotation (nested parts shared)."""
+    meta = dict(manifest.get("metadata") or {})
     meta["annotations"] = {**(meta.get("annotations") or {}), HASH_ANNOTATION: manifest_hash(manifest)}
-    return out
+    return {**manifest, "metadata": meta}
 
 
 def quantity(value: Any) -> Decimal | None:
