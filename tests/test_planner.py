@@ -85,6 +85,18 @@ def test_node_selector_and_label() -> None:
     assert planner.node_gpu_memory_label({"metadata": {}}) is None
 
 
+def test_the_smallest_labelled_gpu_counts() -> None:
+    def node(mib: str | None) -> dict[str, object]:
+        return {"metadata": {"labels": {} if mib is None else {"nvidia.com/gpu.memory": mib}}}
+
+    assert (
+        planner.smallest_gpu_memory_gib([node("143771"), node("81559"), node(None), node("?")])
+        == 81559 / 1024
+    )
+    assert planner.smallest_gpu_memory_gib([node(None)]) is None
+    assert planner.smallest_gpu_memory_gib([]) is None
+
+
 def test_events_only_when_the_plan_changes_and_falls_short() -> None:
     res = _res({})
     assert planner.events(res, None, 262144) == []  # fits

@@ -125,6 +125,12 @@ def node_gpu_memory_label(node: dict[str, Any]) -> str | None:
     return labels.get(MEMORY_LABEL)
 
 
+def smallest_gpu_memory_gib(nodes: list[dict[str, Any]]) -> float | None:
+    """The plan must fit wherever a pod lands, so the smallest GPU among the nodes counts."""
+    sizes = [gpu_memory_gib_from_label(node_gpu_memory_label(n)) for n in nodes]
+    return min((m for m in sizes if m is not None), default=None)
+
+
 def events(res: api.QwenThinkingDeployment, before: int | None, planned: int | None) -> list[Event]:
     """One event when the plan changes and says the request does not fit."""
     ctx = res.spec.context

@@ -175,8 +175,7 @@ class Reconciler:
         memory: float | None = res.spec.gpu.memory_gi_b
         if memory is None:
             nodes = self.kube.list("Node", "", planner.node_selector(res.spec))
-            sizes = [planner.gpu_memory_gib_from_label(planner.node_gpu_memory_label(n)) for n in nodes]
-            memory = min((m for m in sizes if m is not None), default=None)
+            memory = planner.smallest_gpu_memory_gib(nodes)
         plan = planner.plan_for(res.spec, memory)
         return None if plan is None else plan.planned
 
