@@ -180,7 +180,7 @@ def test_status_patch_only_when_different() -> None:
     patch = status.status_patch({**live, "endpoint": "old"}, st)
     assert patch is not None and patch["endpoint"] == st["endpoint"]
     invalid = status.invalid("q", 2, None, "f", "m", {}, T0)
-    removal = status.status_patch({**st, "context": {"requested": 1}}, {k: v for k, v in invalid.items()})
+    removal = status.status_patch({**st, "context": {"requested": 1}}, invalid)
     assert removal is not None and removal["endpoint"] is None
 
 
