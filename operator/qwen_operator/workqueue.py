@@ -78,10 +78,6 @@ class WorkQueue(Generic[K]):
             self._timers.add(timer)
         timer.start()
 
-    def pending(self) -> int:
-        with self._cond:
-            return len(self._dirty) + len(self._processing)
-
     def _next(self) -> K | None:
         with self._cond:
             while not self._queue and not self._stopping:
