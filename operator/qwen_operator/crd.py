@@ -133,6 +133,8 @@ def openapi_schema() -> Schema:
             "spec": spec,
             "status": schema_of(api.QwenThinkingDeploymentStatus),
         },
+        # Not Rule.as_crd(): the schema declares no fields under metadata, so the apiserver
+        # could not resolve a fieldPath such as .metadata.name (the CLI still reports it).
         "x-kubernetes-validations": [
             {"rule": r.cel, "message": r.message} for r in api.QwenThinkingDeployment.rules
         ],
