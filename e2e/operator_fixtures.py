@@ -143,7 +143,7 @@ def operator(
     ).stdout.strip()
     workdir = tmp_path_factory.mktemp("operator")
     op = Operator(sa_kubeconfig(cluster, token, workdir / "kubeconfig"), workdir / "operator.log")
-    op.audit_offset = cluster.audit_log.stat().st_size if cluster.audit_log else 0
+    op.audit_offset = audit_offset(cluster)
     try:  # a start that times out still leaves a process to stop
         op.start()
         yield op
@@ -211,17 +211,14 @@ def apply_yaml(namespace: str, manifest: dict[str, Any] | str) -> None:
     kubectl("apply", "-n", namespace, "-f", "-", stdin=text)
 
 
+def audit_offset(cluster: Cluster) -> int:
+    """Where the audit log ends now: requests made from here on come after this byte."""
+    return cluster.audit_log.stat().st_size if cluster.audit_log else 0
+
+
 def audit_writes(audit_log: Path, since_offset: int, user: str = OPERATOR_USER) -> list[dict[str, Any]]:
     """Write requests by `user` in the audit log after byte offset `since_offset`."""
-    out = []
-    with audit_log.open("rb") as fh:
-        fh.seek(since_offset)
-        for line in fh:
-            with contextlib.suppress(ValueError):
-                entry = json.loads(line)
-                if entry.get("user", {}).get("username") == user and entry.get("verb") in WRITE_VERBS:
-                    out.append(entry)
-    return out
+    return [e for e in audit_entries(audit_log, since_offset, user) if e.get("verb") in WRITE_VERBS]
 
 
 def audit_entries(audit_log: Path, since_offset: int, user: str = OPERATOR_USER) -> list[dict[str, Any]]:
