@@ -61,6 +61,17 @@ def instance(name: str) -> str:
     return f"app.kubernetes.io/instance={name}"
 
 
+def apply_ready(custom: client.CustomObjectsApi, ns: str, **spec: Any) -> dict[str, Any]:
+    """Apply `sample(**spec)` and wait until it is Ready; returns the resource."""
+    apply_yaml(ns, sample(**spec))
+    return wait_phase(custom, ns, NAME, "Ready")
+
+
+def patch_spec(ns: str, spec: dict[str, Any]) -> None:
+    """Merge-patch the sample resource's spec, as a user would with kubectl."""
+    kubectl("patch", f"qtd/{NAME}", "-n", ns, "--type=merge", "-p", json.dumps({"spec": spec}))
+
+
 def owned_by(obj: Any, uid: str) -> bool:
     refs = obj.metadata.owner_references or []
     return (
@@ -192,8 +203,7 @@ def test_sample_creates_owned_children_and_becomes_ready(
 def test_scale_subresource(
     operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api
 ) -> None:
-    apply_yaml(ns, sample())
-    wait_phase(custom, ns, NAME, "Ready")
+    apply_ready(custom, ns)
     kubectl("scale", f"qtd/{NAME}", "-n", ns, "--replicas=3")
     obj = wait_phase(custom, ns, NAME, "Ready")
     wait_for(lambda: get_qtd(custom, ns, NAME)["status"]["readyReplicas"] == 3, 60, "3 ready replicas")
@@ -216,11 +226,9 @@ def test_scale_subresource(
 def test_context_change_reaches_the_statefulset(
     operator: Operator, ns: str, custom: client.CustomObjectsApi, apps_v1: client.AppsV1Api
 ) -> None:
-    apply_yaml(ns, sample())
-    first = wait_phase(custom, ns, NAME, "Ready")
+    first = apply_ready(custom, ns)
     assert flag(server_command(apps_v1, ns, NAME), "--max-model-len") == "262144"
-    patch = json.dumps({"spec": {"context": {"maxModelLen": 131072}}})
-    kubectl("patch", f"qtd/{NAME}", "-n", ns, "--type=merge", "-p", patch)
+    patch_spec(ns, {"context": {"maxModelLen": 131072}})
     wait_for(
         lambda: flag(server_command(apps_v1, ns, NAME), "--max-model-len") == "131072", 60, "--max-model-len"
     )
@@ -240,17 +248,14 @@ def test_memory_plan_starts_from_a_context_that_fits(
     spec = {"gpu": {"memoryGiB": 80}, "runtime": {"gpuMemoryUtilization": 0.8}}
     expected = planner.plan_for(api.parse_resource(sample(**spec)).spec, None)
     assert expected is not None and 32768 < expected.planned < 262144
-    apply_yaml(ns, sample(**spec))
-    obj = wait_phase(custom, ns, NAME, "Ready")
+    obj = apply_ready(custom, ns, **spec)
     planned = expected.planned
     assert obj["status"]["context"] == {"requested": 262144, "effective": planned, "planned": planned}
     assert flag(server_command(apps_v1, ns, NAME), "--max-model-len") == str(planned)
     (event,) = [e for e in events(ns, NAME) if e["reason"] == "ContextPlanned"]
     assert str(planned) in event["message"]
     # preflight off: the request as given, the plan still reported
-    kubectl(
-        "patch", f"qtd/{NAME}", "-n", ns, "--type=merge", "-p", '{"spec":{"context":{"preflight":false}}}'
-    )
+    patch_spec(ns, {"context": {"preflight": False}})
     wait_for(
         lambda: flag(server_command(apps_v1, ns, NAME), "--max-model-len") == "262144", 60, "--max-model-len"
     )
@@ -270,8 +275,7 @@ def test_service_monitor_when_the_prometheus_operator_crd_exists(
             "--timeout=60s",
             "crd/servicemonitors.monitoring.coreos.com",
         )
-        apply_yaml(ns, sample())
-        uid = wait_phase(custom, ns, NAME, "Ready")["metadata"]["uid"]
+        uid = apply_ready(custom, ns)["metadata"]["uid"]
 
         def monitor() -> dict[str, Any] | None:
             out = kubectl("get", "servicemonitor", NAME, "-n", ns, "-o", "json", check=False)
@@ -287,8 +291,7 @@ def test_service_monitor_when_the_prometheus_operator_crd_exists(
 def test_manual_edits_of_the_statefulset_are_reverted(
     operator: Operator, ns: str, custom: client.CustomObjectsApi, apps_v1: client.AppsV1Api
 ) -> None:
-    apply_yaml(ns, sample())
-    wait_phase(custom, ns, NAME, "Ready")
+    apply_ready(custom, ns)
     image = apps_v1.read_namespaced_stateful_set(NAME, ns).spec.template.spec.containers[0].image
     command = server_command(apps_v1, ns, NAME)
 
@@ -333,8 +336,7 @@ def test_crash_loop_and_image_pull_failures_are_reported(
     operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
     api_client: client.ApiClient,
 ) -> None:  # fmt: skip
-    apply_yaml(ns, sample(replicas=2))
-    wait_phase(custom, ns, NAME, "Ready")
+    apply_ready(custom, ns, replicas=2)
     oom = "torch.OutOfMemoryError: CUDA out of memory"
     terminate_container(api_client, ns, f"{NAME}-0", "server", reason="Error", exit_code=1, message=oom)
 
@@ -379,9 +381,8 @@ def test_spec_the_apiserver_rejects_is_invalid_and_touches_nothing(
 def test_paused_changes_no_child_but_reports(
     operator: Operator, ns: str, custom: client.CustomObjectsApi, apps_v1: client.AppsV1Api
 ) -> None:
-    apply_yaml(ns, sample())
-    wait_phase(custom, ns, NAME, "Ready")
-    kubectl("patch", f"qtd/{NAME}", "-n", ns, "--type=merge", "-p", '{"spec":{"paused":true,"replicas":2}}')
+    apply_ready(custom, ns)
+    patch_spec(ns, {"paused": True, "replicas": 2})
 
     def observed() -> dict[str, Any] | None:
         obj = get_qtd(custom, ns, NAME)
@@ -391,7 +392,7 @@ def test_paused_changes_no_child_but_reports(
     obj = wait_for(observed, 60, "status of the paused generation")
     assert obj["status"]["replicas"] == 1
     assert apps_v1.read_namespaced_stateful_set(NAME, ns).spec.replicas == 1
-    kubectl("patch", f"qtd/{NAME}", "-n", ns, "--type=merge", "-p", '{"spec":{"paused":false}}')
+    patch_spec(ns, {"paused": False})
     wait_for(
         lambda: get_qtd(custom, ns, NAME)["status"].get("readyReplicas") == 2, 60, "2 ready after unpause"
     )
@@ -402,8 +403,7 @@ def test_delete_garbage_collects_every_child(
     operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
     apps_v1: client.AppsV1Api, api_client: client.ApiClient,
 ) -> None:  # fmt: skip
-    apply_yaml(ns, sample())
-    wait_phase(custom, ns, NAME, "Ready")
+    apply_ready(custom, ns)
     kubectl("delete", f"qtd/{NAME}", "-n", ns, "--wait=true")
     policy = client.PolicyV1Api(api_client)
 
@@ -423,19 +423,10 @@ def test_immutable_statefulset_field_replaces_it_keeping_the_pods(
     operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
     apps_v1: client.AppsV1Api,
 ) -> None:  # fmt: skip
-    apply_yaml(ns, sample())
-    wait_phase(custom, ns, NAME, "Ready")
+    apply_ready(custom, ns)
     old_uid = apps_v1.read_namespaced_stateful_set(NAME, ns).metadata.uid
     pod_uid = ready_pods(core_v1, ns, NAME)[0].metadata.uid
-    kubectl(
-        "patch",
-        f"qtd/{NAME}",
-        "-n",
-        ns,
-        "--type=merge",
-        "-p",
-        '{"spec":{"model":{"cache":{"size":"700Gi"}}}}',
-    )
+    patch_spec(ns, {"model": {"cache": {"size": "700Gi"}}})
 
     def replaced() -> bool:
         sts = apps_v1.read_namespaced_stateful_set(NAME, ns)
@@ -452,11 +443,9 @@ def test_recreated_resource_adopts_the_orphaned_children(
     operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
     apps_v1: client.AppsV1Api,
 ) -> None:  # fmt: skip
-    apply_yaml(ns, sample())
-    wait_phase(custom, ns, NAME, "Ready")
+    apply_ready(custom, ns)
     kubectl("delete", f"qtd/{NAME}", "-n", ns, "--wait=true", "--cascade=orphan")
-    apply_yaml(ns, sample())
-    uid = wait_phase(custom, ns, NAME, "Ready")["metadata"]["uid"]
+    uid = apply_ready(custom, ns)["metadata"]["uid"]
     wait_for(lambda: owned_by(apps_v1.read_namespaced_stateful_set(NAME, ns), uid), 60, "new owner")
     services = core_v1.list_namespaced_service(ns).items
     assert len(services) == 2 and all(owned_by(svc, uid) for svc in services)
