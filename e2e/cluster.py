@@ -370,10 +370,16 @@ def env_lines() -> list[str]:
     ]
 
 
+def default_nodes() -> tuple[int, str]:
+    """Node count and GPU model when none is given: QWEN_E2E_NODES / QWEN_E2E_GPU, else 4 x H100
+    (the same for `up`, the test suite and `make run`)."""
+    return int(os.environ.get("QWEN_E2E_NODES", "4")), os.environ.get("QWEN_E2E_GPU", "H100")
+
+
 def node_options(parser: argparse.ArgumentParser) -> None:
-    env = os.environ.get
-    parser.add_argument("--nodes", type=int, default=int(env("QWEN_E2E_NODES", "4")))
-    parser.add_argument("--gpu", choices=sorted(nodes.GPU_MODELS), default=env("QWEN_E2E_GPU", "H100"))
+    count, gpu = default_nodes()
+    parser.add_argument("--nodes", type=int, default=count)
+    parser.add_argument("--gpu", choices=sorted(nodes.GPU_MODELS), default=gpu)
     parser.add_argument("--gpus-per-node", type=int, default=8)
 
 

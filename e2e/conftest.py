@@ -72,8 +72,7 @@ def cluster() -> Iterator[Cluster]:
             return
         os.environ["QWEN_E2E_STATE_DIR"] = str(_run_state_dir())
         was_running = local_cluster.running(local_cluster.state_dir())
-        nodes, gpu = int(os.environ.get("QWEN_E2E_NODES", "4")), os.environ.get("QWEN_E2E_GPU", "H100")
-        kubeconfig = local_cluster.up(nodes, gpu, 8)  # on failure it stops what it started
+        kubeconfig = local_cluster.up(*local_cluster.default_nodes(), 8)  # stops what it started on failure
         started = not was_running
         _pinned_kubectl_first()
         os.environ["KUBECONFIG"] = str(kubeconfig)

@@ -46,9 +46,7 @@ def connect() -> None:
         say(f"using the cluster of KUBECONFIG={os.environ['KUBECONFIG']}")
     else:
         say("no KUBECONFIG: starting (or reusing) the local control plane with simulated GPU nodes")
-        kubeconfig = cluster.up(
-            int(os.environ.get("QWEN_E2E_NODES", "4")), os.environ.get("QWEN_E2E_GPU", "H100"), 8
-        )
+        kubeconfig = cluster.up(*cluster.default_nodes(), 8)
         os.environ["KUBECONFIG"] = str(kubeconfig)
     if (build.bin_dir() / "kubectl").exists():
         os.environ["PATH"] = f"{build.bin_dir()}{os.pathsep}{os.environ['PATH']}"

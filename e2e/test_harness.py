@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from e2e import cluster as local_cluster
 from e2e.conftest import Cluster
 from e2e.kube_helpers import condition, kubectl, terminate_container, wait_for
 from e2e.toolchain import gomod, versions
@@ -39,7 +39,7 @@ def test_server_reports_pinned_version(cluster: Cluster) -> None:
 
 
 def test_gpu_nodes_ready(core_v1: client.CoreV1Api) -> None:
-    expected = int(os.environ.get("QWEN_E2E_NODES", "4"))
+    expected = local_cluster.default_nodes()[0]
     nodes = core_v1.list_node(label_selector="nvidia.com/gpu.present=true").items
     assert len(nodes) == expected, [n.metadata.name for n in nodes]
     for node in nodes:
