@@ -47,8 +47,9 @@ def _pinned_kubectl_first() -> None:
         os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
 
 
-def _given(kubeconfig: Path) -> Cluster:
-    """$KUBECONFIG's cluster; one of ours (started by hand) still has a known audit log."""
+def _cluster_of(kubeconfig: Path) -> Cluster:
+    """The cluster a kubeconfig names; one of ours (its state.json beside it, whether this run
+    or a person started it) has a known audit log."""
     ours = (kubeconfig.parent / "state.json").exists()
     audit = kubeconfig.parent / "audit.log" if ours else None
     return Cluster(kubeconfig, local=ours, audit_log=audit)
@@ -68,7 +69,7 @@ def cluster() -> Iterator[Cluster]:
     try:
         if os.environ.get("KUBECONFIG"):
             _pinned_kubectl_first()
-            yield _given(Path(os.environ["KUBECONFIG"]))
+            yield _cluster_of(Path(os.environ["KUBECONFIG"]))
             return
         os.environ["QWEN_E2E_STATE_DIR"] = str(_run_state_dir())
         was_running = local_cluster.running(local_cluster.state_dir())
@@ -76,7 +77,7 @@ def cluster() -> Iterator[Cluster]:
         started = not was_running
         _pinned_kubectl_first()
         os.environ["KUBECONFIG"] = str(kubeconfig)
-        yield Cluster(kubeconfig, local=True, audit_log=kubeconfig.parent / "audit.log")
+        yield _cluster_of(kubeconfig)
     finally:
         if started:  # a cluster that was already running (QWEN_E2E_STATE_DIR) stays up
             local_cluster.down()
