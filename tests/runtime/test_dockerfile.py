@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import qwen_runtime
 from qwen_operator.api import DEFAULT_IMAGE
 from tests.contract.vllm_env import VLLM_VERSION  # the parser the contract tests check against
 
@@ -34,6 +35,14 @@ def test_base_image_is_the_pinned_vllm_release() -> None:
 
 def test_operator_default_image_names_this_vllm_release() -> None:
     assert DEFAULT_IMAGE.endswith(f"-vllm{VLLM_VERSION}"), DEFAULT_IMAGE
+
+
+def test_operator_default_image_is_what_this_dockerfile_builds() -> None:
+    """The build line, the version label and the launcher's version all say the operator's tag."""
+    assert f"docker build -t {DEFAULT_IMAGE} runtime/\n" in text()
+    (version,) = re.findall(r"^ARG QWEN_RUNTIME_VERSION=(\S+)$", text(), re.M)
+    assert DEFAULT_IMAGE.endswith(f":{version}-vllm{VLLM_VERSION}"), (DEFAULT_IMAGE, version)
+    assert qwen_runtime.__version__ == version
 
 
 def test_environment_suits_a_long_model_load() -> None:
