@@ -176,6 +176,24 @@ def test_terminate_container_reports_oom_kill(
     assert status.state.waiting.reason == "CrashLoopBackOff"
     assert not status.ready
 
+    # a given restart count, and a container that came back after the crash
+    terminate_container(
+        api_client,
+        namespace,
+        "crashy",
+        "server",
+        reason="Error",
+        exit_code=1,
+        restart_count=5,
+        then="running",
+    )
+    pod = core_v1.read_namespaced_pod("crashy", namespace)
+    status = pod.status.container_statuses[0]
+    assert (status.last_state.terminated.reason, status.last_state.terminated.exit_code) == ("Error", 1)
+    assert status.restart_count == 5
+    assert status.state.running is not None and status.ready
+    assert condition(pod, "Ready").status == "True"
+
 
 def test_audit_log_records_writes_by_user(cluster: Cluster, namespace: str) -> None:
     """The local apiserver logs every request at Metadata level (user, verb, resource)."""
