@@ -62,6 +62,7 @@ def install_crd() -> None:
         if subprocess.run(["kubectl", "get", "qtd", "-A"], capture_output=True, check=False).returncode == 0:
             return
         time.sleep(0.5)
+    raise SystemExit("the CRD is Established but the API has not served qtd for 30 s")
 
 
 def operator_argv() -> list[str]:
