@@ -79,6 +79,11 @@ def ready_times(namespace: str, names: list[str], since: float, timeout: float =
     return seen
 
 
+def healthy(port: int) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+        return int(resp.status) == 200
+
+
 def histogram(port: int) -> tuple[float, float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
@@ -94,6 +99,7 @@ def histogram(port: int) -> tuple[float, float]:
 
 def bench_cluster() -> None:
     from e2e import cluster
+    from e2e.kube_helpers import wait_for
     from e2e.toolchain import build
 
     started_here = False
@@ -121,7 +127,7 @@ def bench_cluster() -> None:
         kubectl("create", "namespace", namespace)
         operator = subprocess.Popen([sys.executable, "-m", "qwen_operator.cli", "run", "-A"], stdout=log,
                                     stderr=subprocess.STDOUT, env=env)  # fmt: skip
-        time.sleep(3)
+        wait_for(lambda: healthy(port), 60, f"operator /healthz (log: {log.name})")  # not timed
         names = [f"bench-{i}" for i in range(RESOURCES)]
         docs = [{**SAMPLE, "metadata": {"name": n}, "spec": {**SAMPLE["spec"], "parallelism": {"tensor": 1}}}
                 for n in names]  # fmt: skip
