@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from qwen_operator import __version__, crd
+from qwen_operator import __version__, cli, crd
 
 from .invalid_cases import INVALID, resource
 
@@ -76,3 +76,18 @@ def test_render_not_a_mapping() -> None:
     out = _cli("render", "-f", "-", stdin="- just\n- a list\n")
     assert out.returncode == 2
     assert "QwenThinkingDeployment" in out.stderr
+
+
+def test_run_watches_the_named_namespaces_or_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kopf
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(kopf, "run", lambda **kw: calls.append(kw))
+    for argv in (["run", "-n", "a", "--namespace", "b"], ["run"], ["run", "--all-namespaces"]):
+        assert cli.main(argv) == 0
+    assert [(c["clusterwide"], c["namespaces"]) for c in calls] == [
+        (False, ["a", "b"]),
+        (True, []),
+        (True, []),
+    ]
+    assert all(c["standalone"] for c in calls)  # no peering objects to create or RBAC for them
