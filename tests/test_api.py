@@ -92,5 +92,20 @@ def test_every_managed_flag_is_rejected_in_both_forms() -> None:
                 api.parse_resource(resource({"spec": {"runtime": {"extraArgs": args}}}))
 
 
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"resources": {"limits": {"memory": "1e.5"}}}, "spec.resources.limits.memory"),
+        ({"model": {"cache": {"size": "1e.5Gi"}}}, "spec.model.cache.size"),
+    ],
+)
+def test_quantities_the_apiserver_cannot_parse_are_refused(patch: dict[str, Any], field: str) -> None:
+    # Kubernetes' published quantity pattern admits a fractional exponent; its parser does not.
+    with pytest.raises(api.InvalidResource) as info:
+        api.parse_resource(resource({"spec": patch}))
+    assert info.value.field == field
+    api.parse_resource(resource({"spec": {"resources": {"limits": {"memory": "1e3", "cpu": "2E+1"}}}}))
+
+
 def test_namespace_defaults_to_default() -> None:
     assert api.parse_resource({"metadata": {"name": "x"}}).metadata.namespace == "default"

@@ -86,9 +86,10 @@ MANAGED_FLAG_PATTERN = (
 
 QUANTITY_PATTERN = (
     r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$"
 )
-"""A non-negative Kubernetes resource quantity (the apiserver's own syntax)."""
+"""A non-negative Kubernetes resource quantity as the apiserver parses it. The pattern that
+Kubernetes publishes also admits a fractional exponent (`1e.5`), which the parser refuses."""
 PERCENT_PATTERN = r"^[0-9]+%$"
 Quantity = Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=64)]
 

@@ -53,20 +53,6 @@ def ours(live: Mapping[str, Any], res: api.QwenThinkingDeployment) -> bool:
     return FIELD_MANAGER in managers
 
 
-def check_quantities(res: api.QwenThinkingDeployment) -> None:
-    """CPU and memory values must parse as Kubernetes quantities.
-
-    The schema's pattern (the one Kubernetes publishes) is looser than the parser: it lets
-    through a fractional exponent such as `1e.5`, which the apiserver then cannot convert.
-    """
-    for kind in ("requests", "limits"):
-        for key, value in getattr(res.spec.resources, kind).items():
-            if diff.quantity(value) is None:
-                field = f"spec.resources.{kind}.{key}"
-                message = f"{value!r} is not a Kubernetes quantity (e.g. 8, 500m, 96Gi)"
-                raise api.InvalidResource(field, message)
-
-
 def _immutable(exc: ApiError, desired: Mapping[str, Any]) -> bool:
     """The apiserver refused to change a StatefulSet field that is fixed after creation."""
     return exc.status == 422 and desired["kind"] == "StatefulSet" and "Forbidden" in exc.message
@@ -150,7 +136,6 @@ class Reconciler:
         sts = self.kube.get("StatefulSet", namespace, name)
         try:
             res = api.parse_resource(body)
-            check_quantities(res)
         except api.InvalidResource as exc:
             new = status.invalid(name, generation, sts, exc.field, exc.message, previous, self.clock())
             return self._finish(body, previous, new, Outcome("invalid"))
