@@ -214,7 +214,7 @@ def test_scale_subresource(
         kubectl("get", "--raw", f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}/{NAME}/scale").stdout
     )
     assert scale["spec"]["replicas"] == 3 and scale["status"] == {"replicas": 3, "selector": SELECTOR}
-    assert "Scaled" in reasons(ns, NAME)
+    wait_for(lambda: "Scaled" in reasons(ns, NAME), 30, "event Scaled")  # posted after the status patch
 
     kubectl("scale", f"qtd/{NAME}", "-n", ns, "--replicas=0")
     wait_for(lambda: get_qtd(custom, ns, NAME)["status"]["replicas"] == 0, 60, "status.replicas 0")
@@ -238,7 +238,7 @@ def test_context_change_reaches_the_statefulset(
     assert obj["status"]["context"] == {"requested": 131072, "effective": 131072, "planned": 131072}
     row = kubectl("get", "qtd", NAME, "-n", ns, "--no-headers").stdout.split()
     assert row[3] == "131072"
-    assert "Updated" in reasons(ns, NAME)
+    wait_for(lambda: "Updated" in reasons(ns, NAME), 30, "event Updated")  # posted after the status patch
 
 
 def test_memory_plan_starts_from_a_context_that_fits(
@@ -309,7 +309,9 @@ def test_manual_edits_of_the_statefulset_are_reverted(
         return bool(sts.spec.replicas == 1 and container.image == image and container.command == command)
 
     wait_for(reverted, 60, "replicas, image and command reverted")
-    assert "DriftReverted" in reasons(ns, NAME)
+    wait_for(
+        lambda: "DriftReverted" in reasons(ns, NAME), 30, "event DriftReverted"
+    )  # posted after the status patch
     wait_phase(custom, ns, NAME, "Ready")
 
 
@@ -372,7 +374,9 @@ def test_spec_the_apiserver_rejects_is_invalid_and_touches_nothing(
     assert "StatefulSet" in stalled["message"] and "Sometimes" in stalled["message"]
     assert condition(obj, "Ready")["status"] == "False"
     assert not core_v1.list_namespaced_service(ns).items  # all or nothing: no child created
-    assert "InvalidSpec" in reasons(ns, NAME)
+    wait_for(
+        lambda: "InvalidSpec" in reasons(ns, NAME), 30, "event InvalidSpec"
+    )  # posted after the status patch
     remove = '[{"op":"remove","path":"/spec/scheduling/tolerations"}]'
     kubectl("patch", f"qtd/{NAME}", "-n", ns, "--type=json", "-p", remove)
     wait_phase(custom, ns, NAME, "Ready")
@@ -436,7 +440,7 @@ def test_immutable_statefulset_field_replaces_it_keeping_the_pods(
     wait_for(replaced, 60, "StatefulSet replaced with the new volume size")
     wait_phase(custom, ns, NAME, "Ready")
     assert [p.metadata.uid for p in ready_pods(core_v1, ns, NAME)] == [pod_uid]  # kept, adopted
-    assert "Replacing" in reasons(ns, NAME)
+    wait_for(lambda: "Replacing" in reasons(ns, NAME), 30, "event Replacing")  # posted after the status patch
 
 
 def test_recreated_resource_adopts_the_orphaned_children(
