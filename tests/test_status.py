@@ -153,24 +153,15 @@ def test_invalid_spec_is_failed_and_stalled() -> None:
     assert c["Ready"]["status"] == "False" and "spec.resources: bad" in c["Ready"]["message"]
 
 
-def test_effective_context_is_the_request_without_a_plan() -> None:
-    res = resource(context={"maxModelLen": 131072})
-    assert status.effective_context(res, {}) == 131072
-    assert status.effective_context(res, {}, planned=262144) == 131072
-
-
-def test_preflight_starts_from_the_plan_never_below_the_floor() -> None:
-    res = resource(context={"maxModelLen": 262144, "minModelLen": 65536})
-    assert status.effective_context(res, {}, planned=210944) == 210944
-    assert status.effective_context(res, {}, planned=4096) == 65536
-    off = resource(context={"maxModelLen": 262144, "preflight": False})
-    assert status.effective_context(off, {}, planned=210944) == 262144
-
-
-def test_planned_context_is_reported() -> None:
-    st = status.compute(resource(), 1, sts(), [], {}, T0, planned=210944)
+def test_context_report_becomes_status_context_and_condition() -> None:
+    report = status.ContextReport(
+        {"requested": 262144, "effective": 210944, "planned": 210944},
+        {"type": "ContextReduced", "status": "True", "reason": "MemoryPlan", "message": "m"},
+    )
+    st = status.compute(resource(), 1, sts(), [], {}, T0, context=report)
     assert st["context"] == {"requested": 262144, "effective": 210944, "planned": 210944}
-    assert "planned" not in status.compute(resource(), 1, sts(), [], {}, T0)["context"]
+    assert conds(st)["ContextReduced"]["reason"] == "MemoryPlan"
+    assert status.compute(resource(), 1, sts(), [], {}, T0)["context"]["effective"] == 262144
 
 
 def test_status_patch_only_when_different() -> None:
@@ -192,3 +183,28 @@ def test_events_only_on_transitions() -> None:
     ready = status.compute(resource(), 2, sts(), [pod()], pending, T1)
     assert [e.reason for e in status.transition_events(pending, ready)] == ["Recovered", "Ready"]
     assert status.transition_events(ready, ready) == []
+
+
+def crashed_pod(message: str, name: str = "q-0") -> dict[str, Any]:
+    last = {"terminated": {"exitCode": 1, "reason": "Error", "message": message}}
+    return {**waiting_pod("CrashLoopBackOff", lastState=last), "metadata": {"name": name}}
+
+
+def test_a_crash_loop_carries_the_launchers_reason() -> None:
+    line = '{"reason": "InvalidArguments", "exitCode": 2, "message": "vllm serve: error: bad flag"}'
+    st = status.compute(resource(), 2, sts(ready=0), [crashed_pod(line)], {}, T0)
+    assert (conds(st)["Ready"]["status"], conds(st)["Ready"]["reason"]) == ("False", "InvalidArguments")
+    assert "bad flag" in conds(st)["Ready"]["message"]
+    unknown = status.compute(resource(), 2, sts(ready=0), [crashed_pod('{"reason": "Unknown"}')], {}, T0)
+    assert conds(unknown)["Ready"]["reason"] == "CrashLoopBackOff"
+    logs = status.compute(resource(), 2, sts(ready=0), [crashed_pod("Traceback ...")], {}, T0)
+    assert conds(logs)["Ready"]["reason"] == "CrashLoopBackOff"
+
+
+def test_crashes_the_fallback_explains_are_no_problem() -> None:
+    line = '{"reason": "CudaOOM", "exitCode": 1}'
+    report = status.ContextReport({"requested": 262144}, explained=frozenset({"q-0"}))
+    st = status.compute(resource(), 2, sts(ready=0, updated=0), [crashed_pod(line)], {}, T0, context=report)
+    assert st["phase"] == "Progressing" and conds(st)["Stalled"]["status"] == "False"
+    st = status.compute(resource(), 2, sts(ready=0), [crashed_pod(line, "q-1")], {}, T0, context=report)
+    assert conds(st)["Ready"]["reason"] == "CudaOOM"

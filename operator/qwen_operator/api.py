@@ -26,6 +26,8 @@ DEFAULT_MODEL = "Qwen/Qwen3-235B-A22B-Thinking-2507-FP8"
 DEFAULT_IMAGE = "ghcr.io/qwen-operator/qwen-runtime:0.1.0-vllm0.33.0"
 MAX_CONTEXT = 262144
 MIN_CONTEXT = 1024
+FALLBACK_STEPS = (262144, 196608, 131072, 98304, 65536, 32768)
+"""The ladder of contexts the fallback steps down when vLLM gave no estimate."""
 MAX_NAME_LENGTH = 52
 """A StatefulSet's pods carry `controller-revision-hash: <name>-<10 chars>`, a 63-char label."""
 
@@ -249,6 +251,11 @@ class ContextSpec(ApiObject):
     """After a GPU out-of-memory at start-up, lower the context step by step down to the floor."""
     preflight: bool = True
     """Start from the memory plan's largest fitting context instead of a known crash."""
+    fallback_steps: Annotated[
+        list[Annotated[int, Field(ge=MIN_CONTEXT, le=MAX_CONTEXT)]], Field(min_length=1, max_length=16)
+    ] = Field(default_factory=lambda: list(FALLBACK_STEPS))
+    """Contexts to try, in turn, after an out-of-memory that gave no estimate of what fits
+    (with one, vLLM's estimate rounded down to 1024 is used instead)."""
 
 
 class ToolCallingSpec(ApiObject):
@@ -455,6 +462,12 @@ class ContextStep(ApiObject):
     """The pod whose failure caused it."""
     detail: str = ""
     """What the server reported."""
+    pod_uid: str = Field(default="", alias="podUID")
+    """The failed pod's uid: with restartCount, the failure handled (each is counted once)."""
+    restart_count: int = 0
+    """The pod's restart count once the failed run was its last state."""
+    basis: str = ""
+    """Digest of the spec fields that decide the fit; a change to them starts again from the request."""
 
 
 class ContextStatus(ApiObject):
@@ -467,7 +480,7 @@ class ContextStatus(ApiObject):
     planned: int | None = None
     """What the memory plan says fits, when known."""
     history: list[ContextStep] = Field(default_factory=list)
-    """One entry per reduction since the last spec change."""
+    """One entry per reduction (the last 20); those with the current basis are in force."""
 
 
 class Condition(ApiObject):

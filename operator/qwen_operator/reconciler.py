@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import api, diff, metrics, planner, render, status
+from . import api, diff, fallback, metrics, planner, render, status
 from .kube import FIELD_MANAGER, ApiError, Kube
 
 log = logging.getLogger("qwen_operator.reconciler")
@@ -51,6 +51,13 @@ def ours(live: Mapping[str, Any], res: api.QwenThinkingDeployment) -> bool:
         )
     managers = {m.get("manager") for m in (live.get("metadata") or {}).get("managedFields") or []}
     return FIELD_MANAGER in managers
+
+
+def _too_small(res: api.QwenThinkingDeployment, plan: planner.Plan | None) -> status.Problem | None:
+    """With preflight, GPUs that cannot hold the weights (and a KV cache) get no crash loop."""
+    if plan is None or plan.planned > 0 or not res.spec.context.preflight:
+        return None
+    return status.Problem("InsufficientGPUMemory", plan.explain())
 
 
 def _immutable(exc: ApiError, desired: Mapping[str, Any]) -> bool:
@@ -139,30 +146,39 @@ class Reconciler:
         except api.InvalidResource as exc:
             new = status.invalid(name, generation, sts, exc.field, exc.message, previous, self.clock())
             return self._finish(body, previous, new, Outcome("invalid"))
-        planned = self._planned(res)
-        monitor = self.kube.serves(render.SERVICE_MONITOR_API, "servicemonitors")
-        children = render.render(
-            res, status.effective_context(res, previous, planned), service_monitor=monitor
-        )
-        outcome = Outcome("paused" if res.spec.paused else "unchanged")
-        blocked: status.Problem | None = None
-        if not res.spec.paused:
-            sts, blocked = self._apply_all(res, children, sts, outcome)
+        plan = self._plan_memory(res)
+        planned = None if plan is None else plan.planned
         pods = self.kube.list("Pod", namespace, render.selector_string(name))
-        new = status.compute(res, generation, sts, pods, previous, self.clock(), blocked, planned)
-        outcome.events += planner.events(res, (previous.get("context") or {}).get("planned"), planned)
+        failures = [] if res.spec.paused else fallback.detect(pods)  # paused: the context stays too
+        decision = fallback.decide(res, previous.get("context"), planned, failures, self.clock())
+        monitor = self.kube.serves(render.SERVICE_MONITOR_API, "servicemonitors")
+        children = render.render(res, decision.effective, service_monitor=monitor)
+        outcome = Outcome("paused" if res.spec.paused else "unchanged")
+        blocked = _too_small(res, plan)
+        if blocked is not None:
+            outcome.result = "blocked"
+        elif not res.spec.paused:
+            sts, blocked = self._apply_all(res, children, sts, outcome)
+        if decision.reduced is not None:
+            metrics.CONTEXT_REDUCTIONS.labels(reason=decision.reduced["reason"]).inc()
+            outcome.events += fallback.events(decision)
+        report = decision.report(generation)
+        new = status.compute(
+            res, generation, sts, pods, previous, self.clock(), blocked or decision.problem, report
+        )
+        if blocked is None or blocked.reason != "InsufficientGPUMemory":
+            outcome.events += planner.events(res, (previous.get("context") or {}).get("planned"), planned)
         return self._finish(body, previous, new, outcome)
 
-    def _planned(self, res: api.QwenThinkingDeployment) -> int | None:
-        """The memory plan's context; GPU memory from the spec, else the smallest GPU node's label."""
+    def _plan_memory(self, res: api.QwenThinkingDeployment) -> planner.Plan | None:
+        """The memory plan; GPU memory from the spec, else the smallest GPU node's label."""
         if planner.KNOWN.get(res.spec.model.id) is None:
             return None
         memory: float | None = res.spec.gpu.memory_gi_b
         if memory is None:
             nodes = self.kube.list("Node", "", planner.node_selector(res.spec))
             memory = planner.smallest_gpu_memory_gib(nodes)
-        plan = planner.plan_for(res.spec, memory)
-        return None if plan is None else plan.planned
+        return planner.plan_for(res.spec, memory)
 
     def _apply_all(
         self,

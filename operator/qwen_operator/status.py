@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import render
+from . import render, termination
 from .api import QwenThinkingDeployment
 
 READY, RECONCILING, STALLED = "Ready", "Reconciling", "Stalled"
@@ -45,22 +45,6 @@ def now_rfc3339(moment: datetime | None = None) -> str:
     return (moment or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def effective_context(
-    res: QwenThinkingDeployment, previous: Mapping[str, Any] | None, planned: int | None = None
-) -> int:
-    """The context length the servers should run with: the one place that decides it.
-
-    The requested `spec.context.maxModelLen`, unless `preflight` is on and the memory plan
-    says less fits: then the plan, never below `minModelLen` (below it vLLM is tried at the
-    floor). The out-of-memory fallback will lower it further from `previous`'s history.
-    """
-    del previous
-    ctx = res.spec.context
-    if ctx.preflight and planned is not None and planned < ctx.max_model_len:
-        return max(planned, ctx.min_model_len)
-    return ctx.max_model_len
-
-
 def _short(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 3] + "..."
@@ -82,8 +66,15 @@ def _container_problem(pod_name: str, status: Mapping[str, Any]) -> Problem | No
             detail += f": {last['message']}"
         # No restart count in the message: it would change the status (and post an event) per crash.
         message = f"pod {pod_name} container {container} keeps crashing, {detail}"
-        return Problem("CrashLoopBackOff", _short(message))
+        return Problem(_crash_reason(last), _short(message))
     return None
+
+
+def _crash_reason(terminated: Mapping[str, Any]) -> str:
+    """The launcher's reason (InvalidArguments, ...) when it said one, else CrashLoopBackOff."""
+    said = termination.reason(terminated) if terminated else ""
+    known = said in termination.LAUNCHER_REASONS or said == "OOMKilled"
+    return said if known and said != "Unknown" else "CrashLoopBackOff"
 
 
 def _unschedulable(pod: Mapping[str, Any]) -> Problem | None:
@@ -98,25 +89,39 @@ def _unschedulable(pod: Mapping[str, Any]) -> Problem | None:
     return None
 
 
-def pod_problem(pods: Sequence[Mapping[str, Any]]) -> Problem | None:
-    """The most actionable problem among the pods: image pulls, then crashes, then scheduling."""
-    found: dict[str, Problem] = {}
+def pod_problem(pods: Sequence[Mapping[str, Any]], explained: frozenset[str] = frozenset()) -> Problem | None:
+    """The most actionable problem among the pods: image pulls, then crashes, then scheduling.
+
+    Crashes of the `explained` pods are left out: the context fallback is acting on them.
+    """
+    found: list[Problem] = []
     for pod in sorted(pods, key=lambda p: str(p["metadata"]["name"])):
+        name = pod["metadata"]["name"]
         if (pod.get("metadata") or {}).get("deletionTimestamp"):
             continue
         status = pod.get("status") or {}
         statuses = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
         for cs in statuses:
-            problem = _container_problem(pod["metadata"]["name"], cs)
-            if problem:
-                found.setdefault(problem.reason, problem)
+            problem = _container_problem(name, cs)
+            if problem and not (name in explained and problem.reason != "ImagePullBackOff"):
+                found.append(problem)
         problem = _unschedulable(pod)
         if problem:
-            found.setdefault(problem.reason, problem)
-    for reason in ("ImagePullBackOff", "CrashLoopBackOff", "Unschedulable"):
-        if reason in found:
-            return found[reason]
-    return None
+            found.append(problem)
+    rank = {"ImagePullBackOff": 0, "Unschedulable": 2}
+    return min(found, key=lambda p: rank.get(p.reason, 1), default=None)
+
+
+@dataclass(frozen=True)
+class ContextReport:
+    """What the context fallback contributes to the status."""
+
+    status: dict[str, Any]
+    """status.context: requested, effective, planned, history."""
+    condition: dict[str, Any] | None = None
+    """ContextReduced."""
+    explained: frozenset[str] = frozenset()
+    """Pods whose crash the fallback accounts for."""
 
 
 @dataclass(frozen=True)
@@ -210,19 +215,6 @@ def merge_conditions(
     return out
 
 
-def _context(res: QwenThinkingDeployment, previous: Mapping[str, Any], planned: int | None) -> dict[str, Any]:
-    prev = previous.get("context") or {}
-    ctx: dict[str, Any] = {
-        "requested": res.spec.context.max_model_len,
-        "effective": effective_context(res, previous, planned),
-    }
-    if planned is not None:
-        ctx["planned"] = planned
-    if prev.get("history"):
-        ctx["history"] = list(prev["history"])
-    return ctx
-
-
 def compute(
     res: QwenThinkingDeployment,
     generation: int | None,
@@ -231,25 +223,30 @@ def compute(
     previous: Mapping[str, Any],
     now: str,
     blocked: Problem | None = None,
-    planned: int | None = None,
+    context: ContextReport | None = None,
 ) -> dict[str, Any]:
     """The status for a valid resource, given its StatefulSet, pods and last status.
 
-    `blocked` is a problem the operator itself hit (a child name taken by someone else);
-    `planned` is the memory plan's context (None: unknown).
+    `blocked` is a problem the operator itself hit (a child name taken by someone else, GPUs
+    too small for the weights, an out-of-memory the fallback cannot cure); `context` is what
+    the fallback decided (status.context, the ContextReduced condition, the pods it explains).
     """
     want = res.spec.replicas
     ro = rollout(sts, want)
-    problem = blocked or pod_problem(pods)
+    requested = res.spec.context.max_model_len
+    ctx = context or ContextReport({"requested": requested, "effective": requested})
+    problem = blocked or pod_problem(pods, ctx.explained)
     phase = _phase(want, ro, problem)
     conds = conditions_for(phase, want, ro, problem, res.spec.paused, generation)
+    if ctx.condition is not None:
+        conds.append(ctx.condition)
     status: dict[str, Any] = {
         "phase": phase,
         "replicas": ro.replicas,
         "readyReplicas": ro.ready,
         "selector": render.selector_string(res.metadata.name),
         "endpoint": render.endpoint(res),
-        "context": _context(res, previous, planned),
+        "context": ctx.status,
         "conditions": merge_conditions(previous.get("conditions") or [], conds, now),
     }
     if generation is not None:
