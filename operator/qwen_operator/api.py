@@ -253,9 +253,8 @@ class ContextSpec(ApiObject):
     """Start from the memory plan's largest fitting context instead of a known crash."""
     fallback_steps: Annotated[
         list[Annotated[int, Field(ge=MIN_CONTEXT, le=MAX_CONTEXT)]], Field(min_length=1, max_length=16)
-    ] = Field(default_factory=lambda: list(FALLBACK_STEPS))
-    """Contexts to try, in turn, after an out-of-memory that gave no estimate of what fits
-    (with one, vLLM's estimate rounded down to 1024 is used instead)."""
+    ] = list(FALLBACK_STEPS)
+    """Contexts to step down to after an out-of-memory without vLLM's estimate of what fits."""
 
 
 class ToolCallingSpec(ApiObject):
