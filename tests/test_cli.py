@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from qwen_operator import __version__, cli, crd
+from qwen_operator import __version__, api, cli, crd, planner
 
 from .invalid_cases import INVALID, resource
 
@@ -91,3 +95,110 @@ def test_run_watches_the_named_namespaces_or_all(monkeypatch: pytest.MonkeyPatch
         (True, []),
     ]
     assert all(c["standalone"] for c in calls)  # no peering objects to create or RBAC for them
+
+
+# --- plan ---
+
+H100_SAMPLE = str(ROOT / "samples" / "qwen3-235b-thinking-h100-fp8kv.yaml")
+
+
+def test_plan_json_has_the_inputs_and_the_figures() -> None:
+    out = _cli("plan", "-f", H100_SAMPLE, "-o", "json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    expected = planner.plan(planner.KNOWN[api.DEFAULT_MODEL], 80, 4, 0.94, "fp8", 262144)
+    assert doc == {"name": "qwen3-thinking-h100", "model": api.DEFAULT_MODEL, **expected.to_dict()}
+    # the sample's inputs: memoryGiB 80, TP 4, fp8 KV cache, utilisation 0.94
+    assert (doc["gpuMemoryGiB"], doc["tensor"], doc["kvCacheDtype"], doc["gpuMemoryUtilization"]) == (
+        80,
+        4,
+        "fp8",
+        0.94,
+    )
+    # ceil(80 GiB x 0.94) = 80,745,385,165 - 59,111,363,840 - 6 GiB = 15,191,570,381 B
+    # // (16 x 24,064) = 39,456 blocks -> 39,455 x 16 = 631,280 tokens
+    assert (doc["maxTokens"], doc["planned"], doc["weightsFit"]) == (631_280, 262144, True)
+
+
+def test_plan_text_shows_the_arithmetic_and_the_flag_wins_over_the_spec() -> None:
+    out = _cli("plan", "-f", H100_SAMPLE, "--gpu-memory-gib", "141")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "qwen3-thinking-h100: planned 262144 of 262144 tokens requested"
+    assert "141.0 GiB x 0.94" in out.stdout and "80 GiB" not in out.stdout
+    assert any(line.strip().startswith("weights per GPU    236.445 GB") for line in lines)
+    assert "24,064 per GPU" in out.stdout
+
+
+def test_plan_says_when_the_weights_do_not_fit(capsys: pytest.CaptureFixture[str]) -> None:
+    doc = resource({"spec": {"parallelism": {"tensor": 2}}})
+    with open_stdin(yaml.safe_dump(doc)):
+        assert cli.main(["plan", "-f", "-", "--gpu-memory-gib", "80", "-o", "json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert (plan["planned"], plan["weightsFit"], plan["weightsGiBPerGpu"]) == (0, False, 110.103)
+    with open_stdin(yaml.safe_dump(doc)):
+        assert cli.main(["plan", "-f", "-", "--gpu-memory-gib", "80"]) == 0
+    assert "the weights need 110.1 GiB per GPU (236.4 GB over 2 GPUs)" in capsys.readouterr().out
+
+
+def test_plan_of_several_resources_is_a_json_list(capsys: pytest.CaptureFixture[str]) -> None:
+    docs = [
+        resource({"metadata": {"name": n}, "spec": {"gpu": {"memoryGiB": m}}})
+        for n, m in (("a", 80), ("b", 141))
+    ]
+    with open_stdin(yaml.safe_dump_all(docs)):
+        assert cli.main(["plan", "-f", "-", "-o", "json"]) == 0
+    plans = json.loads(capsys.readouterr().out)
+    assert [(p["name"], p["gpuMemoryGiB"], p["planned"]) for p in plans] == [
+        ("a", 80, 262144),
+        ("b", 141, 262144),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "patch", "message"),
+    [
+        (
+            [],
+            {},
+            "error: qwen3-thinking: GPU memory unknown: pass --gpu-memory-gib or set spec.gpu.memoryGiB",
+        ),
+        (
+            ["--gpu-memory-gib", "80"],
+            {"spec": {"model": {"id": "Qwen/Qwen3-8B"}}},
+            "error: qwen3-thinking: no architecture known for model Qwen/Qwen3-8B",
+        ),
+        (["--gpu-memory-gib", "0"], {}, "error: --gpu-memory-gib: must be positive"),
+    ],
+)
+def test_plan_refuses_what_it_cannot_plan(
+    args: list[str], patch: dict[str, Any], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with open_stdin(yaml.safe_dump(resource(patch))):
+        assert cli.main(["plan", "-f", "-", *args]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [message]
+    assert captured.out == ""
+
+
+@pytest.mark.parametrize(("case", "patch", "field"), INVALID, ids=[c[0] for c in INVALID])
+def test_plan_invalid_exits_2_naming_the_field(
+    case: str, patch: dict[str, Any], field: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with open_stdin(yaml.safe_dump(resource(patch))):
+        assert cli.main(["plan", "-f", "-", "--gpu-memory-gib", "80"]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {field}: "), captured.err
+    assert captured.out == ""
+
+
+@contextmanager
+def open_stdin(text: str) -> Iterator[None]:
+    """`-f -` reads sys.stdin; give it a document for an in-process run."""
+    saved = sys.stdin
+    sys.stdin = io.StringIO(text)
+    try:
+        yield
+    finally:
+        sys.stdin = saved

@@ -1,15 +1,16 @@
-"""The `qwen-operator` command: crd, render, version, run."""
+"""The `qwen-operator` command: crd, render, plan, version, run."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import yaml
 
-from . import __version__, api, crd, render
+from . import __version__, api, crd, planner, render
 
 EXIT_INVALID = 2
 
@@ -47,6 +48,72 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan_of(res: api.QwenThinkingDeployment, gpu_memory_gib: float | None) -> planner.Plan | str:
+    """The plan for one resource, or why there is none (an error message)."""
+    name, spec = res.metadata.name, res.spec
+    arch = planner.KNOWN.get(spec.model.id)
+    if arch is None:
+        return f"{name}: no architecture known for model {spec.model.id}"
+    memory = gpu_memory_gib or spec.gpu.memory_gi_b
+    if memory is None:
+        return f"{name}: GPU memory unknown: pass --gpu-memory-gib or set spec.gpu.memoryGiB"
+    runtime = spec.runtime
+    return planner.plan(
+        arch,
+        memory,
+        spec.parallelism.tensor,
+        runtime.gpu_memory_utilization,
+        runtime.kv_cache_dtype,
+        spec.context.max_model_len,
+    )
+
+
+def plan_text(name: str, plan: planner.Plan) -> str:
+    """The arithmetic, one figure a line."""
+    d = plan.to_dict()
+    return "\n".join(
+        [
+            f"{name}: planned {plan.planned} of {plan.requested} tokens requested",
+            f"  usable per GPU     {d['gpuMemoryGiB']} GiB x {d['gpuMemoryUtilization']}"
+            f" = {d['usableGiB']} GiB",
+            f"  weights per GPU    {d['weightsGB']} GB ({d['weightsGiB']} GiB) / {plan.tensor}"
+            f" = {d['weightsGiBPerGpu']} GiB",
+            f"  reserve per GPU    {d['reserveGiB']} GiB (activations, CUDA graphs, NCCL)",
+            f"  KV cache per GPU   {d['kvCacheGiBPerGpu']} GiB",
+            f"  KV bytes per token {plan.kv_bytes_per_token:,} ({plan.kv_cache_dtype}), "
+            f"{plan.kv_bytes_per_token_per_gpu:,} per GPU",
+            f"  longest context    {plan.max_tokens:,} tokens (whole {planner.BLOCK_SIZE}-token blocks, "
+            "one held back)",
+            f"  {plan.explain()}",
+        ]
+    )
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    try:
+        resources = [api.parse_resource(d) for d in _load(args.file)]
+    except (OSError, yaml.YAMLError) as exc:
+        return _fail(f"{args.file}: {exc}")
+    except api.InvalidResource as exc:
+        return _fail(str(exc))
+    if args.gpu_memory_gib is not None and args.gpu_memory_gib <= 0:
+        return _fail("--gpu-memory-gib: must be positive")
+    plans: list[tuple[api.QwenThinkingDeployment, planner.Plan]] = []
+    for res in resources:
+        plan = _plan_of(res, args.gpu_memory_gib)
+        if isinstance(plan, str):
+            return _fail(plan)
+        plans.append((res, plan))
+    if args.output == "json":
+        docs = [
+            {"name": res.metadata.name, "model": res.spec.model.id, **plan.to_dict()} for res, plan in plans
+        ]
+        print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
+    else:
+        print("\n".join(plan_text(res.metadata.name, plan) for res, plan in plans))
+    return 0
+
+
 def cmd_crd(_: argparse.Namespace) -> int:
     sys.stdout.write(crd.crd_yaml())
     return 0
@@ -71,6 +138,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("-f", "--file", required=True, help="resource YAML, or - for stdin")
     r.add_argument("--max-model-len", type=int, help="effective context (default: spec.context.maxModelLen)")
     r.set_defaults(func=cmd_render)
+    pl = sub.add_parser("plan", help="print the memory plan: the largest context that fits")
+    pl.add_argument("-f", "--file", required=True, help="resource YAML, or - for stdin")
+    pl.add_argument("--gpu-memory-gib", type=float, help="memory of one GPU (default: spec.gpu.memoryGiB)")
+    pl.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    pl.set_defaults(func=cmd_plan)
     sub.add_parser("version", help="print the version").set_defaults(func=cmd_version)
     run = sub.add_parser("run", help="run the operator")
     run.add_argument(
