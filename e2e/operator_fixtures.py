@@ -9,6 +9,7 @@ so every request the operator makes is authorized by the manifests' RBAC, never 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import signal
@@ -35,6 +36,8 @@ SERVICE_ACCOUNT = "qwen-operator"
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{SERVICE_ACCOUNT}"
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 GROUP, VERSION, PLURAL = "serving.qwen-operator.io", "v1alpha1", "qwenthinkingdeployments"
+SAMPLE = yaml.safe_load((REPO / "samples" / "qwen3-235b-thinking.yaml").read_text())
+NAME = SAMPLE["metadata"]["name"]
 
 
 class Operator:
@@ -237,3 +240,45 @@ def audit_entries(audit_log: Path, since_offset: int, user: str = OPERATOR_USER)
 def settle(seconds: float) -> None:
     """Let the cluster be (a pause is the point of an idleness test, never an assertion)."""
     time.sleep(seconds)
+
+
+def sample(name: str = NAME, **spec: Any) -> dict[str, Any]:
+    """The sample resource, renamed and with top-level spec fields replaced."""
+    doc = copy.deepcopy(SAMPLE)
+    doc["metadata"]["name"] = name
+    doc["spec"].update(spec)
+    return doc
+
+
+def instance(name: str) -> str:
+    return f"app.kubernetes.io/instance={name}"
+
+
+def apply_ready(custom: client.CustomObjectsApi, ns: str, **spec: Any) -> dict[str, Any]:
+    """Apply `sample(**spec)` and wait until it is Ready; returns the resource."""
+    apply_yaml(ns, sample(**spec))
+    return wait_phase(custom, ns, NAME, "Ready")
+
+
+def patch_spec(ns: str, spec: dict[str, Any]) -> None:
+    """Merge-patch the sample resource's spec, as a user would with kubectl."""
+    kubectl("patch", f"qtd/{NAME}", "-n", ns, "--type=merge", "-p", json.dumps({"spec": spec}))
+
+
+def events(ns: str, name: str) -> list[dict[str, Any]]:
+    out = kubectl("get", "events", "-n", ns, "--field-selector", f"involvedObject.name={name}", "-o", "json")
+    items = json.loads(out.stdout)["items"]
+    return [{"type": e["type"], "reason": e["reason"], "message": e.get("message", "")} for e in items]
+
+
+def reasons(ns: str, name: str) -> set[str]:
+    return {e["reason"] for e in events(ns, name)}
+
+
+def server_command(apps_v1: client.AppsV1Api, ns: str, name: str) -> list[str]:
+    sts = apps_v1.read_namespaced_stateful_set(name, ns)
+    return list(sts.spec.template.spec.containers[0].command)
+
+
+def flag(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]

@@ -7,7 +7,6 @@ The operator runs as a process authenticated with a token of the ServiceAccount 
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import signal
 import threading
@@ -24,16 +23,25 @@ from e2e.conftest import Cluster  # noqa: E402
 from e2e.kube_helpers import kubectl, terminate_container, wait_for  # noqa: E402
 from e2e.operator_fixtures import (  # noqa: E402
     GROUP,
+    NAME,
     OPERATOR_USER,
     PLURAL,
     VERSION,
     Operator,
+    apply_ready,
     apply_yaml,
     audit_entries,
     audit_offset,
     audit_writes,
     condition,
+    events,
+    flag,
     get_qtd,
+    instance,
+    patch_spec,
+    reasons,
+    sample,
+    server_command,
     settle,
     wait_phase,
 )
@@ -43,33 +51,8 @@ pytest_plugins = ("e2e.operator_fixtures",)
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLE = yaml.safe_load((REPO / "samples" / "qwen3-235b-thinking.yaml").read_text())
-NAME = SAMPLE["metadata"]["name"]
 SELECTOR = f"app.kubernetes.io/instance={NAME},app.kubernetes.io/name=qwen-thinking"
 IDLE_SECONDS = 60
-
-
-def sample(name: str = NAME, **spec: Any) -> dict[str, Any]:
-    """The sample resource, renamed and with top-level spec fields replaced."""
-    doc = copy.deepcopy(SAMPLE)
-    doc["metadata"]["name"] = name
-    doc["spec"].update(spec)
-    return doc
-
-
-def instance(name: str) -> str:
-    return f"app.kubernetes.io/instance={name}"
-
-
-def apply_ready(custom: client.CustomObjectsApi, ns: str, **spec: Any) -> dict[str, Any]:
-    """Apply `sample(**spec)` and wait until it is Ready; returns the resource."""
-    apply_yaml(ns, sample(**spec))
-    return wait_phase(custom, ns, NAME, "Ready")
-
-
-def patch_spec(ns: str, spec: dict[str, Any]) -> None:
-    """Merge-patch the sample resource's spec, as a user would with kubectl."""
-    kubectl("patch", f"qtd/{NAME}", "-n", ns, "--type=merge", "-p", json.dumps({"spec": spec}))
 
 
 def owned_by(obj: Any, uid: str) -> bool:
@@ -80,25 +63,6 @@ def owned_by(obj: Any, uid: str) -> bool:
         and refs[0].controller
         and refs[0].kind == "QwenThinkingDeployment"
     )
-
-
-def events(ns: str, name: str) -> list[dict[str, Any]]:
-    out = kubectl("get", "events", "-n", ns, "--field-selector", f"involvedObject.name={name}", "-o", "json")
-    items = json.loads(out.stdout)["items"]
-    return [{"type": e["type"], "reason": e["reason"], "message": e.get("message", "")} for e in items]
-
-
-def reasons(ns: str, name: str) -> set[str]:
-    return {e["reason"] for e in events(ns, name)}
-
-
-def server_command(apps_v1: client.AppsV1Api, ns: str, name: str) -> list[str]:
-    sts = apps_v1.read_namespaced_stateful_set(name, ns)
-    return list(sts.spec.template.spec.containers[0].command)
-
-
-def flag(command: list[str], name: str) -> str:
-    return command[command.index(name) + 1]
 
 
 def ready_pods(core_v1: client.CoreV1Api, ns: str, name: str) -> list[Any]:

@@ -1,0 +1,248 @@
+"""The out-of-memory context fallback end to end (issue 6), on the real control plane.
+
+Failures are injected the way a kubelet reports them: the server container's
+`lastState.terminated` carries the launcher's JSON line as its message (terminate_container).
+The StatefulSet controller then rolls the pods for real when the operator lowers the context.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+pytest.register_assert_rewrite("e2e.operator_fixtures")
+
+from e2e.kube_helpers import kubectl, terminate_container, wait_for  # noqa: E402
+from e2e.operator_fixtures import (  # noqa: E402
+    NAME,
+    Operator,
+    apply_ready,
+    apply_yaml,
+    condition,
+    events,
+    flag,
+    get_qtd,
+    sample,
+    server_command,
+    settle,
+    wait_phase,
+)
+
+pytest_plugins = ("e2e.operator_fixtures",)
+pytestmark = pytest.mark.e2e
+
+H200 = {"memoryGiB": 141}
+"""GPUs the memory plan fits 262144 tokens into, so the servers start at the request."""
+POD = f"{NAME}-0"
+
+
+def kv_report(max_model_len: int, estimate: int) -> str:
+    """What the launcher writes when vLLM's KV cache cannot hold one request."""
+    return json.dumps({
+        "reason": "KVCacheInsufficient", "exitCode": 1, "maxModelLen": max_model_len,
+        "neededGiB": 11.75, "availableGiB": 11.0, "estimatedMaxModelLen": estimate,
+        "message": f"ValueError: To serve at least one request with the models's max seq len "
+        f"({max_model_len}), (11.75 GiB KV cache is needed, which is larger than the available KV cache "
+        f"memory (11.0 GiB). Based on the available memory, the estimated maximum model length is "
+        f"{estimate}.",
+    })  # fmt: skip
+
+
+CUDA_OOM = json.dumps({"reason": "CudaOOM", "exitCode": 1, "phase": "cudaGraphCapture",
+                       "message": "torch.OutOfMemoryError: CUDA out of memory."})  # fmt: skip
+
+
+def context(custom: client.CustomObjectsApi, ns: str) -> dict[str, Any]:
+    return dict((get_qtd(custom, ns, NAME).get("status") or {}).get("context") or {})
+
+
+def sts_context(apps_v1: client.AppsV1Api, ns: str) -> int:
+    return int(flag(server_command(apps_v1, ns, NAME), "--max-model-len"))
+
+
+def crash(api_client: client.ApiClient, ns: str, message: str, restart_count: int | None = None) -> int:
+    """The server container of pod 0 exits 1 with `message`; returns its restart count."""
+    status = terminate_container(
+        api_client, ns, POD, "server", "Error", 1, message=message, restart_count=restart_count
+    )
+    return int(next(s for s in status["containerStatuses"] if s["name"] == "server")["restartCount"])
+
+
+def wait_effective(custom: client.CustomObjectsApi, ns: str, value: int) -> dict[str, Any]:
+    return wait_for(
+        lambda: (ctx := context(custom, ns)).get("effective") == value and ctx, 60, f"effective {value}"
+    )
+
+
+def wait_pod_with(core_v1: client.CoreV1Api, ns: str, value: int) -> client.V1Pod:
+    """The StatefulSet controller replaced pod 0 by one running with `value` tokens, and it is ready."""
+
+    def rolled() -> client.V1Pod | None:
+        pod = core_v1.read_namespaced_pod(POD, ns)
+        command = list(pod.spec.containers[0].command)
+        ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+        ok = pod.metadata.deletion_timestamp is None and flag(command, "--max-model-len") == str(value)
+        return pod if ok and ready else None
+
+    return wait_for(rolled, 90, f"pod {POD} rolled to --max-model-len {value}")
+
+
+def wait_condition(custom: client.CustomObjectsApi, ns: str, type_: str, reason: str) -> dict[str, Any]:
+    """The resource once its condition `type_` has `reason`."""
+
+    def check() -> dict[str, Any] | None:
+        obj = get_qtd(custom, ns, NAME)
+        return obj if condition(obj, type_).get("reason") == reason else None
+
+    return wait_for(check, 60, f"condition {type_} reason {reason}")
+
+
+def wait_event(ns: str, type_: str, reason: str) -> None:
+    """Events are posted after the status patch: wait for them rather than assert at once."""
+    wait_for(lambda: any((e["type"], e["reason"]) == (type_, reason) for e in events(ns, NAME)), 30, reason)
+
+
+def hold_rollouts(ns: str, hold: bool) -> None:
+    """A partition above every ordinal keeps the StatefulSet controller from replacing pods.
+
+    The operator does not manage the partition (server-side apply leaves it to its owner)."""
+    patch = {"spec": {"updateStrategy": {"rollingUpdate": {"partition": 1 if hold else 0}}}}
+    kubectl("patch", f"statefulset/{NAME}", "-n", ns, "--type=merge", "-p", json.dumps(patch))
+
+
+def reductions(operator: Operator, reason: str) -> float:
+    return operator.counter("qwen_operator_context_reductions_total", reason=reason)
+
+
+def test_vllms_estimate_then_the_ladder(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, apps_v1: client.AppsV1Api,
+    core_v1: client.CoreV1Api, api_client: client.ApiClient,
+) -> None:  # fmt: skip
+    apply_ready(custom, ns, gpu=H200)
+    assert sts_context(apps_v1, ns) == 262144
+    before = reductions(operator, "KVCacheInsufficient")
+    hold_rollouts(ns, True)  # keep the crashed pod, so its report can be delivered again
+    first_uid = core_v1.read_namespaced_pod(POD, ns).metadata.uid
+
+    restarts = crash(api_client, ns, kv_report(262144, 245408))
+    ctx = wait_effective(custom, ns, 244736)
+    (step,) = ctx["history"]
+    assert (step["from"], step["to"], step["pod"]) == (262144, 244736, POD)
+    assert step["reason"] == "KVCacheInsufficient"
+    assert (step["podUID"], step["restartCount"]) == (first_uid, restarts)
+    assert "245408" in step["detail"]
+    assert sts_context(apps_v1, ns) == 244736
+    obj = get_qtd(custom, ns, NAME)
+    reduced = condition(obj, "ContextReduced")
+    assert (reduced["status"], reduced["reason"]) == ("True", "OutOfMemory")
+    assert "244736 of the 262144" in reduced["message"]
+    assert reductions(operator, "KVCacheInsufficient") == before + 1
+    wait_event(ns, "Warning", "ContextReduced")
+
+    # the kubelet reports the same crash again (a status update, same restart): still one reduction
+    crash(api_client, ns, kv_report(262144, 245408), restart_count=restarts)
+    settle(3)
+    assert core_v1.read_namespaced_pod(POD, ns).metadata.uid == first_uid
+    assert len(context(custom, ns)["history"]) == 1 and sts_context(apps_v1, ns) == 244736
+    assert reductions(operator, "KVCacheInsufficient") == before + 1
+
+    # the StatefulSet rolls pod 0; the new pod runs out of memory without an estimate
+    hold_rollouts(ns, False)
+    pod = wait_pod_with(core_v1, ns, 244736)
+    assert pod.metadata.uid != first_uid
+    crash(api_client, ns, CUDA_OOM)
+    ctx = wait_effective(custom, ns, 196608)
+    assert [(h["from"], h["to"], h["reason"]) for h in ctx["history"]] == [
+        (262144, 244736, "KVCacheInsufficient"), (244736, 196608, "CudaOOM"),
+    ]  # fmt: skip
+    assert sts_context(apps_v1, ns) == 196608
+    wait_pod_with(core_v1, ns, 196608)
+    obj = wait_phase(custom, ns, NAME, "Ready")
+    assert condition(obj, "ContextReduced")["status"] == "True"
+    assert len(obj["status"]["context"]["history"]) == 2
+
+
+def test_a_report_handled_across_operator_restarts_counts_once(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, apps_v1: client.AppsV1Api,
+    api_client: client.ApiClient,
+) -> None:  # fmt: skip
+    apply_ready(custom, ns, gpu=H200)
+    operator.kill()
+    try:
+        crash(api_client, ns, kv_report(262144, 245408))  # reported while no operator runs
+    finally:
+        operator.start()
+    ctx = wait_effective(custom, ns, 244736)
+    assert len(ctx["history"]) == 1
+    operator.kill()
+    operator.start()
+    reconciled = lambda: operator.counter("qwen_operator_reconciliations_total") > 0  # noqa: E731
+    wait_for(reconciled, 60, "a reconcile after the restart")
+    settle(3)
+    ctx = context(custom, ns)
+    assert (ctx["effective"], len(ctx["history"])) == (244736, 1)
+    assert sts_context(apps_v1, ns) == 244736
+
+
+def test_at_the_floor_it_stalls_and_a_spec_change_starts_again(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, apps_v1: client.AppsV1Api,
+    core_v1: client.CoreV1Api, api_client: client.ApiClient,
+) -> None:  # fmt: skip
+    spec = {"context": {"maxModelLen": 262144, "minModelLen": 196608}, "gpu": H200}
+    apply_ready(custom, ns, **spec)
+    crash(api_client, ns, CUDA_OOM)
+    wait_effective(custom, ns, 196608)  # the next step is the floor
+    wait_pod_with(core_v1, ns, 196608)
+
+    crash(api_client, ns, CUDA_OOM)
+    obj = wait_condition(custom, ns, "Stalled", "ContextFallbackExhausted")
+    assert condition(obj, "Stalled")["status"] == "True"
+    assert "196608" in condition(obj, "Stalled")["message"]
+    assert obj["status"]["phase"] == "Failed"
+    settle(3)
+    assert (context(custom, ns)["effective"], len(context(custom, ns)["history"])) == (196608, 1)
+    assert sts_context(apps_v1, ns) == 196608
+    wait_event(ns, "Warning", "ContextFallbackExhausted")
+
+    # fp8 KV cache halves the cache: a change to what decides the fit starts from the request
+    apply_yaml(ns, sample(**spec, runtime={"kvCacheDtype": "fp8"}))
+    wait_effective(custom, ns, 262144)
+    assert sts_context(apps_v1, ns) == 262144
+    wait_pod_with(core_v1, ns, 262144)
+    obj = wait_phase(custom, ns, NAME, "Ready")
+    assert condition(obj, "ContextReduced")["status"] == "False"
+    assert condition(obj, "Stalled")["status"] == "False"
+    assert len(obj["status"]["context"]["history"]) == 1  # kept for the record
+
+
+def test_a_failure_that_is_not_about_memory_changes_no_context(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, apps_v1: client.AppsV1Api,
+    api_client: client.ApiClient,
+) -> None:  # fmt: skip
+    apply_ready(custom, ns, gpu=H200)
+    bad = {"reason": "InvalidArguments", "exitCode": 2, "message": "vllm serve: error: unrecognized args"}
+    crash(api_client, ns, json.dumps(bad))
+    obj = wait_condition(custom, ns, "Ready", "InvalidArguments")
+    assert condition(obj, "Ready")["status"] == "False"
+    assert "unrecognized args" in condition(obj, "Ready")["message"]
+    settle(3)
+    assert context(custom, ns) == {"requested": 262144, "effective": 262144, "planned": 262144}
+    assert sts_context(apps_v1, ns) == 262144
+
+
+def test_weights_that_cannot_fit_start_no_crash_loop(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, apps_v1: client.AppsV1Api
+) -> None:
+    apply_yaml(ns, sample(parallelism={"tensor": 2}, gpu={"memoryGiB": 80}))
+    obj = wait_condition(custom, ns, "Stalled", "InsufficientGPUMemory")
+    assert condition(obj, "Stalled")["status"] == "True"
+    assert obj["status"]["phase"] == "Failed"
+    assert obj["status"]["context"]["planned"] == 0
+    message = condition(obj, "Stalled")["message"]
+    assert "GiB" in message and "2" in message
+    with pytest.raises(client.ApiException) as missing:
+        apps_v1.read_namespaced_stateful_set(NAME, ns)
+    assert missing.value.status == 404
