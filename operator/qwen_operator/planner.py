@@ -185,7 +185,7 @@ class Plan:
     @property
     def weights_fit(self) -> bool:
         """The weights and the reserve fit in the usable memory (a KV cache may still not)."""
-        return self.weights_bytes_per_gpu + self.reserve_gib * GIB <= self.usable_bytes
+        return self.kv_cache_bytes_per_gpu >= 0
 
     @property
     def kv_cache_gib_per_gpu(self) -> float:
@@ -241,10 +241,10 @@ class Plan:
                 f"{head}: room for {self.max_tokens} tokens, less than {STEP}: add GPUs per replica, "
                 "use larger GPUs, kvCacheDtype fp8 or a higher gpuMemoryUtilization"
             )
-        fits = "all" if self.planned == self.requested else "only"
-        return (
-            f"{head}: room for {self.max_tokens:,} tokens, so {fits} {self.planned} of {self.requested} fit"
-        )
+        room = f"{head}: room for {self.max_tokens:,} tokens"
+        if self.planned == self.requested:
+            return f"{room}, so the {self.requested} requested fit"
+        return f"{room}, so {self.planned} of the {self.requested} requested"
 
 
 def max_context(kv_cache_bytes: int, per_token_per_gpu: int) -> int:
