@@ -12,7 +12,7 @@ tests/contract/test_vllm_memory.py), per GPU of a replica of `tensor` GPUs:
     non_kv_cache_memory = weights + non-torch (NCCL, CUDA context growth) + activation peak
                                                                   # utils/mem_utils.memory_profiling
 
-We cannot profile, so `weights/TP + RESERVE` stands for `non_kv_cache_memory + cudagraph_memory`
+We cannot profile, so `weights/TP + OVERHEAD_GIB` stands for `non_kv_cache_memory + cudagraph_memory`
 (weights derived from config.json and the FP8 block quantisation, see `weight_bytes`).
 From `available`, vLLM's check_enough_kv_cache_memory (v1/core/kv_cache_planning.py) first
 holds back one block of every layer (the block pool's null block), then a context L fits when
