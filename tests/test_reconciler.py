@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
 
-from qwen_operator import api, diff
+from qwen_operator import api, diff, metrics
 from qwen_operator.kube import ApiError
 from qwen_operator.reconciler import Reconciler
 
@@ -24,6 +25,7 @@ class FakeKube:
         self.events: list[tuple[str, str]] = []
         self.reject_dry_run: str | None = None
         self.served: set[str] = set()  # optional APIs, e.g. "monitoring.coreos.com/v1"
+        self.pods: list[dict[str, Any]] = []
         meta = {"name": NAME, "namespace": NS, "uid": "uid-1", "generation": 1}
         self.objects[(api.KIND, NAME)] = {"apiVersion": api.API_VERSION, "kind": api.KIND,
                                           "metadata": meta, "spec": spec or {}}  # fmt: skip
@@ -42,7 +44,7 @@ class FakeKube:
 
     def list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
         self.calls.append(("list", kind))
-        return []
+        return copy.deepcopy(self.pods) if kind == "Pod" else []
 
     def apply(self, manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
         kind = manifest["kind"]
@@ -269,3 +271,49 @@ def test_orphaned_children_are_adopted_only_when_we_applied_them() -> None:
     someone_elses = {"kind": "Service", "metadata": {"name": NAME, "managedFields": [{"manager": "kubectl"}]}}
     kube.objects[("Service", NAME)] = someone_elses
     assert reconciler(kube).reconcile((NS, NAME)).result == "blocked"
+
+
+def crashed_pod(record: dict[str, Any], context: int) -> dict[str, Any]:
+    """Pod 0 after its server container exited with the launcher's report."""
+    terminated = {"exitCode": 1, "reason": "Error", "message": json.dumps(record)}
+    cs = {"name": "server", "ready": False, "restartCount": 1, "lastState": {"terminated": terminated},
+          "state": {"waiting": {"reason": "CrashLoopBackOff"}}}  # fmt: skip
+    command = ["vllm", "serve", "m", "--max-model-len", str(context)]
+    return {"metadata": {"name": f"{NAME}-0", "uid": "pod-1"},
+            "spec": {"containers": [{"name": "server", "command": command}]},
+            "status": {"containerStatuses": [cs]}}  # fmt: skip
+
+
+def test_a_memory_failure_lowers_the_context_once() -> None:
+    kube = FakeKube()
+    reconciler(kube).reconcile((NS, NAME))
+    record = {
+        "reason": "KVCacheInsufficient",
+        "exitCode": 1,
+        "maxModelLen": 262144,
+        "estimatedMaxModelLen": 245408,
+    }
+    kube.pods = [crashed_pod(record, 262144)]
+    counter = metrics.CONTEXT_REDUCTIONS.labels(reason="KVCacheInsufficient")
+    before = counter._value.get()
+    out = reconciler(kube).reconcile((NS, NAME))
+    assert out.applied == ["StatefulSet q"] and out.status_written
+    command = kube.objects[("StatefulSet", NAME)]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--max-model-len") + 1] == "244736"
+    st = kube.objects[(api.KIND, NAME)]["status"]
+    assert st["context"]["effective"] == 244736 and len(st["context"]["history"]) == 1
+    assert ("Warning", "ContextReduced") in kube.events and counter._value.get() == before + 1
+    kube.calls.clear()
+    again = reconciler(kube).reconcile((NS, NAME))  # the same pod status again: nothing to do
+    assert kube.writes() == [] and again.result == "unchanged"
+
+
+def test_weights_that_cannot_fit_apply_nothing() -> None:
+    kube = FakeKube({"parallelism": {"tensor": 2}, "gpu": {"memoryGiB": 80}})
+    out = reconciler(kube).reconcile((NS, NAME))
+    assert out.result == "blocked" and [v for v, _ in kube.writes() if v == "apply"] == []
+    st = kube.objects[(api.KIND, NAME)]["status"]
+    stalled = {c["type"]: c for c in st["conditions"]}["Stalled"]
+    assert (stalled["status"], stalled["reason"]) == ("True", "InsufficientGPUMemory")
+    assert st["phase"] == "Failed" and st["context"]["planned"] == 0
+    assert kube.events == [("Warning", "InsufficientGPUMemory")]
