@@ -237,3 +237,13 @@ def test_condition_and_event_say_the_numbers() -> None:
     planned = decide(resource(), None, planned=210944)
     assert fallback.condition(planned, 2)["reason"] == "MemoryPlan" and fallback.events(planned) == []
     assert fallback.condition(decide(resource(), None), 2)["reason"] == "AsRequested"
+
+
+def test_the_reset_annotation_starts_again_from_the_request() -> None:
+    first = decide(resource(), None, pod(kv()))
+    body = {"metadata": {"name": "q", "namespace": "ns", "annotations": {fallback.RESET_ANNOTATION: "1"}}}
+    reset = api.parse_resource({**body, "spec": {}})
+    again = decide(reset, first.report(2).status, pod(kv()))
+    assert (again.effective, again.reduced) == (262144, None)  # the old report stays handled
+    other = api.parse_resource({**body, "metadata": {**body["metadata"], "annotations": {"x": "y"}}})
+    assert decide(other, first.report(2).status).effective == 244736  # other annotations: no effect

@@ -253,7 +253,7 @@ class ContextSpec(ApiObject):
     """Start from the memory plan's largest fitting context instead of a known crash."""
     fallback_steps: Annotated[
         list[Annotated[int, Field(ge=MIN_CONTEXT, le=MAX_CONTEXT)]], Field(min_length=1, max_length=16)
-    ] = list(FALLBACK_STEPS)
+    ] = Field(default=list(FALLBACK_STEPS))  # pydantic copies it per instance
     """Contexts to step down to after an out-of-memory without vLLM's estimate of what fits."""
 
 
@@ -534,6 +534,7 @@ class ObjectMeta(ApiObject):
     namespace: str = "default"
     uid: str | None = None
     generation: int | None = None
+    annotations: dict[str, str] = Field(default_factory=dict)
 
 
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"

@@ -99,14 +99,21 @@ def detect(pods: Sequence[Mapping[str, Any]]) -> list[Failure]:
     return found
 
 
-def basis(spec: api.QwenThinkingDeploymentSpec) -> str:
+RESET_ANNOTATION = f"{api.GROUP}/context-reset"
+"""Set it to a new value to try the request again without a spec change (the cause is fixed)."""
+
+
+def basis(res: api.QwenThinkingDeployment) -> str:
     """A digest of the spec fields that decide whether a context fits in the GPUs.
 
     Reductions made under another basis no longer apply: changing the model, GPUs, runtime
     or the request starts again from the request (or the plan). Scaling, pausing, sampling
     or the fallback's own settings keep what was learnt, so a scale-up does not crash again.
+    The reset annotation, which the operator only reads, is part of it.
     """
+    spec = res.spec
     fit = {
+        "reset": res.metadata.annotations.get(RESET_ANNOTATION, ""),
         "model": [spec.model.id, spec.model.revision],
         "parallelism": spec.parallelism.model_dump(mode="json"),
         "maxModelLen": spec.context.max_model_len,
@@ -187,7 +194,7 @@ def decide(
     """The effective context given the last status.context, the plan and the pods' failures."""
     ctx = res.spec.context
     history = [dict(h) for h in (previous or {}).get("history") or []]
-    digest = basis(res.spec)
+    digest = basis(res)
     start = start_context(ctx, planned)
     in_force = _in_force(history, digest)
     current = start if not in_force else min(start, int(in_force[-1]["to"]))
