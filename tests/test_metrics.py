@@ -27,6 +27,7 @@ def test_every_promised_metric_is_exposed() -> None:
         "qwen_operator_api_requests_total",
         "qwen_operator_api_errors_total",
         "qwen_operator_events_total",
+        "qwen_operator_context_reduced_resources",
     ):
         assert f"# TYPE {family} " in text, family
 
@@ -44,6 +45,16 @@ def test_phase_gauge_counts_resources_not_updates() -> None:
     assert (count("Ready"), count("Pending")) == (2, 0)
     tracker.set(("a", "x"), None)  # deleted
     assert count("Ready") == 1
+
+
+def test_reduced_gauge_counts_resources_below_their_request() -> None:
+    tracker = metrics.ReducedTracker()
+    for _ in range(2):
+        tracker.set(("a", "x"), True)
+    tracker.set(("a", "y"), True)
+    assert sample("qwen_operator_context_reduced_resources") == 2
+    tracker.set(("a", "x"), False)
+    assert sample("qwen_operator_context_reduced_resources") == 1
 
 
 def test_reconciliations_are_counted_by_result_and_timed() -> None:

@@ -49,6 +49,11 @@ CONTEXT_REDUCTIONS = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+CONTEXT_REDUCED = Gauge(
+    "qwen_operator_context_reduced_resources",
+    "Resources whose servers run with a shorter context than requested (ContextReduced=True).",
+    registry=REGISTRY,
+)
 API_REQUESTS = Counter(
     "qwen_operator_api_requests_total",
     "Kubernetes API requests the reconciler made, by verb (apply = server-side apply) and resource.",
@@ -92,6 +97,26 @@ class PhaseTracker:
 
 
 PHASE_TRACKER = PhaseTracker()
+
+
+class ReducedTracker:
+    """Remembers which resources run below their requested context, for the gauge."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reduced: set[tuple[str, str]] = set()
+        CONTEXT_REDUCED.set(0)
+
+    def set(self, key: tuple[str, str], reduced: bool) -> None:
+        with self._lock:
+            if reduced:
+                self._reduced.add(key)
+            else:
+                self._reduced.discard(key)
+            CONTEXT_REDUCED.set(len(self._reduced))
+
+
+REDUCED_TRACKER = ReducedTracker()
 
 
 def exposition() -> bytes:

@@ -137,6 +137,7 @@ class Reconciler:
         body = self.kube.get(api.KIND, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             metrics.PHASE_TRACKER.set((namespace, name), None)
+            metrics.REDUCED_TRACKER.set((namespace, name), False)
             return Outcome("gone")
         previous = body.get("status") or {}
         generation = body["metadata"].get("generation")
@@ -273,5 +274,8 @@ class Reconciler:
                 self.kube.post_event(body, event.type, event.reason, event.message, now)
             except ApiError as exc:  # an event is worth a log line, not a failed reconcile
                 log.warning("could not post event %s on %s: %s", event.reason, meta["name"], exc)
-        metrics.PHASE_TRACKER.set((meta["namespace"], meta["name"]), new.get("phase"))
+        key = (meta["namespace"], meta["name"])
+        metrics.PHASE_TRACKER.set(key, new.get("phase"))
+        ctx = new.get("context") or {}
+        metrics.REDUCED_TRACKER.set(key, int(ctx.get("effective") or 0) < int(ctx.get("requested") or 0))
         return outcome
