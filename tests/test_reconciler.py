@@ -317,3 +317,18 @@ def test_weights_that_cannot_fit_apply_nothing() -> None:
     assert (stalled["status"], stalled["reason"]) == ("True", "InsufficientGPUMemory")
     assert st["phase"] == "Failed" and st["context"]["planned"] == 0
     assert kube.events == [("Warning", "InsufficientGPUMemory")]
+
+
+def test_a_namespace_being_deleted_is_not_retried() -> None:
+    kube = FakeKube()
+    message = "unable to create new content in namespace ns because it is being terminated"
+
+    def refuse(manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        raise ApiError(403, "Forbidden", f'{manifest["kind"]} "q" is forbidden: {message}')
+
+    kube.apply = refuse  # type: ignore[method-assign]
+    out = reconciler(kube).reconcile((NS, NAME))  # no exception: nothing to retry
+    assert out.result == "terminating" and kube.writes() == []
+    message = "User cannot patch resource services"  # an RBAC denial is an error
+    with pytest.raises(ApiError):
+        reconciler(kube).reconcile((NS, NAME))

@@ -60,6 +60,11 @@ def _too_small(res: api.QwenThinkingDeployment, plan: planner.Plan | None) -> st
     return status.Problem("InsufficientGPUMemory", plan.explain())
 
 
+def _namespace_terminating(exc: Exception) -> bool:
+    """Admission refuses new objects in a namespace being deleted (403, not an RBAC denial)."""
+    return isinstance(exc, ApiError) and exc.status == 403 and "because it is being terminated" in exc.message
+
+
 def _immutable(exc: ApiError, desired: Mapping[str, Any]) -> bool:
     """The apiserver refused to change a StatefulSet field that is fixed after creation."""
     return exc.status == 422 and desired["kind"] == "StatefulSet" and "Forbidden" in exc.message
@@ -102,9 +107,13 @@ class Reconciler:
         try:
             outcome = self._reconcile(*key)
         except Exception as exc:
-            metrics.RECONCILIATIONS.labels(result="error").inc()
-            self._report_error(key, exc)
-            raise
+            if not _namespace_terminating(exc):
+                metrics.RECONCILIATIONS.labels(result="error").inc()
+                self._report_error(key, exc)
+                raise
+            # The namespace is being deleted, the resource with it: nothing to build or retry.
+            log.info("%s/%s: namespace is being deleted; not applying", *key)
+            outcome = Outcome("terminating")
         finally:
             metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
         metrics.RECONCILIATIONS.labels(result=outcome.result).inc()
