@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import api, termination
@@ -205,15 +205,16 @@ def decide(
     base = Decision(ctx.max_model_len, digest, start, current, planned, history)
     explained = frozenset(f.pod for f in memory if f not in fresh)
     if not fresh:
-        return _with(base, explained=explained)
+        return replace(base, explained=explained)
     if not ctx.fallback:
         off = _not_cured(fresh[0], "the fallback is off (spec.context.fallback)")
-        return _with(base, explained=explained, problem=off)
+        return replace(base, explained=explained, problem=off)
     choices = [(next_context(current, f.estimate, ctx.fallback_steps, ctx.min_model_len), f) for f in fresh]
     target, cause = max(choices, key=lambda c: c[0] or 0)
     if target is None:
         floor = f"the context is at spec.context.minModelLen ({ctx.min_model_len})"
-        return _with(base, explained=explained, problem=_not_cured(cause, floor, "ContextFallbackExhausted"))
+        exhausted = _not_cured(cause, floor, "ContextFallbackExhausted")
+        return replace(base, explained=explained, problem=exhausted)
     entry = {
         "time": now, "from": current, "to": target, "reason": cause.reason, "pod": cause.pod,
         "podUID": cause.uid, "restartCount": cause.restart_count, "basis": digest, "detail": cause.detail,
@@ -221,13 +222,6 @@ def decide(
     others = frozenset(f.pod for f in memory)
     history = [*history, entry][-HISTORY_LIMIT:]
     return Decision(ctx.max_model_len, digest, start, target, planned, history, entry, explained=others)
-
-
-def _with(base: Decision, explained: frozenset[str], problem: Problem | None = None) -> Decision:
-    return Decision(
-        base.requested, base.basis, base.start, base.effective, base.planned, base.history, None, problem,
-        explained,
-    )  # fmt: skip
 
 
 def _not_cured(failure: Failure, why: str, reason: str | None = None) -> Problem:
