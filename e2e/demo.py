@@ -100,6 +100,8 @@ Try next (in another terminal):
   kubectl patch qtd/{name} --type=merge -p '{{"spec":{{"context":{{"maxModelLen":131072}}}}}}'
   kubectl get qtd -o wide -w                     # watch it roll out
   kubectl scale statefulset/{name} --replicas=5  # a manual change: the operator reverts it
+  python -m e2e.simulate oom {name}-0 --estimate 245408   # a KV-cache OOM: the context falls back
+  python -m e2e.simulate cuda-oom {name}-0       # no estimate: the next step of the ladder
   kubectl describe qtd/{name}                    # status, conditions and events
   kubectl delete qtd/{name}                      # every child goes with it
 The operator keeps running here (log: {log}); Ctrl-C stops it.

@@ -15,6 +15,7 @@ from kubernetes import client
 
 pytest.register_assert_rewrite("e2e.operator_fixtures")
 
+from e2e import simulate  # noqa: E402
 from e2e.kube_helpers import kubectl, terminate_container, wait_for  # noqa: E402
 from e2e.operator_fixtures import (  # noqa: E402
     NAME,
@@ -41,18 +42,10 @@ POD = f"{NAME}-0"
 
 def kv_report(max_model_len: int, estimate: int) -> str:
     """What the launcher writes when vLLM's KV cache cannot hold one request."""
-    return json.dumps({
-        "reason": "KVCacheInsufficient", "exitCode": 1, "maxModelLen": max_model_len,
-        "neededGiB": 11.75, "availableGiB": 11.0, "estimatedMaxModelLen": estimate,
-        "message": f"ValueError: To serve at least one request with the models's max seq len "
-        f"({max_model_len}), (11.75 GiB KV cache is needed, which is larger than the available KV cache "
-        f"memory (11.0 GiB). Based on the available memory, the estimated maximum model length is "
-        f"{estimate}.",
-    })  # fmt: skip
+    return json.dumps(simulate.report("oom", max_model_len, estimate))
 
 
-CUDA_OOM = json.dumps({"reason": "CudaOOM", "exitCode": 1, "phase": "cudaGraphCapture",
-                       "message": "torch.OutOfMemoryError: CUDA out of memory."})  # fmt: skip
+CUDA_OOM = json.dumps(simulate.report("cuda-oom", 0, None))
 
 
 def context(custom: client.CustomObjectsApi, ns: str) -> dict[str, Any]:
@@ -223,8 +216,7 @@ def test_a_failure_that_is_not_about_memory_changes_no_context(
     api_client: client.ApiClient,
 ) -> None:  # fmt: skip
     apply_ready(custom, ns, gpu=H200)
-    bad = {"reason": "InvalidArguments", "exitCode": 2, "message": "vllm serve: error: unrecognized args"}
-    crash(api_client, ns, json.dumps(bad))
+    crash(api_client, ns, json.dumps(simulate.report("bad-args", 262144, None)))
     obj = wait_condition(custom, ns, "Ready", "InvalidArguments")
     assert condition(obj, "Ready")["status"] == "False"
     assert "unrecognized args" in condition(obj, "Ready")["message"]
