@@ -10,9 +10,7 @@ tests: run `make vllm-env`.
 from __future__ import annotations
 
 import copy
-import json
 import re
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,23 +221,7 @@ DEPRECATED_ARGV = ["vllm", "serve", MODEL, "--log-config-file", "/dev/null"]
 
 def run_checker(cases: list[dict[str, Any]]) -> dict[str, Any]:
     """One vllm_check.py process over all cases; fails (never skips) without the venv."""
-    if not vllm_env.is_ready():
-        pytest.fail(
-            f"vLLM {vllm_env.VLLM_VERSION} virtualenv missing or incomplete at "
-            f"{vllm_env.venv_dir()}: run `make vllm-env` (installs it once per machine)",
-            pytrace=False,
-        )
-    proc = subprocess.run(
-        [str(vllm_env.venv_python()), str(CHECKER)],
-        input=json.dumps({"cases": cases, "dests": DESTS}),
-        env=vllm_env.check_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert proc.returncode == 0, f"vllm_check.py exit {proc.returncode}:\n{proc.stderr[-5000:]}"
-    out: dict[str, Any] = json.loads(proc.stdout)
+    out = vllm_env.run_in_venv(CHECKER, {"cases": cases, "dests": DESTS})
     out["byId"] = {r["id"]: r for r in out["results"]}
     return out
 

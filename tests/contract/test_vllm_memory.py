@@ -11,9 +11,7 @@ virtualenv fails the tests: run `make vllm-env`.
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +47,6 @@ PLANS = {c[0]: planner.plan(ARCH, c[2], c[3], c[5], c[4], 262144) for c in CASES
 @pytest.fixture(scope="module")
 def results() -> dict[str, dict[str, Any]]:
     """One vllm_memory_check.py process over all cases; fails (never skips) without the venv."""
-    if not vllm_env.is_ready():
-        pytest.fail(
-            f"vLLM {vllm_env.VLLM_VERSION} virtualenv missing or incomplete at "
-            f"{vllm_env.venv_dir()}: run `make vllm-env` (installs it once per machine)",
-            pytrace=False,
-        )
     cases = [
         {
             "id": case_id,
@@ -68,17 +60,8 @@ def results() -> dict[str, dict[str, Any]]:
         }
         for case_id, total, _, tensor, dtype, util in CASES
     ]
-    proc = subprocess.run(
-        [str(vllm_env.venv_python()), str(CHECKER)],
-        input=json.dumps({"config": planner.load_config(api.DEFAULT_MODEL), "cases": cases}),
-        env=vllm_env.check_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert proc.returncode == 0, f"vllm_memory_check.py exit {proc.returncode}:\n{proc.stderr[-5000:]}"
-    report: dict[str, Any] = json.loads(proc.stdout)
+    payload = {"config": planner.load_config(api.DEFAULT_MODEL), "cases": cases}
+    report = vllm_env.run_in_venv(CHECKER, payload)
     assert report["vllmVersion"] == vllm_env.VLLM_VERSION
     return {r["id"]: r for r in report["results"]}
 

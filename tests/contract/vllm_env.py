@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 VLLM_VERSION = "0.33.0"
 VENV_ENV = "QWEN_OPERATOR_VLLM_VENV"
@@ -69,6 +70,28 @@ def check_env() -> dict[str, str]:
     for name in ("PYTHONPATH", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         env.pop(name, None)
     return env
+
+
+def run_in_venv(script: Path, payload: dict[str, Any]) -> dict[str, Any]:
+    """Run a checker script with vLLM's Python, `payload` as JSON on stdin; its JSON answer.
+
+    For the contract tests: fails (never skips) when the venv is missing.
+    """
+    import pytest  # only the tests call this; the module is also `make vllm-env`'s script
+
+    if not is_ready():
+        pytest.fail(
+            f"vLLM {VLLM_VERSION} virtualenv missing or incomplete at "
+            f"{venv_dir()}: run `make vllm-env` (installs it once per machine)",
+            pytrace=False,
+        )
+    proc = subprocess.run(
+        [str(venv_python()), str(script)], input=json.dumps(payload), env=check_env(),
+        capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"{script.name} exit {proc.returncode}:\n{proc.stderr[-5000:]}"
+    answer: dict[str, Any] = json.loads(proc.stdout)
+    return answer
 
 
 def _log(msg: str) -> None:
