@@ -222,6 +222,8 @@ def test_node_selector_and_label() -> None:
     assert planner.node_selector(api.QwenThinkingDeploymentSpec()) == "nvidia.com/gpu.memory"
     pinned = _res({"gpu": {"product": "NVIDIA-H200"}}).spec
     assert planner.node_selector(pinned) == "nvidia.com/gpu.memory,nvidia.com/gpu.product=NVIDIA-H200"
+    pool = _res({"scheduling": {"nodeSelector": {"pool": "h200", "zone": "a"}}}).spec
+    assert planner.node_selector(pool) == "nvidia.com/gpu.memory,pool=h200,zone=a"
     node = {"metadata": {"labels": {"nvidia.com/gpu.memory": "81559"}}}
     assert planner.node_gpu_memory_label(node) == "81559"
     assert planner.node_gpu_memory_label({"metadata": {}}) is None

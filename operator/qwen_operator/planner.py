@@ -313,11 +313,12 @@ PRODUCT_LABEL = "nvidia.com/gpu.product"
 
 
 def node_selector(spec: api.QwenThinkingDeploymentSpec) -> str:
-    """Nodes whose GPUs the plan considers: those that report GPU memory (and the product)."""
-    selector = MEMORY_LABEL
+    """Nodes whose GPUs the plan considers: those that report GPU memory, of the product asked
+    for, and matching the pods' nodeSelector (the nodes the pods can be scheduled on)."""
+    wanted = dict(spec.scheduling.node_selector)
     if spec.gpu.product:
-        selector += f",{PRODUCT_LABEL}={spec.gpu.product}"
-    return selector
+        wanted[PRODUCT_LABEL] = spec.gpu.product
+    return ",".join([MEMORY_LABEL, *(f"{k}={v}" for k, v in sorted(wanted.items()))])
 
 
 def node_gpu_memory_label(node: dict[str, Any]) -> str | None:
