@@ -172,8 +172,7 @@ def test_a_report_handled_across_operator_restarts_counts_once(
     assert len(ctx["history"]) == 1
     operator.kill()
     operator.start()
-    reconciled = lambda: operator.counter("qwen_operator_reconciliations_total") > 0  # noqa: E731
-    wait_for(reconciled, 60, "a reconcile after the restart")
+    wait_for(lambda: operator.counter("qwen_operator_reconciliations_total") > 0, 60, "a reconcile")
     settle(3)
     ctx = context(custom, ns)
     assert (ctx["effective"], len(ctx["history"])) == (244736, 1)
