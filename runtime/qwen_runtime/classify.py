@@ -4,7 +4,7 @@ The texts matched here are vLLM 0.33's own (``vllm/v1/core/kv_cache_planning.py`
 ``vllm/v1/worker/utils.py``, ``vllm/v1/worker/gpu_model_runner.py``,
 ``vllm/v1/engine/core_client.py``) and torch's ``OutOfMemoryError``; the
 fixtures in ``tests/runtime/fixtures/`` hold them verbatim. Everything here is
-pure: lines in, a dict out (see ``qwen_runtime.termination`` for the schema).
+pure: lines in, a ``Record`` out (see ``qwen_runtime.record`` for the schema).
 """
 
 from __future__ import annotations
@@ -13,32 +13,21 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-KV_CACHE_INSUFFICIENT = "KVCacheInsufficient"
-CUDA_OOM = "CudaOOM"
-INSUFFICIENT_FREE_MEMORY = "InsufficientFreeMemory"
-ENGINE_START_TIMEOUT = "EngineStartTimeout"
-INVALID_ARGUMENTS = "InvalidArguments"
-UNKNOWN = "Unknown"
+from .record import CudaPhase, Reason, Record
 
-REASONS = (
-    KV_CACHE_INSUFFICIENT,
-    CUDA_OOM,
-    INSUFFICIENT_FREE_MEMORY,
-    ENGINE_START_TIMEOUT,
-    INVALID_ARGUMENTS,
-    UNKNOWN,
-)
+REASONS = tuple(Reason)
+"""Deprecated alias of ``tuple(record.Reason)``, kept for callers not yet switched; use ``Reason``."""
 
 # Start-up phases, in the order vLLM goes through them. A log line containing
 # the marker means the process has entered that phase; a generic CUDA OOM is
 # attributed to the latest phase seen before it.
-PHASE_MARKERS: tuple[tuple[bytes, str], ...] = (
-    (b"Starting to load model", "weightLoading"),
-    (b"Model loading took", "profiling"),
-    (b"Available KV cache memory", "kvCacheAllocation"),
-    (b"Capturing CUDA graphs", "cudaGraphCapture"),
-    (b"Graph capturing finished", "warmUp"),
-    (b"Starting vLLM server on", "serving"),
+PHASE_MARKERS: tuple[tuple[bytes, CudaPhase], ...] = (
+    (b"Starting to load model", CudaPhase.WEIGHT_LOADING),
+    (b"Model loading took", CudaPhase.PROFILING),
+    (b"Available KV cache memory", CudaPhase.KV_CACHE_ALLOCATION),
+    (b"Capturing CUDA graphs", CudaPhase.CUDA_GRAPH_CAPTURE),
+    (b"Graph capturing finished", CudaPhase.WARM_UP),
+    (b"Starting vLLM server on", CudaPhase.SERVING),
 )
 
 # Substrings of the lines that decide a reason. The output watcher keeps every
@@ -70,6 +59,7 @@ _FREE_MEMORY = re.compile(
 )
 _LOAD_OOM = "Failed to load model - not enough GPU memory"
 _WARMUP_OOM = re.compile(r"CUDA out of memory occurred when warming up (sampler|pooler)")
+_WARMUP_PHASES = {"sampler": CudaPhase.SAMPLER_WARM_UP, "pooler": CudaPhase.POOLER_WARM_UP}
 _GENERIC_OOM = re.compile(r"CUDA out of memory|OutOfMemoryError|torch\.cuda\.OutOfMemoryError")
 _TRIED = re.compile(r"Tried to allocate " + _NUM + r" (GiB|MiB|KiB)")
 _TIMEOUT = re.compile(r"Timed out waiting for engine core processes to start.*?Waited (\d+)s")
@@ -95,7 +85,7 @@ class KeyLine:
     """A line that matched a ``KEY_MARKERS`` entry, and the phase it was printed in."""
 
     text: str
-    phase: str | None
+    phase: CudaPhase | None
 
 
 def clean(line: str) -> str:
@@ -108,10 +98,10 @@ def classify(
     key_lines: Sequence[KeyLine],
     tail: Sequence[str],
     exit_code: int,
-    phase: str | None = None,
+    phase: CudaPhase | None = None,
     max_model_len: int | None = None,
-) -> dict[str, object]:
-    """Return the termination record (without ``exitCode``) for a failed child.
+) -> Record:
+    """Return the termination record for a child that exited with ``exit_code``.
 
     ``key_lines`` are the remembered cause lines, ``tail`` the last lines of
     output, ``phase`` the latest start-up phase seen, ``max_model_len`` the
@@ -119,12 +109,12 @@ def classify(
     """
     keys = list(key_lines) + [KeyLine(clean(t), phase) for t in tail if _has_key(t)]
     for finder in (_kv_cache, _free_memory, _cuda_oom, _engine_timeout):
-        found = finder(keys, phase, max_model_len)
+        found = finder(keys, exit_code, phase, max_model_len)
         if found is not None:
             return found
     lines = [clean(t) for t in tail]
     lines = [t for t in lines if t]
-    return _invalid_arguments(lines, exit_code) or _unknown(lines)
+    return _invalid_arguments(lines, exit_code) or _unknown(lines, exit_code)
 
 
 def _has_key(line: str) -> bool:
@@ -156,13 +146,14 @@ def _message(text: str) -> str:
 
 
 def _kv_cache(
-    keys: Sequence[KeyLine], phase: str | None, max_model_len: int | None
-) -> dict[str, object] | None:
+    keys: Sequence[KeyLine], exit_code: int, phase: CudaPhase | None, max_model_len: int | None
+) -> Record | None:
     hit = _last_match(keys, _KV_NEEDED)
     if hit is not None:
         key, needed = hit
-        record: dict[str, object] = {
-            "reason": KV_CACHE_INSUFFICIENT,
+        record: Record = {
+            "reason": Reason.KV_CACHE_INSUFFICIENT,
+            "exitCode": exit_code,
             "maxModelLen": int(needed.group(1)),
             "neededGiB": float(needed.group(2)),
             "availableGiB": float(needed.group(3)),
@@ -175,7 +166,7 @@ def _kv_cache(
     no_memory = _last(keys, _KV_NONE)
     if no_memory is None:
         return None
-    record = {"reason": KV_CACHE_INSUFFICIENT, "availableGiB": 0.0}
+    record = {"reason": Reason.KV_CACHE_INSUFFICIENT, "exitCode": exit_code, "availableGiB": 0.0}
     if max_model_len is not None:
         record["maxModelLen"] = max_model_len
     record["message"] = _message(no_memory.text)
@@ -183,14 +174,15 @@ def _kv_cache(
 
 
 def _free_memory(
-    keys: Sequence[KeyLine], phase: str | None, max_model_len: int | None
-) -> dict[str, object] | None:
+    keys: Sequence[KeyLine], exit_code: int, phase: CudaPhase | None, max_model_len: int | None
+) -> Record | None:
     hit = _last_match(keys, _FREE_MEMORY)
     if hit is None:
         return None
     key, match = hit
     return {
-        "reason": INSUFFICIENT_FREE_MEMORY,
+        "reason": Reason.INSUFFICIENT_FREE_MEMORY,
+        "exitCode": exit_code,
         "device": match.group(1),
         "freeGiB": float(match.group(2)),
         "totalGiB": float(match.group(3)),
@@ -201,21 +193,22 @@ def _free_memory(
 
 
 def _cuda_oom(
-    keys: Sequence[KeyLine], phase: str | None, max_model_len: int | None
-) -> dict[str, object] | None:
-    record: dict[str, object] = {"reason": CUDA_OOM}
+    keys: Sequence[KeyLine], exit_code: int, phase: CudaPhase | None, max_model_len: int | None
+) -> Record | None:
+    record: Record = {"reason": Reason.CUDA_OOM, "exitCode": exit_code}
     load = _last(keys, _LOAD_OOM)
     warm = _last_match(keys, _WARMUP_OOM)
     generic = _last(keys, _GENERIC_OOM)
     if load is not None:
-        record["phase"] = "weightLoading"
+        record["phase"] = CudaPhase.WEIGHT_LOADING
         decided = load
     elif warm is not None:
         decided, match = warm
-        record["phase"] = f"{match.group(1)}WarmUp"
+        record["phase"] = _WARMUP_PHASES[match.group(1)]
     elif generic is not None:
-        if generic.phase or phase:
-            record["phase"] = generic.phase or phase
+        known = generic.phase or phase
+        if known:
+            record["phase"] = known
         decided = generic
     else:
         return None
@@ -236,12 +229,12 @@ def _tried_to_allocate(keys: Sequence[KeyLine]) -> float | None:
 
 
 def _engine_timeout(
-    keys: Sequence[KeyLine], phase: str | None, max_model_len: int | None
-) -> dict[str, object] | None:
+    keys: Sequence[KeyLine], exit_code: int, phase: CudaPhase | None, max_model_len: int | None
+) -> Record | None:
     key = _last(keys, _TIMEOUT_PLAIN)
     if key is None:
         return None
-    record: dict[str, object] = {"reason": ENGINE_START_TIMEOUT}
+    record: Record = {"reason": Reason.ENGINE_START_TIMEOUT, "exitCode": exit_code}
     match = _TIMEOUT.search(key.text)
     if match:
         record["timeoutSeconds"] = int(match.group(1))
@@ -251,16 +244,24 @@ def _engine_timeout(
     return record
 
 
-def _invalid_arguments(lines: Sequence[str], exit_code: int) -> dict[str, object] | None:
+def _invalid_arguments(lines: Sequence[str], exit_code: int) -> Record | None:
     errors = [m.group(0) for m in map(_ARGPARSE.match, lines) if m]
     if exit_code != 2 and not errors:
         return None
     message = errors[-1] if errors else _last_error_line(lines)
-    return {"reason": INVALID_ARGUMENTS, "message": message[:MAX_MESSAGE_CHARS]}
+    return {
+        "reason": Reason.INVALID_ARGUMENTS,
+        "exitCode": exit_code,
+        "message": message[:MAX_MESSAGE_CHARS],
+    }
 
 
-def _unknown(lines: Sequence[str]) -> dict[str, object]:
-    return {"reason": UNKNOWN, "message": _last_error_line(lines)[:MAX_MESSAGE_CHARS]}
+def _unknown(lines: Sequence[str], exit_code: int) -> Record:
+    return {
+        "reason": Reason.UNKNOWN,
+        "exitCode": exit_code,
+        "message": _last_error_line(lines)[:MAX_MESSAGE_CHARS],
+    }
 
 
 def _last_error_line(lines: Sequence[str]) -> str:

@@ -12,8 +12,10 @@ of the server container and:
 * keeps only a bounded view of that output (``watch.OutputWatcher``);
 * forwards SIGTERM, SIGINT and SIGHUP to the child (vLLM drains on SIGTERM);
 * exits with the child's exit code, or 128 + N when signal N killed it;
+* gives the child vLLM's engine-start timeout unless the environment sets one
+  (``engine.ENGINE_READY_TIMEOUT_S``);
 * on failure writes one JSON line to the termination log
-  (schema: ``qwen_runtime.termination``).
+  (schema: ``qwen_runtime.record``).
 
 Stopping a child that ignores SIGTERM: by default the launcher does not
 escalate. vLLM may legitimately need the whole grace period to drain, and the
@@ -44,8 +46,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
-from . import termination
-from .classify import UNKNOWN
+from . import engine, termination
+from .argv import max_model_len
+from .record import Reason
 from .watch import OutputWatcher
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -98,6 +101,7 @@ def _spawn(command: Sequence[str]) -> subprocess.Popen[bytes]:
         list(command),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env=engine.child_environment(os.environ),
         process_group=0,
         preexec_fn=_die_with_parent,
     )
@@ -225,14 +229,13 @@ def _report(
     termination_log: str,
 ) -> None:
     assert state.proc is not None
-    found = watcher.classify(code, max_model_len(command))
-    record: dict[str, object] = {"reason": found.pop("reason"), "exitCode": code, **found}
+    record = watcher.classify(code, max_model_len(command))
     returncode = state.proc.returncode
     if returncode is not None and returncode < 0:
         record["signal"] = termination.signal_name(-returncode)
-        if record["reason"] == UNKNOWN and state.received is None:
+        if record["reason"] == Reason.UNKNOWN and state.received is None:
             # Nobody asked it to stop: most often the kernel's OOM killer (host memory).
-            record["message"] = f"killed by {record['signal']}; last error: {record['message']}"
+            record["message"] = f"killed by {record['signal']}; last error: {record.get('message', '')}"
     if state.received is not None:
         record["receivedSignal"] = termination.signal_name(state.received)
     termination.write(termination_log, record)
@@ -242,22 +245,5 @@ def _cannot_start(command: Sequence[str], error: OSError, termination_log: str) 
     code = 127 if isinstance(error, FileNotFoundError) else 126
     message = f"cannot execute {command[0]!r}: {error.strerror or error}"
     sys.stderr.write(f"[qwen-runtime] {message}\n")
-    termination.write(termination_log, {"reason": UNKNOWN, "exitCode": code, "message": message})
+    termination.write(termination_log, {"reason": Reason.UNKNOWN, "exitCode": code, "message": message})
     return code
-
-
-def max_model_len(command: Sequence[str]) -> int | None:
-    """The integer ``--max-model-len`` of a ``vllm serve`` command line, if any."""
-    value = None
-    for index, arg in enumerate(command):
-        name, _, inline = arg.partition("=")
-        if name.replace("_", "-") != "--max-model-len":
-            continue
-        if inline:
-            value = inline
-        elif index + 1 < len(command):
-            value = command[index + 1]
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None

@@ -5,7 +5,7 @@ log. The watcher keeps, per stream, the last ``tail_bytes`` of output, plus
 every line that contains one of ``classify.KEY_MARKERS`` (a cause line can
 scroll out of the tail behind shutdown noise) and the latest start-up phase.
 Scanning is a handful of C-level ``bytearray.find`` calls per chunk, no
-per-line Python work, and it stops once the server is up (``SERVING``).
+per-line Python work, and it stops once the server is up (``CudaPhase.SERVING``).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import re
 from collections import deque
 
 from .classify import KEY_MARKERS, PHASE_MARKERS, KeyLine, classify, clean
+from .record import CudaPhase, Record
 
-# Once the server is up, scanning stops: start-up causes are behind us, and a
-# crash while serving ends the output, so the tail holds it. A busy server's
-# request logs then cost a copy and nothing more.
-SERVING = "serving"
+# Once the server is up (CudaPhase.SERVING), scanning stops: start-up causes are
+# behind us, and a crash while serving ends the output, so the tail holds it. A
+# busy server's request logs then cost a copy and nothing more.
 
 MAX_LINE_BYTES = 4096
 _OVERLAP = max(len(m) for m in KEY_MARKERS + tuple(p for p, _ in PHASE_MARKERS))
@@ -30,12 +30,12 @@ class OutputWatcher:
 
     def __init__(self, tail_bytes: int = 64 * 1024, max_key_lines: int = 64) -> None:
         self.tail_bytes = tail_bytes
-        self.phase: str | None = None
+        self.phase: CudaPhase | None = None
         self.key_lines: deque[KeyLine] = deque(maxlen=max_key_lines)
         self._tails: dict[int, bytearray] = {}
         self._trimmed: set[int] = set()
         self._pending: dict[int, bytearray] = {}
-        self._pending_phase: str | None = None
+        self._pending_phase: CudaPhase | None = None
 
     def feed(self, stream: int, chunk: bytes) -> None:
         """Account for ``chunk`` read from ``stream`` (any hashable id, e.g. the fd)."""
@@ -44,7 +44,7 @@ class OutputWatcher:
         tail += chunk
         if stream in self._pending:
             self._complete_pending(stream, chunk)
-        if self.phase != SERVING:
+        if self.phase != CudaPhase.SERVING:
             events = self._scan(tail, start)
             if events:
                 self._apply(stream, tail, events)
@@ -68,8 +68,8 @@ class OutputWatcher:
             lines.extend(p for p in parts[-max_lines:] if p.strip())
         return lines
 
-    def classify(self, exit_code: int, max_model_len: int | None = None) -> dict[str, object]:
-        """The termination record (without ``exitCode``) for what this watcher saw."""
+    def classify(self, exit_code: int, max_model_len: int | None = None) -> Record:
+        """The termination record for what this watcher saw, the child having exited ``exit_code``."""
         return classify(
             list(self.key_lines),
             self.tail_lines(),
@@ -78,10 +78,10 @@ class OutputWatcher:
             max_model_len=max_model_len,
         )
 
-    def _scan(self, tail: bytearray, start: int) -> list[tuple[int, int, str | None]]:
+    def _scan(self, tail: bytearray, start: int) -> list[tuple[int, int, CudaPhase | None]]:
         """(position, marker length, phase or None for a key line) of new matches."""
         region = max(0, start - _OVERLAP)
-        events: list[tuple[int, int, str | None]] = []
+        events: list[tuple[int, int, CudaPhase | None]] = []
         for marker, phase in PHASE_MARKERS:
             pos = tail.rfind(marker, region)
             if pos >= 0 and pos + len(marker) > start:
@@ -95,7 +95,7 @@ class OutputWatcher:
         events.sort()
         return events
 
-    def _apply(self, stream: int, tail: bytearray, events: list[tuple[int, int, str | None]]) -> None:
+    def _apply(self, stream: int, tail: bytearray, events: list[tuple[int, int, CudaPhase | None]]) -> None:
         line_end = -1
         for pos, _, phase in events:
             if phase is not None:
@@ -118,6 +118,6 @@ class OutputWatcher:
         if newline >= 0 or len(pending) >= MAX_LINE_BYTES:
             self._emit(self._pending.pop(stream), self._pending_phase)
 
-    def _emit(self, raw: bytes | bytearray, phase: str | None = None) -> None:
+    def _emit(self, raw: bytes | bytearray, phase: CudaPhase | None = None) -> None:
         text = clean(bytes(raw[:MAX_LINE_BYTES]).decode("utf-8", "replace"))
         self.key_lines.append(KeyLine(text, phase or self.phase))

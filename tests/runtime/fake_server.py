@@ -10,6 +10,8 @@ Modes:
   stream BYTES [--serving]       write BYTES of log-like lines to stdout in 64 KiB writes;
                                  ``--serving`` starts them with vLLM's "server is up" line
   stream-lines BYTES [--serving] the same, one write per line (like an unbuffered logger)
+  env NAME                       print NAME=VALUE of its environment (``NAME`` unset: ``NAME``
+                                 alone) and exit 0
 """
 
 from __future__ import annotations
@@ -79,6 +81,10 @@ def main(argv: list[str]) -> int:
         return stream(int(argv[1]), serving="--serving" in argv)
     if mode == "stream-lines":
         return stream(int(argv[1]), per_line=True, serving="--serving" in argv)
+    if mode == "env":
+        name = argv[1]
+        os.write(1, (f"{name}={os.environ[name]}\n" if name in os.environ else f"{name}\n").encode())
+        return 0
     raise SystemExit(f"unknown mode {mode!r}")
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,9 @@ def cases() -> dict[str, dict[str, Any]]:
     return {name: case for name, case in data.items() if not name.startswith("_")}
 
 
-def launcher_env() -> dict[str, str]:
-    """Environment in which ``python -m qwen_runtime`` imports the checkout's package."""
-    env = dict(os.environ)
+def launcher_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: ours) with ``python -m qwen_runtime`` importing the checkout's package."""
+    env = dict(os.environ if base is None else base)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(RUNTIME_ROOT), env.get("PYTHONPATH")]))
     return env
 
@@ -44,9 +45,9 @@ def launcher_argv(termination_log: Path, *child: str, options: tuple[str, ...] =
     ]
 
 
-def run(argv: list[str]) -> subprocess.CompletedProcess[bytes]:
-    """Run the launcher to completion, output captured."""
-    return subprocess.run(argv, capture_output=True, env=launcher_env(), timeout=60)
+def run(argv: list[str], env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run the launcher to completion (in ``env``, default ours), output captured."""
+    return subprocess.run(argv, capture_output=True, env=launcher_env(env), timeout=60)
 
 
 def popen(argv: list[str]) -> subprocess.Popen[bytes]:

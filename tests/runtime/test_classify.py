@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
 from qwen_runtime import termination
-from qwen_runtime.classify import KEY_MARKERS, PHASE_MARKERS, REASONS, classify
-from qwen_runtime.launcher import max_model_len
+from qwen_runtime.argv import max_model_len
+from qwen_runtime.classify import KEY_MARKERS, PHASE_MARKERS, classify
+from qwen_runtime.record import CudaPhase, Reason, Record
 from qwen_runtime.watch import OutputWatcher
 from tests.runtime.fake_server import fixture_parts
 from tests.runtime.helpers import FIXTURES, cases
@@ -27,7 +29,7 @@ def watch(out: bytes, err: bytes, chunk: int = 1 << 16) -> OutputWatcher:
     return watcher
 
 
-def record_for(name: str, chunk: int = 1 << 16, noise: bytes = b"") -> dict[str, object]:
+def record_for(name: str, chunk: int = 1 << 16, noise: bytes = b"") -> Record:
     case = CASES[name]
     out, err = fixture_parts(FIXTURES / name)
     watcher = watch(out + noise, err, chunk)
@@ -35,7 +37,7 @@ def record_for(name: str, chunk: int = 1 << 16, noise: bytes = b"") -> dict[str,
     return watcher.classify(case["exitCode"], max_model_len(argv))
 
 
-def check(record: dict[str, object], case: dict[str, Any]) -> None:
+def check(record: Mapping[str, object], case: dict[str, Any]) -> None:
     for key, value in case["expect"].items():
         assert record.get(key) == value, (key, record)
     assert case.get("messageContains", "") in str(record["message"]), record
@@ -62,8 +64,21 @@ def test_cause_survives_megabytes_of_later_output(name: str) -> None:
 
 
 def test_every_reason_has_a_fixture() -> None:
-    covered = {case["expect"]["reason"] for case in CASES.values()}
-    assert covered == set(REASONS)
+    """Each ``Reason`` member is what the classifier makes of some fixture, and nothing else is."""
+    expected = {case["expect"]["reason"] for case in CASES.values()}
+    produced = {record_for(name)["reason"] for name in CASES}
+    assert expected == produced == set(Reason)
+
+
+def test_every_fixture_record_is_typed_as_a_record() -> None:
+    """Reasons and phases are the enums' members; exitCode is the child's."""
+    for name, case in CASES.items():
+        record = record_for(name)
+        assert isinstance(record["reason"], Reason), record
+        assert record["exitCode"] == case["exitCode"]
+        assert set(record) <= set(Record.__annotations__), set(record) - set(Record.__annotations__)
+        if "phase" in record:
+            assert isinstance(record["phase"], CudaPhase), record
 
 
 def test_fixtures_hold_the_texts_of_vllm_0_33() -> None:
@@ -95,32 +110,23 @@ def test_key_line_without_newline_is_kept_at_exit() -> None:
     watcher.feed(2, b"torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
     watcher.finish()
     record = watcher.classify(1)
-    assert record["reason"] == "CudaOOM"
-    assert record["triedToAllocateGiB"] == 2.0
+    assert record["reason"] == Reason.CUDA_OOM
+    assert record.get("triedToAllocateGiB") == 2.0
 
 
 def test_unknown_takes_the_last_error_line_when_no_exception() -> None:
     lines = ["starting", "ERROR something broke badly", "bye"]
-    assert classify([], lines, 1) == {"reason": "Unknown", "message": "ERROR something broke badly"}
+    assert classify([], lines, 1) == {
+        "reason": "Unknown",
+        "exitCode": 1,
+        "message": "ERROR something broke badly",
+    }
 
 
 def test_exit_code_2_without_argparse_text_is_invalid_arguments() -> None:
     record = classify([], ["ValueError: --tool-call-parser is required"], 2)
-    assert record["reason"] == "InvalidArguments"
-
-
-@pytest.mark.parametrize(
-    ("argv", "expected"),
-    [
-        (["--max-model-len", "131072"], 131072),
-        (["--max-model-len=65536"], 65536),
-        (["--max_model_len", "32768"], 32768),
-        (["--max-model-len", "auto"], None),
-        ([], None),
-    ],
-)
-def test_max_model_len_from_argv(argv: list[str], expected: int | None) -> None:
-    assert max_model_len(["vllm", "serve", "m", *argv]) == expected
+    assert record["reason"] == Reason.INVALID_ARGUMENTS
+    assert record["exitCode"] == 2
 
 
 def test_encoded_record_fits_the_kubelet_limit() -> None:
@@ -141,11 +147,11 @@ def test_every_marker_occurs_in_a_fixture() -> None:
 def test_scanning_stops_once_serving_but_the_tail_still_decides() -> None:
     watcher = OutputWatcher()
     watcher.feed(1, b"(APIServer pid=1) INFO [entry.py:139] Starting vLLM server on http://0.0.0.0:8000\n")
-    assert watcher.phase == "serving"
+    assert watcher.phase == CudaPhase.SERVING
     watcher.feed(1, b"Starting to load model\n")
-    assert watcher.phase == "serving", "markers after start-up are request noise"
+    assert watcher.phase == CudaPhase.SERVING, "markers after start-up are request noise"
     watcher.feed(2, b"torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.00 GiB.\n")
     assert not watcher.key_lines
     record = watcher.classify(1)
-    assert record["reason"] == "CudaOOM"
-    assert record["phase"] == "serving"
+    assert record["reason"] == Reason.CUDA_OOM
+    assert record.get("phase") == CudaPhase.SERVING

@@ -47,7 +47,10 @@ def test_operator_default_image_is_what_this_dockerfile_builds() -> None:
 
 def test_environment_suits_a_long_model_load() -> None:
     values = env()
-    assert int(values["VLLM_ENGINE_READY_TIMEOUT_S"]) >= 1800
+    joined = text().replace("\\\n", " ")
+    assert not re.search(r"^(ENV|ARG)\b.*VLLM_ENGINE_READY_TIMEOUT_S", joined, re.M), (
+        "the launcher sets it (qwen_runtime.engine), for the stock image too"
+    )
     assert values["PYTHONUNBUFFERED"] == "1"
     assert values["PYTHONPATH"] == "/opt/qwen-runtime"
 

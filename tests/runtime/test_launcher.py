@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from qwen_runtime.engine import ENGINE_READY_TIMEOUT_S
 from tests.runtime.fake_server import fixture_parts
 from tests.runtime.helpers import FIXTURES, cases, launcher_argv, popen, run
 from tests.runtime.test_classify import check
@@ -51,6 +52,20 @@ def test_success_writes_nothing(tmp_path: Path) -> None:
     assert done.returncode == 0
     assert len(done.stdout) == 1000
     assert not log.exists()
+
+
+@pytest.mark.parametrize(("given", "seen"), [(None, str(ENGINE_READY_TIMEOUT_S)), ("7200", "7200")])
+def test_child_gets_the_engine_start_timeout_unless_the_caller_set_one(
+    given: str | None, seen: str, tmp_path: Path
+) -> None:
+    """The stock image and the baked one behave the same; the pod spec's or the user's value wins."""
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_ENGINE_READY_TIMEOUT_S"}
+    if given is not None:
+        env["VLLM_ENGINE_READY_TIMEOUT_S"] = given
+    done = run(launcher_argv(tmp_path / "termination-log", "env", "VLLM_ENGINE_READY_TIMEOUT_S"), env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"VLLM_ENGINE_READY_TIMEOUT_S={seen}\n".encode()
+    assert ENGINE_READY_TIMEOUT_S == 2400
 
 
 def test_arbitrary_exit_code_is_passed_through(tmp_path: Path) -> None:
