@@ -14,13 +14,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check operator runtime tests e2e bench
-	$(VENV)/bin/ruff format --check operator runtime tests e2e bench
+	$(VENV)/bin/ruff check operator runtime tests e2e bench testkit
+	$(VENV)/bin/ruff format --check operator runtime tests e2e bench testkit
 	$(VENV)/bin/mypy
 
 # Build (or reuse from the cache outside the checkout) the control-plane binaries.
 toolchain: $(STAMP)
-	$(PY) -m e2e.toolchain build
+	$(PY) -m e2e.devcluster.toolchain build
 
 # Install (or reuse) vLLM in its own cached virtualenv for the CLI contract tests.
 vllm-env: $(STAMP)
@@ -33,10 +33,10 @@ test: lint toolchain vllm-env
 	$(PY) -m pytest tests e2e
 
 cluster-up: toolchain
-	$(PY) -m e2e.cluster up
+	$(PY) -m e2e.devcluster.cluster up
 
 cluster-down: $(STAMP)
-	$(PY) -m e2e.cluster down
+	$(PY) -m e2e.devcluster.cluster down
 
 crd: $(STAMP)
 	$(VENV)/bin/qwen-operator crd > crds/qwenthinkingdeployments.serving.qwen-operator.io.yaml
@@ -50,11 +50,11 @@ bench: $(STAMP)
 
 # The operator in the foreground on $KUBECONFIG's cluster, else on the local control plane.
 run: $(STAMP)
-	$(PY) -m e2e.demo run
+	$(PY) -m e2e.devcluster.demo run
 
 # The same, plus the sample resource: progress until Ready, get/describe, what to try next.
 demo: $(STAMP)
-	$(PY) -m e2e.demo demo
+	$(PY) -m e2e.devcluster.demo demo
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

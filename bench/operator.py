@@ -98,9 +98,9 @@ def histogram(port: int) -> tuple[float, float]:
 
 
 def bench_cluster() -> bool:
-    from e2e import cluster
-    from e2e.kube_helpers import wait_for
-    from e2e.toolchain import build
+    from e2e.devcluster import cluster
+    from e2e.devcluster.kube import wait_for
+    from e2e.devcluster.toolchain import build
 
     started_here = False
     if not os.environ.get("KUBECONFIG"):

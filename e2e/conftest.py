@@ -1,8 +1,8 @@
 """Fixtures for the end-to-end suite.
 
 With $KUBECONFIG set the suite runs against that cluster (kind, or any other); otherwise it
-starts the local control plane once per run (e2e.cluster) and stops it afterwards. A
-cluster that cannot start makes the tests error, never skip.
+starts the local control plane once per run (e2e.devcluster.cluster) and stops it afterwards.
+A cluster that cannot start makes the tests error, never skip.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from e2e import cluster as local_cluster
-from e2e.kube_helpers import kubectl, wait_for
-from e2e.toolchain import build
+from e2e.devcluster import cluster as local_cluster
+from e2e.devcluster.kube import kubectl, wait_for
+from e2e.devcluster.toolchain import build
 
 E2E_DIR = Path(__file__).resolve().parent
 CRDS_DIR = E2E_DIR.parent / "crds"

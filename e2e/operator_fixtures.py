@@ -26,9 +26,9 @@ import yaml
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
-from e2e import cluster as local_cluster
 from e2e.conftest import Cluster
-from e2e.kube_helpers import kubectl, wait_for
+from e2e.devcluster import cluster as local_cluster
+from e2e.devcluster.kube import kubectl, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 OPERATOR_NAMESPACE = "qwen-operator-system"

@@ -1,5 +1,5 @@
-"""`python -m e2e.cluster`: configurable GPU nodes, an idempotent `up`, and a `down` that
-stops exactly the processes `up` recorded (by pid) and removes the state."""
+"""`python -m e2e.devcluster.cluster`: configurable GPU nodes, an idempotent `up`, and a `down`
+that stops exactly the processes `up` recorded (by pid) and removes the state."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from e2e import cluster as local_cluster
-from e2e import nodes
 from e2e.conftest import Cluster
-from e2e.kube_helpers import wait_for
+from e2e.devcluster import cluster as local_cluster
+from e2e.devcluster import nodes
+from e2e.devcluster.kube import wait_for
 
 
 def test_gpu_model_and_count_are_configurable() -> None:
@@ -75,7 +75,7 @@ def test_up_again_is_a_no_op_and_status_env_describe_it(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     if not cluster.local:
-        pytest.skip("an external cluster (KUBECONFIG) is not e2e.cluster's to start")
+        pytest.skip("an external cluster (KUBECONFIG) is not e2e.devcluster.cluster's to start")
     state = cluster.kubeconfig.parent
     monkeypatch.setenv("QWEN_E2E_STATE_DIR", str(state))
     saved = local_cluster.read_state(state)

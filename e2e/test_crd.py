@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e.kube_helpers import kubectl
-from tests.invalid_cases import INVALID, resource
+from e2e.devcluster.kube import kubectl
+from testkit.invalid_cases import INVALID, resource
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = sorted((ROOT / "samples").glob("*.yaml"))

@@ -15,8 +15,8 @@ from kubernetes import client
 
 pytest.register_assert_rewrite("e2e.operator_fixtures")
 
-from e2e import simulate  # noqa: E402
-from e2e.kube_helpers import kubectl, terminate_container, wait_for  # noqa: E402
+from e2e.devcluster import simulate  # noqa: E402
+from e2e.devcluster.kube import kubectl, terminate_container, wait_for  # noqa: E402
 from e2e.operator_fixtures import (  # noqa: E402
     NAME,
     Operator,

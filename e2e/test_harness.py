@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from e2e import cluster as local_cluster
 from e2e.conftest import Cluster
-from e2e.kube_helpers import condition, kubectl, terminate_container, wait_for
-from e2e.toolchain import gomod, versions
+from e2e.devcluster import cluster as local_cluster
+from e2e.devcluster.kube import condition, kubectl, terminate_container, wait_for
+from e2e.devcluster.toolchain import gomod, versions
 
 pytestmark = pytest.mark.e2e
 GPU = "nvidia.com/gpu"

@@ -20,7 +20,7 @@ from kubernetes import client, watch
 pytest.register_assert_rewrite("e2e.operator_fixtures")  # before its import, for readable failures
 
 from e2e.conftest import Cluster  # noqa: E402
-from e2e.kube_helpers import kubectl, terminate_container, wait_for  # noqa: E402
+from e2e.devcluster.kube import kubectl, terminate_container, wait_for  # noqa: E402
 from e2e.operator_fixtures import (  # noqa: E402
     GROUP,
     NAME,

@@ -7,8 +7,7 @@ from typing import Any
 import pytest
 
 from qwen_operator import api
-
-from .invalid_cases import INVALID, resource
+from testkit.invalid_cases import INVALID, resource
 
 
 def test_empty_spec_is_the_model_card_deployment() -> None:

@@ -15,8 +15,7 @@ import pytest
 import yaml
 
 from qwen_operator import __version__, api, cli, crd, planner
-
-from .invalid_cases import INVALID, resource
+from testkit.invalid_cases import INVALID, resource
 
 ROOT = Path(__file__).resolve().parent.parent
 

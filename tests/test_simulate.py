@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from e2e import simulate
+from e2e.devcluster import simulate
 from qwen_runtime import classify
 
 

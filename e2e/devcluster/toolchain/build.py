@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from e2e.toolchain import gomod, versions
-from e2e.toolchain.gomod import TOOLCHAIN_DIR, go_env
+from e2e.devcluster.toolchain import gomod, versions
+from e2e.devcluster.toolchain.gomod import TOOLCHAIN_DIR, go_env
 
 ALL_TOOLS = {
     **{name: ("etcd", pkg) for name, pkg in versions.ETCD_TOOLS.items()},

@@ -1,14 +1,14 @@
-"""`python -m e2e.toolchain build|gomod|bin-dir`."""
+"""`python -m e2e.devcluster.toolchain build|gomod|bin-dir`."""
 
 from __future__ import annotations
 
 import argparse
 
-from e2e.toolchain import build, gomod
+from e2e.devcluster.toolchain import build, gomod
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m e2e.toolchain")
+    parser = argparse.ArgumentParser(prog="python -m e2e.devcluster.toolchain")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build or reuse the cached control-plane binaries")
     b.add_argument("--force", action="store_true", help="rebuild even when cached")

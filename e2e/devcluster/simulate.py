@@ -1,8 +1,8 @@
 """Make a simulated server fail the way the launcher reports it, to watch the operator react.
 
-    python -m e2e.simulate oom POD [--estimate N] [-n NS]      # vLLM's KV cache did not fit
-    python -m e2e.simulate cuda-oom POD [-n NS]                # CUDA out of memory, no estimate
-    python -m e2e.simulate bad-args POD [-n NS]                # vLLM refused its arguments
+    python -m e2e.devcluster.simulate oom POD [--estimate N] [-n NS]  # vLLM's KV cache did not fit
+    python -m e2e.devcluster.simulate cuda-oom POD [-n NS]            # CUDA out of memory, no estimate
+    python -m e2e.devcluster.simulate bad-args POD [-n NS]            # vLLM refused its arguments
 
 The pod's status is patched as a kubelet would report the crashed container (kwok runs no
 containers); the termination message is the launcher's JSON line for that failure.
@@ -15,7 +15,7 @@ import json
 
 from kubernetes import client, config
 
-from e2e.kube_helpers import terminate_container
+from e2e.devcluster.kube import terminate_container
 
 PER_TOKEN = 192_512 // 4
 """KV cache bytes per token per GPU of this model at TP 4 in bf16 (for the reported GiB)."""
@@ -49,7 +49,7 @@ def report(kind: str, context: int, estimate: int | None) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m e2e.simulate", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m e2e.devcluster.simulate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("kind", choices=("oom", "cuda-oom", "bad-args"))
     parser.add_argument("pod")

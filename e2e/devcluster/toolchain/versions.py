@@ -9,7 +9,7 @@ KWOK = "v0.8.0"
 # Staging modules are published as v0.<minor>.<patch> for Kubernetes v1.<minor>.<patch>.
 STAGING = "v0" + KUBERNETES[len("v1") :]
 
-# One Go module per tool (directory under e2e/toolchain/) and the main packages it builds.
+# One Go module per tool (directory under e2e/devcluster/toolchain/) and the main packages it builds.
 KUBERNETES_TOOLS = {
     "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
     "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",

@@ -1,10 +1,10 @@
 """`make run` and `make demo`: the operator in the foreground, on $KUBECONFIG or a local cluster.
 
-    python -m e2e.demo run    # install the CRD, run the operator until Ctrl-C
-    python -m e2e.demo demo   # the same, plus the sample resource, its progress and what to try
+    python -m e2e.devcluster.demo run    # install the CRD, run the operator until Ctrl-C
+    python -m e2e.devcluster.demo demo   # the same, plus the sample resource, its progress, what to try
 
-Without $KUBECONFIG the local control plane (e2e.cluster: simulated GPU nodes) is started,
-or reused when it already runs; it stays up afterwards (`make cluster-down` stops it).
+Without $KUBECONFIG the local control plane (e2e.devcluster.cluster: simulated GPU nodes) is
+started, or reused when it already runs; it stays up afterwards (`make cluster-down` stops it).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from e2e import cluster
-from e2e.toolchain import build
+from e2e.devcluster import cluster
+from e2e.devcluster.toolchain import build
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "qwenthinkingdeployments.serving.qwen-operator.io.yaml"
 SAMPLE = REPO / "samples" / "qwen3-235b-thinking.yaml"
 NAME = "qwen3-thinking"
@@ -100,8 +100,8 @@ Try next (in another terminal):
   kubectl patch qtd/{name} --type=merge -p '{{"spec":{{"context":{{"maxModelLen":131072}}}}}}'
   kubectl get qtd -o wide -w                     # watch it roll out
   kubectl scale statefulset/{name} --replicas=5  # a manual change: the operator reverts it
-  python -m e2e.simulate oom {name}-0 --estimate 245408   # a KV-cache OOM: the context falls back
-  python -m e2e.simulate cuda-oom {name}-0       # no estimate: the next step of the ladder
+  python -m e2e.devcluster.simulate oom {name}-0 --estimate 245408  # a KV-cache OOM: the context falls back
+  python -m e2e.devcluster.simulate cuda-oom {name}-0               # no estimate: the ladder's next step
   kubectl describe qtd/{name}                    # status, conditions and events
   kubectl delete qtd/{name}                      # every child goes with it
 The operator keeps running here (log: {log}); Ctrl-C stops it.
@@ -135,7 +135,7 @@ def demo() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m e2e.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m e2e.devcluster.demo", description=__doc__)
     parser.add_argument("mode", choices=("run", "demo"))
     args = parser.parse_args(argv)
     connect()

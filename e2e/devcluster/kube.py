@@ -1,5 +1,6 @@
-"""Helpers for end-to-end tests: waiting with a useful failure message, kubectl, and faking
-what a kubelet would report about a crashed container."""
+"""Helpers against a running cluster, for the tooling (simulate, bench) and the end-to-end
+suite: waiting with a useful failure message, kubectl, status conditions, and faking what a
+kubelet would report about a crashed container."""
 
 from __future__ import annotations
 

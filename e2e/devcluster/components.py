@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from e2e.nodes import KWOK_ANNOTATION
-from e2e.toolchain.gomod import TOOLCHAIN_DIR
+from e2e.devcluster.nodes import KWOK_ANNOTATION
+from e2e.devcluster.toolchain.gomod import TOOLCHAIN_DIR
 
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"  # the `kubernetes` Service: first address of the service range

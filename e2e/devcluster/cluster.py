@@ -1,9 +1,10 @@
-"""The local control plane: `python -m e2e.cluster up|down|status|env`.
+"""The local control plane: `python -m e2e.devcluster.cluster up|down|status|env`.
 
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok run as plain
-processes on loopback, started from the cached binaries (see e2e.toolchain). Everything
-the cluster owns - certificates, kubeconfigs, etcd data, logs, the audit log, pids - lives
-in one state directory, so `down` can stop exactly what `up` started and remove it.
+processes on loopback, started from the cached binaries (see e2e.devcluster.toolchain).
+Everything the cluster owns - certificates, kubeconfigs, etcd data, logs, the audit log,
+pids - lives in one state directory (`<repo>/.state/cluster` unless QWEN_E2E_STATE_DIR
+says otherwise), so `down` can stop exactly what `up` started and remove it.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ from typing import Any
 
 import yaml
 
-from e2e import components, nodes, pki
-from e2e.components import Layout
-from e2e.toolchain import build
+from e2e.devcluster import components, nodes, pki
+from e2e.devcluster.components import Layout
+from e2e.devcluster.toolchain import build
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_STATE = REPO / ".state" / "cluster"
 STARTUP_TIMEOUT = 120.0
 
@@ -384,7 +385,7 @@ def node_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m e2e.cluster", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m e2e.devcluster.cluster", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="start the cluster (no-op when it already runs)")
     node_options(p_up)
@@ -392,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     node_options(p_add)
     sub.add_parser("down", help="stop every process and remove the state")
     sub.add_parser("status", help="say what runs")
-    sub.add_parser("env", help='print exports; use as eval "$(python -m e2e.cluster env)"')
+    sub.add_parser("env", help='print exports; use as eval "$(python -m e2e.devcluster.cluster env)"')
     args = parser.parse_args(argv)
     if args.command == "up":
         up(args.nodes, args.gpu, args.gpus_per_node)

@@ -1,0 +1,1 @@
+"""Shared test builders and data used by both the unit tests (tests/) and the e2e suite (e2e/)."""
