@@ -1,48 +1,120 @@
-"""Kopf wiring: GitOps-clean bookkeeping, server-side filters, and every event queues its owner."""
+"""Kopf wiring: nothing but the watches and routing; no Kopf records, every event queues its owner."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import kopf
 
-from qwen_operator import handlers, metrics
+from qwen_operator import facts, handlers, metrics
+from qwen_operator.cache import GPU_NODES, Cache, Indices
+from qwen_operator.observe import Key
+from qwen_operator.vocabulary import GROUP, MANAGED_LABELS, PLURAL, SERVICE_MONITOR_CRD, VERSION
+from qwen_operator.workqueue import WorkQueue
+from testkit.wrappers import gpu_node, resource_raw
 
 
-def test_kopf_keeps_its_records_in_status_and_watches_only_our_children() -> None:
+def _runtime(resources: dict[Key, list[facts.Resource]] | None = None) -> handlers.Runtime:
+    crds: dict[str, list[facts.Crd]] = {}
+    cache = Cache(Indices(resources or {}, (), {}, {GPU_NODES: []}, crds))
+    return handlers.Runtime(WorkQueue(lambda key: None), cache)
+
+
+def _memo(rt: handlers.Runtime) -> kopf.Memo:
+    memo = kopf.Memo()
+    memo.runtime = rt
+    return memo
+
+
+def test_watches_are_filtered_on_the_server() -> None:
     settings = kopf.OperatorSettings()
     handlers.configure(settings)
-    assert isinstance(settings.persistence.progress_storage, kopf.StatusProgressStorage)
-    assert isinstance(settings.persistence.diffbase_storage, kopf.StatusDiffBaseStorage)
-    assert settings.peering.standalone and settings.scanning.disabled
-    for group, version, plural in handlers.CHILDREN:
+    assert settings.peering.standalone
+    for group, version, plural in (*handlers.CHILDREN, handlers.PODS):
         (selector,) = settings.watching.label_selectors.collect(
             kopf.Resource(group, version, plural, namespaced=True)
         )
         assert selector == "app.kubernetes.io/managed-by=qwen-operator,app.kubernetes.io/name=qwen-thinking"
+    (nodes,) = settings.watching.label_selectors.collect(kopf.Resource("", "v1", "nodes", namespaced=False))
+    assert nodes == "nvidia.com/gpu.memory"
+
+
+def test_no_change_handlers_so_kopf_keeps_no_records_in_the_resource() -> None:
+    """on.create/on.update/on.resume would make Kopf write status.kopf (diffbase, progress)."""
+    registry = kopf.get_default_registry()
+    ours = kopf.Resource(GROUP, VERSION, PLURAL, namespaced=True)
+    assert registry._changing.get_all_handlers() == []
+    assert registry._spawning.get_all_handlers() == []
+    indexed = {h.id for h in registry._indexing.get_all_handlers()}
+    assert indexed == {"resources", "statefulsets", "services", "poddisruptionbudgets", "servicemonitors",
+                       "pods", "gpu_nodes", "crds"}  # fmt: skip
+    assert any(
+        h.selector is not None and h.selector.check(ours) for h in registry._watching.get_all_handlers()
+    )
+
+
+def test_index_handlers_keep_slim_facts_under_the_owner() -> None:
+    labels = {"app.kubernetes.io/instance": "q", **MANAGED_LABELS}
+    meta = {"name": "q", "namespace": "ns", "labels": labels, "managedFields": [{"manager": "x"}] * 50}
+    sts = {"kind": "StatefulSet", "metadata": meta}
+    resource = kopf.Resource("apps", "v1", "statefulsets", kind="StatefulSet", namespaced=True)
+    registry = kopf.get_default_registry()
+    (index,) = [h for h in registry._indexing.get_all_handlers() if h.id == "statefulsets"]
+    ((key, child),) = index.fn(body=kopf.Body(sts), resource=resource, namespace="ns").items()  # type: ignore[union-attr]
+    assert key == ("ns", "q") and child.kind == "StatefulSet" and child.managers == frozenset({"x"})
+    raw = resource_raw(annotations={"kubectl.kubernetes.io/last-applied-configuration": "{...}"})
+    (entry,) = handlers.resources(body=kopf.Body(raw), namespace="ns", name="q").values()
+    assert entry.annotations == {}  # a copy of the spec in an annotation is not kept
 
 
 def test_events_queue_the_owning_resource() -> None:
-    queued: list[tuple[str, str]] = []
-
-    class Queue:
-        def add(self, key: tuple[str, str]) -> None:
-            queued.append(key)
-
-    handlers.Runtime.queue = Queue()  # type: ignore[assignment]
-    try:
-        labels = {"app.kubernetes.io/instance": "q", **handlers.MANAGED}
-        asyncio.run(handlers.child_event(namespace="ns", labels=labels))
-        asyncio.run(handlers.child_event(namespace="ns", labels={}))  # no owner: nothing to do
-        asyncio.run(handlers.resource_event(type="MODIFIED", namespace="ns", name="r"))
-    finally:
-        handlers.Runtime.queue = None
-    assert queued == [("ns", "q"), ("ns", "r")]
+    rt = _runtime()
+    labels = {"app.kubernetes.io/instance": "q", **MANAGED_LABELS}
+    sts = kopf.Resource("apps", "v1", "statefulsets", kind="StatefulSet", namespaced=True)
+    body = kopf.Body({"metadata": {"name": "q", "namespace": "ns"}})
+    asyncio.run(handlers.child_event(type="MODIFIED", body=body, resource=sts, namespace="ns", labels=labels,
+                                     memo=_memo(rt)))  # fmt: skip
+    asyncio.run(handlers.child_event(type="MODIFIED", body=body, resource=sts, namespace="ns", labels={},
+                                     memo=_memo(rt)))  # no owner: nothing to do  # fmt: skip
+    asyncio.run(handlers.resource_event(type="MODIFIED", body=body, namespace="ns", name="r", memo=_memo(rt)))
+    assert rt.queue.pending() == [("ns", "q"), ("ns", "r")]
 
 
 def test_a_deleted_resource_leaves_the_phase_gauge() -> None:
     metrics.PHASE_TRACKER.set(("ns", "gone"), "Ready")
     before = metrics.REGISTRY.get_sample_value("qwen_operator_resources", {"phase": "Ready"})
-    asyncio.run(handlers.resource_event(type="DELETED", namespace="ns", name="gone"))
+    body = kopf.Body({"metadata": {"name": "gone", "namespace": "ns"}})
+    asyncio.run(
+        handlers.resource_event(
+            type="DELETED", body=body, namespace="ns", name="gone", memo=_memo(_runtime())
+        )
+    )
     after = metrics.REGISTRY.get_sample_value("qwen_operator_resources", {"phase": "Ready"})
     assert before is not None and after == before - 1
+
+
+def test_a_gpu_node_queues_everyone_only_when_its_labels_change() -> None:
+    rt = _runtime({("ns", "a"): [], ("ns", "b"): []})
+    node: dict[str, Any] = {"metadata": {"name": "n0", "labels": gpu_node("n0").labels}, "status": {"x": 1}}
+
+    def event(type_: str, raw: dict[str, Any]) -> list[Key]:
+        rt.queue = WorkQueue(lambda key: None)  # an empty queue per event
+        asyncio.run(handlers.node_event(type=type_, body=kopf.Body(raw), name="n0", memo=_memo(rt)))
+        return rt.queue.pending()
+
+    assert event("ADDED", node) == [("ns", "a"), ("ns", "b")]
+    assert event("MODIFIED", {**node, "status": {"x": 2}}) == []  # a heartbeat
+    relabelled = {"metadata": {"name": "n0", "labels": gpu_node("n0", 143771).labels}}
+    assert event("MODIFIED", relabelled) == [("ns", "a"), ("ns", "b")]
+    assert event("DELETED", relabelled) == [("ns", "a"), ("ns", "b")]
+
+
+def test_an_optional_crd_queues_everyone_when_it_becomes_served() -> None:
+    crds: dict[str, list[facts.Crd]] = {}
+    rt = handlers.Runtime(WorkQueue(lambda key: None), Cache(Indices({("ns", "a"): []}, (), {}, {}, crds)))
+    asyncio.run(handlers.crd_event(memo=_memo(rt)))
+    assert rt.queue.pending() == []
+    crds[SERVICE_MONITOR_CRD] = [facts.Crd(SERVICE_MONITOR_CRD, served=True)]
+    asyncio.run(handlers.crd_event(memo=_memo(rt)))
+    assert rt.queue.pending() == [("ns", "a")]

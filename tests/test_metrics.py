@@ -9,8 +9,8 @@ from typing import Any
 import aiohttp
 
 from qwen_operator import kube, metrics
-
-from .test_reconciler import NAME, NS, FakeKube, reconciler
+from testkit.fake import KEY, FakeCluster, reconciler
+from testkit.wrappers import NAME, NS
 
 
 def sample(name: str, **labels: str) -> float:
@@ -58,20 +58,21 @@ def test_reduced_gauge_counts_resources_below_their_request() -> None:
 
 
 def test_reconciliations_are_counted_by_result_and_timed() -> None:
-    kube_ = FakeKube()
+    cluster = FakeCluster()
     before = (
         sample("qwen_operator_reconciliations_total", result="changed"),
         sample("qwen_operator_reconciliations_total", result="unchanged"),
         sample("qwen_operator_reconcile_duration_seconds_count"),
     )
-    reconciler(kube_).reconcile((NS, NAME))
-    reconciler(kube_).reconcile((NS, NAME))
+    reconciler(cluster).reconcile(KEY)  # creates the children
+    reconciler(cluster).reconcile(KEY)  # the status follows them
+    reconciler(cluster).reconcile(KEY)  # nothing to do
     after = (
         sample("qwen_operator_reconciliations_total", result="changed"),
         sample("qwen_operator_reconciliations_total", result="unchanged"),
         sample("qwen_operator_reconcile_duration_seconds_count"),
     )
-    assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 2]
+    assert [b - a for a, b in zip(before, after, strict=True)] == [1, 2, 3]
 
 
 class _Response:
@@ -100,10 +101,10 @@ class _Client:
 
 
 def test_requests_are_counted_by_verb_and_errors_by_code() -> None:
-    requests = ("qwen_operator_api_requests_total", {"verb": "get", "resource": "statefulsets"})
-    errors = ("qwen_operator_api_errors_total", {"verb": "get", "resource": "statefulsets", "code": "404"})
+    requests = ("qwen_operator_api_requests_total", {"verb": "delete", "resource": "statefulsets"})
+    errors = ("qwen_operator_api_errors_total", {"verb": "delete", "resource": "statefulsets", "code": "404"})
     before = sample(requests[0], **requests[1]), sample(errors[0], **errors[1])
-    assert kube.Kube(_Client(404)).get("StatefulSet", NS, NAME) is None  # type: ignore[arg-type]
+    assert kube.Kube(_Client(404)).delete("StatefulSet", NS, NAME) == {}  # type: ignore[arg-type]
     assert (sample(requests[0], **requests[1]), sample(errors[0], **errors[1])) == (
         before[0] + 1,
         before[1] + 1,

@@ -1,4 +1,4 @@
-"""The memory plan, on the model's real architecture (shared fixture config.json).
+"""The memory plan, on the model's real architecture (the config.json packaged with the operator).
 
 Expected numbers are worked out by hand in the comments (W = weights, R = reserve):
     W = 236,445,455,360 B (see test_weight_bytes_derived_from_the_architecture)
@@ -10,16 +10,19 @@ Expected numbers are worked out by hand in the comments (W = weights, R = reserv
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from importlib import resources
-from pathlib import Path
 
 import pytest
 
-from qwen_operator import api, planner
+from qwen_operator import api, events, placement, planner
+from testkit.wrappers import gpu_node
 
-CONFIG = Path(__file__).resolve().parents[2] / "shared/fixtures/qwen3-235b-a22b-thinking-2507-fp8/config.json"
+CONFIG_SHA256 = "053806725f793543a33a942ed4d02730ea384666ba538321187d9e5d97343e57"
+"""sha256 of the model's config.json (Hugging Face, Qwen/Qwen3-235B-A22B-Thinking-2507-FP8) as
+canonical JSON (sorted keys): the packaged copy must stay the model's."""
 ARCH = planner.KNOWN[api.DEFAULT_MODEL]
 H100_GIB = 81559 / 1024  # nvidia.com/gpu.memory label, MiB
 H200_GIB = 143771 / 1024
@@ -27,17 +30,22 @@ WEIGHTS = 236_445_455_360
 
 
 def _fixture() -> dict[str, object]:
-    assert CONFIG.is_file(), f"shared fixture missing: {CONFIG}"
-    config: dict[str, object] = json.loads(CONFIG.read_text())
+    packaged = resources.files("qwen_operator").joinpath(
+        "models", "Qwen--Qwen3-235B-A22B-Thinking-2507-FP8.json"
+    )
+    config: dict[str, object] = json.loads(packaged.read_text("utf-8"))
     return config
 
 
 def test_the_packaged_config_is_the_models_config() -> None:
-    packaged = resources.files("qwen_operator").joinpath(
-        "models", "Qwen--Qwen3-235B-A22B-Thinking-2507-FP8.json"
-    )
-    assert json.loads(packaged.read_text("utf-8")) == _fixture()
+    canonical = json.dumps(_fixture(), sort_keys=True).encode()
+    assert hashlib.sha256(canonical).hexdigest() == CONFIG_SHA256
     assert planner.load_config(api.DEFAULT_MODEL) == _fixture()
+    assert (_fixture()["num_hidden_layers"], _fixture()["num_key_value_heads"], _fixture()["head_dim"]) == (
+        94,
+        4,
+        128,
+    )
 
 
 def test_known_architecture_matches_the_models_config() -> None:
@@ -218,39 +226,38 @@ def _res(spec: dict[str, object]) -> api.QwenThinkingDeployment:
     return api.parse_resource({"metadata": {"name": "q"}, "spec": spec})
 
 
-def test_node_selector_and_label() -> None:
-    assert planner.node_selector(api.QwenThinkingDeploymentSpec()) == "nvidia.com/gpu.memory"
+def test_node_selector_and_the_nodes_it_admits() -> None:
+    assert placement.node_selector(api.QwenThinkingDeploymentSpec()) == {}
     pinned = _res({"gpu": {"product": "NVIDIA-H200"}}).spec
-    assert planner.node_selector(pinned) == "nvidia.com/gpu.memory,nvidia.com/gpu.product=NVIDIA-H200"
-    pool = _res({"scheduling": {"nodeSelector": {"pool": "h200", "zone": "a"}}}).spec
-    assert planner.node_selector(pool) == "nvidia.com/gpu.memory,pool=h200,zone=a"
-    node = {"metadata": {"labels": {"nvidia.com/gpu.memory": "81559"}}}
-    assert planner.node_gpu_memory_label(node) == "81559"
-    assert planner.node_gpu_memory_label({"metadata": {}}) is None
+    assert placement.node_selector(pinned) == {"nvidia.com/gpu.product": "NVIDIA-H200"}
+    pool = _res({"scheduling": {"nodeSelector": {"pool": "h200", "zone": "a"}}, "gpu": {"product": "P"}}).spec
+    assert placement.node_selector(pool) == {"pool": "h200", "zone": "a", "nvidia.com/gpu.product": "P"}
+    assert placement.admits(gpu_node(product="P", pool="h200", zone="a"), placement.node_selector(pool))
+    assert not placement.admits(gpu_node(product="P", pool="h200"), placement.node_selector(pool))
 
 
-def test_the_smallest_labelled_gpu_counts() -> None:
-    def node(mib: str | None) -> dict[str, object]:
-        return {"metadata": {"labels": {} if mib is None else {"nvidia.com/gpu.memory": mib}}}
-
-    assert (
-        planner.smallest_gpu_memory_gib([node("143771"), node("81559"), node(None), node("?")])
-        == 81559 / 1024
-    )
-    assert planner.smallest_gpu_memory_gib([node(None)]) is None
-    assert planner.smallest_gpu_memory_gib([]) is None
+def test_the_smallest_labelled_gpu_among_admitted_nodes_counts() -> None:
+    spec = api.QwenThinkingDeploymentSpec()
+    nodes = [gpu_node("a", 143771), gpu_node("b", 81559), gpu_node("c", 24576, pool="small")]
+    assert placement.smallest_gpu_memory_gib(nodes, spec) == 24576 / 1024
+    big = _res({"scheduling": {"nodeSelector": {"pool": "big"}}}).spec
+    assert placement.smallest_gpu_memory_gib(nodes, big) is None
+    bad = gpu_node("d", 1)
+    bad.labels["nvidia.com/gpu.memory"] = "?"
+    assert placement.smallest_gpu_memory_gib([bad, nodes[0]], spec) == 143771 / 1024
+    assert placement.smallest_gpu_memory_gib([], spec) is None
 
 
 def test_events_only_when_the_plan_changes_and_falls_short() -> None:
     res = _res({})
-    assert planner.events(res, None, 262144) == []  # fits
-    assert planner.events(res, None, None) == []  # unknown
-    (event,) = planner.events(res, None, 210944)
+    assert events.planned(res.spec.context, None, 262144) == []  # fits
+    assert events.planned(res.spec.context, None, None) == []  # unknown
+    (event,) = events.planned(res.spec.context, None, 210944)
     assert (event.type, event.reason) == ("Normal", "ContextPlanned")
     assert "210944" in event.message and "starting at 210944" in event.message
-    assert planner.events(res, 210944, 210944) == []  # no repeat
-    (warning,) = planner.events(res, None, 1024)
+    assert events.planned(res.spec.context, 210944, 210944) == []  # no repeat
+    (warning,) = events.planned(res.spec.context, None, 1024)
     assert (warning.type, warning.reason) == ("Warning", "InsufficientGPUMemory")
     assert "starting at 32768" in warning.message
-    (off,) = planner.events(_res({"context": {"preflight": False}}), None, 210944)
+    (off,) = events.planned(_res({"context": {"preflight": False}}).spec.context, None, 210944)
     assert "starting at 262144 (preflight is off)" in off.message

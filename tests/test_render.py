@@ -10,7 +10,7 @@ import jinja2
 import pytest
 import yaml
 
-from qwen_operator import api, render
+from qwen_operator import api, render, vocabulary
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = yaml.safe_load((ROOT / "samples" / "qwen3-235b-thinking.yaml").read_text())
@@ -77,7 +77,7 @@ def test_every_child_is_labelled_namespaced_and_owned() -> None:
         labels = meta["labels"]
         assert labels["app.kubernetes.io/instance"] == "qwen3-thinking"
         assert labels["app.kubernetes.io/managed-by"] == "qwen-operator"
-        assert labels["app.kubernetes.io/name"] == render.APP_NAME
+        assert labels["app.kubernetes.io/name"] == vocabulary.APP_NAME
         assert labels["app.kubernetes.io/component"]
         (owner,) = meta["ownerReferences"]
         assert owner == {
@@ -314,7 +314,7 @@ def test_statefulset_shape_and_scheduling_pass_through() -> None:
     assert sts["spec"]["replicas"] == 3
     assert sts["spec"]["podManagementPolicy"] == "Parallel"
     assert sts["spec"]["serviceName"] == "qwen3-thinking-headless"
-    assert sts["spec"]["selector"]["matchLabels"] == render.selector_labels("qwen3-thinking")
+    assert sts["spec"]["selector"]["matchLabels"] == vocabulary.selector_labels("qwen3-thinking")
     pod = sts["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"pool": "gpu", "nvidia.com/gpu.product": "NVIDIA-H200"}
     assert pod["tolerations"][0] == {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -333,7 +333,7 @@ def test_services_and_pdb() -> None:
     client = children["Service/qwen3-thinking"]["spec"]
     assert client["type"] == "LoadBalancer"
     assert client["ports"] == [{"name": "http", "port": 443, "targetPort": "http", "protocol": "TCP"}]
-    assert client["selector"] == render.selector_labels("qwen3-thinking")
+    assert client["selector"] == vocabulary.selector_labels("qwen3-thinking")
     pdb = children["PodDisruptionBudget/qwen3-thinking"]["spec"]
     assert pdb["maxUnavailable"] == "25%"
 
@@ -341,7 +341,9 @@ def test_services_and_pdb() -> None:
 def test_endpoint_and_selector_string() -> None:
     res = api.parse_resource(_res({"service": {"port": 9000}}))
     assert render.endpoint(res) == "http://qwen3-thinking.llm.svc:9000/v1"
-    assert render.selector_string("x") == "app.kubernetes.io/instance=x,app.kubernetes.io/name=qwen-thinking"
+    assert (
+        vocabulary.selector_string("x") == "app.kubernetes.io/instance=x,app.kubernetes.io/name=qwen-thinking"
+    )
 
 
 def test_values_with_yaml_special_characters_survive() -> None:

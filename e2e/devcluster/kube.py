@@ -68,14 +68,19 @@ def _rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _terminated_status(
+def crashed_container_status(
     current: dict[str, Any],
     reason: str,
     exit_code: int,
     message: str,
-    restart_count: int | None,
-    then: Literal["waiting", "running"],
+    restart_count: int | None = None,
+    then: Literal["waiting", "running"] = "waiting",
 ) -> dict[str, Any]:
+    """A container status as the kubelet reports it after the container ended: the run in
+    `lastState.terminated` (reason, exit code, termination message), one restart more unless
+    `restart_count` says, and `then` CrashLoopBackOff or running again. The one builder of a
+    crashed container: `terminate_container` patches it into a live pod, the unit tests'
+    pods (testkit.wrappers) are made with it."""
     now = datetime.now(UTC)
     terminated = {
         "reason": reason,
@@ -121,7 +126,7 @@ def terminate_container(
     if not any(s["name"] == container for s in statuses):
         raise ValueError(f"pod {namespace}/{pod} has no status for container {container!r} yet")
     new = [
-        _terminated_status(s, reason, exit_code, message, restart_count, then)
+        crashed_container_status(s, reason, exit_code, message, restart_count, then)
         if s["name"] == container
         else s
         for s in statuses

@@ -12,15 +12,9 @@ from typing import Annotated, Any, ClassVar, Literal, get_args
 from pydantic import Field, JsonValue, PlainValidator, StringConstraints, ValidationError, WithJsonSchema
 
 from .rules import ApiObject, Rule, RuleError
+from .vocabulary import API_VERSION, CATEGORIES, GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION, Phase
 
-GROUP = "serving.qwen-operator.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "QwenThinkingDeployment"
-PLURAL = "qwenthinkingdeployments"
-SINGULAR = "qwenthinkingdeployment"
-SHORT_NAMES = ("qtd",)
-CATEGORIES = ("qwen", "llm")
+__all__ = ["API_VERSION", "CATEGORIES", "GROUP", "KIND", "PLURAL", "SHORT_NAMES", "SINGULAR", "VERSION"]
 
 DEFAULT_MODEL = "Qwen/Qwen3-235B-A22B-Thinking-2507-FP8"
 DEFAULT_IMAGE = "ghcr.io/qwen-operator/qwen-runtime:0.1.0-vllm0.33.0"
@@ -478,7 +472,7 @@ class ContextStatus(ApiObject):
     """What the servers run with now."""
     planned: int | None = None
     """What the memory plan says fits, when known."""
-    history: list[ContextStep] = Field(default_factory=list)
+    history: list[ContextStep] | None = None
     """One entry per reduction (the last 20); those with the current basis are in force."""
 
 
@@ -497,9 +491,6 @@ class Condition(ApiObject):
     """The generation this condition describes."""
     last_transition_time: str | None = None
     """When the status last changed."""
-
-
-Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"]
 
 
 class QwenThinkingDeploymentStatus(ApiObject):
@@ -521,8 +512,6 @@ class QwenThinkingDeploymentStatus(ApiObject):
     """Context length requested, in force and planned."""
     conditions: list[Condition] = Field(default_factory=list)
     """kstatus conditions."""
-    kopf: Passthrough | None = None
-    """The Kopf framework's own progress records (kept in status, never in annotations)."""
 
 
 class ObjectMeta(ApiObject):

@@ -12,11 +12,22 @@ import hashlib
 import json
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
 from typing import Any
 
 from kubernetes.utils import parse_quantity
 
-HASH_ANNOTATION = "serving.qwen-operator.io/applied-hash"
+from .vocabulary import HASH_ANNOTATION
+
+
+class Drift(StrEnum):
+    """Why a child must be applied."""
+
+    MISSING = "missing"
+    CHANGED = "changed"
+    """The rendered manifest changed (its hash differs)."""
+    DRIFTED = "drifted"
+    """Someone edited a field the operator owns."""
 
 
 def manifest_hash(manifest: Mapping[str, Any]) -> str:
@@ -79,17 +90,17 @@ def contains(want: Any, have: Any) -> bool:
     return _scalar_equal(want, have)
 
 
-def drift(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> str | None:
+def drift(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> Drift | None:
     """Why `desired` (with its hash annotation) must be applied over `live`; None when it need not."""
     if live is None:
-        return "missing"
+        return Drift.MISSING
     want_hash = ((desired.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION)
     have_hash = ((live.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION)
     if want_hash != have_hash:
-        return "changed"
+        return Drift.CHANGED
     for key in ("metadata", "spec"):
         if not contains(desired.get(key), live.get(key)):
-            return "drifted"
+            return Drift.DRIFTED
     return None
 
 

@@ -1,26 +1,29 @@
 """The out-of-memory fallback: which context the servers run with after a replica did not fit.
 
-Pure functions on plain data. `detect` turns the pods' container statuses into failures;
+Pure functions on typed data. `detect` turns the pods' container states into failures;
 `decide` turns the request, the memory plan, the history kept in status and those failures
-into the effective context. Everything it needs to stay idempotent lives in
-`status.context.history`: a failure already handled there (pod uid and restart count), or
-reported about a context other than the one in force, never lowers the context again, so
-repeated events and operator restarts converge on the same answer.
+into a `Decision`: the effective context and what this pass learnt. Everything it needs to
+stay idempotent lives in `status.context.history`: a failure already handled there (pod uid
+and restart count), or reported about a context other than the one in force, never lowers
+the context again, so repeated events and operator restarts converge on the same answer.
+The status, its ContextReduced condition and the event are made from the Decision elsewhere
+(status.py, events.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from datetime import datetime
 
-from . import api, termination
-from .status import ContextReport, Event, Problem
+from qwen_runtime import record
 
-STEP = 1024
-"""Contexts derived from vLLM's estimate are multiples of this many tokens."""
+from . import api, clock, facts
+from .problems import Problem
+from .vocabulary import CONTEXT_STEP, MEMORY_FAILURES, RESET_ANNOTATION, KubeletReason, Reason
+
 HISTORY_LIMIT = 20
 """Reductions kept in status.context.history (the oldest go first)."""
 DETAIL_LIMIT = 512
@@ -42,43 +45,40 @@ class Failure:
 
     @property
     def memory(self) -> bool:
-        return self.reason in termination.MEMORY_REASONS
+        return self.reason in MEMORY_FAILURES
 
     @property
     def key(self) -> tuple[str, int]:
         return (self.uid, self.restart_count)
 
 
-def _detail(reason: str, record: Mapping[str, Any] | None, terminated: Mapping[str, Any]) -> str:
-    if reason == "OOMKilled":
+def _detail(ended: facts.Terminated) -> str:
+    if ended.cause == KubeletReason.OOM_KILLED:
         text = "the kernel killed the container for exceeding its memory limit"
     else:
-        text = str((record or {}).get("message") or terminated.get("message") or "")
-    said = record or {}
+        text = str(ended.record.get("message") if ended.record else "") or ended.message
+    said: dict[str, object] = dict(ended.record or {})
     figures = [f"{k}={said[k]}" for k in ("neededGiB", "availableGiB", "phase") if k in said]
     text = " ".join(text.split())
     full = f"{text} ({', '.join(figures)})" if figures else text
     return full if len(full) <= DETAIL_LIMIT else full[: DETAIL_LIMIT - 3] + "..."
 
 
-def _failure(pod: Mapping[str, Any], terminated: Mapping[str, Any], restart_count: int) -> Failure | None:
-    if terminated.get("exitCode") == 0 and terminated.get("reason") != "OOMKilled":
+def _failure(pod: facts.Pod, ended: facts.Terminated, restart_count: int) -> Failure | None:
+    if not ended.failed:
         return None
-    record = termination.report(terminated)
-    reason = termination.reason(terminated)
-    meta = pod.get("metadata") or {}
     return Failure(
-        pod=str(meta.get("name", "")),
-        uid=str(meta.get("uid", "")),
+        pod=pod.name,
+        uid=pod.uid,
         restart_count=restart_count,
-        reason=reason,
-        context=termination.reported_context(record) or termination.context_of(pod),
-        estimate=termination.estimate(record),
-        detail=_detail(reason, record, terminated),
+        reason=ended.cause,
+        context=record.max_model_len(ended.record) or pod.server_context,
+        estimate=record.estimated_max_model_len(ended.record),
+        detail=_detail(ended),
     )
 
 
-def detect(pods: Sequence[Mapping[str, Any]]) -> list[Failure]:
+def detect(pods: Sequence[facts.Pod]) -> list[Failure]:
     """Failed runs of the server container that still matter: the pod is not serving since.
 
     A container that is ready again got past its failure, and a pod being deleted is on
@@ -86,21 +86,15 @@ def detect(pods: Sequence[Mapping[str, Any]]) -> list[Failure]:
     """
     found: list[Failure] = []
     for pod in pods:
-        cs = termination.server_status(pod)
-        if cs is None or (pod.get("metadata") or {}).get("deletionTimestamp") or cs.get("ready"):
+        server = pod.server
+        if server is None or pod.deleting or server.ready:
             continue
-        count = int(cs.get("restartCount") or 0)
-        current = (cs.get("state") or {}).get("terminated")
-        last = (cs.get("lastState") or {}).get("terminated")
-        for terminated, restarts in ((current, count + 1), (last, count)):
-            failure = _failure(pod, terminated, restarts) if terminated else None
+        runs = ((server.terminated, server.restart_count + 1), (server.last_terminated, server.restart_count))
+        for ended, restarts in runs:
+            failure = _failure(pod, ended, restarts) if ended else None
             if failure is not None:
                 found.append(failure)
     return found
-
-
-RESET_ANNOTATION = f"{api.GROUP}/context-reset"
-"""Set it to a new value to try the request again without a spec change (the cause is fixed)."""
 
 
 def basis(res: api.QwenThinkingDeployment) -> str:
@@ -128,13 +122,13 @@ def next_context(current: int, estimate: int | None, steps: Sequence[int], floor
     """The context to try after a memory failure at `current`, or None at the floor.
 
     vLLM's estimate, when it printed one, is the largest context that fits: take it,
-    rounded down to a multiple of STEP. Without one, the next lower step of the ladder.
-    Never below the floor.
+    rounded down to a multiple of CONTEXT_STEP. Without one, the next lower step of the
+    ladder. Never below the floor.
     """
     if current <= floor:
         return None
     if estimate is not None and 0 < estimate < current:
-        wanted = estimate // STEP * STEP
+        wanted = estimate // CONTEXT_STEP * CONTEXT_STEP
     else:
         wanted = max((s for s in steps if s < current), default=floor)
     return max(wanted, floor)
@@ -151,22 +145,18 @@ class Decision:
     """The request, or the plan with preflight: where a new basis starts."""
     effective: int
     planned: int | None
-    history: list[dict[str, Any]]
-    reduced: dict[str, Any] | None = None
+    history: tuple[api.ContextStep, ...]
+    reduced: api.ContextStep | None = None
     """The history entry this pass added (the StatefulSet changes with it)."""
     problem: Problem | None = None
     """A memory failure the fallback cannot cure: at the floor, or the fallback is off."""
     explained: frozenset[str] = field(default_factory=frozenset)
     """Pods whose crash the fallback accounts for (not a problem while it rolls them)."""
 
-    def report(self, generation: int | None) -> ContextReport:
-        """status.context, the ContextReduced condition and the pods explained, for the status."""
-        ctx: dict[str, Any] = {"requested": self.requested, "effective": self.effective}
-        if self.planned is not None:
-            ctx["planned"] = self.planned
-        if self.history:
-            ctx["history"] = self.history
-        return ContextReport(ctx, condition(self, generation), self.explained)
+    @property
+    def in_force(self) -> tuple[api.ContextStep, ...]:
+        """The reductions made under the current basis."""
+        return _in_force(self.history, self.basis)
 
 
 def start_context(ctx: api.ContextSpec, planned: int | None) -> int:
@@ -176,97 +166,53 @@ def start_context(ctx: api.ContextSpec, planned: int | None) -> int:
     return ctx.max_model_len
 
 
-def _in_force(history: Sequence[Mapping[str, Any]], digest: str) -> list[Mapping[str, Any]]:
-    return [h for h in history if h.get("basis") == digest]
-
-
-def _key(entry: Mapping[str, Any]) -> tuple[str, int]:
-    return (str(entry.get("podUID", "")), int(entry.get("restartCount") or 0))
+def _in_force(history: Sequence[api.ContextStep], digest: str) -> tuple[api.ContextStep, ...]:
+    return tuple(h for h in history if h.basis == digest)
 
 
 def decide(
     res: api.QwenThinkingDeployment,
-    previous: Mapping[str, Any] | None,
+    history: Sequence[api.ContextStep],
     planned: int | None,
     failures: Sequence[Failure],
-    now: str,
+    now: datetime,
 ) -> Decision:
-    """The effective context given the last status.context, the plan and the pods' failures."""
+    """The effective context given the history in status, the plan and the pods' failures."""
     ctx = res.spec.context
-    history = [dict(h) for h in (previous or {}).get("history") or []]
     digest = basis(res)
     start = start_context(ctx, planned)
     in_force = _in_force(history, digest)
-    current = start if not in_force else min(start, int(in_force[-1]["to"]))
+    current = start if not in_force else min(start, in_force[-1].to)
     current = max(current, ctx.min_model_len)
-    handled = {_key(h) for h in history}
+    handled = {(h.pod_uid, h.restart_count) for h in history}
     memory = [f for f in failures if f.memory]
     fresh = [f for f in memory if f.context == current and f.key not in handled]
-    base = Decision(ctx.max_model_len, digest, start, current, planned, history)
+    base = Decision(ctx.max_model_len, digest, start, current, planned, tuple(history))
     explained = frozenset(f.pod for f in memory if f not in fresh)
     if not fresh:
         return replace(base, explained=explained)
     if not ctx.fallback:
-        off = _not_cured(fresh[0], "the fallback is off (spec.context.fallback)")
+        off = _not_cured(fresh[0], "the fallback is off (spec.context.fallback)", fresh[0].reason)
         return replace(base, explained=explained, problem=off)
     choices = [(next_context(current, f.estimate, ctx.fallback_steps, ctx.min_model_len), f) for f in fresh]
     target, cause = max(choices, key=lambda c: c[0] or 0)
     if target is None:
         floor = f"the context is at spec.context.minModelLen ({ctx.min_model_len})"
-        exhausted = _not_cured(cause, floor, "ContextFallbackExhausted")
+        exhausted = _not_cured(cause, floor, Reason.CONTEXT_FALLBACK_EXHAUSTED)
         return replace(base, explained=explained, problem=exhausted)
-    entry = {
-        "time": now, "from": current, "to": target, "reason": cause.reason, "pod": cause.pod,
-        "podUID": cause.uid, "restartCount": cause.restart_count, "basis": digest, "detail": cause.detail,
-    }  # fmt: skip
-    others = frozenset(f.pod for f in memory)
-    history = [*history, entry][-HISTORY_LIMIT:]
-    return Decision(ctx.max_model_len, digest, start, target, planned, history, entry, explained=others)
+    step = api.ContextStep(
+        time=clock.rfc3339(now), from_=current, to=target, reason=cause.reason, pod=cause.pod,
+        pod_uid=cause.uid, restart_count=cause.restart_count, basis=digest, detail=cause.detail,
+    )  # fmt: skip
+    kept = (*history, step)[-HISTORY_LIMIT:]
+    return replace(
+        base, effective=target, history=kept, reduced=step, explained=frozenset(f.pod for f in memory)
+    )
 
 
-def _not_cured(failure: Failure, why: str, reason: str | None = None) -> Problem:
+def _not_cured(failure: Failure, why: str, reason: str) -> Problem:
     message = (
         f"pod {failure.pod} ran out of memory at {failure.context} tokens ({failure.reason}) and {why}; "
         "use more or larger GPUs per replica, kvCacheDtype fp8, or a lower minModelLen"
     )
-    return Problem(reason or failure.reason, message)
-
-
-def condition(decision: Decision, generation: int | None) -> dict[str, Any]:
-    """ContextReduced: True while the servers run with less than requested, and why."""
-    cond: dict[str, Any] = {"type": "ContextReduced"}
-    if decision.effective >= decision.requested:
-        cond |= {"status": "False", "reason": "AsRequested",
-                 "message": f"running the {decision.requested} tokens requested"}  # fmt: skip
-    elif decision.effective < decision.start:
-        steps = _in_force(decision.history, decision.basis)
-        last = steps[-1]
-        cond |= {
-            "status": "True",
-            "reason": "OutOfMemory",
-            "message": f"running {decision.effective} of the {decision.requested} tokens requested after "
-            f"{len(steps)} out-of-memory fallback(s); last: {last.get('reason')} on pod {last.get('pod')} "
-            f"at {last.get('from')} tokens",
-        }
-    else:
-        cond |= {
-            "status": "True",
-            "reason": "MemoryPlan",
-            "message": f"running {decision.effective} of the {decision.requested} tokens requested: "
-            f"the memory plan fits {decision.planned}",
-        }
-    if generation is not None:
-        cond["observedGeneration"] = generation
-    return cond
-
-
-def events(decision: Decision) -> list[Event]:
-    """A Warning when this pass lowered the context."""
-    step = decision.reduced
-    if step is None:
-        return []
-    message = (
-        f"Lowered the context from {step['from']} to {step['to']} tokens after {step['reason']} "
-        f"on pod {step['pod']}: {step['detail']}"
-    )
-    return [Event("Warning", "ContextReduced", message[:1024])]
+    return Problem(reason, message)

@@ -1,112 +1,234 @@
-"""Kopf handlers: thin. Every event only queues "look at this resource again".
+"""Kopf wiring: the watches fill the cache (indices), and every event only queues a resource.
 
-Kopf provides the watches (the resource, and the children it owns: StatefulSets, their
-pods, Services, PodDisruptionBudgets, filtered on the server by the managed-by label) and
-its own bookkeeping, kept in the resource's status (never in annotations: GitOps-clean).
-The reconciliation itself runs in the work queue's threads (see reconciler.py).
+Kopf lists and watches the resources, their children and pods (filtered on the server by
+the managed-by label), the nodes that report GPU memory (filtered by that label) and the
+CRDs whose presence matters. Index handlers keep slim facts of each object (facts.py); Kopf
+holds every other handler back until all indices are filled, so the first reconciliation
+already sees the whole cluster. Event handlers only route: they queue the owning resource
+(all resources when a GPU node or an optional CRD changes). The reconciliation runs in the
+work queue's threads (reconciler.py).
+
+No change handlers (on.create/on.update): those need Kopf's diffbase and progress records,
+a second writer of every resource. The operator writes nothing but its own status.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
-from . import api, kube, metrics, render
-from .reconciler import Key, Reconciler
+from . import facts, kube, metrics
+from .act import Actor
+from .cache import GPU_NODES, Cache, Indices, on_loop
+from .observe import Key, observe
+from .reconciler import Reconciler
+from .vocabulary import (
+    GPU_MEMORY_LABEL,
+    GROUP,
+    INSTANCE_LABEL,
+    KIND,
+    MANAGED_LABELS,
+    OPTIONAL_CRDS,
+    PLURAL,
+    VERSION,
+    label_string,
+)
 from .workqueue import WorkQueue
 
 log = logging.getLogger("qwen_operator.handlers")
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-INSTANCE_LABEL = "app.kubernetes.io/instance"
 CHILDREN: tuple[tuple[str, str, str], ...] = (
     ("apps", "v1", "statefulsets"),
-    ("", "v1", "pods"),
     ("", "v1", "services"),
     ("policy", "v1", "poddisruptionbudgets"),
+    ("monitoring.coreos.com", "v1", "servicemonitors"),
 )
-MANAGED = {MANAGED_BY_LABEL: render.MANAGED_BY, "app.kubernetes.io/name": render.APP_NAME}
+PODS = ("", "v1", "pods")
+NODES = ("", "v1", "nodes")
+CRDS = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+GPU_NODE_LABELS = {GPU_MEMORY_LABEL: kopf.PRESENT}
 
 
+@dataclass
 class Runtime:
-    """What the handlers share: the queue (started at operator start-up) and the HTTP server."""
+    """What the handlers share, in Kopf's memo: set up at start-up, before any watch runs."""
 
-    queue: WorkQueue[Key] | None = None
+    queue: WorkQueue[Key]
+    cache: Cache
     server: Any = None
+    nodes: dict[str, facts.Node] = field(default_factory=dict)
+    """GPU nodes as last seen by the event handler: a change in their labels re-plans everyone."""
+    served: frozenset[str] = frozenset()
 
-
-def enqueue(namespace: str | None, name: str | None) -> None:
-    if Runtime.queue is not None and namespace and name:
-        Runtime.queue.add((namespace, name))
+    def queue_all(self) -> None:
+        for key in self.cache.keys():  # noqa: SIM118 (a method, not a dict)
+            self.queue.add(key)
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
-    """Kopf settings: state in status, no peering, no cluster scanning, server-side filters."""
-    settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
-    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")
+    """Kopf settings: no peering, server-side filters, Kopf posts only its warnings.
+
+    Scanning stays on: Kopf then watches CRDs, so a ServiceMonitor CRD installed while the
+    operator runs gets its watch without a restart.
+    """
     settings.peering.standalone = True
-    settings.scanning.disabled = True  # no list/watch of CRDs and namespaces needed
     settings.posting.level = logging.WARNING  # our own events say what happened; Kopf only warns
-    selector = ",".join(f"{k}={v}" for k, v in sorted(MANAGED.items()))
-    for child in CHILDREN:
-        settings.watching.label_selectors[child] = selector
+    for child in (*CHILDREN, PODS):
+        settings.watching.label_selectors[child] = label_string(MANAGED_LABELS)
+    settings.watching.label_selectors[NODES] = GPU_MEMORY_LABEL  # nodes that have the label
     settings.watching.server_timeout = 600
     settings.networking.request_timeout = 60
 
 
+def runtime(memo: Any) -> Runtime | None:
+    found = getattr(memo, "runtime", None)
+    return found if isinstance(found, Runtime) else None
+
+
+# -- indices: the cache ---------------------------------------------------------------------
+
+
+@kopf.index(GROUP, VERSION, PLURAL, id="resources")
+def resources(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Key, facts.Resource]:
+    return {(namespace or "", name): facts.resource_from(body)}
+
+
+def _index_children(group: str, version: str, plural: str) -> None:
+    """An index of one child kind: (namespace, owner's name) -> facts.Child; id = the plural."""
+
+    def index(
+        body: kopf.Body, resource: kopf.Resource, namespace: str | None, **_: Any
+    ) -> dict[Key, facts.Child]:
+        child = facts.child_from(body, resource.kind)
+        return {(namespace or "", child.instance): child} if child.instance else {}
+
+    kopf.index(group, version, plural, labels=MANAGED_LABELS, id=plural)(index)
+
+
+for _group, _version, _plural in CHILDREN:
+    _index_children(_group, _version, _plural)
+
+
+@kopf.index("v1", "pods", labels=MANAGED_LABELS, id="pods")
+def pods(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Key, facts.Pod]:
+    pod = facts.pod_from(body)
+    return {(namespace or "", pod.instance): pod} if pod.instance else {}
+
+
+@kopf.index("v1", "nodes", labels=GPU_NODE_LABELS, id="gpu_nodes")
+def gpu_nodes(body: kopf.Body, **_: Any) -> dict[str, facts.Node]:
+    return {GPU_NODES: facts.node_from(body)}
+
+
+def _optional_crd(name: str, **_: Any) -> bool:
+    return name in OPTIONAL_CRDS
+
+
+@kopf.index(*CRDS, when=_optional_crd, id="crds")
+def crds(body: kopf.Body, name: str, **_: Any) -> dict[str, facts.Crd]:
+    return {name: facts.crd_from(body)}
+
+
+# -- life cycle -----------------------------------------------------------------------------
+
+
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Build the cache over Kopf's indices, the reconciler and its queue, and the HTTP server."""
     configure(settings)
-    reconciler = Reconciler(kube.Kube(kube.load_client()))
+    children = tuple(
+        kwargs[name] for name in ("statefulsets", "services", "poddisruptionbudgets", "servicemonitors")
+    )
+    cache = Cache(Indices(kwargs["resources"], children, kwargs["pods"], kwargs["gpu_nodes"], kwargs["crds"]))
+    loop = asyncio.get_running_loop()
+    reconciler = Reconciler(
+        on_loop(loop, lambda key: observe(key, cache)), Actor(kube.Kube(kube.load_client()), cache.wrote)
+    )
     workers = int(os.environ.get("QWEN_OPERATOR_WORKERS", "4"))
-    Runtime.queue = WorkQueue(reconciler.reconcile, workers=workers)
-    Runtime.queue.start()
+    queue: WorkQueue[Key] = WorkQueue(lambda key: reconciler.reconcile(key).recheck_after, workers=workers)
+    memo.runtime = Runtime(queue, cache)
+    queue.start()
     host = os.environ.get("QWEN_OPERATOR_HTTP_HOST", "0.0.0.0")
     port = int(os.environ.get("QWEN_OPERATOR_HTTP_PORT", "8080"))
-    Runtime.server = await metrics.start_server(host, port, healthy)
+    memo.runtime.server = await metrics.start_server(host, port, lambda: queue.alive())
     log.info("metrics on http://%s:%d/metrics, liveness on /healthz", host, port)
 
 
-def healthy() -> bool:
-    return Runtime.queue is not None and Runtime.queue.alive()
-
-
 @kopf.on.cleanup()
-async def cleanup(**_: Any) -> None:
-    if Runtime.server is not None:
-        await Runtime.server.cleanup()
-    if Runtime.queue is not None:
-        Runtime.queue.stop()
-
-
-@kopf.on.create(api.GROUP, api.VERSION, api.PLURAL)
-async def created(namespace: str | None, name: str, **_: Any) -> None:
-    """Created: Kopf records the handled spec in status.kopf.diffbase; we reconcile."""
-    enqueue(namespace, name)
-
-
-@kopf.on.update(api.GROUP, api.VERSION, api.PLURAL)
-async def updated(namespace: str | None, name: str, **_: Any) -> None:
-    """Spec (or labels, annotations) changed: reconcile."""
-    enqueue(namespace, name)
-
-
-@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-async def resource_event(type: str, namespace: str | None, name: str, **_: Any) -> None:
-    """Any event (start-up listing included): reconcile; a deleted resource leaves the metrics."""
-    if type == "DELETED":
-        metrics.PHASE_TRACKER.set((namespace or "", name), None)
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    rt = runtime(memo)
+    if rt is None:
         return
-    enqueue(namespace, name)
+    if rt.server is not None:
+        await rt.server.cleanup()
+    rt.queue.stop()
 
 
-@kopf.on.event("apps", "v1", "statefulsets", labels=MANAGED)
-@kopf.on.event("v1", "pods", labels=MANAGED)
-@kopf.on.event("v1", "services", labels=MANAGED)
-@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
-async def child_event(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
-    """A child changed (or vanished): its owner is named by the instance label."""
-    enqueue(namespace, labels.get(INSTANCE_LABEL))
+# -- events: route only ---------------------------------------------------------------------
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def resource_event(
+    type: str, body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+) -> None:
+    """Any change (labels and annotations too): reconcile. A deleted resource leaves the metrics."""
+    rt = runtime(memo)
+    if rt is None or not namespace:
+        return
+    rt.cache.seen(KIND, body, deleted=type == "DELETED")
+    if type == "DELETED":
+        metrics.PHASE_TRACKER.set((namespace, name), None)
+        metrics.REDUCED_TRACKER.set((namespace, name), False)
+        return
+    rt.queue.add((namespace, name))
+
+
+@kopf.on.event("apps", "v1", "statefulsets", labels=MANAGED_LABELS)
+@kopf.on.event("v1", "services", labels=MANAGED_LABELS)
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED_LABELS)
+@kopf.on.event("monitoring.coreos.com", "v1", "servicemonitors", labels=MANAGED_LABELS)
+@kopf.on.event("v1", "pods", labels=MANAGED_LABELS)
+async def child_event(
+    type: str, body: kopf.Body, resource: kopf.Resource, namespace: str | None, labels: Mapping[str, str],
+    memo: kopf.Memo, **_: Any,
+) -> None:  # fmt: skip
+    """A child or pod changed (or vanished): its owner is named by the instance label."""
+    rt = runtime(memo)
+    owner = labels.get(INSTANCE_LABEL)
+    if rt is None or not namespace or not owner:
+        return
+    rt.cache.seen(resource.kind or "", body, deleted=type == "DELETED")
+    rt.queue.add((namespace, owner))
+
+
+@kopf.on.event("v1", "nodes", labels=GPU_NODE_LABELS)
+async def node_event(type: str, body: kopf.Body, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """A GPU node came, went or changed its labels: every resource's plan may change."""
+    rt = runtime(memo)
+    if rt is None:
+        return
+    node = None if type == "DELETED" else facts.node_from(body)
+    if rt.nodes.get(name) == node:
+        return  # a status heartbeat: nothing the plan reads
+    if node is None:
+        rt.nodes.pop(name, None)
+    else:
+        rt.nodes[name] = node
+    rt.queue_all()
+
+
+@kopf.on.event(*CRDS, when=_optional_crd)
+async def crd_event(memo: kopf.Memo, **_: Any) -> None:
+    """An optional CRD was installed, became served or went away: every resource may change."""
+    rt = runtime(memo)
+    if rt is None:
+        return
+    served = rt.cache.served()
+    if served != rt.served:
+        rt.served = served
+        rt.queue_all()

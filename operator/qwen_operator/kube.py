@@ -1,8 +1,9 @@
-"""Kubernetes API access for the reconciler: reads, server-side apply, status patches, events.
+"""Kubernetes API writes for the reconciler: server-side apply, deletion, status patches, events.
 
-Every request goes through `Kube._request`, which counts it by verb and resource (and
-errors by status code), so the metrics prove what the operator writes. Objects are plain
-dicts as the apiserver sends them: the reconciler compares them with rendered manifests.
+The reconciler reads nothing from here: it observes the watches' cache (cache.py). Every
+request goes through `Kube._request`, which counts it by verb and resource (and errors by
+status code), so the metrics prove what the operator sends. `KubeApi` is the protocol the
+reconciler's `act` step needs, so tests give it an in-memory API with no type: ignore.
 """
 
 from __future__ import annotations
@@ -10,17 +11,17 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
-from . import api, metrics
+from . import facts, metrics
+from .vocabulary import API_VERSION, COMPONENT, FIELD_MANAGER, KIND, PLURAL
 
-FIELD_MANAGER = "qwen-operator"
-COMPONENT = "qwen-operator"
 REQUEST_TIMEOUT = 30.0
+EVENT_MESSAGE_LIMIT = 1024
 
 
 class ApiError(RuntimeError):
@@ -39,10 +40,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "Service": ("/api/v1", "services"),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
     "ServiceMonitor": ("/apis/monitoring.coreos.com/v1", "servicemonitors"),
-    "Pod": ("/api/v1", "pods"),
-    "Node": ("/api/v1", "nodes"),
     "Event": ("/api/v1", "events"),
-    api.KIND: (f"/apis/{api.API_VERSION}", api.PLURAL),
+    KIND: (f"/apis/{API_VERSION}", PLURAL),
 }
 
 
@@ -57,6 +56,20 @@ def path(kind: str, namespace: str, name: str | None = None, subresource: str | 
     return out
 
 
+class KubeApi(Protocol):
+    """The writes a reconciliation makes; each returns what the apiserver returned."""
+
+    def apply(self, manifest: Mapping[str, Any], dry_run: bool = False) -> dict[str, Any]: ...
+
+    def delete(
+        self, kind: str, namespace: str, name: str, propagation: str = "Background"
+    ) -> dict[str, Any]: ...
+
+    def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def post_event(self, owner: facts.Resource, type_: str, reason: str, message: str, now: str) -> None: ...
+
+
 def load_client() -> client.ApiClient:
     """In-cluster credentials when running in a pod, else $KUBECONFIG / ~/.kube/config."""
     try:
@@ -67,7 +80,7 @@ def load_client() -> client.ApiClient:
 
 
 class Kube:
-    """Thin, thread-safe wrapper over one ApiClient; raises ApiError, returns dicts."""
+    """Thin, thread-safe wrapper over one ApiClient; raises ApiError, returns dicts (a KubeApi)."""
 
     def __init__(self, api_client: client.ApiClient) -> None:
         self._api = api_client
@@ -104,31 +117,6 @@ class Kube:
             raise ApiError(resp.status, str(resp.reason or ""), message)
         return dict(json.loads(text)) if text else {}
 
-    def serves(self, group_version: str, plural: str) -> bool:
-        """The apiserver serves this resource: an optional CRD, like the Prometheus Operator's."""
-        try:
-            out = self._request("discover", "GET", group_version, f"/apis/{group_version}")
-        except ApiError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return any(r.get("name") == plural for r in out.get("resources") or [])
-
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        """The object, or None when it does not exist."""
-        try:
-            return self._request("get", "GET", KINDS[kind][1], path(kind, namespace, name))
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
-        out = self._request(
-            "list", "GET", KINDS[kind][1], path(kind, namespace), query=[("labelSelector", selector)]
-        )
-        return list(out.get("items") or [])
-
     def apply(self, manifest: Mapping[str, Any], dry_run: bool = False) -> dict[str, Any]:
         """Server-side apply under the one field manager, forcing ownership of our fields."""
         kind, meta = str(manifest["kind"]), manifest["metadata"]
@@ -141,40 +129,41 @@ class Kube:
             body=manifest, content_type="application/apply-patch+yaml",
         )  # fmt: skip
 
-    def delete(self, kind: str, namespace: str, name: str, propagation: str = "Background") -> None:
+    def delete(self, kind: str, namespace: str, name: str, propagation: str = "Background") -> dict[str, Any]:
+        """The object as deletion left it (with a deletionTimestamp while finalizers run); {} if gone."""
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation}
         try:
-            self._request("delete", "DELETE", KINDS[kind][1], path(kind, namespace, name), body=body)
+            return self._request("delete", "DELETE", KINDS[kind][1], path(kind, namespace, name), body=body)
         except ApiError as exc:
             if exc.status != 404:
                 raise
+        return {}
 
     def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
-        """Merge-patch our keys of the resource's status subresource."""
+        """Merge-patch the resource's status subresource."""
         return self._request(
-            "patch", "PATCH", api.PLURAL + "/status", path(api.KIND, namespace, name, "status"),
+            "patch", "PATCH", PLURAL + "/status", path(KIND, namespace, name, "status"),
             query=[("fieldManager", FIELD_MANAGER)],
             body={"status": dict(patch)}, content_type="application/merge-patch+json",
         )  # fmt: skip
 
-    def post_event(self, owner: Mapping[str, Any], type_: str, reason: str, message: str, now: str) -> None:
+    def post_event(self, owner: facts.Resource, type_: str, reason: str, message: str, now: str) -> None:
         """Post a core/v1 Event on `owner` (what `kubectl describe` lists)."""
-        meta = owner["metadata"]
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta["namespace"]},
+            "metadata": {"name": f"{owner.name}.{uuid.uuid4().hex[:16]}", "namespace": owner.namespace},
             "involvedObject": {
-                "apiVersion": owner.get("apiVersion", api.API_VERSION),
-                "kind": owner.get("kind", api.KIND),
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": meta.get("uid"),
-                "resourceVersion": meta.get("resourceVersion"),
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": owner.name,
+                "namespace": owner.namespace,
+                "uid": owner.uid,
+                "resourceVersion": owner.resource_version,
             },
             "type": type_,
             "reason": reason,
-            "message": message[:1024],
+            "message": message[:EVENT_MESSAGE_LIMIT],
             "source": {"component": COMPONENT},
             "reportingComponent": COMPONENT,
             "reportingInstance": COMPONENT,
@@ -182,5 +171,5 @@ class Kube:
             "lastTimestamp": now,
             "count": 1,
         }
-        self._request("create", "POST", "events", path("Event", meta["namespace"]), body=event)
+        self._request("create", "POST", "events", path("Event", owner.namespace), body=event)
         metrics.EVENTS.labels(type=type_, reason=reason).inc()

@@ -21,9 +21,11 @@ from prometheus_client import (
     generate_latest,
 )
 
+from .vocabulary import Phase
+
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: half the output, nothing a dashboard uses
 REGISTRY = CollectorRegistry(auto_describe=True)
-PHASES = ("Pending", "Progressing", "Ready", "Degraded", "Failed")
+PHASES = tuple(Phase)
 
 RECONCILIATIONS = Counter(
     "qwen_operator_reconciliations_total",
@@ -89,7 +91,7 @@ class PhaseTracker:
                 self._phases.pop(key, None)
             else:
                 self._phases[key] = phase
-            counts = dict.fromkeys(PHASES, 0)
+            counts: dict[str, int] = dict.fromkeys(PHASES, 0)
             for value in self._phases.values():
                 counts[value] = counts.get(value, 0) + 1
         for name, count in counts.items():

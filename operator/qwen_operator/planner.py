@@ -34,12 +34,10 @@ from importlib import resources
 from typing import Any
 
 from . import api
-from .status import Event
+from .vocabulary import CONTEXT_STEP
 
 GIB = 1024**3
 GB = 1000**3
-STEP = 1024
-"""Planned contexts are multiples of this many tokens."""
 BLOCK_SIZE = 16
 """vLLM 0.33's default KV cache block size (CacheConfig.DEFAULT_BLOCK_SIZE) on CUDA."""
 OVERHEAD_GIB = 6.0
@@ -176,7 +174,7 @@ class Plan:
     max_tokens: int
     """The longest context one request can have in that KV cache (vLLM's estimate), or 0."""
     planned: int
-    """The largest context (a multiple of STEP, at most the request) that fits, or 0."""
+    """The largest context (a multiple of CONTEXT_STEP, at most the request) that fits, or 0."""
 
     @property
     def weights_bytes_per_gpu(self) -> int:
@@ -238,7 +236,7 @@ class Plan:
         )
         if self.planned == 0:
             return (
-                f"{head}: room for {self.max_tokens} tokens, less than {STEP}: add GPUs per replica, "
+                f"{head}: room for {self.max_tokens} tokens, less than {CONTEXT_STEP}: add GPUs per replica, "
                 "use larger GPUs, kvCacheDtype fp8 or a higher gpuMemoryUtilization"
             )
         room = f"{head}: room for {self.max_tokens:,} tokens"
@@ -280,7 +278,7 @@ def plan(
         usable_bytes=usable,
         kv_cache_bytes_per_gpu=kv_cache,
         max_tokens=max_tokens,
-        planned=min(requested, max_tokens // STEP * STEP),
+        planned=min(requested, max_tokens // CONTEXT_STEP * CONTEXT_STEP),
     )
 
 
@@ -306,45 +304,3 @@ def plan_for(spec: api.QwenThinkingDeploymentSpec, node_gpu_memory_gib: float | 
         spec.runtime.kv_cache_dtype,
         spec.context.max_model_len,
     )
-
-
-MEMORY_LABEL = "nvidia.com/gpu.memory"
-PRODUCT_LABEL = "nvidia.com/gpu.product"
-
-
-def node_selector(spec: api.QwenThinkingDeploymentSpec) -> str:
-    """Nodes whose GPUs the plan considers: those that report GPU memory, of the product asked
-    for, and matching the pods' nodeSelector (the nodes the pods can be scheduled on)."""
-    wanted = dict(spec.scheduling.node_selector)
-    if spec.gpu.product:
-        wanted[PRODUCT_LABEL] = spec.gpu.product
-    return ",".join([MEMORY_LABEL, *(f"{k}={v}" for k, v in sorted(wanted.items()))])
-
-
-def node_gpu_memory_label(node: dict[str, Any]) -> str | None:
-    labels: dict[str, str] = (node.get("metadata") or {}).get("labels") or {}
-    return labels.get(MEMORY_LABEL)
-
-
-def smallest_gpu_memory_gib(nodes: list[dict[str, Any]]) -> float | None:
-    """The plan must fit wherever a pod lands, so the smallest GPU among the nodes counts."""
-    sizes = [gpu_memory_gib_from_label(node_gpu_memory_label(n)) for n in nodes]
-    return min((m for m in sizes if m is not None), default=None)
-
-
-def events(res: api.QwenThinkingDeployment, before: int | None, planned: int | None) -> list[Event]:
-    """One event when the plan changes and says the request does not fit."""
-    ctx = res.spec.context
-    if planned is None or planned == before or planned >= ctx.max_model_len:
-        return []
-    start = max(planned, ctx.min_model_len) if ctx.preflight else ctx.max_model_len
-    action = f"starting at {start}" + ("" if ctx.preflight else " (preflight is off)")
-    if planned < ctx.min_model_len:
-        message = (
-            f"the memory plan fits {planned} tokens, below minModelLen {ctx.min_model_len}: the weights "
-            "leave too little GPU memory for the KV cache (more GPUs per replica, kvCacheDtype fp8 or "
-            f"a lower minModelLen would help); {action}"
-        )
-        return [Event("Warning", "InsufficientGPUMemory", message)]
-    message = f"the memory plan fits {planned} of the {ctx.max_model_len} tokens requested; {action}"
-    return [Event("Normal", "ContextPlanned", message)]

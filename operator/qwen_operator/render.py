@@ -15,20 +15,18 @@ from typing import Any
 import jinja2
 import yaml
 
-from . import api
-from .api import QwenThinkingDeployment, QwenThinkingDeploymentSpec
+from qwen_runtime.engine import ENGINE_READY_TIMEOUT_S, ENGINE_READY_TIMEOUT_VAR
 
-APP_NAME = "qwen-thinking"
-MANAGED_BY = "qwen-operator"
+from . import api, placement
+from .api import QwenThinkingDeployment, QwenThinkingDeploymentSpec
+from .vocabulary import MAX_MODEL_LEN_FLAG, Component, labels, selector_labels
+
 CONTAINER_PORT = 8000
 WEIGHTS_MOUNT = "/models"
 HF_CACHE = f"{WEIGHTS_MOUNT}/hub"
 SHM_SIZE = "16Gi"
 GRACE_SECONDS = 120
 """Time for vLLM to finish in-flight requests after SIGTERM before the kubelet kills it."""
-ENGINE_READY_TIMEOUT_S = 2400
-"""vLLM's 600 s default is too short to load 236 GB of weights. Shorter than the startup
-probe's window, so that vLLM gives up first and the launcher can say why."""
 
 DEFAULT_REQUESTS = {"cpu": "8", "memory": "96Gi"}
 DEFAULT_LIMITS = {"memory": "256Gi"}
@@ -45,7 +43,6 @@ DEFAULT_PROBES: dict[str, dict[str, int]] = {
 TEMPLATES = ("service-headless.yaml.j2", "service.yaml.j2", "statefulset.yaml.j2", "pdb.yaml.j2")
 """In apply order: the StatefulSet's governing Service exists before its pods."""
 SERVICE_MONITOR_TEMPLATE = "servicemonitor.yaml.j2"
-SERVICE_MONITOR_API = "monitoring.coreos.com/v1"
 
 
 class RenderError(RuntimeError):
@@ -61,23 +58,6 @@ def coerce(resource: QwenThinkingDeployment | Mapping[str, Any]) -> QwenThinking
 
 def headless_name(name: str) -> str:
     return f"{name}-headless"
-
-
-def selector_labels(name: str) -> dict[str, str]:
-    """The labels that select one resource's pods (also the scale subresource's selector)."""
-    return {"app.kubernetes.io/name": APP_NAME, "app.kubernetes.io/instance": name}
-
-
-def selector_string(name: str) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(name).items()))
-
-
-def labels(name: str, component: str) -> dict[str, str]:
-    return {
-        **selector_labels(name),
-        "app.kubernetes.io/component": component,
-        "app.kubernetes.io/managed-by": MANAGED_BY,
-    }
 
 
 def endpoint(res: QwenThinkingDeployment) -> str:
@@ -130,7 +110,7 @@ def server_argv(
     args += [
         "--tensor-parallel-size",
         str(spec.parallelism.tensor),
-        "--max-model-len",
+        MAX_MODEL_LEN_FLAG,
         str(context),
     ]
     if spec.parallelism.expert:
@@ -162,10 +142,7 @@ def _secret_env(name: str, ref: api.SecretKeyRef) -> dict[str, Any]:
 def server_env(spec: QwenThinkingDeploymentSpec) -> list[dict[str, Any]]:
     """Operator env first; the user's env replaces same-named entries (SSA needs unique names)."""
     env: dict[str, dict[str, Any]] = {
-        "VLLM_ENGINE_READY_TIMEOUT_S": {
-            "name": "VLLM_ENGINE_READY_TIMEOUT_S",
-            "value": str(ENGINE_READY_TIMEOUT_S),
-        },
+        ENGINE_READY_TIMEOUT_VAR: {"name": ENGINE_READY_TIMEOUT_VAR, "value": str(ENGINE_READY_TIMEOUT_S)},
         "PYTHONUNBUFFERED": {"name": "PYTHONUNBUFFERED", "value": "1"},
     }
     if pvc_source(spec) is None:
@@ -230,15 +207,12 @@ def owner_reference(res: QwenThinkingDeployment) -> dict[str, Any] | None:
 def _values(res: QwenThinkingDeployment, max_model_len: int | None) -> dict[str, Any]:
     spec, name = res.spec, res.metadata.name
     pvc = pvc_source(spec)
-    node_selector = dict(spec.scheduling.node_selector)
-    if spec.gpu.product:
-        node_selector["nvidia.com/gpu.product"] = spec.gpu.product
     gpu_toleration = {"key": spec.gpu.resource_name, "operator": "Exists", "effect": "NoSchedule"}
     return {
         "name": name,
         "namespace": res.metadata.namespace,
         "headless_name": headless_name(name),
-        "labels": lambda component: labels(name, component),
+        "labels": lambda component: labels(name, Component(component)),
         "selector": selector_labels(name),
         "owner": owner_reference(res),
         "replicas": spec.replicas,
@@ -252,7 +226,7 @@ def _values(res: QwenThinkingDeployment, max_model_len: int | None) -> dict[str,
         "cache_size": spec.model.cache.size,
         "resources": resources(spec),
         "probes": probes(spec),
-        "node_selector": node_selector,
+        "node_selector": placement.node_selector(spec),
         "tolerations": [gpu_toleration, *spec.scheduling.tolerations],
         "affinity": spec.scheduling.affinity,
         "priority_class": spec.scheduling.priority_class_name,

@@ -1,127 +1,30 @@
-"""The resource's status, computed from what the cluster shows: pure functions, no I/O.
+"""The resource's status, built as the API's status models: pure functions, no I/O.
 
-kstatus conventions (what Flux, Argo CD and `kubectl wait` read): `Ready` says whether the
-servers match the spec, `Reconciling` is True while the operator or Kubernetes is still
-moving towards it, `Stalled` is True when it cannot get there without a person. Reasons are
-the ones a person can act on, and `lastTransitionTime` moves only when `status` flips.
+Every condition is made here. kstatus conventions (what Flux, Argo CD and `kubectl wait`
+read): `Ready` says whether the servers match the spec, `Reconciling` is True while the
+operator or Kubernetes is still moving towards it, `Stalled` is True when it cannot get there
+without a person. `ContextReduced` says whether the servers run the requested context.
+Reasons are the ones a person can act on, and `lastTransitionTime` moves only when `status`
+flips. The status is serialised once (`to_wire`) and written as a merge patch of what differs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
-from . import render, termination
-from .api import QwenThinkingDeployment
+from pydantic import ValidationError
 
-READY, RECONCILING, STALLED = "Ready", "Reconciling", "Stalled"
-OWN_KEYS = ("observedGeneration", "phase", "replicas", "readyReplicas", "selector", "endpoint", "context",
-            "conditions")  # fmt: skip
-"""The status keys the operator writes (Kopf keeps its own records under `status.kopf`)."""
-MESSAGE_LIMIT = 1024
-IMAGE_PULL_REASONS = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull")
+from . import api, clock, facts, render
+from .fallback import Decision
+from .problems import Problem, Wait, short
+from .vocabulary import ConditionType, Phase, Reason, selector_string
 
-
-@dataclass(frozen=True)
-class Problem:
-    """Why the servers cannot become ready without someone acting."""
-
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Event:
-    """A Kubernetes Event to post on the resource."""
-
-    type: str
-    reason: str
-    message: str
-
-
-def now_rfc3339(moment: datetime | None = None) -> str:
-    return (moment or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _short(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 3] + "..."
-
-
-def _container_problem(pod_name: str, status: Mapping[str, Any]) -> Problem | None:
-    waiting = (status.get("state") or {}).get("waiting") or {}
-    reason = str(waiting.get("reason") or "")
-    container = status.get("name", "?")
-    if reason in IMAGE_PULL_REASONS:
-        detail = waiting.get("message") or f"cannot pull image {status.get('image', '')}"
-        return Problem("ImagePullBackOff", _short(f"pod {pod_name} container {container}: {detail}"))
-    if reason == "CrashLoopBackOff":
-        last = (status.get("lastState") or {}).get("terminated") or {}
-        detail = f"exit code {last.get('exitCode', '?')}"
-        if last.get("reason"):
-            detail += f" ({last['reason']})"
-        if last.get("message"):
-            detail += f": {last['message']}"
-        # No restart count in the message: it would change the status (and post an event) per crash.
-        message = f"pod {pod_name} container {container} keeps crashing, {detail}"
-        return Problem(_crash_reason(last), _short(message))
-    return None
-
-
-def _crash_reason(terminated: Mapping[str, Any]) -> str:
-    """The launcher's reason (InvalidArguments, ...) when it said one, else CrashLoopBackOff."""
-    said = termination.reason(terminated) if terminated else ""
-    known = said in termination.LAUNCHER_REASONS or said == "OOMKilled"
-    return said if known and said != "Unknown" else "CrashLoopBackOff"
-
-
-def _unschedulable(pod: Mapping[str, Any]) -> Problem | None:
-    status = pod.get("status") or {}
-    if status.get("phase", "Pending") != "Pending":
-        return None
-    for cond in status.get("conditions") or []:
-        scheduled = cond.get("type") == "PodScheduled" and cond.get("status") == "False"
-        if scheduled and cond.get("reason") == "Unschedulable":
-            name = pod["metadata"]["name"]
-            return Problem("Unschedulable", _short(f"pod {name}: {cond.get('message', '')}"))
-    return None
-
-
-def pod_problem(pods: Sequence[Mapping[str, Any]], explained: frozenset[str] = frozenset()) -> Problem | None:
-    """The most actionable problem among the pods: image pulls, then crashes, then scheduling.
-
-    Crashes of the `explained` pods are left out: the context fallback is acting on them.
-    """
-    found: list[Problem] = []
-    for pod in sorted(pods, key=lambda p: str(p["metadata"]["name"])):
-        name = pod["metadata"]["name"]
-        if (pod.get("metadata") or {}).get("deletionTimestamp"):
-            continue
-        status = pod.get("status") or {}
-        statuses = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
-        for cs in statuses:
-            problem = _container_problem(name, cs)
-            if problem and not (name in explained and problem.reason != "ImagePullBackOff"):
-                found.append(problem)
-        problem = _unschedulable(pod)
-        if problem:
-            found.append(problem)
-    rank = {"ImagePullBackOff": 0, "Unschedulable": 2}
-    return min(found, key=lambda p: rank.get(p.reason, 1), default=None)
-
-
-@dataclass(frozen=True)
-class ContextReport:
-    """What the context fallback contributes to the status."""
-
-    status: dict[str, Any]
-    """status.context: requested, effective, planned, history."""
-    condition: dict[str, Any] | None = None
-    """ContextReduced."""
-    explained: frozenset[str] = frozenset()
-    """Pods whose crash the fallback accounts for."""
+Status = api.QwenThinkingDeploymentStatus
+Condition = api.Condition
+Truth = Literal["True", "False", "Unknown"]
 
 
 @dataclass(frozen=True)
@@ -136,195 +39,218 @@ class Rollout:
     """The StatefulSet controller has seen the latest StatefulSet spec and finished rolling."""
 
 
-def rollout(sts: Mapping[str, Any] | None, want: int) -> Rollout:
+def rollout(sts: facts.Child | None, want: int) -> Rollout:
     if sts is None:
         return Rollout(False, 0, 0, 0, False)
-    st = sts.get("status") or {}
-    meta = sts.get("metadata") or {}
-    observed = int(st.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
+    st = sts.status
+    observed = int(st.get("observedGeneration") or 0) >= sts.generation
     replicas = int(st.get("replicas") or 0)
     updated = int(st.get("updatedReplicas") or 0)
     revisions_equal = st.get("currentRevision") == st.get("updateRevision") or updated >= replicas
-    spec_replicas = (sts.get("spec") or {}).get("replicas")
+    spec_replicas = sts.manifest["spec"].get("replicas")
     settled = observed and revisions_equal and spec_replicas == want and replicas == want and updated >= want
     return Rollout(True, replicas, int(st.get("readyReplicas") or 0), updated, settled)
 
 
-def _phase(want: int, ro: Rollout, problem: Problem | None) -> str:
+def previous(raw: Mapping[str, Any]) -> Status:
+    """The status as last written, typed; foreign keys (Kopf's old records) and junk ignored."""
+    known = {f.alias or name for name, f in Status.model_fields.items()}
+    try:
+        return Status.model_validate({k: v for k, v in raw.items() if k in known})
+    except ValidationError:
+        return Status()
+
+
+def phase_of(want: int, ro: Rollout, problem: Problem | None) -> Phase:
     if ro.settled and ro.ready >= want and problem is None:
-        return "Ready"
+        return Phase.READY
     if problem is None:
-        return "Progressing"
+        return Phase.PROGRESSING
     if ro.ready > 0:
-        return "Degraded"
-    return "Pending" if problem.reason == "Unschedulable" else "Failed"
+        return Phase.DEGRADED
+    return Phase.PENDING if problem.reason == Reason.UNSCHEDULABLE else Phase.FAILED
 
 
-def _progress_message(want: int, ro: Rollout) -> str:
+def _progress(want: int, ro: Rollout, wait: Wait | None) -> tuple[str, str]:
+    if wait is not None:
+        return wait.reason, wait.message
     if not ro.exists:
-        return "creating the StatefulSet"
+        return Reason.PROGRESSING, "creating the StatefulSet"
     if ro.updated < min(want, ro.replicas):
-        return f"rolling out: {ro.updated} of {want} replicas updated, {ro.ready} ready"
-    return f"{ro.ready} of {want} replicas ready"
+        return Reason.PROGRESSING, f"rolling out: {ro.updated} of {want} replicas updated, {ro.ready} ready"
+    return Reason.PROGRESSING, f"{ro.ready} of {want} replicas ready"
 
 
-def conditions_for(
-    phase: str, want: int, ro: Rollout, problem: Problem | None, paused: bool, generation: int | None
-) -> list[dict[str, Any]]:
+def _cond(type_: ConditionType, truth: Truth, reason: str, message: str, generation: int | None) -> Condition:
+    return Condition(type=type_, status=truth, reason=reason, message=message, observed_generation=generation)
+
+
+def kstatus(
+    phase: Phase, want: int, ro: Rollout, problem: Problem | None, wait: Wait | None, paused: bool,
+    generation: int | None,
+) -> list[Condition]:  # fmt: skip
     """Ready, Reconciling and Stalled for a valid spec (no timestamps yet)."""
-    if phase == "Ready":
+    progress = _progress(want, ro, wait)
+    if phase == Phase.READY:
         ready_msg = "scaled to zero" if want == 0 else f"{ro.ready} of {want} replicas ready"
-        ready = ("True", "ScaledToZero" if want == 0 else "Ready", ready_msg)
+        ready: tuple[Truth, str, str] = (
+            "True",
+            Reason.SCALED_TO_ZERO if want == 0 else Reason.READY,
+            ready_msg,
+        )
     elif problem is not None:
         ready = ("False", problem.reason, problem.message)
     else:
-        ready = ("False", "Progressing", _progress_message(want, ro))
+        ready = ("False", *progress)
     if paused:
-        reconciling = ("False", "Paused", "spec.paused is true: the operator does not change the children")
-    elif phase == "Progressing":
-        reconciling = ("True", "Progressing", _progress_message(want, ro))
+        reconciling: tuple[Truth, str, str] = (
+            "False", Reason.PAUSED, "spec.paused is true: the operator does not change the children",
+        )  # fmt: skip
+    elif phase == Phase.PROGRESSING:
+        reconciling = ("True", *progress)
     else:
-        reconciling = ("False", phase, "")
-    stalled = ("True", problem.reason, problem.message) if problem else ("False", phase, "")
+        reconciling = ("False", Reason(phase), "")
+    stalled: tuple[Truth, str, str] = ("True", problem.reason, problem.message) if problem else (
+        "False", Reason(phase), "",
+    )  # fmt: skip
     return [
-        _cond(READY, *ready, generation),
-        _cond(RECONCILING, *reconciling, generation),
-        _cond(STALLED, *stalled, generation),
+        _cond(ConditionType.READY, *ready, generation),
+        _cond(ConditionType.RECONCILING, *reconciling, generation),
+        _cond(ConditionType.STALLED, *stalled, generation),
     ]
 
 
-def _cond(type_: str, status: str, reason: str, message: str, generation: int | None) -> dict[str, Any]:
-    cond: dict[str, Any] = {"type": type_, "status": status, "reason": reason, "message": message}
-    if generation is not None:
-        cond["observedGeneration"] = generation
-    return cond
+def context_reduced(decision: Decision, generation: int | None) -> Condition:
+    """True while the servers run with less than requested, and why."""
+    if decision.effective >= decision.requested:
+        truth: Truth = "False"
+        reason, message = Reason.AS_REQUESTED, f"running the {decision.requested} tokens requested"
+    elif decision.effective < decision.start:
+        steps = decision.in_force
+        last = steps[-1]
+        truth, reason = "True", Reason.OUT_OF_MEMORY
+        message = (
+            f"running {decision.effective} of the {decision.requested} tokens requested after "
+            f"{len(steps)} out-of-memory fallback(s); last: {last.reason} on pod {last.pod} "
+            f"at {last.from_} tokens"
+        )
+    else:
+        truth, reason = "True", Reason.MEMORY_PLAN
+        message = (
+            f"running {decision.effective} of the {decision.requested} tokens requested: "
+            f"the memory plan fits {decision.planned}"
+        )
+    return _cond(ConditionType.CONTEXT_REDUCED, truth, reason, message, generation)
 
 
 def merge_conditions(
-    previous: Sequence[Mapping[str, Any]], new: Sequence[dict[str, Any]], now: str
-) -> list[dict[str, Any]]:
-    """Keep lastTransitionTime unless status flipped; keep conditions others own (ContextReduced)."""
-    before = {c.get("type"): c for c in previous}
+    previous: Sequence[Condition], new: Sequence[Condition], now: datetime
+) -> list[Condition]:
+    """Keep lastTransitionTime unless status flipped; keep conditions this pass does not make."""
+    before = {c.type: c for c in previous}
     out = []
     for cond in new:
-        old = before.get(cond["type"])
-        same = old is not None and old.get("status") == cond["status"] and old.get("lastTransitionTime")
-        out.append({**cond, "lastTransitionTime": old["lastTransitionTime"] if same and old else now})
-    mine = {c["type"] for c in new}
-    out += [dict(c) for c in previous if c.get("type") not in mine]
-    return out
+        old = before.get(cond.type)
+        same = old is not None and old.status == cond.status and old.last_transition_time
+        stamp = old.last_transition_time if same and old else clock.rfc3339(now)
+        out.append(cond.model_copy(update={"last_transition_time": stamp}))
+    mine = {c.type for c in new}
+    return out + [c for c in previous if c.type not in mine]
 
 
-def compute(
-    res: QwenThinkingDeployment,
-    generation: int | None,
-    sts: Mapping[str, Any] | None,
-    pods: Sequence[Mapping[str, Any]],
-    previous: Mapping[str, Any],
-    now: str,
-    blocked: Problem | None = None,
-    context: ContextReport | None = None,
-) -> dict[str, Any]:
-    """The status for a valid resource, given its StatefulSet, pods and last status.
+def context_status(decision: Decision) -> api.ContextStatus:
+    return api.ContextStatus(
+        requested=decision.requested,
+        effective=decision.effective,
+        planned=decision.planned,
+        history=list(decision.history) or None,
+    )
 
-    `blocked` is a problem the operator itself hit (a child name taken by someone else, GPUs
-    too small for the weights, an out-of-memory the fallback cannot cure); `context` is what
-    the fallback decided (status.context, the ContextReduced condition, the pods it explains).
-    """
+
+@dataclass(frozen=True)
+class Facts:
+    """What the status of a valid resource is made from."""
+
+    res: api.QwenThinkingDeployment
+    sts: facts.Child | None
+    decision: Decision
+    problem: Problem | None
+    wait: Wait | None
+
+
+def build(f: Facts, before: Status, now: datetime) -> Status:
+    """The status of a valid resource."""
+    res, generation = f.res, f.res.metadata.generation
     want = res.spec.replicas
-    ro = rollout(sts, want)
-    requested = res.spec.context.max_model_len
-    ctx = context or ContextReport({"requested": requested, "effective": requested})
-    problem = blocked or pod_problem(pods, ctx.explained)
-    phase = _phase(want, ro, problem)
-    conds = conditions_for(phase, want, ro, problem, res.spec.paused, generation)
-    if ctx.condition is not None:
-        conds.append(ctx.condition)
-    status: dict[str, Any] = {
-        "phase": phase,
-        "replicas": ro.replicas,
-        "readyReplicas": ro.ready,
-        "selector": render.selector_string(res.metadata.name),
-        "endpoint": render.endpoint(res),
-        "context": ctx.status,
-        "conditions": merge_conditions(previous.get("conditions") or [], conds, now),
-    }
-    if generation is not None:
-        status["observedGeneration"] = generation
-    return status
+    ro = rollout(f.sts, want)
+    phase = phase_of(want, ro, f.problem)
+    conds = kstatus(phase, want, ro, f.problem, f.wait, res.spec.paused, generation)
+    conds.append(context_reduced(f.decision, generation))
+    return Status(
+        observed_generation=generation,
+        phase=phase,
+        replicas=ro.replicas,
+        ready_replicas=ro.ready,
+        selector=selector_string(res.metadata.name),
+        endpoint=render.endpoint(res),
+        context=context_status(f.decision),
+        conditions=merge_conditions(before.conditions, conds, now),
+    )
 
 
 def invalid(
-    name: str,
-    generation: int | None,
-    sts: Mapping[str, Any] | None,
-    field: str,
-    message: str,
-    previous: Mapping[str, Any],
-    now: str,
-) -> dict[str, Any]:
-    """The status of a resource the operator cannot render: Failed, Stalled=True InvalidSpec."""
-    text = _short(f"{field}: {message}")
+    resource: facts.Resource, sts: facts.Child | None, field: str, message: str, before: Status, now: datetime
+) -> Status:
+    """A resource the operator cannot render: Failed, Stalled=True InvalidSpec; the rest kept."""
+    text = short(f"{field}: {message}")
     ro = rollout(sts, -1)
+    generation = resource.generation
     conds = [
-        _cond(READY, "False", "InvalidSpec", text, generation),
-        _cond(RECONCILING, "False", "InvalidSpec", "", generation),
-        _cond(STALLED, "True", "InvalidSpec", text, generation),
+        _cond(ConditionType.READY, "False", Reason.INVALID_SPEC, text, generation),
+        _cond(ConditionType.RECONCILING, "False", Reason.INVALID_SPEC, "", generation),
+        _cond(ConditionType.STALLED, "True", Reason.INVALID_SPEC, text, generation),
     ]
-    status: dict[str, Any] = {
-        "phase": "Failed",
-        "replicas": ro.replicas,
-        "readyReplicas": ro.ready,
-        "selector": render.selector_string(name),
-        "conditions": merge_conditions(previous.get("conditions") or [], conds, now),
-    }
-    for key in ("endpoint", "context"):
-        if previous.get(key) is not None:
-            status[key] = previous[key]
-    if generation is not None:
-        status["observedGeneration"] = generation
-    return status
+    return Status(
+        observed_generation=generation,
+        phase=Phase.FAILED,
+        replicas=ro.replicas,
+        ready_replicas=ro.ready,
+        selector=selector_string(resource.name),
+        endpoint=before.endpoint,
+        context=before.context,
+        conditions=merge_conditions(before.conditions, conds, now),
+    )
 
 
-def with_error(previous: Mapping[str, Any], generation: int | None, error: str, now: str) -> dict[str, Any]:
+def with_error(before: Status, generation: int | None, error: str, now: datetime) -> Status:
     """The last status with Reconciling=True reason ReconcileError: the operator keeps retrying."""
-    cond = _cond(RECONCILING, "True", "ReconcileError", _short(f"retrying: {error}"), generation)
-    return {**own(previous), "conditions": merge_conditions(previous.get("conditions") or [], [cond], now)}
+    cond = _cond(
+        ConditionType.RECONCILING, "True", Reason.RECONCILE_ERROR, short(f"retrying: {error}"), generation
+    )
+    return before.model_copy(update={"conditions": merge_conditions(before.conditions, [cond], now)})
 
 
-def own(status: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The part of a status the operator writes, for comparison (None values dropped)."""
-    return {k: v for k, v in (status or {}).items() if k in OWN_KEYS and v is not None}
+def to_wire(status: Status) -> dict[str, Any]:
+    """The status as the apiserver stores it (camelCase, no empty optionals)."""
+    return status.model_dump(by_alias=True, mode="json", exclude_none=True)
 
 
-def status_patch(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The merge patch that turns `previous` into `new` for our keys, or None when equal."""
-    old = own(previous)
-    if old == own(new):
-        return None
-    patch: dict[str, Any] = dict(new)
-    for key in old:
-        if key not in new:
-            patch[key] = None  # merge patch: remove what we no longer report
-    return patch
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The JSON merge patch (RFC 7386) that turns `old` into `new`, or None when equal.
+
+    Keys in `old` that `new` lacks are removed (null), Kopf's old `status.kopf` included.
+    """
+    patch: dict[str, Any] = {k: None for k in old.keys() - new.keys()}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            sub = merge_patch(before, value)
+            if sub is not None:
+                patch[key] = sub
+        elif before != value or type(before) is not type(value):
+            patch[key] = value
+    return patch or None
 
 
-def _by_type(conds: Sequence[Mapping[str, Any]] | None) -> dict[str, Mapping[str, Any]]:
-    return {str(c.get("type")): c for c in conds or []}
-
-
-def transition_events(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[Event]:
-    """Events for condition changes a person wants in `kubectl describe`; nothing when unchanged."""
-    old, cur = _by_type((previous or {}).get("conditions")), _by_type(new.get("conditions"))
-    events: list[Event] = []
-    stalled, was = cur.get(STALLED), old.get(STALLED)
-    if stalled and stalled.get("status") == "True":
-        before = (was or {}).get("status"), (was or {}).get("reason"), (was or {}).get("message")
-        if before != ("True", stalled.get("reason"), stalled.get("message")):
-            events.append(Event("Warning", str(stalled.get("reason")), str(stalled.get("message"))))
-    elif was and was.get("status") == "True" and stalled:
-        events.append(Event("Normal", "Recovered", f"no longer stalled ({was.get('reason')})"))
-    ready, was_ready = cur.get(READY), old.get(READY)
-    if ready and ready.get("status") == "True" and (not was_ready or was_ready.get("status") != "True"):
-        events.append(Event("Normal", str(ready.get("reason")), str(ready.get("message"))))
-    return events
+def condition(status: Status, type_: ConditionType) -> Condition | None:
+    return next((c for c in status.conditions if c.type == type_), None)

@@ -20,10 +20,11 @@ BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 
 class WorkQueue(Generic[K]):
-    """Keys to work on; `handler(key)` runs in a worker thread and raises to ask for a retry."""
+    """Keys to work on; `handler(key)` runs in a worker thread and raises to ask for a retry, or
+    returns a number of seconds after which to work the key again (None: only on the next add)."""
 
     def __init__(
-        self, handler: Callable[[K], object], workers: int = 4, backoff: Sequence[float] = BACKOFF
+        self, handler: Callable[[K], float | None], workers: int = 4, backoff: Sequence[float] = BACKOFF
     ) -> None:
         self._handler = handler
         self._workers = workers
@@ -54,6 +55,11 @@ class WorkQueue(Generic[K]):
             self._cond.notify_all()
         for thread in self._threads:
             thread.join(timeout)
+
+    def pending(self) -> list[K]:
+        """Keys waiting for a worker, in order."""
+        with self._cond:
+            return list(self._queue)
 
     def add(self, key: K) -> None:
         with self._cond:
@@ -99,7 +105,7 @@ class WorkQueue(Generic[K]):
     def _work(self) -> None:
         while (key := self._next()) is not None:
             try:
-                self._handler(key)
+                again = self._handler(key)
             except Exception as exc:
                 failures = self._failures.get(key, 0)
                 self._failures[key] = failures + 1
@@ -108,5 +114,7 @@ class WorkQueue(Generic[K]):
                 self.add_after(key, delay)
             else:
                 self._failures.pop(key, None)
+                if again is not None:
+                    self.add_after(key, again)
             finally:
                 self._done(key)

@@ -1,0 +1,98 @@
+"""Step three of a reconciliation: write what the decision asked for, and nothing else.
+
+Children are applied all or nothing: every apply is first a server-side dry run, and a
+refusal (a value the schema let through but the apiserver rejects) applies none and goes
+back to the decision as a fact (`observe.Refusal`). Then the applies, the status patch, and
+the events. Each object the apiserver returns is handed to `wrote` (the cache's
+write-through), so the next reconciliation sees the operator's own writes at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from . import clock, events
+from .decide import Apply, Desired
+from .events import Event
+from .kube import ApiError, KubeApi
+from .observe import Refusal
+
+log = logging.getLogger("qwen_operator.act")
+
+
+def namespace_terminating(exc: Exception) -> bool:
+    """Admission refuses new objects in a namespace being deleted (403, not an RBAC denial)."""
+    return isinstance(exc, ApiError) and exc.status == 403 and "because it is being terminated" in exc.message
+
+
+def _immutable(exc: ApiError, manifest: Mapping[str, Any]) -> bool:
+    """The apiserver refused to change a StatefulSet field that is fixed after creation."""
+    return exc.status == 422 and manifest["kind"] == "StatefulSet" and "Forbidden" in exc.message
+
+
+def _rejects_content(exc: ApiError) -> bool:
+    """400/422, or the 500 "unable to convert" that server-side apply answers for a bad quantity."""
+    return exc.status in (400, 422) or (exc.status == 500 and "convert" in exc.message)
+
+
+class Actor:
+    """Writes one `Desired` through a `KubeApi`."""
+
+    def __init__(self, kube: KubeApi, wrote: Callable[[Mapping[str, Any]], None] = lambda _: None) -> None:
+        self.kube = kube
+        self.wrote = wrote
+
+    def act(self, desired: Desired) -> Refusal | None:
+        """Apply, patch the status, post the events; or, when a dry run is refused, nothing."""
+        said: list[Event] = []
+        if desired.applies:
+            refusal = self._dry_run(desired.applies)
+            if refusal is not None:
+                return refusal
+            for apply in desired.applies:
+                said += self._apply(apply)
+        if desired.status_patch is not None:
+            res = desired.resource
+            self._record(self.kube.patch_status(res.namespace, res.name, desired.status_patch))
+        self._post([*said, *desired.events], desired)
+        return None
+
+    def _dry_run(self, applies: tuple[Apply, ...]) -> Refusal | None:
+        for apply in applies:
+            try:
+                self.kube.apply(apply.manifest, dry_run=True)
+            except ApiError as exc:
+                if _immutable(exc, apply.manifest):
+                    continue  # _apply replaces the StatefulSet
+                if not _rejects_content(exc):
+                    raise
+                return Refusal(apply.ident, exc.message)
+        return None
+
+    def _apply(self, apply: Apply) -> list[Event]:
+        try:
+            self._record(self.kube.apply(apply.manifest))
+            return list(apply.events)
+        except ApiError as exc:
+            if not _immutable(exc, apply.manifest) or apply.live is None:
+                raise
+        # A StatefulSet field that cannot change (volumeClaimTemplates, ...): replace the
+        # StatefulSet but keep its pods (orphaned, then adopted by the new one, then rolled).
+        # Its deletion event brings the next pass, which creates it anew.
+        meta = apply.manifest["metadata"]
+        self._record(self.kube.delete("StatefulSet", meta["namespace"], meta["name"], propagation="Orphan"))
+        return [events.replacing(apply.ident)]
+
+    def _record(self, obj: Mapping[str, Any]) -> None:
+        if obj.get("kind") and (obj.get("metadata") or {}).get("resourceVersion"):
+            self.wrote(obj)
+
+    def _post(self, said: list[Event], desired: Desired) -> None:
+        now = clock.rfc3339(clock.now())
+        for event in said:
+            try:
+                self.kube.post_event(desired.resource, event.type, event.reason, event.message, now)
+            except ApiError as exc:  # an event is worth a log line, not a failed reconcile
+                log.warning("could not post event %s on %s: %s", event.reason, desired.resource.name, exc)

@@ -1,0 +1,180 @@
+"""The cache the reconciler observes: Kopf's indices, plus the operator's own writes until echoed.
+
+Kopf's indices (see handlers.py) hold the slim facts of every watched object, filtered on
+the server by label. They lag behind the operator's own writes by one watch event, so a
+reconciliation that runs right after another could see the status or a child as it was
+before and write again. The overlay closes that gap (write-through): each object the
+operator wrote is kept until the watch delivers that version or a newer one.
+
+resourceVersions are compared as integers, which they are for every apiserver backed by
+etcd; where one is not an integer, the index wins (at worst one redundant, idempotent apply).
+
+Kopf mutates its indices on the event loop; `Cache` is read there too (see `on_loop`), and
+the overlay has its own lock because writes are recorded from the worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from . import facts
+from .observe import Key
+from .vocabulary import KIND
+
+T = TypeVar("T")
+Index = Mapping[Any, Iterable[Any]]
+"""A Kopf index (key -> store of values) or any mapping of the same shape."""
+ObjectKey = tuple[str, str, str]
+"""(kind, namespace, name)."""
+GPU_NODES = "gpu"
+"""The one key of the nodes index."""
+
+
+def _rv(value: str) -> int | None:
+    return int(value) if value.isdigit() else None
+
+
+def newer(candidate: str, than: str) -> bool:
+    """`candidate` is a later resourceVersion of the same object than `than`."""
+    a, b = _rv(candidate), _rv(than)
+    return a is not None and b is not None and a > b
+
+
+@dataclass(frozen=True)
+class Indices:
+    """Kopf's indices by what they hold."""
+
+    resources: Index
+    """(namespace, name) -> facts.Resource"""
+    children: tuple[Index, ...]
+    """One per child kind: (namespace, instance) -> facts.Child"""
+    pods: Index
+    """(namespace, instance) -> facts.Pod"""
+    nodes: Index
+    """GPU_NODES -> facts.Node"""
+    crds: Index
+    """CRD name -> facts.Crd"""
+
+
+Written = facts.Resource | facts.Child
+
+
+def _key_of(obj: Written) -> ObjectKey:
+    kind = KIND if isinstance(obj, facts.Resource) else obj.kind
+    return (kind, obj.namespace, obj.name)
+
+
+def _pick(indexed: T | None, written: T | None) -> T | None:
+    """The newer of what the watch delivered and what the operator wrote."""
+    if written is None:
+        return indexed
+    if indexed is None:
+        return None if getattr(written, "deleting", False) else written
+    if newer(getattr(written, "resource_version", ""), getattr(indexed, "resource_version", "")):
+        return written
+    return indexed
+
+
+def _live(candidates: Iterable[T]) -> T | None:
+    """Of several objects under one name (one deleted, one created again): the live, newest one."""
+    found = list(candidates)
+    return min(
+        found,
+        key=lambda o: (getattr(o, "deleting", False), -(_rv(getattr(o, "resource_version", "")) or 0)),
+        default=None,
+    )
+
+
+class Cache:
+    """`observe.Sources` over Kopf's indices, with the operator's unechoed writes on top."""
+
+    def __init__(self, indices: Indices) -> None:
+        self._indices = indices
+        self._lock = threading.Lock()
+        self._written: dict[ObjectKey, Written] = {}
+
+    # -- write-through ---------------------------------------------------------------------
+
+    def wrote(self, raw: Mapping[str, Any]) -> None:
+        """Remember an object the apiserver returned for the operator's write (any thread)."""
+        kind = str(raw.get("kind") or "")
+        obj: Written = facts.resource_from(raw) if kind == KIND else facts.child_from(raw)
+        with self._lock:
+            key = _key_of(obj)
+            held = self._written.get(key)
+            if held is None or not newer(held.resource_version, obj.resource_version):
+                self._written[key] = obj
+
+    def seen(self, kind: str, raw: Mapping[str, Any], deleted: bool = False) -> None:
+        """The watch delivered this version of an object: an older write of ours is echoed."""
+        meta = raw.get("metadata") or {}
+        key = (kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        with self._lock:
+            held = self._written.get(key)
+            if held is not None and (
+                deleted or not newer(held.resource_version, facts.resource_version(raw))
+            ):
+                del self._written[key]
+
+    def pending_writes(self) -> int:
+        with self._lock:
+            return len(self._written)
+
+    # -- observe.Sources --------------------------------------------------------------------
+
+    def resource(self, key: Key) -> facts.Resource | None:
+        indexed = _live(self._indices.resources.get(key, ()))
+        with self._lock:
+            written = self._written.get((KIND, *key))
+        found = _pick(indexed, written if isinstance(written, facts.Resource) else None)
+        return None if found is None or found.deleting else found
+
+    def children(self, key: Key) -> tuple[facts.Child, ...]:
+        namespace, instance = key
+        indexed: dict[tuple[str, str], list[facts.Child]] = {}
+        for index in self._indices.children:
+            for child in index.get(key, ()):
+                indexed.setdefault((child.kind, child.name), []).append(child)
+        with self._lock:
+            written = {
+                (c.kind, c.name): c
+                for c in self._written.values()
+                if isinstance(c, facts.Child) and c.namespace == namespace and c.instance == instance
+            }
+        out = []
+        for ident in sorted(indexed.keys() | written.keys()):
+            found = _pick(_live(indexed.get(ident, ())), written.get(ident))
+            if found is not None:
+                out.append(found)
+        return tuple(out)
+
+    def pods(self, key: Key) -> tuple[facts.Pod, ...]:
+        return tuple(sorted(self._indices.pods.get(key, ()), key=lambda p: p.name))
+
+    def gpu_nodes(self) -> tuple[facts.Node, ...]:
+        return tuple(sorted(self._indices.nodes.get(GPU_NODES, ()), key=lambda n: n.name))
+
+    def served(self) -> frozenset[str]:
+        return frozenset(c.name for store in self._indices.crds.values() for c in store if c.served)
+
+    def keys(self) -> list[Key]:
+        """Every resource the watch knows (to queue them all when a node or a CRD changes)."""
+        return list(self._indices.resources.keys())
+
+
+def on_loop(
+    loop: asyncio.AbstractEventLoop, fn: Callable[[Key], T], timeout: float = 30.0
+) -> Callable[[Key], T]:
+    """`fn` run on the event loop from a worker thread: Kopf's indices are only read there."""
+
+    async def run(key: Key) -> T:
+        return fn(key)
+
+    def call(key: Key) -> T:
+        return asyncio.run_coroutine_threadsafe(run(key), loop).result(timeout)
+
+    return call

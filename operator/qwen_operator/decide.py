@@ -1,0 +1,211 @@
+"""Step two of a reconciliation: what should be, from what is. Pure: no client, no clock.
+
+`decide(observed, now)` returns a `Desired`: the children to apply (only those that differ),
+the status as a merge patch of what changed, the events, and when to look again. It reads
+the facts in `Observed` and nothing else, so it is tested as a table.
+
+Which problem the status reports is settled here once, by a chain of small policies in
+order of precedence (`BLOCKERS`, then the fallback's, then the pods'); the first that
+finds one wins. A blocker also means no child is applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from . import api, diff, events, facts, fallback, placement, planner, problems, render, status
+from .events import Event
+from .observe import Key, Observed
+from .problems import Problem, Wait
+from .vocabulary import FIELD_MANAGER, KIND, SERVICE_MONITOR_CRD, ConditionType, Phase, Reason, Result
+
+
+@dataclass(frozen=True)
+class Apply:
+    """One child to apply (server-side), and what to say once it is."""
+
+    manifest: dict[str, Any]
+    """The rendered manifest with its hash annotation."""
+    live: facts.Child | None
+    why: diff.Drift
+    events: tuple[Event, ...]
+
+    @property
+    def ident(self) -> str:
+        return events.ident(self.manifest)
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What one reconciliation should write, and what it tells the metrics and the queue."""
+
+    key: Key
+    resource: facts.Resource
+    result: Result
+    applies: tuple[Apply, ...] = ()
+    status_patch: dict[str, Any] | None = None
+    events: tuple[Event, ...] = ()
+    """Posted after the status patch."""
+    phase: Phase | None = None
+    reduced: bool = False
+    """The servers run below the requested context (the gauge)."""
+    reduction: api.ContextStep | None = None
+    """The reduction this pass made (the counter)."""
+    recheck_after: float | None = None
+    """Seconds after which to look again though nothing changed (a wait that may become a problem)."""
+
+
+@dataclass(frozen=True)
+class Pass:
+    """What the policies read: the observation and what the decision derived from it."""
+
+    observed: Observed
+    res: api.QwenThinkingDeployment
+    plan: planner.Plan | None
+    decision: fallback.Decision
+    children: tuple[dict[str, Any], ...]
+    now: datetime = field(compare=False)
+
+
+def ours(child: facts.Child, res: api.QwenThinkingDeployment) -> bool:
+    """The child belongs to this resource; or to an earlier one of the same name (deleted and
+    created again before garbage collection came); or it was ours and got orphaned
+    (`kubectl delete --cascade=orphan`): no controller, and our field manager applied it.
+    Applying takes such a child over, owner reference and all; anything else is left alone."""
+    ref = child.controller
+    if ref is not None:
+        return ref.uid == res.metadata.uid or (ref.kind == KIND and ref.name == res.metadata.name)
+    return FIELD_MANAGER in child.managers
+
+
+def too_small(p: Pass) -> Problem | None:
+    """With preflight, GPUs that cannot hold the weights (and a KV cache) get no crash loop."""
+    if p.plan is None or p.plan.planned > 0 or not p.res.spec.context.preflight:
+        return None
+    return Problem(Reason.INSUFFICIENT_GPU_MEMORY, p.plan.explain())
+
+
+def name_conflict(p: Pass) -> Problem | None:
+    """A child's name is held by an object this resource does not own: leave it alone."""
+    for manifest in p.children:
+        kind, name = manifest["kind"], manifest["metadata"]["name"]
+        live = p.observed.child(kind, name)
+        if live is not None and not ours(live, p.res):
+            message = f"{kind} {name} exists and is not owned by this resource; rename or delete it"
+            return Problem(Reason.NAME_CONFLICT, message)
+    return None
+
+
+def refused(p: Pass) -> Problem | None:
+    """The apiserver refused a dry run of the children (a value the schema let through)."""
+    refusal = p.observed.refusal
+    if refusal is None:
+        return None
+    return Problem(
+        Reason.INVALID_SPEC, problems.short(f"the apiserver rejects {refusal.what}: {refusal.message}")
+    )
+
+
+BLOCKERS: tuple[Callable[[Pass], Problem | None], ...] = (too_small, name_conflict, refused)
+"""Problems that stop every apply, in order of precedence."""
+
+
+def first_blocker(p: Pass) -> Problem | None:
+    return next((found for blocker in BLOCKERS if (found := blocker(p)) is not None), None)
+
+
+def _applies(p: Pass) -> tuple[Apply, ...]:
+    out = []
+    for manifest in p.children:
+        desired = diff.with_hash(manifest)
+        live = p.observed.child(manifest["kind"], manifest["metadata"]["name"])
+        if live is not None and live.deleting:
+            continue  # being deleted: its deletion event brings us back to create it anew
+        why = diff.drift(desired, None if live is None else live.manifest)
+        if why is not None:
+            out.append(Apply(desired, live, why, tuple(events.applied(desired, live, why))))
+    return tuple(out)
+
+
+def _result(res: api.QwenThinkingDeployment, blocker: Problem | None, applies: tuple[Apply, ...]) -> Result:
+    if blocker is not None:
+        return Result.INVALID if blocker.reason == Reason.INVALID_SPEC else Result.BLOCKED
+    if res.spec.paused:
+        return Result.PAUSED
+    return Result.CHANGED if applies else Result.UNCHANGED
+
+
+def decide(observed: Observed, now: datetime) -> Desired:
+    """The children to apply, the status and the events for one resource."""
+    try:
+        res = api.parse_resource(observed.resource.body())
+    except api.InvalidResource as exc:
+        return _invalid(observed, exc, now)
+    before = status.previous(observed.resource.status)
+    memory = placement.smallest_gpu_memory_gib(observed.gpu_nodes, res.spec)
+    plan = planner.plan_for(res.spec, memory)
+    failures = [] if res.spec.paused else fallback.detect(observed.pods)  # paused: the context stays too
+    history = (before.context.history if before.context else None) or []
+    decision = fallback.decide(res, history, None if plan is None else plan.planned, failures, now)
+    monitor = SERVICE_MONITOR_CRD in observed.served
+    children = tuple(render.render(res, decision.effective, service_monitor=monitor))
+    p = Pass(observed, res, plan, decision, children, now)
+    blocker = first_blocker(p)
+    applies = () if blocker is not None or res.spec.paused else _applies(p)
+    found = blocker or decision.problem or problems.of_pods(observed.pods, now, decision.explained)
+    problem, wait = (found, None) if isinstance(found, Problem) else (None, found)
+    sts = observed.child("StatefulSet", res.metadata.name)
+    after = status.build(status.Facts(res, sts, decision, problem, wait), before, now)
+    said: list[Event] = []
+    if decision.reduced is not None:
+        said.append(events.context_reduced(decision.reduced))
+    if blocker is None or blocker.reason != Reason.INSUFFICIENT_GPU_MEMORY:
+        said += events.planned(
+            res.spec.context, before.context.planned if before.context else None, decision.planned
+        )
+    return _desired(observed, after, before, said, applies, _result(res, blocker, applies), decision, wait)
+
+
+def _desired(
+    observed: Observed, after: status.Status, before: status.Status, said: list[Event],
+    applies: tuple[Apply, ...], result: Result, decision: fallback.Decision | None, wait: Wait | None,
+) -> Desired:  # fmt: skip
+    ctx = after.context
+    return Desired(
+        key=observed.key,
+        resource=observed.resource,
+        result=result,
+        applies=applies,
+        status_patch=status.merge_patch(observed.resource.status, status.to_wire(after)),
+        events=(*said, *events.transitions(before, after)),
+        phase=after.phase,
+        reduced=ctx is not None and (ctx.effective or 0) < (ctx.requested or 0),
+        reduction=None if decision is None else decision.reduced,
+        recheck_after=None if wait is None else wait.recheck_after,
+    )
+
+
+def _invalid(observed: Observed, exc: api.InvalidResource, now: datetime) -> Desired:
+    before = status.previous(observed.resource.status)
+    sts = observed.child("StatefulSet", observed.resource.name)
+    after = status.invalid(observed.resource, sts, exc.field, exc.message, before, now)
+    return _desired(observed, after, before, [], (), Result.INVALID, None, None)
+
+
+def failed(observed: Observed, error: str, now: datetime) -> Desired:
+    """Reconciling=True ReconcileError in the status, and one event per streak of errors."""
+    before = status.previous(observed.resource.status)
+    after = status.with_error(before, observed.resource.generation, error, now)
+    was = status.condition(before, ConditionType.RECONCILING)
+    said = [] if was is not None and was.reason == Reason.RECONCILE_ERROR else [events.reconcile_error(error)]
+    return Desired(
+        key=observed.key,
+        resource=observed.resource,
+        result=Result.ERROR,
+        status_patch=status.merge_patch(observed.resource.status, status.to_wire(after)),
+        events=tuple(said),
+        phase=after.phase,
+    )

@@ -1,0 +1,113 @@
+"""The events a person reads in `kubectl describe`: one per change, never one per watch event.
+
+Pure functions: each says what happened in words, from what the decision knows. The
+reconciler posts them after the writes they describe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import api, diff, facts
+from .status import Status, condition
+from .vocabulary import ConditionType, EventReason, EventType
+
+MESSAGE_LIMIT = 1024
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to post on the resource."""
+
+    type: EventType
+    reason: str
+    """An EventReason, or the condition reason it announces."""
+    message: str
+
+
+def ident(manifest: Mapping[str, Any]) -> str:
+    return f"{manifest['kind']} {manifest['metadata']['name']}"
+
+
+def applied(desired: Mapping[str, Any], live: facts.Child | None, why: diff.Drift) -> list[Event]:
+    """What one apply did, in words."""
+    what = ident(desired)
+    if why == diff.Drift.MISSING or live is None:
+        return [Event(EventType.NORMAL, EventReason.CREATED, f"Created {what}")]
+    fields = [
+        f for f in diff.changed_fields(live.manifest, desired) if not f.startswith("metadata.annotations")
+    ]
+    if why == diff.Drift.DRIFTED:
+        detail = ", ".join(fields) or "managed fields"
+        return [
+            Event(
+                EventType.NORMAL, EventReason.DRIFT_REVERTED, f"Reverted a manual change to {what}: {detail}"
+            )
+        ]
+    out = []
+    if desired["kind"] == "StatefulSet":
+        before, after = live.manifest["spec"].get("replicas"), desired["spec"]["replicas"]
+        if before != after:
+            out.append(
+                Event(
+                    EventType.NORMAL, EventReason.SCALED, f"Scaled {what} from {before} to {after} replicas"
+                )
+            )
+            fields = [f for f in fields if f != "spec.replicas"]
+    if fields or not out:
+        out.append(
+            Event(EventType.NORMAL, EventReason.UPDATED, f"Updated {what}: {', '.join(fields) or 'metadata'}")
+        )
+    return out
+
+
+def replacing(what: str) -> Event:
+    message = f"Replacing {what}, pods kept: a field fixed at creation changed"
+    return Event(EventType.NORMAL, EventReason.REPLACING, message)
+
+
+def context_reduced(step: api.ContextStep) -> Event:
+    """A Warning when this pass lowered the context."""
+    message = (
+        f"Lowered the context from {step.from_} to {step.to} tokens after {step.reason} "
+        f"on pod {step.pod}: {step.detail}"
+    )
+    return Event(EventType.WARNING, EventReason.CONTEXT_REDUCED, message[:MESSAGE_LIMIT])
+
+
+def planned(ctx: api.ContextSpec, before: int | None, planned: int | None) -> list[Event]:
+    """One event when the plan changes and says the request does not fit."""
+    if planned is None or planned == before or planned >= ctx.max_model_len:
+        return []
+    start = max(planned, ctx.min_model_len) if ctx.preflight else ctx.max_model_len
+    action = f"starting at {start}" + ("" if ctx.preflight else " (preflight is off)")
+    if planned < ctx.min_model_len:
+        message = (
+            f"the memory plan fits {planned} tokens, below minModelLen {ctx.min_model_len}: the weights "
+            "leave too little GPU memory for the KV cache (more GPUs per replica, kvCacheDtype fp8 or "
+            f"a lower minModelLen would help); {action}"
+        )
+        return [Event(EventType.WARNING, EventReason.INSUFFICIENT_GPU_MEMORY, message)]
+    message = f"the memory plan fits {planned} of the {ctx.max_model_len} tokens requested; {action}"
+    return [Event(EventType.NORMAL, EventReason.CONTEXT_PLANNED, message)]
+
+
+def transitions(before: Status, after: Status) -> list[Event]:
+    """Stalled (a Warning with its reason), recovered, ready: only when a condition changes."""
+    out: list[Event] = []
+    stalled, was = condition(after, ConditionType.STALLED), condition(before, ConditionType.STALLED)
+    if stalled is not None and stalled.status == "True":
+        if was is None or (was.status, was.reason, was.message) != ("True", stalled.reason, stalled.message):
+            out.append(Event(EventType.WARNING, stalled.reason, stalled.message))
+    elif was is not None and was.status == "True" and stalled is not None:
+        out.append(Event(EventType.NORMAL, EventReason.RECOVERED, f"no longer stalled ({was.reason})"))
+    ready, was_ready = condition(after, ConditionType.READY), condition(before, ConditionType.READY)
+    if ready is not None and ready.status == "True" and (was_ready is None or was_ready.status != "True"):
+        out.append(Event(EventType.NORMAL, ready.reason, ready.message))
+    return out
+
+
+def reconcile_error(error: str) -> Event:
+    return Event(EventType.WARNING, EventReason.RECONCILE_ERROR, f"retrying: {error}")

@@ -1,0 +1,78 @@
+"""Step one of a reconciliation: every fact the decision needs, read from the cache, no request.
+
+`observe` gathers one resource's world into a frozen `Observed`: the resource, its children,
+its pods, the nodes that report GPU memory and which optional APIs are served. It reads a
+`Sources` (the watches' cache: see cache.py) and never the apiserver, so a reconciliation
+with nothing to do makes no API request at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from . import facts
+
+Key = tuple[str, str]
+"""(namespace, name) of a QwenThinkingDeployment."""
+
+
+class Sources(Protocol):
+    """What the watches know (cache.Cache in the operator; plain data in tests)."""
+
+    def resource(self, key: Key) -> facts.Resource | None: ...
+
+    def children(self, key: Key) -> tuple[facts.Child, ...]: ...
+
+    def pods(self, key: Key) -> tuple[facts.Pod, ...]: ...
+
+    def gpu_nodes(self) -> tuple[facts.Node, ...]: ...
+
+    def served(self) -> frozenset[str]: ...
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The apiserver refused a dry run of this pass's applies: nothing may be applied."""
+
+    what: str
+    """Kind and name of the child it refused."""
+    message: str
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One resource's world, as the watches show it now."""
+
+    resource: facts.Resource
+    children: tuple[facts.Child, ...] = ()
+    pods: tuple[facts.Pod, ...] = ()
+    gpu_nodes: tuple[facts.Node, ...] = ()
+    """Every node that reports GPU memory; the decision keeps those the pods can land on."""
+    served: frozenset[str] = frozenset()
+    """Optional CRDs whose API is served (vocabulary.OPTIONAL_CRDS)."""
+    refusal: Refusal | None = field(default=None)
+    """Set on the second decision of a pass whose dry run the apiserver refused."""
+
+    @property
+    def key(self) -> Key:
+        return (self.resource.namespace, self.resource.name)
+
+    def child(self, kind: str, name: str) -> facts.Child | None:
+        """The live child of that kind and name; of several (one being deleted), the live one."""
+        found = [c for c in self.children if c.kind == kind and c.name == name]
+        return min(found, key=lambda c: c.deleting, default=None)
+
+
+def observe(key: Key, sources: Sources) -> Observed | None:
+    """The resource's world, or None when the resource is gone."""
+    resource = sources.resource(key)
+    if resource is None:
+        return None
+    return Observed(
+        resource=resource,
+        children=sources.children(key),
+        pods=sources.pods(key),
+        gpu_nodes=sources.gpu_nodes(),
+        served=sources.served(),
+    )

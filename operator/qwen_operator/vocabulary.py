@@ -1,0 +1,247 @@
+"""The operator's vocabulary: every name that code, tests and people match on, defined once.
+
+API identity, labels and the pod selector, annotation keys, phases, condition types, condition
+and event reasons, the reasons the kubelet and the launcher report, and the context step. The
+launcher's record type comes from `qwen_runtime.record` (standard library only, it runs in the
+server pods) and is re-exported here, so the operator never copies its reasons.
+
+No reason string is written as a literal outside this module: compare and emit the members.
+The README's tables of conditions and events are generated from the docstrings here
+(`docs.reasons_table`), so the reference cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from qwen_runtime.record import Reason as LauncherReason
+from qwen_runtime.record import Record as LauncherRecord
+from qwen_runtime.record import parse as parse_launcher_record
+
+__all__ = ["LauncherReason", "LauncherRecord", "parse_launcher_record"]
+
+# -- API identity ---------------------------------------------------------------------------
+
+GROUP = "serving.qwen-operator.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "QwenThinkingDeployment"
+PLURAL = "qwenthinkingdeployments"
+SINGULAR = "qwenthinkingdeployment"
+SHORT_NAMES = ("qtd",)
+CATEGORIES = ("qwen", "llm")
+FIELD_MANAGER = "qwen-operator"
+"""The one field manager of every server-side apply and status patch."""
+COMPONENT = "qwen-operator"
+"""`source.component` and `reportingComponent` of the events the operator posts."""
+
+# -- labels, selector, annotations ----------------------------------------------------------
+
+NAME_LABEL = "app.kubernetes.io/name"
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+APP_NAME = "qwen-thinking"
+MANAGED_BY = "qwen-operator"
+MANAGED_LABELS = {MANAGED_BY_LABEL: MANAGED_BY, NAME_LABEL: APP_NAME}
+"""What every child carries: the server-side filter of the operator's watches."""
+
+
+class Component(StrEnum):
+    """`app.kubernetes.io/component` of a child."""
+
+    SERVER = "server"
+    API = "api"
+    WEIGHTS = "weights"
+
+
+def selector_labels(name: str) -> dict[str, str]:
+    """The labels that select one resource's pods (also the scale subresource's selector)."""
+    return {NAME_LABEL: APP_NAME, INSTANCE_LABEL: name}
+
+
+def selector_string(name: str) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(name).items()))
+
+
+def labels(name: str, component: Component) -> dict[str, str]:
+    return {**selector_labels(name), COMPONENT_LABEL: str(component), MANAGED_BY_LABEL: MANAGED_BY}
+
+
+def label_string(labels_: dict[str, str]) -> str:
+    """A label selector in the query-string form (`k=v,k2=v2`)."""
+    return ",".join(f"{k}={v}" for k, v in sorted(labels_.items()))
+
+
+HASH_ANNOTATION = f"{GROUP}/applied-hash"
+"""On each child: a digest of the rendered manifest the operator applied last."""
+RESET_ANNOTATION = f"{GROUP}/context-reset"
+"""On the resource, read only: a new value tries the requested context again."""
+ANNOTATION_PREFIX = f"{GROUP}/"
+"""The operator reads only annotations under its own prefix (and keeps no others in memory)."""
+
+GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"
+"""Node label from GPU feature discovery: the memory of each GPU, in MiB."""
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+
+SERVER_CONTAINER = "server"
+"""The container that runs vLLM under the launcher."""
+MAX_MODEL_LEN_FLAG = "--max-model-len"
+
+CONTEXT_STEP = 1024
+"""Contexts the operator derives (from the memory plan or vLLM's estimate) are multiples of this."""
+
+SERVICE_MONITOR_API = "monitoring.coreos.com/v1"
+SERVICE_MONITOR_CRD = "servicemonitors.monitoring.coreos.com"
+OPTIONAL_CRDS = frozenset({SERVICE_MONITOR_CRD})
+"""CRDs whose presence changes what the operator creates (watched, never required)."""
+
+# -- phases and conditions ------------------------------------------------------------------
+
+
+class Phase(StrEnum):
+    """`status.phase`: one word for `kubectl get`; the conditions say why."""
+
+    PENDING = "Pending"
+    PROGRESSING = "Progressing"
+    READY = "Ready"
+    DEGRADED = "Degraded"
+    FAILED = "Failed"
+
+
+class ConditionType(StrEnum):
+    """kstatus conditions (Ready, Reconciling, Stalled) and the operator's own ContextReduced."""
+
+    READY = "Ready"
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
+    CONTEXT_REDUCED = "ContextReduced"
+
+
+class Reason(StrEnum):
+    """Reasons of the operator's conditions. Docstrings: `condition | meaning` (README table)."""
+
+    READY = "Ready"
+    """Ready=True | every replica ready and rolled out"""
+    SCALED_TO_ZERO = "ScaledToZero"
+    """Ready=True | `spec.replicas` is 0"""
+    PROGRESSING = "Progressing"
+    """Ready=False, Reconciling=True | creating, scaling or rolling out"""
+    SCHEDULING = "Scheduling"
+    """Ready=False, Reconciling=True | a pod waits for the scheduler (a claim still binding, a
+    retry due); it becomes `Unschedulable` if it lasts"""
+    UNSCHEDULABLE = "Unschedulable"
+    """Ready=False, Stalled=True | a GPU pod stayed unschedulable past the grace period; the
+    message is the scheduler's"""
+    IMAGE_PULL_BACK_OFF = "ImagePullBackOff"
+    """Ready=False, Stalled=True | the kubelet cannot pull the image"""
+    CRASH_LOOP_BACK_OFF = "CrashLoopBackOff"
+    """Ready=False, Stalled=True | a container keeps crashing and the launcher said nothing
+    precise; the message has its last exit"""
+    CONTEXT_FALLBACK_EXHAUSTED = "ContextFallbackExhausted"
+    """Ready=False, Stalled=True | out of memory at `minModelLen`: nothing more to try"""
+    INSUFFICIENT_GPU_MEMORY = "InsufficientGPUMemory"
+    """Ready=False, Stalled=True | with preflight, the weights do not fit the GPUs: nothing
+    created or changed"""
+    INVALID_SPEC = "InvalidSpec"
+    """Ready=False, Stalled=True | a rule the CRD cannot check (a toleration the StatefulSet
+    refuses, ...): nothing touched"""
+    NAME_CONFLICT = "NameConflict"
+    """Ready=False, Stalled=True | a child's name is taken by an object the operator does not own"""
+    RECONCILE_ERROR = "ReconcileError"
+    """Reconciling=True | an API call failed; retried with back-off"""
+    PAUSED = "Paused"
+    """Reconciling=False | `spec.paused`"""
+    PENDING = "Pending"
+    """Reconciling=False, Stalled=False | echoes the phase when nothing is in progress"""
+    DEGRADED = "Degraded"
+    """Reconciling=False, Stalled=False | echoes the phase: some replicas serve, one has a problem"""
+    FAILED = "Failed"
+    """Reconciling=False, Stalled=False | echoes the phase"""
+    OUT_OF_MEMORY = "OutOfMemory"
+    """ContextReduced=True | the servers run below the request after an out-of-memory fallback"""
+    MEMORY_PLAN = "MemoryPlan"
+    """ContextReduced=True | the servers run below the request because the memory plan says so"""
+    AS_REQUESTED = "AsRequested"
+    """ContextReduced=False | the servers run the requested context"""
+
+
+class KubeletReason(StrEnum):
+    """What the kubelet and the scheduler write into a pod's status, as the operator reads it."""
+
+    OOM_KILLED = "OOMKilled"
+    CRASH_LOOP_BACK_OFF = "CrashLoopBackOff"
+    IMAGE_PULL_BACK_OFF = "ImagePullBackOff"
+    ERR_IMAGE_PULL = "ErrImagePull"
+    INVALID_IMAGE_NAME = "InvalidImageName"
+    ERR_IMAGE_NEVER_PULL = "ErrImageNeverPull"
+    UNSCHEDULABLE = "Unschedulable"
+    ERROR = "Error"
+
+
+IMAGE_PULL_FAILURES = frozenset(
+    {
+        KubeletReason.IMAGE_PULL_BACK_OFF,
+        KubeletReason.ERR_IMAGE_PULL,
+        KubeletReason.INVALID_IMAGE_NAME,
+        KubeletReason.ERR_IMAGE_NEVER_PULL,
+    }
+)
+MEMORY_FAILURES: frozenset[str] = frozenset(
+    {
+        LauncherReason.KV_CACHE_INSUFFICIENT,
+        LauncherReason.CUDA_OOM,
+        LauncherReason.INSUFFICIENT_FREE_MEMORY,
+        KubeletReason.OOM_KILLED,
+    }
+)
+"""Failures the context fallback acts on: the launcher's three and the kubelet's OOMKilled."""
+CRASH_REASONS: frozenset[str] = frozenset(
+    {*(r for r in LauncherReason if r != LauncherReason.UNKNOWN), KubeletReason.OOM_KILLED}
+)
+"""Crash reasons precise enough to be a condition's reason (else CrashLoopBackOff)."""
+
+
+class EventReason(StrEnum):
+    """Reasons of the events the operator posts (besides the condition reasons it announces:
+    a Warning with the `Stalled` reason when it becomes stalled, a Normal with the `Ready` one
+    when it becomes ready). Docstrings: `type | when` (README table)."""
+
+    CREATED = "Created"
+    """Normal | a child was created"""
+    UPDATED = "Updated"
+    """Normal | a child changed with the spec; the message names the fields"""
+    SCALED = "Scaled"
+    """Normal | the StatefulSet's replicas changed"""
+    DRIFT_REVERTED = "DriftReverted"
+    """Normal | a hand edit of a field the operator owns was reverted"""
+    REPLACING = "Replacing"
+    """Normal | a StatefulSet field fixed at creation changed: replaced, pods kept"""
+    CONTEXT_PLANNED = "ContextPlanned"
+    """Normal | the memory plan fits less than requested; the servers start from the plan"""
+    INSUFFICIENT_GPU_MEMORY = "InsufficientGPUMemory"
+    """Warning | the memory plan fits less than `minModelLen`"""
+    CONTEXT_REDUCED = "ContextReduced"
+    """Warning | the context was lowered after an out-of-memory, with vLLM's figures"""
+    RECOVERED = "Recovered"
+    """Normal | no longer stalled"""
+    RECONCILE_ERROR = "ReconcileError"
+    """Warning | an API call failed; retried with back-off (once per error streak)"""
+
+
+class EventType(StrEnum):
+    NORMAL = "Normal"
+    WARNING = "Warning"
+
+
+class Result(StrEnum):
+    """What one reconciliation did: the `result` label of qwen_operator_reconciliations_total."""
+
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    PAUSED = "paused"
+    INVALID = "invalid"
+    BLOCKED = "blocked"
+    GONE = "gone"
+    TERMINATING = "terminating"
+    ERROR = "error"

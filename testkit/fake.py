@@ -1,0 +1,181 @@
+"""An in-memory cluster for the reconciler's unit tests: the apiserver's writes and the watches.
+
+`FakeCluster` is both a `kube.KubeApi` (what `act` writes) and an `observe.Sources` (what the
+watches show), over one store of raw objects, so a test drives a whole reconciliation with
+no network and no type: ignore. Real behaviour (server-side apply, schemas, garbage
+collection) is the e2e suite's business; this fake only keeps objects and counts calls.
+Benchmarks do not use it (tests/test_layout.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from qwen_operator import facts
+from qwen_operator.act import Actor
+from qwen_operator.kube import ApiError
+from qwen_operator.observe import Key, observe
+from qwen_operator.reconciler import Reconciler
+from qwen_operator.vocabulary import FIELD_MANAGER, INSTANCE_LABEL, KIND
+
+from .wrappers import NAME, NS, resource_raw
+
+WRITES = ("apply", "patch", "delete", "create")
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+CHILD_KINDS = ("StatefulSet", "Service", "PodDisruptionBudget", "ServiceMonitor")
+
+
+def merge(target: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply a JSON merge patch (RFC 7386)."""
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+class FakeCluster:
+    """Objects by (kind, name) in one namespace; every write recorded as (verb, kind)."""
+
+    def __init__(self, spec: Mapping[str, Any] | None = None, **meta: Any) -> None:
+        self._rv = itertools.count(2)
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {(KIND, NAME): resource_raw(spec, **meta)}
+        self.pods: list[dict[str, Any]] = []
+        self.nodes: list[facts.Node] = []
+        self.crds: set[str] = set()
+        self.calls: list[tuple[str, str]] = []
+        self.events: list[tuple[str, str]] = []
+        self.messages: list[str] = []
+        self.refuse_dry_run: str | None = None
+        """Kind whose dry run the apiserver answers 422."""
+        self.on_apply: Callable[[Mapping[str, Any], bool], None] | None = None
+        """Called before each apply; raise an ApiError to simulate the apiserver refusing it."""
+
+    # -- what the tests look at ------------------------------------------------------------
+
+    def writes(self) -> list[tuple[str, str]]:
+        return [c for c in self.calls if c[0] in WRITES]
+
+    def applied(self) -> list[str]:
+        return [kind for verb, kind in self.calls if verb == "apply"]
+
+    @property
+    def resource(self) -> dict[str, Any]:
+        return self.objects[(KIND, NAME)]
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return dict(self.resource.get("status") or {})
+
+    def condition(self, type_: str) -> dict[str, Any]:
+        return next((dict(c) for c in self.status.get("conditions") or [] if c["type"] == type_), {})
+
+    def edit(self, spec: Mapping[str, Any] | None = None, **annotations: str) -> None:
+        """A user changes the spec (a new generation) or annotations."""
+        meta = self.resource["metadata"]
+        if spec is not None:
+            self.resource["spec"] = dict(spec)
+            meta["generation"] += 1
+        meta["annotations"] = {**meta.get("annotations", {}), **annotations}
+        self._bump(self.resource)
+
+    def _bump(self, obj: dict[str, Any]) -> None:
+        obj["metadata"]["resourceVersion"] = str(next(self._rv))
+
+    # -- observe.Sources ---------------------------------------------------------------------
+
+    def resource_facts(self, key: Key) -> facts.Resource | None:
+        raw = self.objects.get((KIND, key[1]))
+        return None if raw is None else facts.resource_from(raw)
+
+    def children(self, key: Key) -> tuple[facts.Child, ...]:
+        return tuple(
+            facts.child_from(o)
+            for (kind, _), o in sorted(self.objects.items())
+            if kind in CHILD_KINDS and (o["metadata"].get("labels") or {}).get(INSTANCE_LABEL) == key[1]
+        )
+
+    def pods_of(self, key: Key) -> tuple[facts.Pod, ...]:
+        return tuple(facts.pod_from(p) for p in self.pods)
+
+    def gpu_nodes(self) -> tuple[facts.Node, ...]:
+        return tuple(self.nodes)
+
+    def served(self) -> frozenset[str]:
+        return frozenset(self.crds)
+
+    # -- kube.KubeApi ---------------------------------------------------------------------------
+
+    def apply(self, manifest: Mapping[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        kind, name = str(manifest["kind"]), str(manifest["metadata"]["name"])
+        self.calls.append(("apply-dry-run" if dry_run else "apply", kind))
+        if dry_run and self.refuse_dry_run == kind:
+            raise ApiError(422, "Invalid", f"{kind} is invalid: spec.x: Invalid value")
+        if self.on_apply is not None:
+            self.on_apply(manifest, dry_run)
+        obj = copy.deepcopy(dict(manifest))
+        meta = obj["metadata"]
+        meta |= {"uid": f"uid-{kind}-{name}", "generation": 1,
+                 "managedFields": [{"manager": FIELD_MANAGER, "operation": "Apply"}]}  # fmt: skip
+        if kind == "StatefulSet":
+            replicas = obj["spec"]["replicas"]
+            counts = {"replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas}
+            obj["status"] = {"observedGeneration": 1, "currentRevision": "a", "updateRevision": "a", **counts}
+        self._bump(obj)
+        if not dry_run:
+            self.objects[(kind, name)] = obj
+        return copy.deepcopy(obj)
+
+    def delete(self, kind: str, namespace: str, name: str, propagation: str = "Background") -> dict[str, Any]:
+        self.calls.append(("delete", kind))
+        return self.objects.pop((kind, name), {})
+
+    def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        self.calls.append(("patch", "status"))
+        obj = self.objects[(KIND, name)]
+        obj["status"] = merge(obj.get("status") or {}, patch)
+        self._bump(obj)
+        return copy.deepcopy(obj)
+
+    def post_event(self, owner: facts.Resource, type_: str, reason: str, message: str, now: str) -> None:
+        self.calls.append(("create", "Event"))
+        self.events.append((type_, reason))
+        self.messages.append(message)
+
+
+class Sources:
+    """The cluster's watches, under the names observe.Sources asks for."""
+
+    def __init__(self, cluster: FakeCluster) -> None:
+        self.cluster = cluster
+
+    def resource(self, key: Key) -> facts.Resource | None:
+        return self.cluster.resource_facts(key)
+
+    def children(self, key: Key) -> tuple[facts.Child, ...]:
+        return self.cluster.children(key)
+
+    def pods(self, key: Key) -> tuple[facts.Pod, ...]:
+        return self.cluster.pods_of(key)
+
+    def gpu_nodes(self) -> tuple[facts.Node, ...]:
+        return self.cluster.gpu_nodes()
+
+    def served(self) -> frozenset[str]:
+        return self.cluster.served()
+
+
+def reconciler(cluster: FakeCluster, now: datetime = NOW) -> Reconciler:
+    sources = Sources(cluster)
+    return Reconciler(lambda key: observe(key, sources), Actor(cluster), now=lambda: now)
+
+
+KEY = (NS, NAME)

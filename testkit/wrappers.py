@@ -1,0 +1,202 @@
+"""Builders of the objects the tests read, in one place (LeaderWorkerSet's test/wrappers habit).
+
+Each builder makes the object as the apiserver or the kubelet would show it, and hands it
+through the same `facts` functions the operator's watches use, so a test sees exactly what
+the operator would. A crashed container is made by the one builder the e2e tooling also
+uses to patch live pods (`e2e.devcluster.kube.crashed_container_status`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Literal
+
+from e2e.devcluster.kube import crashed_container_status
+from qwen_operator import api, clock, diff, facts, render
+from qwen_operator.vocabulary import (
+    API_VERSION,
+    FIELD_MANAGER,
+    GPU_MEMORY_LABEL,
+    GPU_PRODUCT_LABEL,
+    INSTANCE_LABEL,
+    KIND,
+    MAX_MODEL_LEN_FLAG,
+    SERVER_CONTAINER,
+    selector_labels,
+)
+
+NS, NAME, UID = "ns", "q", "uid-1"
+H100_MIB, H200_MIB = 81559, 143771
+"""`nvidia.com/gpu.memory` as GPU feature discovery labels these GPUs."""
+
+
+def resource_raw(
+    spec: Mapping[str, Any] | None = None,
+    *,
+    name: str = NAME,
+    namespace: str = NS,
+    uid: str = UID,
+    generation: int = 1,
+    status: Mapping[str, Any] | None = None,
+    annotations: Mapping[str, str] | None = None,
+    resource_version: str = "1",
+) -> dict[str, Any]:
+    """A QwenThinkingDeployment as the apiserver returns it."""
+    meta = {"name": name, "namespace": namespace, "uid": uid, "generation": generation,
+            "resourceVersion": resource_version, "annotations": dict(annotations or {})}  # fmt: skip
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": meta, "spec": dict(spec or {}),
+            "status": dict(status or {})}  # fmt: skip
+
+
+def resource(spec: Mapping[str, Any] | None = None, **meta: Any) -> facts.Resource:
+    return facts.resource_from(resource_raw(spec, **meta))
+
+
+def parsed(spec: Mapping[str, Any] | None = None, **meta: Any) -> api.QwenThinkingDeployment:
+    return api.parse_resource(resource(spec, **meta).body())
+
+
+def live(manifest: Mapping[str, Any], resource_version: str = "1", **status: Any) -> dict[str, Any]:
+    """A rendered child as the apiserver holds it after the operator's apply (hash, manager, uid)."""
+    obj = copy.deepcopy(dict(diff.with_hash(manifest)))
+    meta = obj["metadata"]
+    meta |= {"uid": f"uid-{obj['kind']}-{meta['name']}", "resourceVersion": resource_version, "generation": 1,
+             "managedFields": [{"manager": FIELD_MANAGER, "operation": "Apply"}]}  # fmt: skip
+    if obj["kind"] == "StatefulSet":
+        replicas = obj["spec"]["replicas"]
+        counts = {"replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas}
+        obj["status"] = {
+            "observedGeneration": 1,
+            "currentRevision": "a",
+            "updateRevision": "a",
+            **counts,
+            **status,
+        }
+    return obj
+
+
+def children(
+    res: api.QwenThinkingDeployment, max_model_len: int | None = None, **sts_status: Any
+) -> tuple[facts.Child, ...]:
+    """Every child of `res` as live objects: applied, rolled out and ready unless `sts_status` says."""
+    return tuple(facts.child_from(live(m, **sts_status)) for m in render.render(res, max_model_len))
+
+
+def statefulset(
+    replicas: int = 1, ready: int = 1, updated: int | None = None, observed: bool = True, name: str = NAME
+) -> facts.Child:
+    """A StatefulSet of this resource, its rollout as the controller reports it."""
+    owner = {"apiVersion": API_VERSION, "kind": KIND, "name": name, "uid": UID, "controller": True}
+    meta = {"name": name, "namespace": NS, "generation": 3, "labels": {INSTANCE_LABEL: name},
+            "ownerReferences": [owner]}  # fmt: skip
+    rollout = {"observedGeneration": 3 if observed else 2, "replicas": replicas, "readyReplicas": ready,
+               "updatedReplicas": replicas if updated is None else updated, "currentRevision": "a",
+               "updateRevision": "a" if updated is None else "b"}  # fmt: skip
+    raw = {"kind": "StatefulSet", "metadata": meta, "spec": {"replicas": replicas}, "status": rollout}
+    return facts.child_from(raw)
+
+
+def gpu_node(
+    name: str = "gpu-node-0", memory_mib: int = H100_MIB, product: str = "", **labels: str
+) -> facts.Node:
+    extra = {GPU_PRODUCT_LABEL: product} if product else {}
+    return facts.node_from(
+        {"metadata": {"name": name, "labels": {GPU_MEMORY_LABEL: str(memory_mib), **extra, **labels}}}
+    )
+
+
+class Pod:
+    """A server pod, built up step by step: `Pod().context(262144).crashed(record).facts()`."""
+
+    def __init__(self, name: str = f"{NAME}-0", uid: str = "pod-1", instance: str = NAME) -> None:
+        labels = {**selector_labels(instance)}
+        self.raw: dict[str, Any] = {
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": NS, "uid": uid, "labels": labels},
+            "spec": {"containers": [{"name": SERVER_CONTAINER, "command": ["vllm", "serve", "m"]}]},
+            "status": {"phase": "Running", "containerStatuses": [self._fresh(SERVER_CONTAINER)]},
+        }
+
+    @staticmethod
+    def _fresh(name: str) -> dict[str, Any]:
+        return {"name": name, "image": "img", "ready": True, "started": True, "restartCount": 0,
+                "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}  # fmt: skip
+
+    def _server(self) -> dict[str, Any]:
+        statuses: list[dict[str, Any]] = self.raw["status"]["containerStatuses"]
+        return next(s for s in statuses if s["name"] == SERVER_CONTAINER)
+
+    def context(self, max_model_len: int) -> Pod:
+        """The pod's server runs with this --max-model-len (as the StatefulSet rendered it)."""
+        self.raw["spec"]["containers"][0]["command"] += [MAX_MODEL_LEN_FLAG, str(max_model_len)]
+        return self
+
+    def crashed(
+        self, message: str = "", reason: str = "Error", exit_code: int = 1, restart_count: int | None = None,
+        then: Literal["waiting", "running"] = "waiting",
+    ) -> Pod:  # fmt: skip
+        """The server container ended (lastState) and the kubelet backs off (or runs it again)."""
+        server = self._server()
+        server.update(crashed_container_status(server, reason, exit_code, message, restart_count, then))
+        return self
+
+    def failed(self, record: Mapping[str, Any], restart_count: int | None = None) -> Pod:
+        """The server container ended with the launcher's record as its termination message."""
+        return self.crashed(json.dumps(dict(record)), restart_count=restart_count)
+
+    def terminated_now(self, record: Mapping[str, Any], restart_count: int = 0) -> Pod:
+        """The run just ended: `state.terminated`, before the kubelet restarts it."""
+        terminated = {"exitCode": 1, "reason": "Error", "message": json.dumps(dict(record))}
+        self._server().update(state={"terminated": terminated}, ready=False, restartCount=restart_count)
+        return self
+
+    def oom_killed(self) -> Pod:
+        return self.crashed("", reason="OOMKilled", exit_code=137)
+
+    def waiting(self, reason: str, message: str = "m") -> Pod:
+        self._server().update(state={"waiting": {"reason": reason, "message": message}}, ready=False)
+        return self
+
+    def not_ready(self) -> Pod:
+        self._server()["ready"] = False
+        return self
+
+    def unschedulable(
+        self, since: datetime, message: str = "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."
+    ) -> Pod:
+        cond = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
+                "lastTransitionTime": clock.rfc3339(since)}  # fmt: skip
+        self.raw["status"] = {"phase": "Pending", "conditions": [cond]}
+        return self
+
+    def deleting(self) -> Pod:
+        self.raw["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+        return self
+
+    def obj(self) -> dict[str, Any]:
+        return copy.deepcopy(self.raw)
+
+    def facts(self) -> facts.Pod:
+        return facts.pod_from(self.raw)
+
+
+def kv_record(max_model_len: int = 262144, estimate: int | None = 245408) -> dict[str, Any]:
+    """The launcher's record of vLLM's KV-cache check failing at `max_model_len`."""
+    record: dict[str, Any] = {"reason": "KVCacheInsufficient", "exitCode": 1, "maxModelLen": max_model_len,
+                              "neededGiB": 11.75, "availableGiB": 11.0,
+                              "message": "ValueError: To serve at least one request ..."}  # fmt: skip
+    if estimate is not None:
+        record["estimatedMaxModelLen"] = estimate
+    return record
+
+
+CUDA_OOM_RECORD = {
+    "reason": "CudaOOM",
+    "exitCode": 1,
+    "phase": "profiling",
+    "message": "torch.OutOfMemoryError",
+}
+INVALID_ARGS_RECORD = {"reason": "InvalidArguments", "exitCode": 2, "message": "vllm serve: error: bad flag"}

@@ -1,0 +1,311 @@
+"""decide(observed, now) as a table: facts in, Desired out. No client, no fake: plain data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from qwen_operator import facts, problems
+from qwen_operator.decide import Desired, decide, failed
+from qwen_operator.observe import Observed, Refusal
+from qwen_operator.vocabulary import SERVICE_MONITOR_CRD, Result
+from testkit.fake import NOW
+from testkit.wrappers import (
+    CUDA_OOM_RECORD,
+    H100_MIB,
+    INVALID_ARGS_RECORD,
+    Pod,
+    children,
+    gpu_node,
+    kv_record,
+    parsed,
+    resource,
+    statefulset,
+)
+
+
+def observed(
+    spec: dict[str, Any] | None = None,
+    status: dict[str, Any] | None = None,
+    kids: tuple[facts.Child, ...] | None = None,
+    pods: tuple[facts.Pod, ...] = (),
+    nodes: tuple[facts.Node, ...] = (),
+    **meta: Any,
+) -> Observed:
+    """The resource with its children live and rolled out, unless `kids` says otherwise."""
+    res = resource(spec, status=status, **meta)
+    live = children(parsed(spec, **meta)) if kids is None else kids
+    return Observed(res, live, pods, nodes)
+
+
+def conds(desired: Desired, before: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    patch = desired.status_patch or {}
+    return {c["type"]: c for c in patch.get("conditions") or (before or {}).get("conditions") or []}
+
+
+def settled_status(spec: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any]:
+    """The status the operator wrote for a Ready resource (what the next pass reads back)."""
+    first = decide(observed(spec, **meta), NOW)
+    assert first.status_patch is not None
+    return first.status_patch
+
+
+# -- the status, from what the cluster shows ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    sts: facts.Child | None
+    pods: tuple[facts.Pod, ...] = ()
+    spec: dict[str, Any] = field(default_factory=dict)
+    phase: str = "Ready"
+    ready: tuple[str, str] = ("True", "Ready")
+    reconciling: tuple[str, str] = ("False", "Ready")
+    stalled: tuple[str, str] = ("False", "Ready")
+
+
+WAITING_SINCE = NOW - timedelta(seconds=5)
+STUCK_SINCE = NOW - timedelta(seconds=problems.UNSCHEDULABLE_GRACE + 1)
+CASES = [
+    Case("ready", statefulset()),
+    Case(
+        "creating",
+        None,
+        phase="Progressing",
+        ready=("False", "Progressing"),
+        reconciling=("True", "Progressing"),
+        stalled=("False", "Progressing"),
+    ),
+    Case(
+        "rolling out",
+        statefulset(ready=0, updated=0),
+        phase="Progressing",
+        ready=("False", "Progressing"),
+        reconciling=("True", "Progressing"),
+        stalled=("False", "Progressing"),
+    ),
+    Case(
+        "not yet observed",
+        statefulset(observed=False),
+        phase="Progressing",
+        ready=("False", "Progressing"),
+        reconciling=("True", "Progressing"),
+        stalled=("False", "Progressing"),
+    ),
+    Case(
+        "scaled to zero",
+        statefulset(replicas=0, ready=0),
+        spec={"replicas": 0},
+        ready=("True", "ScaledToZero"),
+    ),
+    Case(
+        "a claim still binding is no stall",
+        statefulset(ready=0),
+        (Pod().unschedulable(WAITING_SINCE).facts(),),
+        phase="Progressing",
+        ready=("False", "Scheduling"),
+        reconciling=("True", "Scheduling"),
+        stalled=("False", "Progressing"),
+    ),
+    Case(
+        "unschedulable past the grace",
+        statefulset(ready=0),
+        (Pod().unschedulable(STUCK_SINCE).facts(),),
+        phase="Pending",
+        ready=("False", "Unschedulable"),
+        reconciling=("False", "Pending"),
+        stalled=("True", "Unschedulable"),
+    ),
+    Case(
+        "image pull",
+        statefulset(ready=0),
+        (Pod().waiting("ErrImagePull").facts(),),
+        phase="Failed",
+        ready=("False", "ImagePullBackOff"),
+        reconciling=("False", "Failed"),
+        stalled=("True", "ImagePullBackOff"),
+    ),
+    Case(
+        "crash loop without a report",
+        statefulset(ready=0),
+        (Pod().crashed("Traceback ...").facts(),),
+        phase="Failed",
+        ready=("False", "CrashLoopBackOff"),
+        reconciling=("False", "Failed"),
+        stalled=("True", "CrashLoopBackOff"),
+    ),
+    Case(
+        "the launcher's reason",
+        statefulset(ready=0),
+        (Pod().failed(INVALID_ARGS_RECORD).facts(),),
+        phase="Failed",
+        ready=("False", "InvalidArguments"),
+        reconciling=("False", "Failed"),
+        stalled=("True", "InvalidArguments"),
+    ),
+    Case(
+        "degraded",
+        statefulset(replicas=2, ready=1),
+        (Pod("q-1", "pod-2").unschedulable(STUCK_SINCE).facts(),),
+        spec={"replicas": 2},
+        phase="Degraded",
+        ready=("False", "Unschedulable"),
+        reconciling=("False", "Degraded"),
+        stalled=("True", "Unschedulable"),
+    ),
+    Case(
+        "paused",
+        statefulset(),
+        spec={"paused": True, "replicas": 3},
+        phase="Progressing",
+        ready=("False", "Progressing"),
+        reconciling=("False", "Paused"),
+        stalled=("False", "Progressing"),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_status_from_the_facts(case: Case) -> None:
+    kids = tuple(c for c in children(parsed(case.spec)) if c.kind != "StatefulSet")
+    obs = Observed(resource(case.spec), (*kids, *([case.sts] if case.sts else [])), case.pods)
+    desired = decide(obs, NOW)
+    assert desired.status_patch is not None
+    assert desired.status_patch["phase"] == case.phase
+    c = conds(desired)
+    assert (c["Ready"]["status"], c["Ready"]["reason"]) == case.ready
+    assert (c["Reconciling"]["status"], c["Reconciling"]["reason"]) == case.reconciling
+    assert (c["Stalled"]["status"], c["Stalled"]["reason"]) == case.stalled
+
+
+def test_ready_status_in_full() -> None:
+    st = settled_status(generation=2)
+    assert st["observedGeneration"] == 2
+    assert (st["replicas"], st["readyReplicas"]) == (1, 1)
+    assert st["selector"] == "app.kubernetes.io/instance=q,app.kubernetes.io/name=qwen-thinking"
+    assert st["endpoint"] == "http://q.ns.svc:8000/v1"
+    assert st["context"] == {"requested": 262144, "effective": 262144}
+    assert all(c["observedGeneration"] == 2 and c["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+               for c in st["conditions"])  # fmt: skip
+    assert conds(decide(observed(), NOW))["ContextReduced"]["reason"] == "AsRequested"
+
+
+def test_a_wait_asks_to_look_again_when_it_would_become_a_problem() -> None:
+    desired = decide(observed(kids=(), pods=(Pod().unschedulable(WAITING_SINCE).facts(),)), NOW)
+    assert desired.recheck_after == pytest.approx(problems.UNSCHEDULABLE_GRACE - 5)
+    assert "0/4 nodes are available" in conds(desired)["Reconciling"]["message"]
+    assert [e.type for e in desired.events] == []  # no Warning for a claim that is still binding
+
+
+def test_nothing_changed_means_nothing_to_write() -> None:
+    st = settled_status()
+    desired = decide(observed(status=st), NOW + timedelta(minutes=5))
+    assert (desired.applies, desired.status_patch, desired.events) == ((), None, ())
+    assert desired.result == Result.UNCHANGED and desired.recheck_after is None
+
+
+def test_one_more_crash_of_the_same_kind_writes_nothing() -> None:
+    crash = (Pod().crashed("CUDA out of memory").facts(),)
+    first = decide(observed(kids=(statefulset(ready=0),), pods=crash), NOW)
+    assert first.status_patch is not None
+    again = (Pod().crashed("CUDA out of memory").crashed("CUDA out of memory").facts(),)
+    later = decide(observed(status=first.status_patch, kids=(statefulset(ready=0),), pods=again), NOW)
+    assert later.status_patch is None and later.events == ()
+
+
+def test_last_transition_time_moves_only_on_a_flip() -> None:
+    first = decide(observed(kids=(statefulset(ready=0),)), NOW).status_patch
+    assert first is not None
+    later = NOW + timedelta(minutes=5)
+    flipped = decide(observed(status=first, kids=(statefulset(),)), later)
+    c = conds(flipped)
+    assert c["Ready"]["lastTransitionTime"] == "2026-01-01T00:05:00Z"  # False -> True
+    assert c["Stalled"]["lastTransitionTime"] == "2026-01-01T00:00:00Z"  # stayed False
+
+
+# -- events ---------------------------------------------------------------------------------------
+
+
+def test_events_only_on_transitions() -> None:
+    stuck = (Pod().unschedulable(STUCK_SINCE).facts(),)
+    pending = decide(observed(kids=(statefulset(ready=0),), pods=stuck), NOW)
+    assert [(e.type, e.reason) for e in pending.events] == [("Warning", "Unschedulable")]
+    st = pending.status_patch
+    assert decide(observed(status=st, kids=(statefulset(ready=0),), pods=stuck), NOW).events == ()
+    ready = decide(observed(status=st), NOW)
+    assert [e.reason for e in ready.events] == ["Recovered", "Ready"]
+
+
+# -- children ---------------------------------------------------------------------------------------
+
+
+def test_a_new_resource_applies_every_child_in_order() -> None:
+    desired = decide(observed(kids=()), NOW)
+    assert [a.ident for a in desired.applies] == ["Service q-headless", "Service q", "StatefulSet q",
+                                                  "PodDisruptionBudget q"]  # fmt: skip
+    assert all(e.reason == "Created" for a in desired.applies for e in a.events)
+    assert desired.result == Result.CHANGED
+
+
+def test_the_service_monitor_comes_with_its_crd() -> None:
+    obs = observed()
+    served = Observed(obs.resource, obs.children, served=frozenset({SERVICE_MONITOR_CRD}))
+    assert [a.ident for a in decide(served, NOW).applies] == ["ServiceMonitor q"]
+
+
+def test_a_refused_dry_run_applies_nothing_and_says_why() -> None:
+    obs = observed(kids=())
+    refused = Observed(obs.resource, refusal=Refusal("PodDisruptionBudget q", "spec.maxUnavailable: Invalid"))
+    desired = decide(refused, NOW)
+    assert desired.applies == () and desired.result == Result.INVALID
+    assert conds(desired)["Stalled"]["reason"] == "InvalidSpec"
+
+
+def test_an_invalid_spec_keeps_what_the_status_knew() -> None:
+    st = settled_status()
+    bad = Observed(resource({"resources": {"requests": {"cpu": "lots"}}}, status=st), children(parsed()))
+    desired = decide(bad, NOW)
+    assert desired.applies == () and desired.result == Result.INVALID and desired.status_patch is not None
+    assert desired.status_patch["phase"] == "Failed" and "endpoint" not in desired.status_patch  # kept
+    assert "spec.resources.requests.cpu" in conds(desired)["Ready"]["message"]
+
+
+# -- the memory plan and the fallback ---------------------------------------------------------
+
+
+def test_the_plan_reads_only_the_nodes_the_pods_can_land_on() -> None:
+    nodes = (gpu_node("small", 24576, "L4"), gpu_node("big", H100_MIB, "H100"))
+    pinned = decide(observed({"gpu": {"product": "H100"}}, nodes=nodes), NOW).status_patch
+    assert pinned is not None and pinned["context"]["planned"] == 262144
+    anywhere = decide(observed(kids=(), nodes=nodes), NOW)
+    assert anywhere.result == Result.BLOCKED and anywhere.applies == ()
+    assert conds(anywhere)["Stalled"]["reason"] == "InsufficientGPUMemory"
+
+
+def test_a_kv_cache_failure_lowers_the_context_in_the_statefulset() -> None:
+    pods = (Pod().context(262144).failed(kv_record(262144, 245408)).facts(),)
+    desired = decide(observed(pods=pods), NOW)
+    (apply,) = desired.applies
+    command = apply.manifest["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--max-model-len") + 1] == "244736"
+    assert desired.reduction is not None and desired.reduction.to == 244736 and desired.reduced
+    assert [e.reason for e in desired.events][:1] == ["ContextReduced"]
+    assert conds(desired)["Stalled"]["status"] == "False"  # the fallback is acting on it
+
+
+def test_at_the_floor_the_fallback_stalls() -> None:
+    spec = {"context": {"maxModelLen": 65536, "minModelLen": 65536}}
+    pods = (Pod().context(65536).failed(CUDA_OOM_RECORD).facts(),)
+    desired = decide(observed(spec, pods=pods), NOW)
+    assert desired.applies == () and conds(desired)["Stalled"]["reason"] == "ContextFallbackExhausted"
+
+
+def test_a_failure_while_reporting_an_error_is_said_once() -> None:
+    first = failed(observed(), "503 etcdserver: leader changed", NOW)
+    assert [e.reason for e in first.events] == ["ReconcileError"] and first.result == Result.ERROR
+    again = failed(observed(status=first.status_patch), "503 again", NOW)
+    assert again.events == ()
