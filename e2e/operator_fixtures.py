@@ -29,6 +29,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from e2e.conftest import Cluster
 from e2e.devcluster import cluster as local_cluster
 from e2e.devcluster.kube import kubectl, wait_for
+from qwen_operator.vocabulary import INSTANCE_LABEL
+from qwen_runtime.argv import max_model_len
 
 REPO = Path(__file__).resolve().parent.parent
 OPERATOR_NAMESPACE = "qwen-operator-system"
@@ -251,7 +253,8 @@ def sample(name: str = NAME, **spec: Any) -> dict[str, Any]:
 
 
 def instance(name: str) -> str:
-    return f"app.kubernetes.io/instance={name}"
+    """The label selector of one resource's children and pods."""
+    return f"{INSTANCE_LABEL}={name}"
 
 
 def apply_ready(custom: client.CustomObjectsApi, ns: str, **spec: Any) -> dict[str, Any]:
@@ -280,5 +283,6 @@ def server_command(apps_v1: client.AppsV1Api, ns: str, name: str) -> list[str]:
     return list(sts.spec.template.spec.containers[0].command)
 
 
-def flag(command: list[str], name: str) -> str:
-    return command[command.index(name) + 1]
+def sts_context(apps_v1: client.AppsV1Api, ns: str, name: str) -> int | None:
+    """The --max-model-len of the StatefulSet's server command (read as the launcher reads it)."""
+    return max_model_len(server_command(apps_v1, ns, name))

@@ -24,13 +24,13 @@ from e2e.operator_fixtures import (  # noqa: E402
     apply_yaml,
     condition,
     events,
-    flag,
     get_qtd,
     sample,
-    server_command,
     settle,
+    sts_context,
     wait_phase,
 )
+from qwen_runtime.argv import max_model_len  # noqa: E402
 
 pytest_plugins = ("e2e.operator_fixtures",)
 pytestmark = pytest.mark.e2e
@@ -50,10 +50,6 @@ CUDA_OOM = json.dumps(simulate.report("cuda-oom", 0, None))
 
 def context(custom: client.CustomObjectsApi, ns: str) -> dict[str, Any]:
     return dict((get_qtd(custom, ns, NAME).get("status") or {}).get("context") or {})
-
-
-def sts_context(apps_v1: client.AppsV1Api, ns: str) -> int:
-    return int(flag(server_command(apps_v1, ns, NAME), "--max-model-len"))
 
 
 def crash(api_client: client.ApiClient, ns: str, message: str, restart_count: int | None = None) -> int:
@@ -77,7 +73,7 @@ def wait_pod_with(core_v1: client.CoreV1Api, ns: str, value: int) -> client.V1Po
         pod = core_v1.read_namespaced_pod(POD, ns)
         command = list(pod.spec.containers[0].command)
         ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
-        ok = pod.metadata.deletion_timestamp is None and flag(command, "--max-model-len") == str(value)
+        ok = pod.metadata.deletion_timestamp is None and max_model_len(command) == value
         return pod if ok and ready else None
 
     return wait_for(rolled, 90, f"pod {POD} rolled to --max-model-len {value}")
@@ -115,7 +111,7 @@ def test_vllms_estimate_then_the_ladder(
     core_v1: client.CoreV1Api, api_client: client.ApiClient,
 ) -> None:  # fmt: skip
     apply_ready(custom, ns, gpu=H200)
-    assert sts_context(apps_v1, ns) == 262144
+    assert sts_context(apps_v1, ns, NAME) == 262144
     before = reductions(operator, "KVCacheInsufficient")
     hold_rollouts(ns, True)  # keep the crashed pod, so its report can be delivered again
     first_uid = core_v1.read_namespaced_pod(POD, ns).metadata.uid
@@ -127,7 +123,7 @@ def test_vllms_estimate_then_the_ladder(
     assert step["reason"] == "KVCacheInsufficient"
     assert (step["podUID"], step["restartCount"]) == (first_uid, restarts)
     assert "245408" in step["detail"]
-    assert sts_context(apps_v1, ns) == 244736
+    assert sts_context(apps_v1, ns, NAME) == 244736
     obj = get_qtd(custom, ns, NAME)
     reduced = condition(obj, "ContextReduced")
     assert (reduced["status"], reduced["reason"]) == ("True", "OutOfMemory")
@@ -139,7 +135,7 @@ def test_vllms_estimate_then_the_ladder(
     crash(api_client, ns, kv_report(262144, 245408), restart_count=restarts)
     settle(3)
     assert core_v1.read_namespaced_pod(POD, ns).metadata.uid == first_uid
-    assert len(context(custom, ns)["history"]) == 1 and sts_context(apps_v1, ns) == 244736
+    assert len(context(custom, ns)["history"]) == 1 and sts_context(apps_v1, ns, NAME) == 244736
     assert reductions(operator, "KVCacheInsufficient") == before + 1
 
     # the StatefulSet rolls pod 0; the new pod runs out of memory without an estimate
@@ -151,7 +147,7 @@ def test_vllms_estimate_then_the_ladder(
     assert [(h["from"], h["to"], h["reason"]) for h in ctx["history"]] == [
         (262144, 244736, "KVCacheInsufficient"), (244736, 196608, "CudaOOM"),
     ]  # fmt: skip
-    assert sts_context(apps_v1, ns) == 196608
+    assert sts_context(apps_v1, ns, NAME) == 196608
     wait_pod_with(core_v1, ns, 196608)
     obj = wait_phase(custom, ns, NAME, "Ready")
     assert condition(obj, "ContextReduced")["status"] == "True"
@@ -176,7 +172,7 @@ def test_a_report_handled_across_operator_restarts_counts_once(
     settle(3)
     ctx = context(custom, ns)
     assert (ctx["effective"], len(ctx["history"])) == (244736, 1)
-    assert sts_context(apps_v1, ns) == 244736
+    assert sts_context(apps_v1, ns, NAME) == 244736
 
 
 def test_at_the_floor_it_stalls_and_a_spec_change_starts_again(
@@ -196,13 +192,13 @@ def test_at_the_floor_it_stalls_and_a_spec_change_starts_again(
     assert obj["status"]["phase"] == "Failed"
     settle(3)
     assert (context(custom, ns)["effective"], len(context(custom, ns)["history"])) == (196608, 1)
-    assert sts_context(apps_v1, ns) == 196608
+    assert sts_context(apps_v1, ns, NAME) == 196608
     wait_event(ns, "Warning", "ContextFallbackExhausted")
 
     # fp8 KV cache halves the cache: a change to what decides the fit starts from the request
     apply_yaml(ns, sample(**spec, runtime={"kvCacheDtype": "fp8"}))
     wait_effective(custom, ns, 262144)
-    assert sts_context(apps_v1, ns) == 262144
+    assert sts_context(apps_v1, ns, NAME) == 262144
     wait_pod_with(core_v1, ns, 262144)
     obj = wait_phase(custom, ns, NAME, "Ready")
     assert condition(obj, "ContextReduced")["status"] == "False"
@@ -221,7 +217,7 @@ def test_a_failure_that_is_not_about_memory_changes_no_context(
     assert "unrecognized args" in condition(obj, "Ready")["message"]
     settle(3)
     assert context(custom, ns) == {"requested": 262144, "effective": 262144, "planned": 262144}
-    assert sts_context(apps_v1, ns) == 262144
+    assert sts_context(apps_v1, ns, NAME) == 262144
 
 
 def test_weights_that_cannot_fit_start_no_crash_loop(

@@ -35,7 +35,6 @@ from e2e.operator_fixtures import (  # noqa: E402
     audit_writes,
     condition,
     events,
-    flag,
     get_qtd,
     instance,
     patch_spec,
@@ -43,16 +42,24 @@ from e2e.operator_fixtures import (  # noqa: E402
     sample,
     server_command,
     settle,
+    sts_context,
     wait_phase,
 )
-from qwen_operator import api, planner  # noqa: E402
+from qwen_operator import api, clock, planner  # noqa: E402
+from qwen_operator.problems import UNSCHEDULABLE_GRACE  # noqa: E402
+from qwen_operator.vocabulary import selector_string  # noqa: E402
 
 pytest_plugins = ("e2e.operator_fixtures",)
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parent.parent
-SELECTOR = f"app.kubernetes.io/instance={NAME},app.kubernetes.io/name=qwen-thinking"
 IDLE_SECONDS = 60
+
+
+def seconds_between(earlier: str, later: str) -> float:
+    start, end = clock.parse(earlier), clock.parse(later)
+    assert start is not None and end is not None
+    return (end - start).total_seconds()
 
 
 def owned_by(obj: Any, uid: str) -> bool:
@@ -148,20 +155,23 @@ def test_sample_creates_owned_children_and_becomes_ready(
     assert st["observedGeneration"] == obj["metadata"]["generation"]
     # the simulated nodes are H100 80GB (nvidia.com/gpu.memory=81559): the plan says 262144 fits
     assert st["context"] == {"requested": 262144, "effective": 262144, "planned": 262144}
-    assert st["selector"] == SELECTOR
+    assert st["selector"] == selector_string(NAME)
     ready = condition(obj, "Ready")
     assert ready["status"] == "True" and ready["observedGeneration"] == obj["metadata"]["generation"]
     assert condition(obj, "Stalled")["status"] == "False"
     assert condition(obj, "Reconciling")["status"] == "False"
 
-    # GitOps-clean: no annotation, no finalizer; Kopf keeps its records in status.
+    # GitOps-clean: no annotation, no finalizer, and nobody's records but the operator's status.
     annotations = set(obj["metadata"].get("annotations") or {})
     assert annotations <= {"kubectl.kubernetes.io/last-applied-configuration"}, annotations  # kubectl's own
     assert not obj["metadata"].get("finalizers")
     writers = {(m["manager"], m.get("subresource", "")) for m in obj["metadata"]["managedFields"]}
     assert {sub for manager, sub in writers if not manager.startswith("kubectl")} == {"status"}, writers
-    assert "diffbase" in (st.get("kopf") or {}), st.get("kopf")
+    assert "kopf" not in st, st.get("kopf")
     assert {"Created", "Ready"} <= reasons(ns, NAME)
+    # A healthy start says nothing alarming (a claim still binding is no stall).
+    assert [e for e in events(ns, NAME) if e["type"] != "Normal"] == []
+    assert "Recovered" not in reasons(ns, NAME)
 
 
 def test_scale_subresource(
@@ -177,7 +187,10 @@ def test_scale_subresource(
     scale = json.loads(
         kubectl("get", "--raw", f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}/{NAME}/scale").stdout
     )
-    assert scale["spec"]["replicas"] == 3 and scale["status"] == {"replicas": 3, "selector": SELECTOR}
+    assert scale["spec"]["replicas"] == 3 and scale["status"] == {
+        "replicas": 3,
+        "selector": selector_string(NAME),
+    }
     wait_for(lambda: "Scaled" in reasons(ns, NAME), 30, "event Scaled")  # posted after the status patch
 
     kubectl("scale", f"qtd/{NAME}", "-n", ns, "--replicas=0")
@@ -191,11 +204,9 @@ def test_context_change_reaches_the_statefulset(
     operator: Operator, ns: str, custom: client.CustomObjectsApi, apps_v1: client.AppsV1Api
 ) -> None:
     first = apply_ready(custom, ns)
-    assert flag(server_command(apps_v1, ns, NAME), "--max-model-len") == "262144"
+    assert sts_context(apps_v1, ns, NAME) == 262144
     patch_spec(ns, {"context": {"maxModelLen": 131072}})
-    wait_for(
-        lambda: flag(server_command(apps_v1, ns, NAME), "--max-model-len") == "131072", 60, "--max-model-len"
-    )
+    wait_for(lambda: sts_context(apps_v1, ns, NAME) == 131072, 60, "--max-model-len")
     obj = wait_phase(custom, ns, NAME, "Ready")
     assert obj["metadata"]["generation"] == first["metadata"]["generation"] + 1
     assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
@@ -215,14 +226,12 @@ def test_memory_plan_starts_from_a_context_that_fits(
     obj = apply_ready(custom, ns, **spec)
     planned = expected.planned
     assert obj["status"]["context"] == {"requested": 262144, "effective": planned, "planned": planned}
-    assert flag(server_command(apps_v1, ns, NAME), "--max-model-len") == str(planned)
+    assert sts_context(apps_v1, ns, NAME) == planned
     (event,) = [e for e in events(ns, NAME) if e["reason"] == "ContextPlanned"]
     assert str(planned) in event["message"]
     # preflight off: the request as given, the plan still reported
     patch_spec(ns, {"context": {"preflight": False}})
-    wait_for(
-        lambda: flag(server_command(apps_v1, ns, NAME), "--max-model-len") == "262144", 60, "--max-model-len"
-    )
+    wait_for(lambda: sts_context(apps_v1, ns, NAME) == 262144, 60, "--max-model-len")
     ctx = wait_phase(custom, ns, NAME, "Ready")["status"]["context"]
     assert ctx == {"requested": 262144, "effective": 262144, "planned": planned}
 
@@ -284,11 +293,21 @@ def test_gpu_product_no_node_has_is_unschedulable(
 ) -> None:
     apply_yaml(ns, sample(gpu={"product": "NVIDIA-B200"}))
 
-    def stalled() -> dict[str, Any] | None:
+    def reported(reason: str) -> dict[str, Any] | None:
         obj = get_qtd(custom, ns, NAME)
-        return obj if condition(obj, "Stalled").get("reason") == "Unschedulable" else None
+        return obj if condition(obj, "Ready").get("reason") == reason else None
 
-    obj = wait_for(stalled, 90, "Stalled=True reason Unschedulable")
+    # First a wait (the scheduler may yet place it), then, past the grace period, a problem.
+    waiting = wait_for(lambda: reported("Scheduling"), 30, "Ready=False reason Scheduling")
+    assert condition(waiting, "Stalled")["status"] == "False" and waiting["status"]["phase"] == "Progressing"
+    assert condition(waiting, "Reconciling")["status"] == "True"
+    assert "node affinity/selector" in condition(waiting, "Reconciling")["message"]
+    obj = wait_for(
+        lambda: reported("Unschedulable"), UNSCHEDULABLE_GRACE + 30, "Stalled=True reason Unschedulable"
+    )
+    stalled_at = condition(obj, "Stalled")["lastTransitionTime"]
+    scheduled_at = condition(waiting, "Reconciling")["lastTransitionTime"]
+    assert seconds_between(scheduled_at, stalled_at) >= UNSCHEDULABLE_GRACE - 2  # not before its time
     ready = condition(obj, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "Unschedulable")
     assert "nodes are available" in ready["message"] and "node affinity/selector" in ready["message"]
@@ -460,11 +479,28 @@ def test_five_ready_resources_idle_means_zero_writes(
     writes = operator.writes() - writes_before
     reads = operator.counter("qwen_operator_api_requests_total") - reads_before
     print(f"idle {IDLE_SECONDS}s with 5 Ready resources: {writes:.0f} writes, {reads:.0f} requests")
-    assert writes == 0
-    assert_no_audited_writes(cluster, offset)
+    assert (writes, reads) == (0, 0)
+    assert_no_audited_requests(cluster, offset)
     assert {n: len(events(ns, n)) for n in names} == events_before  # no event flooding
 
-    # A restart with nothing to do writes nothing either (Kopf's records are in the status).
+    # An unrelated label on each resource: each is reconciled from the cache, and nothing is sent.
+    offset = audit_offset(cluster)
+    requests_before = operator.counter("qwen_operator_api_requests_total")
+    passes_before = operator.counter("qwen_operator_reconciliations_total")
+    for name in names:
+        kubectl("label", f"qtd/{name}", "-n", ns, "team=ml")
+    wait_for(
+        lambda: operator.counter("qwen_operator_reconciliations_total") >= passes_before + len(names),
+        30, "a reconciliation of each relabelled resource",
+    )  # fmt: skip
+    settle(3)
+    passes = operator.counter("qwen_operator_reconciliations_total") - passes_before
+    sent = operator.counter("qwen_operator_api_requests_total") - requests_before
+    print(f"relabelled 5 Ready resources: {passes:.0f} reconciliations, {sent:.0f} API requests")
+    assert sent == 0
+    assert_no_audited_requests(cluster, offset)
+
+    # A restart with nothing to do writes nothing either (Kopf keeps no records in the resources).
     offset = audit_offset(cluster)
     operator.kill(signal.SIGTERM)
     operator.start()
@@ -514,6 +550,14 @@ def test_operator_used_only_its_service_account_within_rbac(operator: Operator, 
                  ("policy", "poddisruptionbudgets"), ("monitoring.coreos.com", "servicemonitors"))} | {
                  ("apps", "statefulsets", "delete")}  # fmt: skip
     assert granted - used <= unaudited, granted - used - unaudited
+
+
+def assert_no_audited_requests(cluster: Cluster, offset: int) -> None:
+    """Not one request of the operator after `offset`, but for Kopf's long-lived watch streams
+    (the cache's feed, reopened every few minutes)."""
+    if cluster.audit_log:
+        audited = [e for e in audit_entries(cluster.audit_log, offset) if e.get("verb") != "watch"]
+        assert audited == [], [(e["verb"], e["requestURI"]) for e in audited]
 
 
 def assert_no_audited_writes(cluster: Cluster, offset: int) -> None:

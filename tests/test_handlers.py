@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import kopf
@@ -118,3 +119,19 @@ def test_an_optional_crd_queues_everyone_when_it_becomes_served() -> None:
     crds[SERVICE_MONITOR_CRD] = [facts.Crd(SERVICE_MONITOR_CRD, served=True)]
     asyncio.run(handlers.crd_event(memo=_memo(rt)))
     assert rt.queue.pending() == [("ns", "a")]
+
+
+def test_kopfs_warning_about_an_absent_optional_crd_is_dropped_and_others_kept() -> None:
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord(
+            "kopf._core.reactor.observation", logging.WARNING, "", 0, message, None, None
+        )
+
+    only = "Unresolved resources cannot be served (try creating their CRDs): "
+    only += "Selector(group='monitoring.coreos.com', "
+    keep = handlers.OptionalResources()
+    assert not keep.filter(record(only + "version='v1', any_name='servicemonitors')"))
+    assert keep.filter(
+        record(only + "version='v1', any_name='servicemonitors'), Selector(any_name='widgets')")
+    )
+    assert keep.filter(record("Ambiguous resources will not be served"))

@@ -56,17 +56,17 @@ def test_cluster_role_is_exactly_what_the_operator_calls() -> None:
     }
     assert not any("*" in item for item in granted)
     assert not any(r == "secrets" for _, r, _ in granted)
-    read = ("get", "list", "watch")
+    read = ("list", "watch")  # the operator observes its watches' cache and never GETs
     expected = {
         *{("serving.qwen-operator.io", "qwenthinkingdeployments", v) for v in read},
         ("serving.qwen-operator.io", "qwenthinkingdeployments/status", "patch"),
         *{("apps", "statefulsets", v) for v in (*read, "create", "patch", "delete")},
         *{("", "services", v) for v in (*read, "create", "patch")},
         *{("policy", "poddisruptionbudgets", v) for v in (*read, "create", "patch")},
-        ("", "pods", "list"),
-        ("", "nodes", "list"),
-        *{("monitoring.coreos.com", "servicemonitors", v) for v in ("get", "create", "patch")},
-        ("", "pods", "watch"),
+        *{("monitoring.coreos.com", "servicemonitors", v) for v in (*read, "create", "patch")},
+        *{("", "pods", v) for v in read},
+        *{("", "nodes", v) for v in read},
+        *{("apiextensions.k8s.io", "customresourcedefinitions", v) for v in read},
         ("", "events", "create"),
     }
     assert granted == expected

@@ -272,3 +272,17 @@ def test_old_kopf_records_are_removed_from_the_status() -> None:
     cluster = FakeCluster(status={"kopf": {"progress": {}, "diffbase": "{}"}})
     reconciler(cluster).reconcile(KEY)
     assert "kopf" not in cluster.status
+
+
+def test_an_api_not_served_yet_is_retried_without_alarm() -> None:
+    cluster = FakeCluster()
+    cluster.crds.add(SERVICE_MONITOR_CRD)  # Established a moment before the apiserver serves it
+
+    def not_yet(manifest: Mapping[str, Any], dry_run: bool) -> None:
+        if manifest["kind"] == "ServiceMonitor":
+            raise ApiError(404, "Not Found", "404 page not found")
+
+    cluster.on_apply = not_yet
+    with pytest.raises(ApiError):
+        reconciler(cluster).reconcile(KEY)
+    assert cluster.events == [] and "Reconciling" not in str(cluster.status)

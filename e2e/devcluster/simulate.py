@@ -16,6 +16,7 @@ import json
 from kubernetes import client, config
 
 from e2e.devcluster.kube import terminate_container
+from qwen_runtime.argv import max_model_len
 
 PER_TOKEN = 192_512 // 4
 """KV cache bytes per token per GPU of this model at TP 4 in bf16 (for the reported GiB)."""
@@ -23,7 +24,10 @@ PER_TOKEN = 192_512 // 4
 
 def _context(core: client.CoreV1Api, namespace: str, pod: str) -> int:
     command = list(core.read_namespaced_pod(pod, namespace).spec.containers[0].command)
-    return int(command[command.index("--max-model-len") + 1])
+    context = max_model_len(command)
+    if context is None:
+        raise SystemExit(f"pod {namespace}/{pod} has no --max-model-len in its server command")
+    return context
 
 
 def report(kind: str, context: int, estimate: int | None) -> dict[str, object]:

@@ -27,6 +27,13 @@ def namespace_terminating(exc: Exception) -> bool:
     return isinstance(exc, ApiError) and exc.status == 403 and "because it is being terminated" in exc.message
 
 
+def not_served(exc: Exception) -> bool:
+    """An apply answered 404: the resource's API is not served (yet). Apply never 404s for a
+    missing object, it creates it; this is a CRD that is Established a moment before the
+    apiserver serves it, or one just removed. The watch of the CRD brings the next pass."""
+    return isinstance(exc, ApiError) and exc.status == 404
+
+
 def _immutable(exc: ApiError, manifest: Mapping[str, Any]) -> bool:
     """The apiserver refused to change a StatefulSet field that is fixed after creation."""
     return exc.status == 422 and manifest["kind"] == "StatefulSet" and "Forbidden" in exc.message

@@ -149,7 +149,7 @@ PRINTER_COLUMNS = [
         "description": "Replicas that exist",
     },
     {
-        "name": "Ready",
+        "name": "Ready",  # not a reason
         "type": "integer",
         "jsonPath": ".status.readyReplicas",
         "description": "Replicas ready",

@@ -23,6 +23,7 @@ from .vocabulary import (
     SERVER_CONTAINER,
     KubeletReason,
     LauncherRecord,
+    PodPhase,
     parse_launcher_record,
 )
 
@@ -255,7 +256,7 @@ class Pod:
 
 
 def _unschedulable(status: Mapping[str, Any]) -> Unschedulable | None:
-    if status.get("phase", "Pending") != "Pending":
+    if status.get("phase", PodPhase.PENDING) != PodPhase.PENDING:
         return None
     for cond in status.get("conditions") or []:
         if not isinstance(cond, Mapping) or cond.get("type") != "PodScheduled":
@@ -287,7 +288,7 @@ def pod_from(raw: Raw) -> Pod:
         uid=str(meta.get("uid") or ""),
         instance=str((labels or {}).get(INSTANCE_LABEL, "")),
         deleting=bool(meta.get("deletionTimestamp")),
-        phase=str((status or {}).get("phase") or "Pending"),
+        phase=str((status or {}).get("phase") or PodPhase.PENDING),
         unschedulable=_unschedulable(status or {}),
         server_context=_server_context(spec or {}),
         init_containers=_containers((status or {}).get("initContainerStatuses")),

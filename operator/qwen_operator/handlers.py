@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +71,21 @@ class Runtime:
             self.queue.add(key)
 
 
+OPTIONAL_PLURALS = frozenset({"servicemonitors"})
+"""Watched only while their CRD is installed (vocabulary.OPTIONAL_CRDS)."""
+
+
+class OptionalResources(logging.Filter):
+    """Kopf warns at each start that it cannot watch a resource whose CRD is absent. For the
+    optional ones (the ServiceMonitor) that is the normal case, not a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith("Unresolved resources cannot be served"):
+            return True
+        return not set(re.findall(r"any_name='([^']+)'", message)) <= OPTIONAL_PLURALS
+
+
 def configure(settings: kopf.OperatorSettings) -> None:
     """Kopf settings: no peering, server-side filters, Kopf posts only its warnings.
 
@@ -77,6 +93,9 @@ def configure(settings: kopf.OperatorSettings) -> None:
     operator runs gets its watch without a restart.
     """
     settings.peering.standalone = True
+    observation = logging.getLogger("kopf._core.reactor.observation")
+    if not any(isinstance(f, OptionalResources) for f in observation.filters):
+        observation.addFilter(OptionalResources())
     settings.posting.level = logging.WARNING  # our own events say what happened; Kopf only warns
     for child in (*CHILDREN, PODS):
         settings.watching.label_selectors[child] = label_string(MANAGED_LABELS)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from . import clock, metrics
-from .act import Actor, namespace_terminating
+from .act import Actor, namespace_terminating, not_served
 from .decide import Desired, decide, failed
 from .observe import Key, Observed
 from .vocabulary import Result
@@ -82,7 +82,8 @@ class Reconciler:
                 # The namespace is being deleted, the resource with it: nothing to build or retry.
                 log.info("%s/%s: namespace is being deleted; not applying", *key)
                 return Outcome(Result.TERMINATING)
-            self._report_error(observed, exc, now)
+            if not not_served(exc):  # an API about to be served is retried without alarm
+                self._report_error(observed, exc, now)
             raise
         self._count(key, desired)
         return Outcome(

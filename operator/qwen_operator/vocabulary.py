@@ -179,6 +179,12 @@ class KubeletReason(StrEnum):
     ERROR = "Error"
 
 
+class PodPhase(StrEnum):
+    """The pod phases the operator reads."""
+
+    PENDING = "Pending"
+
+
 IMAGE_PULL_FAILURES = frozenset(
     {
         KubeletReason.IMAGE_PULL_BACK_OFF,

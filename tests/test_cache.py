@@ -1,0 +1,119 @@
+"""The cache the reconciler observes: the watches' indices, with the operator's own writes on top
+until the watch echoes them."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from qwen_operator import facts, render
+from qwen_operator.cache import GPU_NODES, Cache, Indices, newer, on_loop
+from qwen_operator.observe import observe
+from qwen_operator.vocabulary import KIND, SERVICE_MONITOR_CRD
+from testkit.wrappers import NAME, NS, gpu_node, live, parsed, resource_raw
+
+KEY = (NS, NAME)
+
+
+def _indices(**over: Any) -> Indices:
+    sts = live(next(m for m in render.render(parsed()) if m["kind"] == "StatefulSet"), resource_version="10")
+    base: dict[str, Any] = {
+        "resources": {KEY: [facts.resource_from(resource_raw(resource_version="10"))]},
+        "children": ({KEY: [facts.child_from(sts)]},),
+        "pods": {},
+        "nodes": {GPU_NODES: [gpu_node("b"), gpu_node("a")]},
+        "crds": {SERVICE_MONITOR_CRD: [facts.Crd(SERVICE_MONITOR_CRD, served=False)]},
+    }
+    return Indices(**{**base, **over})
+
+
+def _sts(cache: Cache) -> facts.Child:
+    (child,) = cache.children(KEY)
+    return child
+
+
+def test_resource_versions_compare_as_integers() -> None:
+    assert newer("11", "10") and not newer("10", "10") and not newer("9", "10")
+    assert not newer("abc", "10") and not newer("11", "")
+
+
+def test_the_indices_are_what_is_observed() -> None:
+    cache = Cache(_indices())
+    obs = observe(KEY, cache)
+    assert obs is not None and obs.resource.resource_version == "10"
+    assert [c.kind for c in obs.children] == ["StatefulSet"]
+    assert [n.name for n in obs.gpu_nodes] == ["a", "b"] and obs.served == frozenset()
+    assert observe((NS, "other"), cache) is None
+
+
+def test_a_write_is_seen_at_once_and_dropped_once_echoed() -> None:
+    cache = Cache(_indices())
+    written = resource_raw(resource_version="12", status={"phase": "Ready"})
+    cache.wrote(written)
+    resource = cache.resource(KEY)
+    assert resource is not None and resource.status == {"phase": "Ready"}  # not the index's older copy
+    cache.seen(KIND, resource_raw(resource_version="11"))  # an older event still in flight: keep ours
+    assert cache.pending_writes() == 1
+    cache.seen(KIND, written)  # the watch delivered our write
+    assert cache.pending_writes() == 0
+
+
+def test_a_newer_index_wins_over_an_older_write() -> None:
+    cache = Cache(_indices())
+    cache.wrote(resource_raw(resource_version="9", status={"phase": "Old"}))
+    resource = cache.resource(KEY)
+    assert resource is not None and resource.status == {}
+
+
+def test_a_created_child_is_seen_before_its_watch_event() -> None:
+    cache = Cache(_indices(children=({},)))
+    assert cache.children(KEY) == ()
+    svc = live(next(m for m in render.render(parsed()) if m["kind"] == "Service"), resource_version="13")
+    cache.wrote(svc)
+    assert [c.name for c in cache.children(KEY)] == ["q-headless"]
+
+
+def test_a_child_deleted_by_the_operator_is_gone_once_the_watch_says_so() -> None:
+    cache = Cache(_indices())
+    sts = live(next(m for m in render.render(parsed()) if m["kind"] == "StatefulSet"), resource_version="14")
+    sts["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    cache.wrote(sts)
+    assert _sts(cache).deleting  # the delete response: being deleted (orphaning its pods)
+    empty = Cache(_indices(children=({},)))
+    empty.wrote(sts)
+    assert empty.children(KEY) == ()  # the index no longer has it: gone, not "being deleted"
+    cache.seen("StatefulSet", sts, deleted=True)
+    assert cache.pending_writes() == 0
+
+
+def test_a_served_crd_is_listed() -> None:
+    cache = Cache(_indices(crds={SERVICE_MONITOR_CRD: [facts.Crd(SERVICE_MONITOR_CRD, served=True)]}))
+    assert cache.served() == {SERVICE_MONITOR_CRD}
+
+
+def test_a_resource_created_again_under_its_name_is_the_live_one() -> None:
+    old = facts.resource_from(resource_raw(uid="old", resource_version="5"))
+    raw = resource_raw(uid="older", resource_version="3")
+    raw["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    deleting = facts.resource_from(raw)
+    cache = Cache(_indices(resources={KEY: [deleting, old]}))
+    found = cache.resource(KEY)
+    assert found is not None and found.uid == "old"
+
+
+def test_observe_runs_on_the_event_loop() -> None:
+    async def scenario() -> tuple[str, str]:
+        loop = asyncio.get_running_loop()
+        seen: list[str] = []
+
+        def fn(key: tuple[str, str]) -> str:
+            seen.append(threading.current_thread().name)
+            return key[1]
+
+        call = on_loop(loop, fn)
+        result = await loop.run_in_executor(None, call, KEY)
+        return result, seen[0]
+
+    result, thread = asyncio.run(scenario())
+    assert (result, thread) == (NAME, threading.main_thread().name)
