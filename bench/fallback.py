@@ -19,9 +19,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
-from qwen_operator import api, fallback, planner
+from qwen_operator import api, facts, fallback, planner
+from qwen_operator.vocabulary import CONTEXT_STEP, MAX_MODEL_LEN_FLAG, SERVER_CONTAINER, LauncherReason
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 GIB = 1024**3
 REQUESTED, FLOOR = 262144, 32768
@@ -36,16 +40,18 @@ def capacity(budget_gib: float) -> int:
     return int(budget_gib * GIB // PER_TOKEN) // BLOCK * BLOCK
 
 
-def pod(uid: str, context: int, record: dict[str, Any]) -> dict[str, Any]:
+def pod(uid: str, context: int, record: dict[str, Any]) -> facts.Pod:
+    """Pod 0 as the watch shows it after its server container failed with the launcher's record."""
     terminated = {"exitCode": 1, "reason": "Error", "message": json.dumps(record)}
-    command = ["python3", "-m", "qwen_runtime", "--", "vllm", "serve", "m", "--max-model-len", str(context)]
-    return {
+    command = ["python3", "-m", "qwen_runtime", "--", "vllm", "serve", "m", MAX_MODEL_LEN_FLAG, str(context)]
+    return facts.pod_from({
         "metadata": {"name": "q-0", "uid": uid},
-        "spec": {"containers": [{"name": "server", "command": command}]},
+        "spec": {"containers": [{"name": SERVER_CONTAINER, "command": command}]},
         "status": {"containerStatuses": [{
-            "name": "server", "ready": False, "restartCount": 1, "lastState": {"terminated": terminated},
+            "name": SERVER_CONTAINER, "ready": False, "restartCount": 1,
+            "lastState": {"terminated": terminated},
         }]},
-    }  # fmt: skip
+    })  # fmt: skip
 
 
 def operator_policy(
@@ -57,24 +63,24 @@ def operator_policy(
     res = api.parse_resource({"metadata": {"name": "q", "namespace": "b"}, "spec": {}})
 
     def run(fits: int) -> tuple[int, int | None]:
-        previous: dict[str, Any] = {}
+        history: tuple[api.ContextStep, ...] = ()
         planned = None
         if plan_error_gib is not None:
-            planned = capacity(fits * PER_TOKEN / GIB + plan_error_gib) // planner.STEP * planner.STEP
+            planned = capacity(fits * PER_TOKEN / GIB + plan_error_gib) // CONTEXT_STEP * CONTEXT_STEP
         for restarts in range(32):
-            decision = fallback.decide(res, previous, planned, [], "t")
+            decision = fallback.decide(res, history, planned, [], NOW)
             context = decision.effective
             if context <= fits:
                 return restarts, context
-            record: dict[str, Any] = {"reason": "CudaOOM", "exitCode": 1}
+            record: dict[str, Any] = {"reason": LauncherReason.CUDA_OOM, "exitCode": 1}
             if with_estimate:
-                record = {"reason": "KVCacheInsufficient", "exitCode": 1, "maxModelLen": context,
-                          "estimatedMaxModelLen": fits}  # fmt: skip
+                record = {"reason": LauncherReason.KV_CACHE_INSUFFICIENT, "exitCode": 1,
+                          "maxModelLen": context, "estimatedMaxModelLen": fits}  # fmt: skip
             failures = fallback.detect([pod(f"u{restarts}", context, record)])
-            decision = fallback.decide(res, decision.report(1).status, planned, failures, "t")
+            decision = fallback.decide(res, decision.history, planned, failures, NOW)
             if decision.reduced is None:  # at the floor: stalled, a person decides
                 return restarts + 1, None
-            previous = decision.report(1).status
+            history = decision.history
         raise AssertionError("no convergence")
 
     return run

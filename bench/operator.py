@@ -1,63 +1,107 @@
-"""Operator costs: rendering, one reconciliation in memory, and create-to-Ready on a cluster.
+"""Operator costs, side by side with a baseline in the same run.
 
-* render: the sample resource into its four children (templates, YAML parse, checks);
-* reconcile, in memory (tests/test_reconciler.FakeKube): the first pass (applies all four
-  children, writes status) and an idle pass (reads only, no write) - the CPU the operator
-  spends per event, without the network;
-* on a cluster (the local control plane, started in its own state directory and stopped
-  afterwards, or $KUBECONFIG's): the operator as a process, `RESOURCES` resources applied
-  at once, seconds from `kubectl apply` until each reports Ready, and the operator's own
-  reconcile-duration histogram. Skipped, with a note, when neither is available.
+In memory (no cluster, no fake):
+* render: the sample resource into its four children;
+* decide, for a create (no child yet) and for a pass with nothing to do: the time, and the
+  requests the pass sends (dry runs, applies, the status patch, events). Reads are none by
+  construction: `observe` reads the watches' cache.
+
+On the local control plane (started in its own state directory and stopped afterwards, or
+$KUBECONFIG's), with simulated GPU nodes:
+* the operator as a process: 1 resource, then 99 more applied at once; seconds until Ready;
+  the API requests it sent per resource, by verb (its own counter); then an unrelated label
+  on every resource (one reconciliation each, nothing to do): requests per reconciliation;
+  its resident memory (VmRSS, and the peak VmHWM) with 1 and with 100 resources;
+* the baseline: a plain client that server-side applies the same rendered children for 100
+  resources and polls until every StatefulSet is ready, with no operator: seconds and
+  requests per resource.
 """
 
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes import client, config
+from prometheus_client.parser import text_string_to_metric_families
 
-from qwen_operator import render
-from qwen_operator.reconciler import Reconciler
-from tests.test_reconciler import FakeKube
+from qwen_operator import api, decide, diff, facts, kube, metrics, render
+from qwen_operator.decide import Desired
+from qwen_operator.observe import Observed
+from qwen_operator.status import apply_merge_patch
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = yaml.safe_load((ROOT / "samples" / "qwen3-235b-thinking.yaml").read_text())
 ROUNDS = 200
-RESOURCES = 10
+MANY = 100
+NODES, GPUS_PER_NODE = 26, 8
+"""Room for the operator's 100 TP-1 replicas and the baseline's 100."""
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def per_call_ms(fn: Any, rounds: int = ROUNDS) -> float:
+def per_call_ms(fn: Callable[[], object], rounds: int = ROUNDS) -> float:
     started = time.perf_counter()
     for _ in range(rounds):
         fn()
     return (time.perf_counter() - started) * 1000 / rounds
 
 
+def writes(desired: Desired) -> int:
+    """The requests `act` sends for a Desired: a dry run and an apply per child, the status
+    patch, and every event."""
+    events = len(desired.events) + sum(len(a.events) for a in desired.applies)
+    return 2 * len(desired.applies) + (desired.status_patch is not None) + events
+
+
 def bench_memory() -> None:
-    resource = {**SAMPLE, "metadata": {"name": "q", "namespace": "ns", "uid": "u"}}
-    print(f"render (4 children):          {per_call_ms(lambda: render.render(resource)):7.2f} ms")
-
-    def first() -> None:
-        Reconciler(FakeKube(SAMPLE["spec"])).reconcile(("ns", "q"))  # type: ignore[arg-type]
-
-    kube = FakeKube(SAMPLE["spec"])
-    reconciler = Reconciler(kube)  # type: ignore[arg-type]
-    reconciler.reconcile(("ns", "q"))
-    kube.calls.clear()
-    idle_ms = per_call_ms(lambda: reconciler.reconcile(("ns", "q")))
-    reads = len(kube.calls) / ROUNDS
+    raw = {**SAMPLE, "metadata": {**SAMPLE["metadata"], "namespace": "ns", "uid": "u", "generation": 1}}
+    res = api.parse_resource(raw)
+    print(f"render (4 children):               {per_call_ms(lambda: render.render(res)):7.2f} ms")
+    resource = facts.resource_from(raw)
+    new = Observed(resource)
+    first = decide.decide(new, NOW)
+    live = [diff.with_hash(m) for m in render.render(res)]
+    for child in live:
+        child["metadata"] |= {
+            "uid": "c",
+            "resourceVersion": "1",
+            "managedFields": [{"manager": "qwen-operator"}],
+        }
+        if child["kind"] == "StatefulSet":
+            child["status"] = {
+                "observedGeneration": 0,
+                "replicas": 1,
+                "readyReplicas": 1,
+                "updatedReplicas": 1,
+            }
+    children = tuple(facts.child_from(c) for c in live)
+    status: dict[str, Any] = {}
+    for _ in range(3):  # the passes a create takes until nothing is left to do
+        desired = decide.decide(Observed(facts.resource_from({**raw, "status": status}), children), NOW)
+        status = apply_merge_patch(status, desired.status_patch or {})
+    idle = Observed(facts.resource_from({**raw, "status": status}), children)
+    print(f"decide, a create:                  {per_call_ms(lambda: decide.decide(new, NOW)):7.2f} ms "
+          f"(0 reads, {writes(first)} writes: {len(first.applies)} dry runs + {len(first.applies)} applies, "
+          f"1 status patch, the events)")  # fmt: skip
+    nothing = decide.decide(idle, NOW)
+    print(f"decide, nothing to do:             {per_call_ms(lambda: decide.decide(idle, NOW)):7.2f} ms "
+          f"(0 reads, {writes(nothing)} writes)")  # fmt: skip
     print(
-        f"reconcile, first pass:        {per_call_ms(first):7.2f} ms (4 applies, 4 dry runs, 1 status patch)"
+        "  baseline, the reconciler before issue 10: 8 live reads per pass with nothing to do "
+        "(resource, StatefulSet, 3 children, pods, nodes, API discovery)"
     )
-    print(f"reconcile, nothing to do:     {idle_ms:7.2f} ms ({reads:.0f} reads, {len(kube.writes())} writes)")
+
+
+# -- on a cluster -----------------------------------------------------------------------------
 
 
 def kubectl(*args: str, stdin: str | None = None) -> str:
@@ -65,36 +109,166 @@ def kubectl(*args: str, stdin: str | None = None) -> str:
     return done.stdout
 
 
-def ready_times(namespace: str, names: list[str], since: float, timeout: float = 300) -> dict[str, float]:
-    seen: dict[str, float] = {}
-    deadline = time.monotonic() + timeout
-    while len(seen) < len(names) and time.monotonic() < deadline:
-        out = kubectl("get", "qtd", "-n", namespace, "-o", "jsonpath={range .items[*]}{.metadata.name} "
-                      "{.status.phase}{\"\\n\"}{end}")  # fmt: skip
-        for line in out.splitlines():
-            name, _, phase = line.partition(" ")
-            if phase == "Ready" and name not in seen:
-                seen[name] = time.monotonic() - since
-        time.sleep(0.1)
-    return seen
-
-
-def healthy(port: int) -> bool:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
-        return int(resp.status) == 200
-
-
-def histogram(port: int) -> tuple[float, float]:
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    values = {
-        line.split()[0]: float(line.split()[1])
-        for line in text.splitlines()
-        if line.startswith("qwen_operator_reconcile_duration_seconds_")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): float(s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
     }
-    count = values.get("qwen_operator_reconcile_duration_seconds_count", 0.0)
-    total = values.get("qwen_operator_reconcile_duration_seconds_sum", 0.0)
-    return count, total
+
+
+def by_verb(sampled: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for (name, labels), value in sampled.items():
+        if name == "qwen_operator_api_requests_total":
+            verb = dict(labels)["verb"]
+            out[verb] = out.get(verb, 0) + value
+    return out
+
+
+def total(sampled: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str) -> float:
+    return sum(v for (n, _), v in sampled.items() if n == name)
+
+
+def memory_mib(pid: int) -> tuple[float, float]:
+    """VmRSS and VmHWM (the peak) of a process, in MiB."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+    )
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def spec() -> dict[str, Any]:
+    """TP 1, so that 200 replicas fit the simulated GPUs; the weights would not fit one real GPU,
+    so preflight is off (else the memory plan rightly stalls them)."""
+    out = {**SAMPLE["spec"], "parallelism": {"tensor": 1}}
+    out["context"] = {**out["context"], "preflight": False}
+    return out
+
+
+def docs(names: list[str]) -> list[dict[str, Any]]:
+    return [{**SAMPLE, "metadata": {"name": n}, "spec": spec()} for n in names]
+
+
+def wait_ready(namespace: str, names: list[str], since: float, timeout: float = 600) -> float:
+    """Seconds from `since` until every named resource reports Ready."""
+    pending = set(names)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        out = kubectl("get", "qtd", "-n", namespace, "-o", "jsonpath={range .items[*]}{.metadata.name} "
+                      "{.status.phase}{\"\\n\"}{end}")  # fmt: skip
+        pending -= {line.split()[0] for line in out.splitlines() if line.endswith(" Ready")}
+        time.sleep(0.2)
+    if pending:
+        raise RuntimeError(f"{len(pending)} of {len(names)} resources not Ready in {timeout:.0f} s")
+    return time.monotonic() - since
+
+
+def label_all(namespace: str, port: int, count: int) -> tuple[float, dict[str, float]]:
+    """An unrelated label on every resource: reconciliations made and requests sent."""
+    before = scrape(port)
+    kubectl("label", "qtd", "--all", "-n", namespace, f"bench-run={os.getpid()}", "--overwrite")
+    deadline = time.monotonic() + 60
+    passes = 0.0
+    while time.monotonic() < deadline:
+        passes = total(scrape(port), "qwen_operator_reconciliations_total") - total(
+            before, "qwen_operator_reconciliations_total"
+        )
+        if passes >= count:
+            break
+        time.sleep(0.2)
+    time.sleep(2)
+    after = scrape(port)
+    sent = {
+        v: n - by_verb(before).get(v, 0) for v, n in by_verb(after).items() if n - by_verb(before).get(v, 0)
+    }
+    return passes, sent
+
+
+def fmt(requests: dict[str, float], per: int) -> str:
+    if not requests:
+        return "0"
+    return (
+        f"{sum(requests.values()) / per:.1f} ("
+        + ", ".join(f"{verb} {n / per:.1f}" for verb, n in sorted(requests.items()))
+        + ")"
+    )
+
+
+def run_operator(namespace: str, port: int, pid: int) -> None:
+    sampled = scrape(port)
+    one = ["bench-0"]
+    since = time.monotonic()
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(docs(one)))
+    seconds = wait_ready(namespace, one, since)
+    time.sleep(3)
+    create = {v: n - by_verb(sampled).get(v, 0) for v, n in by_verb(scrape(port)).items()}
+    rss, _ = memory_mib(pid)
+    print(f"operator, 1 resource: Ready in {seconds:.1f} s; requests per create {fmt(create, 1)}; "
+          f"RSS {rss:.0f} MiB")  # fmt: skip
+    passes, sent = label_all(namespace, port, 1)
+    print(f"operator, 1 resource relabelled: {passes:.0f} reconciliation(s), requests {fmt(sent, 1)}")
+    many = [f"bench-{i}" for i in range(1, MANY)]
+    sampled = scrape(port)
+    since = time.monotonic()
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(docs(many)))
+    seconds = wait_ready(namespace, many, since)
+    time.sleep(3)
+    create = {v: n - by_verb(sampled).get(v, 0) for v, n in by_verb(scrape(port)).items()}
+    rss, peak = memory_mib(pid)
+    print(f"operator, {MANY} resources: {len(many)} applied at once, all Ready in {seconds:.1f} s; "
+          f"requests per create {fmt(create, len(many))}; "
+          f"RSS {rss:.0f} MiB (peak {peak:.0f} MiB)")  # fmt: skip
+    passes, sent = label_all(namespace, port, MANY)
+    print(f"operator, {MANY} resources relabelled: {passes:.0f} reconciliations, requests {fmt(sent, MANY)} "
+          "per reconciliation")  # fmt: skip
+    sampled = scrape(port)
+    time.sleep(10)
+    idle = {
+        v: n - by_verb(sampled).get(v, 0)
+        for v, n in by_verb(scrape(port)).items()
+        if n - by_verb(sampled).get(v, 0)
+    }
+    print(f"operator, {MANY} Ready resources left alone 10 s: requests {fmt(idle, 1)}")
+
+
+def sent_here() -> float:
+    """Requests this process sent through `kube.Kube` (the operator's own counter, in-process)."""
+    return sum(
+        s.value for f in metrics.API_REQUESTS.collect() for s in f.samples if s.name.endswith("_total")
+    )
+
+
+def run_baseline(namespace: str) -> None:
+    """A plain client: server-side apply of the same children, then poll the StatefulSets."""
+    api_client = config.new_client_from_config(config_file=os.environ["KUBECONFIG"])  # type: ignore[no-untyped-call]
+    plain = kube.Kube(api_client)
+    apps = client.AppsV1Api(api_client)
+    before = sent_here()
+    names = [f"plain-{i}" for i in range(MANY)]
+    since = time.monotonic()
+    for name in names:
+        res = api.parse_resource(
+            {**SAMPLE, "metadata": {"name": name, "namespace": namespace}, "spec": spec()}
+        )
+        for child in render.render(res):
+            plain.apply(child)
+    reads = 0
+    while True:
+        reads += 1
+        items = apps.list_namespaced_stateful_set(namespace).items
+        if len(items) == MANY and all((s.status.ready_replicas or 0) >= 1 for s in items):
+            break
+        if time.monotonic() - since > 600:
+            raise RuntimeError("baseline: not every StatefulSet ready in 600 s")
+        time.sleep(0.2)
+    seconds = time.monotonic() - since
+    applies = sent_here() - before
+    print(f"baseline, plain client, {MANY} resources: all ready in {seconds:.1f} s; "
+          f"requests per resource {(applies + reads) / MANY:.1f} "
+          f"(apply {applies / MANY:.1f}, list {reads / MANY:.2f})")  # fmt: skip
 
 
 def bench_cluster() -> bool:
@@ -108,52 +282,38 @@ def bench_cluster() -> bool:
             print("cluster: not run (no KUBECONFIG and no control-plane binaries; `make toolchain`)")
             return False
         os.environ["QWEN_E2E_STATE_DIR"] = str(ROOT / ".state" / "bench-cluster")
-        os.environ["KUBECONFIG"] = str(cluster.up(4, "H100", 8))
+        os.environ["KUBECONFIG"] = str(cluster.up(NODES, "H100", GPUS_PER_NODE))
         os.environ["PATH"] = f"{build.bin_dir()}{os.pathsep}{os.environ['PATH']}"
         started_here = True
     port = cluster.free_port()
     env = {**os.environ, "QWEN_OPERATOR_HTTP_PORT": str(port), "QWEN_OPERATOR_HTTP_HOST": "127.0.0.1"}
     log = tempfile.NamedTemporaryFile(prefix="bench-operator-", suffix=".log", delete=False)  # noqa: SIM115
-    namespace = f"bench-{os.getpid()}"
+    namespace, plain = f"bench-{os.getpid()}", f"bench-plain-{os.getpid()}"
     operator = None
     try:
         kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-        kubectl(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/qwenthinkingdeployments.serving.qwen-operator.io",
-        )
+        kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                "crd/qwenthinkingdeployments.serving.qwen-operator.io")  # fmt: skip
         kubectl("create", "namespace", namespace)
+        kubectl("create", "namespace", plain)
         operator = subprocess.Popen([sys.executable, "-m", "qwen_operator.cli", "run", "-A"], stdout=log,
                                     stderr=subprocess.STDOUT, env=env)  # fmt: skip
-        wait_for(lambda: healthy(port), 60, f"operator /healthz (log: {log.name})")  # not timed
-        names = [f"bench-{i}" for i in range(RESOURCES)]
-        # TP 1 so that 10 replicas fit the 32 simulated GPUs; the weights would not fit one real
-        # GPU, so preflight is off (else the memory plan stalls them, as it should).
-        spec = {**SAMPLE["spec"], "parallelism": {"tensor": 1}}
-        spec["context"] = {**spec["context"], "preflight": False}
-        docs = [{**SAMPLE, "metadata": {"name": n}, "spec": spec} for n in names]
-        since = time.monotonic()
-        kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(docs))
-        times = ready_times(namespace, names, since)
-        count, total = histogram(port)
-        if len(times) < len(names):
-            print(f"cluster: only {len(times)} of {len(names)} Ready (operator log: {log.name})")
-            return False
-        values = sorted(times.values())
-        median, slowest = statistics.median(values), values[-1]
-        print(f"cluster: {RESOURCES} resources applied at once, apply -> Ready: median {median:.2f} s, "
-              f"max {slowest:.2f} s (kwok pods turn Ready at once: operator + control plane)")  # fmt: skip
-        mean_ms = 1000 * total / max(count, 1)
-        print(f"cluster: {count:.0f} reconciliations, mean {mean_ms:.1f} ms each (API calls included)")
+        wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).status == 200,
+                 60, f"operator /healthz (log: {log.name})")  # fmt: skip
+        print(f"cluster: {NODES} simulated nodes x {GPUS_PER_NODE} GPUs, TP 1 replicas")
+        run_operator(namespace, port, operator.pid)
+        run_baseline(plain)
         return True
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        print(f"cluster: failed: {exc} (operator log: {log.name})")
+        return False
     finally:
         if operator is not None:
             cluster.stop_child(operator)
-        subprocess.run(
-            ["kubectl", "delete", "namespace", namespace, "--wait=false"], capture_output=True, check=False
-        )
+        for ns in (namespace, plain):
+            subprocess.run(
+                ["kubectl", "delete", "namespace", ns, "--wait=false"], capture_output=True, check=False
+            )
         if started_here:
             cluster.down()
 

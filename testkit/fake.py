@@ -20,6 +20,7 @@ from qwen_operator.act import Actor
 from qwen_operator.kube import ApiError
 from qwen_operator.observe import Key, observe
 from qwen_operator.reconciler import Reconciler
+from qwen_operator.status import apply_merge_patch
 from qwen_operator.vocabulary import FIELD_MANAGER, INSTANCE_LABEL, KIND
 
 from .wrappers import NAME, NS, resource_raw
@@ -27,19 +28,6 @@ from .wrappers import NAME, NS, resource_raw
 WRITES = ("apply", "patch", "delete", "create")
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 CHILD_KINDS = ("StatefulSet", "Service", "PodDisruptionBudget", "ServiceMonitor")
-
-
-def merge(target: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """Apply a JSON merge patch (RFC 7386)."""
-    out = dict(target)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 class FakeCluster:
@@ -141,7 +129,7 @@ class FakeCluster:
     def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         self.calls.append(("patch", "status"))
         obj = self.objects[(KIND, name)]
-        obj["status"] = merge(obj.get("status") or {}, patch)
+        obj["status"] = apply_merge_patch(obj.get("status") or {}, patch)
         self._bump(obj)
         return copy.deepcopy(obj)
 

@@ -115,3 +115,15 @@ def test_with_error_changes_only_reconciling() -> None:
     reconciling = status.condition(st, ConditionType.RECONCILING)
     assert reconciling is not None and (reconciling.status, reconciling.reason) == ("True", "ReconcileError")
     assert st.phase == Phase.READY and status.condition(st, ConditionType.READY) == before.conditions[0]
+
+
+def test_applying_the_merge_patch_gives_the_new_status() -> None:
+    old = {
+        "phase": "Ready",
+        "context": {"requested": 1, "planned": 1},
+        "kopf": {"x": 1},
+        "conditions": [{"t": 1}],
+    }
+    new = {"phase": "Failed", "context": {"requested": 2}, "conditions": [{"t": 2}], "endpoint": "e"}
+    patch = status.merge_patch(old, new)
+    assert patch is not None and status.apply_merge_patch(old, patch) == new

@@ -10,6 +10,7 @@ flips. The status is serialised once (`to_wire`) and written as a merge patch of
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -250,6 +251,19 @@ def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any
         elif before != value or type(before) is not type(value):
             patch[key] = value
     return patch or None
+
+
+def apply_merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """`target` with a JSON merge patch applied, as the apiserver does: `merge_patch`'s inverse."""
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = apply_merge_patch(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def condition(status: Status, type_: ConditionType) -> Condition | None:
