@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from e2e.devcluster import simulate
 from qwen_runtime import classify
+from qwen_runtime.record import Reason
 
 
 def test_a_simulated_kv_cache_oom_is_what_the_launcher_makes_of_vllms_line() -> None:
@@ -15,4 +16,4 @@ def test_a_simulated_kv_cache_oom_is_what_the_launcher_makes_of_vllms_line() -> 
 
 def test_other_simulated_failures_carry_launcher_reasons() -> None:
     for kind in ("cuda-oom", "bad-args"):
-        assert simulate.report(kind, 262144, None)["reason"] in classify.REASONS
+        assert simulate.report(kind, 262144, None)["reason"] in set(Reason)

@@ -17,6 +17,7 @@ from kubernetes import client, config
 
 from e2e.devcluster.kube import terminate_container
 from qwen_runtime.argv import max_model_len
+from qwen_runtime.record import CudaPhase, Reason
 
 PER_TOKEN = 192_512 // 4
 """KV cache bytes per token per GPU of this model at TP 4 in bf16 (for the reported GiB)."""
@@ -41,15 +42,20 @@ def report(kind: str, context: int, estimate: int | None) -> dict[str, object]:
         )
         if estimate is not None:
             message += f" Based on the available memory, the estimated maximum model length is {estimate}."
-        record: dict[str, object] = {"reason": "KVCacheInsufficient", "exitCode": 1, "maxModelLen": context,
-                                     "neededGiB": needed, "availableGiB": available}  # fmt: skip
+        record: dict[str, object] = {"reason": Reason.KV_CACHE_INSUFFICIENT, "exitCode": 1,
+                                     "maxModelLen": context, "neededGiB": needed,
+                                     "availableGiB": available}  # fmt: skip
         if estimate is not None:
             record["estimatedMaxModelLen"] = estimate
         return {**record, "message": message}
     if kind == "cuda-oom":
-        return {"reason": "CudaOOM", "exitCode": 1, "phase": "cudaGraphCapture",
+        return {"reason": Reason.CUDA_OOM, "exitCode": 1, "phase": CudaPhase.CUDA_GRAPH_CAPTURE,
                 "message": "torch.OutOfMemoryError: CUDA out of memory."}  # fmt: skip
-    return {"reason": "InvalidArguments", "exitCode": 2, "message": "vllm serve: error: unrecognized args"}
+    return {
+        "reason": Reason.INVALID_ARGUMENTS,
+        "exitCode": 2,
+        "message": "vllm serve: error: unrecognized args",
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

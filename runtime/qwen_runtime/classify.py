@@ -15,9 +15,6 @@ from dataclasses import dataclass
 
 from .record import CudaPhase, Reason, Record
 
-REASONS = tuple(Reason)
-"""Deprecated alias of ``tuple(record.Reason)``, kept for callers not yet switched; use ``Reason``."""
-
 # Start-up phases, in the order vLLM goes through them. A log line containing
 # the marker means the process has entered that phase; a generic CUDA OOM is
 # attributed to the latest phase seen before it.
