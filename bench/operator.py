@@ -109,7 +109,11 @@ def kubectl(*args: str, stdin: str | None = None) -> str:
     return done.stdout
 
 
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+Sampled = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+RECONCILIATIONS = "qwen_operator_reconciliations_total"
+
+
+def scrape(port: int) -> Sampled:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
     return {
@@ -119,7 +123,7 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-def by_verb(sampled: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[str, float]:
+def by_verb(sampled: Sampled) -> dict[str, float]:
     out: dict[str, float] = {}
     for (name, labels), value in sampled.items():
         if name == "qwen_operator_api_requests_total":
@@ -128,7 +132,7 @@ def by_verb(sampled: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> di
     return out
 
 
-def total(sampled: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str) -> float:
+def total(sampled: Sampled, name: str) -> float:
     return sum(v for (n, _), v in sampled.items() if n == name)
 
 
@@ -172,19 +176,11 @@ def label_all(namespace: str, port: int, count: int) -> tuple[float, dict[str, f
     kubectl("label", "qtd", "--all", "-n", namespace, f"bench-run={os.getpid()}", "--overwrite")
     deadline = time.monotonic() + 60
     passes = 0.0
-    while time.monotonic() < deadline:
-        passes = total(scrape(port), "qwen_operator_reconciliations_total") - total(
-            before, "qwen_operator_reconciliations_total"
-        )
-        if passes >= count:
-            break
+    while time.monotonic() < deadline and passes < count:
         time.sleep(0.2)
+        passes = total(scrape(port), RECONCILIATIONS) - total(before, RECONCILIATIONS)
     time.sleep(2)
-    after = scrape(port)
-    sent = {
-        v: n - by_verb(before).get(v, 0) for v, n in by_verb(after).items() if n - by_verb(before).get(v, 0)
-    }
-    return passes, sent
+    return passes, since(port, before)
 
 
 def fmt(requests: dict[str, float], per: int) -> str:
@@ -197,41 +193,40 @@ def fmt(requests: dict[str, float], per: int) -> str:
     )
 
 
+def since(port: int, before: Sampled) -> dict[str, float]:
+    """Requests by verb the operator sent since `before` was scraped (verbs with none left out)."""
+    old = by_verb(before)
+    return {v: n - old.get(v, 0) for v, n in by_verb(scrape(port)).items() if n - old.get(v, 0)}
+
+
+def create(namespace: str, port: int, names: list[str]) -> tuple[float, dict[str, float]]:
+    """Apply the resources at once: seconds until all are Ready, requests the operator sent."""
+    before = scrape(port)
+    started = time.monotonic()
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(docs(names)))
+    seconds = wait_ready(namespace, names, started)
+    time.sleep(3)  # the last status writes after Ready
+    return seconds, since(port, before)
+
+
 def run_operator(namespace: str, port: int, pid: int) -> None:
-    sampled = scrape(port)
-    one = ["bench-0"]
-    since = time.monotonic()
-    kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(docs(one)))
-    seconds = wait_ready(namespace, one, since)
-    time.sleep(3)
-    create = {v: n - by_verb(sampled).get(v, 0) for v, n in by_verb(scrape(port)).items()}
+    seconds, sent = create(namespace, port, ["bench-0"])
     rss, _ = memory_mib(pid)
-    print(f"operator, 1 resource: Ready in {seconds:.1f} s; requests per create {fmt(create, 1)}; "
+    print(f"operator, 1 resource: Ready in {seconds:.1f} s; requests per create {fmt(sent, 1)}; "
           f"RSS {rss:.0f} MiB")  # fmt: skip
     passes, sent = label_all(namespace, port, 1)
     print(f"operator, 1 resource relabelled: {passes:.0f} reconciliation(s), requests {fmt(sent, 1)}")
     many = [f"bench-{i}" for i in range(1, MANY)]
-    sampled = scrape(port)
-    since = time.monotonic()
-    kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(docs(many)))
-    seconds = wait_ready(namespace, many, since)
-    time.sleep(3)
-    create = {v: n - by_verb(sampled).get(v, 0) for v, n in by_verb(scrape(port)).items()}
+    seconds, sent = create(namespace, port, many)
     rss, peak = memory_mib(pid)
     print(f"operator, {MANY} resources: {len(many)} applied at once, all Ready in {seconds:.1f} s; "
-          f"requests per create {fmt(create, len(many))}; "
-          f"RSS {rss:.0f} MiB (peak {peak:.0f} MiB)")  # fmt: skip
+          f"requests per create {fmt(sent, len(many))}; RSS {rss:.0f} MiB (peak {peak:.0f} MiB)")  # fmt: skip
     passes, sent = label_all(namespace, port, MANY)
     print(f"operator, {MANY} resources relabelled: {passes:.0f} reconciliations, requests {fmt(sent, MANY)} "
           "per reconciliation")  # fmt: skip
-    sampled = scrape(port)
+    before = scrape(port)
     time.sleep(10)
-    idle = {
-        v: n - by_verb(sampled).get(v, 0)
-        for v, n in by_verb(scrape(port)).items()
-        if n - by_verb(sampled).get(v, 0)
-    }
-    print(f"operator, {MANY} Ready resources left alone 10 s: requests {fmt(idle, 1)}")
+    print(f"operator, {MANY} Ready resources left alone 10 s: requests {fmt(since(port, before), 1)}")
 
 
 def sent_here() -> float:

@@ -12,7 +12,7 @@ finds one wins. A blocker also means no child is applied.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -67,7 +67,6 @@ class Pass:
     plan: planner.Plan | None
     decision: fallback.Decision
     children: tuple[dict[str, Any], ...]
-    now: datetime = field(compare=False)
 
 
 def ours(child: facts.Child, res: api.QwenThinkingDeployment) -> bool:
@@ -152,13 +151,13 @@ def decide(observed: Observed, now: datetime) -> Desired:
     decision = fallback.decide(res, history, None if plan is None else plan.planned, failures, now)
     monitor = SERVICE_MONITOR_CRD in observed.served
     children = tuple(render.render(res, decision.effective, service_monitor=monitor))
-    p = Pass(observed, res, plan, decision, children, now)
+    p = Pass(observed, res, plan, decision, children)
     blocker = first_blocker(p)
     applies = () if blocker is not None or res.spec.paused else _applies(p)
     found = blocker or decision.problem or problems.of_pods(observed.pods, now, decision.explained)
     problem, wait = (found, None) if isinstance(found, Problem) else (None, found)
     sts = observed.child("StatefulSet", res.metadata.name)
-    after = status.build(status.Facts(res, sts, decision, problem, wait), before, now)
+    after = status.build(status.Inputs(res, sts, decision, problem, wait), before, now)
     said: list[Event] = []
     if decision.reduced is not None:
         said.append(events.context_reduced(decision.reduced))

@@ -169,7 +169,7 @@ def context_status(decision: Decision) -> api.ContextStatus:
 
 
 @dataclass(frozen=True)
-class Facts:
+class Inputs:
     """What the status of a valid resource is made from."""
 
     res: api.QwenThinkingDeployment
@@ -179,7 +179,7 @@ class Facts:
     wait: Wait | None
 
 
-def build(f: Facts, before: Status, now: datetime) -> Status:
+def build(f: Inputs, before: Status, now: datetime) -> Status:
     """The status of a valid resource."""
     res, generation = f.res, f.res.metadata.generation
     want = res.spec.replicas
