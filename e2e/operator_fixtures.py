@@ -268,8 +268,11 @@ def patch_spec(ns: str, spec: dict[str, Any]) -> None:
     kubectl("patch", f"qtd/{NAME}", "-n", ns, "--type=merge", "-p", json.dumps({"spec": spec}))
 
 
-def events(ns: str, name: str) -> list[dict[str, Any]]:
-    out = kubectl("get", "events", "-n", ns, "--field-selector", f"involvedObject.name={name}", "-o", "json")
+def events(ns: str, name: str, kind: str | None = None) -> list[dict[str, Any]]:
+    """Events about objects named `name` (the resource and its children share the name), or
+    only about those of `kind`."""
+    selector = f"involvedObject.name={name}" + (f",involvedObject.kind={kind}" if kind else "")
+    out = kubectl("get", "events", "-n", ns, "--field-selector", selector, "-o", "json")
     items = json.loads(out.stdout)["items"]
     return [{"type": e["type"], "reason": e["reason"], "message": e.get("message", "")} for e in items]
 

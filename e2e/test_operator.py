@@ -170,7 +170,7 @@ def test_sample_creates_owned_children_and_becomes_ready(
     assert "kopf" not in st, st.get("kopf")
     assert {"Created", "Ready"} <= reasons(ns, NAME)
     # A healthy start says nothing alarming (a claim still binding is no stall).
-    assert [e for e in events(ns, NAME) if e["type"] != "Normal"] == []
+    assert [e for e in events(ns, NAME, kind="QwenThinkingDeployment") if e["type"] != "Normal"] == []
     assert "Recovered" not in reasons(ns, NAME)
 
 
@@ -257,6 +257,12 @@ def test_service_monitor_when_the_prometheus_operator_crd_exists(
         sm = wait_for(monitor, 60, f"ServiceMonitor {NAME}")
         assert [r["uid"] for r in sm["metadata"]["ownerReferences"]] == [uid]
         assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
+        # The operator started watching ServiceMonitors when their CRD appeared: a hand edit is
+        # seen and reverted, without a restart.
+        edit = {"spec": {"endpoints": [{"port": "http", "path": "/metrics", "interval": "5m"}]}}
+        kubectl("patch", "servicemonitor", NAME, "-n", ns, "--type=merge", "-p", json.dumps(edit))
+        wait_for(lambda: (m := monitor()) and m["spec"]["endpoints"][0]["interval"] == "30s", 60, "reverted")
+        assert "DriftReverted" in reasons(ns, NAME)
     finally:
         kubectl("delete", "-f", crd, "--wait=true")
 
