@@ -309,3 +309,16 @@ def test_a_failure_while_reporting_an_error_is_said_once() -> None:
     assert [e.reason for e in first.events] == ["ReconcileError"] and first.result == Result.ERROR
     again = failed(observed(status=first.status_patch), "503 again", NOW)
     assert again.events == ()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_never_reconciling_and_stalled_at_once(case: Case) -> None:
+    kids = tuple(c for c in children(parsed(case.spec)) if c.kind != "StatefulSet")
+    desired = decide(
+        Observed(resource(case.spec), (*kids, *([case.sts] if case.sts else [])), case.pods), NOW
+    )
+    c = conds(desired)
+    assert not (c["Reconciling"]["status"] == "True" and c["Stalled"]["status"] == "True")
+    erring = failed(observed(status=desired.status_patch), "503 leader changed", NOW)
+    e = conds(erring, desired.status_patch)
+    assert (e["Reconciling"]["status"], e["Stalled"]["status"]) == ("True", "False")

@@ -286,3 +286,14 @@ def test_an_api_not_served_yet_is_retried_without_alarm() -> None:
     with pytest.raises(ApiError):
         reconciler(cluster).reconcile(KEY)
     assert cluster.events == [] and "Reconciling" not in str(cluster.status)
+
+
+def test_a_new_resource_says_reconciling_before_its_children_are_applied() -> None:
+    cluster = FakeCluster()
+    reconciler(cluster).reconcile(KEY)
+    writes = [c for c in cluster.writes() if c[0] != "create"]
+    assert writes[:2] == [("patch", "status"), ("apply", "Service")]
+    cluster.calls.clear()
+    cluster.edit({"replicas": 2})
+    reconciler(cluster).reconcile(KEY)  # an existing status: the children first, then the status
+    assert [c for c in cluster.writes() if c[0] != "create"][-1] == ("patch", "status")

@@ -58,13 +58,19 @@ class Actor:
             refusal = self._dry_run(desired.applies)
             if refusal is not None:
                 return refusal
+            if desired.status_first:
+                self._patch_status(desired)
             for apply in desired.applies:
                 said += self._apply(apply)
+        if not (desired.applies and desired.status_first):
+            self._patch_status(desired)
+        self._post([*said, *desired.events], desired)
+        return None
+
+    def _patch_status(self, desired: Desired) -> None:
         if desired.status_patch is not None:
             res = desired.resource
             self._record(self.kube.patch_status(res.namespace, res.name, desired.status_patch))
-        self._post([*said, *desired.events], desired)
-        return None
 
     def _dry_run(self, applies: tuple[Apply, ...]) -> Refusal | None:
         for apply in applies:

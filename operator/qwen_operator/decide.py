@@ -47,6 +47,9 @@ class Desired:
     result: Result
     applies: tuple[Apply, ...] = ()
     status_patch: dict[str, Any] | None = None
+    status_first: bool = False
+    """Write the status before the children: a resource with no status yet reads as done to
+    kstatus (Flux, `kubectl wait`), so the first pass says Reconciling before anything slow."""
     events: tuple[Event, ...] = ()
     """Posted after the status patch."""
     phase: Phase | None = None
@@ -179,6 +182,7 @@ def _desired(
         result=result,
         applies=applies,
         status_patch=status.merge_patch(observed.resource.status, status.to_wire(after)),
+        status_first=not observed.resource.status,
         events=(*said, *events.transitions(before, after)),
         phase=after.phase,
         reduced=ctx is not None and (ctx.effective or 0) < (ctx.requested or 0),

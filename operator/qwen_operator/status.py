@@ -224,11 +224,16 @@ def invalid(
 
 
 def with_error(before: Status, generation: int | None, error: str, now: datetime) -> Status:
-    """The last status with Reconciling=True reason ReconcileError: the operator keeps retrying."""
-    cond = _cond(
-        ConditionType.RECONCILING, "True", Reason.RECONCILE_ERROR, short(f"retrying: {error}"), generation
-    )
-    return before.model_copy(update={"conditions": merge_conditions(before.conditions, [cond], now)})
+    """The last status with Reconciling=True reason ReconcileError: the operator keeps retrying.
+
+    Stalled goes False with the same reason: while the apiserver fails, whether a person is
+    needed is not known, and kstatus readers must never see Reconciling and Stalled both True."""
+    message = short(f"retrying: {error}")
+    conds = [_cond(ConditionType.RECONCILING, "True", Reason.RECONCILE_ERROR, message, generation)]
+    stalled = condition(before, ConditionType.STALLED)
+    if stalled is not None and stalled.status == "True":
+        conds.append(_cond(ConditionType.STALLED, "False", Reason.RECONCILE_ERROR, "", generation))
+    return before.model_copy(update={"conditions": merge_conditions(before.conditions, conds, now)})
 
 
 def to_wire(status: Status) -> dict[str, Any]:
