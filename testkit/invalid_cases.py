@@ -54,6 +54,11 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         {"spec": {"runtime": {"gpuMemoryUtilization": 0}}},
         "spec.runtime.gpuMemoryUtilization",
     ),
+    (
+        "utilization-floor-above-utilization",
+        {"spec": {"runtime": {"gpuMemoryUtilization": 0.85, "minGpuMemoryUtilization": 0.9}}},
+        "spec.runtime.minGpuMemoryUtilization",
+    ),
     ("unknown-reasoning-parser", {"spec": {"reasoningParser": "deepseek"}}, "spec.reasoningParser"),
     ("kv-cache-int4", {"spec": {"runtime": {"kvCacheDtype": "int4"}}}, "spec.runtime.kvCacheDtype"),
     ("pvc-without-claim", {"spec": {"model": {"source": {"pvc": {}}}}}, "spec.model.source.pvc.claimName"),

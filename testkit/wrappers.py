@@ -27,6 +27,7 @@ from qwen_operator.vocabulary import (
     SERVER_CONTAINER,
     selector_labels,
 )
+from qwen_runtime.argv import GPU_MEMORY_UTILIZATION
 
 NS, NAME, UID = "ns", "q", "uid-1"
 H100_MIB, H200_MIB = 81559, 143771
@@ -134,6 +135,18 @@ class Pod:
         self.raw["spec"]["containers"][0]["command"] += [MAX_MODEL_LEN_FLAG, str(max_model_len)]
         return self
 
+    def utilization(self, gpu_memory_utilization: float) -> Pod:
+        """The pod's server runs with this --gpu-memory-utilization."""
+        self.raw["spec"]["containers"][0]["command"] += [
+            GPU_MEMORY_UTILIZATION,
+            f"{gpu_memory_utilization:g}",
+        ]
+        return self
+
+    def memory_limit(self, limit: str) -> Pod:
+        self.raw["spec"]["containers"][0]["resources"] = {"limits": {"memory": limit}}
+        return self
+
     def crashed(
         self, message: str = "", reason: str = "Error", exit_code: int = 1, restart_count: int | None = None,
         then: Literal["waiting", "running"] = "waiting",
@@ -200,3 +213,22 @@ CUDA_OOM_RECORD = {
     "message": "torch.OutOfMemoryError",
 }
 INVALID_ARGS_RECORD = {"reason": "InvalidArguments", "exitCode": 2, "message": "vllm serve: error: bad flag"}
+GRAPH_OOM_RECORD = {"reason": "CudaOOM", "exitCode": 1, "phase": "cudaGraphCapture",
+                    "message": "torch.OutOfMemoryError: CUDA out of memory."}  # fmt: skip
+WEIGHTS_OOM_RECORD = {"reason": "CudaOOM", "exitCode": 1, "phase": "weightLoading",
+                      "message": "Failed to load model - not enough GPU memory."}  # fmt: skip
+KV_NO_FIGURES_RECORD = {"reason": "KVCacheInsufficient", "exitCode": 1, "message": "ValueError: KV cache"}
+KV_NO_MEMORY_RECORD = {"reason": "KVCacheInsufficient", "exitCode": 1, "maxModelLen": 262144,
+                       "availableGiB": 0.0,
+                       "message": "ValueError: No available memory for the cache blocks."}  # fmt: skip
+
+
+def free_memory_record(free_gib: float, total_gib: float, utilization: float = 0.92) -> dict[str, Any]:
+    """The launcher's record of vLLM finding less free GPU memory than its budget."""
+    message = (
+        f"ValueError: Free memory on device cuda:0 ({free_gib}/{total_gib} GiB) on startup is less than "
+        f"desired GPU memory utilization ({utilization}, {round(total_gib * utilization, 2)} GiB)."
+    )
+    return {"reason": "InsufficientFreeMemory", "exitCode": 1, "device": "cuda:0", "freeGiB": free_gib,
+            "totalGiB": total_gib, "gpuMemoryUtilization": utilization,
+            "requestedGiB": round(total_gib * utilization, 2), "message": message}  # fmt: skip

@@ -14,9 +14,11 @@ from qwen_operator.observe import Observed, Refusal
 from qwen_operator.vocabulary import SERVICE_MONITOR_CRD, Result
 from testkit.fake import NOW
 from testkit.wrappers import (
-    CUDA_OOM_RECORD,
+    GRAPH_OOM_RECORD,
     H100_MIB,
     INVALID_ARGS_RECORD,
+    KV_NO_FIGURES_RECORD,
+    WEIGHTS_OOM_RECORD,
     Pod,
     children,
     gpu_node,
@@ -188,7 +190,8 @@ def test_ready_status_in_full() -> None:
     assert (st["replicas"], st["readyReplicas"]) == (1, 1)
     assert st["selector"] == "app.kubernetes.io/instance=q,app.kubernetes.io/name=qwen-thinking"
     assert st["endpoint"] == "http://q.ns.svc:8000/v1"
-    assert st["context"] == {"requested": 262144, "effective": 262144}
+    assert st["context"] == {"requested": 262144, "effective": 262144,
+                             "gpuMemoryUtilization": {"requested": 0.92, "effective": 0.92}}  # fmt: skip
     assert all(c["observedGeneration"] == 2 and c["lastTransitionTime"] == "2026-01-01T00:00:00Z"
                for c in st["conditions"])  # fmt: skip
     assert conds(decide(observed(), NOW))["ContextReduced"]["reason"] == "AsRequested"
@@ -299,9 +302,29 @@ def test_a_kv_cache_failure_lowers_the_context_in_the_statefulset() -> None:
 
 def test_at_the_floor_the_fallback_stalls() -> None:
     spec = {"context": {"maxModelLen": 65536, "minModelLen": 65536}}
-    pods = (Pod().context(65536).failed(CUDA_OOM_RECORD).facts(),)
+    pods = (Pod().context(65536).utilization(0.92).failed(KV_NO_FIGURES_RECORD).facts(),)
     desired = decide(observed(spec, pods=pods), NOW)
     assert desired.applies == () and conds(desired)["Stalled"]["reason"] == "ContextFallbackExhausted"
+
+
+def test_a_graph_capture_oom_lowers_the_utilization_in_the_statefulset() -> None:
+    pods = (Pod().context(262144).utilization(0.92).failed(GRAPH_OOM_RECORD).facts(),)
+    desired = decide(observed(pods=pods), NOW)
+    (apply,) = desired.applies
+    command = apply.manifest["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--gpu-memory-utilization") + 1] == "0.89"
+    assert command[command.index("--max-model-len") + 1] == "262144"
+    assert [e.reason for e in desired.events][:1] == ["UtilizationReduced"]
+    c = conds(desired)
+    assert (c["UtilizationReduced"]["status"], c["ContextReduced"]["status"]) == ("True", "False")
+    assert desired.status_patch is not None
+    assert desired.status_patch["context"]["gpuMemoryUtilization"] == {"requested": 0.92, "effective": 0.89}
+
+
+def test_weights_that_do_not_fit_stall_without_a_rollout() -> None:
+    pods = (Pod().context(262144).utilization(0.92).failed(WEIGHTS_OOM_RECORD).facts(),)
+    desired = decide(observed(pods=pods), NOW)
+    assert desired.applies == () and conds(desired)["Stalled"]["reason"] == "InsufficientGPUMemory"
 
 
 def test_a_failure_while_reporting_an_error_is_said_once() -> None:

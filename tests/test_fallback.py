@@ -1,25 +1,38 @@
-"""The out-of-memory fallback: detection from pod statuses and the decision, table-tested."""
+"""The out-of-memory cures: detection from pod statuses, a rule for every cause, the decision;
+table-tested."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, Literal
 
 import pytest
 
 from qwen_operator import api, events, facts, fallback, status
-from qwen_operator.vocabulary import RESET_ANNOTATION
+from qwen_operator.fallback import RULES, Cure
+from qwen_operator.vocabulary import MEMORY_FAILURES, RESET_ANNOTATION, KubeletReason, LauncherReason, Remedy
+from qwen_runtime.record import CudaPhase
 from testkit.fake import NOW
-from testkit.wrappers import CUDA_OOM_RECORD, Pod, kv_record, parsed
+from testkit.wrappers import (
+    CUDA_OOM_RECORD,
+    GRAPH_OOM_RECORD,
+    KV_NO_FIGURES_RECORD,
+    KV_NO_MEMORY_RECORD,
+    WEIGHTS_OOM_RECORD,
+    Pod,
+    free_memory_record,
+    kv_record,
+    parsed,
+)
 
 T0, T1 = NOW, NOW + timedelta(minutes=5)
 LADDER = list(api.FALLBACK_STEPS)
 
 
-def resource(**context: Any) -> api.QwenThinkingDeployment:
-    return parsed({"context": context}, generation=2)
+def resource(runtime: dict[str, Any] | None = None, **context: Any) -> api.QwenThinkingDeployment:
+    return parsed({"context": context, "runtime": runtime or {}}, generation=2)
 
 
 def pod(
@@ -29,13 +42,14 @@ def pod(
     uid: str = "p0",
     restarts: int = 1,
     context: int = 262144,
+    utilization: float = 0.92,
     reason: str = "Error",
     exit_code: int = 1,
     ready: bool = False,
     where: str = "lastState",
 ) -> facts.Pod:
     """A pod as the kubelet reports it after the server container ended."""
-    built = Pod(name, uid).context(context)
+    built = Pod(name, uid).context(context).utilization(utilization).memory_limit("256Gi")
     if where == "lastState":
         message = json.dumps(record) if record else ""
         then: Literal["waiting", "running"] = "running" if ready else "waiting"
@@ -49,7 +63,45 @@ def kv(max_len: int = 262144, estimate: int | None = 245408) -> dict[str, Any]:
     return kv_record(max_len, estimate)
 
 
-CUDA_OOM = CUDA_OOM_RECORD
+def decide(
+    res: api.QwenThinkingDeployment, history: Sequence[api.ContextStep] | None, *pods: facts.Pod,
+    planned: int | Callable[[float], int | None] | None = None, now: Any = T0,
+) -> fallback.Decision:  # fmt: skip
+    planned_at = planned if callable(planned) else (lambda _: planned)
+    return fallback.decide(res, history or [], planned_at, fallback.detect(pods), now)
+
+
+# -- rules ----------------------------------------------------------------------------------
+
+
+def test_every_cause_the_launcher_and_the_kubelet_report_has_a_rule() -> None:
+    causes = [(LauncherReason.CUDA_OOM, phase) for phase in [*CudaPhase, None]]
+    causes += [(r, None) for r in LauncherReason if r != LauncherReason.CUDA_OOM]
+    causes.append((KubeletReason.OOM_KILLED, None))
+    missing = [c for c in causes if c not in RULES]
+    assert missing == [], f"no rule for {missing}"
+    assert set(RULES) == set(causes), "a rule for a cause nobody reports"
+
+
+def test_the_memory_failures_are_exactly_those_with_a_memory_cure() -> None:
+    memory = {reason for (reason, _), rule in RULES.items() if rule.cure != Cure.NOT_MEMORY}
+    assert memory == MEMORY_FAILURES
+
+
+@pytest.mark.parametrize(
+    ("record", "cure"),
+    [
+        (kv(), Cure.SHORTER_CONTEXT),
+        (WEIGHTS_OOM_RECORD, Cure.NONE),
+        (GRAPH_OOM_RECORD, Cure.MORE_HEADROOM),
+        (CUDA_OOM_RECORD, Cure.MORE_HEADROOM),  # profiling
+        ({"reason": "CudaOOM", "exitCode": 1}, Cure.MORE_HEADROOM),  # no phase: the peak outside the pool
+        (free_memory_record(70, 79.6), Cure.FIT_FREE_MEMORY),
+    ],
+)
+def test_the_cure_follows_the_cause(record: dict[str, Any], cure: Cure) -> None:
+    (failure,) = fallback.detect([pod(record)])
+    assert failure.rule is not None and failure.rule.cure == cure
 
 
 @pytest.mark.parametrize(
@@ -78,20 +130,24 @@ def test_a_custom_ladder_is_used() -> None:
     assert fallback.next_context(100000, None, [200000, 100000], 32768) == 32768
 
 
-def test_detect_reads_the_launchers_report_and_the_pods_context() -> None:
+# -- detection ---------------------------------------------------------------------------------
+
+
+def test_detect_reads_the_launchers_report_and_the_pods_command() -> None:
     (failure,) = fallback.detect([pod(kv())])
     assert (failure.pod, failure.uid, failure.restart_count) == ("q-0", "p0", 1)
     assert (failure.reason, failure.context, failure.estimate, failure.memory) == (
         "KVCacheInsufficient", 262144, 245408, True,
     )  # fmt: skip
-    assert "neededGiB=11.75" in failure.detail
-    (oom,) = fallback.detect([pod(CUDA_OOM, context=196608)])
-    assert (oom.reason, oom.context, oom.estimate) == ("CudaOOM", 196608, None)
+    assert failure.utilization == 0.92 and "neededGiB=11.75" in failure.detail
+    (oom,) = fallback.detect([pod(CUDA_OOM_RECORD, context=196608, utilization=0.89)])
+    assert (oom.reason, oom.context, oom.utilization, oom.estimate) == ("CudaOOM", 196608, 0.89, None)
 
 
 def test_detect_kubelet_oom_killed_and_non_memory_failures() -> None:
     (killed,) = fallback.detect([pod(reason="OOMKilled", exit_code=137)])
     assert killed.reason == "OOMKilled" and killed.memory and "memory limit" in killed.detail
+    assert killed.memory_limit == "256Gi"
     (bad,) = fallback.detect([pod({"reason": "InvalidArguments", "exitCode": 2})])
     assert bad.reason == "InvalidArguments" and not bad.memory
     (logs,) = fallback.detect([pod(None)])
@@ -112,22 +168,19 @@ def test_detect_ignores_ready_deleted_and_clean_exits() -> None:
     assert fallback.detect([facts.pod_from({"metadata": {"name": "q-0"}, "status": {}})]) == []
 
 
-def decide(
-    res: api.QwenThinkingDeployment, history: Sequence[api.ContextStep] | None, *pods: facts.Pod,
-    planned: int | None = None, now: Any = T0,
-) -> fallback.Decision:  # fmt: skip
-    return fallback.decide(res, history or [], planned, fallback.detect(pods), now)
+# -- the KV cache: a shorter context -------------------------------------------------------------
 
 
 def test_kv_cache_insufficient_with_an_estimate_reduces_once() -> None:
     res = resource()
     first = decide(res, None, pod(kv()))
-    assert first.effective == 244736 and first.reduced is not None
+    assert first.effective == 244736 and first.reduced is not None and first.utilization == 0.92
     (step,) = first.history
     wire = step.model_dump(by_alias=True)
-    assert {k: wire[k] for k in ("from", "to", "reason", "pod", "podUID", "restartCount", "time")} == {
-        "from": 262144, "to": 244736, "reason": "KVCacheInsufficient", "pod": "q-0", "podUID": "p0",
-        "restartCount": 1, "time": "2026-01-01T00:00:00Z",
+    keys = ("from", "to", "remedy", "reason", "pod", "podUID", "restartCount", "time")
+    assert {k: wire[k] for k in keys} == {
+        "from": 262144, "to": 244736, "remedy": "ShorterContext", "reason": "KVCacheInsufficient",
+        "pod": "q-0", "podUID": "p0", "restartCount": 1, "time": "2026-01-01T00:00:00Z",
     }  # fmt: skip
     # the same report again, or after an operator restart (only the status survives): no change
     again = decide(res, first.history, pod(kv()), now=T1)
@@ -135,24 +188,36 @@ def test_kv_cache_insufficient_with_an_estimate_reduces_once() -> None:
     assert again.problem is None and again.explained == {"q-0"}
 
 
-def test_cuda_oom_without_estimate_takes_the_next_step() -> None:
+def test_without_an_estimate_vllms_figures_give_one() -> None:
+    record = {**kv(estimate=None), "neededGiB": 16.0, "availableGiB": 10.0}
+    derived = decide(resource(), None, pod(record))
+    assert derived.effective == 163840  # 262144 x 10 / 16, a multiple of 1024
+
+
+def test_without_any_figure_the_ladder_is_the_last_resort() -> None:
     res = resource()
     first = decide(res, None, pod(kv()))
-    second = decide(res, first.history, pod(CUDA_OOM, context=244736, uid="p1", restarts=1))
+    second = decide(res, first.history, pod(KV_NO_FIGURES_RECORD, context=244736, uid="p1", restarts=1))
     assert second.effective == 196608
     assert [(h.from_, h.to) for h in second.history] == [(262144, 244736), (244736, 196608)]
 
 
+def test_no_memory_at_all_for_the_kv_cache_is_no_context_question() -> None:
+    stuck = decide(resource(), None, pod(KV_NO_MEMORY_RECORD))
+    assert (stuck.effective, stuck.history) == (262144, ())
+    assert stuck.problem is not None and stuck.problem.reason == "InsufficientGPUMemory"
+    assert "no memory at all for the KV cache" in stuck.problem.message
+
+
 def test_a_report_about_another_context_is_stale() -> None:
-    res = resource()
-    stale = decide(res, None, pod(CUDA_OOM, context=131072))
+    stale = decide(resource(), None, pod(KV_NO_FIGURES_RECORD, context=131072))
     assert (stale.effective, stale.history, stale.reduced) == (262144, (), None)
     assert stale.explained == {"q-0"}
 
 
 def test_at_the_floor_it_stalls_and_changes_nothing() -> None:
     res = resource(maxModelLen=65536, minModelLen=65536)
-    stuck = decide(res, None, pod(CUDA_OOM, context=65536))
+    stuck = decide(res, None, pod(KV_NO_FIGURES_RECORD, context=65536))
     assert (stuck.effective, stuck.history, stuck.reduced) == (65536, (), None)
     assert stuck.problem is not None and stuck.problem.reason == "ContextFallbackExhausted"
     assert "65536" in stuck.problem.message
@@ -160,38 +225,118 @@ def test_at_the_floor_it_stalls_and_changes_nothing() -> None:
 
 def test_lowering_the_floor_lets_it_go_on() -> None:
     res = resource(maxModelLen=65536, minModelLen=32768)
-    assert decide(res, None, pod(CUDA_OOM, context=65536)).effective == 32768
+    assert decide(res, None, pod(KV_NO_FIGURES_RECORD, context=65536)).effective == 32768
 
 
-def test_fallback_off_reports_and_keeps_the_context() -> None:
+def test_of_two_failing_replicas_the_smaller_cut_wins_once() -> None:
+    pods = [pod(KV_NO_FIGURES_RECORD, name="q-1", uid="p1"), pod(kv())]
+    both = decide(resource(), None, *pods)
+    assert both.effective == 244736 and len(both.history) == 1 and both.history[0].pod == "q-0"
+    assert both.explained == {"q-0", "q-1"}
+
+
+# -- a peak outside the KV cache: more headroom --------------------------------------------------
+
+
+def test_a_graph_capture_oom_lowers_the_utilization_and_keeps_the_context() -> None:
+    first = decide(resource(), None, pod(GRAPH_OOM_RECORD))
+    assert (first.effective, first.utilization, first.requested_utilization) == (262144, 0.89, 0.92)
+    step = first.reduced
+    assert step is not None and step.remedy == Remedy.LOWER_UTILIZATION
+    assert (step.utilization_from, step.utilization_to, step.from_, step.to) == (0.92, 0.89, 262144, 262144)
+    assert step.cause == "CUDA out of memory while capturing CUDA graphs"
+    # the next run at 0.89 fails the same way: 0.86; a report of the old run is stale
+    assert decide(resource(), first.history, pod(GRAPH_OOM_RECORD)).reduced is None
+    second = decide(resource(), first.history, pod(GRAPH_OOM_RECORD, uid="p1", utilization=0.89))
+    assert second.utilization == 0.86 and len(second.steps(Remedy.LOWER_UTILIZATION)) == 2
+
+
+def test_the_utilization_stops_at_its_floor_then_stalls() -> None:
+    res = resource({"gpuMemoryUtilization": 0.84, "minGpuMemoryUtilization": 0.82})
+    first = decide(res, None, pod(GRAPH_OOM_RECORD, utilization=0.84))
+    assert first.utilization == 0.82  # 0.84 - 0.03, no lower than the floor
+    stuck = decide(res, first.history, pod(GRAPH_OOM_RECORD, uid="p1", utilization=0.82))
+    assert stuck.problem is not None and stuck.problem.reason == "HeadroomExhausted" and stuck.reduced is None
+    lower = resource({"gpuMemoryUtilization": 0.84, "minGpuMemoryUtilization": 0.7})  # the floor is no basis
+    assert decide(lower, first.history, pod(GRAPH_OOM_RECORD, uid="p1", utilization=0.82)).utilization == 0.79
+
+
+def test_less_utilization_fits_less_context_in_the_same_step() -> None:
+    def plan(utilization: float) -> int:
+        return 262144 if utilization > 0.9 else 131072
+
+    lowered = decide(resource(), None, pod(GRAPH_OOM_RECORD), planned=plan)
+    assert (lowered.utilization, lowered.effective, lowered.planned) == (0.89, 131072, 131072)
+    assert lowered.reduced is not None and (lowered.reduced.from_, lowered.reduced.to) == (262144, 131072)
+    steady = decide(resource(), lowered.history, planned=plan)
+    assert (steady.utilization, steady.effective, steady.reduced) == (0.89, 131072, None)
+
+
+def test_the_two_cures_compose_and_are_each_recorded() -> None:
+    first = decide(resource(), None, pod(GRAPH_OOM_RECORD))
+    record = {**kv(estimate=200000)}
+    second = decide(resource(), first.history, pod(record, uid="p1", utilization=0.89))
+    assert (second.utilization, second.effective) == (0.89, 199680)
+    assert [h.remedy for h in second.history] == [Remedy.LOWER_UTILIZATION, Remedy.SHORTER_CONTEXT]
+
+
+def test_another_process_on_the_gpu_sets_the_utilization_to_what_is_free() -> None:
+    fits = decide(resource(), None, pod(free_memory_record(70, 79.6)))
+    assert fits.utilization == 0.86 and fits.effective == 262144  # 70 / 79.6 = 0.879, less a 0.01 margin
+    held = decide(resource(), None, pod(free_memory_record(50, 79.6)))
+    assert held.problem is not None and held.problem.reason == "GPUMemoryInUse" and held.reduced is None
+    assert "another process holds 29.6 of the 79.6 GiB" in held.problem.message
+
+
+# -- no cure: a person must act ---------------------------------------------------------------
+
+
+def test_weights_that_do_not_fit_stall_without_a_change() -> None:
+    stuck = decide(resource(), None, pod(WEIGHTS_OOM_RECORD))
+    assert (stuck.effective, stuck.utilization, stuck.history) == (262144, 0.92, ())
+    assert stuck.problem is not None and stuck.problem.reason == "InsufficientGPUMemory"
+    assert "loading the weights" in stuck.problem.message and "parallelism.tensor" in stuck.problem.message
+
+
+def test_the_kubelets_oom_kill_is_host_memory() -> None:
+    killed = decide(resource(), None, pod(reason="OOMKilled", exit_code=137))
+    assert (killed.effective, killed.utilization, killed.history) == (262144, 0.92, ())
+    assert killed.problem is not None and killed.problem.reason == "HostOutOfMemory"
+    assert "256Gi" in killed.problem.message and "resources.limits.memory" in killed.problem.message
+
+
+def test_fallback_off_reports_and_keeps_everything() -> None:
     off = decide(resource(fallback=False), None, pod(kv()))
     assert (off.effective, off.reduced) == (262144, None)
     assert off.problem is not None and off.problem.reason == "KVCacheInsufficient"
-    assert "fallback is off" in off.problem.message
+    assert "cures are off" in off.problem.message
 
 
-def test_a_failure_that_is_not_about_memory_never_changes_the_context() -> None:
+def test_a_failure_that_is_not_about_memory_never_changes_anything() -> None:
     bad = decide(resource(), None, pod({"reason": "InvalidArguments", "exitCode": 2}))
     assert (bad.effective, bad.history, bad.problem, bad.explained) == (262144, (), None, frozenset())
 
 
+# -- what is learnt, and when it is forgotten ---------------------------------------------------
+
+
 def test_a_change_to_what_decides_the_fit_starts_again_from_the_request() -> None:
     first = decide(resource(), None, pod(kv()))
-    previous = first.history
-    changed = decide(resource(), previous, planned=None)
-    assert changed.effective == 244736  # same spec: the reduction is in force
+    assert decide(resource(), first.history).effective == 244736  # same spec: the reduction is in force
     fp8 = parsed({"runtime": {"kvCacheDtype": "fp8"}})
-    restart = decide(fp8, previous, pod(kv()))  # the old pod's report was handled: not again
+    restart = decide(fp8, first.history, pod(kv()))  # the old pod's report was handled: not again
     assert (restart.effective, restart.reduced) == (262144, None)
     assert restart.history == first.history  # kept for the record, no longer in force
     assert status.context_reduced(restart, 3).status == "False"
 
 
-def test_scaling_or_the_fallbacks_own_settings_keep_what_was_learnt() -> None:
+def test_scaling_or_the_cures_own_settings_keep_what_was_learnt() -> None:
     first = decide(resource(), None, pod(kv()))
-    for spec in ({"replicas": 3}, {"context": {"minModelLen": 65536}}, {"sampling": {"temperature": 0.7}}):
-        res = parsed(spec)
-        assert decide(res, first.history).effective == 244736, spec
+    headroom = decide(resource(), None, pod(GRAPH_OOM_RECORD))
+    for spec in ({"replicas": 3}, {"context": {"minModelLen": 65536}}, {"sampling": {"temperature": 0.7}},
+                 {"runtime": {"minGpuMemoryUtilization": 0.7}}):  # fmt: skip
+        assert decide(parsed(spec), first.history).effective == 244736, spec
+        assert decide(parsed(spec), headroom.history).utilization == 0.89, spec
 
 
 def test_the_plan_is_the_start_and_caps_the_history() -> None:
@@ -202,37 +347,45 @@ def test_the_plan_is_the_start_and_caps_the_history() -> None:
     assert decide(resource(), first.history, planned=131072).effective == 131072
 
 
-def test_of_two_failing_replicas_the_smaller_cut_wins_once() -> None:
-    pods = [pod(CUDA_OOM, name="q-1", uid="p1"), pod(kv())]
-    both = decide(resource(), None, *pods)
-    assert both.effective == 244736 and len(both.history) == 1 and both.history[0].pod == "q-0"
-    assert both.explained == {"q-0", "q-1"}
-
-
 def test_history_is_bounded() -> None:
     previous: tuple[api.ContextStep, ...] = ()
     current = 262144
     for i in range(fallback.HISTORY_LIMIT + 5):
         res = resource(minModelLen=1024, fallbackSteps=[max(1024, 262144 - 1024 * (i + 1))])
-        step = decide(res, previous, pod(CUDA_OOM, uid=f"p{i}", context=current))
+        step = decide(res, previous, pod(KV_NO_FIGURES_RECORD, uid=f"p{i}", context=current))
         if step.reduced is None:
             break
         current, previous = step.effective, step.history
     assert len(previous) == fallback.HISTORY_LIMIT
 
 
-def test_condition_and_event_say_the_numbers() -> None:
+def test_conditions_and_events_say_the_numbers() -> None:
     first = decide(resource(), None, pod(kv()))
     cond = status.context_reduced(first, 2)
     assert (cond.status, cond.reason, cond.observed_generation) == ("True", "OutOfMemory", 2)
     assert "244736 of the 262144" in cond.message and "KVCacheInsufficient" in cond.message
     assert first.reduced is not None
-    event = events.context_reduced(first.reduced)
-    assert (event.type, event.reason) == ("Warning", "ContextReduced")
-    assert "from 262144 to 244736" in event.message
+    event = events.cured(first.reduced)
+    assert (event.type, event.reason) == (
+        "Warning",
+        "ContextReduced",
+    ) and "from 262144 to 244736" in event.message
     planned = decide(resource(), None, planned=210944)
     assert status.context_reduced(planned, 2).reason == "MemoryPlan" and planned.reduced is None
     assert status.context_reduced(decide(resource(), None), 2).reason == "AsRequested"
+    headroom = decide(resource(), None, pod(GRAPH_OOM_RECORD))
+    cond = status.utilization_reduced(headroom, 2)
+    assert (cond.status, cond.reason) == ("True", "OutOfMemory")
+    assert cond.message == (
+        "CUDA out of memory while capturing CUDA graphs at utilization 0.92 on pod q-0; running at 0.89 of "
+        "the 0.92 requested"
+    )
+    assert headroom.reduced is not None
+    event = events.cured(headroom.reduced)
+    assert (event.type, event.reason) == ("Warning", "UtilizationReduced") and "0.92 to 0.89" in event.message
+    freed = decide(resource(), None, pod(free_memory_record(70, 79.6)))
+    assert status.utilization_reduced(freed, 2).reason == "GPUMemoryInUse"
+    assert status.utilization_reduced(first, 2).status == "False"
 
 
 def test_the_reset_annotation_starts_again_from_the_request() -> None:

@@ -12,7 +12,18 @@ from typing import Annotated, Any, ClassVar, Literal, get_args
 from pydantic import Field, JsonValue, PlainValidator, StringConstraints, ValidationError, WithJsonSchema
 
 from .rules import ApiObject, Rule, RuleError
-from .vocabulary import API_VERSION, CATEGORIES, GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION, Phase
+from .vocabulary import (
+    API_VERSION,
+    CATEGORIES,
+    GROUP,
+    KIND,
+    PLURAL,
+    SHORT_NAMES,
+    SINGULAR,
+    VERSION,
+    Phase,
+    Remedy,
+)
 
 __all__ = ["API_VERSION", "CATEGORIES", "GROUP", "KIND", "PLURAL", "SHORT_NAMES", "SINGULAR", "VERSION"]
 
@@ -242,7 +253,8 @@ class ContextSpec(ApiObject):
     min_model_len: Annotated[int, Field(ge=MIN_CONTEXT, le=MAX_CONTEXT)] = 32768
     """Floor for the out-of-memory fallback; the model card advises staying above 131072."""
     fallback: bool = True
-    """After a GPU out-of-memory at start-up, lower the context step by step down to the floor."""
+    """After a GPU out-of-memory at start-up, apply the cure for its cause: a shorter context when
+    the KV cache cannot hold one request, a lower GPU memory utilization for a peak outside it."""
     preflight: bool = True
     """Start from the memory plan's largest fitting context instead of a known crash."""
     fallback_steps: Annotated[
@@ -305,12 +317,21 @@ class RuntimeSpec(ApiObject):
             check=lambda r: not any(_is_managed(a) for a in r.extra_args),
             field_path=".extraArgs",
         ),
+        Rule(
+            cel="self.minGpuMemoryUtilization <= self.gpuMemoryUtilization",
+            message="runtime.minGpuMemoryUtilization must not exceed runtime.gpuMemoryUtilization",
+            check=lambda r: r.min_gpu_memory_utilization <= r.gpu_memory_utilization,
+            field_path=".minGpuMemoryUtilization",
+        ),
     )
 
     image: Annotated[str, StringConstraints(max_length=512)] = ""
     """Runtime image (vLLM + launcher); empty means the operator's pinned default."""
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.92
     """Fraction of each GPU's memory vLLM may use (--gpu-memory-utilization)."""
+    min_gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.8
+    """Floor for the out-of-memory cure that lowers the utilization (a CUDA out of memory outside
+    the KV cache, or memory another process holds)."""
     kv_cache_dtype: KvCacheDtype = "auto"
     """KV cache precision (--kv-cache-dtype); fp8 halves the cache and doubles the context."""
     extra_args: Annotated[list[Annotated[str, StringConstraints(max_length=256)]], Field(max_length=64)] = (
@@ -441,16 +462,25 @@ class QwenThinkingDeploymentSpec(ApiObject):
 
 
 class ContextStep(ApiObject):
-    """One reduction of the context length."""
+    """One out-of-memory cure: a shorter context, or a lower GPU memory utilization."""
 
     time: str
-    """When the reduction was decided (RFC 3339)."""
+    """When the cure was decided (RFC 3339)."""
+    remedy: Remedy = Remedy.SHORTER_CONTEXT
+    """ShorterContext (the KV cache could not hold one request) or LowerUtilization (a peak outside
+    the KV cache, or memory held by another process)."""
     from_: int = Field(alias="from")
     """Context length before."""
     to: int
-    """Context length after."""
+    """Context length after (the same as before for LowerUtilization)."""
+    utilization_from: float | None = None
+    """GPU memory utilization before (LowerUtilization)."""
+    utilization_to: float | None = None
+    """GPU memory utilization after (LowerUtilization)."""
     reason: str
-    """KVCacheInsufficient, CudaOOM, OOMKilled, ..."""
+    """The failure: KVCacheInsufficient, CudaOOM, InsufficientFreeMemory."""
+    cause: str = ""
+    """The failure in words, e.g. CUDA out of memory while capturing CUDA graphs."""
     pod: str = ""
     """The pod whose failure caused it."""
     detail: str = ""
@@ -463,8 +493,17 @@ class ContextStep(ApiObject):
     """Digest of the spec fields that decide the fit; a change to them starts again from the request."""
 
 
+class UtilizationStatus(ApiObject):
+    """The GPU memory utilization in force."""
+
+    requested: float | None = None
+    """spec.runtime.gpuMemoryUtilization."""
+    effective: float | None = None
+    """What the servers run with now (--gpu-memory-utilization)."""
+
+
 class ContextStatus(ApiObject):
-    """The context length in force."""
+    """The context length and GPU memory utilization in force, and the cures that set them."""
 
     requested: int | None = None
     """spec.context.maxModelLen."""
@@ -472,8 +511,10 @@ class ContextStatus(ApiObject):
     """What the servers run with now."""
     planned: int | None = None
     """What the memory plan says fits, when known."""
+    gpu_memory_utilization: UtilizationStatus | None = None
+    """GPU memory utilization requested and in force."""
     history: list[ContextStep] | None = None
-    """One entry per reduction (the last 20); those with the current basis are in force."""
+    """One entry per out-of-memory cure (the last 20); those with the current basis are in force."""
 
 
 class Condition(ApiObject):

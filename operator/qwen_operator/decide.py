@@ -148,12 +148,18 @@ def decide(observed: Observed, now: datetime) -> Desired:
         return _invalid(observed, exc, now)
     before = status.previous(observed.resource.status)
     memory = placement.smallest_gpu_memory_gib(observed.gpu_nodes, res.spec)
-    plan = planner.plan_for(res.spec, memory)
+    plans: dict[float, planner.Plan | None] = {}
+
+    def planned_at(utilization: float) -> int | None:
+        plans[utilization] = plan = planner.plan_for(res.spec, memory, utilization)
+        return None if plan is None else plan.planned
+
     failures = [] if res.spec.paused else fallback.detect(observed.pods)  # paused: the context stays too
     history = (before.context.history if before.context else None) or []
-    decision = fallback.decide(res, history, None if plan is None else plan.planned, failures, now)
+    decision = fallback.decide(res, history, planned_at, failures, now)
+    plan = plans.get(decision.utilization) or planner.plan_for(res.spec, memory, decision.utilization)
     monitor = SERVICE_MONITOR_CRD in observed.served
-    children = tuple(render.render(res, decision.effective, service_monitor=monitor))
+    children = tuple(render.render(res, decision.effective, monitor, decision.utilization))
     p = Pass(observed, res, plan, decision, children)
     blocker = first_blocker(p)
     applies = () if blocker is not None or res.spec.paused else _applies(p)
@@ -163,7 +169,7 @@ def decide(observed: Observed, now: datetime) -> Desired:
     after = status.build(status.Inputs(res, sts, decision, problem, wait), before, now)
     said: list[Event] = []
     if decision.reduced is not None:
-        said.append(events.context_reduced(decision.reduced))
+        said.append(events.cured(decision.reduced))
     if blocker is None or blocker.reason != Reason.INSUFFICIENT_GPU_MEMORY:
         said += events.planned(
             res.spec.context, before.context.planned if before.context else None, decision.planned

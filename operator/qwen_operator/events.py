@@ -12,7 +12,7 @@ from typing import Any
 
 from . import api, diff, facts
 from .status import Status, condition
-from .vocabulary import ConditionType, EventReason, EventType
+from .vocabulary import ConditionType, EventReason, EventType, Remedy
 
 MESSAGE_LIMIT = 1024
 
@@ -68,8 +68,16 @@ def replacing(what: str) -> Event:
     return Event(EventType.NORMAL, EventReason.REPLACING, message)
 
 
-def context_reduced(step: api.ContextStep) -> Event:
-    """A Warning when this pass lowered the context."""
+def cured(step: api.ContextStep) -> Event:
+    """A Warning when this pass applied an out-of-memory cure: what, why, and vLLM's figures."""
+    if step.remedy == Remedy.LOWER_UTILIZATION:
+        message = (
+            f"Lowered the GPU memory utilization from {step.utilization_from:g} to {step.utilization_to:g} "
+            f"after {step.cause or step.reason} on pod {step.pod}: {step.detail}"
+        )
+        if step.to < step.from_:
+            message += f"; the memory plan at {step.utilization_to:g} fits {step.to} tokens"
+        return Event(EventType.WARNING, EventReason.UTILIZATION_REDUCED, message[:MESSAGE_LIMIT])
     message = (
         f"Lowered the context from {step.from_} to {step.to} tokens after {step.reason} "
         f"on pod {step.pod}: {step.detail}"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from qwen_runtime.argv import max_model_len
+from qwen_runtime.argv import gpu_memory_utilization, max_model_len
 
 from . import clock
 from .vocabulary import (
@@ -247,6 +247,10 @@ class Pod:
     unschedulable: Unschedulable | None
     server_context: int | None
     """The --max-model-len in the pod's server command (fixed for the pod's life)."""
+    server_utilization: float | None
+    """The --gpu-memory-utilization in the pod's server command."""
+    server_memory_limit: str
+    """The server container's memory limit (host memory), "" when none."""
     init_containers: tuple[Container, ...]
     containers: tuple[Container, ...]
 
@@ -266,12 +270,21 @@ def _unschedulable(status: Mapping[str, Any]) -> Unschedulable | None:
     return None
 
 
-def _server_context(spec: Mapping[str, Any]) -> int | None:
+def _server_spec(spec: Mapping[str, Any]) -> Mapping[str, Any]:
     for container in spec.get("containers") or []:
         if isinstance(container, Mapping) and container.get("name") == SERVER_CONTAINER:
-            argv = [str(a) for a in [*(container.get("command") or []), *(container.get("args") or [])]]
-            return max_model_len(argv)
-    return None
+            return container
+    return {}
+
+
+def _argv(container: Mapping[str, Any]) -> list[str]:
+    return [str(a) for a in [*(container.get("command") or []), *(container.get("args") or [])]]
+
+
+def _memory_limit(container: Mapping[str, Any]) -> str:
+    resources = container.get("resources") if isinstance(container.get("resources"), Mapping) else {}
+    limits = (resources or {}).get("limits") if isinstance((resources or {}).get("limits"), Mapping) else {}
+    return str((limits or {}).get("memory") or "")
 
 
 def _containers(value: Any) -> tuple[Container, ...]:
@@ -283,6 +296,7 @@ def pod_from(raw: Raw) -> Pod:
     status = raw.get("status") if isinstance(raw.get("status"), Mapping) else {}
     spec = raw.get("spec") if isinstance(raw.get("spec"), Mapping) else {}
     labels = meta.get("labels") if isinstance(meta.get("labels"), Mapping) else {}
+    server = _server_spec(spec or {})
     return Pod(
         name=str(meta.get("name") or ""),
         uid=str(meta.get("uid") or ""),
@@ -290,7 +304,9 @@ def pod_from(raw: Raw) -> Pod:
         deleting=bool(meta.get("deletionTimestamp")),
         phase=str((status or {}).get("phase") or PodPhase.PENDING),
         unschedulable=_unschedulable(status or {}),
-        server_context=_server_context(spec or {}),
+        server_context=max_model_len(_argv(server)),
+        server_utilization=gpu_memory_utilization(_argv(server)),
+        server_memory_limit=_memory_limit(server),
         init_containers=_containers((status or {}).get("initContainerStatuses")),
         containers=_containers((status or {}).get("containerStatuses")),
     )

@@ -47,7 +47,14 @@ RESOURCES = Gauge(
 )
 CONTEXT_REDUCTIONS = Counter(
     "qwen_operator_context_reductions_total",
-    "Context-length reductions after a GPU out-of-memory, by reason.",
+    "Context-length reductions after the KV cache could not hold one request, by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)
+UTILIZATION_REDUCTIONS = Counter(
+    "qwen_operator_utilization_reductions_total",
+    "GPU memory utilization reductions after a CUDA out of memory outside the KV cache, or memory another "
+    "process holds, by reason.",
     ["reason"],
     registry=REGISTRY,
 )

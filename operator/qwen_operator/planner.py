@@ -290,8 +290,11 @@ def gpu_memory_gib_from_label(value: str | None) -> float | None:
         return None
 
 
-def plan_for(spec: api.QwenThinkingDeploymentSpec, node_gpu_memory_gib: float | None) -> Plan | None:
-    """The plan for a spec, or None when the model or the GPU memory is unknown."""
+def plan_for(
+    spec: api.QwenThinkingDeploymentSpec, node_gpu_memory_gib: float | None, utilization: float | None = None
+) -> Plan | None:
+    """The plan for a spec (at `utilization` when the out-of-memory cure lowered it), or None
+    when the model or the GPU memory is unknown."""
     arch = KNOWN.get(spec.model.id)
     memory = spec.gpu.memory_gi_b or node_gpu_memory_gib
     if arch is None or memory is None:
@@ -300,7 +303,7 @@ def plan_for(spec: api.QwenThinkingDeploymentSpec, node_gpu_memory_gib: float | 
         arch,
         memory,
         spec.parallelism.tensor,
-        spec.runtime.gpu_memory_utilization,
+        utilization or spec.runtime.gpu_memory_utilization,
         spec.runtime.kv_cache_dtype,
         spec.context.max_model_len,
     )

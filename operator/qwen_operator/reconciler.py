@@ -18,7 +18,7 @@ from . import clock, metrics
 from .act import Actor, namespace_terminating, not_served
 from .decide import Desired, decide, failed
 from .observe import Key, Observed
-from .vocabulary import Result
+from .vocabulary import Remedy, Result
 
 log = logging.getLogger("qwen_operator.reconciler")
 
@@ -102,7 +102,13 @@ class Reconciler:
 
     @staticmethod
     def _count(key: Key, desired: Desired) -> None:
-        if desired.reduction is not None:
-            metrics.CONTEXT_REDUCTIONS.labels(reason=desired.reduction.reason).inc()
+        step = desired.reduction
+        if step is not None:
+            counter = (
+                metrics.CONTEXT_REDUCTIONS
+                if step.remedy == Remedy.SHORTER_CONTEXT
+                else metrics.UTILIZATION_REDUCTIONS
+            )
+            counter.labels(reason=step.reason).inc()
         metrics.PHASE_TRACKER.set(key, desired.phase)
         metrics.REDUCED_TRACKER.set(key, desired.reduced)

@@ -15,6 +15,7 @@ from typing import Any
 import jinja2
 import yaml
 
+from qwen_runtime.argv import GPU_MEMORY_UTILIZATION
 from qwen_runtime.engine import ENGINE_READY_TIMEOUT_S, ENGINE_READY_TIMEOUT_VAR
 
 from . import api, placement
@@ -99,12 +100,18 @@ def model_argument(spec: QwenThinkingDeploymentSpec) -> str:
 
 
 def server_argv(
-    resource: QwenThinkingDeployment | Mapping[str, Any], max_model_len: int | None = None
+    resource: QwenThinkingDeployment | Mapping[str, Any],
+    max_model_len: int | None = None,
+    gpu_memory_utilization: float | None = None,
 ) -> list[str]:
-    """The server container's command: the launcher, then `vllm serve` with every managed flag."""
+    """The server container's command: the launcher, then `vllm serve` with every managed flag.
+
+    `max_model_len` and `gpu_memory_utilization` are the values in force (the out-of-memory
+    cures may have lowered them); by default the spec's."""
     res = coerce(resource)
     spec = res.spec
     context = max_model_len if max_model_len is not None else spec.context.max_model_len
+    utilization = gpu_memory_utilization or spec.runtime.gpu_memory_utilization
     args = ["vllm", "serve", model_argument(spec), "--served-model-name", served_name(res)]
     args += ["--host", "0.0.0.0", "--port", str(CONTAINER_PORT)]
     args += [
@@ -115,7 +122,7 @@ def server_argv(
     ]
     if spec.parallelism.expert:
         args.append("--enable-expert-parallel")
-    args += ["--gpu-memory-utilization", f"{spec.runtime.gpu_memory_utilization:g}"]
+    args += [GPU_MEMORY_UTILIZATION, f"{utilization:g}"]
     if spec.runtime.kv_cache_dtype != "auto":
         args += ["--kv-cache-dtype", spec.runtime.kv_cache_dtype]
     if spec.reasoning_parser != "none":
@@ -204,7 +211,9 @@ def owner_reference(res: QwenThinkingDeployment) -> dict[str, Any] | None:
     }
 
 
-def _values(res: QwenThinkingDeployment, max_model_len: int | None) -> dict[str, Any]:
+def _values(
+    res: QwenThinkingDeployment, max_model_len: int | None, gpu_memory_utilization: float | None
+) -> dict[str, Any]:
     spec, name = res.spec, res.metadata.name
     pvc = pvc_source(spec)
     gpu_toleration = {"key": spec.gpu.resource_name, "operator": "Exists", "effect": "NoSchedule"}
@@ -217,7 +226,7 @@ def _values(res: QwenThinkingDeployment, max_model_len: int | None) -> dict[str,
         "owner": owner_reference(res),
         "replicas": spec.replicas,
         "image": spec.runtime.image or api.DEFAULT_IMAGE,
-        "command": server_argv(res, max_model_len),
+        "command": server_argv(res, max_model_len, gpu_memory_utilization),
         "env": server_env(spec),
         "fetch": None if pvc is not None else {"env": fetch_env(spec)},
         "pvc": None if pvc is None else pvc.model_dump(by_alias=True),
@@ -256,13 +265,15 @@ def render(
     resource: QwenThinkingDeployment | Mapping[str, Any],
     max_model_len: int | None = None,
     service_monitor: bool = False,
+    gpu_memory_utilization: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Every child manifest, in apply order, for the given effective context length.
+    """Every child manifest, in apply order, for the given effective context length and GPU
+    memory utilization (default: the spec's).
 
     `service_monitor`: also a Prometheus Operator ServiceMonitor (when its CRD is served).
     """
     res = coerce(resource)
-    values = _values(res, max_model_len)
+    values = _values(res, max_model_len, gpu_memory_utilization)
     # libyaml's safe loader when built in: parsing is 90% of a render, and a render runs per event
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     templates = TEMPLATES + ((SERVICE_MONITOR_TEMPLATE,) if service_monitor else ())

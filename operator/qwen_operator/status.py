@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from . import api, clock, facts, render
 from .fallback import Decision
 from .problems import Problem, Wait, short
-from .vocabulary import ConditionType, Phase, Reason, selector_string
+from .vocabulary import ConditionType, LauncherReason, Phase, Reason, Remedy, selector_string
 
 Status = api.QwenThinkingDeploymentStatus
 Condition = api.Condition
@@ -122,12 +122,11 @@ def kstatus(
 
 
 def context_reduced(decision: Decision, generation: int | None) -> Condition:
-    """True while the servers run with less than requested, and why."""
+    """True while the servers run with less context than requested, and why."""
     if decision.effective >= decision.requested:
         truth: Truth = "False"
         reason, message = Reason.AS_REQUESTED, f"running the {decision.requested} tokens requested"
-    elif decision.effective < decision.start:
-        steps = decision.in_force
+    elif decision.effective < decision.start and (steps := decision.steps(Remedy.SHORTER_CONTEXT)):
         last = steps[-1]
         truth, reason = "True", Reason.OUT_OF_MEMORY
         message = (
@@ -142,6 +141,25 @@ def context_reduced(decision: Decision, generation: int | None) -> Condition:
             f"the memory plan fits {decision.planned}"
         )
     return _cond(ConditionType.CONTEXT_REDUCED, truth, reason, message, generation)
+
+
+def utilization_reduced(decision: Decision, generation: int | None) -> Condition:
+    """True while the servers run with a lower GPU memory utilization than requested, and why."""
+    steps = decision.steps(Remedy.LOWER_UTILIZATION)
+    if decision.utilization >= decision.requested_utilization or not steps:
+        message = f"running at the GPU memory utilization requested ({decision.requested_utilization:g})"
+        return _cond(ConditionType.UTILIZATION_REDUCED, "False", Reason.AS_REQUESTED, message, generation)
+    last = steps[-1]
+    reason = (
+        Reason.GPU_MEMORY_IN_USE
+        if last.reason == LauncherReason.INSUFFICIENT_FREE_MEMORY
+        else Reason.OUT_OF_MEMORY
+    )
+    message = (
+        f"{last.cause} at utilization {last.utilization_from:g} on pod {last.pod}; running at "
+        f"{decision.utilization:g} of the {decision.requested_utilization:g} requested"
+    )
+    return _cond(ConditionType.UTILIZATION_REDUCED, "True", reason, message, generation)
 
 
 def merge_conditions(
@@ -160,10 +178,14 @@ def merge_conditions(
 
 
 def context_status(decision: Decision) -> api.ContextStatus:
+    utilization = api.UtilizationStatus(
+        requested=decision.requested_utilization, effective=decision.utilization
+    )
     return api.ContextStatus(
         requested=decision.requested,
         effective=decision.effective,
         planned=decision.planned,
+        gpu_memory_utilization=utilization,
         history=list(decision.history) or None,
     )
 
@@ -186,7 +208,7 @@ def build(f: Inputs, before: Status, now: datetime) -> Status:
     ro = rollout(f.sts, want)
     phase = phase_of(want, ro, f.problem)
     conds = kstatus(phase, want, ro, f.problem, f.wait, res.spec.paused, generation)
-    conds.append(context_reduced(f.decision, generation))
+    conds += [context_reduced(f.decision, generation), utilization_reduced(f.decision, generation)]
     return Status(
         observed_generation=generation,
         phase=phase,

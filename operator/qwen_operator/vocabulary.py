@@ -90,6 +90,12 @@ MAX_MODEL_LEN_FLAG = "--max-model-len"
 
 CONTEXT_STEP = 1024
 """Contexts the operator derives (from the memory plan or vLLM's estimate) are multiples of this."""
+UTILIZATION_STEP = 0.03
+"""How much the GPU memory utilization falls after a CUDA out of memory outside the KV cache:
+about 4 GiB of an 141 GiB H200, 2.4 GiB of an 80 GiB H100, the size of the peaks vLLM's
+profiling run misjudges (CUDA graphs, sampler warm-up), in one restart rather than many."""
+UTILIZATION_MARGIN = 0.01
+"""Kept below what another process leaves free (free / total), for that process's growth."""
 
 SERVICE_MONITOR_API = "monitoring.coreos.com/v1"
 SERVICE_MONITOR_CRD = "servicemonitors.monitoring.coreos.com"
@@ -110,12 +116,14 @@ class Phase(StrEnum):
 
 
 class ConditionType(StrEnum):
-    """kstatus conditions (Ready, Reconciling, Stalled) and the operator's own ContextReduced."""
+    """kstatus conditions (Ready, Reconciling, Stalled) and the operator's own: ContextReduced and
+    UtilizationReduced (the out-of-memory cures in force)."""
 
     READY = "Ready"
     RECONCILING = "Reconciling"
     STALLED = "Stalled"
     CONTEXT_REDUCED = "ContextReduced"
+    UTILIZATION_REDUCED = "UtilizationReduced"
 
 
 class Reason(StrEnum):
@@ -146,6 +154,16 @@ class Reason(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     """Ready=False, Stalled=True | a rule the CRD cannot check (a toleration the StatefulSet
     refuses, ...): nothing touched"""
+    HEADROOM_EXHAUSTED = "HeadroomExhausted"
+    """Ready=False, Stalled=True | CUDA out of memory outside the KV cache at
+    `runtime.minGpuMemoryUtilization`: no more headroom to give"""
+    GPU_MEMORY_IN_USE = "GPUMemoryInUse"
+    """Ready=False, Stalled=True | another process holds so much GPU memory that what is free is
+    below `runtime.minGpuMemoryUtilization`; also UtilizationReduced=True when the utilization was
+    lowered to what is free"""
+    HOST_OUT_OF_MEMORY = "HostOutOfMemory"
+    """Ready=False, Stalled=True | the kernel killed the server for its container memory limit
+    (host memory, not GPU memory): raise `resources.limits.memory`"""
     NAME_CONFLICT = "NameConflict"
     """Ready=False, Stalled=True | a child's name is taken by an object the operator does not own"""
     RECONCILE_ERROR = "ReconcileError"
@@ -159,11 +177,13 @@ class Reason(StrEnum):
     FAILED = "Failed"
     """Reconciling=False, Stalled=False | echoes the phase"""
     OUT_OF_MEMORY = "OutOfMemory"
-    """ContextReduced=True | the servers run below the request after an out-of-memory fallback"""
+    """ContextReduced=True, UtilizationReduced=True | the servers run below the requested context
+    after a KV-cache failure, or below the requested GPU memory utilization after a CUDA out of
+    memory outside the KV cache"""
     MEMORY_PLAN = "MemoryPlan"
     """ContextReduced=True | the servers run below the request because the memory plan says so"""
     AS_REQUESTED = "AsRequested"
-    """ContextReduced=False | the servers run the requested context"""
+    """ContextReduced=False, UtilizationReduced=False | the servers run as requested"""
 
 
 class KubeletReason(StrEnum):
@@ -228,7 +248,10 @@ class EventReason(StrEnum):
     INSUFFICIENT_GPU_MEMORY = "InsufficientGPUMemory"
     """Warning | the memory plan fits less than `minModelLen`"""
     CONTEXT_REDUCED = "ContextReduced"
-    """Warning | the context was lowered after an out-of-memory, with vLLM's figures"""
+    """Warning | the context was lowered after a KV-cache failure, with vLLM's figures"""
+    UTILIZATION_REDUCED = "UtilizationReduced"
+    """Warning | the GPU memory utilization was lowered after a CUDA out of memory outside the KV
+    cache, or to what another process leaves free"""
     RECOVERED = "Recovered"
     """Normal | no longer stalled"""
     RECONCILE_ERROR = "ReconcileError"
@@ -238,6 +261,16 @@ class EventReason(StrEnum):
 class EventType(StrEnum):
     NORMAL = "Normal"
     WARNING = "Warning"
+
+
+class Remedy(StrEnum):
+    """The cure an out-of-memory got (`status.context.history[].remedy`)."""
+
+    SHORTER_CONTEXT = "ShorterContext"
+    """The KV cache could not hold one full-length request: a lower --max-model-len."""
+    LOWER_UTILIZATION = "LowerUtilization"
+    """A peak outside the KV cache, or another process's memory: a lower
+    --gpu-memory-utilization, so more of the GPU stays outside vLLM's budget."""
 
 
 class Result(StrEnum):

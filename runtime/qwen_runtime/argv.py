@@ -4,26 +4,32 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-_MAX_MODEL_LEN = "--max-model-len"
+MAX_MODEL_LEN = "--max-model-len"
+GPU_MEMORY_UTILIZATION = "--gpu-memory-utilization"
 
 
-def max_model_len(command: Sequence[str]) -> int | None:
-    """The integer ``--max-model-len`` of a ``vllm serve`` command line, if any.
-
-    Accepts ``--max-model-len N``, ``--max-model-len=N`` and the ``--max_model_len``
-    spellings vLLM's parser also takes; the last occurrence wins, as in argparse.
-    A value that is not a positive integer gives None: ``auto``, or ``-1``, which
-    vLLM also reads as "as long as fits".
-    """
+def flag_value(command: Sequence[str], flag: str) -> str | None:
+    """The value of ``flag`` (``--flag V``, ``--flag=V``, or with ``_`` for ``-``, as vLLM's
+    parser takes them); the last occurrence wins, as in argparse."""
     value = None
     for index, arg in enumerate(command):
         name, equals, inline = arg.partition("=")
-        if name.replace("_", "-") != _MAX_MODEL_LEN:
+        if name.replace("_", "-") != flag:
             continue
         if equals:
             value = inline
         elif index + 1 < len(command):
             value = command[index + 1]
+    return value
+
+
+def max_model_len(command: Sequence[str]) -> int | None:
+    """The integer ``--max-model-len`` of a ``vllm serve`` command line, if any.
+
+    A value that is not a positive integer gives None: ``auto``, or ``-1``, which vLLM
+    also reads as "as long as fits".
+    """
+    value = flag_value(command, MAX_MODEL_LEN)
     if value is None:
         return None
     try:
@@ -31,3 +37,13 @@ def max_model_len(command: Sequence[str]) -> int | None:
     except ValueError:
         return None
     return number if number > 0 else None
+
+
+def gpu_memory_utilization(command: Sequence[str]) -> float | None:
+    """The ``--gpu-memory-utilization`` of a ``vllm serve`` command line: a fraction in (0, 1]."""
+    value = flag_value(command, GPU_MEMORY_UTILIZATION)
+    try:
+        number = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return number if number is not None and 0 < number <= 1 else None

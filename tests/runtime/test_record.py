@@ -11,7 +11,7 @@ import pytest
 
 import qwen_runtime
 from qwen_runtime import record, termination
-from qwen_runtime.argv import max_model_len
+from qwen_runtime.argv import gpu_memory_utilization, max_model_len
 from qwen_runtime.record import CudaPhase, Reason, Record
 
 KV_RECORD: Record = {
@@ -165,3 +165,18 @@ def test_qwen_runtime_imports_only_the_standard_library() -> None:
             for name in names:
                 top = name.split(".")[0]
                 assert top in sys.stdlib_module_names or top == "__future__", (source.name, name)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--gpu-memory-utilization", "0.89"], 0.89),
+        (["--gpu_memory_utilization=0.9"], 0.9),
+        (["--gpu-memory-utilization", "0.9", "--gpu-memory-utilization", "0.8"], 0.8),
+        (["--gpu-memory-utilization", "1.5"], None),
+        (["--gpu-memory-utilization", "lots"], None),
+        ([], None),
+    ],
+)
+def test_gpu_memory_utilization_from_argv(argv: list[str], expected: float | None) -> None:
+    assert gpu_memory_utilization(["vllm", "serve", "m", *argv]) == expected
