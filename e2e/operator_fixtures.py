@@ -30,7 +30,7 @@ from e2e.conftest import Cluster
 from e2e.devcluster import cluster as local_cluster
 from e2e.devcluster.kube import kubectl, wait_for
 from qwen_operator.vocabulary import INSTANCE_LABEL
-from qwen_runtime.argv import max_model_len
+from qwen_runtime.argv import gpu_memory_utilization, max_model_len
 
 REPO = Path(__file__).resolve().parent.parent
 OPERATOR_NAMESPACE = "qwen-operator-system"
@@ -289,3 +289,8 @@ def server_command(apps_v1: client.AppsV1Api, ns: str, name: str) -> list[str]:
 def sts_context(apps_v1: client.AppsV1Api, ns: str, name: str) -> int | None:
     """The --max-model-len of the StatefulSet's server command (read as the launcher reads it)."""
     return max_model_len(server_command(apps_v1, ns, name))
+
+
+def sts_utilization(apps_v1: client.AppsV1Api, ns: str, name: str) -> float | None:
+    """The --gpu-memory-utilization of the StatefulSet's server command."""
+    return gpu_memory_utilization(server_command(apps_v1, ns, name))

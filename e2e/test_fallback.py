@@ -1,8 +1,9 @@
-"""The out-of-memory context fallback end to end (issue 6), on the real control plane.
+"""The out-of-memory cures end to end, on the real control plane: each cause its cure.
 
 Failures are injected the way a kubelet reports them: the server container's
-`lastState.terminated` carries the launcher's JSON line as its message (terminate_container).
-The StatefulSet controller then rolls the pods for real when the operator lowers the context.
+`lastState.terminated` carries the launcher's JSON line as its message (terminate_container),
+made by the launcher's own classifier from vLLM's line (e2e.devcluster.simulate). The
+StatefulSet controller then rolls the pods for real when the operator changes the argv.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from e2e.operator_fixtures import (  # noqa: E402
     sample,
     settle,
     sts_context,
+    sts_utilization,
     wait_phase,
 )
 from qwen_runtime.argv import max_model_len  # noqa: E402
@@ -40,12 +42,19 @@ H200 = {"memoryGiB": 141}
 POD = f"{NAME}-0"
 
 
+def failure(kind: str, context: int = 262144, estimate: int | None = None, **run: float) -> str:
+    """The launcher's line for a failure of `kind` (e2e.devcluster.simulate's kinds)."""
+    said = simulate.report(kind, simulate.Run(context, estimate=estimate, **run))
+    assert said is not None
+    return json.dumps(said)
+
+
 def kv_report(max_model_len: int, estimate: int) -> str:
     """What the launcher writes when vLLM's KV cache cannot hold one request."""
-    return json.dumps(simulate.report("oom", max_model_len, estimate))
+    return failure("oom", max_model_len, estimate)
 
 
-CUDA_OOM = json.dumps(simulate.report("cuda-oom", 0, None))
+KV_NO_FIGURES = failure("kv-no-figures")
 
 
 def context(custom: client.CustomObjectsApi, ns: str) -> dict[str, Any]:
@@ -138,14 +147,14 @@ def test_vllms_estimate_then_the_ladder(
     assert len(context(custom, ns)["history"]) == 1 and sts_context(apps_v1, ns, NAME) == 244736
     assert reductions(operator, "KVCacheInsufficient") == before + 1
 
-    # the StatefulSet rolls pod 0; the new pod runs out of memory without an estimate
+    # the StatefulSet rolls pod 0; the new pod's KV cache fails with no figures at all: the ladder
     hold_rollouts(ns, False)
     pod = wait_pod_with(core_v1, ns, 244736)
     assert pod.metadata.uid != first_uid
-    crash(api_client, ns, CUDA_OOM)
+    crash(api_client, ns, KV_NO_FIGURES)
     ctx = wait_effective(custom, ns, 196608)
-    assert [(h["from"], h["to"], h["reason"]) for h in ctx["history"]] == [
-        (262144, 244736, "KVCacheInsufficient"), (244736, 196608, "CudaOOM"),
+    assert [(h["from"], h["to"], h["remedy"]) for h in ctx["history"]] == [
+        (262144, 244736, "ShorterContext"), (244736, 196608, "ShorterContext"),
     ]  # fmt: skip
     assert sts_context(apps_v1, ns, NAME) == 196608
     wait_pod_with(core_v1, ns, 196608)
@@ -181,11 +190,11 @@ def test_at_the_floor_it_stalls_and_a_spec_change_starts_again(
 ) -> None:  # fmt: skip
     spec = {"context": {"maxModelLen": 262144, "minModelLen": 196608}, "gpu": H200}
     apply_ready(custom, ns, **spec)
-    crash(api_client, ns, CUDA_OOM)
+    crash(api_client, ns, KV_NO_FIGURES)
     wait_effective(custom, ns, 196608)  # the next step is the floor
     wait_pod_with(core_v1, ns, 196608)
 
-    crash(api_client, ns, CUDA_OOM)
+    crash(api_client, ns, KV_NO_FIGURES)
     obj = wait_condition(custom, ns, "Stalled", "ContextFallbackExhausted")
     assert condition(obj, "Stalled")["status"] == "True"
     assert "196608" in condition(obj, "Stalled")["message"]
@@ -206,18 +215,23 @@ def test_at_the_floor_it_stalls_and_a_spec_change_starts_again(
     assert len(obj["status"]["context"]["history"]) == 1  # kept for the record
 
 
-def test_a_failure_that_is_not_about_memory_changes_no_context(
+def test_a_failure_that_is_not_about_memory_changes_nothing(
     operator: Operator, ns: str, custom: client.CustomObjectsApi, apps_v1: client.AppsV1Api,
     api_client: client.ApiClient,
 ) -> None:  # fmt: skip
     apply_ready(custom, ns, gpu=H200)
-    crash(api_client, ns, json.dumps(simulate.report("bad-args", 262144, None)))
+    crash(api_client, ns, failure("bad-args"))
     obj = wait_condition(custom, ns, "Ready", "InvalidArguments")
     assert condition(obj, "Ready")["status"] == "False"
-    assert "unrecognized args" in condition(obj, "Ready")["message"]
+    assert "unrecognized arguments" in condition(obj, "Ready")["message"]
     settle(3)
-    assert context(custom, ns) == {"requested": 262144, "effective": 262144, "planned": 262144}
-    assert sts_context(apps_v1, ns, NAME) == 262144
+    ctx = context(custom, ns)
+    assert (ctx["effective"], ctx["planned"], ctx["gpuMemoryUtilization"]["effective"]) == (
+        262144,
+        262144,
+        0.92,
+    )
+    assert "history" not in ctx and sts_context(apps_v1, ns, NAME) == 262144
 
 
 def test_weights_that_cannot_fit_start_no_crash_loop(
@@ -233,3 +247,75 @@ def test_weights_that_cannot_fit_start_no_crash_loop(
     with pytest.raises(client.ApiException) as missing:
         apps_v1.read_namespaced_stateful_set(NAME, ns)
     assert missing.value.status == 404
+
+
+def test_a_graph_capture_oom_lowers_the_utilization_and_keeps_the_context(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, apps_v1: client.AppsV1Api,
+    core_v1: client.CoreV1Api, api_client: client.ApiClient,
+) -> None:  # fmt: skip
+    apply_ready(custom, ns, gpu=H200)
+    before = operator.counter("qwen_operator_utilization_reductions_total", reason="CudaOOM")
+    crash(api_client, ns, failure("cuda-oom"))
+    wait_for(lambda: sts_utilization(apps_v1, ns, NAME) == 0.89, 60, "--gpu-memory-utilization 0.89")
+    assert sts_context(apps_v1, ns, NAME) == 262144
+    ctx = context(custom, ns)
+    assert ctx["effective"] == 262144 and ctx["gpuMemoryUtilization"] == {
+        "requested": 0.92,
+        "effective": 0.89,
+    }
+    (step,) = ctx["history"]
+    assert (step["remedy"], step["utilizationFrom"], step["utilizationTo"]) == (
+        "LowerUtilization",
+        0.92,
+        0.89,
+    )
+    cond = condition(get_qtd(custom, ns, NAME), "UtilizationReduced")
+    assert (cond["status"], cond["reason"]) == ("True", "OutOfMemory")
+    assert "CUDA out of memory while capturing CUDA graphs at utilization 0.92" in cond["message"]
+    assert condition(get_qtd(custom, ns, NAME), "ContextReduced")["status"] == "False"
+    wait_event(ns, "Warning", "UtilizationReduced")
+    assert operator.counter("qwen_operator_utilization_reductions_total", reason="CudaOOM") == before + 1
+    wait_phase(custom, ns, NAME, "Ready")
+
+
+def test_memory_held_by_another_process_sets_the_utilization_to_what_is_free(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, apps_v1: client.AppsV1Api,
+    api_client: client.ApiClient,
+) -> None:  # fmt: skip
+    apply_ready(custom, ns, gpu=H200)
+    crash(api_client, ns, failure("free-memory", free_gib=70.0, total_gib=79.6))
+    utilization = wait_for(
+        lambda: (u := sts_utilization(apps_v1, ns, NAME)) != 0.92 and u, 60, "a new utilization"
+    )
+    assert utilization <= 0.87 and sts_context(apps_v1, ns, NAME) == 262144
+    assert condition(get_qtd(custom, ns, NAME), "UtilizationReduced")["reason"] == "GPUMemoryInUse"
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason", "words"),
+    [
+        ("weights-oom", "InsufficientGPUMemory", "loading the weights"),
+        ("oom-killed", "HostOutOfMemory", "limits.memory"),
+    ],
+)
+def test_a_failure_with_no_cure_stalls_without_a_rollout(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, apps_v1: client.AppsV1Api,
+    api_client: client.ApiClient, kind: str, reason: str, words: str,
+) -> None:  # fmt: skip
+    apply_ready(custom, ns, gpu=H200)
+    generation = apps_v1.read_namespaced_stateful_set(NAME, ns).metadata.generation
+    if kind == "oom-killed":
+        terminate_container(api_client, ns, POD, "server")  # the kubelet: OOMKilled, exit 137, no message
+    else:
+        crash(api_client, ns, failure(kind))
+    obj = wait_condition(custom, ns, "Stalled", reason)
+    assert condition(obj, "Stalled")["status"] == "True" and words in condition(obj, "Stalled")["message"]
+    wait_event(ns, "Warning", reason)
+    settle(3)
+    assert apps_v1.read_namespaced_stateful_set(NAME, ns).metadata.generation == generation  # no rollout
+    ctx = context(custom, ns)
+    assert (ctx["effective"], ctx["gpuMemoryUtilization"]["effective"], ctx.get("history")) == (
+        262144,
+        0.92,
+        None,
+    )
