@@ -100,8 +100,12 @@ Try next (in another terminal):
   kubectl patch qtd/{name} --type=merge -p '{{"spec":{{"context":{{"maxModelLen":131072}}}}}}'
   kubectl get qtd -o wide -w                     # watch it roll out
   kubectl scale statefulset/{name} --replicas=5  # a manual change: the operator reverts it
-  python -m e2e.devcluster.simulate oom {name}-0 --estimate 245408  # a KV-cache OOM: the context falls back
-  python -m e2e.devcluster.simulate cuda-oom {name}-0               # no estimate: the ladder's next step
+  # out-of-memory, each cause its cure (watch CONTEXT, and the UtilizationReduced condition):
+  python -m e2e.devcluster.simulate oom {name}-0 --estimate 245408  # the KV cache: context 244736
+  python -m e2e.devcluster.simulate cuda-oom {name}-0               # CUDA graphs: utilization 0.92 -> 0.89
+  python -m e2e.devcluster.simulate free-memory {name}-0 --free 70 --total 79.6  # another process: 0.86
+  python -m e2e.devcluster.simulate weights-oom {name}-0            # no cure: Stalled, InsufficientGPUMemory
+  python -m e2e.devcluster.simulate oom-killed {name}-0             # host memory: Stalled, HostOutOfMemory
   kubectl describe qtd/{name}                    # status, conditions and events
   kubectl delete qtd/{name}                      # every child goes with it
 The operator keeps running here (log: {log}); Ctrl-C stops it.
