@@ -10,7 +10,8 @@ Policies, with a floor of 32768; all but the first start at the requested 262144
   (the reserve for activations and CUDA graphs is an estimate), then vLLM's estimate;
 - estimate: the operator as it runs (`fallback.detect` + `fallback.decide` on pod statuses),
   vLLM reporting KVCacheInsufficient with its estimate of the largest context that fits;
-- ladder: the same operator when vLLM gives no estimate (CudaOOM): 262144, 196608, ...;
+- ladder: the same operator when the KV-cache failure carries no figures at all (the last
+  resort): 262144, 196608, ...;
 - halving: blind halving, 262144, 131072, 65536, ...
 """
 
@@ -68,16 +69,16 @@ def operator_policy(
         if plan_error_gib is not None:
             planned = capacity(fits * PER_TOKEN / GIB + plan_error_gib) // CONTEXT_STEP * CONTEXT_STEP
         for restarts in range(32):
-            decision = fallback.decide(res, history, planned, [], NOW)
+            decision = fallback.decide(res, history, lambda _: planned, [], NOW)
             context = decision.effective
             if context <= fits:
                 return restarts, context
-            record: dict[str, Any] = {"reason": LauncherReason.CUDA_OOM, "exitCode": 1}
+            record: dict[str, Any] = {"reason": LauncherReason.KV_CACHE_INSUFFICIENT, "exitCode": 1}
             if with_estimate:
                 record = {"reason": LauncherReason.KV_CACHE_INSUFFICIENT, "exitCode": 1,
                           "maxModelLen": context, "estimatedMaxModelLen": fits}  # fmt: skip
             failures = fallback.detect([pod(f"u{restarts}", context, record)])
-            decision = fallback.decide(res, decision.history, planned, failures, NOW)
+            decision = fallback.decide(res, decision.history, lambda _: planned, failures, NOW)
             if decision.reduced is None:  # at the floor: stalled, a person decides
                 return restarts + 1, None
             history = decision.history
