@@ -153,9 +153,8 @@ CLUSTERS = [
 
 
 def main() -> int:
-    print(
-        f"H100 80GB x 4 (CUDA total {TOTAL_GIB} GiB), bf16 KV cache; request 262144 at 0.92, floors 32768 / 0.8"
-    )
+    head = f"H100 80GB x 4 (CUDA total {TOTAL_GIB} GiB), bf16 KV cache; request 262144 at 0.92"
+    print(f"{head}, floors 32768 / 0.8")
     print(f"{'cause':<40} | {'by cause: restarts, outcome':<38} | context only: restarts, outcome")
     totals = {"cause": 0, "context": 0}
     started = time.perf_counter()
