@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint unit toolchain vllm-env cluster-up cluster-down run demo bench crd docs clean
+.PHONY: test lint unit toolchain tools vllm-env cluster-up cluster-down run demo bench crd docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,14 +22,19 @@ lint: $(STAMP)
 toolchain: $(STAMP)
 	$(PY) -m e2e.devcluster.toolchain build
 
+# Build (or reuse) helm, actionlint, kstatus and the Argo CD Lua runner; fetch the Argo CD,
+# Flux and Prometheus Operator modules whose CRDs the tests use (tests never download).
+tools: $(STAMP)
+	$(PY) -m e2e.devcluster.toolchain tools
+
 # Install (or reuse) vLLM in its own cached virtualenv for the CLI contract tests.
 vllm-env: $(STAMP)
 	$(PY) -m tests.contract.vllm_env ensure
 
-unit: $(STAMP)
+unit: $(STAMP) tools
 	$(PY) -m pytest tests -m "not contract"
 
-test: lint toolchain vllm-env
+test: lint toolchain tools vllm-env
 	$(PY) -m pytest tests e2e
 
 cluster-up: toolchain
@@ -41,6 +46,7 @@ cluster-down: $(STAMP)
 crd: $(STAMP)
 	$(VENV)/bin/qwen-operator crd > crds/qwenthinkingdeployments.serving.qwen-operator.io.yaml
 	cp crds/qwenthinkingdeployments.serving.qwen-operator.io.yaml manifests/crd/  # kustomize reads only below manifests/
+	cp crds/qwenthinkingdeployments.serving.qwen-operator.io.yaml manifests/helm/qwen-operator/crds/  # helm reads only its chart
 
 docs: $(STAMP)
 	$(PY) -c 'import pathlib; from qwen_operator import docs; p = pathlib.Path("README.md"); p.write_text(docs.replace_in(p.read_text()))'

@@ -23,3 +23,21 @@ KWOK_TOOLS = {"kwok": "sigs.k8s.io/kwok/cmd/kwok"}
 def cache_key() -> str:
     """Cache directory name: every pinned version, so a bump never reuses stale binaries."""
     return f"k8s-{KUBERNETES}_etcd-{ETCD}_kwok-{KWOK}"
+
+
+# GitOps and packaging tools (e2e/devcluster/toolchain/tools.py): each its own Go module and
+# its own cache directory, so none of them changes cache_key() above.
+HELM = "v3.22.0"
+ACTIONLINT = "v1.7.12"
+CLI_UTILS = "v0.37.2"  # kstatus: what Flux's health checks and kpt compute
+GOPHER_LUA = "v1.1.1"  # the Lua engine Argo CD pins (argo-cd's go.mod, checked by the e2e suite)
+GOPHER_JSON = "v0.0.0-20190114024228-97fed8db8427"  # how Argo CD reads the table a health script returns
+SIGS_YAML = "v1.4.0"
+
+# Modules whose files the suite applies or checks against (never copied into the repository):
+# Argo CD (its Application CRD and its own health-script tests), Flux (Kustomization and
+# GitRepository CRDs), the Prometheus Operator (the real ServiceMonitor CRD).
+ARGO_CD = "v3.2.0"
+FLUX_KUSTOMIZE_CONTROLLER = "v1.9.6"
+FLUX_SOURCE_CONTROLLER = "v1.9.6"
+PROMETHEUS_OPERATOR = "v0.85.0"
