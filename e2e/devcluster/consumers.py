@@ -6,13 +6,17 @@ modules by `make tools`, see toolchain/tools.py):
 - `argocd_health`: an Argo CD health script run in gopher-lua the way Argo CD runs it:
   Healthy, Progressing, Degraded, Suspended, ... with a message.
 
-Both take many objects at once (one process each) and return one result per object.
+Both take many objects at once (one process each) and return one result per object. `helm`
+runs the cached helm with its own empty cache, config and data directories.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import subprocess
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 ARGOCD_DIR = REPO / "manifests" / "argocd"
 HEALTH_LUA = ARGOCD_DIR / "health.lua"
 ARGOCD_CM = ARGOCD_DIR / "argocd-cm.yaml"
+CHART = REPO / "manifests" / "helm" / "qwen-operator"
 
 
 @dataclass(frozen=True)
@@ -79,3 +84,23 @@ def argocd_tests(directory: Path) -> tuple[list[dict[str, Any]], str]:
     if done.returncode not in (0, 1):
         raise AssertionError(f"luahealth -test {directory} exited {done.returncode}: {done.stderr}")
     return records, done.stderr.strip()
+
+
+@functools.cache
+def _helm_home() -> Path:
+    return Path(tempfile.mkdtemp(prefix="qwen-helm-"))
+
+
+def helm(*args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The cached helm (against $KUBECONFIG where it talks to a cluster), nothing read from or
+    written to the user's helm directories."""
+    home = _helm_home()
+    env = {**os.environ, "HELM_CACHE_HOME": str(home / "cache"), "HELM_CONFIG_HOME": str(home / "config"),
+           "HELM_DATA_HOME": str(home / "data")}  # fmt: skip
+    done = subprocess.run(
+        [str(tools.require("helm")), *args], input=stdin, capture_output=True, text=True, env=env,
+        timeout=300, check=False,
+    )  # fmt: skip
+    if check and done.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} exited {done.returncode}:\n{done.stdout}{done.stderr}")
+    return done
