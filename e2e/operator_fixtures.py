@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +45,13 @@ NAME = SAMPLE["metadata"]["name"]
 class Operator:
     """The operator as a child process; metrics and health over its HTTP port."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path) -> None:
+    def __init__(
+        self, kubeconfig: Path, log_path: Path, args: Sequence[str] = ("run", "--all-namespaces")
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
+        self.args = list(args)
+        """`qwen-operator` arguments (e2e/test_helm.py runs those of the chart's Deployment)."""
         self.port = local_cluster.free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -60,7 +64,7 @@ class Operator:
         with self.log_path.open("ab") as out:
             out.write(f"\n===== start {self.starts} =====\n".encode())
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "qwen_operator.cli", "run", "--all-namespaces"],
+                [sys.executable, "-m", "qwen_operator.cli", *self.args],
                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True,
             )  # fmt: skip
         self.starts += 1
