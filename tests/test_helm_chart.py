@@ -80,6 +80,27 @@ def test_watched_namespaces_become_the_operators_arguments() -> None:
     assert (args.command, args.all_namespaces, args.namespace) == ("run", False, ["llm", "team-b"])
 
 
+def test_namespaces_are_readable_only_when_serving_named_namespaces() -> None:
+    """Kopf lists and watches Namespaces when given --namespace (e2e/test_helm.py saw it stall
+    for about a minute without them); serving every namespace needs no such right."""
+
+    def grants(docs: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+        rules = by_kind(docs)["ClusterRole"]["rules"]
+        return {
+            (g, r, v)
+            for rule in rules
+            for g in rule["apiGroups"]
+            for r in rule["resources"]
+            for v in rule["verbs"]
+        }
+
+    everywhere, named = grants(template()), grants(template("watchNamespaces={llm}"))
+    assert named - everywhere == {("", "namespaces", "list"), ("", "namespaces", "watch")}
+    assert not any(r == "namespaces" for _, r, _ in everywhere)
+    base = yaml.safe_load((REPO / "manifests" / "clusterrole.yaml").read_text())
+    assert by_kind(template())["ClusterRole"]["rules"] == base["rules"]
+
+
 def test_chart_version_app_version_and_image_are_the_release() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert chart["version"] == chart["appVersion"] == pyproject_version()
