@@ -106,9 +106,9 @@ def test_chart_renders_the_kustomize_base() -> None:
     assert deployment["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def service_monitor_crd(cluster: Cluster) -> Iterator[None]:
-    """The Prometheus Operator's ServiceMonitor CRD, for the length of a test (unless present)."""
+    """The Prometheus Operator's ServiceMonitor CRD, for this module (unless already present)."""
     del cluster
     present = kubectl("get", "crd", "servicemonitors.monitoring.coreos.com", check=False).returncode == 0
     path = tools.module_dir("prometheus-operator") / SERVICE_MONITOR_CRD
@@ -122,7 +122,7 @@ def service_monitor_crd(cluster: Cluster) -> Iterator[None]:
         )
     yield
     if not present:
-        kubectl("delete", "-f", str(path), "--wait=false")
+        kubectl("delete", "-f", str(path), "--wait=true", "--timeout=60s")
 
 
 @pytest.mark.parametrize(
