@@ -54,6 +54,7 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parent.parent
 IDLE_SECONDS = 60
+AS_REQUESTED = {"gpuMemoryUtilization": {"requested": 0.92, "effective": 0.92}}
 
 
 def seconds_between(earlier: str, later: str) -> float:
@@ -154,7 +155,7 @@ def test_sample_creates_owned_children_and_becomes_ready(
     st = obj["status"]
     assert st["observedGeneration"] == obj["metadata"]["generation"]
     # the simulated nodes are H100 80GB (nvidia.com/gpu.memory=81559): the plan says 262144 fits
-    assert st["context"] == {"requested": 262144, "effective": 262144, "planned": 262144}
+    assert st["context"] == {"requested": 262144, "effective": 262144, "planned": 262144, **AS_REQUESTED}
     assert st["selector"] == selector_string(NAME)
     ready = condition(obj, "Ready")
     assert ready["status"] == "True" and ready["observedGeneration"] == obj["metadata"]["generation"]
@@ -210,7 +211,12 @@ def test_context_change_reaches_the_statefulset(
     obj = wait_phase(custom, ns, NAME, "Ready")
     assert obj["metadata"]["generation"] == first["metadata"]["generation"] + 1
     assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
-    assert obj["status"]["context"] == {"requested": 131072, "effective": 131072, "planned": 131072}
+    assert obj["status"]["context"] == {
+        "requested": 131072,
+        "effective": 131072,
+        "planned": 131072,
+        **AS_REQUESTED,
+    }
     row = kubectl("get", "qtd", NAME, "-n", ns, "--no-headers").stdout.split()
     assert row[3] == "131072"
     wait_for(lambda: "Updated" in reasons(ns, NAME), 30, "event Updated")  # posted after the status patch
@@ -225,7 +231,12 @@ def test_memory_plan_starts_from_a_context_that_fits(
     assert expected is not None and 32768 < expected.planned < 262144
     obj = apply_ready(custom, ns, **spec)
     planned = expected.planned
-    assert obj["status"]["context"] == {"requested": 262144, "effective": planned, "planned": planned}
+    assert obj["status"]["context"] == {
+        "requested": 262144,
+        "effective": planned,
+        "planned": planned,
+        "gpuMemoryUtilization": {"requested": 0.8, "effective": 0.8},
+    }
     assert sts_context(apps_v1, ns, NAME) == planned
     (event,) = [e for e in events(ns, NAME) if e["reason"] == "ContextPlanned"]
     assert str(planned) in event["message"]
@@ -233,7 +244,8 @@ def test_memory_plan_starts_from_a_context_that_fits(
     patch_spec(ns, {"context": {"preflight": False}})
     wait_for(lambda: sts_context(apps_v1, ns, NAME) == 262144, 60, "--max-model-len")
     ctx = wait_phase(custom, ns, NAME, "Ready")["status"]["context"]
-    assert ctx == {"requested": 262144, "effective": 262144, "planned": planned}
+    at = {"gpuMemoryUtilization": {"requested": 0.8, "effective": 0.8}}
+    assert ctx == {"requested": 262144, "effective": 262144, "planned": planned, **at}
 
 
 def test_service_monitor_when_the_prometheus_operator_crd_exists(
