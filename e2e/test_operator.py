@@ -564,7 +564,7 @@ def test_operator_used_only_its_service_account_within_rbac(operator: Operator, 
     assert used <= granted, used - granted
     # Exactly what it uses: a server-side apply that creates is audited as a patch but authorized
     # as create, and a StatefulSet is deleted only when an immutable field changes.
-    unaudited = {(g, r, "create") for g, r in (("", "services"), ("apps", "statefulsets"),
+    unaudited = {(g, r, "create") for g, r in (("", "services"), ("", "configmaps"), ("apps", "statefulsets"),
                  ("policy", "poddisruptionbudgets"), ("monitoring.coreos.com", "servicemonitors"))} | {
                  ("apps", "statefulsets", "delete")}  # fmt: skip
     assert granted - used <= unaudited, granted - used - unaudited

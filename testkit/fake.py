@@ -27,7 +27,7 @@ from .wrappers import NAME, NS, resource_raw
 
 WRITES = ("apply", "patch", "delete", "create")
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-CHILD_KINDS = ("StatefulSet", "Service", "PodDisruptionBudget", "ServiceMonitor")
+CHILD_KINDS = ("ConfigMap", "StatefulSet", "Service", "PodDisruptionBudget", "ServiceMonitor")
 
 
 class FakeCluster:

@@ -59,6 +59,23 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         {"spec": {"runtime": {"gpuMemoryUtilization": 0.85, "minGpuMemoryUtilization": 0.9}}},
         "spec.runtime.minGpuMemoryUtilization",
     ),
+    (
+        "literal-hf-token",
+        {"spec": {"runtime": {"env": [{"name": "HF_TOKEN", "value": "hf_abc"}]}}},
+        "spec.runtime.env",
+    ),
+    (
+        "literal-database-password",
+        {"spec": {"runtime": {"env": [{"name": "db_password", "value": "hunter2"}]}}},
+        "spec.runtime.env",
+    ),
+    ("weights-cache-1Ki", {"spec": {"model": {"cache": {"size": "1Ki"}}}}, "spec.model.cache.size"),
+    ("weights-cache-100Gi", {"spec": {"model": {"cache": {"size": "100Gi"}}}}, "spec.model.cache.size"),
+    (
+        "capability-sys-admin",
+        {"spec": {"runtime": {"addCapabilities": ["SYS_ADMIN"]}}},
+        "spec.runtime.addCapabilities[0]",
+    ),
     ("unknown-reasoning-parser", {"spec": {"reasoningParser": "deepseek"}}, "spec.reasoningParser"),
     ("kv-cache-int4", {"spec": {"runtime": {"kvCacheDtype": "int4"}}}, "spec.runtime.kvCacheDtype"),
     ("pvc-without-claim", {"spec": {"model": {"source": {"pvc": {}}}}}, "spec.model.source.pvc.claimName"),

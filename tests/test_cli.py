@@ -42,7 +42,13 @@ def test_render_sample_and_effective_context() -> None:
     full = _cli("render", "-f", sample)
     assert full.returncode == 0, full.stderr
     docs = list(yaml.safe_load_all(full.stdout))
-    assert [d["kind"] for d in docs] == ["Service", "Service", "StatefulSet", "PodDisruptionBudget"]
+    assert [d["kind"] for d in docs] == [
+        "ConfigMap",
+        "Service",
+        "Service",
+        "StatefulSet",
+        "PodDisruptionBudget",
+    ]
     reduced = _cli("render", "-f", sample, "--max-model-len", "131072")
     assert reduced.returncode == 0, reduced.stderr
     diff = [

@@ -26,7 +26,7 @@ def as_live(desired: dict[str, Any]) -> dict[str, Any]:
     container = pod["containers"][0]
     container["imagePullPolicy"] = "IfNotPresent"
     container["resources"]["limits"]["nvidia.com/gpu"] = "4"
-    container["readinessProbe"]["httpGet"]["scheme"] = "HTTP"
+    container["livenessProbe"]["httpGet"]["scheme"] = "HTTP"
     live["status"] = {"replicas": 1}
     return live
 

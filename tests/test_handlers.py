@@ -48,8 +48,8 @@ def test_no_change_handlers_so_kopf_keeps_no_records_in_the_resource() -> None:
     assert registry._changing.get_all_handlers() == []
     assert registry._spawning.get_all_handlers() == []
     indexed = {h.id for h in registry._indexing.get_all_handlers()}
-    assert indexed == {"resources", "statefulsets", "services", "poddisruptionbudgets", "servicemonitors",
-                       "pods", "gpu_nodes", "crds"}  # fmt: skip
+    assert indexed == {"resources", "configmaps", "statefulsets", "services", "poddisruptionbudgets",
+                       "servicemonitors", "pods", "gpu_nodes", "crds"}  # fmt: skip
     assert any(
         h.selector is not None and h.selector.check(ours) for h in registry._watching.get_all_handlers()
     )

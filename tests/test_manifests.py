@@ -65,6 +65,7 @@ def test_cluster_role_is_exactly_what_the_operator_calls() -> None:
         ("serving.qwen-operator.io", "qwenthinkingdeployments/status", "patch"),
         *{("apps", "statefulsets", v) for v in (*read, "create", "patch", "delete")},
         *{("", "services", v) for v in (*read, "create", "patch")},
+        *{("", "configmaps", v) for v in (*read, "create", "patch")},
         *{("policy", "poddisruptionbudgets", v) for v in (*read, "create", "patch")},
         *{("monitoring.coreos.com", "servicemonitors", v) for v in (*read, "create", "patch")},
         *{("", "pods", v) for v in read},

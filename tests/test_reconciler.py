@@ -39,7 +39,7 @@ def test_first_pass_creates_every_child_then_idle_means_no_write() -> None:
     cluster = FakeCluster()
     out = reconciler(cluster).reconcile(KEY)
     assert out.result == Result.CHANGED and out.status_written
-    assert cluster.applied() == ["Service", "Service", "StatefulSet", "PodDisruptionBudget"]
+    assert cluster.applied() == ["ConfigMap", "Service", "Service", "StatefulSet", "PodDisruptionBudget"]
     assert cluster.status["phase"] == "Progressing"  # the status is of what was observed
     assert ("Normal", "Created") in cluster.events
     ready = reconciler(cluster).reconcile(KEY)  # the StatefulSet's event: it rolled out
@@ -169,9 +169,10 @@ def test_children_of_an_earlier_resource_of_the_same_name_are_taken_over() -> No
     reconciler(cluster).reconcile(KEY)
     cluster.resource["metadata"]["uid"] = "uid-2"  # deleted and created again
     out = reconciler(cluster).reconcile(KEY)
-    assert out.result == Result.CHANGED and len(out.applied) == 4
-    for kind in ("Service", "StatefulSet", "PodDisruptionBudget"):
-        refs = cluster.objects[(kind, NAME)]["metadata"]["ownerReferences"]
+    assert out.result == Result.CHANGED and len(out.applied) == 5
+    for kind, name in (("ConfigMap", f"{NAME}-launcher"), ("Service", NAME), ("StatefulSet", NAME),
+                       ("PodDisruptionBudget", NAME)):  # fmt: skip
+        refs = cluster.objects[(kind, name)]["metadata"]["ownerReferences"]
         assert [r["uid"] for r in refs] == ["uid-2"]
 
 
@@ -292,7 +293,7 @@ def test_a_new_resource_says_reconciling_before_its_children_are_applied() -> No
     cluster = FakeCluster()
     reconciler(cluster).reconcile(KEY)
     writes = [c for c in cluster.writes() if c[0] != "create"]
-    assert writes[:2] == [("patch", "status"), ("apply", "Service")]
+    assert writes[:2] == [("patch", "status"), ("apply", "ConfigMap")]
     cluster.calls.clear()
     cluster.edit({"replicas": 2})
     reconciler(cluster).reconcile(KEY)  # an existing status: the children first, then the status

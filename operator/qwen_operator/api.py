@@ -11,7 +11,8 @@ from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import Field, JsonValue, PlainValidator, StringConstraints, ValidationError, WithJsonSchema
 
-from .rules import ApiObject, Rule, RuleError
+from .diff import quantity
+from .rules import ApiObject, Rule, RuleError, cel_string_list
 from .vocabulary import (
     API_VERSION,
     CATEGORIES,
@@ -28,7 +29,22 @@ from .vocabulary import (
 __all__ = ["API_VERSION", "CATEGORIES", "GROUP", "KIND", "PLURAL", "SHORT_NAMES", "SINGULAR", "VERSION"]
 
 DEFAULT_MODEL = "Qwen/Qwen3-235B-A22B-Thinking-2507-FP8"
-DEFAULT_IMAGE = "ghcr.io/qwen-operator/qwen-runtime:0.1.0-vllm0.33.0"
+DEFAULT_IMAGE = "vllm/vllm-openai:v0.33.0"
+"""The unmodified vLLM image: the launcher reaches the pods in a ConfigMap (render.py)."""
+BAKED_IMAGE = "ghcr.io/qwen-operator/qwen-runtime:0.1.0-vllm0.33.0"
+"""The optional image with the launcher baked in (runtime/Dockerfile), for air-gapped mirrors."""
+WEIGHTS_CACHE_FLOOR = "221Gi"
+"""The default model's weights: 236,445,455,360 B is 220.2 GiB (planner.weight_bytes)."""
+OTHER_CACHE_FLOOR = "1Gi"
+"""Any other model: no weights cache smaller than this."""
+RECOMMENDED_CONTEXT = 131072
+"""The model card: a thinking model wants at least this context for its reasoning."""
+CREDENTIAL_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_TOKEN", "VLLM_API_KEY", "OPENAI_API_KEY")
+CREDENTIAL_SUFFIX = "(_TOKEN|_API_KEY|_PASSWORD|_SECRET)$"
+"""Environment variable names that hold credentials: never a literal value in the spec."""
+CAPABILITIES = ("IPC_LOCK",)
+"""Capabilities a user may add to the server (IPC_LOCK: pinned memory for RDMA/GPUDirect);
+any of them takes the pods out of Pod Security "restricted"."""
 MAX_CONTEXT = 262144
 MIN_CONTEXT = 1024
 FALLBACK_STEPS = (262144, 196608, 131072, 98304, 65536, 32768)
@@ -191,8 +207,33 @@ class CacheSpec(ApiObject):
     """StorageClass for the volume; empty uses the cluster default."""
 
 
+def _credential(name: str) -> bool:
+    return name.upper() in CREDENTIAL_NAMES or re.search(CREDENTIAL_SUFFIX, name.upper()) is not None
+
+
+def _cache_floor_ok(model: ModelSpec) -> bool:
+    floor = WEIGHTS_CACHE_FLOOR if model.id == DEFAULT_MODEL else OTHER_CACHE_FLOOR
+    size, least = quantity(model.cache.size), quantity(floor)
+    return size is None or least is None or size >= least
+
+
 class ModelSpec(ApiObject):
     """Which model to serve and where its weights come from."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel=(
+                f"!quantity(self.cache.size).isLessThan(quantity(self.id == '{DEFAULT_MODEL}' ? "
+                f"'{WEIGHTS_CACHE_FLOOR}' : '{OTHER_CACHE_FLOOR}'))"
+            ),
+            message=(
+                f"model.cache.size is smaller than the weights it must hold: at least {WEIGHTS_CACHE_FLOOR} "
+                f"for {DEFAULT_MODEL} (236.4 GB), {OTHER_CACHE_FLOOR} for any model"
+            ),
+            check=_cache_floor_ok,
+            field_path=".cache.size",
+        ),
+    )
 
     id: Annotated[
         str,
@@ -252,6 +293,9 @@ class ContextSpec(ApiObject):
     """Requested context length in tokens (vLLM --max-model-len), the cap; 1024 to 262144."""
     min_model_len: Annotated[int, Field(ge=MIN_CONTEXT, le=MAX_CONTEXT)] = 32768
     """Floor for the out-of-memory fallback; the model card advises staying above 131072."""
+    recommended_model_len: Annotated[int, Field(ge=MIN_CONTEXT, le=MAX_CONTEXT)] = RECOMMENDED_CONTEXT
+    """Below this context ContextReduced says so and a Warning is posted once: the model card
+    strongly recommends at least 131072 tokens for this thinking model."""
     fallback: bool = True
     """After a GPU out-of-memory at start-up, apply the cure for its cause: a shorter context when
     the KV cache cannot hold one request, a lower GPU memory utilization for a peak outside it."""
@@ -318,6 +362,19 @@ class RuntimeSpec(ApiObject):
             field_path=".extraArgs",
         ),
         Rule(
+            cel=(
+                "!has(self.env) || self.env.all(e, !has(e.value) || !(e.name.upperAscii() in "
+                f"{cel_string_list(CREDENTIAL_NAMES)} || e.name.upperAscii().matches('{CREDENTIAL_SUFFIX}')))"
+            ),
+            message=(
+                "runtime.env may not hold a credential as a literal value (HF_TOKEN, *_TOKEN, *_API_KEY, "
+                "*_PASSWORD, *_SECRET): use model.source.huggingFace.tokenSecretRef, auth.apiKeySecretRef, "
+                "or valueFrom.secretKeyRef"
+            ),
+            check=lambda r: not any(e.value is not None and _credential(e.name) for e in r.env),
+            field_path=".env",
+        ),
+        Rule(
             cel="self.minGpuMemoryUtilization <= self.gpuMemoryUtilization",
             message="runtime.minGpuMemoryUtilization must not exceed runtime.gpuMemoryUtilization",
             check=lambda r: r.min_gpu_memory_utilization <= r.gpu_memory_utilization,
@@ -326,7 +383,8 @@ class RuntimeSpec(ApiObject):
     )
 
     image: Annotated[str, StringConstraints(max_length=512)] = ""
-    """Runtime image (vLLM + launcher); empty means the operator's pinned default."""
+    """Server image; empty means the unmodified vllm/vllm-openai:v0.33.0 (pin it by digest:
+    vllm/vllm-openai@sha256:...). The launcher comes in a ConfigMap, so any vLLM 0.33 image works."""
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.92
     """Fraction of each GPU's memory vLLM may use (--gpu-memory-utilization)."""
     min_gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.8
@@ -339,7 +397,10 @@ class RuntimeSpec(ApiObject):
     )
     """Arguments appended to `vllm serve`; may not repeat a flag the operator manages."""
     env: Annotated[list[EnvVar], Field(max_length=64)] = Field(default_factory=list)
-    """Extra environment variables of the server container."""
+    """Extra environment variables of the server container; credentials only from Secrets (valueFrom)."""
+    add_capabilities: Annotated[list[Literal["IPC_LOCK"]], Field(max_length=4)] = Field(default_factory=list)
+    """Linux capabilities added to the server (IPC_LOCK for RDMA/GPUDirect); the pods then no longer
+    pass Pod Security "restricted"."""
 
 
 class GpuSpec(ApiObject):
@@ -613,7 +674,7 @@ def parse_resource(obj: dict[str, Any]) -> QwenThinkingDeployment:
         return QwenThinkingDeployment.model_validate(obj)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
+        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
         cause = (err.get("ctx") or {}).get("error")
         if isinstance(cause, RuleError):
             path = cause.rule.field_path or ""

@@ -44,6 +44,7 @@ from .workqueue import WorkQueue
 
 log = logging.getLogger("qwen_operator.handlers")
 CHILDREN: tuple[tuple[str, str, str], ...] = (
+    ("", "v1", "configmaps"),
     ("apps", "v1", "statefulsets"),
     ("", "v1", "services"),
     ("policy", "v1", "poddisruptionbudgets"),
@@ -207,6 +208,7 @@ async def resource_event(
     rt.queue.add((namespace, name))
 
 
+@kopf.on.event("v1", "configmaps", labels=MANAGED_LABELS)
 @kopf.on.event("apps", "v1", "statefulsets", labels=MANAGED_LABELS)
 @kopf.on.event("v1", "services", labels=MANAGED_LABELS)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED_LABELS)

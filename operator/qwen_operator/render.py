@@ -17,10 +17,11 @@ import yaml
 
 from qwen_runtime.argv import GPU_MEMORY_UTILIZATION
 from qwen_runtime.engine import ENGINE_READY_TIMEOUT_S, ENGINE_READY_TIMEOUT_VAR
+from qwen_runtime.ready import API_KEY_VAR
 
-from . import api, placement
+from . import api, launcher_code, placement, security
 from .api import QwenThinkingDeployment, QwenThinkingDeploymentSpec
-from .vocabulary import MAX_MODEL_LEN_FLAG, Component, labels, selector_labels
+from .vocabulary import LAUNCHER_ANNOTATION, MAX_MODEL_LEN_FLAG, Component, labels, selector_labels
 
 CONTAINER_PORT = 8000
 WEIGHTS_MOUNT = "/models"
@@ -41,8 +42,11 @@ DEFAULT_PROBES: dict[str, dict[str, int]] = {
     },
     "liveness": {"periodSeconds": 30, "timeoutSeconds": 10, "failureThreshold": 5},
 }
-TEMPLATES = ("service-headless.yaml.j2", "service.yaml.j2", "statefulset.yaml.j2", "pdb.yaml.j2")
-"""In apply order: the StatefulSet's governing Service exists before its pods."""
+TEMPLATES = (
+    "configmap-launcher.yaml.j2", "service-headless.yaml.j2", "service.yaml.j2", "statefulset.yaml.j2",
+    "pdb.yaml.j2",
+)  # fmt: skip
+"""In apply order: the launcher and the StatefulSet's governing Service exist before its pods."""
 SERVICE_MONITOR_TEMPLATE = "servicemonitor.yaml.j2"
 
 
@@ -137,8 +141,6 @@ def server_argv(
         args += ["--download-dir", HF_CACHE]
         if spec.model.revision:
             args += ["--revision", spec.model.revision]
-    if spec.auth.api_key_secret_ref is not None:
-        args += ["--api-key", "$(QWEN_API_KEY)"]
     return ["python3", "-m", "qwen_runtime", "--", *args, *spec.runtime.extra_args]
 
 
@@ -149,14 +151,14 @@ def _secret_env(name: str, ref: api.SecretKeyRef) -> dict[str, Any]:
 def server_env(spec: QwenThinkingDeploymentSpec) -> list[dict[str, Any]]:
     """Operator env first; the user's env replaces same-named entries (SSA needs unique names)."""
     env: dict[str, dict[str, Any]] = {
-        ENGINE_READY_TIMEOUT_VAR: {"name": ENGINE_READY_TIMEOUT_VAR, "value": str(ENGINE_READY_TIMEOUT_S)},
-        "PYTHONUNBUFFERED": {"name": "PYTHONUNBUFFERED", "value": "1"},
+        e["name"]: e for e in [*launcher_env(), {"name": "PYTHONUNBUFFERED", "value": "1"}]
     }
+    env[ENGINE_READY_TIMEOUT_VAR] = {"name": ENGINE_READY_TIMEOUT_VAR, "value": str(ENGINE_READY_TIMEOUT_S)}
     if pvc_source(spec) is None:
         env["HF_HUB_CACHE"] = {"name": "HF_HUB_CACHE", "value": HF_CACHE}
         env["HF_HUB_OFFLINE"] = {"name": "HF_HUB_OFFLINE", "value": "1"}
-    if spec.auth.api_key_secret_ref is not None:
-        env["QWEN_API_KEY"] = _secret_env("QWEN_API_KEY", spec.auth.api_key_secret_ref)
+    if spec.auth.api_key_secret_ref is not None:  # in the environment, never in the argv (`ps`)
+        env[API_KEY_VAR] = _secret_env(API_KEY_VAR, spec.auth.api_key_secret_ref)
     for var in spec.runtime.env:
         env[var.name] = var.model_dump(by_alias=True, exclude_none=True)
     return list(env.values())
@@ -165,6 +167,7 @@ def server_env(spec: QwenThinkingDeploymentSpec) -> list[dict[str, Any]]:
 def fetch_env(spec: QwenThinkingDeploymentSpec) -> list[dict[str, Any]]:
     """Environment of the init container that downloads the weights (qwen_runtime fetch)."""
     env: list[dict[str, Any]] = [
+        *launcher_env(),
         {"name": "QWEN_MODEL_ID", "value": spec.model.id},
         {"name": "QWEN_MODEL_REVISION", "value": spec.model.revision},
         {"name": "QWEN_WEIGHTS_DIR", "value": HF_CACHE},
@@ -180,12 +183,34 @@ def fetch_env(spec: QwenThinkingDeploymentSpec) -> list[dict[str, Any]]:
     return env
 
 
-def probes(spec: QwenThinkingDeploymentSpec) -> dict[str, dict[str, Any]]:
-    """The default /health probes with the user's overrides merged over them."""
+def launcher_env() -> list[dict[str, Any]]:
+    """Where the launcher's ConfigMap is mounted, and the writable caches of a non-root user."""
+    return [{"name": "PYTHONPATH", "value": launcher_code.MOUNT}, *security.cache_env()]
+
+
+def probes(res: QwenThinkingDeployment) -> dict[str, dict[str, Any]]:
+    """The default probes with the user's overrides merged over them: startup and liveness on
+    vLLM's /health; readiness also asks /v1/models for the served model (qwen_runtime.ready), so
+    no request arrives before the model can answer."""
+    ready = [
+        "python3",
+        "-m",
+        "qwen_runtime",
+        "ready",
+        "--port",
+        str(CONTAINER_PORT),
+        "--model",
+        served_name(res),
+    ]
+    actions: dict[str, dict[str, Any]] = {
+        "startup": {"httpGet": {"path": "/health", "port": "http"}},
+        "readiness": {"exec": {"command": ready}},
+        "liveness": {"httpGet": {"path": "/health", "port": "http"}},
+    }
     out = {}
     for kind, defaults in DEFAULT_PROBES.items():
-        override = getattr(spec.probes, kind).model_dump(by_alias=True, exclude_none=True)
-        out[kind] = {"httpGet": {"path": "/health", "port": "http"}, **defaults, **override}
+        override = getattr(res.spec.probes, kind).model_dump(by_alias=True, exclude_none=True)
+        out[kind] = {**actions[kind], **defaults, **override}
     return out
 
 
@@ -226,6 +251,21 @@ def _values(
         "owner": owner_reference(res),
         "replicas": spec.replicas,
         "image": spec.runtime.image or api.DEFAULT_IMAGE,
+        "launcher": {
+            "configmap": launcher_code.configmap_name(name),
+            "volume": launcher_code.VOLUME,
+            "mount": f"{launcher_code.MOUNT}/{launcher_code.PACKAGE}",
+            "digest": launcher_code.digest(),
+            "sources": launcher_code.sources(),
+            "annotation": LAUNCHER_ANNOTATION,
+        },
+        "security": {
+            "pod": security.pod(),
+            "server": security.container(spec),
+            "init": security.container(),
+            "home": security.HOME,
+            "home_volume": security.HOME_VOLUME,
+        },
         "command": server_argv(res, max_model_len, gpu_memory_utilization),
         "env": server_env(spec),
         "fetch": None if pvc is not None else {"env": fetch_env(spec)},
@@ -234,7 +274,7 @@ def _values(
         "storage_class": spec.model.cache.storage_class_name,
         "cache_size": spec.model.cache.size,
         "resources": resources(spec),
-        "probes": probes(spec),
+        "probes": probes(res),
         "node_selector": placement.node_selector(spec),
         "tolerations": [gpu_toleration, *spec.scheduling.tolerations],
         "affinity": spec.scheduling.affinity,

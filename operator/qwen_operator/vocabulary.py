@@ -53,6 +53,7 @@ class Component(StrEnum):
     SERVER = "server"
     API = "api"
     WEIGHTS = "weights"
+    LAUNCHER = "launcher"
 
 
 def selector_labels(name: str) -> dict[str, str]:
@@ -77,6 +78,8 @@ HASH_ANNOTATION = f"{GROUP}/applied-hash"
 """On each child: a digest of the rendered manifest the operator applied last."""
 RESET_ANNOTATION = f"{GROUP}/context-reset"
 """On the resource, read only: a new value tries the requested context again."""
+LAUNCHER_ANNOTATION = f"{GROUP}/launcher-digest"
+"""On the pod template: the digest of the launcher's sources (a new launcher rolls the pods)."""
 ANNOTATION_PREFIX = f"{GROUP}/"
 """The operator reads only annotations under its own prefix (and keeps no others in memory)."""
 

@@ -1,7 +1,8 @@
-"""Command line: ``python3 -m qwen_runtime [OPTIONS] -- COMMAND...`` or ``... fetch``.
+"""Command line: ``python3 -m qwen_runtime [OPTIONS] -- COMMAND...``, ``... fetch`` or ``... ready``.
 
 ``-- COMMAND`` runs the server under the launcher (see ``qwen_runtime.launcher``);
-``fetch`` downloads the model for the init container (see ``qwen_runtime.fetch``).
+``fetch`` downloads the model for the init container (see ``qwen_runtime.fetch``);
+``ready`` is the readiness probe: healthy and serving the model (see ``qwen_runtime.ready``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 
 USAGE = (
     "python3 -m qwen_runtime [--termination-log PATH] [--kill-after SECONDS] -- COMMAND...\n"
-    "       python3 -m qwen_runtime fetch"
+    "       python3 -m qwen_runtime fetch\n"
+    "       python3 -m qwen_runtime ready --model NAME [--port 8000]"
 )
 
 
@@ -45,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import fetch  # only the init container needs it
 
         return fetch.main(args[1:])
+    if args[:1] == ["ready"]:
+        from . import ready
+
+        return ready.main(args[1:])
     split = args.index("--") if "--" in args else len(args)
     parser = _parser()
     options = parser.parse_args(args[:split])  # handles --help

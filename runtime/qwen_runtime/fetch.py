@@ -98,6 +98,9 @@ def log(message: str) -> None:
 
 def main(argv: Sequence[str] = ()) -> int:
     """Entry point of ``python3 -m qwen_runtime fetch``; returns the exit code."""
+    if list(argv)[:1] in (["--help"], ["-h"]):
+        print(f"usage: python3 -m qwen_runtime fetch\n{__doc__}")
+        return EXIT_OK
     if argv:
         log(
             f"fetch takes no arguments (got {' '.join(argv)}); configure it with {ENV_MODEL_ID}, "

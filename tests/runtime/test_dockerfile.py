@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import qwen_runtime
-from qwen_operator.api import DEFAULT_IMAGE
+from qwen_operator.api import BAKED_IMAGE, DEFAULT_IMAGE
 from tests.contract.vllm_env import VLLM_VERSION  # the parser the contract tests check against
 
 DOCKERFILE = Path(__file__).parents[2] / "runtime" / "Dockerfile"
@@ -33,15 +33,16 @@ def test_base_image_is_the_pinned_vllm_release() -> None:
     assert "FROM ${VLLM_IMAGE}\n" in text()
 
 
-def test_operator_default_image_names_this_vllm_release() -> None:
-    assert DEFAULT_IMAGE.endswith(f"-vllm{VLLM_VERSION}"), DEFAULT_IMAGE
+def test_operator_default_image_is_the_unmodified_vllm_release_this_dockerfile_builds_on() -> None:
+    assert f"vllm/vllm-openai:v{VLLM_VERSION}" == DEFAULT_IMAGE
+    assert f"ARG VLLM_IMAGE={DEFAULT_IMAGE}\n" in text()
 
 
-def test_operator_default_image_is_what_this_dockerfile_builds() -> None:
-    """The build line, the version label and the launcher's version all say the operator's tag."""
-    assert f"docker build -t {DEFAULT_IMAGE} runtime/\n" in text()
+def test_the_baked_image_is_what_this_dockerfile_builds() -> None:
+    """The build line, the version label and the launcher's version all say the baked image's tag."""
+    assert f"docker build -t {BAKED_IMAGE} runtime/\n" in text()
     (version,) = re.findall(r"^ARG QWEN_RUNTIME_VERSION=(\S+)$", text(), re.M)
-    assert DEFAULT_IMAGE.endswith(f":{version}-vllm{VLLM_VERSION}"), (DEFAULT_IMAGE, version)
+    assert BAKED_IMAGE.endswith(f":{version}-vllm{VLLM_VERSION}"), (BAKED_IMAGE, version)
     assert qwen_runtime.__version__ == version
 
 

@@ -1,0 +1,62 @@
+"""The server pods pass Pod Security "restricted" as rendered (the apiserver's admission proves it
+in e2e/test_operator.py); opt-in capabilities leave it knowingly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qwen_operator import render, security
+from testkit.wrappers import parsed
+
+
+def _pod(spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    sts = next(c for c in render.render(parsed(spec)) if c["kind"] == "StatefulSet")
+    pod: dict[str, Any] = sts["spec"]["template"]["spec"]
+    return pod
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """The rules of the "restricted" profile (v1.36) that a pod like ours could break."""
+    found = []
+    ctx = pod.get("securityContext") or {}
+    if (ctx.get("seccompProfile") or {}).get("type") not in ("RuntimeDefault", "Localhost"):
+        found.append("pod seccompProfile")
+    for c in [*pod.get("initContainers", []), *pod["containers"]]:
+        sc = c.get("securityContext") or {}
+        if sc.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{c['name']}: allowPrivilegeEscalation")
+        if "ALL" not in (sc.get("capabilities") or {}).get("drop", []):
+            found.append(f"{c['name']}: capabilities drop ALL")
+        if set((sc.get("capabilities") or {}).get("add", [])) - {"NET_BIND_SERVICE"}:
+            found.append(f"{c['name']}: capabilities add")
+        if not (sc.get("runAsNonRoot") or ctx.get("runAsNonRoot")):
+            found.append(f"{c['name']}: runAsNonRoot")
+    if any("hostPath" in v for v in pod.get("volumes", [])):
+        found.append("hostPath volume")
+    return found
+
+
+def test_every_container_is_restricted() -> None:
+    pod = _pod()
+    assert restricted_violations(pod) == []
+    assert pod["securityContext"]["runAsUser"] == pod["securityContext"]["runAsGroup"] == 1000
+    assert pod["securityContext"]["fsGroup"] == 1000  # the weights volume is the group's
+
+
+def test_a_non_root_server_has_a_writable_home_and_caches() -> None:
+    pod = _pod()
+    server = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    for name, path in security.CACHES.items():
+        assert env[name] == path and path.startswith(security.HOME), name
+    assert {"name": "home", "emptyDir": {}} in pod["volumes"]
+    assert {"name": "home", "mountPath": security.HOME} in server["volumeMounts"]
+    (shm,) = [v for v in pod["volumes"] if v["name"] == "dshm"]
+    assert shm["emptyDir"]["medium"] == "Memory"
+
+
+def test_ipc_lock_is_opt_in_and_leaves_restricted() -> None:
+    pod = _pod({"runtime": {"addCapabilities": ["IPC_LOCK"]}})
+    assert pod["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["IPC_LOCK"]}
+    assert restricted_violations(pod) == ["server: capabilities add"]
+    assert "add" not in pod["initContainers"][0]["securityContext"]["capabilities"]
