@@ -1,0 +1,215 @@
+"""Back simulated pods with real processes: the kubelet's part for the server container.
+
+Why: on the local cluster kwok plays every kubelet and runs nothing, so the fallback has only
+ever seen failures written by hand. For a pod whose container carries the environment variable
+`QWEN_E2E_REAL_PROCESS` (set through `spec.runtime.env`), kwok only starts the containers,
+unready (stage `pod-start-real-process` in toolchain/kwok-stages.yaml), and this harness does
+what the kubelet would:
+
+* when the server container is running in the pod's status, it runs the container's own
+  command here (the launcher and the CPU vLLM; `server.adapt` lists what it swaps: the model
+  becomes the tiny checkpoint, the port a loopback one, ...);
+* while the startup probe fails nothing changes; when it passes, the container is started and
+  ready and the pod Ready (the readiness probe is the same `/health`);
+* when the process exits, the container's `lastState.terminated` gets its exit code and the
+  termination message (the launcher's record, or the log's tail with FallbackToLogsOnError),
+  through `kube.terminate_container`, and after the kubelet's back-off (10 s, doubling) the
+  container runs again unless the pod was replaced;
+* a pod being deleted has its process stopped (SIGTERM, then SIGKILL).
+
+    python -m e2e.devcluster.realvllm.harness -n NAMESPACE   # until Ctrl-C, on $KUBECONFIG
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config
+
+from e2e.devcluster.kube import terminate_container
+from e2e.devcluster.realvllm import checkpoint, env, kubelet
+from e2e.devcluster.realvllm.server import RealServer, adapt
+from qwen_runtime.argv import max_model_len
+
+MARKER = "QWEN_E2E_REAL_PROCESS"
+CONTAINER = "server"
+BACKOFF_SECONDS, BACKOFF_MAX = 10.0, 300.0
+"""The kubelet's crash-loop back-off: 10 s, doubling, at most 5 minutes."""
+STOP_GRACE = 10.0
+"""The pod is already gone (kwok deletes at once): no one waits for the drain."""
+
+
+@dataclass
+class Run:
+    """One run of a pod's server container as a real process."""
+
+    pod: str
+    uid: str
+    restart_count: int
+    server: RealServer
+    context: int | None
+    ready_after: float | None = None
+    exit_code: int | None = None
+    message: str = ""
+
+
+@dataclass
+class Harness:
+    """Plays the kubelet's part for the marked pods of one namespace, from a thread."""
+
+    api: client.ApiClient
+    namespace: str
+    python: Path
+    checkpoint: Path
+    workdir: Path
+    poll: float = 0.5
+    runs: list[Run] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    _active: dict[str, Run] = field(default_factory=dict)
+    _restart_due: dict[str, float] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> Harness:
+        self._thread = threading.Thread(target=self._loop, name="realvllm-harness", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        for run in self._active.values():
+            run.server.stop(STOP_GRACE)
+        self._active.clear()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception as error:  # keep playing the kubelet; the test reads errors
+                self.errors.append(repr(error))
+            self._stop.wait(self.poll)
+
+    def step(self) -> None:
+        """One look at the namespace's pods, and what the kubelet would do about each."""
+        core = client.CoreV1Api(self.api)
+        items = core.list_namespaced_pod(self.namespace).items
+        pods = [self.api.sanitize_for_serialization(p) for p in items]  # type: ignore[no-untyped-call]
+        live = {p["metadata"]["uid"]: p for p in pods if not p["metadata"].get("deletionTimestamp")}
+        for uid in [uid for uid in self._active if uid not in live]:
+            self._active.pop(uid).server.stop(STOP_GRACE)
+        for uid, pod in live.items():
+            spec = _container(pod["spec"].get("containers"))
+            status = _container(pod.get("status", {}).get("containerStatuses"))
+            if spec is None or status is None or not _marked(spec):
+                continue
+            run = self._active.get(uid)
+            if run is None:
+                if "running" in status.get("state", {}) and not self._ran(uid, status.get("restartCount", 0)):
+                    self._start(pod, status.get("restartCount", 0))
+                elif uid in self._restart_due and time.monotonic() >= self._restart_due[uid]:
+                    del self._restart_due[uid]
+                    self._patch_container(pod, {"state": {"running": {"startedAt": _now()}}}, ready=False)
+            elif run.server.returncode() is not None:
+                self._exited(pod, spec, run)
+            elif run.ready_after is None and self._passes(run, spec, "startupProbe", "readinessProbe"):
+                run.ready_after = time.monotonic() - run.server.started_at
+                self._patch_container(pod, {"ready": True, "started": True}, ready=True)
+
+    def _passes(self, run: Run, spec: dict[str, Any], *kinds: str) -> bool:
+        return all(run.server.probe(kubelet.Probe.of(spec, kind)) for kind in kinds)
+
+    def _ran(self, uid: str, restart_count: int) -> bool:
+        return any((r.uid, r.restart_count) == (uid, restart_count) for r in self.runs)
+
+    def _start(self, pod: dict[str, Any], restart_count: int) -> None:
+        name, uid = pod["metadata"]["name"], pod["metadata"]["uid"]
+        workdir = self.workdir / f"{name}-{uid[:8]}-{restart_count}"
+        launch = adapt(pod["spec"], venv_bin=self.python.parent, checkpoint=self.checkpoint, workdir=workdir,
+                       secret=self._secret, configmap=self._configmap)  # fmt: skip
+        run = Run(name, uid, restart_count, RealServer(launch), max_model_len(launch.argv))
+        self.runs.append(run)
+        self._active[uid] = run
+        run.server.start()
+
+    def _exited(self, pod: dict[str, Any], spec: dict[str, Any], run: Run) -> None:
+        code = run.exit_code = run.server.wait(0)
+        run.server.exited_after = time.monotonic() - run.server.started_at
+        del self._active[run.uid]
+        log = run.server.log().encode()
+        run.message = kubelet.termination_message(spec, run.server.termination_log(), log, failed=code != 0)
+        terminate_container(self.api, self.namespace, run.pod, CONTAINER, "Error" if code else "Completed",
+                            code, message=run.message)  # fmt: skip
+        crashes = sum(1 for r in self.runs if r.uid == run.uid and r.exit_code)
+        self._restart_due[run.uid] = time.monotonic() + min(BACKOFF_SECONDS * 2 ** (crashes - 1), BACKOFF_MAX)
+
+    def _patch_container(self, pod: dict[str, Any], change: dict[str, Any], ready: bool) -> None:
+        """The server container's status with `change`, and the pod's readiness to match."""
+        statuses = [
+            {**s, **change, **({} if ready else {"ready": False, "started": False})}
+            if s["name"] == CONTAINER
+            else s
+            for s in pod["status"]["containerStatuses"]
+        ]
+        value = "True" if ready else "False"
+        conditions = [
+            {**c, "status": value, "lastTransitionTime": _now()}
+            if c["type"] in ("Ready", "ContainersReady") and c["status"] != value
+            else c
+            for c in pod["status"].get("conditions", [])
+        ]
+        body = {"status": {"containerStatuses": statuses, "conditions": conditions}}
+        client.CoreV1Api(self.api).patch_namespaced_pod_status(pod["metadata"]["name"], self.namespace, body)
+
+    def _configmap(self, name: str) -> dict[str, str]:
+        return dict(client.CoreV1Api(self.api).read_namespaced_config_map(name, self.namespace).data or {})
+
+    def _secret(self, name: str, key: str) -> str:
+        secret = client.CoreV1Api(self.api).read_namespaced_secret(name, self.namespace)
+        return base64.b64decode((secret.data or {})[key]).decode()
+
+
+def _marked(container: dict[str, Any]) -> bool:
+    return any(var.get("name") == MARKER for var in container.get("env") or [])
+
+
+def _container(items: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    return next((c for c in items or [] if c.get("name") == CONTAINER), None)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m e2e.devcluster.realvllm.harness", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("-n", "--namespace", default="default")
+    parser.add_argument("--workdir", type=Path, default=Path(".state/realvllm"))
+    args = parser.parse_args(argv)
+    config.load_kube_config()
+    python = env.ensure()
+    tiny = checkpoint.ensure(python)
+    harness = Harness(client.ApiClient(), args.namespace, python, tiny, args.workdir.resolve())
+    print(f"backing pods with {MARKER} in namespace {args.namespace}; logs under {args.workdir}/", flush=True)
+    with harness, contextlib.suppress(KeyboardInterrupt):
+        seen = 0
+        while True:
+            time.sleep(1)
+            for run in harness.runs[seen:]:
+                print(f"{run.pod} restart {run.restart_count}: --max-model-len {run.context}", flush=True)
+            seen = len(harness.runs)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

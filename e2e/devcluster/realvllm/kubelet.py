@@ -1,0 +1,194 @@
+"""What a kubelet does with a pod's container spec, done for a process on this machine.
+
+Why: the real-process tests run the server container the operator renders, so whatever the
+kubelet would do between the spec and the process must be done the same way here: resolve the
+environment (literal values and Secret references), expand `$(VAR)` in the command, lay out
+the container's volumes (a ConfigMap's keys as files, an emptyDir or a claim as an empty
+directory), run the probes (HTTP GET or exec), and build the termination message from the
+termination-log file or, with `FallbackToLogsOnError`, from the log's tail.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SecretLookup = Callable[[str, str], str]
+"""(Secret name, key) -> value; raises KeyError when missing (the kubelet would not start)."""
+ConfigMapLookup = Callable[[str], Mapping[str, str]]
+"""ConfigMap name -> its data."""
+_REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+FALLBACK_LINES, FALLBACK_BYTES = 80, 2048
+"""The log tail the kubelet uses for `FallbackToLogsOnError` (pkg/kubelet/kuberuntime)."""
+MESSAGE_BYTES = 4096
+"""The kubelet keeps at most this much of a termination-log file."""
+HOST_MOUNTS = ("/dev/",)
+"""Mounts that stay the host's own here (/dev/shm: vLLM's shared memory)."""
+
+
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' `$(VAR)` expansion: a defined variable is replaced, `$$` is a literal `$`,
+    an undefined reference stays as written."""
+
+    def one(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1)
+        return env[name] if name in env else match.group(0)
+
+    return _REFERENCE.sub(one, text)
+
+
+def container_env(container: Mapping[str, Any], secret: SecretLookup) -> dict[str, str]:
+    """The container's environment as the kubelet builds it: in order, each value expanded
+    against the ones before it; `valueFrom.secretKeyRef` read through `secret`."""
+    env: dict[str, str] = {}
+    for var in container.get("env") or []:
+        if "value" in var:
+            env[var["name"]] = expand(str(var["value"]), env)
+        elif ref := (var.get("valueFrom") or {}).get("secretKeyRef"):
+            env[var["name"]] = secret(ref["name"], ref.get("key", ""))
+        else:
+            raise ValueError(f"env {var['name']}: only values and secretKeyRef are supported here")
+    return env
+
+
+def command(container: Mapping[str, Any], env: Mapping[str, str]) -> list[str]:
+    """command + args with `$(VAR)` expanded, as the kubelet hands them to the runtime."""
+    return [expand(str(a), env) for a in [*(container.get("command") or []), *(container.get("args") or [])]]
+
+
+def lay_out_volumes(
+    pod_spec: Mapping[str, Any], container: Mapping[str, Any], rootfs: Path, configmap: ConfigMapLookup
+) -> dict[str, Path]:
+    """Each of the container's volume mounts as a directory under `rootfs` (mountPath -> dir):
+    a ConfigMap's keys (or its `items`) as files, anything else (emptyDir, a claim, a volume
+    claim template) empty. Mounts under /dev stay the host's."""
+    volumes = {v["name"]: v for v in pod_spec.get("volumes") or []}
+    laid: dict[str, Path] = {}
+    for mount in container.get("volumeMounts") or []:
+        path = str(mount["mountPath"])
+        if path.startswith(HOST_MOUNTS):
+            continue
+        target = rootfs / path.lstrip("/")
+        target.mkdir(parents=True, exist_ok=True)
+        source = (volumes.get(mount["name"]) or {}).get("configMap")
+        if source is not None:
+            data = configmap(source["name"])
+            items = source.get("items") or [{"key": key, "path": key} for key in data]
+            for item in items:
+                (target / item["path"]).parent.mkdir(parents=True, exist_ok=True)
+                (target / item["path"]).write_text(data[item["key"]])
+        laid[path] = target
+    return laid
+
+
+def under(value: str, mounts: Mapping[str, Path], rootfs: Path) -> str:
+    """An absolute path that is, lies in or leads to a mount, moved under `rootfs` (a list of
+    paths like PYTHONPATH too); anything else unchanged."""
+    parts = value.split(":")
+    if len(parts) > 1 and all(part.startswith("/") for part in parts):
+        return ":".join(under(part, mounts, rootfs) for part in parts)
+    if not value.startswith("/"):
+        return value
+    related = any(
+        value == m or value.startswith(m + "/") or m.startswith(value.rstrip("/") + "/") for m in mounts
+    )
+    return str(rootfs / value.lstrip("/")) if related else value
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One of the container's probes (HTTP GET or exec), with the kubelet's defaults."""
+
+    kind: str
+    path: str | None
+    port: int | str | None
+    exec_command: list[str] | None
+    initial_delay: float
+    period: float
+    timeout: float
+    failure_threshold: int
+    success_threshold: int
+
+    @classmethod
+    def of(cls, container: Mapping[str, Any], kind: str) -> Probe:
+        """`kind`: startupProbe, readinessProbe or livenessProbe."""
+        spec = container[kind]
+        get, run = spec.get("httpGet"), spec.get("exec")
+        if get is not None and (get.get("scheme", "HTTP") != "HTTP" or get.get("httpHeaders")):
+            raise ValueError(f"{kind}: only plain HTTP GET probes are supported here")
+        if get is None and run is None:
+            raise ValueError(f"{kind}: only httpGet and exec probes are supported here")
+        return cls(
+            kind=kind,
+            path=get.get("path", "/") if get else None,
+            port=get["port"] if get else None,
+            exec_command=list(run["command"]) if run else None,
+            initial_delay=float(spec.get("initialDelaySeconds", 0)),
+            period=float(spec.get("periodSeconds", 10)),
+            timeout=float(spec.get("timeoutSeconds", 1)),
+            failure_threshold=int(spec.get("failureThreshold", 3)),
+            success_threshold=int(spec.get("successThreshold", 1)),
+        )
+
+    @property
+    def window(self) -> float:
+        """How long a startup probe lets the container start before the kubelet kills it."""
+        return self.initial_delay + self.period * self.failure_threshold
+
+    def __str__(self) -> str:
+        action = (
+            f"GET {self.path} on port {self.port}"
+            if self.path
+            else f"exec {' '.join(self.exec_command or [])}"
+        )
+        return f"{self.kind}: {action}, every {self.period:g}s, timeout {self.timeout:g}s"
+
+
+def http_ok(host: str, port: int, path: str, timeout: float) -> bool:
+    """An HTTP probe: success is a status from 200 to 399 within the timeout."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=timeout) as resp:
+            return 200 <= int(resp.status) < 400
+    except urllib.error.HTTPError as error:
+        return 200 <= error.code < 400
+    except OSError:
+        return False
+
+
+def exec_ok(argv: list[str], env: Mapping[str, str], cwd: Path, timeout: float) -> bool:
+    """An exec probe: success is exit code 0 within the timeout."""
+    try:
+        done = subprocess.run(argv, env=dict(env), cwd=cwd, capture_output=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def container_port(container: Mapping[str, Any], port: int | str) -> int:
+    """A probe's port: a number, or the name of one of the container's ports."""
+    if isinstance(port, int) or str(port).isdigit():
+        return int(port)
+    for entry in container.get("ports") or []:
+        if entry.get("name") == port:
+            return int(entry["containerPort"])
+    raise ValueError(f"the container has no port named {port!r}")
+
+
+def termination_message(container: Mapping[str, Any], written: bytes, log: bytes, failed: bool) -> str:
+    """The message the kubelet puts in `lastState.terminated`: the termination-log file, or,
+    with `FallbackToLogsOnError` when that file is empty and the container failed, the log's
+    last 80 lines (at most 2 KiB)."""
+    if written.strip():
+        return written[:MESSAGE_BYTES].decode(errors="replace")
+    if failed and container.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+        tail = b"\n".join(log.rstrip(b"\n").split(b"\n")[-FALLBACK_LINES:])
+        return tail[-FALLBACK_BYTES:].decode(errors="replace")
+    return ""
