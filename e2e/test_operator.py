@@ -175,6 +175,26 @@ def test_sample_creates_owned_children_and_becomes_ready(
     assert "Recovered" not in reasons(ns, NAME)
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "samples").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_sample_is_admitted_under_pod_security_restricted(
+    operator: Operator, ns: str, apps_v1: client.AppsV1Api, core_v1: client.CoreV1Api, path: Path
+) -> None:
+    labels = core_v1.read_namespace(ns).metadata.labels
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    (doc,) = yaml.safe_load_all(path.read_text())
+    name = doc["metadata"]["name"]
+    kubectl("apply", "-n", ns, "-f", str(path))
+    def pods() -> list[Any]:
+        return list(core_v1.list_namespaced_pod(ns, label_selector=instance(name)).items)
+
+    wait_for(pods, 60, f"pods of {name}")
+    refused = [e for e in events(ns, name, kind="StatefulSet") if e["reason"] == "FailedCreate"]
+    assert refused == [], refused
+    for pod in pods():
+        assert pod.spec.security_context.run_as_non_root
+        assert pod.spec.containers[0].image == "vllm/vllm-openai:v0.33.0"
+
+
 def test_scale_subresource(
     operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api
 ) -> None:

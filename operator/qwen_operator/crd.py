@@ -91,6 +91,8 @@ class _Converter:
     @staticmethod
     def _finish(node: Schema, model: type[ApiObject] | None) -> Schema:
         node.pop("title", None)
+        if "const" in node:  # a one-value Literal: OpenAPI v3 in a CRD knows enum, not const
+            node["enum"] = [node.pop("const")]
         if isinstance(node.get("exclusiveMinimum"), int | float) and not isinstance(
             node["exclusiveMinimum"], bool
         ):
