@@ -37,6 +37,7 @@ OPERATOR_NAMESPACE = "qwen-operator-system"
 SERVICE_ACCOUNT = "qwen-operator"
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{SERVICE_ACCOUNT}"
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+RESTRICTED = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
 GROUP, VERSION, PLURAL = "serving.qwen-operator.io", "v1alpha1", "qwenthinkingdeployments"
 SAMPLE = yaml.safe_load((REPO / "samples" / "qwen3-235b-thinking.yaml").read_text())
 NAME = SAMPLE["metadata"]["name"]
@@ -163,7 +164,9 @@ def operator(
 
 @pytest.fixture
 def ns(namespace: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api) -> Iterator[str]:
-    """A test namespace whose resources and pods are gone (GPUs free again) when the test ends."""
+    """A test namespace that enforces Pod Security "restricted" (the apiserver's admission refuses
+    any pod that breaks it), whose resources and pods are gone (GPUs free again) when the test ends."""
+    core_v1.patch_namespace(namespace, {"metadata": {"labels": RESTRICTED}})
     yield namespace
     with contextlib.suppress(Exception):
         custom.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
