@@ -181,25 +181,16 @@ def test_helm_install_serves_a_resource_as_the_charts_service_account(
     del session_operator_stopped
     release, op_ns = "qwen-helm", f"qwen-helm-{uuid.uuid4().hex[:5]}"
     fullname = f"{release}-qwen-operator"
+    # The operator's namespace enforces Pod Security "restricted", as manifests/namespace.yaml does.
+    restricted = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
+    core_v1.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=op_ns, labels=restricted)))
     watch = f"watchNamespaces={{{ns}}}"
-    helm(
-        "install",
-        release,
-        str(CHART),
-        "-n",
-        op_ns,
-        "--create-namespace",
-        "--set",
-        watch,
-        "--wait",
-        "--timeout",
-        "120s",
-    )
     op: Operator | None = None
     try:
+        helm("install", release, str(CHART), "-n", op_ns, "--set", watch, "--wait", "--timeout", "120s")
         status = json.loads(helm("status", release, "-n", op_ns, "-o", "json").stdout)
         assert status["info"]["status"] == "deployed"
-        # kwok ran the chart's pod: it passed admission and became Ready (helm --wait).
+        # kwok ran the chart's pod: it passed admission (Pod Security restricted) and became Ready.
         deploy = json.loads(kubectl("get", "deployment", fullname, "-n", op_ns, "-o", "json").stdout)
         assert deploy["status"]["readyReplicas"] == 1
         pod = deploy["spec"]["template"]["spec"]
