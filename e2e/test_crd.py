@@ -82,7 +82,7 @@ def test_scale_and_status_subresources(namespace: str) -> None:
 def test_printer_columns_and_short_name(namespace: str) -> None:
     assert _apply(resource({}), namespace).returncode == 0
     header = kubectl("get", "qtd", "-n", namespace, "-o", "wide").stdout.splitlines()[0].split()
-    assert header == ["NAME", "REPLICAS", "READY", "CONTEXT", "PHASE", "AGE", "ENDPOINT"]
+    assert header == ["NAME", "REPLICAS", "READY", "CONTEXT", "PHASE", "PROGRESS", "AGE", "ENDPOINT"]
 
 
 def test_kubectl_explain_describes_fields() -> None:

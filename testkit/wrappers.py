@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
-from e2e.devcluster.kube import crashed_container_status
+from e2e.devcluster.kube import StartStage, crashed_container_status, starting_pod_status
 from qwen_operator import api, clock, diff, facts, render
 from qwen_operator.vocabulary import (
     API_VERSION,
@@ -183,6 +183,15 @@ class Pod:
         cond = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
                 "lastTransitionTime": clock.rfc3339(since)}  # fmt: skip
         self.raw["status"] = {"phase": "Pending", "conditions": [cond]}
+        return self
+
+    def starting(self, stage: StartStage, since: datetime) -> Pod:
+        """The pod at one point of its start, as the kubelet reports it."""
+        self.raw["status"] = starting_pod_status(stage, since)
+        return self
+
+    def created(self, at: datetime) -> Pod:
+        self.raw["metadata"]["creationTimestamp"] = clock.rfc3339(at)
         return self
 
     def deleting(self) -> Pod:

@@ -115,7 +115,7 @@ def test_names_subresources_and_columns() -> None:
         "labelSelectorPath": ".status.selector",
     }
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
-    assert list(columns) == ["Replicas", "Ready", "Context", "Phase", "Age", "Endpoint"]
+    assert list(columns) == ["Replicas", "Ready", "Context", "Phase", "Progress", "Age", "Endpoint"]
     assert columns["Context"]["jsonPath"] == ".status.context.effective"
     assert columns["Endpoint"]["priority"] == 1
 

@@ -211,13 +211,14 @@ def test_nothing_changed_means_nothing_to_write() -> None:
     assert desired.result == Result.UNCHANGED and desired.recheck_after is None
 
 
-def test_one_more_crash_of_the_same_kind_writes_nothing() -> None:
+def test_one_more_crash_of_the_same_kind_changes_only_the_replicas_count() -> None:
     crash = (Pod().crashed("CUDA out of memory").facts(),)
     first = decide(observed(kids=(statefulset(ready=0),), pods=crash), NOW)
     assert first.status_patch is not None
     again = (Pod().crashed("CUDA out of memory").crashed("CUDA out of memory").facts(),)
     later = decide(observed(status=first.status_patch, kids=(statefulset(ready=0),), pods=again), NOW)
-    assert later.status_patch is None and later.events == ()
+    assert later.events == () and set(later.status_patch or {}) == {"replicaStatus"}
+    assert (later.status_patch or {})["replicaStatus"][0]["restarts"] == 2
 
 
 def test_last_transition_time_moves_only_on_a_flip() -> None:
@@ -345,3 +346,25 @@ def test_never_reconciling_and_stalled_at_once(case: Case) -> None:
     erring = failed(observed(status=desired.status_patch), "503 leader changed", NOW)
     e = conds(erring, desired.status_patch)
     assert (e["Reconciling"]["status"], e["Stalled"]["status"]) == ("True", "False")
+
+
+def test_below_the_model_cards_recommended_context_is_said_and_warned_once() -> None:
+    spec = {"context": {"maxModelLen": 65536}}
+    first = decide(observed(spec), NOW)
+    cond = conds(first)["ContextReduced"]
+    assert cond["status"] == "False"
+    assert "below the 131072 tokens the model card recommends" in cond["message"]
+    assert [e.reason for e in first.events].count("ContextBelowRecommended") == 1
+    again = decide(observed(spec, status=first.status_patch), NOW)
+    assert "ContextBelowRecommended" not in [e.reason for e in again.events]
+    fine = decide(observed({"context": {"maxModelLen": 65536, "recommendedModelLen": 32768}}), NOW)
+    assert "ContextBelowRecommended" not in [e.reason for e in fine.events]
+    assert "recommends" not in conds(fine)["ContextReduced"]["message"]
+
+
+def test_a_fallback_below_the_recommendation_warns() -> None:
+    st = settled_status()
+    pods = (Pod().context(262144).utilization(0.92).failed(kv_record(262144, 100000)).facts(),)
+    desired = decide(observed(status=st, pods=pods), NOW)
+    assert "ContextBelowRecommended" in [e.reason for e in desired.events]
+    assert "below the 131072 tokens" in conds(desired)["ContextReduced"]["message"]

@@ -100,6 +100,46 @@ def crashed_container_status(
             "restartCount": restarts, "ready": ready, "started": ready}  # fmt: skip
 
 
+StartStage = Literal["scheduled", "downloading", "loading", "serving"]
+
+
+def starting_pod_status(stage: StartStage, since: datetime, image: str = "img") -> dict[str, Any]:
+    """The status a kubelet reports for a server pod at one point of its start: `scheduled`
+    (containers being created), `downloading` (the fetch-weights init container runs), `loading`
+    (the server runs, its startup probe has not passed), `serving` (ready). `since` is when that
+    point began, as the kubelet stamps it."""
+    at = _rfc3339(since)
+
+    def container(
+        name: str, state: dict[str, Any], ready: bool = False, started: bool = False
+    ) -> dict[str, Any]:
+        return {"name": name, "image": image, "imageID": "", "ready": ready, "started": started,
+                "restartCount": 0, "state": state}  # fmt: skip
+
+    def condition(type_: str, ok: bool) -> dict[str, Any]:
+        return {"type": type_, "status": "True" if ok else "False", "lastTransitionTime": at}
+
+    creating = {"waiting": {"reason": "PodInitializing"}}
+    done = {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": at, "finishedAt": at}}
+    init = {"scheduled": creating, "downloading": {"running": {"startedAt": at}}}.get(stage, done)
+    server = {
+        "loading": container("server", {"running": {"startedAt": at}}),
+        "serving": container("server", {"running": {"startedAt": at}}, ready=True, started=True),
+    }.get(stage, container("server", creating))
+    ready = stage == "serving"
+    return {
+        "phase": "Running" if stage in ("loading", "serving") else "Pending",
+        "conditions": [
+            condition("PodScheduled", True),
+            condition("Initialized", stage in ("loading", "serving")),
+            condition("ContainersReady", ready),
+            condition("Ready", ready),
+        ],
+        "initContainerStatuses": [container("fetch-weights", init)],
+        "containerStatuses": [server],
+    }
+
+
 def terminate_container(
     api: client.ApiClient,
     namespace: str,

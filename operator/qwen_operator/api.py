@@ -24,6 +24,7 @@ from .vocabulary import (
     VERSION,
     Phase,
     Remedy,
+    Stage,
 )
 
 __all__ = ["API_VERSION", "CATEGORIES", "GROUP", "KIND", "PLURAL", "SHORT_NAMES", "SINGULAR", "VERSION"]
@@ -595,6 +596,21 @@ class Condition(ApiObject):
     """When the status last changed."""
 
 
+class ReplicaStatus(ApiObject):
+    """One server pod's progress, as the kubelet reports it."""
+
+    pod: str
+    """The pod."""
+    stage: Stage
+    """Scheduling, DownloadingWeights, LoadingModel, Serving or CrashLoop."""
+    since: str | None = None
+    """When the pod entered the stage (RFC 3339, the kubelet's time): its age is the stage's."""
+    restarts: int = 0
+    """Restarts of the server container."""
+    reason: str = ""
+    """Why it waits or fails: the scheduler's, the kubelet's or the launcher's reason."""
+
+
 class QwenThinkingDeploymentStatus(ApiObject):
     """Observed state, written only by the operator."""
 
@@ -612,6 +628,10 @@ class QwenThinkingDeploymentStatus(ApiObject):
     """OpenAI-compatible base URL inside the cluster."""
     context: ContextStatus | None = None
     """Context length requested, in force and planned."""
+    progress: str | None = None
+    """The replicas' stages in short, e.g. "1/2 serving, 1 downloading" (printer column Progress)."""
+    replica_status: list[ReplicaStatus] | None = None
+    """One entry per server pod: its stage, since when, restarts and last reason."""
     conditions: list[Condition] = Field(default_factory=list)
     """kstatus conditions."""
 

@@ -163,6 +163,12 @@ PRINTER_COLUMNS = [
         "description": "Context length in force",
     },
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Phase"},
+    {
+        "name": "Progress",
+        "type": "string",
+        "jsonPath": ".status.progress",
+        "description": "The replicas' stages in short",
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {
         "name": "Endpoint",

@@ -166,7 +166,7 @@ def decide(observed: Observed, now: datetime) -> Desired:
     found = blocker or decision.problem or problems.of_pods(observed.pods, now, decision.explained)
     problem, wait = (found, None) if isinstance(found, Problem) else (None, found)
     sts = observed.child("StatefulSet", res.metadata.name)
-    after = status.build(status.Inputs(res, sts, decision, problem, wait), before, now)
+    after = status.build(status.Inputs(res, sts, decision, problem, wait, observed.pods), before, now)
     said: list[Event] = []
     if decision.reduced is not None:
         said.append(events.cured(decision.reduced))
@@ -174,6 +174,8 @@ def decide(observed: Observed, now: datetime) -> Desired:
         said += events.planned(
             res.spec.context, before.context.planned if before.context else None, decision.planned
         )
+        was = before.context.effective if before.context else None
+        said += events.below_recommendation(was, decision.effective, res.spec.context.recommended_model_len)
     return _desired(observed, after, before, said, applies, _result(res, blocker, applies), decision, wait)
 
 

@@ -85,6 +85,17 @@ def cured(step: api.ContextStep) -> Event:
     return Event(EventType.WARNING, EventReason.CONTEXT_REDUCED, message[:MESSAGE_LIMIT])
 
 
+def below_recommendation(before: int | None, after: int, recommended: int) -> list[Event]:
+    """A Warning once, when the context in force falls below the model card's recommendation."""
+    if after >= recommended or (before is not None and before < recommended):
+        return []
+    message = (
+        f"the servers run with {after} tokens of context, below the {recommended} the model card strongly "
+        "recommends for this thinking model: long reasoning may be cut short (spec.context)"
+    )
+    return [Event(EventType.WARNING, EventReason.CONTEXT_BELOW_RECOMMENDED, message)]
+
+
 def planned(ctx: api.ContextSpec, before: int | None, planned: int | None) -> list[Event]:
     """One event when the plan changes and says the request does not fit."""
     if planned is None or planned == before or planned >= ctx.max_model_len:

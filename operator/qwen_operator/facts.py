@@ -23,6 +23,7 @@ from .vocabulary import (
     SERVER_CONTAINER,
     KubeletReason,
     LauncherRecord,
+    PodCondition,
     PodPhase,
     parse_launcher_record,
 )
@@ -208,6 +209,10 @@ class Container:
     """`state.terminated`: the run that just ended (before the kubelet restarts it)."""
     last_terminated: Terminated | None
     """`lastState.terminated`: the previous run."""
+    running_since: datetime | None = None
+    """`state.running.startedAt`: when this run started."""
+    last_finished: datetime | None = None
+    """`lastState.terminated.finishedAt`: when the previous run ended."""
 
 
 def _container(raw: Mapping[str, Any]) -> Container:
@@ -223,7 +228,13 @@ def _container(raw: Mapping[str, Any]) -> Container:
         waiting_message=str((waiting or {}).get("message") or ""),
         terminated=_terminated((state or {}).get("terminated")),
         last_terminated=_terminated((last or {}).get("terminated")),
+        running_since=clock.parse(_field((state or {}).get("running"), "startedAt")),
+        last_finished=clock.parse(_field((last or {}).get("terminated"), "finishedAt")),
     )
+
+
+def _field(value: Any, key: str) -> str | None:
+    return str(value.get(key)) if isinstance(value, Mapping) and value.get(key) else None
 
 
 @dataclass(frozen=True)
@@ -253,6 +264,9 @@ class Pod:
     """The server container's memory limit (host memory), "" when none."""
     init_containers: tuple[Container, ...]
     containers: tuple[Container, ...]
+    created: datetime | None = None
+    ready_since: datetime | None = None
+    """The Ready condition's lastTransitionTime, while it is True."""
 
     @property
     def server(self) -> Container | None:
@@ -263,7 +277,7 @@ def _unschedulable(status: Mapping[str, Any]) -> Unschedulable | None:
     if status.get("phase", PodPhase.PENDING) != PodPhase.PENDING:
         return None
     for cond in status.get("conditions") or []:
-        if not isinstance(cond, Mapping) or cond.get("type") != "PodScheduled":
+        if not isinstance(cond, Mapping) or cond.get("type") != PodCondition.SCHEDULED:
             continue
         if cond.get("status") == "False" and cond.get("reason") == KubeletReason.UNSCHEDULABLE:
             return Unschedulable(str(cond.get("message") or ""), clock.parse(cond.get("lastTransitionTime")))
@@ -309,7 +323,20 @@ def pod_from(raw: Raw) -> Pod:
         server_memory_limit=_memory_limit(server),
         init_containers=_containers((status or {}).get("initContainerStatuses")),
         containers=_containers((status or {}).get("containerStatuses")),
+        created=clock.parse(meta.get("creationTimestamp")),
+        ready_since=_ready_since(status or {}),
     )
+
+
+def _ready_since(status: Mapping[str, Any]) -> datetime | None:
+    for cond in status.get("conditions") or []:
+        if (
+            isinstance(cond, Mapping)
+            and cond.get("type") == PodCondition.READY
+            and cond.get("status") == "True"
+        ):
+            return clock.parse(cond.get("lastTransitionTime"))
+    return None
 
 
 @dataclass(frozen=True)

@@ -287,6 +287,8 @@ class Decision:
     requested_utilization: float
     utilization: float
     """The --gpu-memory-utilization in force."""
+    recommended: int = 0
+    """spec.context.recommendedModelLen: below it, people are told."""
     reduced: api.ContextStep | None = None
     """The history entry this pass added (the StatefulSet changes with it)."""
     problem: Problem | None = None
@@ -352,7 +354,7 @@ def decide(
     ]
     base = Decision(
         ctx.max_model_len, digest, start, current, planned, tuple(history),
-        res.spec.runtime.gpu_memory_utilization, utilization,
+        res.spec.runtime.gpu_memory_utilization, utilization, ctx.recommended_model_len,
         explained=frozenset(f.pod for f in memory if f not in fresh),
     )  # fmt: skip
     if not fresh:

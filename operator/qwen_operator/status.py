@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from . import api, clock, facts, render
+from . import api, clock, facts, render, replicas
 from .fallback import Decision
 from .problems import Problem, Wait, short
 from .vocabulary import ConditionType, LauncherReason, Phase, Reason, Remedy, selector_string
@@ -72,14 +72,14 @@ def phase_of(want: int, ro: Rollout, problem: Problem | None) -> Phase:
     return Phase.PENDING if problem.reason == Reason.UNSCHEDULABLE else Phase.FAILED
 
 
-def _progress(want: int, ro: Rollout, wait: Wait | None) -> tuple[str, str]:
+def _progress(want: int, ro: Rollout, wait: Wait | None, summary: str) -> tuple[str, str]:
     if wait is not None:
         return wait.reason, wait.message
     if not ro.exists:
         return Reason.PROGRESSING, "creating the StatefulSet"
     if ro.updated < min(want, ro.replicas):
-        return Reason.PROGRESSING, f"rolling out: {ro.updated} of {want} replicas updated, {ro.ready} ready"
-    return Reason.PROGRESSING, f"{ro.ready} of {want} replicas ready"
+        return Reason.PROGRESSING, f"rolling out: {ro.updated} of {want} replicas updated; {summary}"
+    return Reason.PROGRESSING, summary
 
 
 def _cond(type_: ConditionType, truth: Truth, reason: str, message: str, generation: int | None) -> Condition:
@@ -88,10 +88,11 @@ def _cond(type_: ConditionType, truth: Truth, reason: str, message: str, generat
 
 def kstatus(
     phase: Phase, want: int, ro: Rollout, problem: Problem | None, wait: Wait | None, paused: bool,
-    generation: int | None,
+    generation: int | None, summary: str = "",
 ) -> list[Condition]:  # fmt: skip
-    """Ready, Reconciling and Stalled for a valid spec (no timestamps yet)."""
-    progress = _progress(want, ro, wait)
+    """Ready, Reconciling and Stalled for a valid spec (no timestamps yet); `summary` says what the
+    replicas are doing (replicas.summary)."""
+    progress = _progress(want, ro, wait, summary or f"{ro.ready} of {want} replicas ready")
     if phase == Phase.READY:
         ready_msg = "scaled to zero" if want == 0 else f"{ro.ready} of {want} replicas ready"
         ready: tuple[Truth, str, str] = (
@@ -139,6 +140,11 @@ def context_reduced(decision: Decision, generation: int | None) -> Condition:
         message = (
             f"running {decision.effective} of the {decision.requested} tokens requested: "
             f"the memory plan fits {decision.planned}"
+        )
+    if decision.effective < decision.recommended:
+        message += (
+            f"; below the {decision.recommended} tokens the model card recommends for this thinking model "
+            "(long reasoning may be cut short)"
         )
     return _cond(ConditionType.CONTEXT_REDUCED, truth, reason, message, generation)
 
@@ -199,6 +205,7 @@ class Inputs:
     decision: Decision
     problem: Problem | None
     wait: Wait | None
+    pods: tuple[facts.Pod, ...] = ()
 
 
 def build(f: Inputs, before: Status, now: datetime) -> Status:
@@ -207,7 +214,9 @@ def build(f: Inputs, before: Status, now: datetime) -> Status:
     want = res.spec.replicas
     ro = rollout(f.sts, want)
     phase = phase_of(want, ro, f.problem)
-    conds = kstatus(phase, want, ro, f.problem, f.wait, res.spec.paused, generation)
+    entries = replicas.stages(f.pods)
+    summary = replicas.summary(entries, want)
+    conds = kstatus(phase, want, ro, f.problem, f.wait, res.spec.paused, generation, summary)
     conds += [context_reduced(f.decision, generation), utilization_reduced(f.decision, generation)]
     return Status(
         observed_generation=generation,
@@ -217,6 +226,8 @@ def build(f: Inputs, before: Status, now: datetime) -> Status:
         selector=selector_string(res.metadata.name),
         endpoint=render.endpoint(res),
         context=context_status(f.decision),
+        progress=replicas.progress(entries, want),
+        replica_status=entries or None,
         conditions=merge_conditions(before.conditions, conds, now),
     )
 

@@ -89,6 +89,8 @@ GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 
 SERVER_CONTAINER = "server"
 """The container that runs vLLM under the launcher."""
+FETCH_CONTAINER = "fetch-weights"
+"""The init container that downloads the weights."""
 MAX_MODEL_LEN_FLAG = "--max-model-len"
 
 CONTEXT_STEP = 1024
@@ -116,6 +118,21 @@ class Phase(StrEnum):
     READY = "Ready"
     DEGRADED = "Degraded"
     FAILED = "Failed"
+
+
+class Stage(StrEnum):
+    """What one replica is doing, from what the kubelet reports (`status.replicaStatus[].stage`)."""
+
+    SCHEDULING = "Scheduling"
+    """Waiting for a node, a volume, or its containers to be created."""
+    DOWNLOADING_WEIGHTS = "DownloadingWeights"
+    """The init container downloads the weights."""
+    LOADING_MODEL = "LoadingModel"
+    """The server runs but is not ready yet: vLLM loads the weights and warms up."""
+    SERVING = "Serving"
+    """Ready: the served model answers."""
+    CRASH_LOOP = "CrashLoop"
+    """A container keeps failing; the reason is the launcher's (or the kubelet's)."""
 
 
 class ConditionType(StrEnum):
@@ -208,6 +225,13 @@ class PodPhase(StrEnum):
     PENDING = "Pending"
 
 
+class PodCondition(StrEnum):
+    """The pod conditions the operator reads."""
+
+    SCHEDULED = "PodScheduled"
+    READY = "Ready"
+
+
 IMAGE_PULL_FAILURES = frozenset(
     {
         KubeletReason.IMAGE_PULL_BACK_OFF,
@@ -255,6 +279,9 @@ class EventReason(StrEnum):
     UTILIZATION_REDUCED = "UtilizationReduced"
     """Warning | the GPU memory utilization was lowered after a CUDA out of memory outside the KV
     cache, or to what another process leaves free"""
+    CONTEXT_BELOW_RECOMMENDED = "ContextBelowRecommended"
+    """Warning | the servers run below `context.recommendedModelLen` (the model card's 131072 for
+    a thinking model), once when that begins"""
     RECOVERED = "Recovered"
     """Normal | no longer stalled"""
     RECONCILE_ERROR = "ReconcileError"
