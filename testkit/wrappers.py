@@ -87,16 +87,17 @@ def children(
 
 
 def statefulset(
-    replicas: int = 1, ready: int = 1, updated: int | None = None, observed: bool = True, name: str = NAME
-) -> facts.Child:
-    """A StatefulSet of this resource, its rollout as the controller reports it."""
-    owner = {"apiVersion": API_VERSION, "kind": KIND, "name": name, "uid": UID, "controller": True}
-    meta = {"name": name, "namespace": NS, "generation": 3, "labels": {INSTANCE_LABEL: name},
-            "ownerReferences": [owner]}  # fmt: skip
-    rollout = {"observedGeneration": 3 if observed else 2, "replicas": replicas, "readyReplicas": ready,
-               "updatedReplicas": replicas if updated is None else updated, "currentRevision": "a",
-               "updateRevision": "a" if updated is None else "b"}  # fmt: skip
-    raw = {"kind": "StatefulSet", "metadata": meta, "spec": {"replicas": replicas}, "status": rollout}
+    replicas: int = 1, ready: int = 1, updated: int | None = None, observed: bool = True,
+    spec: Mapping[str, Any] | None = None,
+) -> facts.Child:  # fmt: skip
+    """The StatefulSet of `parsed(spec)` as the operator applied it, scaled to `replicas`, its
+    rollout as the controller reports it."""
+    res = parsed({**(spec or {}), "replicas": replicas})
+    raw = live(next(m for m in render.render(res) if m["kind"] == "StatefulSet"))
+    raw["metadata"]["generation"] = 3
+    raw["status"] = {"observedGeneration": 3 if observed else 2, "replicas": replicas, "readyReplicas": ready,
+                     "updatedReplicas": replicas if updated is None else updated, "currentRevision": "a",
+                     "updateRevision": "a" if updated is None else "b"}  # fmt: skip
     return facts.child_from(raw)
 
 

@@ -122,3 +122,9 @@ def test_names_subresources_and_columns() -> None:
 
 def test_crd_yaml_parses_back() -> None:
     assert yaml.safe_load(crd.crd_yaml()) == crd.crd()
+
+
+def test_a_new_resource_reads_in_progress_before_the_operator_wrote() -> None:
+    status = crd.openapi_schema()["properties"]["status"]
+    (cond,) = status["default"]["conditions"]
+    assert (cond["type"], cond["status"]) == ("Reconciling", "True")

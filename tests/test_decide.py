@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from qwen_operator import facts, problems
+from qwen_operator.crd import NEW_STATUS
 from qwen_operator.decide import Desired, decide, failed
 from qwen_operator.observe import Observed, Refusal
 from qwen_operator.vocabulary import SERVICE_MONITOR_CRD, Result
@@ -368,3 +369,20 @@ def test_a_fallback_below_the_recommendation_warns() -> None:
     desired = decide(observed(status=st, pods=pods), NOW)
     assert "ContextBelowRecommended" in [e.reason for e in desired.events]
     assert "below the 131072 tokens" in conds(desired)["ContextReduced"]["message"]
+
+
+def test_a_template_change_reads_in_progress_until_the_statefulset_rolled() -> None:
+    """The StatefulSet observed is the old one, rolled and ready: the status must not say Ready."""
+    settled = settled_status()
+    warmer = observed({"sampling": {"temperature": 0.7}}, status=settled, kids=children(parsed()))
+    changed = decide(warmer, NOW)
+    assert [a.ident for a in changed.applies] == ["StatefulSet q"]
+    c = conds(changed, settled)
+    assert (c["Ready"]["status"], c["Reconciling"]["status"]) == ("False", "True")
+
+
+def test_a_new_resource_reads_in_progress_from_its_defaulted_status() -> None:
+    desired = decide(observed(status=NEW_STATUS, kids=()), NOW)
+    assert desired.status_first and desired.status_patch is not None
+    later = decide(observed(status=settled_status(), kids=()), NOW)
+    assert not later.status_first

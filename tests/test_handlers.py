@@ -79,7 +79,7 @@ def test_events_queue_the_owning_resource() -> None:
     asyncio.run(handlers.child_event(type="MODIFIED", body=body, resource=sts, namespace="ns", labels={},
                                      memo=_memo(rt)))  # no owner: nothing to do  # fmt: skip
     asyncio.run(handlers.resource_event(type="MODIFIED", body=body, namespace="ns", name="r", memo=_memo(rt)))
-    assert rt.queue.pending() == [("ns", "q"), ("ns", "r")]
+    assert rt.queue.pending() == [("ns", "r"), ("ns", "q")]  # the resource at once, the child after a moment
 
 
 def test_a_deleted_resource_leaves_the_phase_gauge() -> None:

@@ -239,9 +239,10 @@ def test_a_memory_failure_lowers_the_context_once() -> None:
     assert flag(command(cluster), "--max-model-len") == "244736"
     assert cluster.status["context"]["effective"] == 244736 and len(cluster.status["context"]["history"]) == 1
     assert ("Warning", "ContextReduced") in cluster.events and counter._value.get() == before + 1
-    cluster.calls.clear()
-    again = reconciler(cluster).reconcile(KEY)  # the same pod status again: nothing to do
-    assert cluster.calls == [] and again.result == Result.UNCHANGED
+    assert cluster.status["phase"] == "Progressing"  # the new StatefulSet is not rolled out yet
+    settled(cluster)  # the same pod status again, and the rollout: no second reduction
+    assert cluster.status["context"]["effective"] == 244736 and len(cluster.status["context"]["history"]) == 1
+    assert cluster.applied() == [] and counter._value.get() == before + 1
 
 
 def test_weights_that_cannot_fit_apply_nothing() -> None:

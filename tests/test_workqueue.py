@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from qwen_operator.workqueue import WorkQueue
 
@@ -57,3 +58,36 @@ def test_failures_are_retried() -> None:
     queue.stop()
     assert len(attempts) == 3
     assert queue.alive() is False
+
+
+def test_a_delayed_add_waits_collapses_and_an_earlier_turn_wins() -> None:
+    worked: list[tuple[str, float]] = []
+    done = threading.Event()
+    started = time.monotonic()
+
+    def handler(key: str) -> None:
+        worked.append((key, time.monotonic() - started))
+        if len(worked) == 2:
+            done.set()
+
+    queue: WorkQueue[str] = WorkQueue(handler, workers=1)
+    for _ in range(5):
+        queue.add("settle", after=0.3)  # the events of one change: one run, after the moment
+    queue.add("later", after=5.0)
+    queue.add("later", after=0.1)  # an earlier turn replaces the later one
+    assert queue.pending() == ["later", "settle"]
+    queue.start()
+    assert done.wait(5)
+    queue.stop()
+    assert [k for k, _ in worked] == ["later", "settle"]
+    assert 0.1 <= worked[0][1] < 1.0 and 0.3 <= worked[1][1] < 1.0
+
+
+def test_an_immediate_add_overtakes_a_waiting_one() -> None:
+    done = threading.Event()
+    queue: WorkQueue[str] = WorkQueue(lambda key: done.set(), workers=1)
+    queue.add("k", after=30.0)
+    queue.add("k")
+    queue.start()
+    assert done.wait(2)
+    queue.stop()

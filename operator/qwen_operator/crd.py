@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from . import api
 from .rules import ApiObject
+from .vocabulary import ConditionType, Reason
 
 Schema = dict[str, Any]
 _DEFAULT_OBJECT = "x-qwen-default-object"
@@ -120,6 +121,20 @@ def schema_of(model: type[BaseModel]) -> Schema:
     return _Converter._finish(node, model if issubclass(model, ApiObject) else None)
 
 
+NEW_STATUS = {
+    "conditions": [
+        {
+            "type": str(ConditionType.RECONCILING),
+            "status": "True",
+            "reason": str(Reason.PROGRESSING),
+            "message": "waiting for the operator's first reconciliation",
+        }
+    ]
+}
+"""What a resource reads before the operator wrote anything: in progress (kstatus reads a
+resource with no status at all as Current, so Flux and `kubectl wait` would be done at once)."""
+
+
 def openapi_schema() -> Schema:
     """The whole resource's schema: root rules, spec and status."""
     spec = schema_of(api.QwenThinkingDeploymentSpec)
@@ -133,7 +148,7 @@ def openapi_schema() -> Schema:
             "kind": {"type": "string", "description": "QwenThinkingDeployment"},
             "metadata": {"type": "object"},
             "spec": spec,
-            "status": schema_of(api.QwenThinkingDeploymentStatus),
+            "status": {**schema_of(api.QwenThinkingDeploymentStatus), "default": NEW_STATUS},
         },
         # Not Rule.as_crd(): the schema declares no fields under metadata, so the apiserver
         # could not resolve a fieldPath such as .metadata.name (the CLI still reports it).

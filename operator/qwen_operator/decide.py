@@ -166,7 +166,9 @@ def decide(observed: Observed, now: datetime) -> Desired:
     found = blocker or decision.problem or problems.of_pods(observed.pods, now, decision.explained)
     problem, wait = (found, None) if isinstance(found, Problem) else (None, found)
     sts = observed.child("StatefulSet", res.metadata.name)
-    after = status.build(status.Inputs(res, sts, decision, problem, wait, observed.pods), before, now)
+    changing = any(a.manifest["kind"] == "StatefulSet" for a in applies)
+    inputs = status.Inputs(res, sts, decision, problem, wait, observed.pods, changing)
+    after = status.build(inputs, before, now)
     said: list[Event] = []
     if decision.reduced is not None:
         said.append(events.cured(decision.reduced))
@@ -190,7 +192,7 @@ def _desired(
         result=result,
         applies=applies,
         status_patch=status.merge_patch(observed.resource.status, status.to_wire(after)),
-        status_first=not observed.resource.status,
+        status_first=before.observed_generation is None,
         events=(*said, *events.transitions(before, after)),
         phase=after.phase,
         reduced=ctx is not None and (ctx.effective or 0) < (ctx.requested or 0),

@@ -54,6 +54,10 @@ PODS = ("", "v1", "pods")
 NODES = ("", "v1", "nodes")
 CRDS = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 GPU_NODE_LABELS = {GPU_MEMORY_LABEL: kopf.PRESENT}
+SETTLE_SECONDS = 0.5
+"""How long a child's or pod's event waits for the others of the same change (a pod turns
+ready, then its StatefulSet counts it): one reconciliation, one status write, for all of them.
+A change to the resource itself is worked at once."""
 
 
 @dataclass
@@ -69,7 +73,7 @@ class Runtime:
 
     def queue_all(self) -> None:
         for key in self.cache.keys():  # noqa: SIM118 (a method, not a dict)
-            self.queue.add(key)
+            self.queue.add(key, after=SETTLE_SECONDS)
 
 
 OPTIONAL_PLURALS = frozenset({"servicemonitors"})
@@ -224,7 +228,7 @@ async def child_event(
     if rt is None or not namespace or not owner:
         return
     rt.cache.seen(resource.kind or "", body, deleted=type == "DELETED")
-    rt.queue.add((namespace, owner))
+    rt.queue.add((namespace, owner), after=SETTLE_SECONDS)
 
 
 @kopf.on.event("v1", "nodes", labels=GPU_NODE_LABELS)

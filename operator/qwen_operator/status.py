@@ -40,7 +40,9 @@ class Rollout:
     """The StatefulSet controller has seen the latest StatefulSet spec and finished rolling."""
 
 
-def rollout(sts: facts.Child | None, want: int) -> Rollout:
+def rollout(sts: facts.Child | None, want: int, changing: bool = False) -> Rollout:
+    """The StatefulSet's rollout; `changing`: this pass applies a new StatefulSet, so whatever
+    the old one reports, the servers do not match the spec yet (kstatus must read InProgress)."""
     if sts is None:
         return Rollout(False, 0, 0, 0, False)
     st = sts.status
@@ -50,7 +52,7 @@ def rollout(sts: facts.Child | None, want: int) -> Rollout:
     revisions_equal = st.get("currentRevision") == st.get("updateRevision") or updated >= replicas
     spec_replicas = sts.manifest["spec"].get("replicas")
     settled = observed and revisions_equal and spec_replicas == want and replicas == want and updated >= want
-    return Rollout(True, replicas, int(st.get("readyReplicas") or 0), updated, settled)
+    return Rollout(True, replicas, int(st.get("readyReplicas") or 0), updated, settled and not changing)
 
 
 def previous(raw: Mapping[str, Any]) -> Status:
@@ -206,13 +208,15 @@ class Inputs:
     problem: Problem | None
     wait: Wait | None
     pods: tuple[facts.Pod, ...] = ()
+    sts_changing: bool = False
+    """This pass applies a new StatefulSet."""
 
 
 def build(f: Inputs, before: Status, now: datetime) -> Status:
     """The status of a valid resource."""
     res, generation = f.res, f.res.metadata.generation
     want = res.spec.replicas
-    ro = rollout(f.sts, want)
+    ro = rollout(f.sts, want, f.sts_changing)
     phase = phase_of(want, ro, f.problem)
     entries = replicas.stages(f.pods)
     summary = replicas.summary(entries, want)

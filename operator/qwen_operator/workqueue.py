@@ -1,15 +1,21 @@
-"""A de-duplicating work queue with retry back-off, worked by a few threads.
+"""A de-duplicating, delaying work queue with retry back-off, worked by a few threads.
 
 Kopf's handlers only say "look at this resource again"; many events for one resource (a
 StatefulSet and three pods changing at once) collapse into one pending key, a key is never
 worked by two threads at once, and a key added while it is being worked runs once more
-afterwards. Failures come back after an exponential back-off.
+afterwards. An add may ask for a delay: the events of one change (a pod turns ready, then
+its StatefulSet counts it) arrive within a moment of each other, and waiting that moment
+turns several status writes into one. A key already due sooner keeps its turn. Failures come
+back after an exponential back-off; a handler may also ask to be run again after a while.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from typing import Generic, TypeVar
@@ -32,9 +38,13 @@ class WorkQueue(Generic[K]):
         self._cond = threading.Condition()
         self._queue: deque[K] = deque()
         self._dirty: set[K] = set()
+        """Keys that will be worked: queued, or waiting for their time."""
+        self._due: dict[K, float] = {}
+        """Waiting keys and when they are due (time.monotonic)."""
+        self._timeline: list[tuple[float, int, K]] = []
+        self._order = itertools.count()
         self._processing: set[K] = set()
         self._failures: dict[K, int] = {}
-        self._timers: set[threading.Timer] = set()
         self._threads: list[threading.Thread] = []
         self._stopping = False
 
@@ -50,55 +60,69 @@ class WorkQueue(Generic[K]):
     def stop(self, timeout: float = 10.0) -> None:
         with self._cond:
             self._stopping = True
-            for timer in self._timers:
-                timer.cancel()
             self._cond.notify_all()
         for thread in self._threads:
             thread.join(timeout)
 
     def pending(self) -> list[K]:
-        """Keys waiting for a worker, in order."""
+        """Keys that will be worked: those queued, then those waiting, by when they are due."""
         with self._cond:
-            return list(self._queue)
+            return [*self._queue, *sorted(self._due, key=lambda k: self._due[k])]
 
-    def add(self, key: K) -> None:
-        with self._cond:
-            if self._stopping or key in self._dirty:
-                return
-            self._dirty.add(key)
-            if key not in self._processing:
-                self._queue.append(key)
-                self._cond.notify()
-
-    def add_after(self, key: K, delay: float) -> None:
-        def fire() -> None:
-            with self._cond:
-                self._timers.discard(timer)
-            self.add(key)
-
-        timer = threading.Timer(delay, fire)
-        timer.daemon = True
+    def add(self, key: K, after: float = 0.0) -> None:
+        """Work `key` once more, in `after` seconds at the latest (sooner if already due sooner)."""
         with self._cond:
             if self._stopping:
                 return
-            self._timers.add(timer)
-        timer.start()
+            due = time.monotonic() + after
+            if key in self._dirty and (key not in self._due or self._due[key] <= due):
+                return  # already queued, or waiting for an earlier turn
+            self._dirty.add(key)
+            if after <= 0:
+                self._due.pop(key, None)
+                if key not in self._processing:
+                    self._queue.append(key)
+            else:
+                self._due[key] = due
+                heapq.heappush(self._timeline, (due, next(self._order), key))
+            self._cond.notify()
+
+    def add_after(self, key: K, delay: float) -> None:
+        self.add(key, after=delay)
+
+    def _promote(self) -> float | None:
+        """Move waiting keys whose time has come to the queue; seconds until the next one is due."""
+        now = time.monotonic()
+        while self._timeline:
+            due, _, key = self._timeline[0]
+            if self._due.get(key) != due:  # superseded by an earlier turn, or already queued
+                heapq.heappop(self._timeline)
+                continue
+            if due > now:
+                return due - now
+            heapq.heappop(self._timeline)
+            del self._due[key]
+            if key not in self._processing:
+                self._queue.append(key)
+        return None
 
     def _next(self) -> K | None:
         with self._cond:
-            while not self._queue and not self._stopping:
-                self._cond.wait()
-            if self._stopping:
-                return None
-            key = self._queue.popleft()
-            self._dirty.discard(key)
-            self._processing.add(key)
-            return key
+            while True:
+                if self._stopping:
+                    return None
+                wait = self._promote()
+                if self._queue:
+                    key = self._queue.popleft()
+                    self._dirty.discard(key)
+                    self._processing.add(key)
+                    return key
+                self._cond.wait(wait)
 
     def _done(self, key: K) -> None:
         with self._cond:
             self._processing.discard(key)
-            if key in self._dirty:  # added again while it was worked
+            if key in self._dirty and key not in self._due:  # added again while it was worked
                 self._queue.append(key)
                 self._cond.notify()
 
@@ -111,10 +135,10 @@ class WorkQueue(Generic[K]):
                 self._failures[key] = failures + 1
                 delay = self._backoff[min(failures, len(self._backoff) - 1)]
                 log.warning("%s failed (attempt %d), retrying in %.0fs: %s", key, failures + 1, delay, exc)
-                self.add_after(key, delay)
+                self.add(key, after=delay)
             else:
                 self._failures.pop(key, None)
                 if again is not None:
-                    self.add_after(key, again)
+                    self.add(key, after=again)
             finally:
                 self._done(key)

