@@ -89,6 +89,7 @@ def ensure(python: Path) -> Path:
         partial = final.with_name(final.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "HF_", "TRANSFORMERS_"))}
+        env["HF_HUB_OFFLINE"] = "1"  # made from nothing: a download attempt is a bug
         subprocess.run([str(python), str(HERE), str(partial)], check=True, env=env)
         partial.rename(final)  # complete or absent: a killed build leaves only .partial
     return final
