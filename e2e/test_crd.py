@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from e2e.devcluster.kube import kubectl
+from qwen_operator import crd
 from testkit.invalid_cases import INVALID, resource
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +64,7 @@ def test_scale_and_status_subresources(namespace: str) -> None:
     got["status"] = {"phase": "Ready"}
     kubectl("replace", "-n", namespace, "-f", "-", stdin=json.dumps(got))
     again = json.loads(kubectl("get", "-n", namespace, "qtd/qwen3-thinking", "-o", "json").stdout)
-    assert "status" not in again
+    assert again["status"] == crd.NEW_STATUS  # the schema's default, not what the main resource said
     patch = json.dumps({"status": {"phase": "Ready", "replicas": 3, "selector": "a=b"}})
     kubectl(
         "patch", "-n", namespace, "qtd/qwen3-thinking", "--subresource=status", "--type=merge", "-p", patch

@@ -256,13 +256,6 @@ def test_every_phase_reads_right_to_flux_argo_cd_and_kubectl_wait(
     assert argo[0].status == "Suspended" and ks[0].status == "Current", (ks, argo)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="operator: the pass that applies a changed pod template writes Ready=True, Reconciling=False "
-    "for the new generation from the StatefulSet as it was before that apply (decide.py builds the status "
-    "from the observed StatefulSet), so kstatus reads Current, Argo CD Healthy and `kubectl wait` returns "
-    "before the roll out starts",
-)
 def test_a_roll_out_reads_in_progress_until_the_statefulset_rolled(
     operator: Operator,
     ns: str,

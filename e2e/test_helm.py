@@ -40,6 +40,7 @@ from e2e.operator_fixtures import (  # noqa: E402
     settle,
     wait_phase,
 )
+from qwen_operator import crd  # noqa: E402
 
 pytest_plugins = ("e2e.operator_fixtures",)
 pytestmark = pytest.mark.e2e
@@ -214,7 +215,7 @@ def test_helm_install_serves_a_resource_as_the_charts_service_account(
         # A resource outside the watched namespaces is not this operator's.
         apply_yaml(op_ns, sample())
         settle(5)
-        assert "status" not in get_qtd(custom, op_ns, NAME)
+        assert get_qtd(custom, op_ns, NAME)["status"] == crd.NEW_STATUS  # as created: no operator wrote
         if cluster.audit_log is not None:
             user = f"system:serviceaccount:{op_ns}:{fullname}"
             entries = audit_entries(cluster.audit_log, offset, user)
