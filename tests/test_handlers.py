@@ -135,3 +135,15 @@ def test_kopfs_warning_about_an_absent_optional_crd_is_dropped_and_others_kept()
         record(only + "version='v1', any_name='servicemonitors'), Selector(any_name='widgets')")
     )
     assert keep.filter(record("Ambiguous resources will not be served"))
+
+
+def test_the_cache_reads_every_index_kopf_fills() -> None:
+    registry = kopf.get_default_registry()
+    indices: dict[str, Any] = {h.id: {} for h in registry._indexing.get_all_handlers()}
+    sts = {"kind": "StatefulSet", "metadata": {"name": "q", "namespace": "ns", "resourceVersion": "1",
+           "labels": {"app.kubernetes.io/instance": "q"}}}  # fmt: skip
+    for plural in ("configmaps", "statefulsets", "services", "poddisruptionbudgets", "servicemonitors"):
+        child = facts.child_from({**sts, "metadata": {**sts["metadata"], "name": plural}}, plural)
+        indices[plural] = {("ns", "q"): [child]}
+    cache = handlers.cache_over(indices)
+    assert sorted(c.name for c in cache.children(("ns", "q"))) == sorted(p for _, _, p in handlers.CHILDREN)

@@ -101,7 +101,18 @@ def drift(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> Drift |
     for key in ("metadata", "spec"):
         if not contains(desired.get(key), live.get(key)):
             return Drift.DRIFTED
+    if "data" in desired and data_digest(desired) != live.get(DATA_DIGEST):
+        return Drift.DRIFTED
     return None
+
+
+DATA_DIGEST = "dataDigest"
+"""Where a slim live ConfigMap keeps the digest of its data (facts.child_from), not the data."""
+
+
+def data_digest(obj: Mapping[str, Any]) -> str:
+    """A digest of a ConfigMap's data: compared instead of the data, which the cache does not keep."""
+    return hashlib.sha256(json.dumps(obj.get("data") or {}, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def changed_fields(old: Mapping[str, Any] | None, new: Mapping[str, Any], prefix: str = "") -> list[str]:

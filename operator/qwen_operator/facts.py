@@ -17,6 +17,7 @@ from typing import Any
 from qwen_runtime.argv import gpu_memory_utilization, max_model_len
 
 from . import clock
+from .diff import DATA_DIGEST, data_digest
 from .vocabulary import (
     ANNOTATION_PREFIX,
     INSTANCE_LABEL,
@@ -118,7 +119,8 @@ class Child:
     managers: frozenset[str]
     """Field managers that wrote it (an orphan the operator applied can be adopted)."""
     manifest: dict[str, Any]
-    """metadata (labels, the operator's annotations, ownerReferences) and spec: what drift reads."""
+    """metadata (labels, the operator's annotations, ownerReferences), spec, and a ConfigMap's data
+    as its digest: what drift reads."""
     status: dict[str, Any]
     """The StatefulSet's rollout counters; empty for other kinds."""
 
@@ -152,7 +154,11 @@ def child_from(raw: Raw, kind: str | None = None) -> Child:
         deleting=bool(meta.get("deletionTimestamp")),
         controller=_controller(meta),
         managers=managers,
-        manifest={"metadata": kept_meta, "spec": _dict(raw.get("spec"))},
+        manifest={
+            "metadata": kept_meta,
+            "spec": _dict(raw.get("spec")),
+            **({DATA_DIGEST: data_digest(raw)} if "data" in raw else {}),
+        },
         status=_dict(raw.get("status")) if kind == "StatefulSet" else {},
     )
 

@@ -161,14 +161,19 @@ def crds(body: kopf.Body, name: str, **_: Any) -> dict[str, facts.Crd]:
 # -- life cycle -----------------------------------------------------------------------------
 
 
+def cache_over(indices: Mapping[str, Any]) -> Cache:
+    """The cache over Kopf's indices, as Kopf hands them to handlers (by index handler id)."""
+    children = tuple(indices[plural] for _, _, plural in CHILDREN)
+    return Cache(
+        Indices(indices["resources"], children, indices["pods"], indices["gpu_nodes"], indices["crds"])
+    )
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     """Build the cache over Kopf's indices, the reconciler and its queue, and the HTTP server."""
     configure(settings)
-    children = tuple(
-        kwargs[name] for name in ("statefulsets", "services", "poddisruptionbudgets", "servicemonitors")
-    )
-    cache = Cache(Indices(kwargs["resources"], children, kwargs["pods"], kwargs["gpu_nodes"], kwargs["crds"]))
+    cache = cache_over(kwargs)
     loop = asyncio.get_running_loop()
     reconciler = Reconciler(
         on_loop(loop, lambda key: observe(key, cache)), Actor(kube.Kube(kube.load_client()), cache.wrote)
