@@ -476,7 +476,7 @@ class AuthSpec(ApiObject):
     """Client authentication."""
 
     api_key_secret_ref: SecretKeyRef | None = None
-    """Secret key holding the API key clients must send (vLLM --api-key, passed through env)."""
+    """Secret key holding the API key clients must send (vLLM reads it from VLLM_API_KEY, never argv)."""
 
 
 class DisruptionSpec(ApiObject):
