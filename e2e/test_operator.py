@@ -184,6 +184,7 @@ def test_every_sample_is_admitted_under_pod_security_restricted(
     (doc,) = yaml.safe_load_all(path.read_text())
     name = doc["metadata"]["name"]
     kubectl("apply", "-n", ns, "-f", str(path))
+
     def pods() -> list[Any]:
         return list(core_v1.list_namespaced_pod(ns, label_selector=instance(name)).items)
 

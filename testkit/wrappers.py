@@ -21,7 +21,6 @@ from qwen_operator.vocabulary import (
     FIELD_MANAGER,
     GPU_MEMORY_LABEL,
     GPU_PRODUCT_LABEL,
-    INSTANCE_LABEL,
     KIND,
     MAX_MODEL_LEN_FLAG,
     SERVER_CONTAINER,
