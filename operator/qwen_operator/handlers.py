@@ -24,7 +24,7 @@ from typing import Any
 
 import kopf
 
-from . import facts, kube, metrics
+from . import facts, kube, metrics, optional_watch
 from .act import Actor
 from .cache import GPU_NODES, Cache, Indices, on_loop
 from .observe import Key, observe
@@ -76,8 +76,8 @@ class Runtime:
             self.queue.add(key, after=SETTLE_SECONDS)
 
 
-OPTIONAL_PLURALS = frozenset({"servicemonitors"})
-"""Watched only while their CRD is installed (vocabulary.OPTIONAL_CRDS)."""
+OPTIONAL_PLURALS = optional_watch.OPTIONAL_PLURALS
+optional_watch.install()
 
 
 class OptionalResources(logging.Filter):
