@@ -82,7 +82,6 @@ def expected_reading(case: Case) -> dict[str, Any]:
     """What the spec says vLLM must run with, by argparse destination."""
     spec = case.res.spec
     hub = spec.model.source is None or spec.model.source.pvc is None
-    ref = spec.auth.api_key_secret_ref
     return {
         "model_tag": render.model_argument(spec),
         "served_model_name": [spec.model.served_name or case.res.metadata.name],
@@ -95,7 +94,9 @@ def expected_reading(case: Case) -> dict[str, Any]:
         "reasoning_parser": "" if spec.reasoning_parser == "none" else spec.reasoning_parser,
         "enable_auto_tool_choice": spec.tool_calling.enabled,
         "tool_call_parser": spec.tool_calling.parser if spec.tool_calling.enabled else None,
-        "api_key": None if ref is None else [dummy("QWEN_API_KEY")],
+        # The key never rides on argv (ps, /proc/PID/cmdline): vLLM reads VLLM_API_KEY from the
+        # environment (test_the_api_key_reaches_vllm_by_its_environment).
+        "api_key": None,
         "revision": (spec.model.revision or None) if hub else None,
         "port": render.CONTAINER_PORT,
         **case.extra,
@@ -300,6 +301,17 @@ def test_crd_parsers_are_registered_in_vllm(report: dict[str, Any]) -> None:
     assert reasoning <= set(report["reasoningParsers"]), reasoning - set(report["reasoningParsers"])
     tools = set(api.TOOL_PARSERS)
     assert tools <= set(report["toolParsers"]), tools - set(report["toolParsers"])
+
+
+def test_the_api_key_reaches_vllm_by_its_environment() -> None:
+    spec = api.parse_resource(resource({"auth": {"apiKeySecretRef": KEY_REF}})).spec
+    env = {e["name"]: e for e in render.server_env(spec)}
+    secret = env["VLLM_API_KEY"]["valueFrom"]["secretKeyRef"]
+    assert (secret["name"], secret["key"]) == (KEY_REF["name"], KEY_REF["key"])
+    assert not any(
+        "QWEN_API_KEY" in arg or "--api-key" in arg
+        for arg in vllm_argv(api.parse_resource(resource({"auth": {"apiKeySecretRef": KEY_REF}})))
+    )
 
 
 def test_server_env_names_known_to_vllm(report: dict[str, Any]) -> None:
