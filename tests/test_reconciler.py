@@ -112,12 +112,38 @@ def test_invalid_quantity_touches_nothing(cpu: str) -> None:
 
 def test_a_child_the_apiserver_rejects_means_no_child_changes() -> None:
     cluster = FakeCluster()
-    cluster.refuse_dry_run = "PodDisruptionBudget"
+    cluster.refuse_dry_run = "StatefulSet"
     out = reconciler(cluster).reconcile(KEY)
     assert out.result == Result.INVALID
     assert cluster.applied() == []
     assert cluster.status["phase"] == "Failed"
-    assert "the apiserver rejects PodDisruptionBudget q" in cluster.condition("Stalled")["message"]
+    assert "the apiserver rejects StatefulSet q" in cluster.condition("Stalled")["message"]
+    dry_runs = [c for c in cluster.calls if c[0] == "apply-dry-run"]
+    assert dry_runs == [("apply-dry-run", "StatefulSet")]  # the one child with free-form values
+
+
+def test_a_lone_statefulset_change_the_apiserver_rejects_is_its_own_dry_run() -> None:
+    cluster = FakeCluster()
+    reconciler(cluster).reconcile(KEY)
+
+    def refuse(manifest: Mapping[str, Any], dry_run: bool) -> None:
+        if manifest["kind"] == "StatefulSet":
+            raise ApiError(422, "Invalid", "spec.template.spec.tolerations[0].operator: Unsupported value")
+
+    cluster.on_apply = refuse
+    cluster.edit({"replicas": 2})
+    cluster.calls.clear()
+    out = reconciler(cluster).reconcile(KEY)
+    assert out.result == Result.INVALID and cluster.applied() == ["StatefulSet"]  # tried, refused
+    assert cluster.objects[("StatefulSet", NAME)]["spec"]["replicas"] == 1
+    assert [c for c in cluster.calls if c[0] == "apply-dry-run"] == []
+    assert "tolerations[0].operator" in cluster.condition("Stalled")["message"]
+
+
+def test_children_created_together_make_one_event() -> None:
+    cluster = FakeCluster()
+    reconciler(cluster).reconcile(KEY)
+    assert [e for e in cluster.events if e[1] == "Created"] == [("Normal", "Created")]
 
 
 def test_paused_applies_nothing_but_reports() -> None:
@@ -287,7 +313,7 @@ def test_an_api_not_served_yet_is_retried_without_alarm() -> None:
     cluster.on_apply = not_yet
     with pytest.raises(ApiError):
         reconciler(cluster).reconcile(KEY)
-    assert cluster.events == [] and "Reconciling" not in str(cluster.status)
+    assert cluster.events == [] and "ReconcileError" not in str(cluster.status)
 
 
 def test_a_new_resource_says_reconciling_before_its_children_are_applied() -> None:

@@ -1,10 +1,14 @@
 """Step three of a reconciliation: write what the decision asked for, and nothing else.
 
-Children are applied all or nothing: every apply is first a server-side dry run, and a
-refusal (a value the schema let through but the apiserver rejects) applies none and goes
-back to the decision as a fact (`observe.Refusal`). Then the applies, the status patch, and
-the events. Each object the apiserver returns is handed to `wrote` (the cache's
-write-through), so the next reconciliation sees the operator's own writes at once.
+Children are applied all or nothing. Only the StatefulSet carries the user's free-form values
+(its pod template: tolerations, resources, environment, image); every other child is made of
+values the schema has checked, so the StatefulSet is the one the apiserver can refuse for its
+content. When a pass applies it with other children, it is first applied as a server-side dry
+run; alone, its apply is its own test. A refusal applies nothing and goes back to the decision
+as a fact (`observe.Refusal`). Then the applies, the status patch, and the events (the
+children created in one pass make one `Created` event). Each object the apiserver returns is
+handed to `wrote` (the cache's write-through), so the next reconciliation sees the
+operator's own writes at once.
 """
 
 from __future__ import annotations
@@ -61,10 +65,15 @@ class Actor:
             if desired.status_first:
                 self._patch_status(desired)
             for apply in desired.applies:
-                said += self._apply(apply)
+                try:
+                    said += self._apply(apply)
+                except ApiError as exc:
+                    if len(desired.applies) > 1 or not _rejects_content(exc):
+                        raise
+                    return Refusal(apply.ident, exc.message)  # alone: nothing else was applied
         if not (desired.applies and desired.status_first):
             self._patch_status(desired)
-        self._post([*said, *desired.events], desired)
+        self._post([*events.created_together(said), *desired.events], desired)
         return None
 
     def _patch_status(self, desired: Desired) -> None:
@@ -73,7 +82,12 @@ class Actor:
             self._record(self.kube.patch_status(res.namespace, res.name, desired.status_patch))
 
     def _dry_run(self, applies: tuple[Apply, ...]) -> Refusal | None:
+        """With other children in the same pass, the StatefulSet's apply first as a dry run."""
+        if len(applies) < 2:
+            return None
         for apply in applies:
+            if apply.manifest["kind"] != "StatefulSet":
+                continue
             try:
                 self.kube.apply(apply.manifest, dry_run=True)
             except ApiError as exc:

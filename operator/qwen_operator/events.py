@@ -63,6 +63,19 @@ def applied(desired: Mapping[str, Any], live: facts.Child | None, why: diff.Drif
     return out
 
 
+def created_together(said: list[Event]) -> list[Event]:
+    """The children created in one pass as one `Created` event (one request, one line in
+    `kubectl describe`), in the place of the first; the other events as they were."""
+    created = [e for e in said if e.reason == EventReason.CREATED]
+    if len(created) < 2:
+        return said
+    names = ", ".join(e.message.removeprefix("Created ") for e in created)
+    merged = Event(EventType.NORMAL, EventReason.CREATED, f"Created {names}"[:MESSAGE_LIMIT])
+    first = said.index(created[0])
+    rest = [e for e in said if e.reason != EventReason.CREATED]
+    return [*rest[:first], merged, *rest[first:]]
+
+
 def replacing(what: str) -> Event:
     message = f"Replacing {what}, pods kept: a field fixed at creation changed"
     return Event(EventType.NORMAL, EventReason.REPLACING, message)

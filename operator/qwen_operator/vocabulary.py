@@ -261,7 +261,7 @@ class EventReason(StrEnum):
     when it becomes ready). Docstrings: `type | when` (README table)."""
 
     CREATED = "Created"
-    """Normal | a child was created"""
+    """Normal | children were created: one event per pass, naming them"""
     UPDATED = "Updated"
     """Normal | a child changed with the spec; the message names the fields"""
     SCALED = "Scaled"
