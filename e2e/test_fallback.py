@@ -115,6 +115,11 @@ def reductions(operator: Operator, reason: str) -> float:
     return operator.counter("qwen_operator_context_reductions_total", reason=reason)
 
 
+def wait_reductions(operator: Operator, reason: str, count: float) -> None:
+    """The counter moves once the whole pass is done (status, then events): wait for it."""
+    wait_for(lambda: reductions(operator, reason) == count, 30, f"{reason} reductions = {count}")
+
+
 def test_vllms_estimate_then_the_ladder(
     operator: Operator, ns: str, custom: client.CustomObjectsApi, apps_v1: client.AppsV1Api,
     core_v1: client.CoreV1Api, api_client: client.ApiClient,
@@ -137,7 +142,7 @@ def test_vllms_estimate_then_the_ladder(
     reduced = condition(obj, "ContextReduced")
     assert (reduced["status"], reduced["reason"]) == ("True", "OutOfMemory")
     assert "244736 of the 262144" in reduced["message"]
-    assert reductions(operator, "KVCacheInsufficient") == before + 1
+    wait_reductions(operator, "KVCacheInsufficient", before + 1)
     wait_event(ns, "Warning", "ContextReduced")
 
     # the kubelet reports the same crash again (a status update, same restart): still one reduction

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -10,7 +10,7 @@ import pytest
 
 from qwen_operator import facts, problems
 from qwen_operator.crd import NEW_STATUS
-from qwen_operator.decide import Desired, decide, failed
+from qwen_operator.decide import STATUS_INTERVAL, Desired, decide, failed
 from qwen_operator.observe import Observed, Refusal
 from qwen_operator.vocabulary import SERVICE_MONITOR_CRD, Result
 from testkit.fake import NOW
@@ -386,3 +386,39 @@ def test_a_new_resource_reads_in_progress_from_its_defaulted_status() -> None:
     assert desired.status_first and desired.status_patch is not None
     later = decide(observed(status=settled_status(), kids=()), NOW)
     assert not later.status_first
+
+
+# -- how often the status is written -------------------------------------------------------------
+
+
+def _starting(stage: Any, written_ago: float | None, ready: int = 0) -> Desired:
+    """A resource whose pod moved on to `stage` (and `ready` replicas); its status was written
+    `written_ago` s before."""
+    spec: dict[str, Any] = {}
+    before = decide(observed(spec, kids=(statefulset(ready=0),),
+                             pods=(Pod().starting("scheduled", NOW).facts(),)), NOW)  # fmt: skip
+    assert before.status_patch is not None
+    at = None if written_ago is None else NOW - timedelta(seconds=written_ago)
+    world = observed(spec, status=before.status_patch, kids=(statefulset(ready=ready),),
+                     pods=(Pod().starting(stage, NOW).facts(),))  # fmt: skip
+    return decide(replace(world, status_written_at=at), NOW)
+
+
+def test_progress_alone_waits_for_the_interval_then_is_written() -> None:
+    held = _starting("downloading", written_ago=0.5)
+    assert held.status_patch is None
+    assert held.recheck_after == pytest.approx(STATUS_INTERVAL - 0.5)
+    later = _starting("downloading", written_ago=STATUS_INTERVAL)
+    assert (
+        later.status_patch is not None
+        and later.status_patch["replicaStatus"][0]["stage"] == "DownloadingWeights"
+    )
+    after_restart = _starting("downloading", written_ago=None)  # the last write is not known
+    assert after_restart.status_patch is not None
+
+
+def test_a_change_a_reader_acts_on_is_written_at_once() -> None:
+    ready = _starting("serving", written_ago=0.1, ready=1)
+    patch = ready.status_patch
+    assert patch is not None and patch["phase"] == "Ready"
+    assert ("Normal", "Ready") in [(e.type, e.reason) for e in ready.events]

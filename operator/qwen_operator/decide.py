@@ -22,6 +22,13 @@ from .observe import Key, Observed
 from .problems import Problem, Wait
 from .vocabulary import FIELD_MANAGER, KIND, SERVICE_MONITOR_CRD, ConditionType, Phase, Reason, Result
 
+STATUS_INTERVAL = 5.0
+"""Seconds between two status writes that only report progress (messages, stages, counts).
+A start that races through its stages in seconds (a small model, a simulated node, or a
+hundred resources created at once, each a few writes) writes its status two or three times,
+not six; on GPUs, where a stage lasts minutes, every stage is still written, at most 5 s
+late. A change of generation, phase, condition or context is written at once."""
+
 
 @dataclass(frozen=True)
 class Apply:
@@ -178,26 +185,43 @@ def decide(observed: Observed, now: datetime) -> Desired:
         )
         was = before.context.effective if before.context else None
         said += events.below_recommendation(was, decision.effective, res.spec.context.recommended_model_len)
-    return _desired(observed, after, before, said, applies, _result(res, blocker, applies), decision, wait)
+    result = _result(res, blocker, applies)
+    return _desired(observed, after, before, said, applies, result, decision, wait, now)
+
+
+def held_for(observed: Observed, before: status.Status, after: status.Status, now: datetime) -> float | None:
+    """Seconds to hold back a status change that only reports progress (`STATUS_INTERVAL`
+    after the last write), or None to write it now."""
+    last = observed.status_written_at
+    if last is None or not status.only_progress(before, after):
+        return None
+    left = STATUS_INTERVAL - (now - last).total_seconds()
+    return left if left > 0 else None
 
 
 def _desired(
     observed: Observed, after: status.Status, before: status.Status, said: list[Event],
     applies: tuple[Apply, ...], result: Result, decision: fallback.Decision | None, wait: Wait | None,
+    now: datetime,
 ) -> Desired:  # fmt: skip
     ctx = after.context
+    patch = status.merge_patch(observed.resource.status, status.to_wire(after))
+    recheck = None if wait is None else wait.recheck_after
+    held = None if patch is None else held_for(observed, before, after, now)
+    if held is not None:
+        patch, recheck = None, min(held, recheck if recheck is not None else held)
     return Desired(
         key=observed.key,
         resource=observed.resource,
         result=result,
         applies=applies,
-        status_patch=status.merge_patch(observed.resource.status, status.to_wire(after)),
+        status_patch=patch,
         status_first=before.observed_generation is None,
         events=(*said, *events.transitions(before, after)),
         phase=after.phase,
         reduced=ctx is not None and (ctx.effective or 0) < (ctx.requested or 0),
         reduction=None if decision is None else decision.reduced,
-        recheck_after=None if wait is None else wait.recheck_after,
+        recheck_after=recheck,
     )
 
 
@@ -205,7 +229,7 @@ def _invalid(observed: Observed, exc: api.InvalidResource, now: datetime) -> Des
     before = status.previous(observed.resource.status)
     sts = observed.child("StatefulSet", observed.resource.name)
     after = status.invalid(observed.resource, sts, exc.field, exc.message, before, now)
-    return _desired(observed, after, before, [], (), Result.INVALID, None, None)
+    return _desired(observed, after, before, [], (), Result.INVALID, None, None, now)
 
 
 def failed(observed: Observed, error: str, now: datetime) -> Desired:

@@ -9,6 +9,7 @@ with nothing to do makes no API request at all.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from . import facts
@@ -53,6 +54,8 @@ class Observed:
     """Optional CRDs whose API is served (vocabulary.OPTIONAL_CRDS)."""
     refusal: Refusal | None = field(default=None)
     """Set on the second decision of a pass whose dry run the apiserver refused."""
+    status_written_at: datetime | None = None
+    """When this operator process last wrote the resource's status (unknown after a restart)."""
 
     @property
     def key(self) -> Key:

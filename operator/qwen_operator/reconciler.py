@@ -46,6 +46,8 @@ class Reconciler:
         self.observe = observe
         self.actor = actor
         self.now = now
+        self.status_written: dict[Key, datetime] = {}
+        """When each resource's status was last written by this process (decide.STATUS_INTERVAL)."""
 
     def reconcile(self, key: Key) -> Outcome:
         started = time.perf_counter()
@@ -69,8 +71,10 @@ class Reconciler:
         if observed is None:
             metrics.PHASE_TRACKER.set(key, None)
             metrics.REDUCED_TRACKER.set(key, False)
+            self.status_written.pop(key, None)
             return Outcome(Result.GONE)
         now = self.now()
+        observed = replace(observed, status_written_at=self.status_written.get(key))
         desired = decide(observed, now)
         try:
             refusal = self.actor.act(desired)
@@ -85,6 +89,8 @@ class Reconciler:
             if not not_served(exc):  # an API about to be served is retried without alarm
                 self._report_error(observed, exc, now)
             raise
+        if desired.status_patch is not None:
+            self.status_written[key] = now
         self._count(key, desired)
         return Outcome(
             desired.result,

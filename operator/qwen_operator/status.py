@@ -273,6 +273,26 @@ def with_error(before: Status, generation: int | None, error: str, now: datetime
     return before.model_copy(update={"conditions": merge_conditions(before.conditions, conds, now)})
 
 
+def only_progress(before: Status, after: Status) -> bool:
+    """Whether `after` differs from `before` only in how far things got (messages, stages,
+    replica counts, the progress column, the step a start is at: `Progressing` or
+    `Scheduling`), not in what a reader acts on: the generation, the phase, a condition's
+    status, why it is stalled or reduced, the context, the selector, the endpoint."""
+
+    def gist(s: Status) -> tuple[Any, ...]:
+        conds = sorted(
+            (
+                c.type,
+                c.status,
+                c.reason if c.type not in (ConditionType.READY, ConditionType.RECONCILING) else "",
+            )
+            for c in s.conditions
+        )
+        return (s.observed_generation, s.phase, s.selector, s.endpoint, s.context, conds)
+
+    return gist(before) == gist(after)
+
+
 def to_wire(status: Status) -> dict[str, Any]:
     """The status as the apiserver stores it (camelCase, no empty optionals)."""
     return status.model_dump(by_alias=True, mode="json", exclude_none=True)
