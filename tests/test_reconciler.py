@@ -39,7 +39,9 @@ def test_first_pass_creates_every_child_then_idle_means_no_write() -> None:
     cluster = FakeCluster()
     out = reconciler(cluster).reconcile(KEY)
     assert out.result == Result.CHANGED and out.status_written
-    assert cluster.applied() == ["ConfigMap", "Service", "Service", "StatefulSet", "PodDisruptionBudget"]
+    # a new StatefulSet first: its apply is its own test, no dry run
+    assert cluster.applied() == ["StatefulSet", "ConfigMap", "Service", "Service", "PodDisruptionBudget"]
+    assert [c for c in cluster.calls if c[0] == "apply-dry-run"] == []
     assert cluster.status["phase"] == "Progressing"  # the status is of what was observed
     assert ("Normal", "Created") in cluster.events
     ready = reconciler(cluster).reconcile(KEY)  # the StatefulSet's event: it rolled out
@@ -110,13 +112,31 @@ def test_invalid_quantity_touches_nothing(cpu: str) -> None:
     assert ("Warning", "InvalidSpec") in cluster.events
 
 
-def test_a_child_the_apiserver_rejects_means_no_child_changes() -> None:
+def test_a_new_statefulset_the_apiserver_rejects_means_no_child_is_created() -> None:
     cluster = FakeCluster()
+
+    def refuse(manifest: Mapping[str, Any], dry_run: bool) -> None:
+        if manifest["kind"] == "StatefulSet":
+            raise ApiError(422, "Invalid", "spec.template.spec.tolerations[0].operator: Unsupported value")
+
+    cluster.on_apply = refuse
+    out = reconciler(cluster).reconcile(KEY)
+    assert out.result == Result.INVALID and cluster.applied() == ["StatefulSet"]  # tried first, refused
+    assert [kind for kind, _ in cluster.objects if kind != "QwenThinkingDeployment"] == []
+    assert cluster.status["phase"] == "Failed"
+    assert "tolerations[0].operator" in cluster.condition("Stalled")["message"]
+
+
+def test_a_change_the_apiserver_rejects_means_no_child_changes() -> None:
+    cluster = FakeCluster()
+    reconciler(cluster).reconcile(KEY)
     cluster.refuse_dry_run = "StatefulSet"
+    cluster.edit({"service": {"port": 8001}, "replicas": 2})  # a Service and the StatefulSet
+    cluster.calls.clear()
     out = reconciler(cluster).reconcile(KEY)
     assert out.result == Result.INVALID
     assert cluster.applied() == []
-    assert cluster.status["phase"] == "Failed"
+    assert cluster.status["phase"] == "Degraded"  # the children of the last good spec still serve
     assert "the apiserver rejects StatefulSet q" in cluster.condition("Stalled")["message"]
     dry_runs = [c for c in cluster.calls if c[0] == "apply-dry-run"]
     assert dry_runs == [("apply-dry-run", "StatefulSet")]  # the one child with free-form values
@@ -290,7 +310,8 @@ def test_a_namespace_being_deleted_is_not_retried() -> None:
 
     cluster.on_apply = refuse
     out = reconciler(cluster).reconcile(KEY)  # no exception: nothing to retry
-    assert out.result == Result.TERMINATING and cluster.writes() == []
+    assert out.result == Result.TERMINATING and cluster.writes() == [("apply", "StatefulSet")]  # refused
+    assert [kind for kind, _ in cluster.objects if kind != "QwenThinkingDeployment"] == []
     message[0] = "User cannot patch resource services"  # an RBAC denial is an error
     with pytest.raises(ApiError):
         reconciler(cluster).reconcile(KEY)
@@ -320,7 +341,8 @@ def test_a_new_resource_says_reconciling_before_its_children_are_applied() -> No
     cluster = FakeCluster()
     reconciler(cluster).reconcile(KEY)
     writes = [c for c in cluster.writes() if c[0] != "create"]
-    assert writes[:2] == [("patch", "status"), ("apply", "ConfigMap")]
+    # the new StatefulSet's apply is its own test (quick); the status before anything else
+    assert writes[:3] == [("apply", "StatefulSet"), ("patch", "status"), ("apply", "ConfigMap")]
     cluster.calls.clear()
     cluster.edit({"replicas": 2})
     reconciler(cluster).reconcile(KEY)  # an existing status: the children first, then the status

@@ -3,12 +3,14 @@
 Children are applied all or nothing. Only the StatefulSet carries the user's free-form values
 (its pod template: tolerations, resources, environment, image); every other child is made of
 values the schema has checked, so the StatefulSet is the one the apiserver can refuse for its
-content. When a pass applies it with other children, it is first applied as a server-side dry
-run; alone, its apply is its own test. A refusal applies nothing and goes back to the decision
-as a fact (`observe.Refusal`). Then the applies, the status patch, and the events (the
-children created in one pass make one `Created` event). Each object the apiserver returns is
-handed to `wrote` (the cache's write-through), so the next reconciliation sees the
-operator's own writes at once.
+content. A new StatefulSet is applied first, and its apply is its own test (its pods wait for
+the ConfigMap they mount, applied a moment later); an existing one applied with other children
+is first applied as a server-side dry run (a real update would roll pods onto the old
+launcher); alone, its apply is its own test. A refusal of the first apply, real or dry, applies
+nothing and goes back to the decision as a fact (`observe.Refusal`). Then the applies, the
+status patch, and the events (the children created in one pass make one `Created` event).
+Each object the apiserver returns is handed to `wrote` (the cache's write-through), so the
+next reconciliation sees the operator's own writes at once.
 """
 
 from __future__ import annotations
@@ -48,6 +50,16 @@ def _rejects_content(exc: ApiError) -> bool:
     return exc.status in (400, 422) or (exc.status == 500 and "convert" in exc.message)
 
 
+def _new_statefulset(apply: Apply) -> bool:
+    return apply.manifest["kind"] == "StatefulSet" and apply.live is None
+
+
+def _new_statefulset_first(applies: tuple[Apply, ...]) -> tuple[Apply, ...]:
+    """A StatefulSet that does not exist yet goes first: its apply tests the free-form values
+    while nothing else of the pass is written (a dry run would cost one more request)."""
+    return (*(a for a in applies if _new_statefulset(a)), *(a for a in applies if not _new_statefulset(a)))
+
+
 class Actor:
     """Writes one `Desired` through a `KubeApi`."""
 
@@ -58,20 +70,24 @@ class Actor:
     def act(self, desired: Desired) -> Refusal | None:
         """Apply, patch the status, post the events; or, when a dry run is refused, nothing."""
         said: list[Event] = []
+        status_written = False
         if desired.applies:
-            refusal = self._dry_run(desired.applies)
+            applies = _new_statefulset_first(desired.applies)
+            refusal = self._dry_run(applies)
             if refusal is not None:
                 return refusal
-            if desired.status_first:
-                self._patch_status(desired)
-            for apply in desired.applies:
+            tested = int(_new_statefulset(applies[0]))  # an apply that is its own test comes first
+            for i, apply in enumerate(applies):
+                if desired.status_first and i == tested:  # a new resource says Reconciling early
+                    self._patch_status(desired)
+                    status_written = True
                 try:
                     said += self._apply(apply)
                 except ApiError as exc:
-                    if len(desired.applies) > 1 or not _rejects_content(exc):
+                    if i > 0 or not _rejects_content(exc):
                         raise
-                    return Refusal(apply.ident, exc.message)  # alone: nothing else was applied
-        if not (desired.applies and desired.status_first):
+                    return Refusal(apply.ident, exc.message)  # the first: nothing else was applied
+        if not status_written:
             self._patch_status(desired)
         self._post([*events.created_together(said), *desired.events], desired)
         return None
@@ -82,11 +98,11 @@ class Actor:
             self._record(self.kube.patch_status(res.namespace, res.name, desired.status_patch))
 
     def _dry_run(self, applies: tuple[Apply, ...]) -> Refusal | None:
-        """With other children in the same pass, the StatefulSet's apply first as a dry run."""
+        """With other children in the same pass, an existing StatefulSet's apply first as a dry run."""
         if len(applies) < 2:
             return None
         for apply in applies:
-            if apply.manifest["kind"] != "StatefulSet":
+            if apply.manifest["kind"] != "StatefulSet" or apply.live is None:
                 continue
             try:
                 self.kube.apply(apply.manifest, dry_run=True)
