@@ -29,6 +29,7 @@ from e2e.operator_fixtures import (  # noqa: E402
     get_qtd,
     instance,
     sample,
+    settle,
     wait_phase,
 )
 from qwen_operator import render  # noqa: E402
@@ -36,6 +37,7 @@ from qwen_operator import render  # noqa: E402
 pytest_plugins = ("e2e.operator_fixtures",)
 pytestmark = pytest.mark.e2e
 
+IDLE_SECONDS = 10
 SHARED = {"id": "Qwen/Qwen3-235B-A22B-Thinking-2507-FP8", "cache": {"mode": "Shared", "size": "300Gi"}}
 
 
@@ -80,7 +82,6 @@ def test_shared_cache_downloads_once_and_scaling_to_four_starts_no_download(
     operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
     apps_v1: client.AppsV1Api, api_client: client.ApiClient,
 ) -> None:  # fmt: skip
-    del operator
     batch_v1 = client.BatchV1Api(api_client)
     recorder = WeightsRecorder(custom, apps_v1, ns)
     apply_yaml(ns, sample(replicas=1, model=SHARED))
@@ -122,6 +123,10 @@ def test_shared_cache_downloads_once_and_scaling_to_four_starts_no_download(
         assert mount.read_only and not pod.spec.init_containers
     claims = [c.metadata.name for c in core_v1.list_namespaced_persistent_volume_claim(ns).items]
     assert claims == [claim]  # no per-replica volume
+    # Idle means idle: the live claim and Job (defaulted, bound, completed) match what is rendered.
+    writes = operator.writes()
+    settle(IDLE_SECONDS)
+    assert operator.writes() == writes
 
 
 def test_per_replica_cache_downloads_once_per_replica(
