@@ -42,12 +42,13 @@ SHARED = {"id": "Qwen/Qwen3-235B-A22B-Thinking-2507-FP8", "cache": {"mode": "Sha
 
 
 class WeightsRecorder:
-    """Every (status.weights.state, StatefulSet exists) the resource reports, from a watch."""
+    """Every status.weights.state the resource reports, from a watch that starts at the current
+    resourceVersion (so no write after construction is missed)."""
 
-    def __init__(self, custom: client.CustomObjectsApi, apps_v1: client.AppsV1Api, ns: str) -> None:
-        self.seen: list[tuple[str, bool]] = []
+    def __init__(self, custom: client.CustomObjectsApi, ns: str) -> None:
+        self.seen: list[str] = []
         self._watch = watch.Watch()
-        self._custom, self._apps_v1, self._ns = custom, apps_v1, ns
+        self._args = (custom.list_namespaced_custom_object, GROUP, VERSION, ns, PLURAL)
         listed = custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)
         self._since = listed["metadata"]["resourceVersion"]
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -55,14 +56,12 @@ class WeightsRecorder:
 
     def _run(self) -> None:
         with contextlib.suppress(Exception):  # stop() ends the stream mid-response
-            args = (self._custom.list_namespaced_custom_object, GROUP, VERSION, self._ns, PLURAL)
-            for event in self._watch.stream(*args, resource_version=self._since, timeout_seconds=180):
+            for event in self._watch.stream(*self._args, resource_version=self._since, timeout_seconds=180):
                 state = ((event["object"].get("status") or {}).get("weights") or {}).get("state")
-                if state and (not self.seen or self.seen[-1][0] != state):
-                    sts = self._apps_v1.list_namespaced_stateful_set(self._ns).items
-                    self.seen.append((state, bool(sts)))
+                if state and (not self.seen or self.seen[-1] != state):
+                    self.seen.append(state)
 
-    def stop(self) -> list[tuple[str, bool]]:
+    def stop(self) -> list[str]:
         self._watch.stop()
         return self.seen
 
@@ -83,14 +82,12 @@ def test_shared_cache_downloads_once_and_scaling_to_four_starts_no_download(
     apps_v1: client.AppsV1Api, api_client: client.ApiClient,
 ) -> None:  # fmt: skip
     batch_v1 = client.BatchV1Api(api_client)
-    recorder = WeightsRecorder(custom, apps_v1, ns)
+    recorder = WeightsRecorder(custom, ns)
     apply_yaml(ns, sample(replicas=1, model=SHARED))
     obj = wait_phase(custom, ns, NAME, "Ready")
-    wait_for(lambda: recorder.seen and recorder.seen[-1][0] == "Complete", 10, "the watch to see Complete")
+    wait_for(lambda: recorder.seen and recorder.seen[-1] == "Complete", 10, "the watch to see Complete")
     seen = recorder.stop()
-    # Downloading first, and no StatefulSet (no GPU held) until the Job had succeeded.
-    assert seen[0][0] in ("Pending", "Downloading") and seen[-1][0] == "Complete", seen
-    assert all(not sts for state, sts in seen if state != "Complete"), seen
+    assert seen[0] in ("Pending", "Downloading") and seen[-1] == "Complete", seen
     uid = obj["metadata"]["uid"]
     claim, job_name = render.weights_claim_name(NAME), render.download_job_name(NAME)
     assert obj["status"]["weights"] == {
@@ -105,6 +102,7 @@ def test_shared_cache_downloads_once_and_scaling_to_four_starts_no_download(
     assert pvc.spec.access_modes == ["ReadWriteMany"] and pvc.metadata.owner_references[0].uid == uid
     sts = apps_v1.read_namespaced_stateful_set(NAME, ns)
     assert not sts.spec.volume_claim_templates and not sts.spec.template.spec.init_containers
+    # No StatefulSet (no GPU held) until the Job had succeeded.
     assert sts.metadata.creation_timestamp >= job.status.completion_time.replace(microsecond=0)
 
     obj = _scale_to_four(custom, ns)
