@@ -27,7 +27,8 @@ from .wrappers import NAME, NS, resource_raw
 
 WRITES = ("apply", "patch", "delete", "create")
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-CHILD_KINDS = ("ConfigMap", "StatefulSet", "Service", "PodDisruptionBudget", "ServiceMonitor")
+CHILD_KINDS = ("ConfigMap", "StatefulSet", "Service", "PodDisruptionBudget", "ServiceMonitor",
+               "PersistentVolumeClaim", "Job")  # fmt: skip
 
 
 class FakeCluster:
@@ -44,6 +45,8 @@ class FakeCluster:
         self.messages: list[str] = []
         self.refuse_dry_run: str | None = None
         """Kind whose dry run the apiserver answers 422."""
+        self.propagations: list[str] = []
+        """The propagation policy of each delete."""
         self.on_apply: Callable[[Mapping[str, Any], bool], None] | None = None
         """Called before each apply; raise an ApiError to simulate the apiserver refusing it."""
 
@@ -124,6 +127,7 @@ class FakeCluster:
 
     def delete(self, kind: str, namespace: str, name: str, propagation: str = "Background") -> dict[str, Any]:
         self.calls.append(("delete", kind))
+        self.propagations.append(propagation)
         return self.objects.pop((kind, name), {})
 
     def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:

@@ -75,7 +75,22 @@ def live(manifest: Mapping[str, Any], resource_version: str = "1", **status: Any
             **counts,
             **status,
         }
+    elif obj["kind"] in LIVE_STATUS:
+        obj["status"] = {**LIVE_STATUS[obj["kind"]], **status}
     return obj
+
+
+JOB_COMPLETE = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+JOB_RUNNING = {"active": 1}
+LIVE_STATUS: dict[str, dict[str, Any]] = {"Job": JOB_COMPLETE, "PersistentVolumeClaim": {"phase": "Bound"}}
+"""The settled status of the shared download's children: the Job succeeded, the claim bound."""
+
+
+def download_job(res: api.QwenThinkingDeployment, **status: Any) -> facts.Child:
+    """The download Job of `res` (model.cache.mode Shared) as the Job controller reports it."""
+    raw = live(next(m for m in render.render(res) if m["kind"] == "Job"))
+    raw["status"] = dict(status)
+    return facts.child_from(raw)
 
 
 def children(

@@ -49,7 +49,8 @@ def test_no_change_handlers_so_kopf_keeps_no_records_in_the_resource() -> None:
     assert registry._spawning.get_all_handlers() == []
     indexed = {h.id for h in registry._indexing.get_all_handlers()}
     assert indexed == {"resources", "configmaps", "statefulsets", "services", "poddisruptionbudgets",
-                       "servicemonitors", "pods", "gpu_nodes", "crds"}  # fmt: skip
+                       "servicemonitors", "persistentvolumeclaims", "jobs", "pods", "gpu_nodes",
+                       "crds"}  # fmt: skip
     assert any(
         h.selector is not None and h.selector.check(ours) for h in registry._watching.get_all_handlers()
     )
@@ -142,7 +143,7 @@ def test_the_cache_reads_every_index_kopf_fills() -> None:
     indices: dict[str, Any] = {h.id: {} for h in registry._indexing.get_all_handlers()}
     sts = {"kind": "StatefulSet", "metadata": {"name": "q", "namespace": "ns", "resourceVersion": "1",
            "labels": {"app.kubernetes.io/instance": "q"}}}  # fmt: skip
-    for plural in ("configmaps", "statefulsets", "services", "poddisruptionbudgets", "servicemonitors"):
+    for _, _, plural in handlers.CHILDREN:
         child = facts.child_from({**sts, "metadata": {**sts["metadata"], "name": plural}}, plural)
         indices[plural] = {("ns", "q"): [child]}
     cache = handlers.cache_over(indices)

@@ -68,6 +68,8 @@ def test_cluster_role_is_exactly_what_the_operator_calls() -> None:
         *{("", "configmaps", v) for v in (*read, "create", "patch")},
         *{("policy", "poddisruptionbudgets", v) for v in (*read, "create", "patch")},
         *{("monitoring.coreos.com", "servicemonitors", v) for v in (*read, "create", "patch")},
+        *{("", "persistentvolumeclaims", v) for v in (*read, "create", "patch")},
+        *{("batch", "jobs", v) for v in (*read, "create", "patch", "delete")},
         *{("", "pods", v) for v in read},
         *{("", "nodes", v) for v in read},
         *{("apiextensions.k8s.io", "customresourcedefinitions", v) for v in read},

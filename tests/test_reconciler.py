@@ -12,7 +12,7 @@ from qwen_operator import metrics
 from qwen_operator.kube import ApiError
 from qwen_operator.vocabulary import HASH_ANNOTATION, SERVICE_MONITOR_CRD, Result
 from testkit.fake import KEY, FakeCluster, reconciler
-from testkit.wrappers import NAME, Pod, kv_record
+from testkit.wrappers import JOB_COMPLETE, NAME, Pod, kv_record
 
 
 def settled(cluster: FakeCluster) -> FakeCluster:
@@ -257,6 +257,36 @@ def test_an_immutable_statefulset_field_replaces_it_keeping_pods() -> None:
     reconciler(cluster).reconcile(KEY)  # what the deletion event triggers
     size = cluster.objects[("StatefulSet", NAME)]["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]
     assert size == {"requests": {"storage": "700Gi"}}
+
+
+def test_shared_cache_waits_for_its_job_and_a_new_revision_replaces_the_job() -> None:
+    shared = {"model": {"cache": {"mode": "Shared", "size": "300Gi"}}}
+    cluster = FakeCluster(shared)
+    reconciler(cluster).reconcile(KEY)
+    assert "Job" in cluster.applied() and "StatefulSet" not in cluster.applied()
+    job = cluster.objects[("Job", f"{NAME}-weights")]
+    job["status"] = dict(JOB_COMPLETE)  # what the Job controller reports
+    cluster.calls.clear()
+    reconciler(cluster).reconcile(KEY)
+    assert cluster.applied() == ["StatefulSet"]
+    settled(cluster)
+
+    def immutable(manifest: Mapping[str, Any], dry_run: bool) -> None:
+        live = cluster.objects.get((manifest["kind"], manifest["metadata"]["name"]))
+        if manifest["kind"] == "Job" and live and live["spec"]["template"] != manifest["spec"]["template"]:
+            raise ApiError(422, "Invalid", "spec.template: Invalid value: field is immutable")
+
+    cluster.on_apply = immutable
+    cluster.edit({"model": {**shared["model"], "revision": "abc123"}})
+    cluster.events.clear()
+    cluster.calls.clear()
+    reconciler(cluster).reconcile(KEY)
+    assert ("delete", "Job") in cluster.calls and cluster.propagations == ["Background"]
+    assert ("Normal", "Replacing") in cluster.events and "StatefulSet" not in cluster.applied()
+    reconciler(cluster).reconcile(KEY)  # what the deletion event triggers: the new Job, no StatefulSet yet
+    env = cluster.objects[("Job", f"{NAME}-weights")]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "QWEN_MODEL_REVISION", "value": "abc123"} in env
+    assert "abc123" not in str(cluster.objects[("StatefulSet", NAME)]["spec"])
 
 
 def test_orphaned_children_are_adopted_only_when_we_applied_them() -> None:

@@ -374,8 +374,9 @@ def test_render_rejects_invalid_input() -> None:
 @pytest.mark.parametrize("sample", sorted((ROOT / "samples").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_sample_renders(sample: Path) -> None:
     (doc,) = yaml.safe_load_all(sample.read_text())
+    shared = ["PersistentVolumeClaim", "Job"] if "shared-cache" in sample.name else []
     assert [c["kind"] for c in render.render(doc)] == [
-        "ConfigMap", "Service", "Service", "StatefulSet", "PodDisruptionBudget",
+        "ConfigMap", *shared, "Service", "Service", "StatefulSet", "PodDisruptionBudget",
     ]  # fmt: skip
 
 
@@ -388,3 +389,4 @@ def test_samples_cover_the_model_card_h100_fp8_kv_and_pvc() -> None:
     assert (h100.gpu.product, h100.runtime.kv_cache_dtype) == ("NVIDIA-H100-80GB-HBM3", "fp8")
     pvc = render.pvc_source(spec("qwen3-235b-thinking-pvc.yaml"))
     assert pvc is not None and pvc.claim_name
+    assert render.shared_cache(spec("qwen3-235b-thinking-shared-cache.yaml"))

@@ -40,9 +40,16 @@ def not_served(exc: Exception) -> bool:
     return isinstance(exc, ApiError) and exc.status == 404
 
 
+REPLACEABLE = {"StatefulSet": "Orphan", "Job": "Background"}
+"""Kinds replaced when a field fixed at creation changes, with the propagation of their deletion:
+a StatefulSet's pods are kept (adopted by the new one); the download Job's pod goes (the new
+Job resumes from the files on the claim)."""
+
+
 def _immutable(exc: ApiError, manifest: Mapping[str, Any]) -> bool:
-    """The apiserver refused to change a StatefulSet field that is fixed after creation."""
-    return exc.status == 422 and manifest["kind"] == "StatefulSet" and "Forbidden" in exc.message
+    """The apiserver refused to change a field that is fixed after creation (REPLACEABLE kinds)."""
+    fixed = "Forbidden" in exc.message or "field is immutable" in exc.message  # StatefulSet's, Job's
+    return exc.status == 422 and manifest["kind"] in REPLACEABLE and fixed
 
 
 def _rejects_content(exc: ApiError) -> bool:
@@ -121,12 +128,13 @@ class Actor:
         except ApiError as exc:
             if not _immutable(exc, apply.manifest) or apply.live is None:
                 raise
-        # A StatefulSet field that cannot change (volumeClaimTemplates, ...): replace the
-        # StatefulSet but keep its pods (orphaned, then adopted by the new one, then rolled).
-        # Its deletion event brings the next pass, which creates it anew.
-        meta = apply.manifest["metadata"]
-        self._record(self.kube.delete("StatefulSet", meta["namespace"], meta["name"], propagation="Orphan"))
-        return [events.replacing(apply.ident)]
+        # A field that cannot change (a StatefulSet's volumeClaimTemplates, a Job's pod template):
+        # replace the object; a StatefulSet keeps its pods (orphaned, then adopted by the new one,
+        # then rolled). Its deletion event brings the next pass, which creates it anew.
+        kind, meta = apply.manifest["kind"], apply.manifest["metadata"]
+        propagation = REPLACEABLE[kind]
+        self._record(self.kube.delete(kind, meta["namespace"], meta["name"], propagation=propagation))
+        return [events.replacing(apply.ident, pods_kept=propagation == "Orphan")]
 
     def _record(self, obj: Mapping[str, Any]) -> None:
         if obj.get("kind") and (obj.get("metadata") or {}).get("resourceVersion"):

@@ -25,6 +25,7 @@ from .vocabulary import (
     Phase,
     Remedy,
     Stage,
+    WeightsState,
 )
 
 __all__ = ["API_VERSION", "CATEGORIES", "GROUP", "KIND", "PLURAL", "SHORT_NAMES", "SINGULAR", "VERSION"]
@@ -199,13 +200,27 @@ class ModelSource(ApiObject):
     """Use weights already on a PersistentVolumeClaim."""
 
 
+CacheMode = Literal["PerReplica", "Shared"]
+CACHE_MODES: tuple[str, ...] = get_args(CacheMode)
+
+
 class CacheSpec(ApiObject):
-    """The per-replica volume that holds downloaded weights (Hugging Face source only)."""
+    """The volume(s) that hold downloaded weights (Hugging Face source only)."""
 
     size: Quantity = "600Gi"
-    """Size of each replica's weights volume; the FP8 checkpoint is about 236 GB."""
+    """Size of the weights volume (each replica's, or the one shared claim); the FP8 checkpoint
+    is about 236 GB."""
     storage_class_name: str = ""
-    """StorageClass for the volume; empty uses the cluster default."""
+    """StorageClass for the volume; empty uses the cluster default. Shared needs a class that
+    provides ReadWriteMany (NFS, CephFS, EFS, Filestore, Azure Files, ...)."""
+    mode: CacheMode = "PerReplica"
+    """PerReplica (the default): each replica downloads into its own ReadWriteOnce volume, which
+    every cluster provides; scaling 1 to 4 downloads 4 copies. Shared: one Job owned by the
+    resource downloads once (resumable) into one ReadWriteMany claim, and every replica mounts it
+    read-only once the Job has succeeded; scaling downloads nothing. Not the default because it
+    needs a ReadWriteMany StorageClass (without one the claim stays Pending), network filesystems
+    often load 236 GB slower than a local volume, and a changed default would replace every
+    existing StatefulSet (its volumeClaimTemplates) on an operator upgrade."""
 
 
 def _credential(name: str) -> bool:
@@ -234,6 +249,15 @@ class ModelSpec(ApiObject):
             check=_cache_floor_ok,
             field_path=".cache.size",
         ),
+        Rule(
+            cel="self.cache.mode != 'Shared' || !has(self.source) || !has(self.source.pvc)",
+            message=(
+                "model.cache.mode Shared downloads from Hugging Face into a claim the operator owns; "
+                "with model.source.pvc the weights are already on a claim (leave mode PerReplica)"
+            ),
+            check=lambda m: m.cache.mode != "Shared" or m.source is None or m.source.pvc is None,
+            field_path=".cache.mode",
+        ),
     )
 
     id: Annotated[
@@ -248,7 +272,7 @@ class ModelSpec(ApiObject):
     source: ModelSource | None = None
     """Where the weights come from; default Hugging Face without a token."""
     cache: CacheSpec = _sub(CacheSpec)
-    """Per-replica weights volume for downloads."""
+    """Weights volume for downloads: one per replica (the default) or one shared claim."""
 
 
 class ParallelismSpec(ApiObject):
@@ -611,6 +635,19 @@ class ReplicaStatus(ApiObject):
     """Why it waits or fails: the scheduler's, the kubelet's or the launcher's reason."""
 
 
+class WeightsStatus(ApiObject):
+    """The shared download (model.cache.mode Shared): its claim, its Job and the Job's state."""
+
+    claim: str
+    """The ReadWriteMany PersistentVolumeClaim the servers mount read-only."""
+    job: str
+    """The Job that downloads into it, once."""
+    state: WeightsState
+    """Pending, Downloading, Complete or Failed (the Job's)."""
+    message: str = ""
+    """What the Job reports (pods active and failed, or why it failed)."""
+
+
 class QwenThinkingDeploymentStatus(ApiObject):
     """Observed state, written only by the operator."""
 
@@ -632,6 +669,8 @@ class QwenThinkingDeploymentStatus(ApiObject):
     """The replicas' stages in short, e.g. "1/2 serving, 1 downloading" (printer column Progress)."""
     replica_status: list[ReplicaStatus] | None = None
     """One entry per server pod: its stage, since when, restarts and last reason."""
+    weights: WeightsStatus | None = None
+    """The shared download, with model.cache.mode Shared."""
     conditions: list[Condition] = Field(default_factory=list)
     """kstatus conditions."""
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from . import api, diff, events, facts, fallback, placement, planner, problems, render, status
+from . import api, diff, events, facts, fallback, placement, planner, problems, render, status, weights
 from .events import Event
 from .observe import Key, Observed
 from .problems import Problem, Wait
@@ -139,6 +139,24 @@ def _applies(p: Pass) -> tuple[Apply, ...]:
     return tuple(out)
 
 
+def gated(applies: tuple[Apply, ...], download: weights.Download | None) -> tuple[Apply, ...]:
+    """With a shared cache, the StatefulSet is applied only once the download Job has succeeded
+    (weights.py says why its pods do not wait instead); every other child goes ahead."""
+    if download is None or download.complete:
+        return applies
+    return tuple(a for a in applies if a.manifest["kind"] != "StatefulSet")
+
+
+def _download_or_pods(
+    download: weights.Download | None, pods: Problem | Wait | None
+) -> Problem | Wait | None:
+    """A failed download, then the pods' problems, then the download's wait, then the pods'."""
+    ours = None if download is None else download.found
+    if isinstance(ours, Problem) or isinstance(pods, Problem):
+        return ours if isinstance(ours, Problem) else pods
+    return ours or pods
+
+
 def _result(res: api.QwenThinkingDeployment, blocker: Problem | None, applies: tuple[Apply, ...]) -> Result:
     if blocker is not None:
         return Result.INVALID if blocker.reason == Reason.INVALID_SPEC else Result.BLOCKED
@@ -170,11 +188,15 @@ def decide(observed: Observed, now: datetime) -> Desired:
     p = Pass(observed, res, plan, decision, children)
     blocker = first_blocker(p)
     applies = () if blocker is not None or res.spec.paused else _applies(p)
-    found = blocker or decision.problem or problems.of_pods(observed.pods, now, decision.explained)
+    download = weights.download(res, observed, [a.manifest["kind"] for a in applies])
+    applies = gated(applies, download)
+    pods = problems.of_pods(observed.pods, now, decision.explained)
+    found = blocker or decision.problem or _download_or_pods(download, pods)
     problem, wait = (found, None) if isinstance(found, Problem) else (None, found)
     sts = observed.child("StatefulSet", res.metadata.name)
     changing = any(a.manifest["kind"] == "StatefulSet" for a in applies)
-    inputs = status.Inputs(res, sts, decision, problem, wait, observed.pods, changing)
+    shared = None if download is None else download.status
+    inputs = status.Inputs(res, sts, decision, problem, wait, observed.pods, changing, shared)
     after = status.build(inputs, before, now)
     said: list[Event] = []
     if decision.reduced is not None:

@@ -76,8 +76,11 @@ def created_together(said: list[Event]) -> list[Event]:
     return [*rest[:first], merged, *rest[first:]]
 
 
-def replacing(what: str) -> Event:
-    message = f"Replacing {what}, pods kept: a field fixed at creation changed"
+def replacing(what: str, pods_kept: bool = True) -> Event:
+    """A StatefulSet keeps its pods (orphaned, then adopted); the download Job's pod goes with it
+    (the new Job's pod resumes from the files already on the claim)."""
+    kept = ", pods kept" if pods_kept else ""
+    message = f"Replacing {what}{kept}: a field fixed at creation changed"
     return Event(EventType.NORMAL, EventReason.REPLACING, message)
 
 

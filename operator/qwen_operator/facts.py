@@ -122,7 +122,7 @@ class Child:
     """metadata (labels, the operator's annotations, ownerReferences), spec, and a ConfigMap's data
     as its digest: what drift reads."""
     status: dict[str, Any]
-    """The StatefulSet's rollout counters; empty for other kinds."""
+    """The status of the kinds whose progress the decision reads (STATUS_KINDS); else empty."""
 
 
 def _controller(meta: Mapping[str, Any]) -> Owner | None:
@@ -130,6 +130,10 @@ def _controller(meta: Mapping[str, Any]) -> Owner | None:
         if isinstance(ref, Mapping) and ref.get("controller"):
             return Owner(str(ref.get("kind", "")), str(ref.get("name", "")), str(ref.get("uid", "")))
     return None
+
+
+STATUS_KINDS = frozenset({"StatefulSet", "Job", "PersistentVolumeClaim"})
+"""The StatefulSet's rollout, the shared download Job's conditions, the shared claim's phase."""
 
 
 def child_from(raw: Raw, kind: str | None = None) -> Child:
@@ -159,7 +163,7 @@ def child_from(raw: Raw, kind: str | None = None) -> Child:
             "spec": _dict(raw.get("spec")),
             **({DATA_DIGEST: data_digest(raw)} if "data" in raw else {}),
         },
-        status=_dict(raw.get("status")) if kind == "StatefulSet" else {},
+        status=_dict(raw.get("status")) if kind in STATUS_KINDS else {},
     )
 
 

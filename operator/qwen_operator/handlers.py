@@ -49,6 +49,8 @@ CHILDREN: tuple[tuple[str, str, str], ...] = (
     ("", "v1", "services"),
     ("policy", "v1", "poddisruptionbudgets"),
     ("monitoring.coreos.com", "v1", "servicemonitors"),
+    ("", "v1", "persistentvolumeclaims"),
+    ("batch", "v1", "jobs"),
 )
 PODS = ("", "v1", "pods")
 NODES = ("", "v1", "nodes")
@@ -222,6 +224,8 @@ async def resource_event(
 @kopf.on.event("v1", "services", labels=MANAGED_LABELS)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED_LABELS)
 @kopf.on.event("monitoring.coreos.com", "v1", "servicemonitors", labels=MANAGED_LABELS)
+@kopf.on.event("v1", "persistentvolumeclaims", labels=MANAGED_LABELS)
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED_LABELS)
 @kopf.on.event("v1", "pods", labels=MANAGED_LABELS)
 async def child_event(
     type: str, body: kopf.Body, resource: kopf.Resource, namespace: str | None, labels: Mapping[str, str],

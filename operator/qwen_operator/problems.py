@@ -38,8 +38,9 @@ class Wait:
 
     reason: str
     message: str
-    recheck_after: float
-    """Seconds until it would become a problem: look again then."""
+    recheck_after: float | None = None
+    """Seconds until it would become a problem: look again then. None: the wait has no deadline,
+    and the watched object's next change brings the next look (the download Job)."""
 
 
 def short(text: str) -> str:
@@ -103,4 +104,4 @@ def of_pods(
             waits.append(scheduling)
     rank: dict[str, int] = {Reason.IMAGE_PULL_BACK_OFF: 0, Reason.UNSCHEDULABLE: 2}
     problem = min(found, key=lambda p: rank.get(p.reason, 1), default=None)
-    return problem if problem is not None else min(waits, key=lambda w: w.recheck_after, default=None)
+    return problem if problem is not None else min(waits, key=lambda w: w.recheck_after or 0.0, default=None)

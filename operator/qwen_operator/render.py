@@ -17,11 +17,21 @@ import yaml
 
 from qwen_runtime.argv import GPU_MEMORY_UTILIZATION
 from qwen_runtime.engine import ENGINE_READY_TIMEOUT_S, ENGINE_READY_TIMEOUT_VAR
+from qwen_runtime.fetch import EXIT_ACCESS_DENIED, EXIT_CONFIG, EXIT_REPO_NOT_FOUND, EXIT_REVISION_NOT_FOUND
 from qwen_runtime.ready import API_KEY_VAR
 
 from . import api, launcher_code, placement, security
 from .api import QwenThinkingDeployment, QwenThinkingDeploymentSpec
-from .vocabulary import LAUNCHER_ANNOTATION, MAX_MODEL_LEN_FLAG, Component, labels, selector_labels
+from .vocabulary import (
+    COMPONENT_LABEL,
+    FETCH_CONTAINER,
+    INSTANCE_LABEL,
+    LAUNCHER_ANNOTATION,
+    MAX_MODEL_LEN_FLAG,
+    Component,
+    labels,
+    selector_labels,
+)
 
 CONTAINER_PORT = 8000
 WEIGHTS_MOUNT = "/models"
@@ -47,7 +57,13 @@ TEMPLATES = (
     "pdb.yaml.j2",
 )  # fmt: skip
 """In apply order: the launcher and the StatefulSet's governing Service exist before its pods."""
+SHARED_TEMPLATES = ("pvc-weights.yaml.j2", "job-weights.yaml.j2")
+"""With model.cache.mode Shared, after the launcher (the Job's pod mounts it): the claim, the Job."""
 SERVICE_MONITOR_TEMPLATE = "servicemonitor.yaml.j2"
+DOWNLOAD_BACKOFF_LIMIT = 6
+"""Retries of the shared download (Kubernetes' default): each resumes the partial files."""
+PERMANENT_FETCH_EXITS = (EXIT_CONFIG, EXIT_REPO_NOT_FOUND, EXIT_REVISION_NOT_FOUND, EXIT_ACCESS_DENIED)
+"""`qwen_runtime fetch` exit codes no retry can cure: the Job fails at once (podFailurePolicy)."""
 
 
 class RenderError(RuntimeError):
@@ -95,6 +111,20 @@ def pvc_source(spec: QwenThinkingDeploymentSpec) -> api.PvcSource | None:
     return None if source is None else source.pvc
 
 
+def shared_cache(spec: QwenThinkingDeploymentSpec) -> bool:
+    """One download into one ReadWriteMany claim (model.cache.mode Shared, Hugging Face source)."""
+    return pvc_source(spec) is None and spec.model.cache.mode == "Shared"
+
+
+def weights_claim_name(name: str) -> str:
+    return f"{name}-weights"
+
+
+def download_job_name(name: str) -> str:
+    """At most 60 characters (names are at most 52): a Job's name is also its pods' job-name label."""
+    return f"{name}-weights"
+
+
 def model_argument(spec: QwenThinkingDeploymentSpec) -> str:
     """What `vllm serve` gets as its model: the hub id, or the directory on the user's PVC."""
     pvc = pvc_source(spec)
@@ -138,7 +168,11 @@ def server_argv(
         json.dumps(generation_config(spec), separators=(",", ":")),
     ]
     if pvc_source(spec) is None:
-        args += ["--download-dir", HF_CACHE]
+        if not shared_cache(spec):
+            # Not on the shared claim: it is mounted read-only, and vLLM takes a lock file in its
+            # --download-dir. Without the flag it locks in the temp directory, and HF_HUB_CACHE
+            # (server_env) names the same directory, where it finds the files offline.
+            args += ["--download-dir", HF_CACHE]
         if spec.model.revision:
             args += ["--revision", spec.model.revision]
     return ["python3", "-m", "qwen_runtime", "--", *args, *spec.runtime.extra_args]
@@ -269,6 +303,7 @@ def _values(
         "command": server_argv(res, max_model_len, gpu_memory_utilization),
         "env": server_env(spec),
         "fetch": None if pvc is not None else {"env": fetch_env(spec)},
+        "shared": _shared(res) if shared_cache(spec) else None,
         "pvc": None if pvc is None else pvc.model_dump(by_alias=True),
         "weights_mount": WEIGHTS_MOUNT,
         "storage_class": spec.model.cache.storage_class_name,
@@ -285,6 +320,18 @@ def _values(
         "service_type": spec.service.type,
         "service_port": spec.service.port,
         "max_unavailable": spec.disruption.max_unavailable,
+    }
+
+
+def _shared(res: QwenThinkingDeployment) -> dict[str, Any]:
+    name = res.metadata.name
+    return {
+        "claim": weights_claim_name(name),
+        "job": download_job_name(name),
+        "container": FETCH_CONTAINER,
+        "backoff_limit": DOWNLOAD_BACKOFF_LIMIT,
+        "permanent_exit_codes": list(PERMANENT_FETCH_EXITS),
+        "pod_labels": {INSTANCE_LABEL: name, COMPONENT_LABEL: str(Component.DOWNLOAD)},
     }
 
 
@@ -316,7 +363,10 @@ def render(
     values = _values(res, max_model_len, gpu_memory_utilization)
     # libyaml's safe loader when built in: parsing is 90% of a render, and a render runs per event
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    templates = TEMPLATES + ((SERVICE_MONITOR_TEMPLATE,) if service_monitor else ())
+    shared = SHARED_TEMPLATES if values["shared"] else ()
+    templates = (
+        TEMPLATES[:1] + shared + TEMPLATES[1:] + ((SERVICE_MONITOR_TEMPLATE,) if service_monitor else ())
+    )
     children = [yaml.load(_environment().get_template(t).render(**values), Loader=loader) for t in templates]
     _check(res, children, values["command"])
     return children

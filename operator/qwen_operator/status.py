@@ -210,6 +210,8 @@ class Inputs:
     pods: tuple[facts.Pod, ...] = ()
     sts_changing: bool = False
     """This pass applies a new StatefulSet."""
+    weights: api.WeightsStatus | None = None
+    """The shared download (model.cache.mode Shared)."""
 
 
 def build(f: Inputs, before: Status, now: datetime) -> Status:
@@ -232,6 +234,7 @@ def build(f: Inputs, before: Status, now: datetime) -> Status:
         context=context_status(f.decision),
         progress=replicas.progress(entries, want),
         replica_status=entries or None,
+        weights=f.weights,
         conditions=merge_conditions(before.conditions, conds, now),
     )
 
@@ -256,6 +259,7 @@ def invalid(
         selector=selector_string(resource.name),
         endpoint=before.endpoint,
         context=before.context,
+        weights=before.weights,
         conditions=merge_conditions(before.conditions, conds, now),
     )
 

@@ -53,6 +53,8 @@ class Component(StrEnum):
     SERVER = "server"
     API = "api"
     WEIGHTS = "weights"
+    DOWNLOAD = "download"
+    """The Job that downloads the weights once into the shared claim (model.cache.mode Shared)."""
     LAUNCHER = "launcher"
 
 
@@ -135,6 +137,26 @@ class Stage(StrEnum):
     """A container keeps failing; the reason is the launcher's (or the kubelet's)."""
 
 
+class WeightsState(StrEnum):
+    """`status.weights.state`: the shared download's Job as the Job controller reports it."""
+
+    PENDING = "Pending"
+    """The Job is being created (or replaced after the spec changed what it downloads)."""
+    DOWNLOADING = "Downloading"
+    """The Job runs: its pod downloads (or resumes) into the shared claim."""
+    COMPLETE = "Complete"
+    """The Job succeeded: every file is on the claim; the servers mount it read-only."""
+    FAILED = "Failed"
+    """The Job failed and will not retry by itself."""
+
+
+class JobCondition(StrEnum):
+    """The Job conditions the operator reads."""
+
+    COMPLETE = "Complete"
+    FAILED = "Failed"
+
+
 class ConditionType(StrEnum):
     """kstatus conditions (Ready, Reconciling, Stalled) and the operator's own: ContextReduced and
     UtilizationReduced (the out-of-memory cures in force)."""
@@ -184,6 +206,12 @@ class Reason(StrEnum):
     HOST_OUT_OF_MEMORY = "HostOutOfMemory"
     """Ready=False, Stalled=True | the kernel killed the server for its container memory limit
     (host memory, not GPU memory): raise `resources.limits.memory`"""
+    WEIGHTS_DOWNLOADING = "WeightsDownloading"
+    """Ready=False, Reconciling=True | `model.cache.mode: Shared`: the download Job runs; the
+    servers start (or roll) once it has succeeded"""
+    WEIGHTS_DOWNLOAD_FAILED = "WeightsDownloadFailed"
+    """Ready=False, Stalled=True | the download Job failed (a refused token, an unknown revision, a
+    full claim, or its retries spent); delete the Job to try again"""
     NAME_CONFLICT = "NameConflict"
     """Ready=False, Stalled=True | a child's name is taken by an object the operator does not own"""
     RECONCILE_ERROR = "ReconcileError"
