@@ -242,7 +242,9 @@ def test_a_failure_that_is_not_about_memory_changes_nothing(
 def test_weights_that_cannot_fit_start_no_crash_loop(
     operator: Operator, ns: str, custom: client.CustomObjectsApi, apps_v1: client.AppsV1Api
 ) -> None:
-    apply_yaml(ns, sample(parallelism={"tensor": 2}, gpu={"memoryGiB": 80}))
+    apply_yaml(
+        ns, sample(parallelism={"tensor": 2})
+    )  # the nodes' H100s: 2 x 80 GiB (a spec saying so is refused)
     obj = wait_condition(custom, ns, "Stalled", "InsufficientGPUMemory")
     assert condition(obj, "Stalled")["status"] == "True"
     assert obj["status"]["phase"] == "Failed"

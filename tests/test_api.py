@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from qwen_operator import api
-from testkit.invalid_cases import INVALID, resource
+from qwen_operator import api, kubeyaml
+from testkit.invalid_cases import CASES, Case, resource, summary
 
 
 def test_empty_spec_is_the_model_card_deployment() -> None:
@@ -34,12 +34,20 @@ def test_missing_spec_means_empty_spec() -> None:
     assert res.spec == api.QwenThinkingDeploymentSpec()
 
 
-@pytest.mark.parametrize(("case", "patch", "field"), INVALID, ids=[c[0] for c in INVALID])
-def test_invalid_resource_names_the_field(case: str, patch: dict[str, Any], field: str) -> None:
-    with pytest.raises(api.InvalidResource) as info:
-        api.parse_resource(resource(patch))
-    assert info.value.field == field, str(info.value)
-    assert str(info.value).startswith(f"{field}: ")
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_invalid_resource_names_the_field(case: Case) -> None:
+    """Read as kubectl reads it, then validated: refused, naming the field (or the line)."""
+    with pytest.raises((api.InvalidResource, kubeyaml.ManifestError)) as info:
+        (doc,) = kubeyaml.load_all(case.document())
+        api.parse_resource(doc)
+    assert str(info.value).startswith(f"{case.field}: "), str(info.value)
+
+
+def test_the_corpus_covers_every_category() -> None:
+    counts = summary()
+    print(f"{len(CASES)} bad resources: {counts}")
+    assert len(CASES) >= 60 and len(counts) == 7 and min(counts.values()) >= 5, counts
+    assert len({c.id for c in CASES}) == len(CASES)
 
 
 @pytest.mark.parametrize(

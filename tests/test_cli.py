@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from qwen_operator import __version__, api, cli, crd, planner
-from testkit.invalid_cases import INVALID, resource
+from testkit.invalid_cases import CASES, Case, resource
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,13 +65,29 @@ def test_render_rejects_a_context_above_the_request() -> None:
     assert "--max-model-len" in out.stderr
 
 
-@pytest.mark.parametrize(("case", "patch", "field"), INVALID, ids=[c[0] for c in INVALID])
-def test_render_invalid_exits_2_naming_the_field(case: str, patch: dict[str, Any], field: str) -> None:
-    out = _cli("render", "-f", "-", stdin=yaml.safe_dump(resource(patch)))
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_render_refuses_the_corpus_naming_the_field(case: Case, capsys: pytest.CaptureFixture[str]) -> None:
+    """`qwen-operator render -f -` (its main, in this process): exit 2, one line naming the field."""
+    with open_stdin(case.document()):
+        assert cli.main(["render", "-f", "-"]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith(f"error: {case.field}: "), lines[0]
+    assert captured.out == ""
+
+
+ONE_PER_KIND = {c.kind: c for c in CASES}
+
+
+@pytest.mark.parametrize("case", ONE_PER_KIND.values(), ids=ONE_PER_KIND.keys())
+def test_render_command_refuses_naming_the_field(case: Case) -> None:
+    """The same through the installed command's process, one case per category."""
+    out = _cli("render", "-f", "-", stdin=case.document())
     assert out.returncode == 2, out.stdout
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
-    assert lines[0].startswith(f"error: {field}: "), lines[0]
+    assert lines[0].startswith(f"error: {case.field}: "), lines[0]
     assert out.stdout == ""
 
 
@@ -186,15 +202,13 @@ def test_plan_refuses_what_it_cannot_plan(
     assert captured.out == ""
 
 
-@pytest.mark.parametrize(("case", "patch", "field"), INVALID, ids=[c[0] for c in INVALID])
-def test_plan_invalid_exits_2_naming_the_field(
-    case: str, patch: dict[str, Any], field: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with open_stdin(yaml.safe_dump(resource(patch))):
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_plan_invalid_exits_2_naming_the_field(case: Case, capsys: pytest.CaptureFixture[str]) -> None:
+    with open_stdin(case.document()):
         assert cli.main(["plan", "-f", "-", "--gpu-memory-gib", "80"]) == 2
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {field}: "), captured.err
+    assert len(lines) == 1 and lines[0].startswith(f"error: {case.field}: "), captured.err
     assert captured.out == ""
 
 

@@ -12,7 +12,7 @@ from qwen_operator import metrics
 from qwen_operator.kube import ApiError
 from qwen_operator.vocabulary import HASH_ANNOTATION, SERVICE_MONITOR_CRD, Result
 from testkit.fake import KEY, FakeCluster, reconciler
-from testkit.wrappers import JOB_COMPLETE, NAME, Pod, kv_record
+from testkit.wrappers import JOB_COMPLETE, NAME, Pod, gpu_node, kv_record
 
 
 def settled(cluster: FakeCluster) -> FakeCluster:
@@ -322,7 +322,9 @@ def test_a_memory_failure_lowers_the_context_once() -> None:
 
 
 def test_weights_that_cannot_fit_apply_nothing() -> None:
-    cluster = FakeCluster({"parallelism": {"tensor": 2}, "gpu": {"memoryGiB": 80}})
+    """GPUs that the nodes report too small (a spec that says so is refused at apply)."""
+    cluster = FakeCluster({"parallelism": {"tensor": 2}})
+    cluster.nodes.append(gpu_node())
     out = reconciler(cluster).reconcile(KEY)
     assert out.result == Result.BLOCKED and cluster.applied() == []
     stalled = cluster.condition("Stalled")

@@ -37,13 +37,21 @@ BAKED_IMAGE = "ghcr.io/qwen-operator/qwen-runtime:0.1.0-vllm0.33.0"
 """The optional image with the launcher baked in (runtime/Dockerfile), for air-gapped mirrors."""
 WEIGHTS_CACHE_FLOOR = "221Gi"
 """The default model's weights: 236,445,455,360 B is 220.2 GiB (planner.weight_bytes)."""
+WEIGHTS_GIB = 220.2
+"""The same weights in GiB, rounded down: GPUs with less memory in all cannot hold them."""
 OTHER_CACHE_FLOOR = "1Gi"
 """Any other model: no weights cache smaller than this."""
 RECOMMENDED_CONTEXT = 131072
 """The model card: a thinking model wants at least this context for its reasoning."""
 CREDENTIAL_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_TOKEN", "VLLM_API_KEY", "OPENAI_API_KEY")
-CREDENTIAL_SUFFIX = "(_TOKEN|_API_KEY|_PASSWORD|_SECRET)$"
+CREDENTIAL_SUFFIX = (
+    "(_TOKEN|_API_KEY|_APIKEY|_PASSWORD|_PASSWD|_SECRET|_SECRET_KEY|_ACCESS_KEY|_PRIVATE_KEY|_CREDENTIALS)$"
+)
 """Environment variable names that hold credentials: never a literal value in the spec."""
+TOKEN_PATTERN = "(hf_[A-Za-z0-9]{30,}|sk-[A-Za-z0-9_-]{20,})"
+"""A Hugging Face or OpenAI-style token, wherever it sits in an env value or an argument."""
+MANAGED_ENV = ("PYTHONPATH",)
+"""Environment the server needs as the operator sets it: the launcher is imported from PYTHONPATH."""
 CAPABILITIES = ("IPC_LOCK",)
 """Capabilities a user may add to the server (IPC_LOCK: pinned memory for RDMA/GPUDirect);
 any of them takes the pods out of Pod Security "restricted"."""
@@ -85,8 +93,10 @@ MANAGED_FLAGS = (
     "--revision",
     "--host",
     "--port",
+    "--hf-token",
 )
-"""Flags the operator sets itself, with vLLM 0.33's aliases for them (from its own parser)."""
+"""Flags the operator sets itself, with vLLM 0.33's aliases for them (from its own parser), and
+`--hf-token`, whose value would be a credential in the pod spec (tokenSecretRef sets it)."""
 
 
 def _prefixes(word: str) -> str:
@@ -118,18 +128,49 @@ Kubernetes publishes also admits a fractional exponent (`1e.5`), which the parse
 PERCENT_PATTERN = r"^[0-9]+%$"
 Quantity = Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=64)]
 
+# Patterns are read by three regex engines (Go's in the apiserver, Rust's in pydantic, Python's):
+# ASCII classes spelled out, no \w \d \s (Unicode-aware in two of them, not in Go's).
+_DNS_LABEL = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+DNS_SUBDOMAIN = f"^{_DNS_LABEL}(\\.{_DNS_LABEL})*$"
+"""Names of Secrets, claims, PriorityClasses and StorageClasses (at most 253 characters)."""
+_LABEL_NAME = "[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+LABEL_KEY = f"^({_DNS_LABEL}(\\.{_DNS_LABEL})*/)?{_LABEL_NAME}$"
+LABEL_VALUE = "^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+RESOURCE_NAME = f"^{_DNS_LABEL}(\\.{_DNS_LABEL})*/{_LABEL_NAME}$"
+"""An extended resource: a domain, a slash and a name (nvidia.com/gpu)."""
+ENV_NAME = "^[-._A-Za-z][-._A-Za-z0-9]*$"
+SECRET_KEY = "^[-._A-Za-z0-9]+$"
+_SEGMENT = "[A-Za-z0-9_-][A-Za-z0-9._-]*"
+REVISION = f"^{_SEGMENT}(/{_SEGMENT})*$"
+"""A branch, tag or commit; no segment starts with a dot, so never `..`."""
+RELATIVE_PATH = f"^/?({_SEGMENT}(/{_SEGMENT})*)?/?$"
+IMAGE = "^[A-Za-z0-9][A-Za-z0-9._/:@-]*$"
+PRINTABLE = "^[!-~]*$"
+"""Printable ASCII, no space: a name clients send and logs print."""
+_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
+ARGUMENT = f"^([^\\x00-\\x1f\\x7f{_DASHES}][^\\x00-\\x1f\\x7f]*)?$"
+"""No control character, and no dash look-alike first (a pasted `—max-num-seqs` is no flag to
+vLLM: it would stop at "unrecognized arguments"). The dashes are the characters themselves."""
+DnsName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
+OptionalDnsName = Annotated[str, StringConstraints(max_length=253, pattern=f"^$|{DNS_SUBDOMAIN}")]
+
+
+MAX_INT_OR_STRING = 64
+
 
 def _int_or_string(value: Any, pattern: str, example: str) -> int | str:
     """A Kubernetes int-or-string: a non-negative integer, or a string matching `pattern`."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
-    if isinstance(value, str) and re.fullmatch(pattern, value):
+    if isinstance(value, str) and len(value) <= MAX_INT_OR_STRING and re.fullmatch(pattern, value):
         return value
     raise ValueError(f"{value!r} must be a non-negative integer or a string like {example}")
 
 
 def _int_or_string_schema(pattern: str) -> WithJsonSchema:
-    return WithJsonSchema({"x-kubernetes-int-or-string": True, "pattern": pattern, "minimum": 0})
+    return WithJsonSchema(
+        {"x-kubernetes-int-or-string": True, "pattern": pattern, "minimum": 0, "maxLength": MAX_INT_OR_STRING}
+    )
 
 
 IntOrQuantity = Annotated[
@@ -142,7 +183,6 @@ IntOrPercent = Annotated[
     PlainValidator(lambda v: _int_or_string(v, PERCENT_PATTERN, "25%")),
     _int_or_string_schema(PERCENT_PATTERN),
 ]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=253)]
 Passthrough = Annotated[
     dict[str, Any], Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
 ]
@@ -161,9 +201,9 @@ def _is_managed(arg: str) -> bool:
 class SecretKeyRef(ApiObject):
     """A key of a Secret in the resource's namespace."""
 
-    name: Name
+    name: DnsName
     """Name of the Secret."""
-    key: Name = "token"
+    key: Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=SECRET_KEY)] = "token"
     """Key inside the Secret."""
 
 
@@ -177,9 +217,9 @@ class HuggingFaceSource(ApiObject):
 class PvcSource(ApiObject):
     """Serve weights that already sit on a PersistentVolumeClaim (mounted read-only)."""
 
-    claim_name: Name
+    claim_name: DnsName
     """Name of the PersistentVolumeClaim in the resource's namespace."""
-    path: str = ""
+    path: Annotated[str, StringConstraints(max_length=253, pattern=RELATIVE_PATH)] = ""
     """Directory inside the claim that holds config.json and the safetensors files."""
 
 
@@ -210,7 +250,7 @@ class CacheSpec(ApiObject):
     size: Quantity = "600Gi"
     """Size of the weights volume (each replica's, or the one shared claim); the FP8 checkpoint
     is about 236 GB."""
-    storage_class_name: str = ""
+    storage_class_name: OptionalDnsName = ""
     """StorageClass for the volume; empty uses the cluster default. Shared needs a class that
     provides ReadWriteMany (NFS, CephFS, EFS, Filestore, Azure Files, ...)."""
     mode: CacheMode = "PerReplica"
@@ -262,12 +302,14 @@ class ModelSpec(ApiObject):
 
     id: Annotated[
         str,
-        StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$"),
+        StringConstraints(
+            min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9_.-]+)?$"
+        ),
     ] = DEFAULT_MODEL
     """Hugging Face model id passed to `vllm serve`."""
-    revision: Annotated[str, StringConstraints(max_length=100)] = ""
+    revision: Annotated[str, StringConstraints(max_length=100, pattern=f"^$|{REVISION}")] = ""
     """Optional pinned revision (branch, tag or commit) of the model."""
-    served_name: Annotated[str, StringConstraints(max_length=200)] = ""
+    served_name: Annotated[str, StringConstraints(max_length=200, pattern=PRINTABLE)] = ""
     """Model name clients send in API requests; empty means metadata.name."""
     source: ModelSource | None = None
     """Where the weights come from; default Hugging Face without a token."""
@@ -362,9 +404,9 @@ class SamplingSpec(ApiObject):
 class EnvVar(ApiObject):
     """An environment variable of the server container (Kubernetes EnvVar)."""
 
-    name: Name
+    name: Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=ENV_NAME)]
     """Variable name."""
-    value: str | None = None
+    value: Annotated[str, StringConstraints(max_length=32768)] | None = None
     """Literal value."""
     value_from: Passthrough | None = None
     """Kubernetes EnvVarSource (secretKeyRef, configMapKeyRef, fieldRef, ...)."""
@@ -405,9 +447,38 @@ class RuntimeSpec(ApiObject):
             check=lambda r: r.min_gpu_memory_utilization <= r.gpu_memory_utilization,
             field_path=".minGpuMemoryUtilization",
         ),
+        Rule(
+            cel=f"!has(self.env) || self.env.all(e, !(e.name in {cel_string_list(MANAGED_ENV)}))",
+            message=(
+                f"runtime.env may not set {', '.join(MANAGED_ENV)}: the operator sets it (the launcher is "
+                "imported from there)"
+            ),
+            check=lambda r: not any(e.name in MANAGED_ENV for e in r.env),
+            field_path=".env",
+        ),
+        Rule(
+            cel=f"!has(self.env) || self.env.all(e, !has(e.value) || !e.value.matches(r'{TOKEN_PATTERN}'))",
+            message=(
+                "runtime.env may not hold a literal token (hf_..., sk-...) in any variable: put it in a "
+                "Secret "
+                "and use model.source.huggingFace.tokenSecretRef, auth.apiKeySecretRef or valueFrom"
+            ),
+            check=lambda r: not any(e.value is not None and re.search(TOKEN_PATTERN, e.value) for e in r.env),
+            field_path=".env",
+        ),
+        Rule(
+            cel=f"!has(self.extraArgs) || self.extraArgs.all(a, !a.matches(r'{TOKEN_PATTERN}'))",
+            message=(
+                "runtime.extraArgs may not hold a literal token (hf_..., sk-...): the pod spec is readable "
+                "by "
+                "anyone who can list pods; put it in a Secret"
+            ),
+            check=lambda r: not any(re.search(TOKEN_PATTERN, a) for a in r.extra_args),
+            field_path=".extraArgs",
+        ),
     )
 
-    image: Annotated[str, StringConstraints(max_length=512)] = ""
+    image: Annotated[str, StringConstraints(max_length=512, pattern=f"^$|{IMAGE}")] = ""
     """Server image; empty means the unmodified vllm/vllm-openai:v0.33.0 (pin it by digest:
     vllm/vllm-openai@sha256:...). The launcher comes in a ConfigMap, so any vLLM 0.33 image works."""
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.92
@@ -417,9 +488,9 @@ class RuntimeSpec(ApiObject):
     the KV cache, or memory another process holds)."""
     kv_cache_dtype: KvCacheDtype = "auto"
     """KV cache precision (--kv-cache-dtype); fp8 halves the cache and doubles the context."""
-    extra_args: Annotated[list[Annotated[str, StringConstraints(max_length=256)]], Field(max_length=64)] = (
-        Field(default_factory=list)
-    )
+    extra_args: Annotated[
+        list[Annotated[str, StringConstraints(max_length=256, pattern=ARGUMENT)]], Field(max_length=64)
+    ] = Field(default_factory=list)
     """Arguments appended to `vllm serve`; may not repeat a flag the operator manages."""
     env: Annotated[list[EnvVar], Field(max_length=64)] = Field(default_factory=list)
     """Extra environment variables of the server container; credentials only from Secrets (valueFrom)."""
@@ -431,33 +502,66 @@ class RuntimeSpec(ApiObject):
 class GpuSpec(ApiObject):
     """The GPUs each replica runs on."""
 
-    resource_name: Annotated[str, StringConstraints(min_length=1, max_length=253)] = "nvidia.com/gpu"
+    resource_name: Annotated[str, StringConstraints(max_length=253, pattern=RESOURCE_NAME)] = "nvidia.com/gpu"
     """Extended resource requested per GPU."""
-    product: Annotated[str, StringConstraints(max_length=63)] = ""
+    product: Annotated[str, StringConstraints(max_length=63, pattern=LABEL_VALUE)] = ""
     """Pin to a GPU product (node label nvidia.com/gpu.product), e.g. NVIDIA-H100-80GB-HBM3."""
     memory_gi_b: Annotated[int, Field(ge=1, le=4096)] | None = Field(None, alias="memoryGiB")
     """GPU memory in GiB for the memory plan; default read from the node label nvidia.com/gpu.memory."""
 
 
+def _requests_within_limits(r: ResourcesSpec) -> bool:
+    for name, request in r.requests.items():
+        want, cap = quantity(request), quantity(r.limits.get(name))
+        if want is not None and cap is not None and want > cap:
+            return False
+    return True
+
+
 class ResourcesSpec(ApiObject):
     """CPU and memory of the server container (GPUs come from parallelism.tensor)."""
 
-    requests: dict[str, IntOrQuantity] = Field(default_factory=dict)
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel=(
+                "!has(self.requests) || !has(self.limits) || self.requests.all(k, !(k in self.limits) || "
+                "quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) <= 0)"
+            ),
+            message="resources.requests may not exceed resources.limits (the pods would be refused)",
+            check=_requests_within_limits,
+            field_path=".requests",
+        ),
+    )
+
+    requests: Annotated[dict[str, IntOrQuantity], Field(max_length=16)] = Field(default_factory=dict)
     """Requests merged over the defaults (cpu 8, memory 96Gi)."""
-    limits: dict[str, IntOrQuantity] = Field(default_factory=dict)
+    limits: Annotated[dict[str, IntOrQuantity], Field(max_length=16)] = Field(default_factory=dict)
     """Limits merged over the defaults (memory 256Gi)."""
 
 
 class SchedulingSpec(ApiObject):
     """Where the pods may run."""
 
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel=f"!has(self.nodeSelector) || self.nodeSelector.all(k, k.matches(r'{LABEL_KEY}'))",
+            message=(
+                "scheduling.nodeSelector keys must be label keys ([prefix/]name, name at most 63 characters)"
+            ),
+            check=lambda s: all(re.match(LABEL_KEY, k) for k in s.node_selector),
+            field_path=".nodeSelector",
+        ),
+    )
+
+    node_selector: Annotated[
+        dict[str, Annotated[str, StringConstraints(max_length=63, pattern=LABEL_VALUE)]], Field(max_length=64)
+    ] = Field(default_factory=dict)
     """Extra node selector labels."""
-    tolerations: list[Passthrough] = Field(default_factory=list)
+    tolerations: Annotated[list[Passthrough], Field(max_length=64)] = Field(default_factory=list)
     """Tolerations (Kubernetes Toleration); a toleration for the GPU taint is always added."""
     affinity: Passthrough | None = None
     """Kubernetes Affinity of the pods."""
-    priority_class_name: str = ""
+    priority_class_name: OptionalDnsName = ""
     """PriorityClass of the pods."""
 
 
@@ -510,8 +614,54 @@ class DisruptionSpec(ApiObject):
     """Replicas that voluntary disruptions (drains) may take down at once."""
 
 
+def _weights_fit(s: QwenThinkingDeploymentSpec) -> bool:
+    memory = s.gpu.memory_gi_b
+    if s.model.id != DEFAULT_MODEL or memory is None:
+        return True
+    return memory * s.parallelism.tensor * s.runtime.gpu_memory_utilization >= WEIGHTS_GIB
+
+
+def _gpu_resource_free(s: QwenThinkingDeploymentSpec) -> bool:
+    return s.gpu.resource_name not in s.resources.requests | s.resources.limits
+
+
+def _has(path: str, default: str) -> str:
+    """CEL: `self.<path>`, or its default when absent (the spec's own default `{}` is checked too)."""
+    parts = path.split(".")
+    guard = " && ".join(f"has(self.{'.'.join(parts[: i + 1])})" for i in range(len(parts)))
+    return f"({guard} ? self.{path} : {default})"
+
+
 class QwenThinkingDeploymentSpec(ApiObject):
     """Desired state: the model card's deployment unless a field says otherwise."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel=(
+                f"!has(self.gpu) || !has(self.gpu.memoryGiB) || {_has('model.id', repr(DEFAULT_MODEL))} != "
+                f"'{DEFAULT_MODEL}' || double(self.gpu.memoryGiB * {_has('parallelism.tensor', '4')}) * "
+                f"{_has('runtime.gpuMemoryUtilization', '0.92')} >= {WEIGHTS_GIB}"
+            ),
+            message=(
+                f"gpu.memoryGiB x parallelism.tensor x runtime.gpuMemoryUtilization is less than the "
+                f"{WEIGHTS_GIB} GiB of weights of {DEFAULT_MODEL}: they cannot fit"
+            ),
+            check=_weights_fit,
+            field_path=".gpu.memoryGiB",
+        ),
+        Rule(
+            cel=(
+                "!has(self.resources) || "
+                f"!({_has('gpu.resourceName', repr('nvidia.com/gpu'))} in "
+                "(has(self.resources.requests) ? self.resources.requests : {}) || "
+                f"{_has('gpu.resourceName', repr('nvidia.com/gpu'))} in "
+                "(has(self.resources.limits) ? self.resources.limits : {}))"
+            ),
+            message="resources may not set the GPU resource (gpu.resourceName): parallelism.tensor sets it",
+            check=_gpu_resource_free,
+            field_path=".resources",
+        ),
+    )
 
     replicas: Annotated[int, Field(ge=0, le=1024)] = 1
     """Number of server replicas (scale subresource)."""
@@ -547,7 +697,13 @@ class QwenThinkingDeploymentSpec(ApiObject):
     """Stop changing the children; status still follows reality."""
 
 
-class ContextStep(ApiObject):
+class StatusObject(ApiObject):
+    """Part of the status: written by the operator, read back from the apiserver (enums from text)."""
+
+    model_config = ApiObject.model_config | {"strict": False}
+
+
+class ContextStep(StatusObject):
     """One out-of-memory cure: a shorter context, or a lower GPU memory utilization."""
 
     time: str
@@ -579,7 +735,7 @@ class ContextStep(ApiObject):
     """Digest of the spec fields that decide the fit; a change to them starts again from the request."""
 
 
-class UtilizationStatus(ApiObject):
+class UtilizationStatus(StatusObject):
     """The GPU memory utilization in force."""
 
     requested: float | None = None
@@ -588,7 +744,7 @@ class UtilizationStatus(ApiObject):
     """What the servers run with now (--gpu-memory-utilization)."""
 
 
-class ContextStatus(ApiObject):
+class ContextStatus(StatusObject):
     """The context length and GPU memory utilization in force, and the cures that set them."""
 
     requested: int | None = None
@@ -603,7 +759,7 @@ class ContextStatus(ApiObject):
     """One entry per out-of-memory cure (the last 20); those with the current basis are in force."""
 
 
-class Condition(ApiObject):
+class Condition(StatusObject):
     """A kstatus condition (Ready, Reconciling, Stalled, ContextReduced)."""
 
     type: str
@@ -620,7 +776,7 @@ class Condition(ApiObject):
     """When the status last changed."""
 
 
-class ReplicaStatus(ApiObject):
+class ReplicaStatus(StatusObject):
     """One server pod's progress, as the kubelet reports it."""
 
     pod: str
@@ -635,7 +791,7 @@ class ReplicaStatus(ApiObject):
     """Why it waits or fails: the scheduler's, the kubelet's or the launcher's reason."""
 
 
-class WeightsStatus(ApiObject):
+class WeightsStatus(StatusObject):
     """The shared download (model.cache.mode Shared): its claim, its Job and the Job's state."""
 
     claim: str
@@ -648,7 +804,7 @@ class WeightsStatus(ApiObject):
     """What the Job reports (pods active and failed, or why it failed)."""
 
 
-class QwenThinkingDeploymentStatus(ApiObject):
+class QwenThinkingDeploymentStatus(StatusObject):
     """Observed state, written only by the operator."""
 
     observed_generation: int | None = None
@@ -693,7 +849,6 @@ NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 class QwenThinkingDeployment(ApiObject):
     """A Qwen3 thinking model served by vLLM."""
 
-    model_config = ApiObject.model_config | {"extra": "ignore"}
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
             cel=(
@@ -716,6 +871,8 @@ class QwenThinkingDeployment(ApiObject):
     kind: Literal["QwenThinkingDeployment"] = "QwenThinkingDeployment"
     metadata: ObjectMeta
     spec: QwenThinkingDeploymentSpec = _sub(QwenThinkingDeploymentSpec)
+    status: Any = Field(default=None, exclude=True)
+    """Ignored, as the apiserver ignores it outside the status subresource (`kubectl get -o yaml`)."""
 
 
 class InvalidResource(ValueError):
@@ -727,10 +884,19 @@ class InvalidResource(ValueError):
         self.message = message
 
 
+def without_nulls(value: Any) -> Any:
+    """The apiserver drops a field whose value is null (none of ours is nullable), then defaults it."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
+
+
 def parse_resource(obj: dict[str, Any]) -> QwenThinkingDeployment:
     """Validate a whole resource the way the apiserver would, with one clear error."""
     try:
-        return QwenThinkingDeployment.model_validate(obj)
+        return QwenThinkingDeployment.model_validate(without_nulls(obj))
     except ValidationError as exc:
         err = exc.errors()[0]
         field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")

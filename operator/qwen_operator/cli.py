@@ -8,9 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import yaml
-
-from . import __version__, api, crd, planner, render
+from . import __version__, api, crd, kubeyaml, planner, render
 
 EXIT_INVALID = 2
 
@@ -21,8 +19,13 @@ def _fail(message: str) -> int:
 
 
 def _load(path: str) -> list[dict[str, Any]]:
+    """The documents as `kubectl apply -f` would send them (kubeyaml), each a mapping."""
     with sys.stdin if path == "-" else open(path, encoding="utf-8") as fh:
-        docs = [d for d in yaml.safe_load_all(fh) if d is not None]
+        text = fh.read()
+    try:
+        docs = kubeyaml.load_all(text)
+    except kubeyaml.ManifestError as exc:
+        raise api.InvalidResource(exc.where, exc.message) from None
     if not docs or not all(isinstance(d, dict) for d in docs):
         raise api.InvalidResource(path, "expected one or more QwenThinkingDeployment objects")
     return docs
@@ -32,7 +35,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     try:
         docs = _load(args.file)
         resources = [api.parse_resource(d) for d in docs]
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         return _fail(f"{args.file}: {exc}")
     except api.InvalidResource as exc:
         return _fail(str(exc))
@@ -92,7 +95,7 @@ def plan_text(name: str, plan: planner.Plan) -> str:
 def cmd_plan(args: argparse.Namespace) -> int:
     try:
         resources = [api.parse_resource(d) for d in _load(args.file)]
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         return _fail(f"{args.file}: {exc}")
     except api.InvalidResource as exc:
         return _fail(str(exc))

@@ -41,12 +41,16 @@ class RuleError(ValueError):
 
 
 class ApiObject(BaseModel):
-    """Base of every API object: camelCase on the wire, unknown fields rejected, rules checked."""
+    """Base of every API object: camelCase on the wire, unknown fields rejected, rules checked.
+
+    Strict types, as the apiserver's schema: `"2"` is no integer and `"yes"` no boolean (pydantic
+    would convert them, and `render` would accept what `kubectl apply` refuses)."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
+        strict=True,
         use_attribute_docstrings=True,
     )
     rules: ClassVar[tuple[Rule, ...]] = ()
