@@ -552,18 +552,22 @@ def test_five_ready_resources_idle_means_zero_writes(
     assert_no_audited_writes(cluster, offset)
 
 
+ADMISSION_REFUSALS = ("because it is being terminated", "exceeded quota")
+"""403s that admission answers after the authorizer allowed the request: a namespace being
+deleted, a ResourceQuota (e2e/test_refusals.py)."""
+
+
 def _rbac_denial(entry: dict[str, Any]) -> bool:
-    """The authorizer said no (unlike admission refusing content in a namespace being deleted)."""
+    """The authorizer said no (unlike admission refusing content: see ADMISSION_REFUSALS)."""
     decision = (entry.get("annotations") or {}).get("authorization.k8s.io/decision")
-    terminating = "because it is being terminated" in entry.get("responseStatus", {}).get("message", "")
-    return decision != "allow" or not terminating
+    message = entry.get("responseStatus", {}).get("message", "")
+    return decision != "allow" or not any(words in message for words in ADMISSION_REFUSALS)
 
 
 def test_operator_used_only_its_service_account_within_rbac(operator: Operator, cluster: Cluster) -> None:
     """Last in the module: everything above ran as the ServiceAccount, never refused.
 
-    A 403 from admission for a namespace being deleted (a test namespace whose resources
-    the operator saw before the namespace went) is no RBAC refusal; anything else is."""
+    A 403 from admission (a namespace being deleted, a quota) is no RBAC refusal; anything else is."""
     refused = operator.counter("qwen_operator_api_errors_total", code="403")
     denied = kubectl("auth", "can-i", "get", "secrets", f"--as={OPERATOR_USER}", "-A", check=False)
     assert denied.stdout.strip() == "no"
@@ -575,9 +579,9 @@ def test_operator_used_only_its_service_account_within_rbac(operator: Operator, 
     entries = audit_entries(cluster.audit_log, operator.audit_offset)
     assert entries, "no request of the operator's ServiceAccount in the audit log"
     denied_403 = [e for e in entries if e.get("responseStatus", {}).get("code") == 403]
-    terminating = [e for e in denied_403 if not _rbac_denial(e)]
+    admission = [e for e in denied_403 if not _rbac_denial(e)]
     assert [(e["verb"], e["requestURI"]) for e in denied_403 if _rbac_denial(e)] == []
-    assert refused <= len(terminating)  # the counter restarts with the operator; the audit log does not
+    assert refused <= len(admission)  # the counter restarts with the operator; the audit log does not
     used = {_rbac_key(e) for e in entries if e.get("objectRef")}
     granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
                for v in rule["verbs"]}  # fmt: skip

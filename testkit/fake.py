@@ -38,6 +38,8 @@ class FakeCluster:
         self._rv = itertools.count(2)
         self.objects: dict[tuple[str, str], dict[str, Any]] = {(KIND, NAME): resource_raw(spec, **meta)}
         self.pods: list[dict[str, Any]] = []
+        self.failures: list[facts.CreateFailure] = []
+        """The StatefulSet controller's FailedCreate events."""
         self.nodes: list[facts.Node] = []
         self.crds: set[str] = set()
         self.calls: list[tuple[str, str]] = []
@@ -96,6 +98,9 @@ class FakeCluster:
 
     def pods_of(self, key: Key) -> tuple[facts.Pod, ...]:
         return tuple(facts.pod_from(p) for p in self.pods)
+
+    def create_failures(self, key: Key) -> tuple[facts.CreateFailure, ...]:
+        return tuple(f for f in self.failures if (f.namespace, f.owner) == key)
 
     def gpu_nodes(self) -> tuple[facts.Node, ...]:
         return tuple(self.nodes)
@@ -157,6 +162,9 @@ class Sources:
 
     def pods(self, key: Key) -> tuple[facts.Pod, ...]:
         return self.cluster.pods_of(key)
+
+    def create_failures(self, key: Key) -> tuple[facts.CreateFailure, ...]:
+        return self.cluster.create_failures(key)
 
     def gpu_nodes(self) -> tuple[facts.Node, ...]:
         return self.cluster.gpu_nodes()

@@ -115,6 +115,24 @@ def statefulset(
     return facts.child_from(raw)
 
 
+def failed_create(
+    message: str, at: datetime, name: str = NAME, sts_uid: str = f"uid-StatefulSet-{NAME}"
+) -> facts.CreateFailure:
+    """The StatefulSet controller's FailedCreate event, last seen `at`."""
+    involved = {"kind": "StatefulSet", "name": name, "namespace": NS, "uid": sts_uid}
+    return facts.create_failure_from(
+        {"metadata": {"name": f"{name}.1", "namespace": NS}, "involvedObject": involved,
+         "reason": "FailedCreate", "message": message, "lastTimestamp": clock.rfc3339(at)}
+    )  # fmt: skip
+
+
+QUOTA_REFUSAL = (
+    'create Pod q-0 in StatefulSet q failed error: pods "q-0" is forbidden: exceeded quota: gpus, '
+    "requested: requests.nvidia.com/gpu=4, used: requests.nvidia.com/gpu=0, "
+    "limited: requests.nvidia.com/gpu=2"
+)
+
+
 def gpu_node(
     name: str = "gpu-node-0", memory_mib: int = H100_MIB, product: str = "", **labels: str
 ) -> facts.Node:

@@ -19,9 +19,11 @@ from testkit.wrappers import (
     H100_MIB,
     INVALID_ARGS_RECORD,
     KV_NO_FIGURES_RECORD,
+    QUOTA_REFUSAL,
     WEIGHTS_OOM_RECORD,
     Pod,
     children,
+    failed_create,
     gpu_node,
     kv_record,
     parsed,
@@ -69,6 +71,7 @@ class Case:
     ready: tuple[str, str] = ("True", "Ready")
     reconciling: tuple[str, str] = ("False", "Ready")
     stalled: tuple[str, str] = ("False", "Ready")
+    failures: tuple[facts.CreateFailure, ...] = ()
 
 
 WAITING_SINCE = NOW - timedelta(seconds=5)
@@ -172,10 +175,77 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+REFUSED = (failed_create(QUOTA_REFUSAL, NOW - timedelta(seconds=2)),)
+CREATION_CASES = [
+    Case(
+        "quota refuses the pod",
+        statefulset(ready=0),
+        failures=REFUSED,
+        phase="Pending",
+        ready=("False", "QuotaExceeded"),
+        reconciling=("False", "Pending"),
+        stalled=("True", "QuotaExceeded"),
+    ),
+    Case(
+        "quota refuses the second pod",
+        statefulset(replicas=2, ready=1),
+        (Pod().created(NOW - timedelta(minutes=1)).facts(),),
+        spec={"replicas": 2},
+        failures=REFUSED,
+        phase="Degraded",
+        ready=("False", "QuotaExceeded"),
+        reconciling=("False", "Degraded"),
+        stalled=("True", "QuotaExceeded"),
+    ),
+    Case(
+        "a pod created since: the refusal is old",
+        statefulset(ready=0),
+        (Pod().not_ready().created(NOW - timedelta(seconds=1)).facts(),),
+        failures=REFUSED,
+        phase="Progressing",
+        ready=("False", "Progressing"),
+        reconciling=("True", "Progressing"),
+        stalled=("False", "Progressing"),
+    ),
+    Case(
+        "a refusal of an earlier StatefulSet",
+        statefulset(ready=0),
+        failures=(failed_create(QUOTA_REFUSAL, NOW, sts_uid="old"),),
+        phase="Progressing",
+        ready=("False", "Progressing"),
+        reconciling=("True", "Progressing"),
+        stalled=("False", "Progressing"),
+    ),
+    Case(
+        "pod security",
+        statefulset(ready=0),
+        failures=(failed_create('pods "q-0" is forbidden: violates PodSecurity "restricted:latest"', NOW),),
+        phase="Failed",
+        ready=("False", "PodSecurityViolation"),
+        reconciling=("False", "Failed"),
+        stalled=("True", "PodSecurityViolation"),
+    ),
+    Case(
+        "a missing secret",
+        statefulset(ready=0),
+        (Pod().waiting("CreateContainerConfigError", 'secret "hf-token" not found').facts(),),
+        phase="Pending",
+        ready=("False", "CreateContainerConfigError"),
+        reconciling=("False", "Pending"),
+        stalled=("True", "CreateContainerConfigError"),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES + CREATION_CASES, ids=[c.name for c in CASES + CREATION_CASES])
 def test_status_from_the_facts(case: Case) -> None:
     kids = tuple(c for c in children(parsed(case.spec)) if c.kind != "StatefulSet")
-    obs = Observed(resource(case.spec), (*kids, *([case.sts] if case.sts else [])), case.pods)
+    obs = Observed(
+        resource(case.spec),
+        (*kids, *([case.sts] if case.sts else [])),
+        case.pods,
+        create_failures=case.failures,
+    )
     desired = decide(obs, NOW)
     assert desired.status_patch is not None
     assert desired.status_patch["phase"] == case.phase
@@ -183,6 +253,25 @@ def test_status_from_the_facts(case: Case) -> None:
     assert (c["Ready"]["status"], c["Ready"]["reason"]) == case.ready
     assert (c["Reconciling"]["status"], c["Reconciling"]["reason"]) == case.reconciling
     assert (c["Stalled"]["status"], c["Stalled"]["reason"]) == case.stalled
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        (QUOTA_REFUSAL, "QuotaExceeded"),
+        ('pods "q-0" is forbidden: no PriorityClass with name urgent was found', "PriorityClassNotFound"),
+        ('pods "q-0" is forbidden: maximum memory usage per Container is 64Gi, but limit is 256Gi',
+         "LimitRangeViolated"),
+        ("claim: maximum storage usage per PersistentVolumeClaim is 100Gi", "LimitRangeViolated"),
+        ("pod is forbidden: memory max limit to request ratio per Container is 2", "LimitRangeViolated"),
+        ('pod is forbidden: violates PodSecurity "baseline:latest": host namespaces', "PodSecurityViolation"),
+        ('pods "q-0" is forbidden: error looking up service account ns/x', "FailedCreate"),
+    ],
+)  # fmt: skip
+def test_a_refused_pod_says_which_admission_refused_it(message: str, reason: str) -> None:
+    problem = problems.not_created((failed_create(message, NOW),), statefulset(ready=0), ())
+    assert problem is not None and (problem.reason, message in problem.message) == (reason, True)
+    assert problem.message.startswith("0 of 1 pods exist; ")
 
 
 def test_ready_status_in_full() -> None:

@@ -39,6 +39,8 @@ def test_watches_are_filtered_on_the_server() -> None:
         assert selector == "app.kubernetes.io/managed-by=qwen-operator,app.kubernetes.io/name=qwen-thinking"
     (nodes,) = settings.watching.label_selectors.collect(kopf.Resource("", "v1", "nodes", namespaced=False))
     assert nodes == "nvidia.com/gpu.memory"
+    (events,) = settings.watching.field_selectors.collect(kopf.Resource("", "v1", "events", namespaced=True))
+    assert events == "involvedObject.kind=StatefulSet,reason=FailedCreate"
 
 
 def test_no_change_handlers_so_kopf_keeps_no_records_in_the_resource() -> None:
@@ -50,7 +52,7 @@ def test_no_change_handlers_so_kopf_keeps_no_records_in_the_resource() -> None:
     indexed = {h.id for h in registry._indexing.get_all_handlers()}
     assert indexed == {"resources", "configmaps", "statefulsets", "services", "poddisruptionbudgets",
                        "servicemonitors", "persistentvolumeclaims", "jobs", "pods", "gpu_nodes",
-                       "crds"}  # fmt: skip
+                       "crds", "failures"}  # fmt: skip
     assert any(
         h.selector is not None and h.selector.check(ours) for h in registry._watching.get_all_handlers()
     )
@@ -81,6 +83,29 @@ def test_events_queue_the_owning_resource() -> None:
                                      memo=_memo(rt)))  # no owner: nothing to do  # fmt: skip
     asyncio.run(handlers.resource_event(type="MODIFIED", body=body, namespace="ns", name="r", memo=_memo(rt)))
     assert rt.queue.pending() == [("ns", "r"), ("ns", "q")]  # the resource at once, the child after a moment
+
+
+FAILED_CREATE = {
+    "metadata": {"name": "q.1", "namespace": "ns", "creationTimestamp": "2026-11-30T08:00:00Z"},
+    "involvedObject": {"kind": "StatefulSet", "name": "q", "namespace": "ns", "uid": "sts-uid"},
+    "reason": "FailedCreate",
+    "message": 'create Pod q-0 in StatefulSet q failed error: pods "q-0" is forbidden: exceeded quota: gpu',
+    "lastTimestamp": "2026-11-30T08:00:05Z",
+    "count": 3,
+}
+
+
+def test_a_failed_create_is_kept_under_its_statefulset_and_queues_the_resource_of_that_name() -> None:
+    registry = kopf.get_default_registry()
+    (index,) = [h for h in registry._indexing.get_all_handlers() if h.id == "failures"]
+    ((key, failure),) = index.fn(body=kopf.Body(FAILED_CREATE)).items()  # type: ignore[union-attr]
+    assert key == ("ns", "q") and failure.owner_uid == "sts-uid" and "exceeded quota" in failure.message
+    assert failure.last_seen is not None and failure.last_seen.second == 5
+    rt = _runtime({("ns", "q"): []})
+    for type_, name in (("MODIFIED", "q"), ("ADDED", "not-ours"), ("DELETED", "q")):
+        body = {**FAILED_CREATE, "involvedObject": {**FAILED_CREATE["involvedObject"], "name": name}}
+        asyncio.run(handlers.failure_event(type=type_, body=kopf.Body(body), namespace="ns", memo=_memo(rt)))
+    assert rt.queue.pending() == [("ns", "q")]
 
 
 def test_a_deleted_resource_leaves_the_phase_gauge() -> None:
@@ -146,5 +171,7 @@ def test_the_cache_reads_every_index_kopf_fills() -> None:
     for _, _, plural in handlers.CHILDREN:
         child = facts.child_from({**sts, "metadata": {**sts["metadata"], "name": plural}}, plural)
         indices[plural] = {("ns", "q"): [child]}
+    indices["failures"] = {("ns", "q"): [facts.create_failure_from(FAILED_CREATE)]}
     cache = handlers.cache_over(indices)
     assert sorted(c.name for c in cache.children(("ns", "q"))) == sorted(p for _, _, p in handlers.CHILDREN)
+    assert [f.owner for f in cache.create_failures(("ns", "q"))] == ["q"]

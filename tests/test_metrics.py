@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 
 from qwen_operator import kube, metrics
+from qwen_operator.workqueue import Retry
 from testkit.fake import KEY, FakeCluster, reconciler
 from testkit.wrappers import NAME, NS
 
@@ -28,8 +29,18 @@ def test_every_promised_metric_is_exposed() -> None:
         "qwen_operator_api_errors_total",
         "qwen_operator_events_total",
         "qwen_operator_context_reduced_resources",
+        "qwen_operator_retries_total",
+        "qwen_operator_backing_off_resources",
     ):
         assert f"# TYPE {family} " in text, family
+
+
+def test_retries_are_counted_by_reason() -> None:
+    before = sample("qwen_operator_retries_total", reason="ReconcileError")
+    metrics.retried(RuntimeError("connection refused"), 1.0)
+    metrics.retried(Retry("QuotaExceeded", "exceeded quota"), 2.0)
+    assert sample("qwen_operator_retries_total", reason="ReconcileError") == before + 1
+    assert sample("qwen_operator_retries_total", reason="QuotaExceeded") >= 1
 
 
 def test_phase_gauge_counts_resources_not_updates() -> None:

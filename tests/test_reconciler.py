@@ -11,6 +11,7 @@ import pytest
 from qwen_operator import metrics
 from qwen_operator.kube import ApiError
 from qwen_operator.vocabulary import HASH_ANNOTATION, SERVICE_MONITOR_CRD, Result
+from qwen_operator.workqueue import Retry
 from testkit.fake import KEY, FakeCluster, reconciler
 from testkit.wrappers import JOB_COMPLETE, NAME, Pod, gpu_node, kv_record
 
@@ -333,6 +334,34 @@ def test_weights_that_cannot_fit_apply_nothing() -> None:
     assert cluster.events == [("Warning", "InsufficientGPUMemory")]
 
 
+def test_a_quota_that_refuses_a_child_applies_nothing_says_so_and_backs_off() -> None:
+    """A ResourceQuota (no LoadBalancer Services here) refuses the Service's dry run: no child is
+    applied, Stalled says QuotaExceeded, and the queue retries with back-off (no watch tells when
+    the quota changes); the retries write nothing new."""
+    cluster = FakeCluster({"service": {"type": "LoadBalancer"}})
+    quota = 'services "q" is forbidden: exceeded quota: no-lb, requested: services.loadbalancers=1'
+
+    def refuse(manifest: Mapping[str, Any], dry_run: bool) -> None:
+        if manifest["kind"] == "Service" and manifest["spec"].get("type") == "LoadBalancer":
+            raise ApiError(403, "Forbidden", quota)
+
+    cluster.on_apply = refuse
+    retries = metrics.RETRIES.labels(reason="QuotaExceeded")
+    for _ in range(2):
+        with pytest.raises(Retry) as info:
+            reconciler(cluster).reconcile(KEY)
+        assert info.value.reason == "QuotaExceeded"
+        metrics.retried(info.value, 1.0)
+        assert cluster.applied() == []  # all or nothing: the dry run refused, nothing applied
+        stalled = cluster.condition("Stalled")
+        assert (stalled["status"], stalled["reason"]) == ("True", "QuotaExceeded") and quota in stalled[
+            "message"
+        ]
+        assert cluster.status["phase"] == "Pending"
+        assert cluster.writes() == [("patch", "status"), ("create", "Event")]  # once, not per retry
+    assert retries._value.get() >= 2
+
+
 def test_a_namespace_being_deleted_is_not_retried() -> None:
     cluster = FakeCluster()
     message = ["unable to create new content in namespace ns because it is being terminated"]
@@ -342,8 +371,14 @@ def test_a_namespace_being_deleted_is_not_retried() -> None:
 
     cluster.on_apply = refuse
     out = reconciler(cluster).reconcile(KEY)  # no exception: nothing to retry
-    assert out.result == Result.TERMINATING and cluster.writes() == [("apply", "StatefulSet")]  # refused
+    assert out.result == Result.TERMINATING
+    assert cluster.writes() == [("apply", "StatefulSet"), ("patch", "status")]  # refused, then said
     assert [kind for kind, _ in cluster.objects if kind != "QwenThinkingDeployment"] == []
+    reconciling = cluster.condition("Reconciling")
+    assert (reconciling["status"], reconciling["reason"]) == ("True", "NamespaceTerminating")
+    cluster.calls.clear()
+    assert reconciler(cluster).reconcile(KEY).result == Result.TERMINATING
+    assert cluster.writes() == [("apply", "StatefulSet")]  # said once
     message[0] = "User cannot patch resource services"  # an RBAC denial is an error
     with pytest.raises(ApiError):
         reconciler(cluster).reconcile(KEY)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
-from qwen_operator.workqueue import WorkQueue
+from qwen_operator.workqueue import Retry, WorkQueue
 
 
 def test_a_key_added_while_worked_runs_once_more_never_concurrently() -> None:
@@ -58,6 +59,37 @@ def test_failures_are_retried() -> None:
     queue.stop()
     assert len(attempts) == 3
     assert queue.alive() is False
+
+
+def test_a_retry_backs_off_like_a_failure_and_is_told() -> None:
+    """A Retry (a quota the operator cannot watch) waits 1, then 2, ... seconds; here scaled down."""
+    stamps: list[float] = []
+    told: list[tuple[str, float]] = []
+    done = threading.Event()
+    waiting: list[int] = []
+
+    def handler(key: str) -> None:
+        stamps.append(time.monotonic())
+        if len(stamps) < 4:
+            raise Retry("QuotaExceeded", "services is forbidden: exceeded quota")
+        done.set()
+
+    queue: WorkQueue[str] = WorkQueue(
+        handler,
+        workers=1,
+        backoff=(0.05, 0.1, 0.2),
+        on_retry=lambda exc, delay: told.append((str(exc), delay)),
+    )
+    queue.start()
+    queue.add("k")
+    while not done.is_set() and len(waiting) < 500:
+        waiting.append(queue.backing_off())
+        time.sleep(0.002)
+    queue.stop()
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert [d for _, d in told] == [0.05, 0.1, 0.2] and len(stamps) == 4
+    assert all(gap >= delay for gap, (_, delay) in zip(gaps, told, strict=True))  # never sooner
+    assert 1 in waiting and queue.backing_off() == 0  # counted while it waited, forgotten once it passed
 
 
 def test_a_delayed_add_waits_collapses_and_an_earlier_turn_wins() -> None:

@@ -24,6 +24,7 @@ from .decide import Apply, Desired
 from .events import Event
 from .kube import ApiError, KubeApi
 from .observe import Refusal
+from .vocabulary import Reason
 
 log = logging.getLogger("qwen_operator.act")
 
@@ -50,6 +51,11 @@ def _immutable(exc: ApiError, manifest: Mapping[str, Any]) -> bool:
     """The apiserver refused to change a field that is fixed after creation (REPLACEABLE kinds)."""
     fixed = "Forbidden" in exc.message or "field is immutable" in exc.message  # StatefulSet's, Job's
     return exc.status == 422 and manifest["kind"] in REPLACEABLE and fixed
+
+
+def _quota(exc: ApiError) -> bool:
+    """The ResourceQuota admission plugin refused it (403, not an RBAC denial)."""
+    return exc.status == 403 and "exceeded quota" in exc.message
 
 
 def _rejects_content(exc: ApiError) -> bool:
@@ -116,6 +122,8 @@ class Actor:
             except ApiError as exc:
                 if _immutable(exc, apply.manifest):
                     continue  # _apply replaces the StatefulSet
+                if _quota(exc):
+                    return Refusal(apply.ident, exc.message, Reason.QUOTA_EXCEEDED, retry=True)
                 if not _rejects_content(exc):
                     raise
                 return Refusal(apply.ident, exc.message)

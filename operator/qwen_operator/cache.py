@@ -16,6 +16,7 @@ the overlay has its own lock because writes are recorded from the worker threads
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -58,6 +59,8 @@ class Indices:
     """GPU_NODES -> facts.Node"""
     crds: Index
     """CRD name -> facts.Crd"""
+    failures: Index = dataclasses.field(default_factory=dict)
+    """(namespace, StatefulSet name) -> facts.CreateFailure"""
 
 
 Written = facts.Resource | facts.Child
@@ -155,11 +158,18 @@ class Cache:
     def pods(self, key: Key) -> tuple[facts.Pod, ...]:
         return tuple(sorted(self._indices.pods.get(key, ()), key=lambda p: p.name))
 
+    def create_failures(self, key: Key) -> tuple[facts.CreateFailure, ...]:
+        return tuple(self._indices.failures.get(key, ()))
+
     def gpu_nodes(self) -> tuple[facts.Node, ...]:
         return tuple(sorted(self._indices.nodes.get(GPU_NODES, ()), key=lambda n: n.name))
 
     def served(self) -> frozenset[str]:
         return frozenset(c.name for store in self._indices.crds.values() for c in store if c.served)
+
+    def knows(self, key: Key) -> bool:
+        """The watch has a resource of that key (whatever its state)."""
+        return key in self._indices.resources
 
     def keys(self) -> list[Key]:
         """Every resource the watch knows (to queue them all when a node or a CRD changes)."""

@@ -113,9 +113,7 @@ def refused(p: Pass) -> Problem | None:
     refusal = p.observed.refusal
     if refusal is None:
         return None
-    return Problem(
-        Reason.INVALID_SPEC, problems.short(f"the apiserver rejects {refusal.what}: {refusal.message}")
-    )
+    return Problem(refusal.reason, problems.short(f"the apiserver rejects {refusal.what}: {refusal.message}"))
 
 
 BLOCKERS: tuple[Callable[[Pass], Problem | None], ...] = (too_small, name_conflict, refused)
@@ -190,10 +188,11 @@ def decide(observed: Observed, now: datetime) -> Desired:
     applies = () if blocker is not None or res.spec.paused else _applies(p)
     download = weights.download(res, observed, [a.manifest["kind"] for a in applies])
     applies = gated(applies, download)
-    pods = problems.of_pods(observed.pods, now, decision.explained)
+    sts = observed.child("StatefulSet", res.metadata.name)
+    creation = problems.not_created(observed.create_failures, sts, observed.pods)
+    pods = problems.of_pods(observed.pods, now, decision.explained, creation)
     found = blocker or decision.problem or _download_or_pods(download, pods)
     problem, wait = (found, None) if isinstance(found, Problem) else (None, found)
-    sts = observed.child("StatefulSet", res.metadata.name)
     changing = any(a.manifest["kind"] == "StatefulSet" for a in applies)
     shared = None if download is None else download.status
     inputs = status.Inputs(res, sts, decision, problem, wait, observed.pods, changing, shared)
@@ -252,6 +251,22 @@ def _invalid(observed: Observed, exc: api.InvalidResource, now: datetime) -> Des
     sts = observed.child("StatefulSet", observed.resource.name)
     after = status.invalid(observed.resource, sts, exc.field, exc.message, before, now)
     return _desired(observed, after, before, [], (), Result.INVALID, None, None, now)
+
+
+def terminating(observed: Observed, now: datetime) -> Desired:
+    """The namespace is being deleted: Reconciling=True NamespaceTerminating, nothing applied."""
+    before = status.previous(observed.resource.status)
+    message = f"namespace {observed.resource.namespace} is being deleted: nothing is created, nothing retried"
+    after = status.reconciling(
+        before, observed.resource.generation, Reason.NAMESPACE_TERMINATING, message, now
+    )
+    return Desired(
+        key=observed.key,
+        resource=observed.resource,
+        result=Result.TERMINATING,
+        status_patch=status.merge_patch(observed.resource.status, status.to_wire(after)),
+        phase=after.phase,
+    )
 
 
 def failed(observed: Observed, error: str, now: datetime) -> Desired:

@@ -350,6 +350,39 @@ def _ready_since(status: Mapping[str, Any]) -> datetime | None:
 
 
 @dataclass(frozen=True)
+class CreateFailure:
+    """The StatefulSet controller's FailedCreate event: a pod or claim admission refused."""
+
+    namespace: str
+    owner: str
+    """The StatefulSet's name (the resource's)."""
+    owner_uid: str
+    """The StatefulSet's uid: an event about an earlier StatefulSet of that name does not count."""
+    message: str
+    last_seen: datetime | None
+    """When it last happened (the event's lastTimestamp, or its series' or eventTime)."""
+
+
+def create_failure_from(raw: Raw) -> CreateFailure:
+    meta = _meta(raw)
+    involved = raw.get("involvedObject") if isinstance(raw.get("involvedObject"), Mapping) else {}
+    series = raw.get("series") if isinstance(raw.get("series"), Mapping) else {}
+    seen = (
+        (series or {}).get("lastObservedTime")
+        or raw.get("lastTimestamp")
+        or raw.get("eventTime")
+        or meta.get("creationTimestamp")
+    )
+    return CreateFailure(
+        namespace=str(meta.get("namespace") or (involved or {}).get("namespace") or ""),
+        owner=str((involved or {}).get("name") or ""),
+        owner_uid=str((involved or {}).get("uid") or ""),
+        message=str(raw.get("message") or ""),
+        last_seen=clock.parse(str(seen) if seen else None),
+    )
+
+
+@dataclass(frozen=True)
 class Node:
     """A node that reports GPU memory: its name and labels (for the pods' node selector)."""
 

@@ -1,15 +1,15 @@
 """Kopf wiring: the watches fill the cache (indices), and every event only queues a resource.
 
-Kopf lists and watches the resources, their children and pods (filtered on the server by
-the managed-by label), the nodes that report GPU memory (filtered by that label) and the
-CRDs whose presence matters. Index handlers keep slim facts of each object (facts.py); Kopf
-holds every other handler back until all indices are filled, so the first reconciliation
-already sees the whole cluster. Event handlers only route: they queue the owning resource
-(all resources when a GPU node or an optional CRD changes). The reconciliation runs in the
-work queue's threads (reconciler.py).
+Kopf lists and watches the resources, their children and pods (filtered on the server by the
+managed-by label), the StatefulSet controller's FailedCreate events (by a field selector), the
+nodes that report GPU memory (filtered by that label) and the CRDs whose presence matters.
+Index handlers keep slim facts of each object (facts.py); Kopf holds every other handler back
+until all indices are filled, so the first reconciliation already sees the whole cluster.
+Event handlers only route: they queue the owning resource (all resources when a GPU node or an
+optional CRD changes). The reconciliation runs in the work queue's threads (reconciler.py).
 
-No change handlers (on.create/on.update): those need Kopf's diffbase and progress records,
-a second writer of every resource. The operator writes nothing but its own status.
+No change handlers (on.create/on.update): those need Kopf's diffbase and progress records, a
+second writer of every resource. The operator writes nothing but its own status.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from .cache import GPU_NODES, Cache, Indices, on_loop
 from .observe import Key, observe
 from .reconciler import Reconciler
 from .vocabulary import (
+    FAILED_CREATE_SELECTOR,
     GPU_MEMORY_LABEL,
     GROUP,
     INSTANCE_LABEL,
@@ -53,6 +54,7 @@ CHILDREN: tuple[tuple[str, str, str], ...] = (
     ("batch", "v1", "jobs"),
 )
 PODS = ("", "v1", "pods")
+EVENTS = ("", "v1", "events")
 NODES = ("", "v1", "nodes")
 CRDS = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 GPU_NODE_LABELS = {GPU_MEMORY_LABEL: kopf.PRESENT}
@@ -107,6 +109,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
     for child in (*CHILDREN, PODS):
         settings.watching.label_selectors[child] = label_string(MANAGED_LABELS)
     settings.watching.label_selectors[NODES] = GPU_MEMORY_LABEL  # nodes that have the label
+    settings.watching.field_selectors[EVENTS] = FAILED_CREATE_SELECTOR  # no other Event at all
     settings.watching.server_timeout = 600
     settings.networking.request_timeout = 60
 
@@ -146,6 +149,14 @@ def pods(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Key, facts.Po
     return {(namespace or "", pod.instance): pod} if pod.instance else {}
 
 
+@kopf.index("v1", "events", id="failures")
+def failures(body: kopf.Body, **_: Any) -> dict[Key, facts.CreateFailure]:
+    """The StatefulSet controller's FailedCreate events (the only Events watched, by a field
+    selector): it sets no condition when admission refuses its pods, this is all it says."""
+    failure = facts.create_failure_from(body)
+    return {(failure.namespace, failure.owner): failure} if failure.owner else {}
+
+
 @kopf.index("v1", "nodes", labels=GPU_NODE_LABELS, id="gpu_nodes")
 def gpu_nodes(body: kopf.Body, **_: Any) -> dict[str, facts.Node]:
     return {GPU_NODES: facts.node_from(body)}
@@ -167,8 +178,11 @@ def cache_over(indices: Mapping[str, Any]) -> Cache:
     """The cache over Kopf's indices, as Kopf hands them to handlers (by index handler id)."""
     children = tuple(indices[plural] for _, _, plural in CHILDREN)
     return Cache(
-        Indices(indices["resources"], children, indices["pods"], indices["gpu_nodes"], indices["crds"])
-    )
+        Indices(
+            indices["resources"], children, indices["pods"], indices["gpu_nodes"], indices["crds"],
+            indices["failures"],
+        )
+    )  # fmt: skip
 
 
 @kopf.on.startup()
@@ -181,7 +195,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
         on_loop(loop, lambda key: observe(key, cache)), Actor(kube.Kube(kube.load_client()), cache.wrote)
     )
     workers = int(os.environ.get("QWEN_OPERATOR_WORKERS", "4"))
-    queue: WorkQueue[Key] = WorkQueue(lambda key: reconciler.reconcile(key).recheck_after, workers=workers)
+    queue: WorkQueue[Key] = WorkQueue(
+        lambda key: reconciler.reconcile(key).recheck_after, workers=workers, on_retry=metrics.retried
+    )
+    metrics.BACKING_OFF.set_function(queue.backing_off)
     memo.runtime = Runtime(queue, cache)
     queue.start()
     host = os.environ.get("QWEN_OPERATOR_HTTP_HOST", "0.0.0.0")
@@ -238,6 +255,18 @@ async def child_event(
         return
     rt.cache.seen(resource.kind or "", body, deleted=type == "DELETED")
     rt.queue.add((namespace, owner), after=SETTLE_SECONDS)
+
+
+@kopf.on.event("v1", "events")
+async def failure_event(type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """A FailedCreate of a StatefulSet (new, or repeated: its count went up): look at the resource
+    of that name, if there is one; a deleted event changes nothing."""
+    rt = runtime(memo)
+    owner = str((body.get("involvedObject") or {}).get("name") or "")
+    if rt is None or not namespace or not owner or type == "DELETED":
+        return
+    if rt.cache.knows((namespace, owner)):
+        rt.queue.add((namespace, owner), after=SETTLE_SECONDS)
 
 
 @kopf.on.event("v1", "nodes", labels=GPU_NODE_LABELS)

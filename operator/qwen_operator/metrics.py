@@ -21,7 +21,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from .vocabulary import Phase
+from .vocabulary import Phase, Reason
+from .workqueue import Retry
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: half the output, nothing a dashboard uses
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -75,6 +76,19 @@ API_ERRORS = Counter(
     ["verb", "resource", "code"],
     registry=REGISTRY,
 )
+RETRIES = Counter(
+    "qwen_operator_retries_total",
+    "Reconciliations run again after a back-off (1, 2, 5, 10, 30 s, then every 60 s), by reason: "
+    "ReconcileError (an API call failed) or QuotaExceeded (a ResourceQuota refuses a child; no watch "
+    "says when that changes).",
+    ["reason"],
+    registry=REGISTRY,
+)
+BACKING_OFF = Gauge(
+    "qwen_operator_backing_off_resources",
+    "Resources waiting for a retry after a back-off.",
+    registry=REGISTRY,
+)
 EVENTS = Counter(
     "qwen_operator_events_total",
     "Events posted on resources, by type and reason.",
@@ -126,6 +140,11 @@ class ReducedTracker:
 
 
 REDUCED_TRACKER = ReducedTracker()
+
+
+def retried(exc: Exception, delay: float) -> None:
+    """The work queue backs off a resource (the queue's on_retry)."""
+    RETRIES.labels(reason=exc.reason if isinstance(exc, Retry) else Reason.RECONCILE_ERROR).inc()
 
 
 def exposition() -> bytes:

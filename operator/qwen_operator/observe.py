@@ -1,9 +1,10 @@
 """Step one of a reconciliation: every fact the decision needs, read from the cache, no request.
 
 `observe` gathers one resource's world into a frozen `Observed`: the resource, its children,
-its pods, the nodes that report GPU memory and which optional APIs are served. It reads a
-`Sources` (the watches' cache: see cache.py) and never the apiserver, so a reconciliation
-with nothing to do makes no API request at all.
+its pods, the StatefulSet controller's refusals to create them, the nodes that report GPU
+memory and which optional APIs are served. It reads a `Sources` (the watches' cache: see
+cache.py) and never the apiserver, so a reconciliation with nothing to do makes no API request
+at all.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import datetime
 from typing import Protocol
 
 from . import facts
+from .vocabulary import Reason
 
 Key = tuple[str, str]
 """(namespace, name) of a QwenThinkingDeployment."""
@@ -27,6 +29,8 @@ class Sources(Protocol):
 
     def pods(self, key: Key) -> tuple[facts.Pod, ...]: ...
 
+    def create_failures(self, key: Key) -> tuple[facts.CreateFailure, ...]: ...
+
     def gpu_nodes(self) -> tuple[facts.Node, ...]: ...
 
     def served(self) -> frozenset[str]: ...
@@ -39,6 +43,10 @@ class Refusal:
     what: str
     """Kind and name of the child it refused."""
     message: str
+    reason: str = Reason.INVALID_SPEC
+    """InvalidSpec (the content: a spec change cures it) or QuotaExceeded (the namespace's quota)."""
+    retry: bool = False
+    """It may end without the resource changing, and no watch would tell: look again, backing off."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,8 @@ class Observed:
     """Set on the second decision of a pass whose dry run the apiserver refused."""
     status_written_at: datetime | None = None
     """When this operator process last wrote the resource's status (unknown after a restart)."""
+    create_failures: tuple[facts.CreateFailure, ...] = ()
+    """The StatefulSet controller's FailedCreate events about a StatefulSet of the resource's name."""
 
     @property
     def key(self) -> Key:
@@ -76,6 +86,7 @@ def observe(key: Key, sources: Sources) -> Observed | None:
         resource=resource,
         children=sources.children(key),
         pods=sources.pods(key),
+        create_failures=sources.create_failures(key),
         gpu_nodes=sources.gpu_nodes(),
         served=sources.served(),
     )

@@ -9,6 +9,7 @@ problem only after `UNSCHEDULABLE_GRACE` seconds.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -55,6 +56,11 @@ def _crash_reason(ended: facts.Terminated | None) -> str:
 
 
 def _container_problem(pod: str, cs: facts.Container) -> Problem | None:
+    if cs.waiting_reason == KubeletReason.CREATE_CONTAINER_CONFIG_ERROR:
+        detail = cs.waiting_message or "a Secret or ConfigMap it reads is missing"
+        return Problem(
+            Reason.CREATE_CONTAINER_CONFIG_ERROR, short(f"pod {pod} container {cs.name}: {detail}")
+        )
     if cs.waiting_reason in IMAGE_PULL_FAILURES:
         detail = cs.waiting_message or f"cannot pull image {cs.image}"
         return Problem(Reason.IMAGE_PULL_BACK_OFF, short(f"pod {pod} container {cs.name}: {detail}"))
@@ -82,13 +88,57 @@ def _unschedulable(pod: facts.Pod, now: datetime) -> Problem | Wait | None:
     return Wait(Reason.SCHEDULING, grace, UNSCHEDULABLE_GRACE - waited)
 
 
+ADMISSION: tuple[tuple[re.Pattern[str], Reason], ...] = (
+    (re.compile(r"exceeded quota"), Reason.QUOTA_EXCEEDED),
+    (re.compile(r"violates PodSecurity"), Reason.POD_SECURITY_VIOLATION),
+    (re.compile(r"no PriorityClass with name"), Reason.PRIORITY_CLASS_NOT_FOUND),
+    (
+        re.compile(r"(maximum|minimum) \S+ usage per |limit to request ratio per "),
+        Reason.LIMIT_RANGE_VIOLATED,
+    ),
+)
+"""Which admission plugin refused, from the apiserver's own words (ResourceQuota, PodSecurity,
+Priority, LimitRanger)."""
+
+
+def admission_reason(message: str) -> Reason | None:
+    return next((reason for pattern, reason in ADMISSION if pattern.search(message)), None)
+
+
+def not_created(
+    failures: Sequence[facts.CreateFailure], sts: facts.Child | None, pods: Sequence[facts.Pod]
+) -> Problem | None:
+    """The StatefulSet controller cannot create a pod (or its claim): its latest FailedCreate
+    about this very StatefulSet, while pods are missing and no pod was created since (the
+    controller retries with back-off, so a cause that went away soon leaves a newer pod)."""
+    if sts is None:
+        return None
+    want = sts.manifest["spec"].get("replicas")
+    live = [p for p in pods if not p.deleting]
+    if not isinstance(want, int) or len(live) >= want:
+        return None
+    newest = max((p.created for p in live if p.created is not None), default=None)
+    current = [
+        (f.last_seen, f) for f in failures
+        if f.owner_uid == sts.uid and f.last_seen is not None and (newest is None or f.last_seen > newest)
+    ]  # fmt: skip
+    if not current:
+        return None
+    _, latest = max(current, key=lambda seen: seen[0])
+    reason = admission_reason(latest.message) or Reason.FAILED_CREATE
+    return Problem(reason, short(f"{len(live)} of {want} pods exist; {latest.message}"))
+
+
 def of_pods(
-    pods: Sequence[facts.Pod], now: datetime, explained: frozenset[str] = frozenset()
+    pods: Sequence[facts.Pod],
+    now: datetime,
+    explained: frozenset[str] = frozenset(),
+    creation: Problem | None = None,
 ) -> Problem | Wait | None:
-    """The most actionable problem among the pods: image pulls, then crashes, then scheduling;
-    else the first wait. Crashes of the `explained` pods are left out: the context fallback
-    is acting on them."""
-    found: list[Problem] = []
+    """The most actionable problem among the pods: image pulls, then pods that cannot be created
+    (`creation`, from `not_created`) and crashes, then scheduling; else the first wait. Crashes of
+    the `explained` pods are left out: the context fallback is acting on them."""
+    found: list[Problem] = [] if creation is None else [creation]
     waits: list[Wait] = []
     for pod in sorted(pods, key=lambda p: p.name):
         if pod.deleting:

@@ -16,9 +16,10 @@ from datetime import datetime
 
 from . import clock, metrics
 from .act import Actor, namespace_terminating, not_served
-from .decide import Desired, decide, failed
+from .decide import Desired, decide, failed, terminating
 from .observe import Key, Observed
 from .vocabulary import Remedy, Result
+from .workqueue import Retry
 
 log = logging.getLogger("qwen_operator.reconciler")
 
@@ -53,6 +54,8 @@ class Reconciler:
         started = time.perf_counter()
         try:
             outcome = self._reconcile(key)
+        except Retry:
+            raise  # counted already: a refusal the queue backs off from, not an error
         except Exception:
             metrics.RECONCILIATIONS.labels(result=Result.ERROR).inc()
             raise
@@ -81,10 +84,17 @@ class Reconciler:
             if refusal is not None:  # the apiserver refused a dry run: decide again, knowing it
                 desired = decide(replace(observed, refusal=refusal), now)
                 self.actor.act(desired)
+                if refusal.retry:
+                    self._count(key, desired)
+                    metrics.RECONCILIATIONS.labels(result=desired.result).inc()
+                    raise Retry(refusal.reason, f"{refusal.what}: {refusal.message}")
+        except Retry:
+            raise
         except Exception as exc:
             if namespace_terminating(exc):
                 # The namespace is being deleted, the resource with it: nothing to build or retry.
                 log.info("%s/%s: namespace is being deleted; not applying", *key)
+                self._report(terminating(observed, now))
                 return Outcome(Result.TERMINATING)
             if not not_served(exc):  # an API about to be served is retried without alarm
                 self._report_error(observed, exc, now)
@@ -101,10 +111,14 @@ class Reconciler:
 
     def _report_error(self, observed: Observed, exc: Exception, now: datetime) -> None:
         """Say in the status (and once in an event) that reconciling fails and is retried."""
+        self._report(failed(observed, str(exc), now))
+
+    def _report(self, desired: Desired) -> None:
+        """Best effort: the apiserver may be what fails (the retry will tell), or the resource gone."""
         try:
-            self.actor.act(failed(observed, str(exc), now))
-        except Exception as again:  # the apiserver may be what fails; the retry will tell
-            log.debug("%s/%s: could not report the error: %s", *observed.key, again)
+            self.actor.act(desired)
+        except Exception as again:
+            log.debug("%s/%s: could not report %s: %s", *desired.key, desired.result, again)
 
     @staticmethod
     def _count(key: Key, desired: Desired) -> None:

@@ -71,7 +71,14 @@ def phase_of(want: int, ro: Rollout, problem: Problem | None) -> Phase:
         return Phase.PROGRESSING
     if ro.ready > 0:
         return Phase.DEGRADED
-    return Phase.PENDING if problem.reason == Reason.UNSCHEDULABLE else Phase.FAILED
+    return Phase.PENDING if problem.reason in WAITING_FOR_THE_CLUSTER else Phase.FAILED
+
+
+WAITING_FOR_THE_CLUSTER = frozenset(
+    {Reason.UNSCHEDULABLE, Reason.QUOTA_EXCEEDED, Reason.CREATE_CONTAINER_CONFIG_ERROR}
+)
+"""Problems of capacity or of a missing object, not of the spec: the phase is Pending, not Failed
+(a node, quota or Secret that appears lets the servers start without any change here)."""
 
 
 def _progress(want: int, ro: Rollout, wait: Wait | None, summary: str) -> tuple[str, str]:
@@ -269,11 +276,17 @@ def with_error(before: Status, generation: int | None, error: str, now: datetime
 
     Stalled goes False with the same reason: while the apiserver fails, whether a person is
     needed is not known, and kstatus readers must never see Reconciling and Stalled both True."""
-    message = short(f"retrying: {error}")
-    conds = [_cond(ConditionType.RECONCILING, "True", Reason.RECONCILE_ERROR, message, generation)]
+    return reconciling(before, generation, Reason.RECONCILE_ERROR, f"retrying: {error}", now)
+
+
+def reconciling(
+    before: Status, generation: int | None, reason: Reason, message: str, now: datetime
+) -> Status:
+    """The last status with Reconciling=True for `reason` (and Stalled=False if it was True)."""
+    conds = [_cond(ConditionType.RECONCILING, "True", reason, short(message), generation)]
     stalled = condition(before, ConditionType.STALLED)
     if stalled is not None and stalled.status == "True":
-        conds.append(_cond(ConditionType.STALLED, "False", Reason.RECONCILE_ERROR, "", generation))
+        conds.append(_cond(ConditionType.STALLED, "False", reason, "", generation))
     return before.model_copy(update={"conditions": merge_conditions(before.conditions, conds, now)})
 
 

@@ -214,8 +214,27 @@ class Reason(StrEnum):
     full claim, or its retries spent); delete the Job to try again"""
     NAME_CONFLICT = "NameConflict"
     """Ready=False, Stalled=True | a child's name is taken by an object the operator does not own"""
+    QUOTA_EXCEEDED = "QuotaExceeded"
+    """Ready=False, Stalled=True | a ResourceQuota of the namespace refuses the pods, their claims
+    (the StatefulSet controller's FailedCreate) or a child the operator applies (nothing applied,
+    retried with back-off); the message is the apiserver's"""
+    LIMIT_RANGE_VIOLATED = "LimitRangeViolated"
+    """Ready=False, Stalled=True | a LimitRange of the namespace refuses the pods or their claims"""
+    POD_SECURITY_VIOLATION = "PodSecurityViolation"
+    """Ready=False, Stalled=True | the namespace's Pod Security level refuses the pods (e.g.
+    `runtime.addCapabilities` under "restricted")"""
+    PRIORITY_CLASS_NOT_FOUND = "PriorityClassNotFound"
+    """Ready=False, Stalled=True | `scheduling.priorityClassName` names no PriorityClass"""
+    FAILED_CREATE = "FailedCreate"
+    """Ready=False, Stalled=True | the StatefulSet controller cannot create a pod or claim for
+    another reason; the message is its event's"""
+    CREATE_CONTAINER_CONFIG_ERROR = "CreateContainerConfigError"
+    """Ready=False, Stalled=True | the kubelet cannot start a container: a Secret or key it reads
+    (`tokenSecretRef`, `apiKeySecretRef`, `valueFrom`) is missing"""
     RECONCILE_ERROR = "ReconcileError"
     """Reconciling=True | an API call failed; retried with back-off"""
+    NAMESPACE_TERMINATING = "NamespaceTerminating"
+    """Reconciling=True | the namespace is being deleted: nothing is created, nothing retried"""
     PAUSED = "Paused"
     """Reconciling=False | `spec.paused`"""
     PENDING = "Pending"
@@ -245,6 +264,19 @@ class KubeletReason(StrEnum):
     ERR_IMAGE_NEVER_PULL = "ErrImageNeverPull"
     UNSCHEDULABLE = "Unschedulable"
     ERROR = "Error"
+    CREATE_CONTAINER_CONFIG_ERROR = "CreateContainerConfigError"
+
+
+class ControllerEvent(StrEnum):
+    """The StatefulSet controller's events the operator watches (filtered on the server)."""
+
+    FAILED_CREATE = "FailedCreate"
+    """It could not create a pod or a claim: admission refused it (quota, LimitRange, Pod
+    Security, PriorityClass). It sets no condition; this event is all it says."""
+
+
+FAILED_CREATE_SELECTOR = f"involvedObject.kind=StatefulSet,reason={ControllerEvent.FAILED_CREATE}"
+"""The field selector of the operator's watch of Events: only these, cluster-wide."""
 
 
 class PodPhase(StrEnum):

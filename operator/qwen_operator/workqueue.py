@@ -23,6 +23,16 @@ from typing import Generic, TypeVar
 log = logging.getLogger("qwen_operator.workqueue")
 K = TypeVar("K", bound=Hashable)
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+"""Seconds before the 1st, 2nd, ... retry of a failing key; then every minute, never faster."""
+
+
+class Retry(Exception):
+    """Nothing failed, but the key waits on something no watch reports (a ResourceQuota): back off
+    as after a failure, and say so at INFO (it is the cluster's state, not the operator's error)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class WorkQueue(Generic[K]):
@@ -30,9 +40,15 @@ class WorkQueue(Generic[K]):
     returns a number of seconds after which to work the key again (None: only on the next add)."""
 
     def __init__(
-        self, handler: Callable[[K], float | None], workers: int = 4, backoff: Sequence[float] = BACKOFF
+        self,
+        handler: Callable[[K], float | None],
+        workers: int = 4,
+        backoff: Sequence[float] = BACKOFF,
+        on_retry: Callable[[Exception, float], None] = lambda exc, delay: None,
     ) -> None:
         self._handler = handler
+        self._on_retry = on_retry
+        """Told of each back-off (the metrics count them)."""
         self._workers = workers
         self._backoff = tuple(backoff)
         self._cond = threading.Condition()
@@ -53,6 +69,11 @@ class WorkQueue(Generic[K]):
             thread = threading.Thread(target=self._work, name=f"reconcile-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def backing_off(self) -> int:
+        """Keys waiting for a retry after a failure (or a Retry)."""
+        with self._cond:
+            return len(self._failures)
 
     def alive(self) -> bool:
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
@@ -131,13 +152,17 @@ class WorkQueue(Generic[K]):
             try:
                 again = self._handler(key)
             except Exception as exc:
-                failures = self._failures.get(key, 0)
-                self._failures[key] = failures + 1
+                with self._cond:
+                    failures = self._failures.get(key, 0)
+                    self._failures[key] = failures + 1
                 delay = self._backoff[min(failures, len(self._backoff) - 1)]
-                log.warning("%s failed (attempt %d), retrying in %.0fs: %s", key, failures + 1, delay, exc)
+                level = logging.INFO if isinstance(exc, Retry) else logging.WARNING
+                log.log(level, "%s: %s (attempt %d), retrying in %.0fs", key, exc, failures + 1, delay)
+                self._on_retry(exc, delay)
                 self.add(key, after=delay)
             else:
-                self._failures.pop(key, None)
+                with self._cond:
+                    self._failures.pop(key, None)
                 if again is not None:
                     self.add(key, after=again)
             finally:
