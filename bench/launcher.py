@@ -17,27 +17,29 @@ Wall time is what the target is about; CPU time (``wait4``: the child, plus
 the launcher when there is one) shows the cost independent of other load.
 The launcher can come out faster than the child alone: in a flood it copies
 in big pieces, so the reader downstream (here this process, in a pod the
-container runtime) wakes once per piece instead of once per line. On a
-loaded 2-core machine the wall times vary by tens of percent between runs;
-the best of ``ROUNDS`` is the figure.
+container runtime) wakes once per piece instead of once per line.
 
-Each variant runs ``ROUNDS`` times, direct and launched alternating; the best
-time of each counts (least disturbed by other load on the machine).
+Each variant runs ``ROUNDS`` times, direct and launched back to back, so that
+both of a pair meet the same load; the overhead is each pair's, and the table
+gives min, median and max (figures differ between runs and machines by tens
+of percent on a busy 2-core machine). The target is on the median.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_SERVER = ROOT / "tests" / "runtime" / "fake_server.py"
 TOTAL_BYTES = 100 * 1000 * 1000
-ROUNDS = 7
+ROUNDS = 9
 TARGET_PERCENT = 10.0
 VARIANTS = (  # key, label, fake_server mode, extra arguments
     ("serving", "lines, serving", "stream-lines", ["--serving"]),
@@ -46,8 +48,16 @@ VARIANTS = (  # key, label, fake_server mode, extra arguments
 )
 
 
-def drain(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Run ``argv``, read its stdout to EOF; (wall seconds, CPU seconds of it and its children)."""
+@dataclass(frozen=True)
+class Run:
+    wall: float
+    """Seconds from start to the child's exit, its output read to the end."""
+    cpu: float
+    """CPU seconds of the process and its children (the launcher and the server)."""
+
+
+def drain(argv: list[str], env: dict[str, str]) -> Run:
+    """Run ``argv``, read its stdout to EOF."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env=env)
     assert proc.stdout is not None
@@ -60,16 +70,21 @@ def drain(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     proc.stdout.close()
     if proc.returncode != 0 or seen != TOTAL_BYTES:
         raise RuntimeError(f"{argv} exited {proc.returncode} after {seen} of {TOTAL_BYTES} bytes")
-    return wall, usage.ru_utime + usage.ru_stime
+    return Run(wall, usage.ru_utime + usage.ru_stime)
 
 
-def best_pair(first: list[str], second: list[str], env: dict[str, str]) -> list[tuple[float, float]]:
-    """(best wall, best CPU) of ``ROUNDS`` runs of each, alternated so load hits both alike."""
-    runs: list[list[tuple[float, float]]] = [[], []]
-    for _ in range(ROUNDS):
-        for index, argv in enumerate((first, second)):
-            runs[index].append(drain(argv, env))
-    return [(min(w for w, _ in r), min(c for _, c in r)) for r in runs]
+def pairs(first: list[str], second: list[str], env: dict[str, str]) -> list[tuple[Run, Run]]:
+    """``ROUNDS`` runs of each, back to back, alternating which goes first."""
+    out = []
+    for index in range(ROUNDS):
+        order = (first, second) if index % 2 == 0 else (second, first)
+        runs = {id(argv): drain(argv, env) for argv in order}
+        out.append((runs[id(first)], runs[id(second)]))
+    return out
+
+
+def spread(values: list[float]) -> tuple[float, float, float]:
+    return min(values), statistics.median(values), max(values)
 
 
 def percent(base: float, value: float) -> float:
@@ -77,35 +92,42 @@ def percent(base: float, value: float) -> float:
 
 
 def main() -> int:
-    """Print direct vs. launcher wall and CPU times, and the overhead, per write pattern."""
+    """Print direct vs. launcher wall and CPU times (min/median/max), and the overhead of each pair."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "runtime"), env.get("PYTHONPATH")]))
-    results: dict[str, tuple[float, float]] = {}
-    print(f"100 MB of child output, best of {ROUNDS}; wall = elapsed, CPU = child (+ launcher)")
+    results: dict[str, tuple[float, float, float]] = {}
+    print(f"100 MB of child output, {ROUNDS} pairs (direct, launched); min / median / max")
     print(
-        f"{'child writes':<20}{'direct wall':>12}{'launcher wall':>14}{'overhead':>9}"
-        f"{'direct CPU':>12}{'launcher CPU':>14}{'overhead':>9}"
+        f"{'child writes':<17}{'direct wall s':>24}{'launcher wall s':>24}{'wall overhead %':>24}"
+        f"{'CPU overhead %':>16}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         log = str(Path(tmp) / "termination-log")
         for key, label, mode, extra in VARIANTS:
             child = [sys.executable, str(FAKE_SERVER), mode, str(TOTAL_BYTES), *extra]
             wrapped = [sys.executable, "-m", "qwen_runtime", "--termination-log", log, "--", *child]
-            (d_wall, d_cpu), (l_wall, l_cpu) = best_pair(child, wrapped, env)
-            results[key] = (percent(d_wall, l_wall), percent(d_cpu, l_cpu))
+            runs = pairs(child, wrapped, env)
+            direct = spread([d.wall for d, _ in runs])
+            launched = spread([w.wall for _, w in runs])
+            results[key] = wall = spread([percent(d.wall, w.wall) for d, w in runs])
+            cpu = statistics.median(percent(d.cpu, w.cpu) for d, w in runs)
             print(
-                f"{label:<20}{d_wall:>11.3f}s{l_wall:>13.3f}s{results[key][0]:>8.1f}%"
-                f"{d_cpu:>11.3f}s{l_cpu:>13.3f}s{results[key][1]:>8.1f}%",
+                f"{label:<17}{_fmt(direct, '.3f'):>24}{_fmt(launched, '.3f'):>24}{_fmt(wall, '+.1f'):>24}"
+                f"{cpu:>+16.1f}",
                 flush=True,
             )
-    wall, cpu = results["serving"]
-    verdict = "within" if wall < TARGET_PERCENT else "OVER"
+    low, median, high = results["serving"]
+    verdict = "within" if median < TARGET_PERCENT else "OVER"
     print(
-        f"launcher overhead on 100 MB of a serving vLLM's log lines: {wall:.1f}% wall "
-        f"({verdict} the {TARGET_PERCENT:.0f}% target), {cpu:+.1f}% CPU; "
-        f"still scanning (start-up): {results['starting'][0]:.1f}% wall"
+        f"launcher overhead on 100 MB of a serving vLLM's log lines: median {median:+.1f}% wall "
+        f"({verdict} the {TARGET_PERCENT:.0f}% target), min {low:+.1f}%, max {high:+.1f}%; "
+        f"still scanning (start-up): median {results['starting'][1]:+.1f}%"
     )
     return 0
+
+
+def _fmt(values: tuple[float, float, float], spec: str) -> str:
+    return " / ".join(format(v, spec) for v in values)
 
 
 if __name__ == "__main__":

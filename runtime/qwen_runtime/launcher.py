@@ -5,10 +5,9 @@ vLLM's reasons live in a log that can be gigabytes long. The launcher is PID 1
 of the server container and:
 
 * streams the child's stdout/stderr to its own fds 1/2 unchanged, as raw
-  bytes the moment they arrive (no line buffering, no decoding); only in a
-  flood (reads of ``BURST_BYTES`` or more) does it nap ``NAP_SECONDS``
-  between reads, so the flood is copied in big pieces instead of one
-  wake-up per line (see ``make bench``);
+  bytes the moment they arrive (no line buffering, no decoding), and never
+  makes the child wait: its own output does not block it, the child's pipes
+  are 1 MiB, and a flood is copied in big pieces (``qwen_runtime.pump``);
 * keeps only a bounded view of that output (``watch.OutputWatcher``);
 * forwards SIGTERM, SIGINT and SIGHUP to the child (vLLM drains on SIGTERM);
 * exits with the child's exit code, or 128 + N when signal N killed it;
@@ -29,46 +28,44 @@ long after the first forwarded signal, the child's process group gets SIGKILL.
 
 The child runs in its own process group, so a terminal's Ctrl-C reaches it
 once (forwarded by the launcher), not twice.
+
+The child is started first, everything else is imported while it starts: the
+launcher's own start adds to the server's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import os
-import selectors
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from types import FrameType
+from typing import TYPE_CHECKING
 
-from . import engine, termination
-from .argv import max_model_len
-from .record import Reason
-from .watch import OutputWatcher
+from . import engine
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from types import FrameType
+
+    from .watch import OutputWatcher
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-PIPE_BYTES = 1 << 20  # Linux's default pipe-max-size: room for a burst while we nap
-READ_SIZE = PIPE_BYTES
-BURST_BYTES = 16 << 10
-NAP_SECONDS = 0.0005
 POLL_SECONDS = 0.5
 DRAIN_SECONDS = 2.0
 _PR_SET_PDEATHSIG = 1
 
 
-@dataclass
 class _State:
     """What signal handlers and the copy loop share."""
 
-    proc: subprocess.Popen[bytes] | None = None
-    received: int | None = None
-    received_at: float | None = None
-    pending: list[int] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.received: int | None = None
+        self.received_at: float | None = None
+        self.pending: list[int] = []
 
 
 def run(command: Sequence[str], termination_log: str, kill_after: float | None = None) -> int:
@@ -82,6 +79,8 @@ def run(command: Sequence[str], termination_log: str, kill_after: float | None =
             return _cannot_start(command, error, termination_log)
         for sig in state.pending:
             _send(state.proc, sig)
+        from .watch import OutputWatcher  # while the child starts
+
         watcher = OutputWatcher()
         _copy(state, watcher, kill_after)
         code = _wait(state, kill_after)
@@ -140,61 +139,21 @@ def _copy(state: _State, watcher: OutputWatcher, kill_after: float | None) -> No
     Grandchildren (vLLM's engine processes) may hold the pipes open after the
     child exits; the launcher then gives them ``DRAIN_SECONDS`` to finish.
     """
+    from . import pump
+
     proc = state.proc
     assert proc is not None and proc.stdout is not None and proc.stderr is not None
-    selector = selectors.DefaultSelector()
-    targets = {proc.stdout.fileno(): 1, proc.stderr.fileno(): 2}
-    for fd in targets:
-        selector.register(fd, selectors.EVENT_READ)
-        _enlarge_pipe(fd)
-    alive_outputs = {1, 2}
     deadline: float | None = None
-    next_check = time.monotonic() + POLL_SECONDS
-    while targets:
-        burst = False
-        for key, _ in selector.select(POLL_SECONDS):
-            fd = int(key.fd)
-            chunk = os.read(fd, READ_SIZE)
-            if not chunk:
-                selector.unregister(fd)
-                del targets[fd]
-                continue
-            # A big read means a flood: napping lets it pile up, to be copied in
-            # big pieces. A full pipe means the child is already waiting: no nap.
-            burst = burst or BURST_BYTES <= len(chunk) < READ_SIZE
-            watcher.feed(targets[fd], chunk)
-            if targets[fd] in alive_outputs and not _write_all(targets[fd], chunk):
-                alive_outputs.discard(targets[fd])
-        if burst:
-            time.sleep(NAP_SECONDS)
-        now = time.monotonic()
-        if now >= next_check:
-            next_check = now + POLL_SECONDS
-            _maybe_escalate(state, kill_after, now)
-            if deadline is None and proc.poll() is not None:
-                deadline = now + DRAIN_SECONDS
-            if deadline is not None and now >= deadline:
-                break
-    selector.close()
+
+    def tick(now: float) -> bool:
+        nonlocal deadline
+        _maybe_escalate(state, kill_after, now)
+        if deadline is None and proc.poll() is not None:
+            deadline = now + DRAIN_SECONDS
+        return deadline is not None and now >= deadline
+
+    pump.pump({proc.stdout.fileno(): 1, proc.stderr.fileno(): 2}, watcher.feed, tick, POLL_SECONDS)
     watcher.finish()
-
-
-def _enlarge_pipe(fd: int) -> None:
-    """Best effort: a bigger pipe lets a fast child keep writing while the launcher naps."""
-    with contextlib.suppress(OSError, AttributeError):
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-
-
-def _write_all(fd: int, data: bytes) -> bool:
-    """Write everything; False once the reader is gone (keep draining the child anyway)."""
-    view = memoryview(data)
-    while view:
-        try:
-            written = os.write(fd, view)
-        except (BrokenPipeError, OSError):
-            return False
-        view = view[written:]
-    return True
 
 
 def _maybe_escalate(state: _State, kill_after: float | None, now: float) -> None:
@@ -228,6 +187,10 @@ def _report(
     command: Sequence[str],
     termination_log: str,
 ) -> None:
+    from . import termination
+    from .argv import max_model_len
+    from .record import Reason
+
     assert state.proc is not None
     record = watcher.classify(code, max_model_len(command))
     returncode = state.proc.returncode
@@ -242,6 +205,9 @@ def _report(
 
 
 def _cannot_start(command: Sequence[str], error: OSError, termination_log: str) -> int:
+    from . import termination
+    from .record import Reason
+
     code = 127 if isinstance(error, FileNotFoundError) else 126
     message = f"cannot execute {command[0]!r}: {error.strerror or error}"
     sys.stderr.write(f"[qwen-runtime] {message}\n")

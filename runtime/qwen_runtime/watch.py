@@ -37,13 +37,18 @@ class OutputWatcher:
         self._pending: dict[int, bytearray] = {}
         self._pending_phase: CudaPhase | None = None
 
-    def feed(self, stream: int, chunk: bytes) -> None:
-        """Account for ``chunk`` read from ``stream`` (any hashable id, e.g. the fd)."""
+    def feed(self, stream: int, chunk: bytes | memoryview) -> None:
+        """Account for ``chunk`` read from ``stream`` (any hashable id, e.g. the fd); what is kept
+        of it is copied (the launcher reads into one buffer again and again)."""
         tail = self._tails.setdefault(stream, bytearray())
-        start = len(tail)
-        tail += chunk
         if stream in self._pending:
             self._complete_pending(stream, chunk)
+        if self.phase == CudaPhase.SERVING and len(chunk) >= self.tail_bytes:
+            tail[:] = memoryview(chunk)[-self.tail_bytes :]  # only the tail counts now: no copy of the rest
+            self._trimmed.add(stream)
+            return
+        start = len(tail)
+        tail += chunk
         if self.phase != CudaPhase.SERVING:
             events = self._scan(tail, start)
             if events:
@@ -111,10 +116,11 @@ class OutputWatcher:
                 return
             self._emit(tail[line_start:line_end])
 
-    def _complete_pending(self, stream: int, chunk: bytes) -> None:
+    def _complete_pending(self, stream: int, chunk: bytes | memoryview) -> None:
         pending = self._pending[stream]
-        newline = chunk.find(b"\n")
-        pending += chunk if newline < 0 else chunk[:newline]
+        head = bytes(chunk[:MAX_LINE_BYTES])  # no more of a line is kept
+        newline = head.find(b"\n")
+        pending += head if newline < 0 else head[:newline]
         if newline >= 0 or len(pending) >= MAX_LINE_BYTES:
             self._emit(self._pending.pop(stream), self._pending_phase)
 

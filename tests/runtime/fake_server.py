@@ -10,6 +10,9 @@ Modes:
   stream BYTES [--serving]       write BYTES of log-like lines to stdout in 64 KiB writes;
                                  ``--serving`` starts them with vLLM's "server is up" line
   stream-lines BYTES [--serving] the same, one write per line (like an unbuffered logger)
+  burst BYTES DONE [BLOCK]       write BYTES of log lines in writes of BLOCK bytes (default: one
+                                 line each), then create the file DONE and exit 0: DONE appears
+                                 only once every write went through
   env NAME                       print NAME=VALUE of its environment (``NAME`` unset: ``NAME``
                                  alone) and exit 0
 """
@@ -71,6 +74,14 @@ def stream(total: int, per_line: bool = False, serving: bool = False) -> int:
     return 0
 
 
+def burst(total: int, done: str, block: int = len(LINE)) -> int:
+    data = (LINE * (total // len(LINE) + 1))[:total]
+    for start in range(0, total, block):
+        os.write(1, data[start : start + block])
+    Path(done).touch()
+    return 0
+
+
 def main(argv: list[str]) -> int:
     mode = argv[0]
     if mode == "replay":
@@ -81,6 +92,8 @@ def main(argv: list[str]) -> int:
         return stream(int(argv[1]), serving="--serving" in argv)
     if mode == "stream-lines":
         return stream(int(argv[1]), per_line=True, serving="--serving" in argv)
+    if mode == "burst":
+        return burst(int(argv[1]), argv[2], *(int(a) for a in argv[3:4]))
     if mode == "env":
         name = argv[1]
         os.write(1, (f"{name}={os.environ[name]}\n" if name in os.environ else f"{name}\n").encode())
