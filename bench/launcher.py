@@ -96,9 +96,10 @@ def main() -> int:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "runtime"), env.get("PYTHONPATH")]))
     results: dict[str, tuple[float, float, float]] = {}
-    print(f"100 MB of child output, {ROUNDS} pairs (direct, launched); min / median / max")
+    load = "/".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"100 MB of child output, {ROUNDS} pairs (direct, launched); min / median / max; load {load}")
     print(
-        f"{'child writes':<17}{'direct wall s':>24}{'launcher wall s':>24}{'wall overhead %':>24}"
+        f"{'child writes':<17}{'direct wall s':>24}{'launcher wall s':>24}{'wall overhead %':>26}"
         f"{'CPU overhead %':>16}"
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,7 +113,7 @@ def main() -> int:
             results[key] = wall = spread([percent(d.wall, w.wall) for d, w in runs])
             cpu = statistics.median(percent(d.cpu, w.cpu) for d, w in runs)
             print(
-                f"{label:<17}{_fmt(direct, '.3f'):>24}{_fmt(launched, '.3f'):>24}{_fmt(wall, '+.1f'):>24}"
+                f"{label:<17}{_fmt(direct, '.3f'):>24}{_fmt(launched, '.3f'):>24}{_fmt(wall, '+.1f'):>26}"
                 f"{cpu:>+16.1f}",
                 flush=True,
             )
