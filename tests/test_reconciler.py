@@ -362,6 +362,31 @@ def test_a_quota_that_refuses_a_child_applies_nothing_says_so_and_backs_off() ->
     assert retries._value.get() >= 2
 
 
+def test_a_quota_counting_objects_refuses_a_real_apply_says_so_and_backs_off() -> None:
+    """A quota on the count of PodDisruptionBudgets: no dry run foresees it, the real apply is
+    refused; not a ReconcileError but Stalled/QuotaExceeded, retried with back-off, and the retry
+    applies only what is still missing."""
+    cluster = FakeCluster()
+    quota = 'poddisruptionbudgets.policy "q" is forbidden: exceeded quota: pdbs, requested: count/...=1'
+
+    def refuse(manifest: Mapping[str, Any], dry_run: bool) -> None:
+        if manifest["kind"] == "PodDisruptionBudget":
+            raise ApiError(403, "Forbidden", quota)
+
+    cluster.on_apply = refuse
+    with pytest.raises(Retry) as info:
+        reconciler(cluster).reconcile(KEY)
+    assert info.value.reason == "QuotaExceeded"
+    stalled = cluster.condition("Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "QuotaExceeded") and quota in stalled["message"]
+    assert cluster.applied()[-1] == "PodDisruptionBudget"  # the refused one; the others exist
+    assert ("Normal", "Created") in cluster.events  # what was created is said
+    cluster.calls.clear()
+    cluster.on_apply = None  # the quota is raised
+    reconciler(cluster).reconcile(KEY)
+    assert cluster.applied() == ["PodDisruptionBudget"]
+
+
 def test_a_namespace_being_deleted_is_not_retried() -> None:
     cluster = FakeCluster()
     message = ["unable to create new content in namespace ns because it is being terminated"]

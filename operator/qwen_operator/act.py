@@ -1,16 +1,23 @@
 """Step three of a reconciliation: write what the decision asked for, and nothing else.
 
-Children are applied all or nothing. Only the StatefulSet carries the user's free-form values
-(its pod template: tolerations, resources, environment, image); every other child is made of
-values the schema has checked, so the StatefulSet is the one the apiserver can refuse for its
-content. A new StatefulSet is applied first, and its apply is its own test (its pods wait for
-the ConfigMap they mount, applied a moment later); an existing one applied with other children
-is first applied as a server-side dry run (a real update would roll pods onto the old
-launcher); alone, its apply is its own test. A refusal of the first apply, real or dry, applies
-nothing and goes back to the decision as a fact (`observe.Refusal`). Then the applies, the
-status patch, and the events (the children created in one pass make one `Created` event).
-Each object the apiserver returns is handed to `wrote` (the cache's write-through), so the
-next reconciliation sees the operator's own writes at once.
+Children are applied all or nothing where the apiserver refuses their content. Only the
+StatefulSet carries the user's free-form values (its pod template: tolerations, resources,
+environment, image); every other child is made of values the schema has checked, so the
+StatefulSet is the one the apiserver can refuse for its content. A new StatefulSet is applied
+first, and its apply is its own test (its pods wait for the ConfigMap they mount, applied a
+moment later); an existing one applied with other children is first applied as a server-side
+dry run (a real update would roll pods onto the old launcher); alone, its apply is its own test.
+A refusal of the first apply, real or dry, applies nothing and goes back to the decision as a
+fact (`observe.Refusal`).
+
+A ResourceQuota can refuse any child. A LoadBalancer or NodePort Service (what quotas commonly
+limit) applied with others is dry-run first too, so its refusal applies nothing; a quota that
+counts objects of another kind refuses a real apply, and what the pass applied before it stays.
+Either way the resource reads Stalled/QuotaExceeded and the queue retries with back-off.
+
+Then the applies, the status patch, and the events (the children created in one pass make one
+`Created` event). Each object the apiserver returns is handed to `wrote` (the cache's
+write-through), so the next reconciliation sees the operator's own writes at once.
 """
 
 from __future__ import annotations
@@ -63,6 +70,20 @@ def _rejects_content(exc: ApiError) -> bool:
     return exc.status in (400, 422) or (exc.status == 500 and "convert" in exc.message)
 
 
+QUOTA_SERVICE_TYPES = frozenset({"LoadBalancer", "NodePort"})
+"""Service types that ResourceQuotas limit beyond counting objects (services.loadbalancers,
+services.nodeports): cloud cost controls that namespaces commonly have."""
+
+
+def _tested_first(apply: Apply) -> bool:
+    """Dry-run before anything of the pass is written: an existing StatefulSet (the user's free-form
+    values; a new one is its own test), and a Service of a type quotas commonly refuse."""
+    kind = apply.manifest["kind"]
+    if kind == "StatefulSet":
+        return apply.live is not None
+    return kind == "Service" and apply.manifest["spec"].get("type") in QUOTA_SERVICE_TYPES
+
+
 def _new_statefulset(apply: Apply) -> bool:
     return apply.manifest["kind"] == "StatefulSet" and apply.live is None
 
@@ -97,6 +118,9 @@ class Actor:
                 try:
                     said += self._apply(apply)
                 except ApiError as exc:
+                    if _quota(exc):  # a quota counting objects of a kind: what came before stays
+                        self._post(events.created_together(said), desired)
+                        return Refusal(apply.ident, exc.message, Reason.QUOTA_EXCEEDED, retry=True)
                     if i > 0 or not _rejects_content(exc):
                         raise
                     return Refusal(apply.ident, exc.message)  # the first: nothing else was applied
@@ -111,11 +135,11 @@ class Actor:
             self._record(self.kube.patch_status(res.namespace, res.name, desired.status_patch))
 
     def _dry_run(self, applies: tuple[Apply, ...]) -> Refusal | None:
-        """With other children in the same pass, an existing StatefulSet's apply first as a dry run."""
+        """With other children in the same pass, the applies `_tested_first` first as dry runs."""
         if len(applies) < 2:
             return None
         for apply in applies:
-            if apply.manifest["kind"] != "StatefulSet" or apply.live is None:
+            if not _tested_first(apply):
                 continue
             try:
                 self.kube.apply(apply.manifest, dry_run=True)
