@@ -53,11 +53,24 @@ def test_a_stalled_log_reader_never_blocks_the_child(tmp_path: Path) -> None:
 
 def written_by_child(launcher: int) -> int:
     """Bytes the launcher's child has passed to write() so far (``wchar`` of /proc/PID/io)."""
-    (child,) = Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split()
+    children = Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split()
+    if not children:
+        return 0  # not started yet
+    (child,) = children
     for line in Path(f"/proc/{child}/io").read_text().splitlines():
         if line.startswith("wchar:"):
             return int(line.split()[1])
     raise AssertionError(f"no wchar in /proc/{child}/io")
+
+
+def child_pipe_size(launcher: int) -> int:
+    """The capacity of the pipe that is the launcher's child's stdout."""
+    (child,) = Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split()
+    fd = os.open(f"/proc/{child}/fd/1", os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        return int(fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ))
+    finally:
+        os.close(fd)
 
 
 def test_beyond_the_bound_the_child_waits_and_nothing_is_lost(tmp_path: Path) -> None:
@@ -97,6 +110,10 @@ def test_a_stopped_launcher_leaves_the_child_a_whole_pipe(tmp_path: Path) -> Non
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=launcher_env())
     try:
         wait_for_file(ready, proc)
+        deadline = time.monotonic() + WAIT_SECONDS
+        while child_pipe_size(proc.pid) < pump.PIPE_BYTES:  # the launcher may not be there yet
+            assert time.monotonic() < deadline, "the launcher did not enlarge the child's pipe"
+            time.sleep(0.01)
         os.kill(proc.pid, signal.SIGSTOP)
         Path(f"{ready}.go").touch()
         deadline = time.monotonic() + WAIT_SECONDS
