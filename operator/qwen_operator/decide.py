@@ -60,6 +60,10 @@ class Desired:
     events: tuple[Event, ...] = ()
     """Posted after the status patch."""
     phase: Phase | None = None
+    after: status.Status | None = None
+    """The whole status after this pass (the per-resource gauges read it)."""
+    want: int = 0
+    """spec.replicas (the per-resource gauges)."""
     reduced: bool = False
     """The servers run below the requested context (the gauge)."""
     reduction: api.ContextStep | None = None
@@ -241,10 +245,18 @@ def _desired(
         status_first=before.observed_generation is None,
         events=(*said, *events.transitions(before, after)),
         phase=after.phase,
+        after=after,
+        want=_want(observed.resource),
         reduced=ctx is not None and (ctx.effective or 0) < (ctx.requested or 0),
         reduction=None if decision is None else decision.reduced,
         recheck_after=recheck,
     )
+
+
+def _want(resource: facts.Resource) -> int:
+    """spec.replicas as the apiserver stored it (an invalid resource has one too)."""
+    value = resource.spec.get("replicas", 1)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _invalid(observed: Observed, exc: api.InvalidResource, now: datetime) -> Desired:
@@ -267,4 +279,6 @@ def failed(observed: Observed, error: str, now: datetime) -> Desired:
         status_patch=status.merge_patch(observed.resource.status, status.to_wire(after)),
         events=tuple(said),
         phase=after.phase,
+        after=after,
+        want=_want(observed.resource),
     )

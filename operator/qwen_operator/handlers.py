@@ -215,6 +215,7 @@ async def resource_event(
     if type == "DELETED":
         metrics.PHASE_TRACKER.set((namespace, name), None)
         metrics.REDUCED_TRACKER.set((namespace, name), False)
+        metrics.RESOURCE_TRACKER.set((namespace, name), None)
         return
     rt.queue.add((namespace, name))
 
