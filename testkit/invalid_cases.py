@@ -92,6 +92,21 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "spec.disruption.maxUnavailable",
     ),
     ("service-type", {"spec": {"service": {"type": "ExternalName"}}}, "spec.service.type"),
+    (
+        "autoscaling-min-above-max",
+        {"spec": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}},
+        "spec.autoscaling.minReplicas",
+    ),
+    (
+        "autoscaling-stabilization-above-hpa-limit",
+        {"spec": {"autoscaling": {"scaleDownStabilizationSeconds": 7200}}},
+        "spec.autoscaling.scaleDownStabilizationSeconds",
+    ),
+    (
+        "endpoint-picker-service-without-port",
+        {"spec": {"inferencePool": {"endpointPickerRef": {"name": "epp"}}}},
+        "spec.inferencePool.endpointPickerRef.port",
+    ),
     ("name-too-long", {"metadata": {"name": "q" * 53}}, "metadata.name"),
     ("name-starts-with-digit", {"metadata": {"name": "3qwen"}}, "metadata.name"),
 ]
