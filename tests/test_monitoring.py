@@ -10,14 +10,21 @@ vLLM 0.33 declares, tests/realvllm scrapes a running vLLM. promtool and the pars
 
 from __future__ import annotations
 
+import re
+import textwrap
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from e2e.devcluster import prometheus
-from qwen_operator import metrics
+from e2e.devcluster import metricsapi, prometheus
+from qwen_operator import api, metrics, render
+from qwen_operator.vocabulary import QUEUE_METRIC
 from testkit.metric_names import exposed
+from testkit.wrappers import parsed
+
+REPO = Path(__file__).resolve().parent.parent
 
 ISSUE_ALERTS = {
     "QwenOperatorDown", "QwenOperatorReconcileErrors", "QwenThinkingDeploymentStalled",
@@ -124,3 +131,40 @@ def test_grafana_variables_become_promql() -> None:
         ["a_total", "b"],
         ["vllm:c"],
     ]
+
+
+def readme_section(title: str) -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index(f"### {title}\n")
+    return text[start : text.find("\n### ", start + 1)]
+
+
+def yaml_blocks(text: str) -> list[Any]:
+    return [yaml.safe_load(textwrap.dedent(b.split("```", 1)[0])) for b in re.split(r"```yaml\n", text)[1:]]
+
+
+def test_prometheus_adapter_serves_the_metric_the_hpa_asks_for() -> None:
+    """The rule users install prometheus-adapter with (and e2e/test_autoscaling.py runs) keeps
+    vLLM's name, the one the rendered HPA asks for, per pod and namespace."""
+    (rule,) = metricsapi.adapter_rules()["rules"]
+    hpa = next(
+        c for c in render.render(parsed({"autoscaling": {}})) if c["kind"] == "HorizontalPodAutoscaler"
+    )
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["pods"]["metric"]["name"] == QUEUE_METRIC
+    assert rule["seriesQuery"].startswith(QUEUE_METRIC + "{")
+    assert (rule["name"]["matches"], rule["name"]["as"]) == ("^(.*)$", "${1}")
+    assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
+
+
+def test_readme_snippets_are_the_files_users_apply() -> None:
+    section = readme_section("Autoscaling on the queue")
+    assert "-f manifests/monitoring/prometheus-adapter-values.yaml" in section
+    values = yaml.safe_load(metricsapi.ADAPTER_VALUES.read_text())
+    (snippet,) = [b for b in yaml_blocks(section) if "rules" in b]
+    assert snippet["rules"] == values["rules"]
+    (spec,) = [b["spec"]["autoscaling"] for b in yaml_blocks(section) if "spec" in b]
+    assert set(spec) == set(api.AutoscalingSpec.model_json_schema(by_alias=True)["properties"])
+    monitoring = readme_section("Prometheus alerts and the Grafana dashboard")
+    assert "kubectl apply -k manifests/monitoring/" in monitoring
+    assert all(f"`{name}`" in monitoring for name in ISSUE_ALERTS)
