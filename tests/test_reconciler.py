@@ -416,6 +416,22 @@ def test_autoscaler_follows_keda_and_the_spec_and_goes_when_dropped() -> None:
     settled(cluster)
 
 
+def test_a_deletion_is_told_even_when_the_lone_apply_after_it_is_refused() -> None:
+    cluster = settled(FakeCluster(spec=SCALED))
+
+    def refuse(manifest: Mapping[str, Any], dry_run: bool) -> None:
+        if manifest["kind"] == "StatefulSet":
+            raise ApiError(422, "Invalid", "spec.template.spec.tolerations[0].operator: Unsupported value")
+
+    cluster.on_apply = refuse
+    cluster.edit(spec={"replicas": 2})  # drops spec.autoscaling: the HPA goes, then the refused apply
+    cluster.events.clear()
+    out = reconciler(cluster).reconcile(KEY)
+    assert out.result == Result.INVALID
+    assert ("HorizontalPodAutoscaler", NAME) not in cluster.objects
+    assert ("Normal", "Deleted") in cluster.events
+
+
 def test_inference_pool_waits_for_its_crd_with_a_reason() -> None:
     cluster = settled(FakeCluster(spec=POOL))
     assert ("InferencePool", NAME) not in cluster.objects
