@@ -39,6 +39,13 @@ OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{SERVICE_ACCOUNT}"
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 RESTRICTED = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
 GROUP, VERSION, PLURAL = "serving.qwen-operator.io", "v1alpha1", "qwenthinkingdeployments"
+INTEGRATION_RESOURCES = {
+    ("autoscaling", "horizontalpodautoscalers"),
+    ("keda.sh", "scaledobjects"),
+    ("inference.networking.k8s.io", "inferencepools"),
+}
+"""(group, resource) of the children only e2e/test_integrations.py asks for: it checks their
+grants, each used; e2e/test_operator.py checks the others."""
 SAMPLE = yaml.safe_load((REPO / "samples" / "qwen3-235b-thinking.yaml").read_text())
 NAME = SAMPLE["metadata"]["name"]
 

@@ -2,8 +2,9 @@
 renders (server-side dry run), and `helm install` gives an operator that serves a resource as
 the chart's ServiceAccount, within the chart's RBAC.
 
-helm is built from Go modules (`make tools`); the ServiceMonitor CRD is the Prometheus
-Operator's own, from its Go module.
+helm is built from Go modules (`make tools`); the ServiceMonitor and PrometheusRule CRDs are
+the Prometheus Operator's own, from its Go module. The monitoring kustomization
+(manifests/monitoring/: alerts, dashboard, the operator's ServiceMonitor) passes the same dry run.
 """
 
 from __future__ import annotations
@@ -52,7 +53,10 @@ HELM_LABELS = {
     "app.kubernetes.io/instance",
     "app.kubernetes.io/version",
 }
-SERVICE_MONITOR_CRD = Path("example", "prometheus-operator-crd", "monitoring.coreos.com_servicemonitors.yaml")
+PROMETHEUS_OPERATOR_CRDS = {
+    name: Path("example", "prometheus-operator-crd", f"monitoring.coreos.com_{name.split('.')[0]}.yaml")
+    for name in ("servicemonitors.monitoring.coreos.com", "prometheusrules.monitoring.coreos.com")
+}
 
 
 def docs(text: str) -> list[dict[str, Any]]:
@@ -108,21 +112,19 @@ def test_chart_renders_the_kustomize_base() -> None:
 
 
 @pytest.fixture(scope="module")
-def service_monitor_crd(cluster: Cluster) -> Iterator[None]:
-    """The Prometheus Operator's ServiceMonitor CRD, for this module (unless already present)."""
+def prometheus_operator_crds(cluster: Cluster) -> Iterator[None]:
+    """The Prometheus Operator's ServiceMonitor and PrometheusRule CRDs, for this module (those
+    not already present)."""
     del cluster
-    present = kubectl("get", "crd", "servicemonitors.monitoring.coreos.com", check=False).returncode == 0
-    path = tools.module_dir("prometheus-operator") / SERVICE_MONITOR_CRD
-    if not present:
-        kubectl("apply", "--server-side", "-f", str(path))
-        kubectl(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/servicemonitors.monitoring.coreos.com",
-        )
+    added = []
+    for name, rel in PROMETHEUS_OPERATOR_CRDS.items():
+        if kubectl("get", "crd", name, check=False).returncode != 0:
+            path = tools.module_dir("prometheus-operator") / rel
+            kubectl("apply", "--server-side", "-f", str(path))
+            kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
+            added.append(path)
     yield
-    if not present:
+    for path in added:
         kubectl("delete", "-f", str(path), "--wait=true", "--timeout=60s")
 
 
@@ -134,6 +136,8 @@ def service_monitor_crd(cluster: Cluster) -> Iterator[None]:
         [
             "watchNamespaces={llm,team-b}",
             "metrics.serviceMonitor.enabled=true",
+            "monitoring.prometheusRule.enabled=true",
+            "monitoring.grafanaDashboard.enabled=true",
             "replicas=0",
             "image.digest=sha256:" + "0" * 64,
             "serviceAccount.annotations.owner=platform",
@@ -143,11 +147,12 @@ def service_monitor_crd(cluster: Cluster) -> Iterator[None]:
     ids=["defaults", "namespace", "options", "minimal"],
 )
 def test_helm_template_passes_server_side_dry_run(
-    namespace: str, service_monitor_crd: None, crd_installed: list[str], values: list[str]
+    namespace: str, prometheus_operator_crds: None, crd_installed: list[str], values: list[str]
 ) -> None:
     """`helm template | kubectl apply --dry-run=server`: every object is valid for the apiserver
-    (schemas, the real ServiceMonitor CRD, RBAC objects, the pod's security context)."""
-    del service_monitor_crd, crd_installed
+    (schemas, the real ServiceMonitor and PrometheusRule CRDs, RBAC objects, the pod's security
+    context)."""
+    del prometheus_operator_crds, crd_installed
     sets = [a for v in values for a in ("--set", v)]
     rendered = helm("template", f"dry-{uuid.uuid4().hex[:4]}", str(CHART), "-n", namespace, "--include-crds",
                     *sets).stdout  # fmt: skip
@@ -155,6 +160,21 @@ def test_helm_template_passes_server_side_dry_run(
     applied = [line for line in out.stdout.splitlines() if line.strip()]
     assert len(applied) == len(docs(rendered)), out.stdout
     assert all("(server dry run)" in line for line in applied), out.stdout
+
+
+def test_monitoring_kustomization_passes_server_side_dry_run(
+    operator_installed: None, prometheus_operator_crds: None
+) -> None:
+    """`kubectl apply -k manifests/monitoring/`, after the base: the alerts, the dashboard's
+    ConfigMap and the operator's ServiceMonitor, as the apiserver (and the real CRDs) read them."""
+    del operator_installed, prometheus_operator_crds
+    out = kubectl("apply", "--dry-run=server", "-k", str(REPO / "manifests" / "monitoring"))
+    applied = sorted(line.split()[0] for line in out.stdout.splitlines() if "(server dry run)" in line)
+    assert applied == [
+        "configmap/qwen-operator-dashboard",
+        "prometheusrule.monitoring.coreos.com/qwen-operator",
+        "servicemonitor.monitoring.coreos.com/qwen-operator",
+    ], out.stdout
 
 
 @pytest.fixture

@@ -119,6 +119,12 @@ CASES: list[Case] = [
     ),
     Case("kv-cache-int4", TYPES, "spec.runtime.kvCacheDtype", _runtime(kvCacheDtype="int4")),
     Case("service-type", TYPES, "spec.service.type", _spec({"service": {"type": "ExternalName"}})),
+    Case(
+        "autoscaling-stabilization-above-hpa-limit",
+        TYPES,
+        "spec.autoscaling.scaleDownStabilizationSeconds",
+        _spec({"autoscaling": {"scaleDownStabilizationSeconds": 7200}}),
+    ),
     Case("service-port-70000", TYPES, "spec.service.port", _spec({"service": {"port": 70000}})),
     Case("temperature-3", TYPES, "spec.sampling.temperature", _spec({"sampling": {"temperature": 3}})),
     Case("top-p-0", TYPES, "spec.sampling.topP", _spec({"sampling": {"topP": 0}})),
@@ -184,6 +190,18 @@ CASES: list[Case] = [
     ),
     # -- cross-field rules --------------------------------------------------------------------
     Case("tensor-8-without-expert", CROSS, "spec.parallelism.expert", _spec({"parallelism": {"tensor": 8}})),
+    Case(
+        "autoscaling-min-above-max",
+        CROSS,
+        "spec.autoscaling.minReplicas",
+        _spec({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}),
+    ),
+    Case(
+        "endpoint-picker-service-without-port",
+        CROSS,
+        "spec.inferencePool.endpointPickerRef.port",
+        _spec({"inferencePool": {"endpointPickerRef": {"name": "epp"}}}),
+    ),
     Case(
         "min-above-max",
         CROSS,

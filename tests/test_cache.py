@@ -10,7 +10,7 @@ from typing import Any
 from qwen_operator import facts, render
 from qwen_operator.cache import GPU_NODES, Cache, Indices, newer, on_loop
 from qwen_operator.observe import observe
-from qwen_operator.vocabulary import KIND, SERVICE_MONITOR_CRD
+from qwen_operator.vocabulary import INFERENCE_POOL_CRD, KIND, SERVICE_MONITOR_CRD
 from testkit.wrappers import NAME, NS, gpu_node, live, parsed, resource_raw
 
 KEY = (NS, NAME)
@@ -85,6 +85,34 @@ def test_a_child_deleted_by_the_operator_is_gone_once_the_watch_says_so() -> Non
     assert empty.children(KEY) == ()  # the index no longer has it: gone, not "being deleted"
     cache.seen("StatefulSet", sts, deleted=True)
     assert cache.pending_writes() == 0
+
+
+def test_a_child_the_operator_deleted_stays_hidden_until_the_watch_reports_it() -> None:
+    """A deleted autoscaler must not be deleted again by a pass that runs before its watch event."""
+    cache = Cache(_indices())
+    child = _sts(cache)
+    cache.gone(child)
+    assert cache.children(KEY) == () and cache.pending_writes() == 1
+    stale = live(
+        next(m for m in render.render(parsed()) if m["kind"] == "StatefulSet"), resource_version="10"
+    )
+    cache.seen("StatefulSet", stale)  # an event from before the deletion: still hidden
+    assert cache.children(KEY) == ()
+    cache.seen("StatefulSet", stale, deleted=True)
+    assert cache.pending_writes() == 0
+    assert [c.name for c in cache.children(KEY)] == [NAME]  # the index (stale in this test) shows again
+
+
+def test_an_optional_crd_is_served_only_with_the_version_the_operator_writes() -> None:
+    def crd(name: str, versions: list[tuple[str, bool]]) -> dict[str, Any]:
+        served = [{"name": v, "served": s} for v, s in versions]
+        established = {"conditions": [{"type": "Established", "status": "True"}]}
+        return {"metadata": {"name": name}, "spec": {"versions": served}, "status": established}
+
+    pool = INFERENCE_POOL_CRD
+    assert facts.crd_from(crd(pool, [("v1", True)])).served
+    assert not facts.crd_from(crd(pool, [("v1alpha2", True), ("v1", False)])).served
+    assert not facts.crd_from({**crd(pool, [("v1", True)]), "status": {}}).served  # not Established yet
 
 
 def test_a_served_crd_is_listed() -> None:

@@ -57,6 +57,29 @@ def test_render_sample_and_effective_context() -> None:
     assert diff == [("        - '262144'", "        - '131072'")]
 
 
+def test_render_shows_what_each_served_optional_api_adds() -> None:
+    doc = resource(
+        {
+            "spec": {
+                "autoscaling": {},
+                "inferencePool": {"endpointPickerRef": {"name": "e", "port": {"number": 9002}}},
+            }
+        }
+    )
+    text = yaml.safe_dump(doc)
+
+    def kinds(*served: str) -> list[str]:
+        out = _cli("render", "-f", "-", *[a for s in served for a in ("--served", s)], stdin=text)
+        assert out.returncode == 0, out.stderr
+        return [d["kind"] for d in yaml.safe_load_all(out.stdout)][5:]
+
+    assert kinds() == ["HorizontalPodAutoscaler"]  # the InferencePool waits for its CRD
+    every = ("servicemonitors.monitoring.coreos.com", "scaledobjects.keda.sh",
+             "inferencepools.inference.networking.k8s.io")  # fmt: skip
+    assert kinds(*every) == ["ServiceMonitor", "ScaledObject", "InferencePool"]
+    assert _cli("render", "-f", "-", "--served", "nope.example.com", stdin=text).returncode == 2
+
+
 def test_render_rejects_a_context_above_the_request() -> None:
     out = _cli(
         "render", "-f", str(ROOT / "samples" / "qwen3-235b-thinking.yaml"), "--max-model-len", "300000"

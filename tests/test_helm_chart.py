@@ -19,6 +19,7 @@ from qwen_operator import cli
 
 REPO = Path(__file__).resolve().parent.parent
 CRD_FILE = "qwenthinkingdeployments.serving.qwen-operator.io.yaml"
+MONITORING = REPO / "manifests" / "monitoring"
 DIGEST = "sha256:" + "ab" * 32
 
 
@@ -52,6 +53,7 @@ def test_lint_strict_with_the_defaults_and_every_option() -> None:
         "watchNamespaces={llm,team-b}", "metrics.serviceMonitor.enabled=true", f"image.digest={DIGEST}",
         "namespace.create=true", "serviceAccount.create=false", "serviceAccount.name=existing",
         "replicas=0", "workers=8", "logLevel=DEBUG", "priorityClassName=system-cluster-critical",
+        "monitoring.prometheusRule.enabled=true", "monitoring.grafanaDashboard.enabled=true",
     ]  # fmt: skip
     out = helm("lint", "--strict", str(CHART), *[a for o in options for a in ("--set", o)]).stdout
     assert "0 chart(s) failed" in out
@@ -137,10 +139,37 @@ def test_service_monitor_only_when_asked_and_it_selects_the_metrics_service() ->
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [service["metadata"]["namespace"]]}
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == [p["name"] for p in service["spec"]["ports"]]
     assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert all(e["honorLabels"] for e in monitor["spec"]["endpoints"])  # the resources' own namespace label
     pod_labels = kinds["Deployment"]["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     kinds = by_kind(template("metrics.enabled=false", "metrics.serviceMonitor.enabled=true"))
     assert "Service" not in kinds and "ServiceMonitor" not in kinds
+
+
+def test_alerts_and_dashboard_are_those_of_manifests_monitoring() -> None:
+    """The chart reads manifests/monitoring/ through links (files/): one set of alerts and one
+    dashboard for both ways to install, each only when asked for."""
+    kinds = by_kind(template())
+    assert "PrometheusRule" not in kinds and "ConfigMap" not in kinds
+    kinds = by_kind(
+        template(
+            "monitoring.prometheusRule.enabled=true", "monitoring.prometheusRule.labels.release=prom",
+            "monitoring.grafanaDashboard.enabled=true",
+            "monitoring.grafanaDashboard.annotations.grafana_folder=LLM",
+        )
+    )  # fmt: skip
+    shipped = yaml.safe_load((MONITORING / "prometheusrule.yaml").read_text())
+    rule = kinds["PrometheusRule"]
+    assert rule["spec"] == shipped["spec"]
+    assert rule["metadata"]["labels"]["release"] == "prom"
+    dashboard = kinds["ConfigMap"]
+    assert dashboard["data"]["qwen-operator-dashboard.json"] == (
+        MONITORING / "qwen-operator-dashboard.json"
+    ).read_text().rstrip("\n")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "LLM"}
+    for link in ("prometheusrule.yaml", "qwen-operator-dashboard.json"):
+        assert (CHART / "files" / link).resolve() == (MONITORING / link).resolve()
 
 
 def test_a_release_prefixes_its_cluster_scoped_objects() -> None:

@@ -38,8 +38,9 @@ def test_crd_copy_is_the_checked_in_crd() -> None:
 
 def test_kustomization_lists_every_manifest() -> None:
     listed = set(kustomization()["resources"])
-    # argocd/, flux/ and helm/ are other ways to install (tested where they are used), not the base.
-    others = {"argocd", "flux", "helm"}
+    # argocd/, flux/ and helm/ are other ways to install (tested where they are used), not the
+    # base; monitoring/ is its own kustomization (tests/test_monitoring.py, e2e/test_helm.py).
+    others = {"argocd", "flux", "helm", "monitoring"}
     yamls = [p.relative_to(MANIFESTS) for p in MANIFESTS.rglob("*.yaml")]
     present = {str(p) for p in yamls if p.parts[0] not in others} - {"kustomization.yaml"}
     assert listed == present
@@ -70,6 +71,9 @@ def test_cluster_role_is_exactly_what_the_operator_calls() -> None:
         *{("monitoring.coreos.com", "servicemonitors", v) for v in (*read, "create", "patch")},
         *{("", "persistentvolumeclaims", v) for v in (*read, "create", "patch")},
         *{("batch", "jobs", v) for v in (*read, "create", "patch", "delete")},
+        *{("autoscaling", "horizontalpodautoscalers", v) for v in (*read, "create", "patch", "delete")},
+        *{("keda.sh", "scaledobjects", v) for v in (*read, "create", "patch", "delete")},
+        *{("inference.networking.k8s.io", "inferencepools", v) for v in (*read, "create", "patch", "delete")},
         *{("", "pods", v) for v in read},
         *{("", "nodes", v) for v in read},
         *{("apiextensions.k8s.io", "customresourcedefinitions", v) for v in read},

@@ -14,8 +14,12 @@ from testkit.fake import KEY, FakeCluster, reconciler
 from testkit.wrappers import NAME, NS
 
 
-def sample(name: str, **labels: str) -> float:
-    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+def sample(metric: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(metric, labels) or 0.0
+
+
+def series(metric: str, **labels: str) -> float | None:
+    return metrics.REGISTRY.get_sample_value(metric, labels)
 
 
 def test_every_promised_metric_is_exposed() -> None:
@@ -31,6 +35,12 @@ def test_every_promised_metric_is_exposed() -> None:
         "qwen_operator_context_reduced_resources",
         "qwen_operator_retries_total",
         "qwen_operator_backing_off_resources",
+        "qwen_operator_resource_desired_replicas",
+        "qwen_operator_resource_ready_replicas",
+        "qwen_operator_resource_replicas",
+        "qwen_operator_resource_requested_context_tokens",
+        "qwen_operator_resource_effective_context_tokens",
+        "qwen_operator_resource_stalled",
     ):
         assert f"# TYPE {family} " in text, family
 
@@ -66,6 +76,46 @@ def test_reduced_gauge_counts_resources_below_their_request() -> None:
     assert sample("qwen_operator_context_reduced_resources") == 2
     tracker.set(("a", "x"), False)
     assert sample("qwen_operator_context_reduced_resources") == 1
+
+
+def test_resource_gauges_follow_the_status_and_leave_nothing_stale() -> None:
+    cluster = FakeCluster(spec={"replicas": 2, "context": {"maxModelLen": 131072}})
+    for _ in range(2):  # create, then the status follows
+        reconciler(cluster).reconcile(KEY)
+    key = {"namespace": NS, "name": NAME}
+    assert sample("qwen_operator_resource_desired_replicas", **key) == 2
+    assert sample("qwen_operator_resource_requested_context_tokens", **key) == 131072
+    assert sample("qwen_operator_resource_effective_context_tokens", **key) == 131072
+    assert {
+        s: sample("qwen_operator_resource_replicas", **key, stage=s) for s in metrics.STAGES
+    } == dict.fromkeys(metrics.STAGES, 0)
+    assert (
+        metrics.REGISTRY.get_sample_value("qwen_operator_resource_replicas", {**key, "stage": "Serving"}) == 0
+    )
+
+    tracker = metrics.ResourceTracker()
+    stalled = metrics.Figures(2, 1, (("Serving", 1), ("CrashLoop", 1)), 262144, 131072, "CrashLoopBackOff")
+    tracker.set(("ns", "x"), stalled)
+    x = {"namespace": "ns", "name": "x"}
+    assert sample("qwen_operator_resource_stalled", **x, reason="CrashLoopBackOff") == 1
+    assert sample("qwen_operator_resource_replicas", **x, stage="CrashLoop") == 1
+    tracker.set(("ns", "x"), metrics.Figures(2, 2, (("Serving", 2),), 262144, 131072, None))
+    assert (
+        metrics.REGISTRY.get_sample_value(
+            "qwen_operator_resource_stalled", {**x, "reason": "CrashLoopBackOff"}
+        )
+        is None
+    )
+    assert (
+        metrics.REGISTRY.get_sample_value("qwen_operator_resource_replicas", {**x, "stage": "CrashLoop"})
+        is None
+    )
+    tracker.set(("ns", "x"), None)  # deleted: every series of it goes
+    assert metrics.REGISTRY.get_sample_value("qwen_operator_resource_desired_replicas", x) is None
+    assert (
+        metrics.REGISTRY.get_sample_value("qwen_operator_resource_replicas", {**x, "stage": "Serving"})
+        is None
+    )
 
 
 def test_reconciliations_are_counted_by_result_and_timed() -> None:

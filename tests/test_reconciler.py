@@ -10,7 +10,13 @@ import pytest
 
 from qwen_operator import metrics
 from qwen_operator.kube import ApiError
-from qwen_operator.vocabulary import HASH_ANNOTATION, SERVICE_MONITOR_CRD, Result
+from qwen_operator.vocabulary import (
+    HASH_ANNOTATION,
+    INFERENCE_POOL_CRD,
+    SCALED_OBJECT_CRD,
+    SERVICE_MONITOR_CRD,
+    Result,
+)
 from qwen_operator.workqueue import Retry
 from testkit.fake import KEY, FakeCluster, reconciler
 from testkit.wrappers import JOB_COMPLETE, NAME, Pod, gpu_node, kv_record
@@ -439,3 +445,83 @@ def test_a_new_resource_says_reconciling_before_its_children_are_applied() -> No
     cluster.edit({"replicas": 2})
     reconciler(cluster).reconcile(KEY)  # an existing status: the children first, then the status
     assert [c for c in cluster.writes() if c[0] != "create"][-1] == ("patch", "status")
+
+
+SCALED = {"autoscaling": {"maxReplicas": 3}}
+POOL = {"inferencePool": {"endpointPickerRef": {"name": "epp", "port": {"number": 9002}}}}
+
+
+def test_autoscaler_follows_keda_and_the_spec_and_goes_when_dropped() -> None:
+    """An HPA without KEDA; once KEDA's CRD is served the HPA is deleted first, then the
+    ScaledObject applied; without spec.autoscaling it goes too. Each settles to no write."""
+    cluster = settled(FakeCluster(spec=SCALED))
+    assert ("HorizontalPodAutoscaler", NAME) in cluster.objects
+    autoscaling = cluster.condition("Autoscaling")
+    assert (autoscaling["status"], autoscaling["reason"]) == ("True", "HorizontalPodAutoscaler")
+
+    cluster.crds.add(SCALED_OBJECT_CRD)
+    cluster.calls.clear()
+    reconciler(cluster).reconcile(KEY)
+    writes = cluster.writes()
+    assert writes.index(("delete", "HorizontalPodAutoscaler")) < writes.index(("apply", "ScaledObject"))
+    assert ("HorizontalPodAutoscaler", NAME) not in cluster.objects
+    assert cluster.condition("Autoscaling")["reason"] == "ScaledObject"
+    assert ("Normal", "Deleted") in cluster.events
+    settled(cluster)
+
+    cluster.edit(spec={})
+    cluster.calls.clear()
+    reconciler(cluster).reconcile(KEY)
+    assert ("delete", "ScaledObject") in cluster.writes()
+    assert ("ScaledObject", NAME) not in cluster.objects
+    assert cluster.condition("Autoscaling") == {}  # no autoscaler, no condition
+    settled(cluster)
+
+
+def test_a_deletion_is_told_even_when_the_lone_apply_after_it_is_refused() -> None:
+    cluster = settled(FakeCluster(spec=SCALED))
+
+    def refuse(manifest: Mapping[str, Any], dry_run: bool) -> None:
+        if manifest["kind"] == "StatefulSet":
+            raise ApiError(422, "Invalid", "spec.template.spec.tolerations[0].operator: Unsupported value")
+
+    cluster.on_apply = refuse
+    cluster.edit(spec={"replicas": 2})  # drops spec.autoscaling: the HPA goes, then the refused apply
+    cluster.events.clear()
+    out = reconciler(cluster).reconcile(KEY)
+    assert out.result == Result.INVALID
+    assert ("HorizontalPodAutoscaler", NAME) not in cluster.objects
+    assert ("Normal", "Deleted") in cluster.events
+
+
+def test_inference_pool_waits_for_its_crd_with_a_reason() -> None:
+    cluster = settled(FakeCluster(spec=POOL))
+    assert ("InferencePool", NAME) not in cluster.objects
+    pool = cluster.condition("InferencePool")
+    assert (pool["status"], pool["reason"]) == ("False", "InferencePoolNotServed")
+    assert "inference.networking.k8s.io/v1" in pool["message"]
+    assert cluster.status["phase"] == "Ready"  # the servers serve regardless
+
+    cluster.crds.add(INFERENCE_POOL_CRD)
+    cluster.calls.clear()
+    reconciler(cluster).reconcile(KEY)
+    assert ("apply", "InferencePool") in cluster.writes()
+    pool = cluster.condition("InferencePool")
+    assert (pool["status"], pool["reason"]) == ("True", "InferencePoolApplied")
+    settled(cluster)
+    cluster.calls.clear()
+    assert reconciler(cluster).reconcile(KEY).result == Result.UNCHANGED
+    assert cluster.calls == []
+
+
+def test_a_child_of_someone_else_is_never_deleted() -> None:
+    """KEDA's own HPA (owned by the ScaledObject) carries our labels, which KEDA copies: not ours."""
+    cluster = settled(FakeCluster())
+    owner = {"kind": "ScaledObject", "name": NAME, "uid": "so", "controller": True}
+    keda_hpa = {"kind": "HorizontalPodAutoscaler", "metadata": {
+        "name": f"keda-hpa-{NAME}", "namespace": "ns", "labels": {"app.kubernetes.io/instance": NAME},
+        "ownerReferences": [owner]}}  # fmt: skip
+    cluster.objects[("HorizontalPodAutoscaler", f"keda-hpa-{NAME}")] = keda_hpa
+    cluster.calls.clear()
+    reconciler(cluster).reconcile(KEY)
+    assert cluster.writes() == []

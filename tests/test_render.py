@@ -14,6 +14,9 @@ from qwen_operator import api, render, vocabulary
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = yaml.safe_load((ROOT / "samples" / "qwen3-235b-thinking.yaml").read_text())
+EVERY_API = frozenset(vocabulary.OPTIONAL_CRDS)
+SCALED = {"autoscaling": {"minReplicas": 2, "maxReplicas": 6, "targetWaitingPerReplica": 3}}
+POOL = {"inferencePool": {"endpointPickerRef": {"name": "epp", "port": {"number": 9002}}}}
 
 
 def _res(
@@ -60,7 +63,7 @@ def test_children_in_apply_order_with_names() -> None:
 
 
 def test_service_monitor_only_when_asked() -> None:
-    children = render.render(_res(), service_monitor=True)
+    children = render.render(_res(), served=frozenset({vocabulary.SERVICE_MONITOR_CRD}))
     monitor = children[-1]
     assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1", "ServiceMonitor")
     client = next(c for c in children if c["metadata"]["name"] == "qwen3-thinking" and c["kind"] == "Service")
@@ -71,8 +74,63 @@ def test_service_monitor_only_when_asked() -> None:
     assert "ServiceMonitor" not in [c["kind"] for c in render.render(_res())]
 
 
+def test_horizontal_pod_autoscaler_without_keda_targets_the_scale_subresource() -> None:
+    hpa = _children(SCALED)["HorizontalPodAutoscaler/qwen3-thinking"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "serving.qwen-operator.io/v1alpha1", "kind": "QwenThinkingDeployment",
+        "name": "qwen3-thinking",
+    }  # fmt: skip
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    assert hpa["spec"]["metrics"] == [
+        {"type": "Pods", "pods": {"metric": {"name": "vllm:num_requests_waiting"},
+                                  "target": {"type": "AverageValue", "averageValue": "3"}}}
+    ]  # fmt: skip
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 1800  # the long default
+    assert not any(k.startswith("ScaledObject") for k in _children(SCALED))
+
+
+def test_scaled_object_when_keda_is_served() -> None:
+    spec = {"autoscaling": {**SCALED["autoscaling"], "scaleDownStabilizationSeconds": 600}}
+    children = _children(spec, served=frozenset({vocabulary.SCALED_OBJECT_CRD}))
+    assert not any(k.startswith("HorizontalPodAutoscaler") for k in children)
+    so = children["ScaledObject/qwen3-thinking"]
+    assert so["apiVersion"] == "keda.sh/v1alpha1"
+    assert so["spec"]["scaleTargetRef"]["kind"] == "QwenThinkingDeployment"
+    assert (so["spec"]["minReplicaCount"], so["spec"]["maxReplicaCount"]) == (2, 6)
+    (trigger,) = so["spec"]["triggers"]
+    assert (trigger["type"], trigger["metricType"]) == ("prometheus", "AverageValue")
+    assert trigger["metadata"] == {
+        "serverAddress": "http://prometheus-operated.monitoring.svc:9090",
+        "query": 'sum(vllm:num_requests_waiting{namespace="llm",service="qwen3-thinking"})',
+        "threshold": "3",
+    }
+    behavior = so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 600
+
+
+def test_no_autoscaler_without_spec_autoscaling() -> None:
+    kinds = {c["kind"] for c in render.render(_res(), served=EVERY_API)}
+    assert not kinds & {"HorizontalPodAutoscaler", "ScaledObject", "InferencePool"}
+
+
+def test_inference_pool_selects_the_servers_only_when_served() -> None:
+    assert "InferencePool/qwen3-thinking" not in _children(POOL)  # the status says why
+    children = _children(POOL, served=frozenset({vocabulary.INFERENCE_POOL_CRD}))
+    pool = children["InferencePool/qwen3-thinking"]
+    assert pool["apiVersion"] == "inference.networking.k8s.io/v1"
+    sts = children["StatefulSet/qwen3-thinking"]
+    assert pool["spec"]["selector"] == {"matchLabels": sts["spec"]["selector"]["matchLabels"]}
+    assert pool["spec"]["targetPorts"] == [{"number": 8000}]
+    (port,) = sts["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert port["containerPort"] == 8000
+    assert pool["spec"]["endpointPickerRef"] == {
+        "group": "", "kind": "Service", "name": "epp", "port": {"number": 9002}, "failureMode": "FailClose"
+    }  # fmt: skip
+
+
 def test_every_child_is_labelled_namespaced_and_owned() -> None:
-    for child in render.render(_res(), service_monitor=True):
+    for child in render.render(_res({**SCALED, **POOL}), served=EVERY_API):
         meta = child["metadata"]
         assert meta["namespace"] == "llm"
         labels = meta["labels"]

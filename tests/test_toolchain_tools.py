@@ -18,7 +18,7 @@ def test_go_mod_requires_the_pinned_versions(name: str) -> None:
     assert f"module qwen-operator/e2e/devcluster/toolchain/{name}\n" in gomod
     for module, version in tool.requires:
         assert re.search(
-            rf"^\s*{re.escape(module)} {re.escape(version)}( // indirect)?$", gomod, re.MULTILINE
+            rf"^\s*(require )?{re.escape(module)} {re.escape(version)}( // indirect)?$", gomod, re.MULTILINE
         ), f"{name}/go.mod lacks {module} {version}: `python -m e2e.devcluster.toolchain tools-gomod`"
     if tool.package != ".":
         assert f"tool {tool.package}\n" in gomod

@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import clock, events
+from . import clock, events, facts
 from .decide import Apply, Desired
 from .events import Event
 from .kube import ApiError, KubeApi
@@ -97,18 +97,28 @@ def _new_statefulset_first(applies: tuple[Apply, ...]) -> tuple[Apply, ...]:
 class Actor:
     """Writes one `Desired` through a `KubeApi`."""
 
-    def __init__(self, kube: KubeApi, wrote: Callable[[Mapping[str, Any]], None] = lambda _: None) -> None:
+    def __init__(
+        self,
+        kube: KubeApi,
+        wrote: Callable[[Mapping[str, Any]], None] = lambda _: None,
+        gone: Callable[[facts.Child], None] = lambda _: None,
+    ) -> None:
         self.kube = kube
         self.wrote = wrote
+        self.gone = gone
+        """Told of each child deleted (the cache hides it until the watch reports its deletion)."""
 
     def act(self, desired: Desired) -> Refusal | None:
-        """Apply, patch the status, post the events; or, when a dry run is refused, nothing."""
-        said: list[Event] = []
+        """Delete what is no longer wanted; apply, patch the status, post the events; or, when a
+        dry run is refused, nothing more. Deletions come first: a stale autoscaler would fight
+        the new one (KEDA refuses a ScaledObject whose target an HPA already scales)."""
+        said = [self._delete(child) for child in desired.deletes]
         status_written = False
         if desired.applies:
             applies = _new_statefulset_first(desired.applies)
             refusal = self._dry_run(applies)
             if refusal is not None:
+                self._post(said, desired)
                 return refusal
             tested = int(_new_statefulset(applies[0]))  # an apply that is its own test comes first
             for i, apply in enumerate(applies):
@@ -123,11 +133,17 @@ class Actor:
                         return Refusal(apply.ident, exc.message, Reason.QUOTA_EXCEEDED, retry=True)
                     if i > 0 or not _rejects_content(exc):
                         raise
+                    self._post(said, desired)  # the deletions did happen
                     return Refusal(apply.ident, exc.message)  # the first: nothing else was applied
         if not status_written:
             self._patch_status(desired)
         self._post([*events.created_together(said), *desired.events], desired)
         return None
+
+    def _delete(self, child: facts.Child) -> Event:
+        self.kube.delete(child.kind, child.namespace, child.name)  # a 404 (gone already) is no error
+        self.gone(child)
+        return events.deleted(child)
 
     def _patch_status(self, desired: Desired) -> None:
         if desired.status_patch is not None:

@@ -183,6 +183,9 @@ IntOrPercent = Annotated[
     PlainValidator(lambda v: _int_or_string(v, PERCENT_PATTERN, "25%")),
     _int_or_string_schema(PERCENT_PATTERN),
 ]
+K8S_GROUP_PATTERN = r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+K8S_KIND_PATTERN = r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$"
+"""An API group and a kind, as the Gateway API validates them."""
 Passthrough = Annotated[
     dict[str, Any], Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
 ]
@@ -632,6 +635,79 @@ def _has(path: str, default: str) -> str:
     return f"({guard} ? self.{path} : {default})"
 
 
+class AutoscalingSpec(ApiObject):
+    """Replicas that follow vLLM's queue of waiting requests (not GPU utilization, which says
+    nothing about an LLM server's load): a KEDA ScaledObject when KEDA's CRD is served, else a
+    HorizontalPodAutoscaler; either targets this resource's scale subresource."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="self.minReplicas <= self.maxReplicas",
+            message="autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+            check=lambda a: a.min_replicas <= a.max_replicas,
+            field_path=".minReplicas",
+        ),
+    )
+
+    min_replicas: Annotated[int, Field(ge=1, le=1024)] = 1
+    """Fewest replicas."""
+    max_replicas: Annotated[int, Field(ge=1, le=1024)] = 4
+    """Most replicas."""
+    target_waiting_per_replica: Annotated[int, Field(ge=1, le=100000)] = 4
+    """Requests waiting per replica (vllm:num_requests_waiting) the autoscaler aims at: above it,
+    it adds replicas."""
+    scale_down_stabilization_seconds: Annotated[int, Field(ge=0, le=3600)] = 1800
+    """How long the load must stay low before a replica is removed; long, because a replica takes
+    tens of minutes to download and load 236 GB again. At most 3600 (the HPA's limit)."""
+    prometheus_address: Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=1024)] = (
+        "http://prometheus-operated.monitoring.svc:9090"
+    )
+    """With KEDA: the Prometheus that scrapes the servers (the default is what the Prometheus
+    Operator creates for a Prometheus in the namespace monitoring)."""
+
+
+class PortNumber(ApiObject):
+    """A port, as the InferencePool spells one."""
+
+    number: Annotated[int, Field(ge=1, le=65535)]
+    """Port number."""
+
+
+class EndpointPickerRef(ApiObject):
+    """The endpoint picker (EPP) that chooses a server for each request: the InferencePool's own
+    endpointPickerRef, passed through."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="self.kind != 'Service' || has(self.port)",
+            message="inferencePool.endpointPickerRef.port is required when kind is Service (the default)",
+            check=lambda r: r.kind != "Service" or r.port is not None,
+            field_path=".port",
+        ),
+    )
+
+    group: Annotated[str, StringConstraints(pattern=K8S_GROUP_PATTERN, max_length=253)] = ""
+    """API group of the endpoint picker's object; empty for the core group (a Service)."""
+    kind: Annotated[str, StringConstraints(pattern=K8S_KIND_PATTERN, min_length=1, max_length=63)] = "Service"
+    """Kind of the endpoint picker's object."""
+    name: DnsName
+    """Name of the endpoint picker's object (its Service), in the resource's namespace."""
+    port: PortNumber | None = None
+    """Port of the endpoint picker's Service (the Service port); required for a Service."""
+    failure_mode: Literal["FailOpen", "FailClose"] = "FailClose"
+    """What the gateway does when the endpoint picker does not answer: refuse (FailClose) or route
+    anyway (FailOpen)."""
+
+
+class InferencePoolSpec(ApiObject):
+    """An InferencePool (Gateway API Inference Extension, inference.networking.k8s.io/v1) that
+    selects the servers on port 8000, for an Inference Gateway to route to through an endpoint
+    picker."""
+
+    endpoint_picker_ref: EndpointPickerRef
+    """The endpoint picker the pool names (deployed by you, e.g. from the extension's chart)."""
+
+
 class QwenThinkingDeploymentSpec(ApiObject):
     """Desired state: the model card's deployment unless a field says otherwise."""
 
@@ -693,6 +769,11 @@ class QwenThinkingDeploymentSpec(ApiObject):
     """API key."""
     disruption: DisruptionSpec = _sub(DisruptionSpec)
     """PodDisruptionBudget."""
+    autoscaling: AutoscalingSpec | None = None
+    """Scale the replicas on vLLM's waiting queue (a KEDA ScaledObject, else a
+    HorizontalPodAutoscaler); the autoscaler then owns spec.replicas."""
+    inference_pool: InferencePoolSpec | None = None
+    """An InferencePool over the servers, created while its CRD is served."""
     paused: bool = False
     """Stop changing the children; status still follows reality."""
 

@@ -99,6 +99,8 @@ class Cache:
         self._indices = indices
         self._lock = threading.Lock()
         self._written: dict[ObjectKey, Written] = {}
+        self._gone: dict[ObjectKey, str] = {}
+        """Children the operator deleted, by the resourceVersion they had, until the watch says so."""
 
     # -- write-through ---------------------------------------------------------------------
 
@@ -112,20 +114,27 @@ class Cache:
             if held is None or not newer(held.resource_version, obj.resource_version):
                 self._written[key] = obj
 
+    def gone(self, child: facts.Child) -> None:
+        """The operator deleted this child: hidden until the watch reports the deletion (or a
+        newer object of that name), so the next pass does not delete it again."""
+        with self._lock:
+            self._gone[_key_of(child)] = child.resource_version
+
     def seen(self, kind: str, raw: Mapping[str, Any], deleted: bool = False) -> None:
         """The watch delivered this version of an object: an older write of ours is echoed."""
         meta = raw.get("metadata") or {}
         key = (kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        version = facts.resource_version(raw)
         with self._lock:
             held = self._written.get(key)
-            if held is not None and (
-                deleted or not newer(held.resource_version, facts.resource_version(raw))
-            ):
+            if held is not None and (deleted or not newer(held.resource_version, version)):
                 del self._written[key]
+            if key in self._gone and (deleted or newer(version, self._gone[key])):
+                del self._gone[key]
 
     def pending_writes(self) -> int:
         with self._lock:
-            return len(self._written)
+            return len(self._written) + len(self._gone)
 
     # -- observe.Sources --------------------------------------------------------------------
 
@@ -148,8 +157,9 @@ class Cache:
                 for c in self._written.values()
                 if isinstance(c, facts.Child) and c.namespace == namespace and c.instance == instance
             }
+            gone = {(kind, name) for kind, ns, name in self._gone if ns == namespace}
         out = []
-        for ident in sorted(indexed.keys() | written.keys()):
+        for ident in sorted((indexed.keys() | written.keys()) - gone):
             found = _pick(_live(indexed.get(ident, ())), written.get(ident))
             if found is not None:
                 out.append(found)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__, api, crd, kubeyaml, planner, render
+from .vocabulary import OPTIONAL_CRDS
 
 EXIT_INVALID = 2
 
@@ -46,7 +47,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             return _fail(
                 f"--max-model-len: must be between {api.MIN_CONTEXT} and spec.context.maxModelLen ({limit})"
             )
-        children += render.render(res, args.max_model_len)
+        children += render.render(res, args.max_model_len, frozenset(args.served))
     sys.stdout.write(render.to_yaml(children))
     return 0
 
@@ -140,6 +141,10 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("render", help="print the child manifests of a resource")
     r.add_argument("-f", "--file", required=True, help="resource YAML, or - for stdin")
     r.add_argument("--max-model-len", type=int, help="effective context (default: spec.context.maxModelLen)")
+    r.add_argument(
+        "--served", action="append", default=[], choices=sorted(OPTIONAL_CRDS), metavar="CRD",
+        help=f"render as if this optional CRD were served (repeatable): {', '.join(sorted(OPTIONAL_CRDS))}",
+    )  # fmt: skip
     r.set_defaults(func=cmd_render)
     pl = sub.add_parser("plan", help="print the memory plan: the largest context that fits")
     pl.add_argument("-f", "--file", required=True, help="resource YAML, or - for stdin")

@@ -20,7 +20,21 @@ from . import api, diff, events, facts, fallback, placement, planner, problems, 
 from .events import Event
 from .observe import Key, Observed
 from .problems import Problem, Wait
-from .vocabulary import FIELD_MANAGER, KIND, SERVICE_MONITOR_CRD, ConditionType, Phase, Reason, Result
+from .vocabulary import (
+    FIELD_MANAGER,
+    HPA_KIND,
+    INFERENCE_POOL_KIND,
+    KIND,
+    SCALED_OBJECT_KIND,
+    ConditionType,
+    Phase,
+    Reason,
+    Result,
+)
+
+PRUNABLE = frozenset({HPA_KIND, SCALED_OBJECT_KIND, INFERENCE_POOL_KIND})
+"""Kinds of child the spec (or the served APIs) may stop asking for: deleted when no longer
+rendered. The others exist for as long as the resource does."""
 
 STATUS_INTERVAL = 5.0
 """Seconds between two status writes that only report progress (messages, stages, counts).
@@ -53,6 +67,8 @@ class Desired:
     resource: facts.Resource
     result: Result
     applies: tuple[Apply, ...] = ()
+    deletes: tuple[facts.Child, ...] = ()
+    """Children of ours no longer rendered (PRUNABLE kinds): deleted before anything is applied."""
     status_patch: dict[str, Any] | None = None
     status_first: bool = False
     """Write the status before the children: a resource with no status yet reads as done to
@@ -60,6 +76,10 @@ class Desired:
     events: tuple[Event, ...] = ()
     """Posted after the status patch."""
     phase: Phase | None = None
+    after: status.Status | None = None
+    """The whole status after this pass (the per-resource gauges read it)."""
+    want: int = 0
+    """spec.replicas (the per-resource gauges)."""
     reduced: bool = False
     """The servers run below the requested context (the gauge)."""
     reduction: api.ContextStep | None = None
@@ -155,12 +175,25 @@ def _download_or_pods(
     return ours or pods
 
 
-def _result(res: api.QwenThinkingDeployment, blocker: Problem | None, applies: tuple[Apply, ...]) -> Result:
+def _deletes(p: Pass) -> tuple[facts.Child, ...]:
+    """Our autoscaler or InferencePool that this pass does not render: the spec dropped it, or
+    KEDA's CRD came (the HorizontalPodAutoscaler gives way to a ScaledObject) or went."""
+    rendered = {(m["kind"], m["metadata"]["name"]) for m in p.children}
+    return tuple(
+        c for c in p.observed.children
+        if c.kind in PRUNABLE and (c.kind, c.name) not in rendered and not c.deleting and ours(c, p.res)
+    )  # fmt: skip
+
+
+def _result(
+    res: api.QwenThinkingDeployment, blocker: Problem | None, applies: tuple[Apply, ...],
+    deletes: tuple[facts.Child, ...],
+) -> Result:  # fmt: skip
     if blocker is not None:
         return Result.INVALID if blocker.reason == Reason.INVALID_SPEC else Result.BLOCKED
     if res.spec.paused:
         return Result.PAUSED
-    return Result.CHANGED if applies else Result.UNCHANGED
+    return Result.CHANGED if applies or deletes else Result.UNCHANGED
 
 
 def decide(observed: Observed, now: datetime) -> Desired:
@@ -181,11 +214,12 @@ def decide(observed: Observed, now: datetime) -> Desired:
     history = (before.context.history if before.context else None) or []
     decision = fallback.decide(res, history, planned_at, failures, now)
     plan = plans.get(decision.utilization) or planner.plan_for(res.spec, memory, decision.utilization)
-    monitor = SERVICE_MONITOR_CRD in observed.served
-    children = tuple(render.render(res, decision.effective, monitor, decision.utilization))
+    children = tuple(render.render(res, decision.effective, observed.served, decision.utilization))
     p = Pass(observed, res, plan, decision, children)
     blocker = first_blocker(p)
-    applies = () if blocker is not None or res.spec.paused else _applies(p)
+    held = blocker is not None or res.spec.paused
+    applies = () if held else _applies(p)
+    deletes = () if held else _deletes(p)
     download = weights.download(res, observed, [a.manifest["kind"] for a in applies])
     applies = gated(applies, download)
     sts = observed.child("StatefulSet", res.metadata.name)
@@ -195,7 +229,9 @@ def decide(observed: Observed, now: datetime) -> Desired:
     problem, wait = (found, None) if isinstance(found, Problem) else (None, found)
     changing = any(a.manifest["kind"] == "StatefulSet" for a in applies)
     shared = None if download is None else download.status
-    inputs = status.Inputs(res, sts, decision, problem, wait, observed.pods, changing, shared)
+    inputs = status.Inputs(
+        res, sts, decision, problem, wait, observed.pods, changing, weights=shared, served=observed.served
+    )
     after = status.build(inputs, before, now)
     said: list[Event] = []
     if decision.reduced is not None:
@@ -206,8 +242,8 @@ def decide(observed: Observed, now: datetime) -> Desired:
         )
         was = before.context.effective if before.context else None
         said += events.below_recommendation(was, decision.effective, res.spec.context.recommended_model_len)
-    result = _result(res, blocker, applies)
-    return _desired(observed, after, before, said, applies, result, decision, wait, now)
+    result = _result(res, blocker, applies, deletes)
+    return _desired(observed, after, before, said, applies, result, decision, wait, now, deletes)
 
 
 def held_for(observed: Observed, before: status.Status, after: status.Status, now: datetime) -> float | None:
@@ -223,7 +259,7 @@ def held_for(observed: Observed, before: status.Status, after: status.Status, no
 def _desired(
     observed: Observed, after: status.Status, before: status.Status, said: list[Event],
     applies: tuple[Apply, ...], result: Result, decision: fallback.Decision | None, wait: Wait | None,
-    now: datetime,
+    now: datetime, deletes: tuple[facts.Child, ...] = (),
 ) -> Desired:  # fmt: skip
     ctx = after.context
     patch = status.merge_patch(observed.resource.status, status.to_wire(after))
@@ -236,14 +272,23 @@ def _desired(
         resource=observed.resource,
         result=result,
         applies=applies,
+        deletes=deletes,
         status_patch=patch,
         status_first=before.observed_generation is None,
         events=(*said, *events.transitions(before, after)),
         phase=after.phase,
+        after=after,
+        want=_want(observed.resource),
         reduced=ctx is not None and (ctx.effective or 0) < (ctx.requested or 0),
         reduction=None if decision is None else decision.reduced,
         recheck_after=recheck,
     )
+
+
+def _want(resource: facts.Resource) -> int:
+    """spec.replicas as the apiserver stored it (an invalid resource has one too)."""
+    value = resource.spec.get("replicas", 1)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _invalid(observed: Observed, exc: api.InvalidResource, now: datetime) -> Desired:
@@ -282,4 +327,6 @@ def failed(observed: Observed, error: str, now: datetime) -> Desired:
         status_patch=status.merge_patch(observed.resource.status, status.to_wire(after)),
         events=tuple(said),
         phase=after.phase,
+        after=after,
+        want=_want(observed.resource),
     )

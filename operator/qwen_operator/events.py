@@ -76,6 +76,13 @@ def created_together(said: list[Event]) -> list[Event]:
     return [*rest[:first], merged, *rest[first:]]
 
 
+def deleted(child: facts.Child) -> Event:
+    """A child the spec (or the served APIs) no longer asks for is gone."""
+    return Event(
+        EventType.NORMAL, EventReason.DELETED, f"Deleted {child.kind} {child.name}: no longer wanted"
+    )
+
+
 def replacing(what: str, pods_kept: bool = True) -> Event:
     """A StatefulSet keeps its pods (orphaned, then adopted); the download Job's pod goes with it
     (the new Job's pod resumes from the files already on the claim)."""

@@ -21,6 +21,7 @@ from .diff import DATA_DIGEST, data_digest
 from .vocabulary import (
     ANNOTATION_PREFIX,
     INSTANCE_LABEL,
+    OPTIONAL_CRDS,
     SERVER_CONTAINER,
     KubeletReason,
     LauncherRecord,
@@ -104,7 +105,8 @@ class Owner:
 
 @dataclass(frozen=True)
 class Child:
-    """An object the operator applies (StatefulSet, Service, PodDisruptionBudget, ServiceMonitor)."""
+    """An object the operator applies (StatefulSet, Service, PodDisruptionBudget, ServiceMonitor,
+    HorizontalPodAutoscaler, ScaledObject, InferencePool)."""
 
     kind: str
     namespace: str
@@ -405,6 +407,8 @@ class Crd:
 
 
 def crd_from(raw: Raw) -> Crd:
+    """Served: Established, and serving the version the operator writes (OPTIONAL_CRDS), or any
+    version for a CRD the operator does not write."""
     spec = raw.get("spec") if isinstance(raw.get("spec"), Mapping) else {}
     status = raw.get("status") if isinstance(raw.get("status"), Mapping) else {}
     versions = [v for v in (spec or {}).get("versions") or [] if isinstance(v, Mapping)]
@@ -412,4 +416,7 @@ def crd_from(raw: Raw) -> Crd:
         isinstance(c, Mapping) and c.get("type") == "Established" and c.get("status") == "True"
         for c in (status or {}).get("conditions") or []
     )
-    return Crd(str(_meta(raw).get("name") or ""), established and any(v.get("served") for v in versions))
+    name = str(_meta(raw).get("name") or "")
+    wanted = OPTIONAL_CRDS.get(name)
+    served = any(v.get("served") and (wanted is None or v.get("name") == wanted) for v in versions)
+    return Crd(name, established and served)

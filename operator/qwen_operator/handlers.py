@@ -52,6 +52,9 @@ CHILDREN: tuple[tuple[str, str, str], ...] = (
     ("monitoring.coreos.com", "v1", "servicemonitors"),
     ("", "v1", "persistentvolumeclaims"),
     ("batch", "v1", "jobs"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
+    ("keda.sh", "v1alpha1", "scaledobjects"),
+    ("inference.networking.k8s.io", "v1", "inferencepools"),
 )
 PODS = ("", "v1", "pods")
 EVENTS = ("", "v1", "events")
@@ -86,7 +89,8 @@ optional_watch.install()
 
 class OptionalResources(logging.Filter):
     """Kopf warns at each start that it cannot watch a resource whose CRD is absent. For the
-    optional ones (the ServiceMonitor) that is the normal case, not a warning."""
+    optional ones (ServiceMonitor, ScaledObject, InferencePool) that is the normal case, not a
+    warning."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -192,7 +196,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     cache = cache_over(kwargs)
     loop = asyncio.get_running_loop()
     reconciler = Reconciler(
-        on_loop(loop, lambda key: observe(key, cache)), Actor(kube.Kube(kube.load_client()), cache.wrote)
+        on_loop(loop, lambda key: observe(key, cache)),
+        Actor(kube.Kube(kube.load_client()), cache.wrote, cache.gone),
     )
     workers = int(os.environ.get("QWEN_OPERATOR_WORKERS", "4"))
     queue: WorkQueue[Key] = WorkQueue(
@@ -232,6 +237,7 @@ async def resource_event(
     if type == "DELETED":
         metrics.PHASE_TRACKER.set((namespace, name), None)
         metrics.REDUCED_TRACKER.set((namespace, name), False)
+        metrics.RESOURCE_TRACKER.set((namespace, name), None)
         return
     rt.queue.add((namespace, name))
 
@@ -243,6 +249,9 @@ async def resource_event(
 @kopf.on.event("monitoring.coreos.com", "v1", "servicemonitors", labels=MANAGED_LABELS)
 @kopf.on.event("v1", "persistentvolumeclaims", labels=MANAGED_LABELS)
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_LABELS)
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED_LABELS)
+@kopf.on.event("keda.sh", "v1alpha1", "scaledobjects", labels=MANAGED_LABELS)
+@kopf.on.event("inference.networking.k8s.io", "v1", "inferencepools", labels=MANAGED_LABELS)
 @kopf.on.event("v1", "pods", labels=MANAGED_LABELS)
 async def child_event(
     type: str, body: kopf.Body, resource: kopf.Resource, namespace: str | None, labels: Mapping[str, str],

@@ -18,7 +18,19 @@ from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
 from . import facts, metrics
-from .vocabulary import API_VERSION, COMPONENT, FIELD_MANAGER, KIND, PLURAL
+from .vocabulary import (
+    API_VERSION,
+    COMPONENT,
+    FIELD_MANAGER,
+    HPA_KIND,
+    INFERENCE_POOL_API,
+    INFERENCE_POOL_KIND,
+    KIND,
+    PLURAL,
+    SCALED_OBJECT_API,
+    SCALED_OBJECT_KIND,
+    SERVICE_MONITOR_API,
+)
 
 REQUEST_TIMEOUT = 30.0
 EVENT_MESSAGE_LIMIT = 1024
@@ -42,7 +54,10 @@ KINDS: dict[str, tuple[str, str]] = {
     "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims"),
     "Job": ("/apis/batch/v1", "jobs"),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
-    "ServiceMonitor": ("/apis/monitoring.coreos.com/v1", "servicemonitors"),
+    "ServiceMonitor": (f"/apis/{SERVICE_MONITOR_API}", "servicemonitors"),
+    HPA_KIND: ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
+    SCALED_OBJECT_KIND: (f"/apis/{SCALED_OBJECT_API}", "scaledobjects"),
+    INFERENCE_POOL_KIND: (f"/apis/{INFERENCE_POOL_API}", "inferencepools"),
     "Event": ("/api/v1", "events"),
     KIND: (f"/apis/{API_VERSION}", PLURAL),
 }

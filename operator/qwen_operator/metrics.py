@@ -1,7 +1,12 @@
 """Prometheus metrics, and the small HTTP server that serves them with /healthz.
 
-Labels stay low-cardinality (no resource names): one operator may serve hundreds of
-resources, and per-resource detail belongs in their status and events.
+The operator's own counters and histograms stay low-cardinality (no resource names): one
+operator may serve hundreds of resources. The `qwen_operator_resource_*` gauges are the
+exception that alerts and dashboards need (which resource is stalled, how far its replicas
+have come, what context it runs): a handful of series per resource, as kube-state-metrics
+keeps per object, labelled `namespace` and `name`, and removed when the resource goes. Scrape
+them with `honorLabels: true`, so that the scrape's own `namespace` (the operator's) does not
+rename them.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import (
@@ -21,12 +27,14 @@ from prometheus_client import (
     generate_latest,
 )
 
-from .vocabulary import Phase, Reason
+from . import api
+from .vocabulary import ConditionType, Phase, Reason, Stage
 from .workqueue import Retry
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: half the output, nothing a dashboard uses
 REGISTRY = CollectorRegistry(auto_describe=True)
 PHASES = tuple(Phase)
+STAGES = tuple(Stage)
 
 RECONCILIATIONS = Counter(
     "qwen_operator_reconciliations_total",
@@ -97,6 +105,46 @@ EVENTS = Counter(
 )
 
 
+RESOURCE_LABELS = ("namespace", "name")
+DESIRED_REPLICAS = Gauge(
+    "qwen_operator_resource_desired_replicas",
+    "spec.replicas of each QwenThinkingDeployment (what kubectl scale or an autoscaler set).",
+    RESOURCE_LABELS,
+    registry=REGISTRY,
+)
+READY_REPLICAS = Gauge(
+    "qwen_operator_resource_ready_replicas",
+    "Replicas of each QwenThinkingDeployment that pass readiness (status.readyReplicas).",
+    RESOURCE_LABELS,
+    registry=REGISTRY,
+)
+STAGE_REPLICAS = Gauge(
+    "qwen_operator_resource_replicas",
+    "Server pods of each QwenThinkingDeployment by stage (status.replicaStatus): Scheduling, "
+    "DownloadingWeights, LoadingModel, Serving, CrashLoop.",
+    (*RESOURCE_LABELS, "stage"),
+    registry=REGISTRY,
+)
+REQUESTED_CONTEXT = Gauge(
+    "qwen_operator_resource_requested_context_tokens",
+    "The context length each QwenThinkingDeployment asks for (spec.context.maxModelLen).",
+    RESOURCE_LABELS,
+    registry=REGISTRY,
+)
+EFFECTIVE_CONTEXT = Gauge(
+    "qwen_operator_resource_effective_context_tokens",
+    "The context length the servers of each QwenThinkingDeployment run with (status.context.effective).",
+    RESOURCE_LABELS,
+    registry=REGISTRY,
+)
+STALLED = Gauge(
+    "qwen_operator_resource_stalled",
+    "1 while a QwenThinkingDeployment is Stalled, labelled with the condition's reason.",
+    (*RESOURCE_LABELS, "reason"),
+    registry=REGISTRY,
+)
+
+
 class PhaseTracker:
     """Remembers each resource's phase so the phase gauge counts resources, not updates."""
 
@@ -145,6 +193,81 @@ REDUCED_TRACKER = ReducedTracker()
 def retried(exc: Exception, delay: float) -> None:
     """The work queue backs off a resource (the queue's on_retry)."""
     RETRIES.labels(reason=exc.reason if isinstance(exc, Retry) else Reason.RECONCILE_ERROR).inc()
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What the per-resource gauges say about one resource, read from the status just built."""
+
+    desired: int
+    ready: int
+    stages: tuple[tuple[str, int], ...]
+    """Every stage with its count of pods (zeros included: a stacked panel needs them)."""
+    requested: int | None
+    effective: int | None
+    stalled: str | None
+    """The Stalled condition's reason while it is True."""
+
+    @classmethod
+    def of(cls, desired: int, status: api.QwenThinkingDeploymentStatus) -> Figures:
+        counts = dict.fromkeys(STAGES, 0)
+        for entry in status.replica_status or ():
+            counts[entry.stage] += 1
+        stalled = next(
+            (c.reason for c in status.conditions if c.type == ConditionType.STALLED and c.status == "True"),
+            None,
+        )
+        context = status.context
+        return cls(
+            desired=desired,
+            ready=status.ready_replicas or 0,
+            stages=tuple(counts.items()),
+            requested=context.requested if context else None,
+            effective=context.effective if context else None,
+            stalled=stalled,
+        )
+
+
+Series = dict[tuple[Gauge, tuple[str, ...]], float]
+
+
+def _series(key: tuple[str, str], figures: Figures) -> Series:
+    """Each gauge's label values and value for one resource."""
+    out: Series = {(DESIRED_REPLICAS, key): figures.desired, (READY_REPLICAS, key): figures.ready}
+    out |= {(STAGE_REPLICAS, (*key, stage)): count for stage, count in figures.stages}
+    if figures.requested is not None:
+        out[(REQUESTED_CONTEXT, key)] = figures.requested
+    if figures.effective is not None:
+        out[(EFFECTIVE_CONTEXT, key)] = figures.effective
+    if figures.stalled is not None:
+        out[(STALLED, (*key, figures.stalled))] = 1
+    return out
+
+
+class ResourceTracker:
+    """Keeps the per-resource gauges: set from each reconciliation's figures; a series that no
+    longer applies (another stall reason, a deleted resource) is removed, never left stale."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._figures: dict[tuple[str, str], Figures] = {}
+
+    def set(self, key: tuple[str, str], figures: Figures | None) -> None:
+        with self._lock:
+            before = self._figures.pop(key, None)
+            if figures is not None:
+                self._figures[key] = figures
+            if before == figures:
+                return
+            old = _series(key, before) if before is not None else {}
+            new = _series(key, figures) if figures is not None else {}
+            for (gauge, labels), value in new.items():
+                gauge.labels(*labels).set(value)
+            for gauge, labels in old.keys() - new.keys():
+                gauge.remove(*labels)
+
+
+RESOURCE_TRACKER = ResourceTracker()
 
 
 def exposition() -> bytes:

@@ -1,4 +1,5 @@
-"""Watching a resource whose CRD may go away (the Prometheus Operator's ServiceMonitor).
+"""Watching a resource whose CRD may go away (the Prometheus Operator's ServiceMonitor, KEDA's
+ScaledObject, the Gateway API Inference Extension's InferencePool).
 
 Kopf watches every resource a handler names once its CRD is served, and stops the watch when
 the CRD's deletion reaches it. Between the two, a watch request can meet the 404 of an API
@@ -19,7 +20,7 @@ from typing import Any
 from kopf._cogs.clients import errors, watching
 
 log = logging.getLogger("qwen_operator.optional_watch")
-OPTIONAL_PLURALS = frozenset({"servicemonitors"})
+OPTIONAL_PLURALS = frozenset({"servicemonitors", "scaledobjects", "inferencepools"})
 """Resources whose API may come and go while the operator runs."""
 RETRY_SECONDS = 5.0
 _ORIGINAL = watching.infinite_watch

@@ -74,6 +74,7 @@ class Reconciler:
         if observed is None:
             metrics.PHASE_TRACKER.set(key, None)
             metrics.REDUCED_TRACKER.set(key, False)
+            metrics.RESOURCE_TRACKER.set(key, None)
             self.status_written.pop(key, None)
             return Outcome(Result.GONE)
         now = self.now()
@@ -132,3 +133,5 @@ class Reconciler:
             counter.labels(reason=step.reason).inc()
         metrics.PHASE_TRACKER.set(key, desired.phase)
         metrics.REDUCED_TRACKER.set(key, desired.reduced)
+        if desired.after is not None:
+            metrics.RESOURCE_TRACKER.set(key, metrics.Figures.of(desired.want, desired.after))

@@ -23,11 +23,19 @@ from qwen_runtime.ready import API_KEY_VAR
 from . import api, launcher_code, placement, security
 from .api import QwenThinkingDeployment, QwenThinkingDeploymentSpec
 from .vocabulary import (
+    API_VERSION,
     COMPONENT_LABEL,
     FETCH_CONTAINER,
+    INFERENCE_POOL_API,
+    INFERENCE_POOL_CRD,
     INSTANCE_LABEL,
+    KIND,
     LAUNCHER_ANNOTATION,
     MAX_MODEL_LEN_FLAG,
+    QUEUE_METRIC,
+    SCALED_OBJECT_API,
+    SCALED_OBJECT_CRD,
+    SERVICE_MONITOR_CRD,
     Component,
     labels,
     selector_labels,
@@ -64,6 +72,12 @@ DOWNLOAD_BACKOFF_LIMIT = 6
 """Retries of the shared download (Kubernetes' default): each resumes the partial files."""
 PERMANENT_FETCH_EXITS = (EXIT_CONFIG, EXIT_REPO_NOT_FOUND, EXIT_REVISION_NOT_FOUND, EXIT_ACCESS_DENIED)
 """`qwen_runtime fetch` exit codes no retry can cure: the Job fails at once (podFailurePolicy)."""
+SCALED_OBJECT_TEMPLATE = "scaledobject.yaml.j2"
+HPA_TEMPLATE = "horizontalpodautoscaler.yaml.j2"
+INFERENCE_POOL_TEMPLATE = "inferencepool.yaml.j2"
+SCALE_DOWN_POLICY = {"type": "Pods", "value": 1, "periodSeconds": 300}
+"""After the stabilization window, one replica at a time, five minutes apart: each drains its
+requests (and holds 4 GPUs) that a new one would take tens of minutes to replace."""
 
 
 class RenderError(RuntimeError):
@@ -257,6 +271,50 @@ def resources(spec: QwenThinkingDeploymentSpec) -> dict[str, dict[str, Any]]:
     return {"requests": requests, "limits": limits}
 
 
+def queue_query(res: QwenThinkingDeployment) -> str:
+    """The PromQL KEDA asks Prometheus: the requests waiting at this resource's servers, as the
+    resource's ServiceMonitor labels them (the client Service has the resource's name)."""
+    return f'sum({QUEUE_METRIC}{{namespace="{res.metadata.namespace}",service="{res.metadata.name}"}})'
+
+
+def autoscaling(res: QwenThinkingDeployment) -> dict[str, Any] | None:
+    """What the ScaledObject or the HorizontalPodAutoscaler says, from spec.autoscaling."""
+    spec = res.spec.autoscaling
+    if spec is None:
+        return None
+    return {
+        "min": spec.min_replicas,
+        "max": spec.max_replicas,
+        "target": str(spec.target_waiting_per_replica),
+        "metric": QUEUE_METRIC,
+        "query": queue_query(res),
+        "prometheus": spec.prometheus_address,
+        "keda_api": SCALED_OBJECT_API,
+        "scale_down": {
+            "stabilizationWindowSeconds": spec.scale_down_stabilization_seconds,
+            "policies": [SCALE_DOWN_POLICY],
+        },
+    }
+
+
+def inference_pool(res: QwenThinkingDeployment) -> dict[str, Any] | None:
+    spec = res.spec.inference_pool
+    if spec is None:
+        return None
+    ref = spec.endpoint_picker_ref.model_dump(by_alias=True, exclude_none=True)
+    return {"api": INFERENCE_POOL_API, "endpoint_picker_ref": ref}
+
+
+def optional_templates(res: QwenThinkingDeployment, served: frozenset[str]) -> tuple[str, ...]:
+    """The children that depend on the spec and on which optional APIs the cluster serves."""
+    out = [SERVICE_MONITOR_TEMPLATE] if SERVICE_MONITOR_CRD in served else []
+    if res.spec.autoscaling is not None:
+        out.append(SCALED_OBJECT_TEMPLATE if SCALED_OBJECT_CRD in served else HPA_TEMPLATE)
+    if res.spec.inference_pool is not None and INFERENCE_POOL_CRD in served:
+        out.append(INFERENCE_POOL_TEMPLATE)
+    return tuple(out)
+
+
 def owner_reference(res: QwenThinkingDeployment) -> dict[str, Any] | None:
     if not res.metadata.uid:
         return None
@@ -320,6 +378,9 @@ def _values(
         "service_type": spec.service.type,
         "service_port": spec.service.port,
         "max_unavailable": spec.disruption.max_unavailable,
+        "scale_target": {"apiVersion": API_VERSION, "kind": KIND, "name": name},
+        "autoscaling": autoscaling(res),
+        "inference_pool": inference_pool(res),
     }
 
 
@@ -351,22 +412,22 @@ def _environment() -> jinja2.Environment:
 def render(
     resource: QwenThinkingDeployment | Mapping[str, Any],
     max_model_len: int | None = None,
-    service_monitor: bool = False,
+    served: frozenset[str] = frozenset(),
     gpu_memory_utilization: float | None = None,
 ) -> list[dict[str, Any]]:
     """Every child manifest, in apply order, for the given effective context length and GPU
     memory utilization (default: the spec's).
 
-    `service_monitor`: also a Prometheus Operator ServiceMonitor (when its CRD is served).
+    `served`: the optional CRDs the apiserver serves (vocabulary.OPTIONAL_CRDS): a ServiceMonitor
+    with the Prometheus Operator's; with spec.autoscaling a KEDA ScaledObject with KEDA's, else a
+    HorizontalPodAutoscaler; with spec.inferencePool an InferencePool with its CRD.
     """
     res = coerce(resource)
     values = _values(res, max_model_len, gpu_memory_utilization)
     # libyaml's safe loader when built in: parsing is 90% of a render, and a render runs per event
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     shared = SHARED_TEMPLATES if values["shared"] else ()
-    templates = (
-        TEMPLATES[:1] + shared + TEMPLATES[1:] + ((SERVICE_MONITOR_TEMPLATE,) if service_monitor else ())
-    )
+    templates = TEMPLATES[:1] + shared + TEMPLATES[1:] + optional_templates(res, served)
     children = [yaml.load(_environment().get_template(t).render(**values), Loader=loader) for t in templates]
     _check(res, children, values["command"])
     return children

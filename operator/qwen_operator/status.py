@@ -21,7 +21,17 @@ from pydantic import ValidationError
 from . import api, clock, facts, render, replicas
 from .fallback import Decision
 from .problems import Problem, Wait, short
-from .vocabulary import ConditionType, LauncherReason, Phase, Reason, Remedy, selector_string
+from .vocabulary import (
+    INFERENCE_POOL_CRD,
+    QUEUE_METRIC,
+    SCALED_OBJECT_CRD,
+    ConditionType,
+    LauncherReason,
+    Phase,
+    Reason,
+    Remedy,
+    selector_string,
+)
 
 Status = api.QwenThinkingDeploymentStatus
 Condition = api.Condition
@@ -219,6 +229,8 @@ class Inputs:
     """This pass applies a new StatefulSet."""
     weights: api.WeightsStatus | None = None
     """The shared download (model.cache.mode Shared)."""
+    served: frozenset[str] = frozenset()
+    """The optional CRDs the apiserver serves (which autoscaler, whether an InferencePool)."""
 
 
 def build(f: Inputs, before: Status, now: datetime) -> Status:
@@ -231,6 +243,13 @@ def build(f: Inputs, before: Status, now: datetime) -> Status:
     summary = replicas.summary(entries, want)
     conds = kstatus(phase, want, ro, f.problem, f.wait, res.spec.paused, generation, summary)
     conds += [context_reduced(f.decision, generation), utilization_reduced(f.decision, generation)]
+    integrations = {
+        ConditionType.AUTOSCALING: autoscaling(res, f.served, generation),
+        ConditionType.INFERENCE_POOL: inference_pool(res, f.served, generation),
+    }
+    conds += [c for c in integrations.values() if c is not None]
+    gone = {t for t, c in integrations.items() if c is None}  # the spec no longer asks for it
+    merged = [c for c in merge_conditions(before.conditions, conds, now) if c.type not in gone]
     return Status(
         observed_generation=generation,
         phase=phase,
@@ -242,8 +261,51 @@ def build(f: Inputs, before: Status, now: datetime) -> Status:
         progress=replicas.progress(entries, want),
         replica_status=entries or None,
         weights=f.weights,
-        conditions=merge_conditions(before.conditions, conds, now),
+        conditions=merged,
     )
+
+
+def autoscaling(
+    res: api.QwenThinkingDeployment, served: frozenset[str], generation: int | None
+) -> Condition | None:
+    """Which autoscaler follows the queue (KEDA when its CRD is served), or None without one."""
+    spec, name = res.spec.autoscaling, res.metadata.name
+    if spec is None:
+        return None
+    scope = (
+        f"between {spec.min_replicas} and {spec.max_replicas} replicas, "
+        f"{spec.target_waiting_per_replica} waiting requests ({QUEUE_METRIC}) per replica"
+    )
+    if SCALED_OBJECT_CRD in served:
+        message = f"KEDA ScaledObject {name} scales {scope}, from the Prometheus at {spec.prometheus_address}"
+        return _cond(ConditionType.AUTOSCALING, "True", Reason.SCALED_OBJECT, message, generation)
+    message = (
+        f"HorizontalPodAutoscaler {name} scales {scope}, from the custom metrics API "
+        "(prometheus-adapter); install KEDA to scale from Prometheus directly"
+    )
+    return _cond(ConditionType.AUTOSCALING, "True", Reason.HORIZONTAL_POD_AUTOSCALER, message, generation)
+
+
+def inference_pool(
+    res: api.QwenThinkingDeployment, served: frozenset[str], generation: int | None
+) -> Condition | None:
+    """Whether the InferencePool exists (its CRD served), or None when the spec asks for none."""
+    spec, name = res.spec.inference_pool, res.metadata.name
+    if spec is None:
+        return None
+    ref = spec.endpoint_picker_ref
+    if INFERENCE_POOL_CRD in served:
+        message = (
+            f"InferencePool {name} selects the servers on port {render.CONTAINER_PORT} for the endpoint "
+            f"picker {ref.kind} {ref.name}"
+        )
+        return _cond(ConditionType.INFERENCE_POOL, "True", Reason.INFERENCE_POOL_APPLIED, message, generation)
+    message = (
+        "spec.inferencePool is set, but the apiserver does not serve inference.networking.k8s.io/v1 "
+        "InferencePool: install the Gateway API Inference Extension's CRDs (v1.0 or later); the pool "
+        "is created once they are served"
+    )
+    return _cond(ConditionType.INFERENCE_POOL, "False", Reason.INFERENCE_POOL_NOT_SERVED, message, generation)
 
 
 def invalid(

@@ -56,6 +56,8 @@ class Component(StrEnum):
     DOWNLOAD = "download"
     """The Job that downloads the weights once into the shared claim (model.cache.mode Shared)."""
     LAUNCHER = "launcher"
+    AUTOSCALER = "autoscaler"
+    INFERENCE_POOL = "inference-pool"
 
 
 def selector_labels(name: str) -> dict[str, str]:
@@ -106,8 +108,23 @@ UTILIZATION_MARGIN = 0.01
 
 SERVICE_MONITOR_API = "monitoring.coreos.com/v1"
 SERVICE_MONITOR_CRD = "servicemonitors.monitoring.coreos.com"
-OPTIONAL_CRDS = frozenset({SERVICE_MONITOR_CRD})
-"""CRDs whose presence changes what the operator creates (watched, never required)."""
+SCALED_OBJECT_API = "keda.sh/v1alpha1"
+SCALED_OBJECT_CRD = "scaledobjects.keda.sh"
+SCALED_OBJECT_KIND = "ScaledObject"
+INFERENCE_POOL_API = "inference.networking.k8s.io/v1"
+INFERENCE_POOL_CRD = "inferencepools.inference.networking.k8s.io"
+INFERENCE_POOL_KIND = "InferencePool"
+HPA_KIND = "HorizontalPodAutoscaler"
+"""The kinds of these children are also the reasons that name them (Autoscaling, InferencePool)."""
+OPTIONAL_CRDS = {
+    SERVICE_MONITOR_CRD: SERVICE_MONITOR_API.split("/")[1],
+    SCALED_OBJECT_CRD: SCALED_OBJECT_API.split("/")[1],
+    INFERENCE_POOL_CRD: INFERENCE_POOL_API.split("/")[1],
+}
+"""CRDs whose presence changes what the operator creates (watched, never required), with the
+version the operator writes: the CRD counts as served only while that version is."""
+QUEUE_METRIC = "vllm:num_requests_waiting"
+"""vLLM's gauge of requests waiting for a batch: what the autoscalers scale on."""
 
 # -- phases and conditions ------------------------------------------------------------------
 
@@ -166,6 +183,8 @@ class ConditionType(StrEnum):
     STALLED = "Stalled"
     CONTEXT_REDUCED = "ContextReduced"
     UTILIZATION_REDUCED = "UtilizationReduced"
+    AUTOSCALING = "Autoscaling"
+    INFERENCE_POOL = "InferencePool"
 
 
 class Reason(StrEnum):
@@ -251,6 +270,19 @@ class Reason(StrEnum):
     """ContextReduced=True | the servers run below the request because the memory plan says so"""
     AS_REQUESTED = "AsRequested"
     """ContextReduced=False, UtilizationReduced=False | the servers run as requested"""
+    SCALED_OBJECT = "ScaledObject"
+    """Autoscaling=True | KEDA's ScaledObject CRD is served: a ScaledObject scales the replicas on
+    `vllm:num_requests_waiting` (a Prometheus query)"""
+    HORIZONTAL_POD_AUTOSCALER = "HorizontalPodAutoscaler"
+    """Autoscaling=True | KEDA is not installed: a HorizontalPodAutoscaler scales the replicas on the
+    Pods metric `vllm:num_requests_waiting`, which prometheus-adapter must serve"""
+    INFERENCE_POOL_APPLIED = "InferencePoolApplied"
+    """InferencePool=True | an InferencePool selects the servers for the endpoint picker named in
+    `spec.inferencePool`"""
+    INFERENCE_POOL_NOT_SERVED = "InferencePoolNotServed"
+    """InferencePool=False | `spec.inferencePool` is set, but the apiserver does not serve
+    `inference.networking.k8s.io/v1` InferencePool: install the Gateway API Inference Extension's
+    CRDs (nothing else changes; the pool is created once they are served)"""
 
 
 class KubeletReason(StrEnum):
@@ -342,6 +374,9 @@ class EventReason(StrEnum):
     CONTEXT_BELOW_RECOMMENDED = "ContextBelowRecommended"
     """Warning | the servers run below `context.recommendedModelLen` (the model card's 131072 for
     a thinking model), once when that begins"""
+    DELETED = "Deleted"
+    """Normal | a child no longer wanted was deleted: the autoscaler or the InferencePool of a spec
+    that dropped them, the HorizontalPodAutoscaler once KEDA is installed"""
     RECOVERED = "Recovered"
     """Normal | no longer stalled"""
     RECONCILE_ERROR = "ReconcileError"

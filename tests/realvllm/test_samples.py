@@ -21,21 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.devcluster.realvllm import checkpoint, kubelet
 from e2e.devcluster.realvllm.figures import Figures
 from e2e.devcluster.realvllm.server import RealServer, adapt
 from qwen_operator import render
 from qwen_operator.api import QwenThinkingDeployment
+from testkit.metric_names import exposed, referenced_vllm_metrics
 from tests.realvllm import rendered
 
 pytestmark = pytest.mark.realvllm
 
 SAMPLES = rendered.samples()
-METRIC = re.compile(r"(?<![\w-])vllm:[A-Za-z_][A-Za-z0-9_:]*[A-Za-z0-9_]")
-TEST_CODE = ("tests/", "e2e/", "testkit/")
-"""Not references: the tests name metrics to check them."""
 OPENAI_CLIENT = """
 import json, sys
 from openai import OpenAI
@@ -222,39 +219,6 @@ def beyond_top_k(ranks: list[int], top_k: int, presence_penalty: float) -> list[
         if logits[rank] < sorted(logits, reverse=True)[top_k - 1]:
             beyond.append(step)
     return beyond
-
-
-def referenced_vllm_metrics() -> dict[str, list[str]]:
-    """Every `vllm:` metric named in the repository's files (manifests, alerts, dashboards,
-    autoscaling, docs), test code aside: the files git knows, committed or not."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                            cwd=rendered.ROOT, capture_output=True, check=True).stdout  # fmt: skip
-    found: dict[str, list[str]] = {}
-    for rel in sorted(set(listed.decode().split("\0")) - {""}):
-        path = rendered.ROOT / rel
-        if rel.startswith(TEST_CODE) or not path.is_file():
-            continue
-        try:
-            text = path.read_text()
-        except UnicodeDecodeError:
-            continue
-        for name in set(METRIC.findall(text)):
-            found.setdefault(name, []).append(rel)
-    return found
-
-
-def exposed(text: str) -> set[str]:
-    """Series names a query can use: families, samples, and the suffixes of each type."""
-    names: set[str] = set()
-    suffixes = {
-        "counter": ("_total",),
-        "histogram": ("_bucket", "_sum", "_count"),
-        "summary": ("_sum", "_count"),
-    }
-    for family in text_string_to_metric_families(text):
-        names |= {family.name, *(family.name + s for s in suffixes.get(family.type, ()))}
-        names |= {sample.name for sample in family.samples}
-    return names
 
 
 def test_every_metric_the_repository_references_is_served(served: Served) -> None:

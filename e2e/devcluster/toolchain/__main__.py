@@ -15,11 +15,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("gomod", help="regenerate the per-tool go.mod files from versions.py")
     sub.add_parser("bin-dir", help="print the directory holding the binaries")
     t = sub.add_parser(
-        "tools", help="build or reuse helm, actionlint, kstatus, luahealth; fetch their modules"
+        "tools",
+        help="build or reuse the tools (tools.py); fetch the modules the tests read",
     )
     t.add_argument("names", nargs="*", help="only these tools (and no module download)")
     t.add_argument("--force", action="store_true", help="rebuild even when cached")
-    sub.add_parser("tools-gomod", help="regenerate the go.mod files of those tools from versions.py")
+    g = sub.add_parser("tools-gomod", help="regenerate the go.mod files of those tools from versions.py")
+    g.add_argument("names", nargs="*", help="only these tools")
     args = parser.parse_args(argv)
     if args.command == "build":
         print(build.build(force=args.force))
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in tools.build(args.names or None, force=args.force):
             print(path)
     elif args.command == "tools-gomod":
-        for path in tools.generate():
+        for path in tools.generate(args.names or None):
             print(path)
     else:
         print(build.bin_dir())

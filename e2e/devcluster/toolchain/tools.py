@@ -6,6 +6,13 @@
 | `actionlint` | `github.com/rhysd/actionlint/cmd/actionlint` | lint `.github/workflows/` |
 | `kstatus` | `./kstatus` on `sigs.k8s.io/cli-utils` | what Flux's health checks make of an object |
 | `luahealth` | `./luahealth` on `github.com/yuin/gopher-lua` | Argo CD health scripts, as Argo CD runs them |
+| `promtool` | `github.com/prometheus/prometheus/cmd/promtool` | check and unit-test the alerts |
+| `prometheus` | `github.com/prometheus/prometheus/cmd/prometheus` | what prometheus-adapter queries |
+| `promql` | `./promql` on `github.com/prometheus/prometheus` | the metric names a query reads |
+| `prometheus-adapter` | `sigs.k8s.io/prometheus-adapter/cmd/adapter` | custom.metrics.k8s.io for the HPA |
+
+Prometheus' service discoveries are left out (`remove_all_sd`, its own build tag): the tests
+scrape static targets, and the cloud SDKs would triple the build.
 
 Each tool is its own Go module (`e2e/devcluster/toolchain/<name>/`). Its binary lives in
 `${XDG_CACHE_HOME:-~/.cache}/qwen-operator/tools/<name>-<digest>/`, the digest covering the
@@ -43,11 +50,16 @@ class Tool:
     """The main package: an import path from the module's requirements, or "." for our own."""
     requires: tuple[tuple[str, str], ...]
     """(module, version) pinned in the tool's go.mod (go mod tidy adds the rest)."""
+    tags: tuple[str, ...] = ()
+    """Go build tags."""
 
     @property
     def module_dir(self) -> Path:
         return TOOLCHAIN_DIR / self.name
 
+
+NO_SERVICE_DISCOVERY = ("remove_all_sd",)
+"""Prometheus' build tag that leaves out every service discovery (and their cloud SDKs)."""
 
 TOOLS = {
     tool.name: tool
@@ -68,6 +80,24 @@ TOOLS = {
                 ("sigs.k8s.io/yaml", versions.SIGS_YAML),
             ),
         ),
+        Tool(
+            "promtool",
+            "github.com/prometheus/prometheus/cmd/promtool",
+            (("github.com/prometheus/prometheus", versions.PROMETHEUS),),
+            NO_SERVICE_DISCOVERY,
+        ),
+        Tool(
+            "prometheus",
+            "github.com/prometheus/prometheus/cmd/prometheus",
+            (("github.com/prometheus/prometheus", versions.PROMETHEUS),),
+            NO_SERVICE_DISCOVERY,
+        ),
+        Tool("promql", ".", (("github.com/prometheus/prometheus", versions.PROMETHEUS),)),
+        Tool(
+            "prometheus-adapter",
+            "sigs.k8s.io/prometheus-adapter/cmd/adapter",
+            (("sigs.k8s.io/prometheus-adapter", versions.PROMETHEUS_ADAPTER),),
+        ),
     )
 }
 
@@ -81,6 +111,11 @@ MODULES = {
     "prometheus-operator": (
         "github.com/prometheus-operator/prometheus-operator",
         versions.PROMETHEUS_OPERATOR,
+    ),
+    "keda": ("github.com/kedacore/keda/v2", versions.KEDA),
+    "gateway-api-inference-extension": (
+        "sigs.k8s.io/gateway-api-inference-extension",
+        versions.GATEWAY_API_INFERENCE_EXTENSION,
     ),
 }
 """Modules whose files the suite uses, by short name: (module path, version)."""
@@ -116,7 +151,7 @@ def ldflags(tool: Tool) -> str:
 
 def digest(tool: Tool) -> str:
     """What the binary is built from: the module's files and the link flags."""
-    h = hashlib.sha256(ldflags(tool).encode())
+    h = hashlib.sha256(ldflags(tool).encode() + ",".join(tool.tags).encode())
     for path in sorted(p for p in tool.module_dir.iterdir() if p.is_file()):
         if path.name in ("go.mod", "go.sum") or path.suffix == ".go":
             h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
@@ -159,6 +194,7 @@ def build_one(tool: Tool, started: float) -> Path:
         "-trimpath",
         "-buildvcs=false",
         f"-ldflags={ldflags(tool)}",
+        *([f"-tags={','.join(tool.tags)}"] if tool.tags else []),
         "-o",
         str(tmp),
         tool.package,
@@ -232,10 +268,10 @@ def render_gomod(tool: Tool) -> str:
     return "".join(lines)
 
 
-def generate() -> list[Path]:
-    """Write and tidy each tool's go.mod; returns their paths."""
+def generate(names: list[str] | None = None) -> list[Path]:
+    """Write and tidy each tool's go.mod (or those of `names`); returns their paths."""
     written = []
-    for tool in TOOLS.values():
+    for tool in (TOOLS[n] for n in names or TOOLS):
         path = tool.module_dir / "go.mod"
         path.parent.mkdir(exist_ok=True)
         path.write_text(render_gomod(tool))

@@ -33,11 +33,16 @@ CLI_UTILS = "v0.37.2"  # kstatus: what Flux's health checks and kpt compute
 GOPHER_LUA = "v1.1.1"  # the Lua engine Argo CD pins (argo-cd's go.mod, checked by the e2e suite)
 GOPHER_JSON = "v0.0.0-20190114024228-97fed8db8427"  # how Argo CD reads the table a health script returns
 SIGS_YAML = "v1.4.0"
+PROMETHEUS = "v0.316.0"  # Prometheus 3.16 (Go module tags v0.3MM.P): promtool, the server, PromQL's parser
+PROMETHEUS_ADAPTER = "v0.12.0"  # serves custom.metrics.k8s.io from Prometheus, for the HPA
 
 # Modules whose files the suite applies or checks against (never copied into the repository):
 # Argo CD (its Application CRD and its own health-script tests), Flux (Kustomization and
-# GitRepository CRDs), the Prometheus Operator (the real ServiceMonitor CRD).
+# GitRepository CRDs), the Prometheus Operator (the real ServiceMonitor and PrometheusRule CRDs),
+# KEDA (ScaledObject) and the Gateway API Inference Extension (InferencePool).
 ARGO_CD = "v3.2.0"
 FLUX_KUSTOMIZE_CONTROLLER = "v1.9.6"
 FLUX_SOURCE_CONTROLLER = "v1.9.6"
 PROMETHEUS_OPERATOR = "v0.85.0"
+KEDA = "v2.21.0"  # the ScaledObject CRD
+GATEWAY_API_INFERENCE_EXTENSION = "v1.0.0"  # the InferencePool CRD (inference.networking.k8s.io/v1)
