@@ -165,11 +165,30 @@ def operator_process(env: Environment) -> Iterator[Any]:
     token = kubectl("create", "token", "qwen-operator", "-n", "qwen-operator-system", "--duration=4h").strip()
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     op = Operator(sa_kubeconfig(env.cluster, token, work / "kubeconfig"), work / "operator.log")
+    offset = env.audit_size()
     op.start()
+    started_up(env, offset)
     try:
         yield op
     finally:
         op.kill()
+
+
+def started_up(env: Environment, offset: int, quiet: float = 2.0) -> None:
+    """Wait until the operator's start (discovery, lists, watches) is over: no request of its
+    own in the audit log for `quiet` seconds. Timings begin after it, as a running operator's
+    would."""
+    from e2e.operator_fixtures import OPERATOR_USER, audit_entries
+
+    deadline, seen, since = time.monotonic() + 60, -1, time.monotonic()
+    while time.monotonic() < deadline:
+        count = len(audit_entries(env.audit_log, offset, OPERATOR_USER))
+        if count != seen:
+            seen, since = count, time.monotonic()
+        elif count > 0 and time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.25)
+    raise RuntimeError("the operator's start did not settle within 60 s")
 
 
 def run_operator(env: Environment, count: int) -> Run:
