@@ -448,3 +448,14 @@ def test_samples_cover_the_model_card_h100_fp8_kv_and_pvc() -> None:
     pvc = render.pvc_source(spec("qwen3-235b-thinking-pvc.yaml"))
     assert pvc is not None and pvc.claim_name
     assert render.shared_cache(spec("qwen3-235b-thinking-shared-cache.yaml"))
+
+
+def test_a_render_of_the_same_values_is_reused_yet_each_caller_gets_its_own_copy() -> None:
+    res = {**SAMPLE, "metadata": {"name": "memo", "namespace": "ns", "uid": "u-memo"}}
+    first = render.render(res)
+    first[3]["spec"]["replicas"] = 99  # a caller that edits what it got
+    again = render.render(res)
+    assert again[3]["kind"] == "StatefulSet" and again[3]["spec"]["replicas"] == 1
+    assert again[3] is not first[3]
+    other = render.render(res, max_model_len=131072)  # other values: another document
+    assert "131072" in other[3]["spec"]["template"]["spec"]["containers"][0]["command"]
