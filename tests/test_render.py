@@ -453,8 +453,10 @@ def test_samples_cover_the_model_card_h100_fp8_kv_and_pvc() -> None:
 def test_a_render_of_the_same_values_is_reused_yet_each_caller_gets_its_own_copy() -> None:
     res = {**SAMPLE, "metadata": {"name": "memo", "namespace": "ns", "uid": "u-memo"}}
     first = render.render(res)
+    kept = len(render._DOCUMENTS._kept)
     first[3]["spec"]["replicas"] = 99  # a caller that edits what it got
     again = render.render(res)
+    assert len(render._DOCUMENTS._kept) == kept  # the same values: nothing rendered anew
     assert again[3]["kind"] == "StatefulSet" and again[3]["spec"]["replicas"] == 1
     assert again[3] is not first[3]
     other = render.render(res, max_model_len=131072)  # other values: another document

@@ -341,7 +341,7 @@ def _values(
         "name": name,
         "namespace": res.metadata.namespace,
         "headless_name": headless_name(name),
-        "labels": lambda component: labels(name, Component(component)),
+        "labels": {str(c): labels(name, c) for c in Component},
         "selector": selector_labels(name),
         "owner": owner_reference(res),
         "replicas": spec.replicas,
@@ -429,7 +429,8 @@ def render(
     values = _values(res, max_model_len, gpu_memory_utilization)
     shared = SHARED_TEMPLATES if values["shared"] else ()
     templates = TEMPLATES[:1] + shared + TEMPLATES[1:] + optional_templates(res, served)
-    children = [_DOCUMENTS.render(t, values) for t in templates]
+    plain = json.dumps(values, sort_keys=True)  # plain data: equal values, an equal document
+    children = [_DOCUMENTS.render(t, values, plain) for t in templates]
     _check(res, children, values["command"])
     return children
 
@@ -450,10 +451,10 @@ class _Documents:
         self._lock = threading.Lock()
         self._kept: OrderedDict[bytes, str] = OrderedDict()
 
-    def render(self, template: str, values: Mapping[str, Any]) -> dict[str, Any]:
-        key = hashlib.blake2b(
-            (template + json.dumps(values, sort_keys=True, default=str)).encode(), digest_size=16
-        ).digest()
+    def render(self, template: str, values: Mapping[str, Any], plain: str) -> dict[str, Any]:
+        """The document; `plain` is `values` as JSON (plain data only: a function among them
+        could close over anything, and equal values must mean an equal document)."""
+        key = hashlib.blake2b((template + "\0" + plain).encode(), digest_size=16).digest()
         with self._lock:
             kept = self._kept.get(key)
             if kept is not None:
