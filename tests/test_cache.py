@@ -53,10 +53,12 @@ def test_a_write_is_seen_at_once_and_dropped_once_echoed() -> None:
     cache.wrote(written)
     resource = cache.resource(KEY)
     assert resource is not None and resource.status == {"phase": "Ready"}  # not the index's older copy
-    cache.seen(KIND, resource_raw(resource_version="11"))  # an older event still in flight: keep ours
+    assert not cache.seen(KIND, resource_raw(resource_version="11"))  # older, in flight: keep ours
     assert cache.pending_writes() == 1
-    cache.seen(KIND, written)  # the watch delivered our write
+    assert cache.seen(KIND, written)  # the watch delivered our write: an echo, nothing new
     assert cache.pending_writes() == 0
+    assert not cache.seen(KIND, written)  # again: no longer ours to recognise (another pass)
+    assert not cache.seen(KIND, resource_raw(resource_version="13"))  # someone else's change
 
 
 def test_a_newer_index_wins_over_an_older_write() -> None:

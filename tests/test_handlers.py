@@ -86,6 +86,22 @@ def test_events_queue_the_owning_resource() -> None:
     assert rt.queue.pending() == [("ns", "r"), ("ns", "q")]  # the resource at once, the child after a moment
 
 
+def test_the_echo_of_the_operators_own_write_queues_nothing() -> None:
+    rt = _runtime()
+    labels = {"app.kubernetes.io/instance": "q", **MANAGED_LABELS}
+    sts = kopf.Resource("apps", "v1", "statefulsets", kind="StatefulSet", namespaced=True)
+    ours = {"kind": "StatefulSet", "metadata": {"name": "q", "namespace": "ns", "resourceVersion": "7",
+                                                "labels": labels}}  # fmt: skip
+    rt.cache.wrote(ours)  # what the apiserver answered the operator's apply
+    asyncio.run(handlers.child_event(type="MODIFIED", body=kopf.Body(ours), resource=sts, namespace="ns",
+                                     labels=labels, memo=_memo(rt)))  # fmt: skip
+    assert rt.queue.pending() == []
+    theirs = {**ours, "metadata": {**ours["metadata"], "resourceVersion": "8"}}  # the controller's update
+    asyncio.run(handlers.child_event(type="MODIFIED", body=kopf.Body(theirs), resource=sts, namespace="ns",
+                                     labels=labels, memo=_memo(rt)))  # fmt: skip
+    assert rt.queue.pending() == [("ns", "q")]
+
+
 FAILED_CREATE = {
     "metadata": {"name": "q.1", "namespace": "ns", "creationTimestamp": "2026-11-30T08:00:00Z"},
     "involvedObject": {"kind": "StatefulSet", "name": "q", "namespace": "ns", "uid": "sts-uid"},

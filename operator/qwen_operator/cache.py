@@ -120,17 +120,21 @@ class Cache:
         with self._lock:
             self._gone[_key_of(child)] = child.resource_version
 
-    def seen(self, kind: str, raw: Mapping[str, Any], deleted: bool = False) -> None:
-        """The watch delivered this version of an object: an older write of ours is echoed."""
+    def seen(self, kind: str, raw: Mapping[str, Any], deleted: bool = False) -> bool:
+        """The watch delivered this version of an object: an older write of ours is echoed.
+        True when it is the very version one of the operator's writes returned: the pass that
+        wrote it already saw it (through `wrote`), so it asks for no other."""
         meta = raw.get("metadata") or {}
         key = (kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
         version = facts.resource_version(raw)
         with self._lock:
             held = self._written.get(key)
+            echo = held is not None and not deleted and held.resource_version == version
             if held is not None and (deleted or not newer(held.resource_version, version)):
                 del self._written[key]
             if key in self._gone and (deleted or newer(version, self._gone[key])):
                 del self._gone[key]
+        return echo
 
     def pending_writes(self) -> int:
         with self._lock:

@@ -233,7 +233,8 @@ async def resource_event(
     rt = runtime(memo)
     if rt is None or not namespace:
         return
-    rt.cache.seen(KIND, body, deleted=type == "DELETED")
+    if rt.cache.seen(KIND, body, deleted=type == "DELETED"):
+        return  # the echo of the operator's own write (its status): that pass saw it
     if type == "DELETED":
         metrics.PHASE_TRACKER.set((namespace, name), None)
         metrics.REDUCED_TRACKER.set((namespace, name), False)
@@ -262,7 +263,8 @@ async def child_event(
     owner = labels.get(INSTANCE_LABEL)
     if rt is None or not namespace or not owner:
         return
-    rt.cache.seen(resource.kind or "", body, deleted=type == "DELETED")
+    if rt.cache.seen(resource.kind or "", body, deleted=type == "DELETED"):
+        return  # the echo of the operator's own apply: that pass saw it
     rt.queue.add((namespace, owner), after=SETTLE_SECONDS)
 
 
