@@ -345,8 +345,10 @@ def main() -> int:
                 plain = run_baseline(env, count)
                 delete_namespace(env.core, f"scale-plain-{count}")
                 results[count] = (op, plain)
-                print(f"{count} resources: operator {op.seconds:.1f} s, plain client {plain.seconds:.1f} s",
-                      flush=True)  # fmt: skip
+                load = "/".join(f"{v:.1f}" for v in os.getloadavg())
+                print(f"{count} resources: operator {op.seconds:.1f} s, plain client {plain.seconds:.1f} s "
+                      f"(load average {load}: the cluster, the operator and the client share "
+                      f"{os.cpu_count()} CPUs)", flush=True)  # fmt: skip
     except RuntimeError as exc:
         print(f"scale: failed: {exc}")
         return 1
