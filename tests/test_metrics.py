@@ -7,8 +7,9 @@ import json
 from typing import Any
 
 import aiohttp
+import pytest
 
-from qwen_operator import kube, metrics
+from qwen_operator import health, kube, metrics
 from qwen_operator.workqueue import Retry
 from testkit.fake import KEY, FakeCluster, reconciler
 from testkit.wrappers import NAME, NS
@@ -188,24 +189,51 @@ def test_apply_is_server_side_under_one_field_manager_with_force() -> None:
 
 
 def test_http_server_serves_metrics_and_liveness() -> None:
-    healthy = {"ok": True}
+    parts = {"reconcile threads": True}
 
-    async def scenario() -> tuple[int, str, int, int]:
-        runner = await metrics.start_server("127.0.0.1", 0, lambda: healthy["ok"])
+    async def scenario() -> tuple[int, str, tuple[int, str], tuple[int, str]]:
+        runner = await metrics.start_server("127.0.0.1", 0, lambda: health.report(parts, "leading"))
         port = runner.addresses[0][1]
         try:
             async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
                 async with http.get("/metrics") as resp:
                     status, body = resp.status, await resp.text()
                 async with http.get("/healthz") as resp:
-                    live = resp.status
-                healthy["ok"] = False
+                    live = resp.status, await resp.text()
+                parts["reconcile threads"] = False
                 async with http.get("/healthz") as resp:
-                    dead = resp.status
+                    dead = resp.status, await resp.text()
         finally:
             await runner.cleanup()
         return status, body, live, dead
 
     status, body, live, dead = asyncio.run(scenario())
     assert status == 200 and "qwen_operator_reconciliations_total" in body
-    assert (live, dead) == (200, 503)
+    assert live[0] == 200 and live[1].startswith("ok; leading; apiserver")
+    assert dead == (503, dead[1]) and dead[1].startswith("unhealthy: reconcile threads stopped; leading")
+
+
+def test_a_replica_without_the_lease_sends_nothing_and_lease_requests_are_counted_apart() -> None:
+    client = _Client(200)
+    leading = {"now": False}
+    api = kube.Kube(client, may_write=lambda: leading["now"])  # type: ignore[arg-type]
+    manifest = {"kind": "Service", "metadata": {"name": NAME, "namespace": NS}}
+    applies = sample("qwen_operator_api_requests_total", verb="apply", resource="services")
+    with pytest.raises(kube.NotLeading):
+        api.apply(manifest)
+    assert (
+        client.sent == []
+        and sample("qwen_operator_api_requests_total", verb="apply", resource="services") == applies
+    )
+    renewals = sample("qwen_operator_lease_requests_total", verb="update")
+    body = {"metadata": {"name": "qwen-operator", "namespace": "ops", "resourceVersion": "7"}, "spec": {}}
+    api.replace_lease("ops", "qwen-operator", body)  # the Lease's own requests are never fenced
+    (sent,) = client.sent
+    assert (sent["method"], sent["resource_path"]) == (
+        "PUT",
+        "/apis/coordination.k8s.io/v1/namespaces/ops/leases/qwen-operator",
+    )
+    assert sample("qwen_operator_lease_requests_total", verb="update") == renewals + 1
+    leading["now"] = True
+    api.apply(manifest)
+    assert sample("qwen_operator_api_requests_total", verb="apply", resource="services") == applies + 1

@@ -123,3 +123,47 @@ def test_an_immediate_add_overtakes_a_waiting_one() -> None:
     queue.start()
     assert done.wait(2)
     queue.stop()
+
+
+def test_a_paused_queue_collects_keys_once_and_works_them_on_resume() -> None:
+    calls: list[str] = []
+    done = threading.Event()
+
+    def handler(key: str) -> None:
+        calls.append(key)
+        if len(calls) == 2:
+            done.set()
+
+    queue: WorkQueue[str] = WorkQueue(handler, workers=2)
+    queue.pause()  # a replica that does not hold the Lease
+    queue.start()
+    for key in ("a", "b", "a", "b", "a"):
+        queue.add(key)
+    time.sleep(0.2)
+    assert calls == [] and sorted(queue.pending()) == ["a", "b"]
+    queue.resume()
+    assert done.wait(5)
+    queue.stop()
+    assert sorted(calls) == ["a", "b"]
+
+
+def test_retry_failed_works_a_backed_off_key_at_once() -> None:
+    attempts: list[float] = []
+    done = threading.Event()
+
+    def handler(key: str) -> None:
+        attempts.append(time.monotonic())
+        if len(attempts) == 1:
+            raise RuntimeError("apiserver unavailable")
+        done.set()
+
+    queue: WorkQueue[str] = WorkQueue(handler, workers=1, backoff=(60.0,))
+    queue.start()
+    queue.add("k")
+    deadline = time.monotonic() + 5
+    while not (attempts and queue.pending() == ["k"]) and time.monotonic() < deadline:  # its 60 s back-off
+        time.sleep(0.01)
+    queue.retry_failed()  # the apiserver answers again
+    assert done.wait(5)
+    queue.stop()
+    assert attempts[1] - attempts[0] < 5

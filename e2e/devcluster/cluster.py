@@ -98,15 +98,15 @@ def spawn(layout: Layout, name: str, argv: list[str]) -> dict[str, Any]:
     return {"pid": proc.pid, "binary": argv[0], "log": str(logfile)}
 
 
-def stop(name: str, proc: dict[str, Any], grace: float = 10.0) -> None:
+def stop(name: str, proc: dict[str, Any], grace: float = 10.0, sig: int = signal.SIGTERM) -> None:
     """Stop a recorded process: through its Popen when it is our child (its pid cannot be
     reused before we reap it), else by pid, only while the pid still runs its binary."""
     pid, binary = int(proc["pid"]), str(proc["binary"])
     child = _children.pop(pid, None)
     if child is not None:
-        stop_child(child, grace=grace)
+        stop_child(child, sig, grace=grace)
     elif pid_alive(pid, binary):
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, sig)
         deadline = time.monotonic() + grace
         while pid_alive(pid, binary) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -317,6 +317,32 @@ def _up(state: Path, nodes_count: int, gpu: str, gpus_per_node: int) -> Path:
     return layout.kubeconfig
 
 
+def restart(name: str, down_for: float = 0.0, sig: int = signal.SIGKILL) -> float:
+    """Stop one component (SIGKILL by default: a crash, not a shutdown), leave it down for
+    `down_for` seconds, and start it again with the same command line: same ports, same data
+    directory, same certificates. Returns the seconds from the new start until it serves."""
+    state = state_dir()
+    with locked(state):
+        saved = read_state(state)
+        if not saved or name not in saved["processes"]:
+            raise RuntimeError(f"no {name} recorded in {state}: is the local cluster up?")
+        layout = layout_of(state, saved)
+        old = saved["processes"][name]
+        stop(name, old, sig=sig)
+        log(f"stopped {name} (pid {old['pid']}, signal {signal.Signals(sig).name})")
+        time.sleep(down_for)
+        saved["processes"][name] = spawn(layout, name, components.COMMANDS[name](layout))
+        (state / "state.json").write_text(json.dumps(saved, indent=2))
+        started = time.monotonic()
+        endpoint = health_url(layout, name)
+        if endpoint:
+            url, cert = endpoint
+            wait_until(functools.partial(http_ok, url, layout, cert), name, saved["processes"][name])
+        took = time.monotonic() - started
+        log(f"restarted {name} (pid {saved['processes'][name]['pid']}), serving after {took:.1f}s")
+        return took
+
+
 def down(keep_logs: bool = False) -> None:
     """Stop every process `up` recorded (by pid, newest first) and remove the state."""
     state = state_dir()
@@ -391,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     node_options(p_up)
     p_add = sub.add_parser("add-nodes", help="create simulated GPU nodes in $KUBECONFIG's cluster")
     node_options(p_add)
+    p_restart = sub.add_parser("restart", help="kill one component and start it again (same ports and data)")
+    p_restart.add_argument("component", choices=sorted(components.COMMANDS))
+    p_restart.add_argument("--down-for", type=float, default=0.0, help="seconds to leave it down")
     sub.add_parser("down", help="stop every process and remove the state")
     sub.add_parser("status", help="say what runs")
     sub.add_parser("env", help='print exports; use as eval "$(python -m e2e.devcluster.cluster env)"')
@@ -403,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
         binary = build.binary("kubectl")
         add_nodes(kubectl_for(binary if binary.exists() else "kubectl", None),
                   args.nodes, args.gpu, args.gpus_per_node)  # fmt: skip
+        return 0
+    if args.command == "restart":
+        restart(args.component, args.down_for)
         return 0
     if args.command == "down":
         down()

@@ -15,6 +15,7 @@ second writer of every resource. The operator writes nothing but its own status.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -24,7 +25,7 @@ from typing import Any
 
 import kopf
 
-from . import facts, kube, metrics, optional_watch
+from . import __version__, facts, health, kube, lease, metrics, optional_watch
 from .act import Actor
 from .cache import GPU_NODES, Cache, Indices, on_loop
 from .observe import Key, observe
@@ -65,6 +66,10 @@ SETTLE_SECONDS = 0.5
 """How long a child's or pod's event waits for the others of the same change (a pod turns
 ready, then its StatefulSet counts it): one reconciliation, one status write, for all of them.
 A change to the resource itself is worked at once."""
+WATCH_BACKOFFS = (1.0, 1.0, 2.0, 3.0, 5.0, 5.0, 5.0, 5.0)
+"""Kopf's retries of a failed request, its watches' included: at most 5 s apart, so a watch is
+back within 5 s of the apiserver's return (Kopf's default grows to 21 s). After the last one
+Kopf starts the watch over, so an outage of any length is waited out."""
 
 
 @dataclass
@@ -77,10 +82,34 @@ class Runtime:
     nodes: dict[str, facts.Node] = field(default_factory=dict)
     """GPU nodes as last seen by the event handler: a change in their labels re-plans everyone."""
     served: frozenset[str] = frozenset()
+    elector: lease.Elector | None = None
+    """The leader election, when the operator runs with a Lease (see lease.config_from_env)."""
 
     def queue_all(self) -> None:
         for key in self.cache.keys():  # noqa: SIM118 (a method, not a dict)
             self.queue.add(key, after=SETTLE_SECONDS)
+
+    def may_write(self) -> bool:
+        return self.elector is None or self.elector.leading()
+
+    def leadership(self, leading: bool) -> None:
+        """On the event loop (it reads the indices): a new leader looks at every resource, since
+        another replica may have changed anything; one that lost the Lease stops taking work."""
+        if leading:
+            self.queue.resume()
+            self.queue_all()
+        else:
+            self.queue.pause()
+
+    def health(self) -> tuple[bool, str]:
+        parts = {"reconcile threads": self.queue.alive()}
+        if self.elector is None:
+            role = "no leader election (a single replica)"
+        else:
+            parts["lease threads"] = self.elector.alive()
+            holder = self.elector.holder() or "nobody"
+            role = "leading" if self.elector.leading() else f"standing by (lease held by {holder})"
+        return health.report(parts, role)
 
 
 OPTIONAL_PLURALS = optional_watch.OPTIONAL_PLURALS
@@ -116,6 +145,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.field_selectors[EVENTS] = FAILED_CREATE_SELECTOR  # no other Event at all
     settings.watching.server_timeout = 600
     settings.networking.request_timeout = 60
+    settings.networking.error_backoffs = WATCH_BACKOFFS
 
 
 def runtime(memo: Any) -> Runtime | None:
@@ -191,35 +221,55 @@ def cache_over(indices: Mapping[str, Any]) -> Cache:
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
-    """Build the cache over Kopf's indices, the reconciler and its queue, and the HTTP server."""
+    """Build the cache over Kopf's indices, the reconciler and its queue, the leader election
+    and the HTTP server. With a Lease, the queue works only while this replica holds it."""
     configure(settings)
     cache = cache_over(kwargs)
     loop = asyncio.get_running_loop()
+    election = lease.config_from_env()
+    identity = election.identity if election else "standalone"
+    api = kube.Kube(kube.load_client(f"qwen-operator/{__version__} ({identity})"), lambda: rt.may_write())
     reconciler = Reconciler(
-        on_loop(loop, lambda key: observe(key, cache)),
-        Actor(kube.Kube(kube.load_client()), cache.wrote, cache.gone),
+        on_loop(loop, lambda key: observe(key, cache)), Actor(api, cache.wrote, cache.gone)
     )
     workers = int(os.environ.get("QWEN_OPERATOR_WORKERS", "4"))
     queue: WorkQueue[Key] = WorkQueue(
         lambda key: reconciler.reconcile(key).recheck_after, workers=workers, on_retry=metrics.retried
     )
     metrics.BACKING_OFF.set_function(queue.backing_off)
-    memo.runtime = Runtime(queue, cache)
+    rt = memo.runtime = Runtime(queue, cache)
+    health.CONTACT.on_restored(queue.retry_failed)
+    if election is None:
+        log.warning("no leader election (QWEN_OPERATOR_LEASE_NAMESPACE unset): run one replica only")
+    else:
+        queue.pause()
+        rt.elector = lease.Elector(api, election, lambda leading: _on_loop(loop, rt.leadership, leading))
+        rt.elector.start()
+        log.info("electing on lease %s/%s as %s", election.namespace, election.name, identity)
     queue.start()
     host = os.environ.get("QWEN_OPERATOR_HTTP_HOST", "0.0.0.0")
     port = int(os.environ.get("QWEN_OPERATOR_HTTP_PORT", "8080"))
-    memo.runtime.server = await metrics.start_server(host, port, lambda: queue.alive())
+    rt.server = await metrics.start_server(host, port, rt.health)
     log.info("metrics on http://%s:%d/metrics, liveness on /healthz", host, port)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, fn: Any, *args: Any) -> None:
+    """Run `fn(*args)` on the event loop from another thread; nothing once the loop is closed."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(fn, *args)
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    """Stop the reconciler first, then hand the Lease over, so the next leader starts at once."""
     rt = runtime(memo)
     if rt is None:
         return
     if rt.server is not None:
         await rt.server.cleanup()
-    rt.queue.stop()
+    await asyncio.get_running_loop().run_in_executor(None, rt.queue.stop)
+    if rt.elector is not None:
+        await asyncio.get_running_loop().run_in_executor(None, rt.elector.stop)
 
 
 # -- events: route only ---------------------------------------------------------------------

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 from urllib.parse import quote
 
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
+from kubernetes.watch.watch import iter_resp_lines
 
-from . import facts, metrics
+from . import facts, health, metrics
 from .vocabulary import (
     API_VERSION,
     COMPONENT,
@@ -34,6 +35,9 @@ from .vocabulary import (
 
 REQUEST_TIMEOUT = 30.0
 EVENT_MESSAGE_LIMIT = 1024
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+UNAVAILABLE = (502, 503, 504)
+"""Statuses that mean the apiserver (or etcd behind it) cannot serve now, not a refusal."""
 
 
 class ApiError(RuntimeError):
@@ -44,6 +48,13 @@ class ApiError(RuntimeError):
         self.status = status
         self.reason = reason
         self.message = message
+
+
+class NotLeading(ApiError):
+    """A write refused before it was sent: this replica does not hold the Lease (any more)."""
+
+    def __init__(self) -> None:
+        super().__init__(0, "NotLeading", "this replica does not hold the leader-election Lease")
 
 
 # kind -> (API path prefix, plural)
@@ -61,6 +72,11 @@ KINDS: dict[str, tuple[str, str]] = {
     "Event": ("/api/v1", "events"),
     KIND: (f"/apis/{API_VERSION}", PLURAL),
 }
+
+
+def _lease_path(namespace: str, name: str | None = None) -> str:
+    out = LEASES.format(namespace=quote(namespace, safe=""))
+    return f"{out}/{quote(name, safe='')}" if name else out
 
 
 def path(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
@@ -88,20 +104,57 @@ class KubeApi(Protocol):
     def post_event(self, owner: facts.Resource, type_: str, reason: str, message: str, now: str) -> None: ...
 
 
-def load_client() -> client.ApiClient:
-    """In-cluster credentials when running in a pod, else $KUBECONFIG / ~/.kube/config."""
+def load_client(user_agent: str = "") -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else $KUBECONFIG / ~/.kube/config; the
+    User-Agent names the replica, so the apiserver's audit log tells replicas apart."""
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+    api = client.ApiClient()
+    if user_agent:
+        api.user_agent = user_agent
+    return api
+
+
+def _message(text: str) -> str:
+    try:
+        return str(json.loads(text).get("message", text))
+    except (ValueError, AttributeError):
+        return text
 
 
 class Kube:
-    """Thin, thread-safe wrapper over one ApiClient; raises ApiError, returns dicts (a KubeApi)."""
+    """Thin, thread-safe wrapper over one ApiClient; raises ApiError, returns dicts (a KubeApi).
 
-    def __init__(self, api_client: client.ApiClient) -> None:
+    `may_write` fences the reconciler's requests: asked before each one is sent, so a replica
+    that lost the Lease sends nothing more, even from a reconciliation already under way. The
+    Lease's own requests (`*_lease`) are not fenced, and counted apart."""
+
+    def __init__(self, api_client: client.ApiClient, may_write: Callable[[], bool] = lambda: True) -> None:
         self._api = api_client
+        self._may_write = may_write
+
+    def _send(
+        self, method: str, url_path: str, query: list[tuple[str, str]], body: Any, content_type: str,
+        timeout: float | tuple[float, float] = REQUEST_TIMEOUT,
+    ) -> Any:  # fmt: skip
+        """The HTTP exchange; raises ApiError(0) when nothing came back, and tells `health`."""
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        try:
+            m, url, hdrs, data, _ = self._api.param_serialize(
+                method=method, resource_path=url_path, query_params=query,
+                header_params=headers, body=body, auth_settings=["BearerToken"],
+            )  # fmt: skip
+            resp = self._api.call_api(m, url, header_params=hdrs, body=data, _request_timeout=timeout)
+        except Exception as exc:  # no response at all: connection refused, timeout, TLS
+            health.CONTACT.failed(f"{type(exc).__name__}: {exc}")
+            raise ApiError(0, type(exc).__name__, str(exc)) from exc
+        if resp.status in UNAVAILABLE:
+            health.CONTACT.failed(f"HTTP {resp.status}")
+        else:
+            health.CONTACT.answered()
+        return resp
 
     def _request(
         self,
@@ -113,27 +166,65 @@ class Kube:
         body: Any = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
-        metrics.API_REQUESTS.labels(verb=verb, resource=resource).inc()
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        if resource == "leases":
+            metrics.LEASE_REQUESTS.labels(verb=verb).inc()
+        else:
+            if not self._may_write():
+                raise NotLeading()
+            metrics.API_REQUESTS.labels(verb=verb, resource=resource).inc()
         try:
-            m, url, hdrs, data, _ = self._api.param_serialize(
-                method=method, resource_path=url_path, query_params=query or [],
-                header_params=headers, body=body, auth_settings=["BearerToken"],
-            )  # fmt: skip
-            resp = self._api.call_api(m, url, header_params=hdrs, body=data, _request_timeout=REQUEST_TIMEOUT)
-            resp.read()  # type: ignore[no-untyped-call]
-        except Exception as exc:  # no response at all: connection refused, timeout, TLS
+            resp = self._send(method, url_path, query or [], body, content_type)
+            resp.read()
+        except ApiError:
+            metrics.API_ERRORS.labels(verb=verb, resource=resource, code="0").inc()
+            raise
+        except Exception as exc:  # the body broke off
             metrics.API_ERRORS.labels(verb=verb, resource=resource, code="0").inc()
             raise ApiError(0, type(exc).__name__, str(exc)) from exc
         text = resp.data.decode("utf-8", "replace") if resp.data else ""
         if not 200 <= resp.status < 300:
             metrics.API_ERRORS.labels(verb=verb, resource=resource, code=str(resp.status)).inc()
-            try:
-                message = str(json.loads(text).get("message", text))
-            except ValueError:
-                message = text
-            raise ApiError(resp.status, str(resp.reason or ""), message)
+            raise ApiError(resp.status, str(resp.reason or ""), _message(text))
         return dict(json.loads(text)) if text else {}
+
+    # -- the leader-election Lease (lease.LeaseApi) -----------------------------------------
+
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._request("get", "GET", "leases", _lease_path(namespace, name))
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+        return None
+
+    def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._request("create", "POST", "leases", _lease_path(namespace), body=body)
+
+    def replace_lease(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """A PUT: with the body's resourceVersion, it fails (409) if anyone wrote in between."""
+        return self._request("update", "PUT", "leases", _lease_path(namespace, name), body=body)
+
+    def watch_lease(
+        self, namespace: str, name: str, resource_version: str | None, seconds: int
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The events of one Lease (a field selector on its name, which RBAC can limit to it)."""
+        query = [("watch", "true"), ("fieldSelector", f"metadata.name={name}"),
+                 ("allowWatchBookmarks", "true"), ("timeoutSeconds", str(seconds))]  # fmt: skip
+        if resource_version:
+            query.append(("resourceVersion", resource_version))
+        metrics.LEASE_REQUESTS.labels(verb="watch").inc()
+        resp = self._send("GET", _lease_path(namespace), query, None, "application/json",
+                          timeout=(REQUEST_TIMEOUT, seconds + REQUEST_TIMEOUT))  # fmt: skip
+        if resp.status != 200:
+            text = resp.read().decode("utf-8", "replace")
+            raise ApiError(resp.status, str(resp.reason or ""), _message(text))
+        try:
+            for line in iter_resp_lines(resp.response):  # type: ignore[no-untyped-call]
+                if line:
+                    event = json.loads(line)
+                    yield str(event.get("type") or ""), dict(event.get("object") or {})
+        finally:
+            resp.response.release_conn()
 
     def apply(self, manifest: Mapping[str, Any], dry_run: bool = False) -> dict[str, Any]:
         """Server-side apply under the one field manager, forcing ownership of our fields."""

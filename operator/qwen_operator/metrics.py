@@ -97,6 +97,23 @@ BACKING_OFF = Gauge(
     "Resources waiting for a retry after a back-off.",
     registry=REGISTRY,
 )
+LEASE_REQUESTS = Counter(
+    "qwen_operator_lease_requests_total",
+    "Requests for the leader-election Lease, by verb (update = a renewal or takeover); not in api_requests.",
+    ["verb"],
+    registry=REGISTRY,
+)
+LEADER = Gauge(
+    "qwen_operator_leader",
+    "1 while this replica holds the leader-election Lease and reconciles; 0 while it stands by.",
+    registry=REGISTRY,
+)
+LEADERSHIP_CHANGES = Counter(
+    "qwen_operator_leadership_changes_total",
+    "This replica acquired or lost the Lease.",
+    ["change"],
+    registry=REGISTRY,
+)
 EVENTS = Counter(
     "qwen_operator_events_total",
     "Events posted on resources, by type and reason.",
@@ -274,16 +291,17 @@ def exposition() -> bytes:
     return bytes(generate_latest(REGISTRY))
 
 
-async def start_server(host: str, port: int, healthy: Callable[[], bool]) -> web.AppRunner:
-    """Serve /metrics and /healthz on the operator's event loop (a stuck loop fails liveness)."""
+async def start_server(host: str, port: int, healthy: Callable[[], tuple[bool, str]]) -> web.AppRunner:
+    """Serve /metrics and /healthz on the operator's event loop (a stuck loop fails liveness);
+    `healthy` gives the verdict and the body (health.report)."""
 
     async def metrics_view(_: web.Request) -> web.Response:
         body = await asyncio.get_running_loop().run_in_executor(None, exposition)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz_view(_: web.Request) -> web.Response:
-        ok = healthy()
-        return web.Response(text="ok\n" if ok else "unhealthy\n", status=200 if ok else 503)
+        ok, text = healthy()
+        return web.Response(text=text, status=200 if ok else 503)
 
     app = web.Application()
     app.router.add_get("/metrics", metrics_view)

@@ -17,6 +17,7 @@ from datetime import datetime
 from . import clock, metrics
 from .act import Actor, namespace_terminating, not_served
 from .decide import Desired, decide, failed, terminating
+from .kube import NotLeading
 from .observe import Key, Observed
 from .vocabulary import Remedy, Result
 from .workqueue import Retry
@@ -97,8 +98,8 @@ class Reconciler:
                 log.info("%s/%s: namespace is being deleted; not applying", *key)
                 self._report(terminating(observed, now))
                 return Outcome(Result.TERMINATING)
-            if not not_served(exc):  # an API about to be served is retried without alarm
-                self._report_error(observed, exc, now)
+            if not (not_served(exc) or isinstance(exc, NotLeading)):  # retried without alarm: an API
+                self._report_error(observed, exc, now)  # about to be served, or the Lease lost mid-way
             raise
         if desired.status_patch is not None:
             self.status_written[key] = now

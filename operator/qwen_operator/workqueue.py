@@ -63,6 +63,7 @@ class WorkQueue(Generic[K]):
         self._failures: dict[K, int] = {}
         self._threads: list[threading.Thread] = []
         self._stopping = False
+        self._paused = False
 
     def start(self) -> None:
         for i in range(self._workers):
@@ -84,6 +85,25 @@ class WorkQueue(Generic[K]):
             self._cond.notify_all()
         for thread in self._threads:
             thread.join(timeout)
+
+    def pause(self) -> None:
+        """Workers take no key until `resume` (a replica that does not hold the Lease); keys
+        still collect, each once, and the one a worker holds is finished (its writes fenced)."""
+        with self._cond:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
+
+    def retry_failed(self) -> None:
+        """Work every key that is waiting out a back-off now: what failed may succeed again
+        (the apiserver answers again). The back-off still grows if it fails once more."""
+        with self._cond:
+            failed = list(self._failures)
+        for key in failed:
+            self.add(key)
 
     def pending(self) -> list[K]:
         """Keys that will be worked: those queued, then those waiting, by when they are due."""
@@ -133,7 +153,7 @@ class WorkQueue(Generic[K]):
                 if self._stopping:
                     return None
                 wait = self._promote()
-                if self._queue:
+                if self._queue and not self._paused:
                     key = self._queue.popleft()
                     self._dirty.discard(key)
                     self._processing.add(key)
