@@ -16,7 +16,9 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,8 @@ REPO = Path(__file__).resolve().parent.parent
 OPERATOR_NAMESPACE = "qwen-operator-system"
 SERVICE_ACCOUNT = "qwen-operator"
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{SERVICE_ACCOUNT}"
+LEASE_NAME = "qwen-operator"
+"""The Lease the manifests' Deployment elects on (QWEN_OPERATOR_LEASE_NAME)."""
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 RESTRICTED = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
 GROUP, VERSION, PLURAL = "serving.qwen-operator.io", "v1alpha1", "qwenthinkingdeployments"
@@ -51,15 +55,23 @@ NAME = SAMPLE["metadata"]["name"]
 
 
 class Operator:
-    """The operator as a child process; metrics and health over its HTTP port."""
+    """The operator as a child process, configured as the Deployment configures its pods; metrics
+    and health over its HTTP port.
+
+    Each instance plays one pod: its POD_NAME (its identity in the Lease) stays the same across
+    restarts, as a pod's name does across restarts of its container."""
 
     def __init__(
-        self, kubeconfig: Path, log_path: Path, args: Sequence[str] = ("run", "--all-namespaces")
-    ) -> None:
+        self, kubeconfig: Path, log_path: Path, args: Sequence[str] = ("run", "--all-namespaces"),
+        lease: tuple[str, str] = (OPERATOR_NAMESPACE, LEASE_NAME), pod_name: str | None = None,
+    ) -> None:  # fmt: skip
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.args = list(args)
         """`qwen-operator` arguments (e2e/test_helm.py runs those of the chart's Deployment)."""
+        self.lease = lease
+        """(namespace, name) of the leader-election Lease, as the Deployment's env names it."""
+        self.pod_name = pod_name or f"qwen-operator-{uuid.uuid4().hex[:5]}"
         self.port = local_cluster.free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -68,7 +80,9 @@ class Operator:
 
     def start(self) -> None:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "QWEN_OPERATOR_HTTP_PORT": str(self.port),
-               "QWEN_OPERATOR_HTTP_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1"}  # fmt: skip
+               "QWEN_OPERATOR_HTTP_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1", "POD_NAME": self.pod_name,
+               "QWEN_OPERATOR_LEASE_NAMESPACE": self.lease[0],
+               "QWEN_OPERATOR_LEASE_NAME": self.lease[1]}  # fmt: skip
         with self.log_path.open("ab") as out:
             out.write(f"\n===== start {self.starts} =====\n".encode())
             self.proc = subprocess.Popen(
@@ -89,6 +103,20 @@ class Operator:
                 return int(resp.status) == 200
         except OSError:
             return False
+
+    def health(self) -> tuple[int, str]:
+        """/healthz's status and body; (0, why) when nothing answered."""
+        try:
+            with urllib.request.urlopen(self.url("/healthz"), timeout=2) as resp:
+                return int(resp.status), resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError as exc:
+            return 0, repr(exc)
+
+    def leading(self) -> bool:
+        """This replica holds the Lease (its own metric says so)."""
+        return self.counter("qwen_operator_leader") == 1
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Stop the process (SIGKILL by default: no chance to finish anything)."""

@@ -213,7 +213,7 @@ def test_helm_install_serves_a_resource_as_the_charts_service_account(
         assert status["info"]["status"] == "deployed"
         # kwok ran the chart's pod: it passed admission (Pod Security restricted) and became Ready.
         deploy = json.loads(kubectl("get", "deployment", fullname, "-n", op_ns, "-o", "json").stdout)
-        assert deploy["status"]["readyReplicas"] == 1
+        assert deploy["status"]["readyReplicas"] == 2  # one leads, one stands by
         pod = deploy["spec"]["template"]["spec"]
         (container,) = pod["containers"]
         assert container["args"] == ["run", "--namespace", ns]
@@ -222,8 +222,13 @@ def test_helm_install_serves_a_resource_as_the_charts_service_account(
             "create", "token", pod["serviceAccountName"], "-n", op_ns, "--duration=1h"
         ).stdout.strip()
         offset = audit_offset(cluster)
+        env = {e["name"]: e for e in container["env"]}
+        assert (
+            env["QWEN_OPERATOR_LEASE_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+        )
+        lease = (op_ns, env["QWEN_OPERATOR_LEASE_NAME"]["value"])
         op = Operator(sa_kubeconfig(cluster, token, tmp_path / "kubeconfig"), tmp_path / "operator.log",
-                      args=container["args"])  # fmt: skip
+                      args=container["args"], lease=lease)  # fmt: skip
         op.start()
         apply_yaml(ns, sample())
         ready = wait_phase(custom, ns, NAME, "Ready")
@@ -247,12 +252,17 @@ def test_helm_install_serves_a_resource_as_the_charts_service_account(
             ]
             assert refused == []
             role = json.loads(kubectl("get", "clusterrole", fullname, "-o", "json").stdout)
+            elect = json.loads(
+                kubectl("get", "role", f"{fullname}-leader-election", "-n", op_ns, "-o", "json").stdout
+            )
+            rules = [*role["rules"], *elect["rules"]]
             used = {rbac_key(e) for e in entries if e.get("objectRef")}
-            assert used <= grants(role["rules"]), used - grants(role["rules"])
+            assert used <= grants(rules), used - grants(rules)
+            assert ("coordination.k8s.io", "leases", "update") in used  # it elected on the release's Lease
             assert ("", "namespaces", "watch") in used  # Kopf's, when it serves named namespaces
-            assert {
+            assert {  # the watched namespace, and its own for the Lease
                 e["objectRef"]["namespace"] for e in entries if e.get("objectRef", {}).get("namespace")
-            } <= {ns}
+            } <= {ns, op_ns}
     finally:
         if op is not None:
             op.kill(signal.SIGTERM)

@@ -24,7 +24,9 @@ from e2e.devcluster.kube import kubectl, terminate_container, wait_for  # noqa: 
 from e2e.operator_fixtures import (  # noqa: E402
     GROUP,
     INTEGRATION_RESOURCES,
+    LEASE_NAME,
     NAME,
+    OPERATOR_NAMESPACE,
     OPERATOR_USER,
     PLURAL,
     VERSION,
@@ -46,7 +48,7 @@ from e2e.operator_fixtures import (  # noqa: E402
     sts_context,
     wait_phase,
 )
-from qwen_operator import api, clock, planner  # noqa: E402
+from qwen_operator import api, clock, lease, planner  # noqa: E402
 from qwen_operator.problems import UNSCHEDULABLE_GRACE  # noqa: E402
 from qwen_operator.vocabulary import selector_string  # noqa: E402
 
@@ -515,11 +517,19 @@ def test_five_ready_resources_idle_means_zero_writes(
     writes_before = operator.writes()
     events_before = {n: len(events(ns, n)) for n in names}
     reads_before = operator.counter("qwen_operator_api_requests_total")
+    lease_before = operator.counter("qwen_operator_lease_requests_total")
+    renewals_before = operator.counter("qwen_operator_lease_requests_total", verb="update")
     settle(IDLE_SECONDS)
     writes = operator.writes() - writes_before
     reads = operator.counter("qwen_operator_api_requests_total") - reads_before
-    print(f"idle {IDLE_SECONDS}s with 5 Ready resources: {writes:.0f} writes, {reads:.0f} requests")
+    renewals = operator.counter("qwen_operator_lease_requests_total", verb="update") - renewals_before
+    print(f"idle {IDLE_SECONDS}s with 5 Ready resources: {writes:.0f} writes, {reads:.0f} requests "
+          f"from the reconciler; {renewals:.0f} Lease renewals")  # fmt: skip
     assert (writes, reads) == (0, 0)
+    # The one periodic request allowed: the leader renews its Lease every renew period, and
+    # that is all it sends (no read; its own metric and the audit log agree).
+    assert renewals <= IDLE_SECONDS / lease.Timings.renew_period + 1
+    assert operator.counter("qwen_operator_lease_requests_total") - lease_before == renewals
     assert_no_audited_requests(cluster, offset)
     assert {n: len(events(ns, n)) for n in names} == events_before  # no event flooding
 
@@ -573,7 +583,11 @@ def test_operator_used_only_its_service_account_within_rbac(operator: Operator, 
     denied = kubectl("auth", "can-i", "get", "secrets", f"--as={OPERATOR_USER}", "-A", check=False)
     assert denied.stdout.strip() == "no"
     role = yaml.safe_load(kubectl("get", "clusterrole", "qwen-operator", "-o", "yaml").stdout)
-    assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in role["rules"])
+    elect = yaml.safe_load(
+        kubectl("get", "role", "qwen-operator-leader-election", "-n", OPERATOR_NAMESPACE, "-o", "yaml").stdout
+    )
+    rules = [*role["rules"], *elect["rules"]]
+    assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in rules)
     if cluster.audit_log is None:
         assert refused == 0
         return
@@ -584,8 +598,11 @@ def test_operator_used_only_its_service_account_within_rbac(operator: Operator, 
     assert [(e["verb"], e["requestURI"]) for e in denied_403 if _rbac_denial(e)] == []
     assert refused <= len(admission)  # the counter restarts with the operator; the audit log does not
     used = {_rbac_key(e) for e in entries if e.get("objectRef")}
-    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+    granted = {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]
                for v in rule["verbs"]}  # fmt: skip
+    refs = [e["objectRef"] for e in entries if e.get("objectRef")]
+    leases = {ref.get("name") for ref in refs if ref.get("resource") == "leases"}
+    assert leases <= {LEASE_NAME}, leases  # the Role names the one Lease; nothing else was asked for
     print("operator requests by (group, resource, verb):", sorted(used))
     assert used <= granted, used - granted
     # Exactly what it uses: a server-side apply that creates is audited as a patch but authorized
@@ -594,23 +611,33 @@ def test_operator_used_only_its_service_account_within_rbac(operator: Operator, 
     unaudited = {(g, r, "create") for g, r in (("", "services"), ("", "configmaps"), ("apps", "statefulsets"),
                  ("policy", "poddisruptionbudgets"), ("monitoring.coreos.com", "servicemonitors"),
                  ("", "persistentvolumeclaims"), ("batch", "jobs"))} | {
-                 ("apps", "statefulsets", "delete"), ("batch", "jobs", "delete")}  # fmt: skip
+                 ("apps", "statefulsets", "delete"), ("batch", "jobs", "delete"),
+                 ("coordination.k8s.io", "leases", "get")}  # get: only if the watch had not told  # fmt: skip
     elsewhere = {(g, r, v) for g, r, v in granted if (g, r) in INTEGRATION_RESOURCES}  # test_integrations.py
     assert granted - used - elsewhere <= unaudited, granted - used - elsewhere - unaudited
 
 
+def renewal(entry: dict[str, Any]) -> bool:
+    """An update of the operator's own Lease: the one periodic write it is allowed."""
+    ref = entry.get("objectRef") or {}
+    lease_ref = (ref.get("resource"), ref.get("namespace"), ref.get("name"))
+    return entry.get("verb") == "update" and lease_ref == ("leases", OPERATOR_NAMESPACE, LEASE_NAME)
+
+
 def assert_no_audited_requests(cluster: Cluster, offset: int) -> None:
     """Not one request of the operator after `offset`, but for Kopf's long-lived watch streams
-    (the cache's feed, reopened every few minutes)."""
+    (the cache's feed, reopened every few minutes, and the Lease's) and the Lease's renewals."""
     if cluster.audit_log:
-        audited = [e for e in audit_entries(cluster.audit_log, offset) if e.get("verb") != "watch"]
+        entries = audit_entries(cluster.audit_log, offset)
+        audited = [e for e in entries if e.get("verb") != "watch" and not renewal(e)]
         assert audited == [], [(e["verb"], e["requestURI"]) for e in audited]
 
 
 def assert_no_audited_writes(cluster: Cluster, offset: int) -> None:
-    """The apiserver's own record agrees with the operator's metrics (local cluster only)."""
+    """The apiserver's own record agrees with the operator's metrics (local cluster only): no
+    write but the Lease's (a restart releases and takes it back, then renews it)."""
     if cluster.audit_log:
-        audited = audit_writes(cluster.audit_log, offset)
+        audited = [e for e in audit_writes(cluster.audit_log, offset) if not renewal(e)]
         assert audited == [], [(e["verb"], e["requestURI"]) for e in audited]
 
 

@@ -62,7 +62,7 @@ def test_lint_strict_with_the_defaults_and_every_option() -> None:
 @pytest.mark.parametrize(
     ("value", "complaint"),
     [
-        ("replicas=2", "maximum"),  # one writer: Kopf runs without peering
+        ("replicas=-1", "minimum"),
         ("watchNamespaces={Not_A_Namespace}", "watchNamespaces"),
         ("metrics.servicemonitor.enabled=true", "servicemonitor"),  # a typo is an error, not ignored
         ("image.digest=latest", "digest"),
@@ -122,7 +122,7 @@ def test_values_reach_the_pod() -> None:
     assert deployment["spec"]["replicas"] == 0
     c = container(docs)
     assert c["resources"]["limits"]["memory"] == "1Gi"
-    env = {e["name"]: e["value"] for e in c["env"]}
+    env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
     assert env["QWEN_OPERATOR_WORKERS"] == "8" and env["QWEN_OPERATOR_LOG_LEVEL"] == "DEBUG"
     assert env["QWEN_OPERATOR_HTTP_PORT"] == "9090"
     assert c["ports"] == [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]
@@ -186,6 +186,24 @@ def test_a_release_prefixes_its_cluster_scoped_objects() -> None:
     kinds = by_kind(template("serviceAccount.create=false", "serviceAccount.name=existing"))
     assert "ServiceAccount" not in kinds
     assert kinds["ClusterRoleBinding"]["subjects"][0]["name"] == "existing"
+
+
+def test_each_release_elects_on_its_own_lease_which_only_its_role_grants() -> None:
+    """Two replicas by default; a release's Lease is named after it (two releases never share one),
+    and its Role grants that Lease alone, in the release's namespace."""
+    kinds = by_kind(template(release="team", namespace="team-ops"))
+    deployment = kinds["Deployment"]
+    assert deployment["spec"]["replicas"] == 2 and deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    env = {e["name"]: e for e in container(list(kinds.values()))["env"]}
+    assert env["QWEN_OPERATOR_LEASE_NAME"]["value"] == "team-qwen-operator"
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    role, binding = kinds["Role"], kinds["RoleBinding"]
+    assert role["metadata"]["namespace"] == "team-ops"
+    named = [r for r in role["rules"] if r.get("resourceNames")]
+    assert [r["resourceNames"] for r in named] == [["team-qwen-operator"]]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}  # fmt: skip
+    assert binding["subjects"] == kinds["ClusterRoleBinding"]["subjects"]
 
 
 def test_chart_crds_are_the_checked_in_crd() -> None:

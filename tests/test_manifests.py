@@ -46,7 +46,7 @@ def test_kustomization_lists_every_manifest() -> None:
     assert listed == present
     kinds = set(by_kind())
     assert kinds == {"CustomResourceDefinition", "Namespace", "ServiceAccount", "ClusterRole",
-                     "ClusterRoleBinding", "Deployment", "Service"}  # fmt: skip
+                     "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service"}  # fmt: skip
 
 
 def test_cluster_role_is_exactly_what_the_operator_calls() -> None:
@@ -82,6 +82,29 @@ def test_cluster_role_is_exactly_what_the_operator_calls() -> None:
     assert granted == expected
 
 
+def test_leader_election_role_grants_the_one_lease_in_the_operators_namespace() -> None:
+    """Least privilege for the Lease: a namespaced Role, leases only, every verb but create
+    (which a name cannot limit) only on the Lease the Deployment names."""
+    kinds = by_kind()
+    role, binding = kinds["Role"], kinds["RoleBinding"]
+    namespace = kinds["Namespace"]["metadata"]["name"]
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == namespace
+    env = {e["name"]: e for e in kinds["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    lease = env["QWEN_OPERATOR_LEASE_NAME"]["value"]
+    assert env["QWEN_OPERATOR_LEASE_NAMESPACE"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.namespace"}
+    }
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [lease],
+         "verbs": ["get", "watch", "update"]},
+    ]  # fmt: skip
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}  # fmt: skip
+    assert binding["subjects"] == kinds["ClusterRoleBinding"]["subjects"]
+
+
 def test_binding_names_the_service_account_the_deployment_runs_as() -> None:
     kinds = by_kind()
     sa = kinds["ServiceAccount"]["metadata"]
@@ -107,7 +130,8 @@ def test_deployment_is_locked_down_and_probed() -> None:
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": 8080}
     args = cli.parser().parse_args(container["args"])
     assert args.command == "run" and args.all_namespaces
-    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    # Two replicas: the Lease lets one reconcile; a rolling update hands it over (lease.py).
+    assert deployment["spec"]["replicas"] == 2 and deployment["spec"]["strategy"]["type"] == "RollingUpdate"
 
 
 def test_metrics_service_selects_the_operator_pod() -> None:
