@@ -35,3 +35,14 @@ def test_a_dead_part_is_unhealthy_and_named() -> None:
         {"reconcile threads": True, "lease threads": False}, "standing by", health.Contact()
     )
     assert not ok and body.startswith("unhealthy: lease threads stopped; standing by;")
+
+
+def test_a_request_the_apiserver_holds_is_reported_as_slow() -> None:
+    clock = Clock()
+    contact = health.Contact(clock)
+    with contact.waiting():
+        clock.now += 2
+        assert contact.describe() == "apiserver answering"
+        clock.now += health.SLOW_SECONDS
+        assert contact.describe() == "apiserver slow: a request unanswered for 7s"
+    assert contact.describe() == "apiserver answering"

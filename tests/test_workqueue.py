@@ -167,3 +167,25 @@ def test_retry_failed_works_a_backed_off_key_at_once() -> None:
     assert done.wait(5)
     queue.stop()
     assert attempts[1] - attempts[0] < 5
+
+
+def test_retry_failed_starts_the_back_off_over() -> None:
+    attempts: list[float] = []
+    done = threading.Event()
+
+    def handler(key: str) -> None:
+        attempts.append(time.monotonic())
+        if len(attempts) < 4:
+            raise RuntimeError("refused")
+        done.set()
+
+    queue: WorkQueue[str] = WorkQueue(handler, workers=1, backoff=(0.01, 60.0))
+    queue.start()
+    queue.add("k")
+    deadline = time.monotonic() + 5
+    while not (len(attempts) == 2 and queue.pending() == ["k"]) and time.monotonic() < deadline:
+        time.sleep(0.01)  # the second failure waits 60 s
+    queue.retry_failed()  # works it now; it fails once more, and waits the first back-off again
+    assert done.wait(5)
+    queue.stop()
+    assert len(attempts) == 4

@@ -54,11 +54,12 @@ def node_manifest(name: str, gpu: GpuModel, gpus: int) -> dict[str, Any]:
     }
 
 
-def node_list(count: int, model: str, gpus: int) -> dict[str, Any]:
-    """A v1 List of `count` nodes named gpu-node-0, gpu-node-1, ..."""
+def node_list(count: int, model: str, gpus: int, first: int = 0) -> dict[str, Any]:
+    """A v1 List of `count` nodes named gpu-node-<first>, gpu-node-<first+1>, ... (a `first`
+    past the cluster's own nodes adds more, for tests that need more GPUs)."""
     if model not in GPU_MODELS:
         raise ValueError(f"unknown GPU model {model!r}; known: {', '.join(GPU_MODELS)}")
-    items = [node_manifest(f"gpu-node-{i}", GPU_MODELS[model], gpus) for i in range(count)]
+    items = [node_manifest(f"gpu-node-{i}", GPU_MODELS[model], gpus) for i in range(first, first + count)]
     return {"apiVersion": "v1", "kind": "List", "items": items}
 
 

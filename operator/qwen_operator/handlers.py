@@ -108,7 +108,12 @@ class Runtime:
         else:
             parts["lease threads"] = self.elector.alive()
             holder = self.elector.holder() or "nobody"
-            role = "leading" if self.elector.leading() else f"standing by (lease held by {holder})"
+            if self.elector.leading():
+                role = "leading"
+            elif holder == self.elector.config.identity:
+                role = "not leading: its lease is not renewed in time (writes paused)"
+            else:
+                role = f"standing by (lease held by {holder})"
         return health.report(parts, role)
 
 

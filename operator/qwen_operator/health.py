@@ -7,14 +7,19 @@ apiserver or etcd that does not answer is no reason: the watches reconnect and t
 reconciliations are retried as soon as it answers again, while a restarted operator would
 lose its cache and then wait for the same apiserver. 503 when a part has died, which only a
 restart cures. The body says what the replica sees: its role (leading, or standing by and
-who leads) and, when the apiserver does not answer, for how long and the last error.
+who leads) and, when the apiserver does not answer or a request hangs, for how long.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+
+SLOW_SECONDS = 5.0
+"""A request unanswered this long is reported (etcd away: the apiserver holds requests)."""
 
 
 class Contact:
@@ -30,6 +35,20 @@ class Contact:
         self._failing_since: float | None = None
         self._last_error = ""
         self._restored: list[Callable[[], None]] = []
+        self._in_flight: dict[int, float] = {}
+        self._ids = itertools.count()
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Around one request that should be answered promptly (not a watch)."""
+        ident = next(self._ids)
+        with self._lock:
+            self._in_flight[ident] = self._monotonic()
+        try:
+            yield
+        finally:
+            with self._lock:
+                del self._in_flight[ident]
 
     def on_restored(self, callback: Callable[[], None]) -> None:
         with self._lock:
@@ -55,11 +74,15 @@ class Contact:
 
     def describe(self) -> str:
         failing = self.failing_for()
-        if failing is None:
-            return "apiserver answering"
         with self._lock:
             error = self._last_error
-        return f"apiserver not answering for {failing:.0f}s (retrying; last error: {error})"
+            oldest = min(self._in_flight.values(), default=None)
+        if failing is not None:
+            return f"apiserver not answering for {failing:.0f}s (retrying; last error: {error})"
+        waited = 0.0 if oldest is None else self._monotonic() - oldest
+        if waited >= SLOW_SECONDS:
+            return f"apiserver slow: a request unanswered for {waited:.0f}s"
+        return "apiserver answering"
 
 
 CONTACT = Contact()

@@ -8,6 +8,7 @@ reconciler's `act` step needs, so tests give it an in-memory API with no type: i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -141,12 +142,14 @@ class Kube:
     ) -> Any:  # fmt: skip
         """The HTTP exchange; raises ApiError(0) when nothing came back, and tells `health`."""
         headers = {"Accept": "application/json", "Content-Type": content_type}
+        waiting = contextlib.nullcontext() if "watch" in dict(query) else health.CONTACT.waiting()
         try:
             m, url, hdrs, data, _ = self._api.param_serialize(
                 method=method, resource_path=url_path, query_params=query,
                 header_params=headers, body=body, auth_settings=["BearerToken"],
             )  # fmt: skip
-            resp = self._api.call_api(m, url, header_params=hdrs, body=data, _request_timeout=timeout)
+            with waiting:
+                resp = self._api.call_api(m, url, header_params=hdrs, body=data, _request_timeout=timeout)
         except Exception as exc:  # no response at all: connection refused, timeout, TLS
             health.CONTACT.failed(f"{type(exc).__name__}: {exc}")
             raise ApiError(0, type(exc).__name__, str(exc)) from exc

@@ -98,10 +98,12 @@ class WorkQueue(Generic[K]):
             self._cond.notify_all()
 
     def retry_failed(self) -> None:
-        """Work every key that is waiting out a back-off now: what failed may succeed again
-        (the apiserver answers again). The back-off still grows if it fails once more."""
+        """Work every key that is waiting out a back-off now, its back-off started over: what
+        failed because the apiserver was away may succeed now that it answers again (an
+        apiserver just started may still refuse for a moment: retried after 1 s, not 10)."""
         with self._cond:
             failed = list(self._failures)
+            self._failures.clear()
         for key in failed:
             self.add(key)
 
