@@ -10,6 +10,7 @@ These tests restart the local control plane's processes, so they need it (not $K
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import random
@@ -23,7 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client
+from kubernetes import client, watch
 
 pytest.register_assert_rewrite("e2e.operator_fixtures")
 
@@ -240,12 +241,69 @@ def moment(ns: str, custom: client.CustomObjectsApi, apps_v1: client.AppsV1Api, 
     return {(False, False): "not begun", (True, True): "done"}.get((recorded, applied), "half done")
 
 
+def cured(obj: dict[str, Any], failure: tuple[str, int]) -> bool:
+    """The object shows the cure of `failure`: the resource's history entry, or the StatefulSet's
+    new --max-model-len."""
+    if obj.get("kind") == "StatefulSet":
+        command = obj["spec"]["template"]["spec"]["containers"][0].get("command") or []
+        return f"{CURED}" in command
+    history = ((obj.get("status") or {}).get("context") or {}).get("history") or []
+    return [(h.get("podUID"), h.get("restartCount")) for h in history] == [failure]
+
+
+class FreezeOnCure:
+    """SIGSTOPs the operator the moment the first half of a cure shows (the history entry or the
+    StatefulSet's change, whichever it writes first): frozen there, the other half is not
+    written yet, and the kill that follows lands half-way through handling the failure."""
+
+    def __init__(self, operator: Operator, api_client: client.ApiClient, ns: str, name: str,
+                 failure: tuple[str, int]) -> None:  # fmt: skip
+        assert operator.proc is not None
+        self.frozen = threading.Event()
+        self._pid, self._failure, self._watches = operator.proc.pid, failure, [watch.Watch(), watch.Watch()]
+        custom, apps = client.CustomObjectsApi(api_client), client.AppsV1Api(api_client)
+        lists = [
+            (apps.list_namespaced_stateful_set, (ns,)),
+            (custom.list_namespaced_custom_object, ("serving.qwen-operator.io", "v1alpha1", ns,
+                                                    "qwenthinkingdeployments")),
+        ]  # fmt: skip
+        for w, (lister, args) in zip(self._watches, lists, strict=True):
+            since = api_client.sanitize_for_serialization(
+                lister(*args, field_selector=f"metadata.name={name}")
+            )
+            if any(cured({"kind": "StatefulSet", **o} if lister is apps.list_namespaced_stateful_set else o,
+                         failure) for o in since["items"]):  # fmt: skip
+                self._freeze()
+            rv = since["metadata"]["resourceVersion"]
+            threading.Thread(target=self._follow, args=(w, lister, args, name, rv), daemon=True).start()
+
+    def _freeze(self) -> None:
+        if not self.frozen.is_set():
+            os.kill(self._pid, signal.SIGSTOP)
+            self.frozen.set()
+
+    def _follow(self, w: watch.Watch, lister: Any, args: tuple[Any, ...], name: str, since: str) -> None:
+        with contextlib.suppress(Exception):  # stop() ends the stream mid-response
+            selector = f"metadata.name={name}"
+            for event in w.stream(
+                lister, *args, field_selector=selector, resource_version=since, timeout_seconds=30
+            ):
+                obj = event.get("raw_object") or {}
+                if obj and cured(obj, self._failure):
+                    self._freeze()
+
+    def stop(self) -> None:
+        for w in self._watches:
+            w.stop()
+
+
 def test_sigkill_twenty_times_while_fifty_resources_converge(
     operator: Operator, cluster: Cluster, more_gpus: None, ns: str, custom: client.CustomObjectsApi,
     core_v1: client.CoreV1Api, apps_v1: client.AppsV1Api, api_client: client.ApiClient,
 ) -> None:  # fmt: skip
-    """Kills at random moments, memory failures among them; afterwards every resource has
-    exactly its children, the right status, and each failure once in its history."""
+    """Kills at random moments, and half-way through curing memory failures; afterwards every
+    resource has exactly its children, the right status, and each failure once in its history.
+    The operator is frozen (SIGSTOP) at the kill's moment, to see where it stood, then killed."""
     seed = int(os.environ.get("QWEN_E2E_FAULT_SEED") or random.SystemRandom().randrange(2**32))
     print(f"fault seed {seed} (QWEN_E2E_FAULT_SEED={seed} replays the schedule), {KILLS} kills")
     rng = random.Random(seed)
@@ -257,10 +315,16 @@ def test_sigkill_twenty_times_while_fifty_resources_converge(
         hit = None
         if round_ >= 3 and len(injected.failures) < FAILURES:
             hit = inject(ns, api_client, core_v1, plan, rng, injected)
-        time.sleep(rng.uniform(0.3, 1.3) if hit else rng.uniform(0.0, 2.5))  # a pod event settles 0.5 s
-        operator.kill(signal.SIGKILL)
+        if hit and len(injected.failures) % 2:  # killed half-way through the cure
+            freezer = FreezeOnCure(operator, api_client, ns, hit, injected.failures[hit])
+            freezer.frozen.wait(15)
+            freezer.stop()
+        else:  # at a random moment (a pod event settles 0.5 s before it is handled)
+            time.sleep(rng.uniform(0.3, 1.3) if hit else rng.uniform(0.0, 2.5))
+            operator.proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
         if hit:
             injected.moments[moment(ns, custom, apps_v1, hit, injected.failures[hit])] += 1
+        operator.kill(signal.SIGKILL)
         operator.start()
     killed = time.monotonic() - started
     try:

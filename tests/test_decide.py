@@ -387,6 +387,7 @@ def test_a_kv_cache_failure_lowers_the_context_in_the_statefulset() -> None:
     command = apply.manifest["spec"]["template"]["spec"]["containers"][0]["command"]
     assert command[command.index("--max-model-len") + 1] == "244736"
     assert desired.reduction is not None and desired.reduction.to == 244736 and desired.reduced
+    assert desired.status_first, "the cure is recorded before the StatefulSet replaces the failed pod"
     assert [e.reason for e in desired.events][:1] == ["ContextReduced"]
     assert conds(desired)["Stalled"]["status"] == "False"  # the fallback is acting on it
 

@@ -72,7 +72,10 @@ class Desired:
     status_patch: dict[str, Any] | None = None
     status_first: bool = False
     """Write the status before the children: a resource with no status yet reads as done to
-    kstatus (Flux, `kubectl wait`), so the first pass says Reconciling before anything slow."""
+    kstatus (Flux, `kubectl wait`), so the first pass says Reconciling before anything slow.
+    And a pass that cures a memory failure records the cure (status.context.history) before
+    the StatefulSet changes: the change replaces the failed pod, the failure's only evidence,
+    so an operator killed between the two writes would otherwise forget the cure and undo it."""
     events: tuple[Event, ...] = ()
     """Posted after the status patch."""
     phase: Phase | None = None
@@ -274,7 +277,8 @@ def _desired(
         applies=applies,
         deletes=deletes,
         status_patch=patch,
-        status_first=before.observed_generation is None,
+        status_first=before.observed_generation is None
+        or (decision is not None and decision.reduced is not None),  # never held: the context changed
         events=(*said, *events.transitions(before, after)),
         phase=after.phase,
         after=after,
