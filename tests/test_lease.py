@@ -52,8 +52,8 @@ class Leases:
         self.objects[obj["metadata"]["name"]] = obj
         return copy.deepcopy(obj)
 
-    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
-        self._check("get")
+    def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self._check("list")
         found = self.objects.get(name)
         return copy.deepcopy(found) if found else None
 
@@ -118,7 +118,7 @@ def test_the_first_replica_creates_the_lease_and_renews_it_the_second_stands_by(
     renewals = [c for c in store.calls if c == ("update", "pod-a")]
     assert 11 <= len(renewals) <= 13, len(renewals)  # one every renew period: the only periodic write
     assert not [c for c in store.calls if c[1] == "pod-b"]  # the follower wrote nothing
-    assert [c for c in store.calls if c[0] == "get"] == [("get", "")]  # b learnt it from its watch
+    assert [c for c in store.calls if c[0] == "list"] == [("list", "")]  # b learnt it from its watch
 
 
 def test_a_killed_leader_is_fenced_then_replaced_after_the_lease_duration() -> None:

@@ -98,7 +98,7 @@ def test_leader_election_role_grants_the_one_lease_in_the_operators_namespace() 
     assert role["rules"] == [
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [lease],
-         "verbs": ["get", "watch", "update"]},
+         "verbs": ["list", "watch", "update"]},
     ]  # fmt: skip
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                   "name": role["metadata"]["name"]}  # fmt: skip

@@ -192,13 +192,13 @@ class Kube:
 
     # -- the leader-election Lease (lease.LeaseApi) -----------------------------------------
 
-    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return self._request("get", "GET", "leases", _lease_path(namespace, name))
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-        return None
+    def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The one Lease, or None: a list with a field selector on its name, so the Role needs
+        no `get` (list and watch, never get) and still names the one Lease it may read."""
+        query = [("fieldSelector", f"metadata.name={name}")]
+        listed = self._request("list", "GET", "leases", _lease_path(namespace), query=query)
+        items = listed.get("items") or []
+        return dict(items[0]) if items else None  # an item carries its own resourceVersion
 
     def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return self._request("create", "POST", "leases", _lease_path(namespace), body=body)

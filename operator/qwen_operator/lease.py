@@ -113,7 +113,7 @@ class Record:
 class LeaseApi(Protocol):
     """The requests the election makes (kube.Kube implements them; tests an in-memory store)."""
 
-    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
     def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
 
@@ -225,7 +225,7 @@ class Elector:
         cfg = self.config
         try:
             if not self._known:
-                self._observe(self._api.get_lease(cfg.namespace, cfg.name), now)
+                self._observe(self._api.read_lease(cfg.namespace, cfg.name), now)
             with self._cond:
                 seen, held, waiting = self._seen, self._renewed_at is not None, self._expires(now) is not None
             if waiting:
@@ -252,7 +252,7 @@ class Elector:
 
     def _refresh(self, now: float) -> None:
         try:
-            self._observe(self._api.get_lease(self.config.namespace, self.config.name), now)
+            self._observe(self._api.read_lease(self.config.namespace, self.config.name), now)
         except ApiError as exc:
             log.info("lease %s/%s: %s", self.config.namespace, self.config.name, exc)
 
