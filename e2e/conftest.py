@@ -11,7 +11,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -32,6 +32,10 @@ class Cluster:
     kubeconfig: Path
     local: bool
     audit_log: Path | None
+    restarts: list[tuple[float, float]] = field(default_factory=list)
+    """(from, to) in epoch seconds: a component of the control plane was restarted then
+    (e2e/test_faults.py). A kube-apiserver just started refuses requests (403, "clusterrole not
+    found") until its authorizer has read the RBAC objects: no verdict on the operator's rights."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -261,6 +262,15 @@ def apply_yaml(namespace: str, manifest: dict[str, Any] | str) -> None:
 def audit_offset(cluster: Cluster) -> int:
     """Where the audit log ends now: requests made from here on come after this byte."""
     return cluster.audit_log.stat().st_size if cluster.audit_log else 0
+
+
+def during_restart(cluster: Cluster, entry: dict[str, Any]) -> bool:
+    """The request reached the apiserver while a component of the control plane restarted."""
+    stamp = entry.get("requestReceivedTimestamp")
+    if not stamp:
+        return False
+    at = datetime.fromisoformat(str(stamp)).timestamp()
+    return any(start <= at <= end for start, end in cluster.restarts)
 
 
 def audit_writes(audit_log: Path, since_offset: int, user: str = OPERATOR_USER) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ The operator runs as a process authenticated with a token of the ServiceAccount 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import signal
@@ -37,6 +38,7 @@ from e2e.operator_fixtures import (  # noqa: E402
     audit_offset,
     audit_writes,
     condition,
+    during_restart,
     events,
     get_qtd,
     instance,
@@ -517,19 +519,19 @@ def test_five_ready_resources_idle_means_zero_writes(
     writes_before = operator.writes()
     events_before = {n: len(events(ns, n)) for n in names}
     reads_before = operator.counter("qwen_operator_api_requests_total")
-    lease_before = operator.counter("qwen_operator_lease_requests_total")
-    renewals_before = operator.counter("qwen_operator_lease_requests_total", verb="update")
+    renewals_before, others_before = lease_requests(operator)
     settle(IDLE_SECONDS)
     writes = operator.writes() - writes_before
     reads = operator.counter("qwen_operator_api_requests_total") - reads_before
-    renewals = operator.counter("qwen_operator_lease_requests_total", verb="update") - renewals_before
+    renewals_after, others_after = lease_requests(operator)
+    renewals = renewals_after - renewals_before
     print(f"idle {IDLE_SECONDS}s with 5 Ready resources: {writes:.0f} writes, {reads:.0f} requests "
           f"from the reconciler; {renewals:.0f} Lease renewals")  # fmt: skip
     assert (writes, reads) == (0, 0)
     # The one periodic request allowed: the leader renews its Lease every renew period, and
     # that is all it sends (no read; its own metric and the audit log agree).
     assert renewals <= IDLE_SECONDS / lease.Timings.renew_period + 1
-    assert operator.counter("qwen_operator_lease_requests_total") - lease_before == renewals
+    assert others_after - others_before == 0
     assert_no_audited_requests(cluster, offset)
     assert {n: len(events(ns, n)) for n in names} == events_before  # no event flooding
 
@@ -594,9 +596,10 @@ def test_operator_used_only_its_service_account_within_rbac(operator: Operator, 
     entries = audit_entries(cluster.audit_log, operator.audit_offset)
     assert entries, "no request of the operator's ServiceAccount in the audit log"
     denied_403 = [e for e in entries if e.get("responseStatus", {}).get("code") == 403]
+    warming = [e for e in denied_403 if during_restart(cluster, e)]  # its authorizer not ready yet
     admission = [e for e in denied_403 if not _rbac_denial(e)]
-    assert [(e["verb"], e["requestURI"]) for e in denied_403 if _rbac_denial(e)] == []
-    assert refused <= len(admission)  # the counter restarts with the operator; the audit log does not
+    assert [(e["verb"], e["requestURI"]) for e in denied_403 if _rbac_denial(e) and e not in warming] == []
+    assert refused <= len(admission) + len(warming)  # the counter restarts with the operator
     used = {_rbac_key(e) for e in entries if e.get("objectRef")}
     granted = {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]
                for v in rule["verbs"]}  # fmt: skip
@@ -615,6 +618,16 @@ def test_operator_used_only_its_service_account_within_rbac(operator: Operator, 
                  ("coordination.k8s.io", "leases", "list")}  # list: if the watch was late  # fmt: skip
     elsewhere = {(g, r, v) for g, r, v in granted if (g, r) in INTEGRATION_RESOURCES}  # test_integrations.py
     assert granted - used - elsewhere <= unaudited, granted - used - elsewhere - unaudited
+
+
+def lease_requests(operator: Operator) -> tuple[float, float]:
+    """(renewals, every other Lease request but its watch) from one scrape. The watch is
+    not counted: the apiserver ends it every 5 minutes, then another (a stream, like Kopf's)."""
+    counted = collections.Counter[str]()
+    for (name, labels), value in operator.metrics().items():
+        if name == "qwen_operator_lease_requests_total":
+            counted[dict(labels).get("verb", "")] += value
+    return counted["update"], sum(counted.values()) - counted["update"] - counted["watch"]
 
 
 def renewal(entry: dict[str, Any]) -> bool:
