@@ -98,7 +98,7 @@ def fifty() -> dict[str, tuple[dict[str, Any], Expect]]:
     for i in range(RESOURCES):
         name, slot = f"f{i:02d}", i % 25
         if slot < 2:
-            out[name] = ({"parallelism": {"tensor": 2}, "gpu": {"memoryGiB": 80}}, Expect(1, stalled=True))
+            out[name] = ({"parallelism": {"tensor": 2}}, Expect(1, stalled=True))  # on 2 x 80 GiB H100s
         elif slot < 4:
             out[name] = ({"replicas": 0, "gpu": H200}, Expect(0))
         elif slot < 6:
