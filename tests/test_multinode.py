@@ -11,8 +11,9 @@ from qwen_operator import api, facts, fallback, render, status
 from qwen_operator.decide import decide
 from qwen_operator.observe import Observed
 from qwen_operator.vocabulary import LWS_CRD, LWS_KIND, LWS_WORKER_INDEX_LABEL, Reason, Result
-from testkit.fake import NOW
+from testkit.fake import KEY, NOW, FakeCluster, reconciler
 from testkit.wrappers import NAME, Pod, children, kv_record, live, parsed, resource
+from tests.test_reconciler import settled
 
 PP2 = {"parallelism": {"tensor": 4, "pipeline": 2}}
 LEADERS = {"app.kubernetes.io/name": "qwen-thinking", "app.kubernetes.io/instance": NAME,
@@ -210,3 +211,43 @@ def test_a_workers_oom_cures_the_whole_group() -> None:
 def test_a_deleted_pod_of_a_single_node_replica_still_says_nothing() -> None:
     pod = Pod().context(262144).failed(kv_record(262144, 245408)).deleting().facts()
     assert fallback.detect([pod]) == [] and len(fallback.detect([pod], groups=True)) == 1
+
+
+# -- parallelism.pipeline crossing 1 on a running resource ----------------------------------
+
+
+def test_switching_to_a_pipeline_deletes_the_statefulset_first_then_creates_the_group() -> None:
+    cluster = settled(FakeCluster())
+    cluster.crds.add(LWS_CRD)
+    cluster.edit({"parallelism": {"tensor": 4, "pipeline": 2}})
+    cluster.calls.clear()
+    reconciler(cluster).reconcile(KEY)
+    assert ("delete", "StatefulSet") in cluster.calls and LWS_KIND not in cluster.applied()
+    assert cluster.propagations == ["Foreground"]  # its pods go before the group takes the GPUs
+    assert ("Normal", "Replacing") in cluster.events
+    assert "parallelism.pipeline changed" in cluster.messages[cluster.events.index(("Normal", "Replacing"))]
+    reconciler(cluster).reconcile(KEY)  # the StatefulSet's deletion event
+    assert (LWS_KIND, NAME) in cluster.objects and ("StatefulSet", NAME) not in cluster.objects
+
+
+def test_back_to_one_stage_deletes_the_group_first() -> None:
+    cluster = FakeCluster(PP2)
+    cluster.crds.add(LWS_CRD)
+    settled(cluster)
+    assert (LWS_KIND, NAME) in cluster.objects
+    cluster.edit({"parallelism": {"tensor": 4}})
+    cluster.calls.clear()
+    reconciler(cluster).reconcile(KEY)
+    assert ("delete", LWS_KIND) in cluster.calls and "StatefulSet" not in cluster.applied()
+    reconciler(cluster).reconcile(KEY)
+    assert ("StatefulSet", NAME) in cluster.objects and (LWS_KIND, NAME) not in cluster.objects
+
+
+def test_a_workload_being_deleted_holds_the_new_one_back() -> None:
+    res = parsed(PP2)
+    stale = live(next(m for m in render.render(parsed({})) if m["kind"] == "StatefulSet"))
+    stale["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    kids = (*children(res), facts.child_from(stale))
+    desired = decide(_observed(kids=tuple(k for k in kids if k.kind != LWS_KIND)), NOW)
+    assert desired.deletes == () and LWS_KIND not in {a.manifest["kind"] for a in desired.applies}
+    assert decide(_observed(served=False, kids=kids), NOW).deletes == ()  # blocked: the old one serves on

@@ -144,6 +144,12 @@ class Actor:
         return None
 
     def _delete(self, child: facts.Child) -> Event:
+        if child.kind in WORKLOAD_KINDS:
+            # parallelism.pipeline crossed 1: in the foreground, the old workload stays (deleting)
+            # until its pods are gone, and the new one waits for it (decide.switching), so it is
+            # not hidden: deleting it again before the watch says so is harmless
+            self.kube.delete(child.kind, child.namespace, child.name, propagation="Foreground")
+            return events.deleted(child)
         self.kube.delete(child.kind, child.namespace, child.name)  # a 404 (gone already) is no error
         self.gone(child)
         return events.deleted(child)

@@ -183,6 +183,20 @@ def gated(applies: tuple[Apply, ...], download: weights.Download | None) -> tupl
     return tuple(a for a in applies if a.manifest["kind"] not in render.WORKLOAD_KINDS)
 
 
+def switching(p: Pass, applies: tuple[Apply, ...]) -> tuple[tuple[Apply, ...], tuple[facts.Child, ...]]:
+    """parallelism.pipeline crossed 1: the workload of the other kind (ours, same name) is deleted
+    first (act.py: in the foreground, so it stays, deleting, until its pods are gone), and the
+    new one is applied only once it has gone: never both on the GPUs, nor a LeaderWorkerSet's
+    leader StatefulSet and ours under one name. Every other child goes ahead."""
+    name, kind = p.res.metadata.name, render.workload_kind(p.res.spec)
+    other = next(k for k in sorted(render.WORKLOAD_KINDS) if k != kind)
+    stale = p.observed.child(other, name)
+    if stale is None or not ours(stale, p.res):
+        return applies, ()
+    held = tuple(a for a in applies if a.manifest["kind"] not in render.WORKLOAD_KINDS)
+    return held, () if stale.deleting else (stale,)
+
+
 def _download_or_pods(
     download: weights.Download | None, pods: Problem | Wait | None
 ) -> Problem | Wait | None:
@@ -241,6 +255,11 @@ def decide(observed: Observed, now: datetime) -> Desired:
     deletes = () if held else _deletes(p)
     download = weights.download(res, observed, [a.manifest["kind"] for a in applies])
     applies = gated(applies, download)
+    said: list[Event] = []
+    if not held:
+        applies, stale = switching(p, applies)
+        deletes = (*deletes, *stale)
+        said += [events.switching(c.kind, c.name, render.workload_kind(res.spec)) for c in stale]
     sts = observed.child(render.workload_kind(res.spec), res.metadata.name)
     creation = problems.not_created(observed.create_failures, sts, observed.pods)
     pods = problems.of_pods(observed.pods, now, decision.explained, creation)
@@ -252,7 +271,6 @@ def decide(observed: Observed, now: datetime) -> Desired:
         res, sts, decision, problem, wait, observed.pods, changing, weights=shared, served=observed.served
     )
     after = status.build(inputs, before, now)
-    said: list[Event] = []
     if decision.reduced is not None:
         said.append(events.cured(decision.reduced))
     if blocker is None or blocker.reason != Reason.INSUFFICIENT_GPU_MEMORY:

@@ -381,7 +381,8 @@ class EventReason(StrEnum):
     DRIFT_REVERTED = "DriftReverted"
     """Normal | a hand edit of a field the operator owns was reverted"""
     REPLACING = "Replacing"
-    """Normal | a StatefulSet field fixed at creation changed: replaced, pods kept"""
+    """Normal | a StatefulSet field fixed at creation changed: replaced, pods kept; or
+    `parallelism.pipeline` crossed 1: the StatefulSet gives way to a LeaderWorkerSet (or back)"""
     CONTEXT_PLANNED = "ContextPlanned"
     """Normal | the memory plan fits less than requested; the servers start from the plan"""
     INSUFFICIENT_GPU_MEMORY = "InsufficientGPUMemory"
