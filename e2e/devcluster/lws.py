@@ -50,7 +50,9 @@ def crd_path() -> Path:
 def install_crd() -> None:
     """The real LeaderWorkerSet CRD (server-side apply), Established."""
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_path()))
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}")
+    established = ("wait", "--for=condition=Established", "--timeout=10s", f"crd/{CRD_NAME}")
+    # right after the create, `kubectl wait` can read a CRD with no conditions yet and give up
+    wait_for(lambda: kubectl(*established, check=False).returncode == 0, 60, f"{CRD_NAME} Established")
 
 
 def remove_crd() -> None:
