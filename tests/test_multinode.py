@@ -12,7 +12,17 @@ from qwen_operator.decide import decide
 from qwen_operator.observe import Observed
 from qwen_operator.vocabulary import LWS_CRD, LWS_KIND, LWS_WORKER_INDEX_LABEL, Reason, Result
 from testkit.fake import KEY, NOW, FakeCluster, reconciler
-from testkit.wrappers import NAME, Pod, children, kv_record, live, parsed, resource
+from testkit.wrappers import (
+    JOB_COMPLETE,
+    NAME,
+    Pod,
+    children,
+    download_job,
+    kv_record,
+    live,
+    parsed,
+    resource,
+)
 from tests.test_reconciler import settled
 
 PP2 = {"parallelism": {"tensor": 4, "pipeline": 2}}
@@ -251,3 +261,18 @@ def test_a_workload_being_deleted_holds_the_new_one_back() -> None:
     desired = decide(_observed(kids=tuple(k for k in kids if k.kind != LWS_KIND)), NOW)
     assert desired.deletes == () and LWS_KIND not in {a.manifest["kind"] for a in desired.applies}
     assert decide(_observed(served=False, kids=kids), NOW).deletes == ()  # blocked: the old one serves on
+
+
+def test_a_shared_cache_holds_the_groups_back_until_the_download_is_complete() -> None:
+    """model.cache.mode Shared with a pipeline is supported: one Job, and the LeaderWorkerSet
+    waits for it exactly as the StatefulSet does."""
+    shared = {**PP2, "model": {"cache": {"mode": "Shared"}}}
+    first = decide(_observed(shared, kids=()), NOW)
+    kinds = [a.manifest["kind"] for a in first.applies]
+    assert "Job" in kinds and "PersistentVolumeClaim" in kinds and LWS_KIND not in kinds
+    res = parsed(shared)
+    kids = tuple(c for c in children(res) if c.kind not in ("Job", LWS_KIND))
+    running = decide(_observed(shared, kids=(*kids, download_job(res, active=1))), NOW)
+    assert LWS_KIND not in [a.manifest["kind"] for a in running.applies]
+    done = decide(_observed(shared, kids=(*kids, download_job(res, **JOB_COMPLETE))), NOW)
+    assert [a.manifest["kind"] for a in done.applies] == [LWS_KIND]
