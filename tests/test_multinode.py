@@ -10,7 +10,14 @@ import pytest
 from qwen_operator import api, facts, fallback, render, status
 from qwen_operator.decide import decide
 from qwen_operator.observe import Observed
-from qwen_operator.vocabulary import LWS_CRD, LWS_KIND, LWS_WORKER_INDEX_LABEL, Reason, Result
+from qwen_operator.vocabulary import (
+    INFERENCE_POOL_CRD,
+    LWS_CRD,
+    LWS_KIND,
+    LWS_WORKER_INDEX_LABEL,
+    Reason,
+    Result,
+)
 from testkit.fake import KEY, NOW, FakeCluster, reconciler
 from testkit.wrappers import (
     JOB_COMPLETE,
@@ -276,3 +283,10 @@ def test_a_shared_cache_holds_the_groups_back_until_the_download_is_complete() -
     assert LWS_KIND not in [a.manifest["kind"] for a in running.applies]
     done = decide(_observed(shared, kids=(*kids, download_job(res, **JOB_COMPLETE))), NOW)
     assert [a.manifest["kind"] for a in done.applies] == [LWS_KIND]
+
+
+def test_an_inference_pool_routes_to_the_leaders_only() -> None:
+    spec = {**PP2, "inferencePool": {"endpointPickerRef": {"name": "epp", "port": {"number": 9002}}}}
+    kids = render.render(parsed(spec), served=frozenset({INFERENCE_POOL_CRD}))
+    (pool,) = [c for c in kids if c["kind"] == "InferencePool"]
+    assert pool["spec"]["selector"]["matchLabels"] == LEADERS
