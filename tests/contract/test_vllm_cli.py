@@ -370,6 +370,7 @@ HOSTILE = {
     "node_rank": "3",
     "master_addr": "evil.example",
     "headless": "",
+    "hf_token": "hf_evil",
 }
 
 
