@@ -246,5 +246,8 @@ def test_integrations_used_only_their_grants(operator: Operator, cluster: Cluste
     used = {(e["objectRef"].get("apiGroup", ""), e["objectRef"]["resource"], e["verb"]) for e in mine}
     print("integration requests by (group, resource, verb):", sorted(used))
     assert used <= granted, used - granted
-    creates = {(g, r, "create") for g, r in INTEGRATION_RESOURCES}
-    assert granted - used <= creates, granted - used - creates
+    # creates are audited as patches; a watch is audited when it ends, and one still open (or
+    # just opened on a CRD this module installed a moment ago) is not in the log yet
+    unaudited = {(g, r, v) for g, r in INTEGRATION_RESOURCES for v in ("create", "watch")}
+    assert granted - used <= unaudited, granted - used - unaudited
+    assert {(g, r, "list") for g, r in INTEGRATION_RESOURCES} <= used  # each kind was read
