@@ -291,7 +291,7 @@ async def resource_event(
     if rt is None or not namespace:
         return
     if rt.cache.seen(KIND, body, deleted=type == "DELETED"):
-        return  # the echo of the operator's own write (its status): that pass saw it
+        return  # the echo of the operator's own status write: the pass that wrote it saw it all
     if type == "DELETED":
         metrics.PHASE_TRACKER.set((namespace, name), None)
         metrics.REDUCED_TRACKER.set((namespace, name), False)
@@ -322,8 +322,10 @@ async def child_event(
     owner = labels.get(INSTANCE_LABEL)
     if rt is None or not namespace or not owner:
         return
-    if rt.cache.seen(resource.kind or "", body, deleted=type == "DELETED"):
-        return  # the echo of the operator's own apply: that pass saw it
+    # Even the echo of the operator's own apply: the pass that applied it decided the status
+    # from the child as it was before (a rollout it started reads in progress), so another pass
+    # reads what the apply made of it.
+    rt.cache.seen(resource.kind or "", body, deleted=type == "DELETED")
     rt.queue.add((namespace, owner), after=SETTLE_SECONDS)
 
 
