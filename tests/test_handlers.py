@@ -86,20 +86,6 @@ def test_events_queue_the_owning_resource() -> None:
     assert rt.queue.pending() == [("ns", "r"), ("ns", "q")]  # the resource at once, the child after a moment
 
 
-def test_the_echo_of_the_operators_own_status_write_queues_nothing() -> None:
-    rt = _runtime()
-    ours = resource_raw(resource_version="7", status={"phase": "Ready"})
-    rt.cache.wrote(ours)  # what the apiserver answered the operator's status patch
-    meta = ours["metadata"]
-    asyncio.run(handlers.resource_event(type="MODIFIED", body=kopf.Body(ours), namespace=meta["namespace"],
-                                        name=meta["name"], memo=_memo(rt)))  # fmt: skip
-    assert rt.queue.pending() == []
-    theirs = {**ours, "metadata": {**meta, "resourceVersion": "8"}}  # a user's edit
-    asyncio.run(handlers.resource_event(type="MODIFIED", body=kopf.Body(theirs), namespace=meta["namespace"],
-                                        name=meta["name"], memo=_memo(rt)))  # fmt: skip
-    assert rt.queue.pending() == [(meta["namespace"], meta["name"])]
-
-
 def test_the_echo_of_the_operators_own_apply_still_queues_its_owner() -> None:
     """The pass that applied a child decided the status from the child as it was before."""
     rt = _runtime()

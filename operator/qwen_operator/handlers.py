@@ -289,8 +289,7 @@ async def resource_event(
     rt = runtime(memo)
     if rt is None or not namespace:
         return
-    if rt.cache.seen(KIND, body, deleted=type == "DELETED"):
-        return  # the echo of the operator's own status write: the pass that wrote it saw it all
+    rt.cache.seen(KIND, body, deleted=type == "DELETED")
     if type == "DELETED":
         metrics.PHASE_TRACKER.set((namespace, name), None)
         metrics.REDUCED_TRACKER.set((namespace, name), False)
