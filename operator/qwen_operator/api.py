@@ -69,8 +69,6 @@ KvCacheDtype = Literal["auto", "fp8"]
 REASONING_PARSERS: tuple[str, ...] = get_args(ReasoningParser)
 TOOL_PARSERS: tuple[str, ...] = get_args(ToolParser)
 TENSOR_SIZES = (1, 2, 4, 8)
-MAX_PIPELINE = 8
-"""Pipeline stages (nodes) of one replica: the 94 layers of this model in at most 8 stages."""
 
 MANAGED_FLAGS = (
     "--model",
@@ -90,14 +88,6 @@ MANAGED_FLAGS = (
     "--enable-expert-parallel",
     "--disable-expert-parallel",
     "-ep",
-    "--pipeline-parallel-size",
-    "-pp",
-    "--nnodes",
-    "-n",
-    "--node-rank",
-    "-r",
-    "--master-addr",
-    "--headless",
     "--api-key",
     "--download-dir",
     "--revision",
@@ -336,16 +326,15 @@ class ParallelismSpec(ApiObject):
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
             cel=f"self.tensor in {list(TENSOR_SIZES)}",
-            message="parallelism.tensor must be 1, 2, 4 or 8 (GPUs per pod)",
+            message="parallelism.tensor must be 1, 2, 4 or 8 (GPUs per replica)",
             check=lambda p: p.tensor in TENSOR_SIZES,
             field_path=".tensor",
         ),
         Rule(
             cel="self.tensor != 8 || (has(self.expert) && self.expert)",
             message=(
-                "parallelism.tensor 8 requires parallelism.expert: true, at any pipeline size "
-                "(the FP8 expert blocks, 1536/8 = 192 wide, do not split into 128-wide blocks; "
-                "pipeline stages split the layers, not the experts)"
+                "parallelism.tensor 8 requires parallelism.expert: true "
+                "(the FP8 expert blocks, 1536/8 = 192 wide, do not split into 128-wide blocks)"
             ),
             check=lambda p: p.tensor != 8 or p.expert,
             field_path=".expert",
@@ -353,14 +342,9 @@ class ParallelismSpec(ApiObject):
     )
 
     tensor: Annotated[int, Field(ge=1, le=8)] = 4
-    """GPUs per pod (vLLM --tensor-parallel-size): 1, 2, 4 or 8."""
-    pipeline: Annotated[int, Field(ge=1, le=MAX_PIPELINE)] = 1
-    """Pods (nodes) per replica, each a pipeline stage holding a share of the layers (vLLM
-    --pipeline-parallel-size, multiprocessing across nodes, no Ray); 1 to 8. Above 1 the replicas
-    are a LeaderWorkerSet (sigs.k8s.io/lws must be installed) of tensor x pipeline GPUs each."""
+    """GPUs per replica (vLLM --tensor-parallel-size): 1, 2, 4 or 8."""
     expert: bool = False
-    """Shard the MoE experts across the tensor-parallel GPUs (vLLM --enable-expert-parallel);
-    required with tensor 8, whatever the pipeline."""
+    """Shard the MoE experts across the GPUs (vLLM --enable-expert-parallel); required with 8."""
 
 
 class ContextSpec(ApiObject):
@@ -760,7 +744,7 @@ class QwenThinkingDeploymentSpec(ApiObject):
     model: ModelSpec = _sub(ModelSpec)
     """Model and weights."""
     parallelism: ParallelismSpec = _sub(ParallelismSpec)
-    """GPUs per replica: `tensor` GPUs in each of `pipeline` pods."""
+    """GPUs per replica."""
     context: ContextSpec = _sub(ContextSpec)
     """Context length and out-of-memory fallback."""
     reasoning_parser: ReasoningParser = "deepseek_r1"

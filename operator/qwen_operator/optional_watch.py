@@ -20,7 +20,7 @@ from typing import Any
 from kopf._cogs.clients import errors, watching
 
 log = logging.getLogger("qwen_operator.optional_watch")
-OPTIONAL_PLURALS = frozenset({"servicemonitors", "scaledobjects", "inferencepools", "leaderworkersets"})
+OPTIONAL_PLURALS = frozenset({"servicemonitors", "scaledobjects", "inferencepools"})
 """Resources whose API may come and go while the operator runs."""
 RETRY_SECONDS = 5.0
 _ORIGINAL = watching.infinite_watch
