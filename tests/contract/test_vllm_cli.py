@@ -338,6 +338,7 @@ HOSTILE = {
     "revision": "evil",
     "host": "127.0.0.1",
     "port": "9999",
+    "hf_token": "hf_evil",
 }
 
 
