@@ -8,7 +8,9 @@ from typing import Any
 
 import kopf
 import pytest
-from kopf._cogs.clients import errors, watching
+from kopf._cogs.clients import errors, scanning, watching
+from kopf._cogs.structs import references
+from kopf._core.reactor import observation
 
 from qwen_operator import handlers, optional_watch
 
@@ -48,3 +50,80 @@ def test_a_404_of_any_other_resource_is_still_fatal(monkeypatch: pytest.MonkeyPa
     pods = kopf.Resource("", "v1", "pods", namespaced=True)
     with pytest.raises(errors.APINotFoundError):
         asyncio.run(_collect(pods))
+
+
+# -- discovery lagging behind a CRD event ------------------------------------------------------
+
+MONITORS = kopf.Resource(
+    "monitoring.coreos.com", "v1", "servicemonitors", kind="ServiceMonitor", namespaced=True,
+    verbs=["list", "watch", "get", "patch", "create"],
+)  # fmt: skip
+
+
+def _crd_event(kind: str, established: bool = True, plural: str = "servicemonitors") -> dict[str, Any]:
+    condition = {"type": "Established", "status": "True" if established else "False"}
+    return {
+        "type": kind,
+        "object": {
+            "metadata": {"name": f"{plural}.monitoring.coreos.com"},
+            "spec": {"group": "monitoring.coreos.com", "names": {"plural": plural},
+                     "versions": [{"name": "v1", "served": True}]},
+            "status": {"conditions": [condition]},
+        },
+    }  # fmt: skip
+
+
+def _scan(
+    event: dict[str, Any], discovery: list[list[kopf.Resource]], insights: Any
+) -> list[list[kopf.Resource]]:
+    """Run the wrapped scan over Kopf's own registry and insights, with discovery answering
+    `discovery` in turn (the last answer repeats); returns the answers it took."""
+    answers: Answers = []
+
+    async def scan_resources(**_: Any) -> list[kopf.Resource]:
+        answers.append(discovery[min(len(answers), len(discovery) - 1)])
+        return answers[-1]
+
+    async def run() -> None:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(scanning, "scan_resources", scan_resources)
+            patch.setattr(optional_watch, "RESCAN_DELAYS", (0.0, 0.0, 0.0))
+            await optional_watch.settled_scan(
+                raw_event=event, insights=insights, registry=kopf.get_default_registry(),
+                settings=kopf.OperatorSettings(),
+            )  # fmt: skip
+
+    asyncio.run(run())
+    return answers
+
+
+def test_kopfs_crd_scan_is_the_settled_one() -> None:
+    assert observation.process_discovered_resource_event is optional_watch.settled_scan
+
+
+def test_an_established_crd_is_watched_even_when_discovery_lists_it_late() -> None:
+    insights = references.Insights()
+    answers = _scan(_crd_event("MODIFIED"), [[], [], [MONITORS]], insights)
+    assert len(answers) == 3 and MONITORS in insights.watched_resources
+
+
+def test_a_deleted_crd_stops_its_watch_even_when_discovery_drops_it_late() -> None:
+    insights = references.Insights(watched_resources={MONITORS})
+    answers = _scan(_crd_event("DELETED"), [[MONITORS], []], insights)
+    assert len(answers) == 2 and MONITORS not in insights.watched_resources
+
+
+def test_discovery_is_asked_once_when_it_agrees_or_the_crd_is_not_served_or_not_optional() -> None:
+    for event, discovery, watched in [
+        (_crd_event("ADDED"), [MONITORS], True),
+        (_crd_event("ADDED", established=False), [], False),
+        (_crd_event("ADDED", plural="prometheusrules"), [], False),
+    ]:
+        insights = references.Insights()
+        assert len(_scan(event, [discovery], insights)) == 1
+        assert (MONITORS in insights.watched_resources) == watched
+
+
+def test_discovery_that_never_agrees_is_given_up_after_the_last_wait() -> None:
+    answers = _scan(_crd_event("MODIFIED"), [[]], references.Insights())
+    assert len(answers) == 1 + 3

@@ -6,7 +6,16 @@ the CRD's deletion reaches it. Between the two, a watch request can meet the 404
 that is no longer served, and Kopf treats any watch error as fatal for the whole operator:
 uninstalling the Prometheus Operator while the operator starts would stop it. For the
 optional resources only, a 404 means "not served right now": wait, and try again until Kopf
-stops the watch or the CRD comes back. Kopf is pinned to 1.45.x, whose `infinite_watch` this
+stops the watch or the CRD comes back.
+
+Kopf decides what to watch from API discovery, read once per CRD event. Discovery follows a CRD
+asynchronously: the apiserver lists a new CRD's resource only after it is Established, and
+drops a deleted one a moment after. A scan that loses that race leaves an installed
+ServiceMonitor CRD unwatched (hand edits are never reverted) until the next event of that CRD,
+which may never come. So, for the optional CRDs, the scan is repeated after short waits until
+discovery agrees with the CRD the event carried.
+
+Kopf is pinned to 1.45.x, whose `infinite_watch` and `process_discovered_resource_event` this
 wraps; tests/test_optional_watch.py checks both that and the behaviour.
 """
 
@@ -18,12 +27,18 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from kopf._cogs.clients import errors, watching
+from kopf._core.reactor import observation
+
+from .facts import crd_from
 
 log = logging.getLogger("qwen_operator.optional_watch")
 OPTIONAL_PLURALS = frozenset({"servicemonitors", "scaledobjects", "inferencepools"})
 """Resources whose API may come and go while the operator runs."""
 RETRY_SECONDS = 5.0
+RESCAN_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
+"""Waits before each repeated discovery scan after an optional CRD's event (15.5 s in all)."""
 _ORIGINAL = watching.infinite_watch
+_ORIGINAL_SCAN = observation.process_discovered_resource_event
 
 
 async def tolerant_watch(*, resource: Any, **kwargs: Any) -> AsyncIterator[Any]:
@@ -40,6 +55,47 @@ async def tolerant_watch(*, resource: Any, **kwargs: Any) -> AsyncIterator[Any]:
             await asyncio.sleep(RETRY_SECONDS)
 
 
+def expected(raw_event: Any) -> tuple[str, str, bool] | None:
+    """(group, plural, served) that discovery should show after this CRD event; None when the
+    CRD is not an optional one, or is terminating (still served until it is gone)."""
+    kind, crd = raw_event.get("type"), raw_event.get("object") or {}
+    spec = crd.get("spec") or {}
+    plural = str((spec.get("names") or {}).get("plural") or "")
+    if kind is None or plural not in OPTIONAL_PLURALS:
+        return None
+    if kind != "DELETED" and (crd.get("metadata") or {}).get("deletionTimestamp"):
+        return None
+    return str(spec.get("group") or ""), plural, kind != "DELETED" and crd_from(crd).served
+
+
+def watched(insights: Any, group: str, plural: str) -> bool:
+    """Whether Kopf watches (or is about to watch) that resource now."""
+    return any(r.group == group and r.plural == plural for r in insights.watched_resources)
+
+
+async def settled_scan(*, raw_event: Any, insights: Any, **kwargs: Any) -> None:
+    """Kopf's scan of discovery after a CRD event; for an optional CRD, scanned again after
+    short waits until what Kopf watches agrees with the CRD."""
+    await _ORIGINAL_SCAN(raw_event=raw_event, insights=insights, **kwargs)
+    want = expected(raw_event)
+    if want is None:
+        return
+    group, plural, served = want
+    for delay in RESCAN_DELAYS:
+        if watched(insights, group, plural) == served:
+            return
+        log.info("discovery does not show %s.%s as %s yet; scanning again in %.1f s",
+                 plural, group, "served" if served else "gone", delay)  # fmt: skip
+        await asyncio.sleep(delay)
+        await _ORIGINAL_SCAN(raw_event=raw_event, insights=insights, **kwargs)
+    if watched(insights, group, plural) != served:
+        log.warning(
+            "discovery still disagrees with the CRD of %s.%s; its next event scans again", plural, group
+        )
+
+
 def install() -> None:
-    """Route Kopf's watches through `tolerant_watch` (idempotent)."""
+    """Route Kopf's watches through `tolerant_watch`, its CRD scans through `settled_scan`
+    (idempotent)."""
     watching.infinite_watch = tolerant_watch
+    observation.process_discovered_resource_event = settled_scan
