@@ -73,9 +73,10 @@ def _crd_event(kind: str, established: bool = True, plural: str = "servicemonito
     }  # fmt: skip
 
 
-def _scan(
-    event: dict[str, Any], discovery: list[list[kopf.Resource]], insights: Any
-) -> list[list[kopf.Resource]]:
+Answers = list[list[kopf.Resource]]
+
+
+def _scan(event: dict[str, Any], discovery: Answers, insights: Any) -> Answers:
     """Run the wrapped scan over Kopf's own registry and insights, with discovery answering
     `discovery` in turn (the last answer repeats); returns the answers it took."""
     answers: Answers = []
