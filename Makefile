@@ -22,9 +22,9 @@ lint: $(STAMP)
 toolchain: $(STAMP)
 	$(PY) -m e2e.devcluster.toolchain build
 
-# Build (or reuse) helm, actionlint, kstatus, the Argo CD Lua runner, promtool, prometheus, promql
-# and prometheus-adapter; fetch the Argo CD, Flux, Prometheus Operator, KEDA and Inference
-# Extension modules whose CRDs the tests use (tests never download).
+# Build (or reuse) helm, actionlint, kstatus, the Argo CD Lua runner, promtool, prometheus, promql,
+# prometheus-adapter and the LeaderWorkerSet controller; fetch the Argo CD, Flux, Prometheus
+# Operator, KEDA, Inference Extension and LWS modules whose CRDs the tests use (tests never download).
 tools: $(STAMP)
 	$(PY) -m e2e.devcluster.toolchain tools
 

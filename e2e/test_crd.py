@@ -122,7 +122,7 @@ def test_empty_spec_is_defaulted_to_the_model_card(namespace: str) -> None:
     assert spec["replicas"] == 1
     assert spec["model"]["id"] == "Qwen/Qwen3-235B-A22B-Thinking-2507-FP8"
     assert "source" not in spec["model"]
-    assert spec["parallelism"] == {"tensor": 4, "expert": False}
+    assert spec["parallelism"] == {"tensor": 4, "pipeline": 1, "expert": False}
     assert spec["context"]["maxModelLen"] == 262144
     assert spec["context"]["minModelLen"] == 32768
     assert spec["reasoningParser"] == "deepseek_r1"

@@ -50,7 +50,7 @@ from e2e.operator_fixtures import (  # noqa: E402
     sts_context,
     wait_phase,
 )
-from qwen_operator import api, clock, lease, planner  # noqa: E402
+from qwen_operator import api, clock, lease, planner, render  # noqa: E402
 from qwen_operator.problems import UNSCHEDULABLE_GRACE  # noqa: E402
 from qwen_operator.vocabulary import selector_string  # noqa: E402
 
@@ -188,6 +188,9 @@ def test_every_sample_is_admitted_under_pod_security_restricted(
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
     (doc,) = yaml.safe_load_all(path.read_text())
     name = doc["metadata"]["name"]
+    if doc["spec"].get("parallelism", {}).get("pipeline", 1) > 1:
+        group_pods_admitted(ns, doc)  # its pods are LeaderWorkerSet's to make (test_multinode.py)
+        return
     kubectl("apply", "-n", ns, "-f", str(path))
 
     def pods() -> list[Any]:
@@ -199,6 +202,20 @@ def test_every_sample_is_admitted_under_pod_security_restricted(
     for pod in pods():
         assert pod.spec.security_context.run_as_non_root
         assert pod.spec.containers[0].image == "vllm/vllm-openai:v0.33.0"
+
+
+def group_pods_admitted(ns: str, doc: dict[str, Any]) -> None:
+    """A multi-node sample: a pod of each of its LeaderWorkerSet's templates passes admission
+    (Pod Security "restricted") in a server-side dry run."""
+    doc["metadata"]["namespace"] = ns
+    (lws,) = [m for m in render.render(api.parse_resource(doc)) if m["kind"] == "LeaderWorkerSet"]
+    for role in ("leaderTemplate", "workerTemplate"):
+        template = lws["spec"]["leaderWorkerTemplate"][role]
+        meta = {**template["metadata"], "name": f"dry-{role.lower()}"}
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template["spec"]}
+        admitted = json.loads(kubectl("create", "-n", ns, "--dry-run=server", "-o", "json", "-f", "-",
+                                      stdin=json.dumps(pod)).stdout)  # fmt: skip
+        assert admitted["spec"]["securityContext"]["runAsNonRoot"] is True
 
 
 def test_scale_subresource(
@@ -616,6 +633,9 @@ def test_operator_used_only_its_service_account_within_rbac(operator: Operator, 
                  ("", "persistentvolumeclaims"), ("batch", "jobs"))} | {
                  ("apps", "statefulsets", "delete"), ("batch", "jobs", "delete"),
                  ("coordination.k8s.io", "leases", "list")}  # list: if the watch was late  # fmt: skip
+    # LeaderWorkerSets: only where their CRD is served and a resource has a pipeline (test_multinode.py)
+    unaudited |= {("leaderworkerset.x-k8s.io", "leaderworkersets", v)
+                  for v in ("list", "watch", "create", "patch", "delete")}  # fmt: skip
     elsewhere = {(g, r, v) for g, r, v in granted if (g, r) in INTEGRATION_RESOURCES}  # test_integrations.py
     assert granted - used - elsewhere <= unaudited, granted - used - elsewhere - unaudited
 

@@ -28,8 +28,8 @@ from .wrappers import NAME, NS, resource_raw
 WRITES = ("apply", "patch", "delete", "create")
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 CHILD_KINDS = (
-    "ConfigMap", "StatefulSet", "Service", "PodDisruptionBudget", "ServiceMonitor", "PersistentVolumeClaim",
-    "Job", "HorizontalPodAutoscaler", "ScaledObject", "InferencePool",
+    "ConfigMap", "StatefulSet", "LeaderWorkerSet", "Service", "PodDisruptionBudget", "ServiceMonitor",
+    "PersistentVolumeClaim", "Job", "HorizontalPodAutoscaler", "ScaledObject", "InferencePool",
 )  # fmt: skip
 
 

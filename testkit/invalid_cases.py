@@ -101,6 +101,8 @@ CASES: list[Case] = [
     # -- types, bounds and enums ------------------------------------------------------------
     Case("unknown-field", TYPES, "spec.bogus", _spec({"bogus": 1})),
     Case("tensor-3", TYPES, "spec.parallelism.tensor", _spec({"parallelism": {"tensor": 3}})),
+    Case("pipeline-0", TYPES, "spec.parallelism.pipeline", _spec({"parallelism": {"pipeline": 0}})),
+    Case("pipeline-9", TYPES, "spec.parallelism.pipeline", _spec({"parallelism": {"pipeline": 9}})),
     Case(
         "max-model-len-300000", TYPES, "spec.context.maxModelLen", _spec({"context": {"maxModelLen": 300000}})
     ),
@@ -191,6 +193,12 @@ CASES: list[Case] = [
     # -- cross-field rules --------------------------------------------------------------------
     Case("tensor-8-without-expert", CROSS, "spec.parallelism.expert", _spec({"parallelism": {"tensor": 8}})),
     Case(
+        "tensor-8-pipeline-2-without-expert",
+        CROSS,
+        "spec.parallelism.expert",
+        _spec({"parallelism": {"tensor": 8, "pipeline": 2}}),
+    ),
+    Case(
         "autoscaling-min-above-max",
         CROSS,
         "spec.autoscaling.minReplicas",
@@ -242,6 +250,9 @@ CASES: list[Case] = [
     # -- managed flags and their abbreviations --------------------------------------------------
     Case("flag-max-model-len", FLAGS, "spec.runtime.extraArgs", _args("--max-model-len", "1000")),
     Case("flag-tp-equals", FLAGS, "spec.runtime.extraArgs", _args("--tensor-parallel-size=2")),
+    Case("flag-pp", FLAGS, "spec.runtime.extraArgs", _args("-pp", "2")),
+    Case("flag-headless", FLAGS, "spec.runtime.extraArgs", _args("--headless")),
+    Case("flag-node-rank", FLAGS, "spec.runtime.extraArgs", _args("--node-rank=1")),
     Case(
         "flag-underscores",
         FLAGS,

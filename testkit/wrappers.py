@@ -22,6 +22,8 @@ from qwen_operator.vocabulary import (
     GPU_MEMORY_LABEL,
     GPU_PRODUCT_LABEL,
     KIND,
+    LWS_KIND,
+    LWS_WORKER_INDEX_LABEL,
     MAX_MODEL_LEN_FLAG,
     SERVER_CONTAINER,
     selector_labels,
@@ -75,6 +77,10 @@ def live(manifest: Mapping[str, Any], resource_version: str = "1", **status: Any
             **counts,
             **status,
         }
+    elif obj["kind"] == LWS_KIND:  # groups, as the LeaderWorkerSet controller counts them
+        groups = obj["spec"]["replicas"]
+        counts = {"replicas": groups, "readyReplicas": groups, "updatedReplicas": groups}
+        obj["status"] = {**counts, "conditions": [{"type": "Available", "status": "True"}], **status}
     elif obj["kind"] in LIVE_STATUS:
         obj["status"] = {**LIVE_STATUS[obj["kind"]], **status}
     return obj
@@ -225,6 +231,11 @@ class Pod:
 
     def created(self, at: datetime) -> Pod:
         self.raw["metadata"]["creationTimestamp"] = clock.rfc3339(at)
+        return self
+
+    def in_group(self, worker_index: int) -> Pod:
+        """A pod of a LeaderWorkerSet group (parallelism.pipeline > 1): 0 is the leader."""
+        self.raw["metadata"]["labels"][LWS_WORKER_INDEX_LABEL] = str(worker_index)
         return self
 
     def deleting(self) -> Pod:

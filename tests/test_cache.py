@@ -8,10 +8,10 @@ import threading
 from typing import Any
 
 from qwen_operator import facts, render
-from qwen_operator.cache import GPU_NODES, Cache, Indices, newer, on_loop
+from qwen_operator.cache import BURIED_SECONDS, GPU_NODES, Cache, Indices, newer, on_loop
 from qwen_operator.observe import observe
 from qwen_operator.vocabulary import INFERENCE_POOL_CRD, KIND, SERVICE_MONITOR_CRD
-from testkit.wrappers import NAME, NS, gpu_node, live, parsed, resource_raw
+from testkit.wrappers import NAME, NS, Pod, gpu_node, kv_record, live, parsed, resource_raw
 
 KEY = (NS, NAME)
 
@@ -147,3 +147,19 @@ def test_observe_runs_on_the_event_loop() -> None:
 
     result, thread = asyncio.run(scenario())
     assert (result, thread) == (NAME, threading.main_thread().name)
+
+
+def test_a_deleted_pod_with_a_failed_run_stays_visible_as_deleting_for_a_while() -> None:
+    """LWS recreates a whole group at once: the worker that ran out of memory may be gone before
+    its owner's pass; the fallback still finds it (each pod and restart counted once)."""
+    now = [1000.0]
+    cache = Cache(_indices(), clock=lambda: now[0])
+    failed = Pod("q-0-1", uid="w-1").in_group(1).failed(kv_record()).obj()
+    failed["metadata"]["namespace"] = NS
+    cache.seen("Pod", failed, deleted=True)
+    healthy = Pod("q-0", uid="l-1").in_group(0).obj()
+    cache.seen("Pod", healthy, deleted=True)  # nothing failed: nothing to keep
+    (kept,) = cache.pods(KEY)
+    assert (kept.name, kept.deleting) == ("q-0-1", True)
+    now[0] += BURIED_SECONDS + 1
+    assert cache.pods(KEY) == ()

@@ -185,6 +185,23 @@ def test_plan_says_when_the_weights_do_not_fit(capsys: pytest.CaptureFixture[str
     assert "the weights need 110.1 GiB per GPU (236.4 GB over 2 GPUs)" in capsys.readouterr().out
 
 
+def test_plan_explains_pipeline_parallelism(capsys: pytest.CaptureFixture[str]) -> None:
+    """TP 2 does not hold the weights on 80 GiB GPUs; TP 2 x PP 2 does: the plan says why."""
+    doc = resource({"spec": {"parallelism": {"tensor": 2, "pipeline": 2}}})
+    with open_stdin(yaml.safe_dump(doc)):
+        assert cli.main(["plan", "-f", "-", "--gpu-memory-gib", "80"]) == 0
+    text = capsys.readouterr().out
+    assert "pipeline           2 stages, one pod (node) each" in text
+    assert "the largest stage has 47: it holds those layers' weights and KV cache" in text
+    assert "110.103 GiB a stage, / 2 = 55.052 GiB" in text
+    assert "48,128 per GPU" in text  # 2 x 47 layers x 4 KV heads / 2 x 128 x 2 B
+    with open_stdin(yaml.safe_dump(doc)):
+        assert cli.main(["plan", "-f", "-", "--gpu-memory-gib", "80", "-o", "json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    figures = (plan["pipeline"], plan["stageLayers"], plan["weightsFit"], plan["planned"])
+    assert figures == (2, 47, True, 262144)
+
+
 def test_plan_of_several_resources_is_a_json_list(capsys: pytest.CaptureFixture[str]) -> None:
     docs = [
         resource({"metadata": {"name": n}, "spec": {"gpu": {"memoryGiB": m}}})

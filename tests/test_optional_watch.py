@@ -16,7 +16,12 @@ from qwen_operator import handlers, optional_watch
 
 
 def test_kopfs_watch_is_the_tolerant_one() -> None:
-    assert {"servicemonitors", "scaledobjects", "inferencepools"} == handlers.OPTIONAL_PLURALS
+    assert {
+        "servicemonitors",
+        "scaledobjects",
+        "inferencepools",
+        "leaderworkersets",
+    } == handlers.OPTIONAL_PLURALS
     assert watching.infinite_watch is optional_watch.tolerant_watch
 
 

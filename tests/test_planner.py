@@ -157,7 +157,7 @@ def test_explain_when_the_weights_do_not_fit() -> None:
     text = planner.plan(ARCH, 80, 2, 0.92, "auto", 262144).explain()
     assert text == (
         "the weights need 110.1 GiB per GPU (236.4 GB over 2 GPUs) but only 67.6 GiB is usable "
-        "(80.0 GiB x 0.92 - 6.0 GiB reserve): add GPUs per replica or use larger GPUs"
+        "(80.0 GiB x 0.92 - 6.0 GiB reserve): add GPUs per replica (tensor or pipeline) or use larger GPUs"
     )
     # 62.5 GiB x 0.92 - 6 = 51.5 GiB < W/4 = 55.05 GiB, whatever the KV cache dtype
     text = planner.plan(ARCH, 62.5, 4, 0.92, "fp8", 262144).explain()
@@ -261,3 +261,46 @@ def test_events_only_when_the_plan_changes_and_falls_short() -> None:
     assert "starting at 32768" in warning.message
     (off,) = events.planned(_res({"context": {"preflight": False}}).spec.context, None, 210944)
     assert "starting at 262144 (preflight is off)" in off.message
+
+
+# -- pipeline parallelism: the layers split across stages ----------------------------------
+#   stages of 94 layers (vLLM get_pp_indices: layers // pp, the remainder one each to the stages
+#   before the last): PP 2 -> 47, 47; PP 3 -> 31, 32, 31; PP 4 -> 23, 24, 24, 23
+
+
+@pytest.mark.parametrize(("pipeline", "largest"), [(1, 94), (2, 47), (3, 32), (4, 24), (8, 12)])
+def test_the_largest_stage_holds_ceil_layers_over_pipeline(pipeline: int, largest: int) -> None:
+    assert planner.stage_layers(94, pipeline) == largest
+
+
+def test_tp4_pp2_holds_half_the_weights_and_half_the_kv_per_gpu() -> None:
+    # stage: 47 of 94 layers -> W/2 = 118,222,727,680 B; per GPU /4 = 29,555,681,920 B
+    # usable = ceil(80 GiB x 0.92) = 79,027,398,247 B
+    # KV budget = 79,027,398,247 - 29,555,681,920 - 6,442,450,944 = 43,029,265,383 B
+    # KV per token per GPU = 2 x 47 layers x 4 heads / 4 x 128 x 2 B = 24,064
+    # blocks = 43,029,265,383 // (16 x 24,064) = 111,757 -> (111,757 - 1) x 16 = 1,788,096 tokens
+    result = planner.plan(ARCH, 80, 4, 0.92, "auto", 262144, pipeline=2)
+    assert result.stage_layers == 47
+    assert result.stage_weights_bytes == WEIGHTS // 2
+    assert result.weights_bytes_per_gpu == 29_555_681_920
+    assert result.kv_bytes_per_token_per_gpu == 24_064
+    assert result.kv_cache_bytes_per_gpu == 43_029_265_383
+    assert result.max_tokens == 1_788_096
+    assert result.planned == 262144
+    assert result.to_dict()["pipeline"] == 2 and result.to_dict()["stageLayers"] == 47
+
+
+def test_a_pipeline_makes_gpus_too_small_for_one_stage_enough() -> None:
+    # TP 2 on 80 GiB: W/2 = 110.1 GiB per GPU, no fit; TP 2 x PP 2: W/4 = 55.1 GiB per GPU, fits
+    assert not planner.plan(ARCH, 80, 2, 0.92, "auto", 262144).weights_fit
+    two_nodes = planner.plan(ARCH, 80, 2, 0.92, "auto", 262144, pipeline=2)
+    assert two_nodes.weights_fit and two_nodes.planned == 262144
+    assert "2 pipeline stages of at most 47 layers, each over 2 GPUs" in two_nodes.explain()
+    # PP 4: the largest stage (24 layers) decides: ceil(W x 24 / 94) = 60,369,052,433 B
+    assert planner.plan(ARCH, 80, 2, 0.92, "auto", 262144, pipeline=4).stage_weights_bytes == 60_369_052_433
+
+
+def test_plan_for_reads_the_pipeline_of_the_spec() -> None:
+    spec = api.QwenThinkingDeploymentSpec.model_validate({"parallelism": {"tensor": 2, "pipeline": 2}})
+    found = planner.plan_for(spec, 80)
+    assert found is not None and (found.tensor, found.pipeline, found.stage_layers) == (2, 2, 47)

@@ -432,10 +432,17 @@ def test_render_rejects_invalid_input() -> None:
 @pytest.mark.parametrize("sample", sorted((ROOT / "samples").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_sample_renders(sample: Path) -> None:
     (doc,) = yaml.safe_load_all(sample.read_text())
-    shared = ["PersistentVolumeClaim", "Job"] if "shared-cache" in sample.name else []
-    assert [c["kind"] for c in render.render(doc)] == [
-        "ConfigMap", *shared, "Service", "Service", "StatefulSet", "PodDisruptionBudget",
-    ]  # fmt: skip
+    shared = (
+        ["PersistentVolumeClaim", "Job"]
+        if "shared-cache" in sample.name or "multinode" in sample.name
+        else []
+    )
+    workload = (
+        ["Service", "LeaderWorkerSet"]
+        if "multinode" in sample.name
+        else ["Service", "Service", "StatefulSet"]
+    )
+    assert [c["kind"] for c in render.render(doc)] == ["ConfigMap", *shared, *workload, "PodDisruptionBudget"]
 
 
 def test_samples_cover_the_model_card_h100_fp8_kv_and_pvc() -> None:
@@ -448,6 +455,8 @@ def test_samples_cover_the_model_card_h100_fp8_kv_and_pvc() -> None:
     pvc = render.pvc_source(spec("qwen3-235b-thinking-pvc.yaml"))
     assert pvc is not None and pvc.claim_name
     assert render.shared_cache(spec("qwen3-235b-thinking-shared-cache.yaml"))
+    multinode = spec("qwen3-235b-thinking-multinode.yaml")
+    assert (multinode.parallelism.tensor, multinode.parallelism.pipeline) == (4, 2)
 
 
 def test_a_render_of_the_same_values_is_reused_yet_each_caller_gets_its_own_copy() -> None:

@@ -31,6 +31,7 @@ from .decide import Apply, Desired
 from .events import Event
 from .kube import ApiError, KubeApi
 from .observe import Refusal
+from .render import WORKLOAD_KINDS
 from .vocabulary import Reason
 
 log = logging.getLogger("qwen_operator.act")
@@ -48,9 +49,10 @@ def not_served(exc: Exception) -> bool:
     return isinstance(exc, ApiError) and exc.status == 404
 
 
-REPLACEABLE = {"StatefulSet": "Orphan", "Job": "Background"}
+REPLACEABLE = {"StatefulSet": "Orphan", "LeaderWorkerSet": "Background", "Job": "Background"}
 """Kinds replaced when a field fixed at creation changes, with the propagation of their deletion:
-a StatefulSet's pods are kept (adopted by the new one); the download Job's pod goes (the new
+a StatefulSet's pods are kept (adopted by the new one); a LeaderWorkerSet's groups go (its
+leader StatefulSet would not be adopted by a new one); the download Job's pod goes (the new
 Job resumes from the files on the claim)."""
 
 
@@ -76,16 +78,17 @@ services.nodeports): cloud cost controls that namespaces commonly have."""
 
 
 def _tested_first(apply: Apply) -> bool:
-    """Dry-run before anything of the pass is written: an existing StatefulSet (the user's free-form
-    values; a new one is its own test), and a Service of a type quotas commonly refuse."""
+    """Dry-run before anything of the pass is written: an existing StatefulSet or LeaderWorkerSet
+    (the user's free-form values; a new one is its own test), and a Service of a type quotas
+    commonly refuse."""
     kind = apply.manifest["kind"]
-    if kind == "StatefulSet":
+    if kind in WORKLOAD_KINDS:
         return apply.live is not None
     return kind == "Service" and apply.manifest["spec"].get("type") in QUOTA_SERVICE_TYPES
 
 
 def _new_statefulset(apply: Apply) -> bool:
-    return apply.manifest["kind"] == "StatefulSet" and apply.live is None
+    return apply.manifest["kind"] in WORKLOAD_KINDS and apply.live is None
 
 
 def _new_statefulset_first(applies: tuple[Apply, ...]) -> tuple[Apply, ...]:
@@ -141,6 +144,12 @@ class Actor:
         return None
 
     def _delete(self, child: facts.Child) -> Event:
+        if child.kind in WORKLOAD_KINDS:
+            # parallelism.pipeline crossed 1: in the foreground, the old workload stays (deleting)
+            # until its pods are gone, and the new one waits for it (decide.switching), so it is
+            # not hidden: deleting it again before the watch says so is harmless
+            self.kube.delete(child.kind, child.namespace, child.name, propagation="Foreground")
+            return events.deleted(child)
         self.kube.delete(child.kind, child.namespace, child.name)  # a 404 (gone already) is no error
         self.gone(child)
         return events.deleted(child)

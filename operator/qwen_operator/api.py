@@ -69,6 +69,8 @@ KvCacheDtype = Literal["auto", "fp8"]
 REASONING_PARSERS: tuple[str, ...] = get_args(ReasoningParser)
 TOOL_PARSERS: tuple[str, ...] = get_args(ToolParser)
 TENSOR_SIZES = (1, 2, 4, 8)
+MAX_PIPELINE = 8
+"""Pipeline stages (nodes) of one replica: the 94 layers of this model in at most 8 stages."""
 
 MANAGED_FLAGS = (
     "--model",
@@ -88,6 +90,14 @@ MANAGED_FLAGS = (
     "--enable-expert-parallel",
     "--disable-expert-parallel",
     "-ep",
+    "--pipeline-parallel-size",
+    "-pp",
+    "--nnodes",
+    "-n",
+    "--node-rank",
+    "-r",
+    "--master-addr",
+    "--headless",
     "--api-key",
     "--download-dir",
     "--revision",
@@ -326,15 +336,16 @@ class ParallelismSpec(ApiObject):
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
             cel=f"self.tensor in {list(TENSOR_SIZES)}",
-            message="parallelism.tensor must be 1, 2, 4 or 8 (GPUs per replica)",
+            message="parallelism.tensor must be 1, 2, 4 or 8 (GPUs per pod)",
             check=lambda p: p.tensor in TENSOR_SIZES,
             field_path=".tensor",
         ),
         Rule(
             cel="self.tensor != 8 || (has(self.expert) && self.expert)",
             message=(
-                "parallelism.tensor 8 requires parallelism.expert: true "
-                "(the FP8 expert blocks, 1536/8 = 192 wide, do not split into 128-wide blocks)"
+                "parallelism.tensor 8 requires parallelism.expert: true, at any pipeline size "
+                "(the FP8 expert blocks, 1536/8 = 192 wide, do not split into 128-wide blocks; "
+                "pipeline stages split the layers, not the experts)"
             ),
             check=lambda p: p.tensor != 8 or p.expert,
             field_path=".expert",
@@ -342,9 +353,14 @@ class ParallelismSpec(ApiObject):
     )
 
     tensor: Annotated[int, Field(ge=1, le=8)] = 4
-    """GPUs per replica (vLLM --tensor-parallel-size): 1, 2, 4 or 8."""
+    """GPUs per pod (vLLM --tensor-parallel-size): 1, 2, 4 or 8."""
+    pipeline: Annotated[int, Field(ge=1, le=MAX_PIPELINE)] = 1
+    """Pods (nodes) per replica, each a pipeline stage holding a share of the layers (vLLM
+    --pipeline-parallel-size, multiprocessing across nodes, no Ray); 1 to 8. Above 1 the replicas
+    are a LeaderWorkerSet (sigs.k8s.io/lws must be installed) of tensor x pipeline GPUs each."""
     expert: bool = False
-    """Shard the MoE experts across the GPUs (vLLM --enable-expert-parallel); required with 8."""
+    """Shard the MoE experts across the tensor-parallel GPUs (vLLM --enable-expert-parallel);
+    required with tensor 8, whatever the pipeline."""
 
 
 class ContextSpec(ApiObject):
@@ -744,7 +760,7 @@ class QwenThinkingDeploymentSpec(ApiObject):
     model: ModelSpec = _sub(ModelSpec)
     """Model and weights."""
     parallelism: ParallelismSpec = _sub(ParallelismSpec)
-    """GPUs per replica."""
+    """GPUs per replica: `tensor` GPUs in each of `pipeline` pods."""
     context: ContextSpec = _sub(ContextSpec)
     """Context length and out-of-memory fallback."""
     reasoning_parser: ReasoningParser = "deepseek_r1"

@@ -6,6 +6,10 @@ reconciliation that runs right after another could see the status or a child as 
 before and write again. The overlay closes that gap (write-through): each object the
 operator wrote is kept until the watch delivers that version or a newer one.
 
+A pod deleted with a failed server run stays visible (as being deleted) for BURIED_SECONDS: a
+LeaderWorkerSet recreates a whole group at the first restart of any of its containers, and on
+a fast node the worker that ran out of memory is gone before the pass that should cure it.
+
 resourceVersions are compared as integers, which they are for every apiserver backed by
 etcd; where one is not an integer, the index wins (at worst one redundant, idempotent apply).
 
@@ -18,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from . import facts
@@ -33,6 +38,9 @@ ObjectKey = tuple[str, str, str]
 """(kind, namespace, name)."""
 GPU_NODES = "gpu"
 """The one key of the nodes index."""
+BURIED_SECONDS = 600.0
+"""How long a deleted pod's failed run stays visible: long enough for its owner's next pass
+(the fallback counts each pod and restart once), short enough to keep memory flat."""
 
 
 def _rv(value: str) -> int | None:
@@ -95,12 +103,15 @@ def _live(candidates: Iterable[T]) -> T | None:
 class Cache:
     """`observe.Sources` over Kopf's indices, with the operator's unechoed writes on top."""
 
-    def __init__(self, indices: Indices) -> None:
+    def __init__(self, indices: Indices, clock: Callable[[], float] = time.monotonic) -> None:
         self._indices = indices
         self._lock = threading.Lock()
         self._written: dict[ObjectKey, Written] = {}
         self._gone: dict[ObjectKey, str] = {}
         """Children the operator deleted, by the resourceVersion they had, until the watch says so."""
+        self._clock = clock
+        self._buried: dict[Key, dict[str, tuple[float, facts.Pod]]] = {}
+        """Deleted pods with a failed server run, by owner and uid, with when they went."""
 
     # -- write-through ---------------------------------------------------------------------
 
@@ -134,7 +145,19 @@ class Cache:
                 del self._written[key]
             if key in self._gone and (deleted or newer(version, self._gone[key])):
                 del self._gone[key]
+        if deleted and kind == "Pod":
+            self._bury(raw)
         return echo
+
+    def _bury(self, raw: Mapping[str, Any]) -> None:
+        """Keep a deleted pod whose server's last run failed (see BURIED_SECONDS)."""
+        pod = facts.pod_from(raw)
+        server = pod.server
+        runs = () if server is None else (server.terminated, server.last_terminated)
+        if pod.instance and any(run is not None and run.failed for run in runs):
+            key = (str((raw.get("metadata") or {}).get("namespace") or ""), pod.instance)
+            with self._lock:
+                self._buried.setdefault(key, {})[pod.uid] = (self._clock(), replace(pod, deleting=True))
 
     def pending_writes(self) -> int:
         with self._lock:
@@ -170,7 +193,17 @@ class Cache:
         return tuple(out)
 
     def pods(self, key: Key) -> tuple[facts.Pod, ...]:
-        return tuple(sorted(self._indices.pods.get(key, ()), key=lambda p: p.name))
+        indexed = list(self._indices.pods.get(key, ()))
+        with self._lock:
+            graves = self._buried.get(key, {})
+            for uid, (went, _) in list(graves.items()):
+                if self._clock() - went > BURIED_SECONDS:
+                    del graves[uid]
+            if not graves:
+                self._buried.pop(key, None)
+            uids = {p.uid for p in indexed}
+            gone = [pod for uid, (_, pod) in graves.items() if uid not in uids]
+        return tuple(sorted([*indexed, *gone], key=lambda p: p.name))
 
     def create_failures(self, key: Key) -> tuple[facts.CreateFailure, ...]:
         return tuple(self._indices.failures.get(key, ()))

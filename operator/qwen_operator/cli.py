@@ -69,7 +69,26 @@ def _plan_of(res: api.QwenThinkingDeployment, gpu_memory_gib: float | None) -> p
         runtime.gpu_memory_utilization,
         runtime.kv_cache_dtype,
         spec.context.max_model_len,
+        spec.parallelism.pipeline,
     )
+
+
+def _weights_lines(plan: planner.Plan) -> list[str]:
+    """One stage: weights / tensor. Several: which layers a stage holds, then its share per GPU."""
+    d = plan.to_dict()
+    if plan.pipeline == 1:
+        return [
+            f"  weights per GPU    {d['weightsGB']} GB ({d['weightsGiB']} GiB) / {plan.tensor}"
+            f" = {d['weightsGiBPerGpu']} GiB"
+        ]
+    stage_gib = plan.stage_weights_bytes / planner.GIB
+    return [
+        f"  pipeline           {plan.pipeline} stages, one pod (node) each; the layers are split "
+        f"across them, the largest stage has {plan.stage_layers}: it holds those layers' weights "
+        "and KV cache",
+        f"  weights per GPU    {d['weightsGB']} GB ({d['weightsGiB']} GiB), {stage_gib:.3f} GiB a stage, "
+        f"/ {plan.tensor} = {d['weightsGiBPerGpu']} GiB",
+    ]
 
 
 def plan_text(name: str, plan: planner.Plan) -> str:
@@ -80,8 +99,7 @@ def plan_text(name: str, plan: planner.Plan) -> str:
             f"{name}: planned {plan.planned} of {plan.requested} tokens requested",
             f"  usable per GPU     {d['gpuMemoryGiB']} GiB x {d['gpuMemoryUtilization']}"
             f" = {d['usableGiB']} GiB",
-            f"  weights per GPU    {d['weightsGB']} GB ({d['weightsGiB']} GiB) / {plan.tensor}"
-            f" = {d['weightsGiBPerGpu']} GiB",
+            *_weights_lines(plan),
             f"  reserve per GPU    {d['reserveGiB']} GiB (activations, CUDA graphs, NCCL)",
             f"  KV cache per GPU   {d['kvCacheGiBPerGpu']} GiB",
             f"  KV bytes per token {plan.kv_bytes_per_token:,} ({plan.kv_cache_dtype}), "

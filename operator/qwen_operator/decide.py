@@ -25,6 +25,8 @@ from .vocabulary import (
     HPA_KIND,
     INFERENCE_POOL_KIND,
     KIND,
+    LWS_CRD,
+    LWS_KIND,
     SCALED_OBJECT_KIND,
     ConditionType,
     Phase,
@@ -139,7 +141,22 @@ def refused(p: Pass) -> Problem | None:
     return Problem(refusal.reason, problems.short(f"the apiserver rejects {refusal.what}: {refusal.message}"))
 
 
-BLOCKERS: tuple[Callable[[Pass], Problem | None], ...] = (too_small, name_conflict, refused)
+def no_leader_worker_set(p: Pass) -> Problem | None:
+    """A pipeline needs the LeaderWorkerSet API; without it nothing is created or changed (the
+    CRD's arrival is watched: the next pass goes ahead by itself)."""
+    if not render.multi_node(p.res.spec) or LWS_CRD in p.observed.served:
+        return None
+    message = (
+        f"parallelism.pipeline {p.res.spec.parallelism.pipeline} runs each replica as a LeaderWorkerSet "
+        f"group, but the cluster does not serve {LWS_CRD}: install LeaderWorkerSet (sigs.k8s.io/lws) "
+        "or set parallelism.pipeline to 1"
+    )
+    return Problem(Reason.LEADER_WORKER_SET_MISSING, message)
+
+
+BLOCKERS: tuple[Callable[[Pass], Problem | None], ...] = (
+    no_leader_worker_set, too_small, name_conflict, refused,
+)  # fmt: skip
 """Problems that stop every apply, in order of precedence."""
 
 
@@ -161,11 +178,26 @@ def _applies(p: Pass) -> tuple[Apply, ...]:
 
 
 def gated(applies: tuple[Apply, ...], download: weights.Download | None) -> tuple[Apply, ...]:
-    """With a shared cache, the StatefulSet is applied only once the download Job has succeeded
-    (weights.py says why its pods do not wait instead); every other child goes ahead."""
+    """With a shared cache, the StatefulSet (or LeaderWorkerSet) is applied only once the download
+    Job has succeeded (weights.py says why its pods do not wait instead); every other child goes
+    ahead."""
     if download is None or download.complete:
         return applies
-    return tuple(a for a in applies if a.manifest["kind"] != "StatefulSet")
+    return tuple(a for a in applies if a.manifest["kind"] not in render.WORKLOAD_KINDS)
+
+
+def switching(p: Pass, applies: tuple[Apply, ...]) -> tuple[tuple[Apply, ...], tuple[facts.Child, ...]]:
+    """parallelism.pipeline crossed 1: the workload of the other kind (ours, same name) is deleted
+    first (act.py: in the foreground, so it stays, deleting, until its pods are gone), and the
+    new one is applied only once it has gone: never both on the GPUs, nor a LeaderWorkerSet's
+    leader StatefulSet and ours under one name. Every other child goes ahead."""
+    name, kind = p.res.metadata.name, render.workload_kind(p.res.spec)
+    other = next(k for k in sorted(render.WORKLOAD_KINDS) if k != kind)
+    stale = p.observed.child(other, name)
+    if stale is None or not ours(stale, p.res):
+        return applies, ()
+    held = tuple(a for a in applies if a.manifest["kind"] not in render.WORKLOAD_KINDS)
+    return held, () if stale.deleting else (stale,)
 
 
 def _download_or_pods(
@@ -213,7 +245,8 @@ def decide(observed: Observed, now: datetime) -> Desired:
         plans[utilization] = plan = planner.plan_for(res.spec, memory, utilization)
         return None if plan is None else plan.planned
 
-    failures = [] if res.spec.paused else fallback.detect(observed.pods)  # paused: the context stays too
+    groups = render.multi_node(res.spec)
+    failures = [] if res.spec.paused else fallback.detect(observed.pods, groups)  # paused: context stays
     history = (before.context.history if before.context else None) or []
     decision = fallback.decide(res, history, planned_at, failures, now)
     plan = plans.get(decision.utilization) or planner.plan_for(res.spec, memory, decision.utilization)
@@ -225,18 +258,22 @@ def decide(observed: Observed, now: datetime) -> Desired:
     deletes = () if held else _deletes(p)
     download = weights.download(res, observed, [a.manifest["kind"] for a in applies])
     applies = gated(applies, download)
-    sts = observed.child("StatefulSet", res.metadata.name)
+    said: list[Event] = []
+    if not held:
+        applies, stale = switching(p, applies)
+        deletes = (*deletes, *stale)
+        said += [events.switching(c.kind, c.name, render.workload_kind(res.spec)) for c in stale]
+    sts = observed.child(render.workload_kind(res.spec), res.metadata.name)
     creation = problems.not_created(observed.create_failures, sts, observed.pods)
     pods = problems.of_pods(observed.pods, now, decision.explained, creation)
     found = blocker or decision.problem or _download_or_pods(download, pods)
     problem, wait = (found, None) if isinstance(found, Problem) else (None, found)
-    changing = any(a.manifest["kind"] == "StatefulSet" for a in applies)
+    changing = any(a.manifest["kind"] in render.WORKLOAD_KINDS for a in applies)
     shared = None if download is None else download.status
     inputs = status.Inputs(
         res, sts, decision, problem, wait, observed.pods, changing, weights=shared, served=observed.served
     )
     after = status.build(inputs, before, now)
-    said: list[Event] = []
     if decision.reduced is not None:
         said.append(events.cured(decision.reduced))
     if blocker is None or blocker.reason != Reason.INSUFFICIENT_GPU_MEMORY:
@@ -297,7 +334,8 @@ def _want(resource: facts.Resource) -> int:
 
 def _invalid(observed: Observed, exc: api.InvalidResource, now: datetime) -> Desired:
     before = status.previous(observed.resource.status)
-    sts = observed.child("StatefulSet", observed.resource.name)
+    name = observed.resource.name
+    sts = observed.child("StatefulSet", name) or observed.child(LWS_KIND, name)
     after = status.invalid(observed.resource, sts, exc.field, exc.message, before, now)
     return _desired(observed, after, before, [], (), Result.INVALID, None, None, now)
 

@@ -91,6 +91,12 @@ def replacing(what: str, pods_kept: bool = True) -> Event:
     return Event(EventType.NORMAL, EventReason.REPLACING, message)
 
 
+def switching(kind: str, name: str, to: str) -> Event:
+    """parallelism.pipeline crossed 1: one kind of workload gives way to the other."""
+    message = f"Replacing {kind} {name} by a {to}: parallelism.pipeline changed; its pods go first"
+    return Event(EventType.NORMAL, EventReason.REPLACING, message)
+
+
 def cured(step: api.ContextStep) -> Event:
     """A Warning when this pass applied an out-of-memory cure: what, why, and vLLM's figures."""
     if step.remedy == Remedy.LOWER_UTILIZATION:

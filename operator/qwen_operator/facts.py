@@ -134,8 +134,9 @@ def _controller(meta: Mapping[str, Any]) -> Owner | None:
     return None
 
 
-STATUS_KINDS = frozenset({"StatefulSet", "Job", "PersistentVolumeClaim"})
-"""The StatefulSet's rollout, the shared download Job's conditions, the shared claim's phase."""
+STATUS_KINDS = frozenset({"StatefulSet", "LeaderWorkerSet", "Job", "PersistentVolumeClaim"})
+"""The StatefulSet's (or LeaderWorkerSet's) rollout, the shared download Job's conditions, the
+shared claim's phase."""
 
 
 def child_from(raw: Raw, kind: str | None = None) -> Child:

@@ -203,16 +203,21 @@ def _failure(pod: facts.Pod, ended: facts.Terminated, restart_count: int) -> Fai
     )
 
 
-def detect(pods: Sequence[facts.Pod]) -> list[Failure]:
+def detect(pods: Sequence[facts.Pod], groups: bool = False) -> list[Failure]:
     """Failed runs of the server container that still matter: the pod is not serving since.
 
     A container that is ready again got past its failure, and a pod being deleted is on
-    its way out; neither says anything about the memory now.
+    its way out; neither says anything about the memory now. Except in pipeline groups
+    (`groups`): every pod of a group counts, leader and workers, and LeaderWorkerSet's
+    RecreateGroupOnPodRestart deletes the whole group at the first restart of any of its
+    containers, so a worker's out-of-memory is only ever seen on a pod being deleted; the
+    cure then applies to the whole group (one argv for all its pods). Each (pod, restart)
+    still counts once.
     """
     found: list[Failure] = []
     for pod in pods:
         server = pod.server
-        if server is None or pod.deleting or server.ready:
+        if server is None or (pod.deleting and not groups) or server.ready:
             continue
         runs = ((server.terminated, server.restart_count + 1), (server.last_terminated, server.restart_count))
         for ended, restarts in runs:

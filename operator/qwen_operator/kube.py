@@ -28,6 +28,7 @@ from .vocabulary import (
     INFERENCE_POOL_API,
     INFERENCE_POOL_KIND,
     KIND,
+    LWS_API,
     PLURAL,
     SCALED_OBJECT_API,
     SCALED_OBJECT_KIND,
@@ -70,6 +71,7 @@ KINDS: dict[str, tuple[str, str]] = {
     HPA_KIND: ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     SCALED_OBJECT_KIND: (f"/apis/{SCALED_OBJECT_API}", "scaledobjects"),
     INFERENCE_POOL_KIND: (f"/apis/{INFERENCE_POOL_API}", "inferencepools"),
+    "LeaderWorkerSet": (f"/apis/{LWS_API}", "leaderworkersets"),
     "Event": ("/api/v1", "events"),
     KIND: (f"/apis/{API_VERSION}", PLURAL),
 }

@@ -23,6 +23,13 @@ holds back one block of every layer (the block pool's null block), then a contex
 
 so the largest context is `(available // (block_size * kv_bytes_per_token_per_gpu) - 1) * block_size`,
 which is what estimate_max_model_len's binary search finds (capped there at max_model_len).
+
+Pipeline parallelism (`parallelism.pipeline` stages, one pod each) splits the layers: vLLM's
+get_pp_indices gives each stage `layers // pipeline` and one more to the stages before the last
+for the remainder (94 layers in 4 stages: 23, 24, 24, 23). A GPU then holds its stage's share of
+the weights (the embeddings of the first stage and the head of the last are counted pro rata,
+within a percent for this model) and the KV cache of its stage's layers only; vLLM gives every
+worker the same number of blocks (the smallest), so the stage with the most layers decides.
 """
 
 from __future__ import annotations
@@ -72,9 +79,21 @@ class Architecture:
         """Keys and values of every layer for one token, all KV heads."""
         return 2 * self.layers * self.kv_heads * self.head_dim * kv_dtype_bytes
 
-    def kv_bytes_per_token_per_gpu(self, tensor: int, kv_dtype_bytes: int) -> int:
-        """Tensor parallelism splits KV heads; past their count, heads are replicated."""
-        return self.kv_bytes_per_token(kv_dtype_bytes) // min(tensor, self.kv_heads)
+    def kv_bytes_per_token_per_gpu(self, tensor: int, kv_dtype_bytes: int, pipeline: int = 1) -> int:
+        """Tensor parallelism splits KV heads; past their count, heads are replicated. A pipeline
+        stage holds the keys and values of its own layers only."""
+        per_layer = 2 * self.kv_heads * self.head_dim * kv_dtype_bytes // min(tensor, self.kv_heads)
+        return per_layer * stage_layers(self.layers, pipeline)
+
+    def stage_weights_bytes(self, pipeline: int) -> int:
+        """Weights of the largest pipeline stage (layers pro rata)."""
+        return -(-self.weights_bytes * stage_layers(self.layers, pipeline) // self.layers)
+
+
+def stage_layers(layers: int, pipeline: int) -> int:
+    """Layers of the largest pipeline stage (vLLM's get_pp_indices: the remainder goes one
+    each to the stages before the last)."""
+    return -(-layers // pipeline)
 
 
 def _linear_bytes(rows: int, cols: int, block: tuple[int, int] | None) -> int:
@@ -163,6 +182,7 @@ class Plan:
     kv_cache_dtype: str
     requested: int
     weights_bytes: int
+    """The whole checkpoint, all stages."""
     reserve_gib: float
     kv_bytes_per_token: int
     """Keys and values of one token for the whole replica."""
@@ -175,10 +195,20 @@ class Plan:
     """The longest context one request can have in that KV cache (vLLM's estimate), or 0."""
     planned: int
     """The largest context (a multiple of CONTEXT_STEP, at most the request) that fits, or 0."""
+    pipeline: int = 1
+    """Pipeline stages (pods) of a replica."""
+    stage_weights_bytes: int = 0
+    """Weights of the largest stage (all of them with one stage)."""
+    stage_layers: int = 0
+    """Layers of the largest stage."""
+
+    @property
+    def gpus(self) -> int:
+        return self.tensor * self.pipeline
 
     @property
     def weights_bytes_per_gpu(self) -> int:
-        return -(-self.weights_bytes // self.tensor)
+        return -(-(self.stage_weights_bytes or self.weights_bytes) // self.tensor)
 
     @property
     def weights_fit(self) -> bool:
@@ -205,6 +235,8 @@ class Plan:
             "kvBytesPerTokenPerGpu": self.kv_bytes_per_token_per_gpu,
             "blockSize": BLOCK_SIZE,
             "tensor": self.tensor,
+            "pipeline": self.pipeline,
+            "stageLayers": self.stage_layers,
             "kvCacheDtype": self.kv_cache_dtype,
             "maxTokens": self.max_tokens,
             "requested": self.requested,
@@ -219,7 +251,13 @@ class Plan:
         )
 
     def _weights(self) -> str:
-        return f"{self.weights_bytes / GB:.1f} GB over {self.tensor} GPU{'s' if self.tensor > 1 else ''}"
+        gpus = f"{self.gpus} GPU{'s' if self.gpus > 1 else ''}"
+        if self.pipeline == 1:
+            return f"{self.weights_bytes / GB:.1f} GB over {gpus}"
+        return (
+            f"{self.weights_bytes / GB:.1f} GB over {gpus}: {self.pipeline} pipeline stages of at most "
+            f"{self.stage_layers} layers, each over {self.tensor} GPU{'s' if self.tensor > 1 else ''}"
+        )
 
     def explain(self) -> str:
         """One sentence with the numbers (the InsufficientGPUMemory condition's message)."""
@@ -227,7 +265,7 @@ class Plan:
         if not self.weights_fit:
             return (
                 f"the weights need {per_gpu:.1f} GiB per GPU ({self._weights()}) but only {left:.1f} GiB "
-                f"is usable ({self._budget()}): add GPUs per replica or use larger GPUs"
+                f"is usable ({self._budget()}): add GPUs per replica (tensor or pipeline) or use larger GPUs"
             )
         head = (
             f"the KV cache gets {self.kv_cache_gib_per_gpu:.1f} GiB per GPU ({self._budget()} - "
@@ -258,12 +296,15 @@ def plan(
     utilization: float,
     kv_cache_dtype: str,
     requested: int,
+    pipeline: int = 1,
 ) -> Plan:
-    """Largest context that fits one request in the KV cache of `tensor` GPUs."""
+    """Largest context that fits one request in the KV cache of `tensor` GPUs per stage, in
+    `pipeline` stages (the largest stage decides)."""
     usable = math.ceil(gpu_memory_gib * GIB * utilization)
-    weights_per_gpu = -(-arch.weights_bytes // tensor)
+    stage_weights = arch.stage_weights_bytes(pipeline)
+    weights_per_gpu = -(-stage_weights // tensor)
     kv_cache = usable - weights_per_gpu - round(OVERHEAD_GIB * GIB)
-    per_token = arch.kv_bytes_per_token_per_gpu(tensor, kv_dtype_bytes(kv_cache_dtype))
+    per_token = arch.kv_bytes_per_token_per_gpu(tensor, kv_dtype_bytes(kv_cache_dtype), pipeline)
     max_tokens = max_context(kv_cache, per_token)
     return Plan(
         gpu_memory_gib=gpu_memory_gib,
@@ -279,6 +320,9 @@ def plan(
         kv_cache_bytes_per_gpu=kv_cache,
         max_tokens=max_tokens,
         planned=min(requested, max_tokens // CONTEXT_STEP * CONTEXT_STEP),
+        pipeline=pipeline,
+        stage_weights_bytes=stage_weights,
+        stage_layers=stage_layers(arch.layers, pipeline),
     )
 
 
@@ -306,4 +350,5 @@ def plan_for(
         utilization or spec.runtime.gpu_memory_utilization,
         spec.runtime.kv_cache_dtype,
         spec.context.max_model_len,
+        spec.parallelism.pipeline,
     )

@@ -35,6 +35,9 @@ from .vocabulary import (
     INSTANCE_LABEL,
     KIND,
     LAUNCHER_ANNOTATION,
+    LWS_KIND,
+    LWS_LEADER_ADDRESS_VAR,
+    LWS_WORKER_INDEX_VAR,
     MAX_MODEL_LEN_FLAG,
     QUEUE_METRIC,
     SCALED_OBJECT_API,
@@ -42,6 +45,7 @@ from .vocabulary import (
     SERVICE_MONITOR_CRD,
     Component,
     labels,
+    leader_labels,
     selector_labels,
 )
 
@@ -69,6 +73,10 @@ TEMPLATES = (
     "pdb.yaml.j2",
 )  # fmt: skip
 """In apply order: the launcher and the StatefulSet's governing Service exist before its pods."""
+LWS_TEMPLATES = (
+    "configmap-launcher.yaml.j2", "service.yaml.j2", "leaderworkerset.yaml.j2", "pdb.yaml.j2",
+)  # fmt: skip
+"""With parallelism.pipeline > 1: a LeaderWorkerSet, no headless Service (LWS makes one per group)."""
 SHARED_TEMPLATES = ("pvc-weights.yaml.j2", "job-weights.yaml.j2")
 """With model.cache.mode Shared, after the launcher (the Job's pod mounts it): the claim, the Job."""
 SERVICE_MONITOR_TEMPLATE = "servicemonitor.yaml.j2"
@@ -93,6 +101,19 @@ def coerce(resource: QwenThinkingDeployment | Mapping[str, Any]) -> QwenThinking
     if isinstance(resource, QwenThinkingDeployment):
         return resource
     return api.parse_resource(dict(resource))
+
+
+WORKLOAD_KINDS = frozenset({"StatefulSet", LWS_KIND})
+"""The kinds that run the server pods (the one child with the user's free-form values)."""
+
+
+def workload_kind(spec: QwenThinkingDeploymentSpec) -> str:
+    """What runs the replicas: a StatefulSet, or a LeaderWorkerSet of pipeline pods a replica."""
+    return LWS_KIND if multi_node(spec) else "StatefulSet"
+
+
+def multi_node(spec: QwenThinkingDeploymentSpec) -> bool:
+    return spec.parallelism.pipeline > 1
 
 
 def headless_name(name: str) -> str:
@@ -151,15 +172,30 @@ def model_argument(spec: QwenThinkingDeploymentSpec) -> str:
     return spec.model.id
 
 
+def multi_node_args(pipeline: int, worker: bool) -> list[str]:
+    """vLLM's multiprocessing multi-node form (no Ray): every pod of a group runs the same
+    `vllm serve` with the group's size and the leader's address (LWS sets LWS_LEADER_ADDRESS in
+    each container); the leader is node rank 0 and serves the API, a worker takes its index in
+    the group (LWS_WORKER_INDEX) as its rank and runs headless. Kubernetes expands `$(VAR)`."""
+    if pipeline == 1:
+        return []
+    args = ["--pipeline-parallel-size", str(pipeline), "--nnodes", str(pipeline)]
+    args += ["--node-rank", f"$({LWS_WORKER_INDEX_VAR})" if worker else "0"]
+    args += ["--master-addr", f"$({LWS_LEADER_ADDRESS_VAR})"]
+    return [*args, "--headless"] if worker else args
+
+
 def server_argv(
     resource: QwenThinkingDeployment | Mapping[str, Any],
     max_model_len: int | None = None,
     gpu_memory_utilization: float | None = None,
+    worker: bool = False,
 ) -> list[str]:
     """The server container's command: the launcher, then `vllm serve` with every managed flag.
 
     `max_model_len` and `gpu_memory_utilization` are the values in force (the out-of-memory
-    cures may have lowered them); by default the spec's."""
+    cures may have lowered them); by default the spec's. `worker`: a pipeline group's headless
+    worker (the leader's command is the default one)."""
     res = coerce(resource)
     spec = res.spec
     context = max_model_len if max_model_len is not None else spec.context.max_model_len
@@ -174,6 +210,7 @@ def server_argv(
     ]
     if spec.parallelism.expert:
         args.append("--enable-expert-parallel")
+    args += multi_node_args(spec.parallelism.pipeline, worker)
     args += [GPU_MEMORY_UTILIZATION, f"{utilization:g}"]
     if spec.runtime.kv_cache_dtype != "auto":
         args += ["--kv-cache-dtype", spec.runtime.kv_cache_dtype]
@@ -344,6 +381,8 @@ def _values(
         "headless_name": headless_name(name),
         "labels": {str(c): labels(name, c) for c in Component},
         "selector": selector_labels(name),
+        "leader_selector": leader_labels(name, spec.parallelism.pipeline),
+        "group": _group(res, max_model_len, gpu_memory_utilization) if multi_node(spec) else None,
         "owner": owner_reference(res),
         "replicas": spec.replicas,
         "image": spec.runtime.image or api.DEFAULT_IMAGE,
@@ -388,6 +427,17 @@ def _values(
     }
 
 
+def _group(
+    res: QwenThinkingDeployment, max_model_len: int | None, gpu_memory_utilization: float | None
+) -> dict[str, Any]:
+    """The LeaderWorkerSet's group: its size and the leader's and the workers' commands."""
+    return {
+        "size": res.spec.parallelism.pipeline,
+        "leader_command": server_argv(res, max_model_len, gpu_memory_utilization),
+        "worker_command": server_argv(res, max_model_len, gpu_memory_utilization, worker=True),
+    }
+
+
 def _shared(res: QwenThinkingDeployment) -> dict[str, Any]:
     name = res.metadata.name
     return {
@@ -429,7 +479,8 @@ def render(
     res = coerce(resource)
     values = _values(res, max_model_len, gpu_memory_utilization)
     shared = SHARED_TEMPLATES if values["shared"] else ()
-    templates = TEMPLATES[:1] + shared + TEMPLATES[1:] + optional_templates(res, served)
+    base = LWS_TEMPLATES if values["group"] else TEMPLATES
+    templates = base[:1] + shared + base[1:] + optional_templates(res, served)
     plain = json.dumps(values, sort_keys=True)  # plain data: equal values, an equal document
     children = [_DOCUMENTS.render(t, values, plain) for t in templates]
     _check(res, children, values["command"])
@@ -488,9 +539,11 @@ def _check(res: QwenThinkingDeployment, children: list[dict[str, Any]], command:
             raise RenderError(f"{child['kind']}/{meta['name']}: missing selector labels")
         if res.metadata.uid and meta.get("ownerReferences") != [owner_reference(res)]:
             raise RenderError(f"{child['kind']}/{meta['name']}: missing owner reference")
-    sts = next(c for c in children if c["kind"] == "StatefulSet")
-    if sts["spec"]["template"]["spec"]["containers"][0]["command"] != command:
-        raise RenderError("StatefulSet: server command differs from server_argv()")
+    workload = next(c for c in children if c["kind"] == workload_kind(res.spec))
+    spec = workload["spec"]
+    template = spec["leaderWorkerTemplate"]["leaderTemplate"] if multi_node(res.spec) else spec["template"]
+    if template["spec"]["containers"][0]["command"] != command:
+        raise RenderError(f"{workload['kind']}: server command differs from server_argv()")
 
 
 def to_yaml(children: list[dict[str, Any]]) -> str:

@@ -23,6 +23,7 @@ from .fallback import Decision
 from .problems import Problem, Wait, short
 from .vocabulary import (
     INFERENCE_POOL_CRD,
+    LWS_KIND,
     QUEUE_METRIC,
     SCALED_OBJECT_CRD,
     ConditionType,
@@ -32,6 +33,9 @@ from .vocabulary import (
     Remedy,
     selector_string,
 )
+
+LWS_BUSY = frozenset({"UpdateInProgress"})
+"""LeaderWorkerSet conditions that say a rollout of its templates is under way."""
 
 Status = api.QwenThinkingDeploymentStatus
 Condition = api.Condition
@@ -55,6 +59,8 @@ def rollout(sts: facts.Child | None, want: int, changing: bool = False) -> Rollo
     the old one reports, the servers do not match the spec yet (kstatus must read InProgress)."""
     if sts is None:
         return Rollout(False, 0, 0, 0, False)
+    if sts.kind == LWS_KIND:
+        return group_rollout(sts, want, changing)
     st = sts.status
     observed = int(st.get("observedGeneration") or 0) >= sts.generation
     replicas = int(st.get("replicas") or 0)
@@ -62,6 +68,21 @@ def rollout(sts: facts.Child | None, want: int, changing: bool = False) -> Rollo
     revisions_equal = st.get("currentRevision") == st.get("updateRevision") or updated >= replicas
     spec_replicas = sts.manifest["spec"].get("replicas")
     settled = observed and revisions_equal and spec_replicas == want and replicas == want and updated >= want
+    return Rollout(True, replicas, int(st.get("readyReplicas") or 0), updated, settled and not changing)
+
+
+def group_rollout(lws: facts.Child, want: int, changing: bool) -> Rollout:
+    """A LeaderWorkerSet's rollout, in groups (replicas): its status has no observedGeneration;
+    it has settled when it counts the wanted groups, all updated, and its Progressing and
+    UpdateInProgress condition is not True (Progressing only says a group is not ready yet)."""
+    st = lws.status
+    replicas, updated = int(st.get("replicas") or 0), int(st.get("updatedReplicas") or 0)
+    busy = any(
+        isinstance(c, Mapping) and c.get("type") in LWS_BUSY and c.get("status") == "True"
+        for c in st.get("conditions") or []
+    )
+    spec_replicas = lws.manifest["spec"].get("replicas")
+    settled = spec_replicas == want and replicas == want and updated >= want and not busy
     return Rollout(True, replicas, int(st.get("readyReplicas") or 0), updated, settled and not changing)
 
 
@@ -255,7 +276,7 @@ def build(f: Inputs, before: Status, now: datetime) -> Status:
         phase=phase,
         replicas=ro.replicas,
         ready_replicas=ro.ready,
-        selector=selector_string(res.metadata.name),
+        selector=selector_string(res.metadata.name, res.spec.parallelism.pipeline),
         endpoint=render.endpoint(res),
         context=context_status(f.decision),
         progress=replicas.progress(entries, want),
@@ -325,7 +346,7 @@ def invalid(
         phase=Phase.FAILED,
         replicas=ro.replicas,
         ready_replicas=ro.ready,
-        selector=selector_string(resource.name),
+        selector=selector_string(resource.name, 2 if sts is not None and sts.kind == LWS_KIND else 1),
         endpoint=before.endpoint,
         context=before.context,
         weights=before.weights,

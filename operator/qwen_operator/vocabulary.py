@@ -65,8 +65,15 @@ def selector_labels(name: str) -> dict[str, str]:
     return {NAME_LABEL: APP_NAME, INSTANCE_LABEL: name}
 
 
-def selector_string(name: str) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(name).items()))
+def leader_labels(name: str, pipeline: int) -> dict[str, str]:
+    """The labels of the pods that serve: all of them with one stage, else the group leaders
+    (the Services' and the scale subresource's selector)."""
+    leaders = {LWS_WORKER_INDEX_LABEL: "0"} if pipeline > 1 else {}
+    return {**selector_labels(name), **leaders}
+
+
+def selector_string(name: str, pipeline: int = 1) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(leader_labels(name, pipeline).items()))
 
 
 def labels(name: str, component: Component) -> dict[str, str]:
@@ -116,10 +123,20 @@ INFERENCE_POOL_CRD = "inferencepools.inference.networking.k8s.io"
 INFERENCE_POOL_KIND = "InferencePool"
 HPA_KIND = "HorizontalPodAutoscaler"
 """The kinds of these children are also the reasons that name them (Autoscaling, InferencePool)."""
+LWS_API = "leaderworkerset.x-k8s.io/v1"
+LWS_CRD = "leaderworkersets.leaderworkerset.x-k8s.io"
+LWS_KIND = "LeaderWorkerSet"
+LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
+"""LWS labels each pod of a group with its index in the group; the leader's is "0"."""
+LWS_LEADER_ADDRESS_VAR = "LWS_LEADER_ADDRESS"
+"""LWS sets it in every container of a group: the leader pod's DNS name."""
+LWS_WORKER_INDEX_VAR = "LWS_WORKER_INDEX"
+"""LWS sets it in every container of a group: the pod's index in the group (the leader's 0)."""
 OPTIONAL_CRDS = {
     SERVICE_MONITOR_CRD: SERVICE_MONITOR_API.split("/")[1],
     SCALED_OBJECT_CRD: SCALED_OBJECT_API.split("/")[1],
     INFERENCE_POOL_CRD: INFERENCE_POOL_API.split("/")[1],
+    LWS_CRD: LWS_API.split("/")[1],
 }
 """CRDs whose presence changes what the operator creates (watched, never required), with the
 version the operator writes: the CRD counts as served only while that version is."""
@@ -231,6 +248,9 @@ class Reason(StrEnum):
     WEIGHTS_DOWNLOAD_FAILED = "WeightsDownloadFailed"
     """Ready=False, Stalled=True | the download Job failed (a refused token, an unknown revision, a
     full claim, or its retries spent); delete the Job to try again"""
+    LEADER_WORKER_SET_MISSING = "LeaderWorkerSetMissing"
+    """Ready=False, Stalled=True | `parallelism.pipeline` > 1 needs the LeaderWorkerSet API
+    (sigs.k8s.io/lws), which the cluster does not serve: nothing created or changed"""
     NAME_CONFLICT = "NameConflict"
     """Ready=False, Stalled=True | a child's name is taken by an object the operator does not own"""
     QUOTA_EXCEEDED = "QuotaExceeded"
@@ -361,7 +381,8 @@ class EventReason(StrEnum):
     DRIFT_REVERTED = "DriftReverted"
     """Normal | a hand edit of a field the operator owns was reverted"""
     REPLACING = "Replacing"
-    """Normal | a StatefulSet field fixed at creation changed: replaced, pods kept"""
+    """Normal | a StatefulSet field fixed at creation changed: replaced, pods kept; or
+    `parallelism.pipeline` crossed 1: the StatefulSet gives way to a LeaderWorkerSet (or back)"""
     CONTEXT_PLANNED = "ContextPlanned"
     """Normal | the memory plan fits less than requested; the servers start from the plan"""
     INSUFFICIENT_GPU_MEMORY = "InsufficientGPUMemory"

@@ -38,13 +38,15 @@ DESTS = [
     "model_tag", "served_model_name", "tensor_parallel_size", "enable_expert_parallel",
     "max_model_len", "gpu_memory_utilization", "kv_cache_dtype", "reasoning_parser",
     "enable_auto_tool_choice", "tool_call_parser", "api_key", "revision", "download_dir",
-    "host", "port",
+    "host", "port", "pipeline_parallel_size", "nnodes", "node_rank", "headless",
 ]  # fmt: skip
+NUMERIC_VARS = {"LWS_WORKER_INDEX": "1"}
+"""Variables an integer option reads (a worker's --node-rank): a number stands for them."""
 
 
 def dummy(env_name: str) -> str:
     """The value a `$(NAME)` reference stands for in these tests (Kubernetes expands it)."""
-    return f"dummy-{env_name}"
+    return NUMERIC_VARS.get(env_name, f"dummy-{env_name}")
 
 
 def resource(spec: dict[str, Any], name: str = "qwen3-thinking") -> dict[str, Any]:
@@ -63,15 +65,19 @@ class Case:
     res: api.QwenThinkingDeployment
     max_model_len: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    worker: bool = False
+    """The headless worker of a pipeline group (else the leader, or the one pod of a replica)."""
 
     @property
     def argv(self) -> list[str]:
-        return vllm_argv(self.res, self.max_model_len)
+        return vllm_argv(self.res, self.max_model_len, self.worker)
 
 
-def vllm_argv(res: api.QwenThinkingDeployment, max_model_len: int | None = None) -> list[str]:
+def vllm_argv(
+    res: api.QwenThinkingDeployment, max_model_len: int | None = None, worker: bool = False
+) -> list[str]:
     """The rendered command after the launcher's `--`, env references given dummy values."""
-    command = render.server_argv(res, max_model_len=max_model_len)
+    command = render.server_argv(res, max_model_len=max_model_len, worker=worker)
     assert command[:3] == ["python3", "-m", "qwen_runtime"], command
     assert "--" in command, f"no launcher separator in {command}"
     rest = command[command.index("--") + 1 :]
@@ -99,6 +105,10 @@ def expected_reading(case: Case) -> dict[str, Any]:
         "api_key": None,
         "revision": (spec.model.revision or None) if hub else None,
         "port": render.CONTAINER_PORT,
+        "pipeline_parallel_size": spec.parallelism.pipeline,
+        "nnodes": spec.parallelism.pipeline,
+        "node_rank": int(NUMERIC_VARS["LWS_WORKER_INDEX"]) if case.worker else 0,
+        "headless": case.worker,
         **case.extra,
     }
 
@@ -158,6 +168,12 @@ VARIATIONS: dict[str, tuple[dict[str, Any], int | None, dict[str, Any]]] = {
         {},
     ),
     "pvc-source": ({"model": {"source": {"pvc": {"claimName": "w", "path": "q/fp8"}}}}, None, {}),
+    "tp4-pp2-leader": (
+        {"parallelism": {"tensor": 4, "pipeline": 2}},
+        None,
+        {"master_addr": dummy("LWS_LEADER_ADDRESS")},
+    ),
+    "tp8-expert-pp4-leader": ({"parallelism": {"tensor": 8, "expert": True, "pipeline": 4}}, None, {}),
     "everything": (
         {
             "replicas": 2,
@@ -196,7 +212,18 @@ def variation_cases() -> dict[str, Case]:
     }
 
 
-POSITIVE: dict[str, Case] = {**sample_cases(), **variation_cases()}
+def worker_cases() -> dict[str, Case]:
+    """The headless worker of every pipeline variation and sample: the same engine options,
+    its rank from LWS, no API server."""
+    cases = {**sample_cases(), **variation_cases()}
+    return {
+        f"{case_id}-worker": Case(c.res, c.max_model_len, {**c.extra}, worker=True)
+        for case_id, c in cases.items()
+        if c.res.spec.parallelism.pipeline > 1
+    }
+
+
+POSITIVE: dict[str, Case] = {**sample_cases(), **variation_cases(), **worker_cases()}
 # Argv vLLM must refuse: the model card's stale flag, and proof that the checker can fail.
 NEGATIVE: dict[str, tuple[list[str], str]] = {
     "model-card-enable-reasoning": (MODEL_CARD_ARGV, "--enable-reasoning"),
@@ -338,6 +365,11 @@ HOSTILE = {
     "revision": "evil",
     "host": "127.0.0.1",
     "port": "9999",
+    "pipeline_parallel_size": "4",
+    "nnodes": "4",
+    "node_rank": "3",
+    "master_addr": "evil.example",
+    "headless": "",
     "hf_token": "hf_evil",
 }
 

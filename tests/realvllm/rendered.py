@@ -34,7 +34,12 @@ def sample_docs() -> dict[str, dict[str, Any]]:
 
 
 def samples() -> dict[str, QwenThinkingDeployment]:
-    return {name: api.parse_resource(doc) for name, doc in sample_docs().items()}
+    """The samples one server pod runs. Not the multi-node ones (parallelism.pipeline > 1): a
+    replica is then vLLM processes on several nodes that LeaderWorkerSet starts together; their
+    leader's and workers' argv are proven by vLLM's own parser (tests/contract/test_vllm_cli.py),
+    their groups by the real LeaderWorkerSet (e2e/test_multinode.py)."""
+    parsed = {name: api.parse_resource(doc) for name, doc in sample_docs().items()}
+    return {name: res for name, res in parsed.items() if res.spec.parallelism.pipeline == 1}
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@
 | `prometheus` | `github.com/prometheus/prometheus/cmd/prometheus` | what prometheus-adapter queries |
 | `promql` | `./promql` on `github.com/prometheus/prometheus` | the metric names a query reads |
 | `prometheus-adapter` | `sigs.k8s.io/prometheus-adapter/cmd/adapter` | custom.metrics.k8s.io for the HPA |
+| `lws` | `sigs.k8s.io/lws/cmd` | the LeaderWorkerSet controller and webhooks, for multi-node replicas |
 
 Prometheus' service discoveries are left out (`remove_all_sd`, its own build tag): the tests
 scrape static targets, and the cloud SDKs would triple the build.
@@ -71,6 +72,7 @@ TOOLS = {
             (("github.com/rhysd/actionlint", versions.ACTIONLINT),),
         ),
         Tool("kstatus", ".", (("sigs.k8s.io/cli-utils", versions.CLI_UTILS),)),
+        Tool("lws", "sigs.k8s.io/lws/cmd", (("sigs.k8s.io/lws", versions.LWS),)),
         Tool(
             "luahealth",
             ".",
@@ -117,6 +119,7 @@ MODULES = {
         "sigs.k8s.io/gateway-api-inference-extension",
         versions.GATEWAY_API_INFERENCE_EXTENSION,
     ),
+    "lws": ("sigs.k8s.io/lws", versions.LWS),
 }
 """Modules whose files the suite uses, by short name: (module path, version)."""
 

@@ -46,3 +46,4 @@ FLUX_SOURCE_CONTROLLER = "v1.9.6"
 PROMETHEUS_OPERATOR = "v0.85.0"
 KEDA = "v2.21.0"  # the ScaledObject CRD
 GATEWAY_API_INFERENCE_EXTENSION = "v1.0.0"  # the InferencePool CRD (inference.networking.k8s.io/v1)
+LWS = "v0.8.0"  # LeaderWorkerSet: its CRD and its controller (with webhooks), for multi-node replicas

@@ -1,0 +1,223 @@
+"""Multi-node replicas (parallelism.pipeline > 1) on the real LeaderWorkerSet.
+
+The CRD, the webhooks and the controller are LWS's own (e2e/devcluster/lws.py: built from its
+Go module, on loopback, the webhooks by url with a certificate of the cluster's CA). kwok plays
+the nodes: four 4-GPU H100 nodes of this module's own pool, so a TP 4 x PP 2 group (8 GPUs)
+needs two of them. The operator runs as its ServiceAccount (operator_fixtures), so the RBAC for
+LeaderWorkerSets is proven too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+pytest.register_assert_rewrite("e2e.operator_fixtures")
+
+from e2e.conftest import Cluster  # noqa: E402
+from e2e.devcluster import lws, nodes, simulate  # noqa: E402
+from e2e.devcluster.kube import kubectl, terminate_container, wait_for  # noqa: E402
+from e2e.operator_fixtures import (  # noqa: E402
+    GROUP,
+    NAME,
+    PLURAL,
+    VERSION,
+    Operator,
+    apply_yaml,
+    condition,
+    get_qtd,
+    instance,
+    sample,
+    wait_phase,
+)
+from qwen_operator import api, render  # noqa: E402
+from qwen_runtime.argv import max_model_len  # noqa: E402
+
+pytest_plugins = ("e2e.operator_fixtures",)
+pytestmark = pytest.mark.e2e
+
+POOL = ("qwen-e2e.io/pool", "four-gpu")
+NODES = [f"lws-node-{i}" for i in range(4)]
+WORKER_INDEX = "leaderworkerset.sigs.k8s.io/worker-index"
+TP4_PP2 = {
+    "parallelism": {"tensor": 4, "pipeline": 2},
+    "scheduling": {"nodeSelector": dict([POOL])},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_crd_left(cluster: Cluster) -> Iterator[None]:
+    """The LWS CRD is this module's: absent before (the first test proves the Stalled state),
+    removed after."""
+    del cluster
+    lws.remove_crd()
+    yield
+    lws.remove_crd()
+
+
+@pytest.fixture(scope="module")
+def four_gpu_nodes(cluster: Cluster) -> Iterator[list[str]]:
+    """Four kwok nodes with 4 H100s each, labelled for this module's pool."""
+    del cluster
+    items = [nodes.node_manifest(n, nodes.GPU_MODELS["H100"], 4) for n in NODES]
+    for item in items:
+        item["metadata"]["labels"][POOL[0]] = POOL[1]
+    kubectl("apply", "-f", "-", stdin=yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items}))
+    kubectl("wait", "--for=condition=Ready", "--timeout=60s", *[f"node/{n}" for n in NODES])
+    yield NODES
+    kubectl("delete", "node", *NODES, "--ignore-not-found")
+
+
+@pytest.fixture(scope="module")
+def lws_controller(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[lws.Controller]:
+    lws.install_crd()
+    with lws.running(cluster.kubeconfig, tmp_path_factory.mktemp("lws")) as controller:
+        yield controller
+
+
+@pytest.fixture
+def group_ns(ns: str, core_v1: client.CoreV1Api) -> str:
+    """The test namespace, where the LWS pod webhooks apply."""
+    core_v1.patch_namespace(ns, {"metadata": {"labels": dict([lws.NAMESPACE_LABEL])}})
+    return ns
+
+
+def lws_object(ns: str, name: str = NAME) -> dict[str, Any] | None:
+    out = kubectl("get", "leaderworkerset", name, "-n", ns, "-o", "json", check=False)
+    return json.loads(out.stdout) if out.returncode == 0 else None
+
+
+def server_pods(core_v1: client.CoreV1Api, ns: str) -> list[client.V1Pod]:
+    pods = core_v1.list_namespaced_pod(ns, label_selector=instance(NAME)).items
+    return [p for p in pods if p.metadata.deletion_timestamp is None]
+
+
+def command_of(pod: client.V1Pod) -> list[str]:
+    """The server container's command."""
+    return list(pod.spec.containers[0].command)
+
+
+def test_a_pipeline_waits_for_the_lws_api_then_creates_the_leader_worker_set(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, apps_v1: client.AppsV1Api
+) -> None:
+    """Without the CRD: Stalled LeaderWorkerSetMissing, nothing created; the CRD installed while
+    the operator runs: the LeaderWorkerSet is created (the real schema accepts it), no restart."""
+    apply_yaml(ns, sample(**TP4_PP2))
+    stalled = wait_phase(custom, ns, NAME, "Failed")
+    assert condition(stalled, "Stalled")["reason"] == "LeaderWorkerSetMissing"
+    assert lws.CRD_NAME in condition(stalled, "Stalled")["message"]
+    assert apps_v1.list_namespaced_stateful_set(ns).items == []
+    lws.install_crd()
+    created = wait_for(lambda: lws_object(ns), 60, "LeaderWorkerSet created once its CRD is served")
+    group = created["spec"]["leaderWorkerTemplate"]
+    assert (group["size"], group["restartPolicy"]) == (2, "RecreateGroupOnPodRestart")
+    uid = get_qtd(custom, ns, NAME)["metadata"]["uid"]
+    assert [r["uid"] for r in created["metadata"]["ownerReferences"]] == [uid]
+    wait_for(
+        lambda: condition(get_qtd(custom, ns, NAME), "Stalled")["reason"] != "LeaderWorkerSetMissing",
+        60, "Stalled no longer LeaderWorkerSetMissing",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [TP4_PP2, {**TP4_PP2, "model": {"cache": {"mode": "Shared"}}},
+     {"parallelism": {"tensor": 8, "expert": True, "pipeline": 4}},
+     {**TP4_PP2, "model": {"source": {"pvc": {"claimName": "weights"}}}}],
+    ids=["per-replica", "shared-cache", "tp8-pp4", "pvc"],
+)  # fmt: skip
+def test_the_real_lws_admission_accepts_what_the_operator_renders(
+    lws_controller: lws.Controller, group_ns: str, spec: dict[str, Any]
+) -> None:
+    """Server-side dry run: the CRD's schema and LWS's own defaulting and validating webhooks."""
+    del lws_controller
+    doc = sample(**spec)
+    doc["metadata"]["namespace"] = group_ns
+    manifest = next(m for m in render.render(api.parse_resource(doc)) if m["kind"] == "LeaderWorkerSet")
+    out = kubectl("apply", "--server-side", "--dry-run=server", "-f", "-", "-o", "json",
+                  stdin=json.dumps(manifest))  # fmt: skip
+    defaulted = json.loads(out.stdout)
+    assert defaulted["spec"]["leaderWorkerTemplate"]["size"] == spec["parallelism"]["pipeline"]
+    assert defaulted["spec"]["rolloutStrategy"]["type"] == "RollingUpdate"
+
+
+def leader_selector() -> str:
+    labels = {
+        "app.kubernetes.io/instance": NAME,
+        "app.kubernetes.io/name": "qwen-thinking",
+        WORKER_INDEX: "0",
+    }
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def endpoint_pods(ns: str) -> set[str]:
+    """The pods the client Service's EndpointSlices list."""
+    out = kubectl("get", "endpointslices", "-n", ns, "-l", f"kubernetes.io/service-name={NAME}", "-o", "json")
+    return {a["targetRef"]["name"] for s in json.loads(out.stdout)["items"] for a in s.get("endpoints") or []}
+
+
+def assert_one_group_on_two_nodes(core_v1: client.CoreV1Api, ns: str, ready: dict[str, Any]) -> None:
+    pods = server_pods(core_v1, ns)
+    assert sorted(p.metadata.name for p in pods) == [f"{NAME}-0", f"{NAME}-0-1"]
+    assert len({p.spec.node_name for p in pods}) == 2, [(p.metadata.name, p.spec.node_name) for p in pods]
+    by_index = {p.metadata.labels[WORKER_INDEX]: p for p in pods}
+    leader, worker = by_index["0"].spec.containers[0], by_index["1"].spec.containers[0]
+    assert "--headless" in worker.command and "--headless" not in leader.command
+    assert leader.startup_probe is not None and worker.startup_probe is None
+    env = {e.name: e.value for e in worker.env}  # LWS's pod webhook gave them
+    assert env["LWS_WORKER_INDEX"] == "1" and env["LWS_LEADER_ADDRESS"].startswith(f"{NAME}-0.")
+    assert ready["status"]["selector"] == leader_selector()
+    assert wait_for(lambda: endpoint_pods(ns), 60, "the Service's endpoints") == {f"{NAME}-0"}
+
+
+def assert_scales_to_two_groups(custom: client.CustomObjectsApi, core_v1: client.CoreV1Api, ns: str) -> None:
+    """Through our scale subresource: 2 groups, 4 pods on 4 nodes; its selector finds the leaders."""
+    kubectl("scale", f"qtd/{NAME}", "-n", ns, "--replicas=2")
+    wait_for(lambda: (lws_object(ns) or {}).get("spec", {}).get("replicas") == 2, 60, "LWS replicas 2")
+    scaled = wait_phase(custom, ns, NAME, "Ready", timeout=120)
+    assert (scaled["status"]["replicas"], scaled["status"]["readyReplicas"]) == (2, 2)
+    pods = server_pods(core_v1, ns)
+    assert len(pods) == 4 and len({p.spec.node_name for p in pods}) == 4
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}/{NAME}/scale"
+    scale = json.loads(kubectl("get", "--raw", path).stdout)
+    assert scale["spec"]["replicas"] == 2 and scale["status"]["replicas"] == 2
+    leaders = core_v1.list_namespaced_pod(ns, label_selector=scale["status"]["selector"]).items
+    assert sorted(p.metadata.name for p in leaders) == [f"{NAME}-0", f"{NAME}-1"]
+
+
+def last_cure(custom: client.CustomObjectsApi, ns: str) -> dict[str, Any] | None:
+    history = ((get_qtd(custom, ns, NAME).get("status") or {}).get("context") or {}).get("history") or []
+    return history[-1] if history else None
+
+
+def all_pods_at(core_v1: client.CoreV1Api, ns: str, context: int) -> bool:
+    pods = server_pods(core_v1, ns)
+    return len(pods) == 4 and all(max_model_len(command_of(p)) == context for p in pods)
+
+
+def test_tp4_pp2_groups_on_two_nodes_scale_and_a_workers_oom_cures_the_group(
+    operator: Operator, lws_controller: lws.Controller, four_gpu_nodes: list[str], group_ns: str,
+    custom: client.CustomObjectsApi, core_v1: client.CoreV1Api, api_client: client.ApiClient,
+) -> None:  # fmt: skip
+    del operator, four_gpu_nodes
+    ns = group_ns
+    apply_yaml(ns, sample(**TP4_PP2))
+    assert_one_group_on_two_nodes(core_v1, ns, wait_phase(custom, ns, NAME, "Ready", timeout=120))
+    assert_scales_to_two_groups(custom, core_v1, ns)
+    # A worker of group 1 runs out of KV cache (LWS recreates the group): the cure goes into the
+    # one template of every group, and every pod rolls to it
+    said = simulate.report("oom", simulate.Run(262144, estimate=200000))
+    assert said is not None
+    terminate_container(api_client, ns, f"{NAME}-1-1", "server", "Error", 1, message=json.dumps(said))
+    step = wait_for(lambda: last_cure(custom, ns), 60, "a context reduction in the status")
+    assert step["pod"] == f"{NAME}-1-1" and step["to"] <= 200000
+    group = (lws_object(ns) or {})["spec"]["leaderWorkerTemplate"]
+    for role in ("leaderTemplate", "workerTemplate"):
+        assert max_model_len(group[role]["spec"]["containers"][0]["command"]) == step["to"]
+    wait_for(lambda: all_pods_at(core_v1, ns, step["to"]), 180, "all 4 pods on the shorter context")
+    wait_phase(custom, ns, NAME, "Ready", timeout=120)
