@@ -7,6 +7,8 @@ FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
+# operator/qwen_operator/alerts/prometheusrule.yaml links to it: the per-resource rule's source.
+COPY manifests/monitoring/prometheusrule.yaml manifests/monitoring/prometheusrule.yaml
 COPY runtime/ runtime/
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
  && pip wheel --no-cache-dir --wheel-dir /wheels /wheels/qwen_operator-*.whl

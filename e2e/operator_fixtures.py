@@ -48,6 +48,7 @@ INTEGRATION_RESOURCES = {
     ("autoscaling", "horizontalpodautoscalers"),
     ("keda.sh", "scaledobjects"),
     ("inference.networking.k8s.io", "inferencepools"),
+    ("monitoring.coreos.com", "prometheusrules"),
 }
 """(group, resource) of the children only e2e/test_integrations.py asks for: it checks their
 grants, each used; e2e/test_operator.py checks the others."""

@@ -54,6 +54,11 @@ SCALED_OBJECT_CRD = (
     Path("config", "crd", "bases", "keda.sh_scaledobjects.yaml"),
     "scaledobjects.keda.sh",
 )
+PROMETHEUS_RULE_CRD = (
+    "prometheus-operator",
+    Path("example", "prometheus-operator-crd", "monitoring.coreos.com_prometheusrules.yaml"),
+    "prometheusrules.monitoring.coreos.com",
+)
 AUTOSCALING = {
     "minReplicas": 1,
     "maxReplicas": 3,
@@ -87,6 +92,12 @@ def no_inference_pool_crd(cluster: Cluster) -> Iterator[None]:
 def no_keda_crd(cluster: Cluster) -> Iterator[None]:
     del cluster
     yield from without_crd(SCALED_OBJECT_CRD[2])
+
+
+@pytest.fixture
+def no_prometheus_rule_crd(cluster: Cluster) -> Iterator[None]:
+    del cluster
+    yield from without_crd(PROMETHEUS_RULE_CRD[2])
 
 
 def get(kind: str, ns: str, name: str = NAME) -> dict[str, Any] | None:
@@ -169,7 +180,7 @@ def test_autoscaler_is_an_hpa_on_the_scale_subresource_until_keda_is_served(
         sent = [(e["verb"], e["requestURI"]) for e in audit_entries(cluster.audit_log, offset)
                 if e["verb"] != "watch"
                 and (e.get("objectRef") or {}).get("resource") != "leases"]  # fmt: skip
-        assert sent == []  # the leader's Lease renewals are the one periodic request (test_operator)
+        assert sent == [], sent  # the leader's Lease renewals are the one periodic request (test_operator)
 
     install_crd(*SCALED_OBJECT_CRD)
     so = wait_for(lambda: get("scaledobject", ns), 60, "the ScaledObject once KEDA's CRD is served")
@@ -194,6 +205,29 @@ def test_autoscaler_is_an_hpa_on_the_scale_subresource_until_keda_is_served(
     patch_spec(ns, {"autoscaling": None})
     wait_for(lambda: get("scaledobject", ns) is None, 60, "the ScaledObject deleted")
     assert get("horizontalpodautoscaler", ns) is None
+    assert "Deleted" in reasons(ns, NAME)
+
+
+def test_prometheus_rule_waits_for_the_real_crd_then_alerts_on_this_resource_alone(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, no_prometheus_rule_crd: None,
+) -> None:  # fmt: skip
+    """spec.monitoring.prometheusRule without the Prometheus Operator's CRD: Ready, no rule. Once
+    the real CRD (from the prometheus-operator module) is served, the rule it admitted carries the
+    shipped server alerts narrowed to this resource, owned by it; dropped from the spec, deleted."""
+    del no_prometheus_rule_crd
+    uid = apply_ready(custom, ns, monitoring={"prometheusRule": True})["metadata"]["uid"]
+    assert get("prometheusrules.monitoring.coreos.com", ns) is None  # the API is not there at all
+
+    install_crd(*PROMETHEUS_RULE_CRD)
+    rule = wait_for(lambda: get("prometheusrule", ns), 60, "the PrometheusRule once its CRD is served")
+    assert [r["uid"] for r in rule["metadata"]["ownerReferences"]] == [uid]
+    rules = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert "QwenThinkingKVCacheFull" in rules and "QwenOperatorDown" not in rules
+    assert all(f'namespace="{ns}"' in r["expr"] for r in rules.values()), rules
+    assert f'service="{NAME}"' in rules["QwenThinkingQueueBacklog"]["expr"]
+
+    patch_spec(ns, {"monitoring": {"prometheusRule": False}})
+    wait_for(lambda: get("prometheusrule", ns) is None, 60, "the PrometheusRule deleted")
     assert "Deleted" in reasons(ns, NAME)
 
 

@@ -30,6 +30,7 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 CHILD_KINDS = (
     "ConfigMap", "StatefulSet", "LeaderWorkerSet", "Service", "PodDisruptionBudget", "ServiceMonitor",
     "PersistentVolumeClaim", "Job", "HorizontalPodAutoscaler", "ScaledObject", "InferencePool",
+    "PrometheusRule",
 )  # fmt: skip
 
 

@@ -12,7 +12,7 @@ from qwen_operator import facts, problems
 from qwen_operator.crd import NEW_STATUS
 from qwen_operator.decide import STATUS_INTERVAL, Desired, decide, failed
 from qwen_operator.observe import Observed, Refusal
-from qwen_operator.vocabulary import SERVICE_MONITOR_CRD, Result
+from qwen_operator.vocabulary import PROMETHEUS_RULE_CRD, SERVICE_MONITOR_CRD, Result
 from testkit.fake import NOW
 from testkit.wrappers import (
     GRAPH_OOM_RECORD,
@@ -349,6 +349,15 @@ def test_the_service_monitor_comes_with_its_crd() -> None:
     obs = observed()
     served = Observed(obs.resource, obs.children, served=frozenset({SERVICE_MONITOR_CRD}))
     assert [a.ident for a in decide(served, NOW).applies] == ["ServiceMonitor q"]
+
+
+def test_the_prometheus_rule_comes_with_its_crd_when_asked() -> None:
+    obs = observed({"monitoring": {"prometheusRule": True}})
+    assert decide(obs, NOW).applies == ()  # asked, CRD not served: nothing
+    served = Observed(obs.resource, obs.children, served=frozenset({PROMETHEUS_RULE_CRD}))
+    assert [a.ident for a in decide(served, NOW).applies] == ["PrometheusRule q"]
+    unasked = observed()
+    assert decide(Observed(unasked.resource, unasked.children, served=served.served), NOW).applies == ()
 
 
 def test_a_refused_dry_run_applies_nothing_and_says_why() -> None:

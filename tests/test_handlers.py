@@ -51,7 +51,8 @@ def test_no_change_handlers_so_kopf_keeps_no_records_in_the_resource() -> None:
     assert registry._spawning.get_all_handlers() == []
     indexed = {h.id for h in registry._indexing.get_all_handlers()}
     assert indexed == {"resources", "configmaps", "statefulsets", "services", "poddisruptionbudgets",
-                       "servicemonitors", "leaderworkersets", "persistentvolumeclaims", "jobs",
+                       "servicemonitors", "prometheusrules", "leaderworkersets", "persistentvolumeclaims",
+                       "jobs",
                        "horizontalpodautoscalers", "scaledobjects", "inferencepools", "pods", "gpu_nodes",
                        "crds", "failures"}  # fmt: skip
     assert any(

@@ -69,6 +69,7 @@ def test_cluster_role_is_exactly_what_the_operator_calls() -> None:
         *{("", "configmaps", v) for v in (*read, "create", "patch")},
         *{("policy", "poddisruptionbudgets", v) for v in (*read, "create", "patch")},
         *{("monitoring.coreos.com", "servicemonitors", v) for v in (*read, "create", "patch")},
+        *{("monitoring.coreos.com", "prometheusrules", v) for v in (*read, "create", "patch", "delete")},
         *{("leaderworkerset.x-k8s.io", "leaderworkersets", v) for v in (*read, "create", "patch", "delete")},
         *{("", "persistentvolumeclaims", v) for v in (*read, "create", "patch")},
         *{("batch", "jobs", v) for v in (*read, "create", "patch", "delete")},

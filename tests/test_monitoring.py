@@ -11,6 +11,7 @@ vLLM 0.33 declares, tests/realvllm scrapes a running vLLM. promtool and the pars
 from __future__ import annotations
 
 import re
+import subprocess
 import textwrap
 from collections import Counter
 from pathlib import Path
@@ -19,8 +20,9 @@ from typing import Any
 import yaml
 
 from e2e.devcluster import metricsapi, prometheus
+from e2e.devcluster.toolchain import tools
 from qwen_operator import api, metrics, render
-from qwen_operator.vocabulary import QUEUE_METRIC
+from qwen_operator.vocabulary import PROMETHEUS_RULE_CRD, QUEUE_METRIC
 from testkit.metric_names import exposed
 from testkit.wrappers import parsed
 
@@ -42,6 +44,19 @@ def test_promtool_checks_the_rules(tmp_path: Path) -> None:
     done = prometheus.promtool(tmp_path, "check", "rules", prometheus.RULE_FILE)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"SUCCESS: {len(rule_expressions())} rules found" in done.stdout
+
+
+def test_promtool_checks_the_per_resource_rule(tmp_path: Path) -> None:
+    """spec.monitoring.prometheusRule's rule, as the operator renders it, is a valid rule file too."""
+    res = {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": "q", "namespace": "llm"},
+           "spec": {"monitoring": {"prometheusRule": True}}}  # fmt: skip
+    rule = render.render(res, served=frozenset({PROMETHEUS_RULE_CRD}))[-1]
+    assert rule["kind"] == "PrometheusRule"
+    (tmp_path / "rule.yaml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
+    done = subprocess.run([str(tools.require("promtool")), "check", "rules", "rule.yaml"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS: 6 rules found" in done.stdout
 
 
 def test_promtool_unit_tests_pass(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from qwen_operator import handlers, optional_watch
 def test_kopfs_watch_is_the_tolerant_one() -> None:
     assert {
         "servicemonitors",
+        "prometheusrules",
         "scaledobjects",
         "inferencepools",
         "leaderworkersets",

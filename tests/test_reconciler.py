@@ -13,6 +13,7 @@ from qwen_operator.kube import ApiError
 from qwen_operator.vocabulary import (
     HASH_ANNOTATION,
     INFERENCE_POOL_CRD,
+    PROMETHEUS_RULE_CRD,
     SCALED_OBJECT_CRD,
     SERVICE_MONITOR_CRD,
     Result,
@@ -512,6 +513,33 @@ def test_inference_pool_waits_for_its_crd_with_a_reason() -> None:
     cluster.calls.clear()
     assert reconciler(cluster).reconcile(KEY).result == Result.UNCHANGED
     assert cluster.calls == []
+
+
+def test_prometheus_rule_waits_for_its_crd_and_goes_when_the_spec_drops_it() -> None:
+    """Like the ServiceMonitor: nothing while the Prometheus Operator's CRD is not served; then
+    the rule, owned by the resource; without spec.monitoring.prometheusRule it is deleted."""
+    cluster = settled(FakeCluster(spec={"monitoring": {"prometheusRule": True}}))
+    assert ("PrometheusRule", NAME) not in cluster.objects
+    assert cluster.status["phase"] == "Ready"
+
+    cluster.crds.add(PROMETHEUS_RULE_CRD)
+    cluster.calls.clear()
+    reconciler(cluster).reconcile(KEY)
+    assert ("apply", "PrometheusRule") in cluster.writes()
+    rule = cluster.objects[("PrometheusRule", NAME)]
+    assert rule["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    settled(cluster)
+    cluster.calls.clear()
+    assert reconciler(cluster).reconcile(KEY).result == Result.UNCHANGED
+    assert cluster.calls == []
+
+    cluster.edit(spec={})
+    cluster.calls.clear()
+    reconciler(cluster).reconcile(KEY)
+    assert ("delete", "PrometheusRule") in cluster.writes()
+    assert ("PrometheusRule", NAME) not in cluster.objects
+    assert ("Normal", "Deleted") in cluster.events
+    settled(cluster)
 
 
 def test_a_child_of_someone_else_is_never_deleted() -> None:

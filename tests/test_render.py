@@ -10,7 +10,7 @@ import jinja2
 import pytest
 import yaml
 
-from qwen_operator import api, render, vocabulary
+from qwen_operator import alerting, api, render, vocabulary
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = yaml.safe_load((ROOT / "samples" / "qwen3-235b-thinking.yaml").read_text())
@@ -72,6 +72,37 @@ def test_service_monitor_only_when_asked() -> None:
     assert selector["app.kubernetes.io/component"] == "api"  # the client Service, not the headless one
     assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
     assert "ServiceMonitor" not in [c["kind"] for c in render.render(_res())]
+
+
+def test_prometheus_rule_only_when_asked_and_served_with_the_shipped_alerts_narrowed() -> None:
+    served = frozenset({vocabulary.PROMETHEUS_RULE_CRD})
+    asked = _res({"monitoring": {"prometheusRule": True}})
+    assert "PrometheusRule" not in [c["kind"] for c in render.render(_res(), served=served)]
+    assert "PrometheusRule" not in [c["kind"] for c in render.render(asked)]  # CRD not served
+    rule = render.render(asked, served=served)[-1]
+    assert (rule["apiVersion"], rule["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
+    assert rule["metadata"]["labels"]["app.kubernetes.io/component"] == "alerts"
+    shipped = {r["alert"]: r for g in alerting.shipped_groups() if g["name"] == alerting.SERVER_GROUP
+               for r in g["rules"]}  # fmt: skip
+    rules = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert rules.keys() == shipped.keys() and "QwenThinkingKVCacheFull" in rules
+    for name, mine in rules.items():  # same alert, threshold, for, annotations: only the selector differs
+        assert {**mine, "expr": ""} == {**shipped[name], "expr": ""}
+        assert mine["expr"] == alerting.narrowed(shipped[name]["expr"], "llm", "qwen3-thinking")
+    assert (
+        'vllm:kv_cache_usage_perc{namespace="llm",service="qwen3-thinking"}'
+        in rules["QwenThinkingKVCacheFull"]["expr"]
+    )
+
+
+def test_narrowing_keeps_a_metrics_own_matchers_and_reads_the_operators_series_by_name() -> None:
+    expr = 'max by (name) (qwen_operator_resource_replicas{stage="CrashLoop"}) > 0'
+    assert alerting.narrowed(expr, "a", "b") == (
+        'max by (name) (qwen_operator_resource_replicas{namespace="a",name="b",stage="CrashLoop"}) > 0'
+    )
+    assert alerting.narrowed("rate(vllm:num_preemptions_total[5m])", "a", "b") == (
+        'rate(vllm:num_preemptions_total{namespace="a",service="b"}[5m])'
+    )
 
 
 def test_horizontal_pod_autoscaler_without_keda_targets_the_scale_subresource() -> None:

@@ -724,6 +724,14 @@ class InferencePoolSpec(ApiObject):
     """The endpoint picker the pool names (deployed by you, e.g. from the extension's chart)."""
 
 
+class MonitoringSpec(ApiObject):
+    """Prometheus Operator objects for this resource alone."""
+
+    prometheus_rule: bool = False
+    """A PrometheusRule with the vLLM server alerts of manifests/monitoring/prometheusrule.yaml,
+    narrowed to this resource's servers; created while the Prometheus Operator's CRD is served."""
+
+
 class QwenThinkingDeploymentSpec(ApiObject):
     """Desired state: the model card's deployment unless a field says otherwise."""
 
@@ -790,6 +798,8 @@ class QwenThinkingDeploymentSpec(ApiObject):
     HorizontalPodAutoscaler); the autoscaler then owns spec.replicas."""
     inference_pool: InferencePoolSpec | None = None
     """An InferencePool over the servers, created while its CRD is served."""
+    monitoring: MonitoringSpec = _sub(MonitoringSpec)
+    """Per-resource alerts."""
     paused: bool = False
     """Stop changing the children; status still follows reality."""
 

@@ -27,6 +27,7 @@ from .vocabulary import (
     KIND,
     LWS_CRD,
     LWS_KIND,
+    PROMETHEUS_RULE_KIND,
     SCALED_OBJECT_KIND,
     ConditionType,
     Phase,
@@ -34,7 +35,7 @@ from .vocabulary import (
     Result,
 )
 
-PRUNABLE = frozenset({HPA_KIND, SCALED_OBJECT_KIND, INFERENCE_POOL_KIND})
+PRUNABLE = frozenset({HPA_KIND, SCALED_OBJECT_KIND, INFERENCE_POOL_KIND, PROMETHEUS_RULE_KIND})
 """Kinds of child the spec (or the served APIs) may stop asking for: deleted when no longer
 rendered. The others exist for as long as the resource does."""
 
@@ -211,7 +212,7 @@ def _download_or_pods(
 
 
 def _deletes(p: Pass) -> tuple[facts.Child, ...]:
-    """Our autoscaler or InferencePool that this pass does not render: the spec dropped it, or
+    """Our autoscaler, InferencePool or PrometheusRule that this pass does not render: the spec dropped it, or
     KEDA's CRD came (the HorizontalPodAutoscaler gives way to a ScaledObject) or went."""
     rendered = {(m["kind"], m["metadata"]["name"]) for m in p.children}
     return tuple(

@@ -51,6 +51,7 @@ CHILDREN: tuple[tuple[str, str, str], ...] = (
     ("", "v1", "services"),
     ("policy", "v1", "poddisruptionbudgets"),
     ("monitoring.coreos.com", "v1", "servicemonitors"),
+    ("monitoring.coreos.com", "v1", "prometheusrules"),
     ("leaderworkerset.x-k8s.io", "v1", "leaderworkersets"),
     ("", "v1", "persistentvolumeclaims"),
     ("batch", "v1", "jobs"),
@@ -303,6 +304,7 @@ async def resource_event(
 @kopf.on.event("v1", "services", labels=MANAGED_LABELS)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED_LABELS)
 @kopf.on.event("monitoring.coreos.com", "v1", "servicemonitors", labels=MANAGED_LABELS)
+@kopf.on.event("monitoring.coreos.com", "v1", "prometheusrules", labels=MANAGED_LABELS)
 @kopf.on.event("leaderworkerset.x-k8s.io", "v1", "leaderworkersets", labels=MANAGED_LABELS)
 @kopf.on.event("v1", "persistentvolumeclaims", labels=MANAGED_LABELS)
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED_LABELS)

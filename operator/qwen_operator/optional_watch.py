@@ -32,7 +32,9 @@ from kopf._core.reactor import observation
 from .facts import crd_from
 
 log = logging.getLogger("qwen_operator.optional_watch")
-OPTIONAL_PLURALS = frozenset({"servicemonitors", "scaledobjects", "inferencepools", "leaderworkersets"})
+OPTIONAL_PLURALS = frozenset(
+    {"servicemonitors", "prometheusrules", "scaledobjects", "inferencepools", "leaderworkersets"}
+)
 """Resources whose API may come and go while the operator runs."""
 RETRY_SECONDS = 5.0
 RESCAN_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)

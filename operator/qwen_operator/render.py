@@ -24,7 +24,7 @@ from qwen_runtime.engine import ENGINE_READY_TIMEOUT_S, ENGINE_READY_TIMEOUT_VAR
 from qwen_runtime.fetch import EXIT_ACCESS_DENIED, EXIT_CONFIG, EXIT_REPO_NOT_FOUND, EXIT_REVISION_NOT_FOUND
 from qwen_runtime.ready import API_KEY_VAR
 
-from . import api, launcher_code, placement, security
+from . import alerting, api, launcher_code, placement, security
 from .api import QwenThinkingDeployment, QwenThinkingDeploymentSpec
 from .vocabulary import (
     API_VERSION,
@@ -39,6 +39,7 @@ from .vocabulary import (
     LWS_LEADER_ADDRESS_VAR,
     LWS_WORKER_INDEX_VAR,
     MAX_MODEL_LEN_FLAG,
+    PROMETHEUS_RULE_CRD,
     QUEUE_METRIC,
     SCALED_OBJECT_API,
     SCALED_OBJECT_CRD,
@@ -87,6 +88,7 @@ PERMANENT_FETCH_EXITS = (EXIT_CONFIG, EXIT_REPO_NOT_FOUND, EXIT_REVISION_NOT_FOU
 SCALED_OBJECT_TEMPLATE = "scaledobject.yaml.j2"
 HPA_TEMPLATE = "horizontalpodautoscaler.yaml.j2"
 INFERENCE_POOL_TEMPLATE = "inferencepool.yaml.j2"
+PROMETHEUS_RULE_TEMPLATE = "prometheusrule.yaml.j2"
 SCALE_DOWN_POLICY = {"type": "Pods", "value": 1, "periodSeconds": 300}
 """After the stabilization window, one replica at a time, five minutes apart: each drains its
 requests (and holds 4 GPUs) that a new one would take tens of minutes to replace."""
@@ -353,6 +355,8 @@ def optional_templates(res: QwenThinkingDeployment, served: frozenset[str]) -> t
         out.append(SCALED_OBJECT_TEMPLATE if SCALED_OBJECT_CRD in served else HPA_TEMPLATE)
     if res.spec.inference_pool is not None and INFERENCE_POOL_CRD in served:
         out.append(INFERENCE_POOL_TEMPLATE)
+    if res.spec.monitoring.prometheus_rule and PROMETHEUS_RULE_CRD in served:
+        out.append(PROMETHEUS_RULE_TEMPLATE)
     return tuple(out)
 
 
@@ -424,6 +428,9 @@ def _values(
         "scale_target": {"apiVersion": API_VERSION, "kind": KIND, "name": name},
         "autoscaling": autoscaling(res),
         "inference_pool": inference_pool(res),
+        "alert_groups": (
+            alerting.server_groups(res.metadata.namespace, name) if spec.monitoring.prometheus_rule else None
+        ),
     }
 
 
@@ -474,7 +481,8 @@ def render(
 
     `served`: the optional CRDs the apiserver serves (vocabulary.OPTIONAL_CRDS): a ServiceMonitor
     with the Prometheus Operator's; with spec.autoscaling a KEDA ScaledObject with KEDA's, else a
-    HorizontalPodAutoscaler; with spec.inferencePool an InferencePool with its CRD.
+    HorizontalPodAutoscaler; with spec.inferencePool an InferencePool with its CRD; with
+    spec.monitoring.prometheusRule a PrometheusRule with the Prometheus Operator's.
     """
     res = coerce(resource)
     values = _values(res, max_model_len, gpu_memory_utilization)

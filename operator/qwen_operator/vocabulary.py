@@ -58,6 +58,7 @@ class Component(StrEnum):
     LAUNCHER = "launcher"
     AUTOSCALER = "autoscaler"
     INFERENCE_POOL = "inference-pool"
+    ALERTS = "alerts"
 
 
 def selector_labels(name: str) -> dict[str, str]:
@@ -115,6 +116,8 @@ UTILIZATION_MARGIN = 0.01
 
 SERVICE_MONITOR_API = "monitoring.coreos.com/v1"
 SERVICE_MONITOR_CRD = "servicemonitors.monitoring.coreos.com"
+PROMETHEUS_RULE_CRD = "prometheusrules.monitoring.coreos.com"
+PROMETHEUS_RULE_KIND = "PrometheusRule"
 SCALED_OBJECT_API = "keda.sh/v1alpha1"
 SCALED_OBJECT_CRD = "scaledobjects.keda.sh"
 SCALED_OBJECT_KIND = "ScaledObject"
@@ -134,6 +137,7 @@ LWS_WORKER_INDEX_VAR = "LWS_WORKER_INDEX"
 """LWS sets it in every container of a group: the pod's index in the group (the leader's 0)."""
 OPTIONAL_CRDS = {
     SERVICE_MONITOR_CRD: SERVICE_MONITOR_API.split("/")[1],
+    PROMETHEUS_RULE_CRD: SERVICE_MONITOR_API.split("/")[1],
     SCALED_OBJECT_CRD: SCALED_OBJECT_API.split("/")[1],
     INFERENCE_POOL_CRD: INFERENCE_POOL_API.split("/")[1],
     LWS_CRD: LWS_API.split("/")[1],
