@@ -124,7 +124,7 @@ def test_discovery_is_asked_once_when_it_agrees_or_the_crd_is_not_served_or_not_
     for event, discovery, watched in [
         (_crd_event("ADDED"), [MONITORS], True),
         (_crd_event("ADDED", established=False), [], False),
-        (_crd_event("ADDED", plural="prometheusrules"), [], False),
+        (_crd_event("ADDED", plural="alertmanagers"), [], False),
     ]:
         insights = references.Insights()
         assert len(_scan(event, [discovery], insights)) == 1
