@@ -97,6 +97,15 @@ def server_pods(core_v1: client.CoreV1Api, ns: str) -> list[client.V1Pod]:
     return [p for p in pods if p.metadata.deletion_timestamp is None]
 
 
+def templates_at(ns: str) -> list[int | None]:
+    """The context of the leader's and the workers' templates, in that order."""
+    group = (lws_object(ns) or {})["spec"]["leaderWorkerTemplate"]
+    return [
+        max_model_len(group[r]["spec"]["containers"][0]["command"])
+        for r in ("leaderTemplate", "workerTemplate")
+    ]
+
+
 def command_of(pod: client.V1Pod) -> list[str]:
     """The server container's command."""
     return list(pod.spec.containers[0].command)
@@ -216,8 +225,7 @@ def test_tp4_pp2_groups_on_two_nodes_scale_and_a_workers_oom_cures_the_group(
     terminate_container(api_client, ns, f"{NAME}-1-1", "server", "Error", 1, message=json.dumps(said))
     step = wait_for(lambda: last_cure(custom, ns), 60, "a context reduction in the status")
     assert step["pod"] == f"{NAME}-1-1" and step["to"] <= 200000
-    group = (lws_object(ns) or {})["spec"]["leaderWorkerTemplate"]
-    for role in ("leaderTemplate", "workerTemplate"):
-        assert max_model_len(group[role]["spec"]["containers"][0]["command"]) == step["to"]
+    # The cure is in the status first, then in the LeaderWorkerSet (a kill in between loses nothing)
+    wait_for(lambda: templates_at(ns) == [step["to"]] * 2, 30, "both templates on the shorter context")
     wait_for(lambda: all_pods_at(core_v1, ns, step["to"]), 180, "all 4 pods on the shorter context")
     wait_phase(custom, ns, NAME, "Ready", timeout=120)
