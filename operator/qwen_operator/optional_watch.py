@@ -44,7 +44,12 @@ _ORIGINAL_SCAN = observation.process_discovered_resource_event
 
 
 async def tolerant_watch(*, resource: Any, **kwargs: Any) -> AsyncIterator[Any]:
-    """Kopf's infinite watch; for an optional resource, a 404 waits instead of failing."""
+    """Kopf's infinite watch; for an optional resource, a 404 waits instead of failing.
+
+    A 404 also says the listing is over (there is nothing of a kind that is not served): Kopf
+    holds back every object's first event, of every kind, until each watched kind has been
+    listed once, so a watch started on a CRD that has just gone would otherwise stall the
+    handling of objects that appear later (a new ServiceMonitor's edits were never seen)."""
     while True:
         try:
             async for event in _ORIGINAL(resource=resource, **kwargs):
@@ -54,20 +59,24 @@ async def tolerant_watch(*, resource: Any, **kwargs: Any) -> AsyncIterator[Any]:
             if getattr(resource, "plural", None) not in OPTIONAL_PLURALS:
                 raise
             log.info("%s is not served now (its CRD went away); retrying in %.0f s", resource, RETRY_SECONDS)
+            yield watching.Bookmark.LISTED
             await asyncio.sleep(RETRY_SECONDS)
 
 
 def expected(raw_event: Any) -> tuple[str, str, bool] | None:
-    """(group, plural, served) that discovery should show after this CRD event; None when the
-    CRD is not an optional one, or is terminating (still served until it is gone)."""
+    """(group, plural, served) that discovery should show after this CRD event: gone once it is
+    deleted, served once it is Established. None for any other CRD or state: not optional, not
+    Established yet (that event follows), or terminating (served until it is gone)."""
     kind, crd = raw_event.get("type"), raw_event.get("object") or {}
     spec = crd.get("spec") or {}
     plural = str((spec.get("names") or {}).get("plural") or "")
     if kind is None or plural not in OPTIONAL_PLURALS:
         return None
-    if kind != "DELETED" and (crd.get("metadata") or {}).get("deletionTimestamp"):
+    if kind == "DELETED":
+        return str(spec.get("group") or ""), plural, False
+    if (crd.get("metadata") or {}).get("deletionTimestamp") or not crd_from(crd).served:
         return None
-    return str(spec.get("group") or ""), plural, kind != "DELETED" and crd_from(crd).served
+    return str(spec.get("group") or ""), plural, True
 
 
 def watched(insights: Any, group: str, plural: str) -> bool:
