@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import kopf
 import pytest
+from kopf._cogs.aiokits import aiotoggles
 from kopf._cogs.clients import errors, scanning, watching
 from kopf._cogs.structs import references
-from kopf._core.reactor import observation
+from kopf._core.reactor import observation, queueing
 
 from qwen_operator import handlers, optional_watch
 
@@ -135,3 +137,42 @@ def test_discovery_is_asked_once_when_it_agrees_or_the_crd_is_not_served_or_not_
 def test_discovery_that_never_agrees_is_given_up_after_the_last_wait() -> None:
     answers = _scan(_crd_event("MODIFIED"), [[]], references.Insights())
     assert len(answers) == 1 + 3
+
+
+# -- Kopf's index readiness, released by a watcher stopped before its listing ------------------
+
+
+def test_kopfs_watchers_and_workers_are_the_releasing_ones() -> None:
+    assert (queueing.watcher, queueing.worker) == (
+        optional_watch.releasing_watcher,
+        optional_watch.releasing_worker,
+    )
+
+
+@pytest.mark.parametrize("wrapper", ["releasing_watcher", "releasing_worker"])
+def test_a_watcher_or_worker_stopped_before_its_listing_releases_the_readiness(
+    monkeypatch: pytest.MonkeyPatch, wrapper: str
+) -> None:
+    """Kopf stops the watch of a CRD deleted before its first listing: the operator's index
+    readiness (on when every share is dropped) must not stay off for ever."""
+
+    async def never_lists(**_: Any) -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(optional_watch, "_ORIGINAL_WATCHER", never_lists)
+    monkeypatch.setattr(optional_watch, "_ORIGINAL_WORKER", never_lists)
+
+    async def run() -> tuple[bool, bool]:
+        readiness = aiotoggles.ToggleSet(all)
+        share = await readiness.make_toggle(name="servicemonitors.v1.monitoring.coreos.com@None")
+        task = asyncio.create_task(
+            getattr(optional_watch, wrapper)(operator_indexed=readiness, resource_indexed=share)
+        )
+        await asyncio.sleep(0.01)
+        before = readiness.is_on()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return before, readiness.is_on()
+
+    assert asyncio.run(run()) == (False, True)

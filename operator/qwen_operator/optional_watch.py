@@ -15,19 +15,27 @@ ServiceMonitor CRD unwatched (hand edits are never reverted) until the next even
 which may never come. So, for the optional CRDs, the scan is repeated after short waits until
 discovery agrees with the CRD the event carried.
 
-Kopf is pinned to 1.45.x, whose `infinite_watch` and `process_discovered_resource_event` this
-wraps; tests/test_optional_watch.py checks both that and the behaviour.
+Kopf holds back the first event of every new object, of every kind, until each watched kind
+has been listed once (its index readiness). A watch that Kopf stops before its listing (a CRD
+deleted seconds after it was installed) never released its share of that readiness, and from
+then on no new ServiceMonitor, PrometheusRule, ... was ever handled. Kopf's watcher and its
+per-object worker are wrapped to release their share however they end.
+
+Kopf is pinned to 1.45.x, whose `infinite_watch`, `process_discovered_resource_event`,
+`watcher` and `worker` this wraps; tests/test_optional_watch.py checks both that and the
+behaviour.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from kopf._cogs.clients import errors, watching
-from kopf._core.reactor import observation
+from kopf._core.reactor import observation, queueing
 
 from .facts import crd_from
 
@@ -41,6 +49,8 @@ RESCAN_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 """Waits before each repeated discovery scan after an optional CRD's event (15.5 s in all)."""
 _ORIGINAL = watching.infinite_watch
 _ORIGINAL_SCAN = observation.process_discovered_resource_event
+_ORIGINAL_WATCHER = queueing.watcher
+_ORIGINAL_WORKER = queueing.worker
 
 
 async def tolerant_watch(*, resource: Any, **kwargs: Any) -> AsyncIterator[Any]:
@@ -105,8 +115,39 @@ async def settled_scan(*, raw_event: Any, insights: Any, **kwargs: Any) -> None:
         )
 
 
+async def _release(operator_indexed: Any, resource_indexed: Any) -> None:
+    """Drop a share of Kopf's index readiness (idempotent), even while being cancelled."""
+    if operator_indexed is not None and resource_indexed is not None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(operator_indexed.drop_toggle(resource_indexed))
+
+
+async def releasing_watcher(
+    *, operator_indexed: Any = None, resource_indexed: Any = None, **kwargs: Any
+) -> None:
+    """Kopf's watcher of one kind; its share of the index readiness is released when it ends."""
+    try:
+        await _ORIGINAL_WATCHER(
+            operator_indexed=operator_indexed, resource_indexed=resource_indexed, **kwargs
+        )
+    finally:
+        await _release(operator_indexed, resource_indexed)
+
+
+async def releasing_worker(
+    *, operator_indexed: Any = None, resource_indexed: Any = None, **kwargs: Any
+) -> None:
+    """Kopf's worker of one object; its share of the index readiness is released when it ends."""
+    try:
+        await _ORIGINAL_WORKER(operator_indexed=operator_indexed, resource_indexed=resource_indexed, **kwargs)
+    finally:
+        await _release(operator_indexed, resource_indexed)
+
+
 def install() -> None:
-    """Route Kopf's watches through `tolerant_watch`, its CRD scans through `settled_scan`
-    (idempotent)."""
+    """Route Kopf's watches through `tolerant_watch`, its CRD scans through `settled_scan`, its
+    watchers and workers through the releasing ones (idempotent)."""
     watching.infinite_watch = tolerant_watch
     observation.process_discovered_resource_event = settled_scan
+    queueing.watcher = releasing_watcher
+    queueing.worker = releasing_worker
