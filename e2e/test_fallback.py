@@ -75,6 +75,14 @@ def wait_effective(custom: client.CustomObjectsApi, ns: str, value: int) -> dict
     )
 
 
+def wait_sts_context(apps_v1: client.AppsV1Api, ns: str, value: int) -> None:
+    """The StatefulSet's --max-model-len becomes `value`: a cure writes the status first (so a
+    kill in between loses nothing), then applies the StatefulSet."""
+    wait_for(
+        lambda: sts_context(apps_v1, ns, NAME) == value, 30, f"the StatefulSet at --max-model-len {value}"
+    )
+
+
 def wait_pod_with(core_v1: client.CoreV1Api, ns: str, value: int) -> client.V1Pod:
     """The StatefulSet controller replaced pod 0 by one running with `value` tokens, and it is ready."""
 
@@ -137,7 +145,7 @@ def test_vllms_estimate_then_the_ladder(
     assert step["reason"] == "KVCacheInsufficient"
     assert (step["podUID"], step["restartCount"]) == (first_uid, restarts)
     assert "245408" in step["detail"]
-    assert sts_context(apps_v1, ns, NAME) == 244736
+    wait_sts_context(apps_v1, ns, 244736)  # the status first, then the StatefulSet
     obj = get_qtd(custom, ns, NAME)
     reduced = condition(obj, "ContextReduced")
     assert (reduced["status"], reduced["reason"]) == ("True", "OutOfMemory")
@@ -161,7 +169,7 @@ def test_vllms_estimate_then_the_ladder(
     assert [(h["from"], h["to"], h["remedy"]) for h in ctx["history"]] == [
         (262144, 244736, "ShorterContext"), (244736, 196608, "ShorterContext"),
     ]  # fmt: skip
-    assert sts_context(apps_v1, ns, NAME) == 196608
+    wait_sts_context(apps_v1, ns, 196608)  # the status first, then the StatefulSet
     wait_pod_with(core_v1, ns, 196608)
     obj = wait_phase(custom, ns, NAME, "Ready")
     assert condition(obj, "ContextReduced")["status"] == "True"
@@ -212,7 +220,7 @@ def test_at_the_floor_it_stalls_and_a_spec_change_starts_again(
     # fp8 KV cache halves the cache: a change to what decides the fit starts from the request
     apply_yaml(ns, sample(**spec, runtime={"kvCacheDtype": "fp8"}))
     wait_effective(custom, ns, 262144)
-    assert sts_context(apps_v1, ns, NAME) == 262144
+    wait_sts_context(apps_v1, ns, 262144)  # the status first, then the StatefulSet
     wait_pod_with(core_v1, ns, 262144)
     obj = wait_phase(custom, ns, NAME, "Ready")
     assert condition(obj, "ContextReduced")["status"] == "False"
