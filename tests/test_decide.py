@@ -10,7 +10,7 @@ import pytest
 
 from qwen_operator import facts, problems
 from qwen_operator.crd import NEW_STATUS
-from qwen_operator.decide import STATUS_INTERVAL, Desired, decide, failed
+from qwen_operator.decide import STATUS_INTERVAL, Desired, decide, failed, status_interval
 from qwen_operator.observe import Observed, Refusal
 from qwen_operator.vocabulary import PROMETHEUS_RULE_CRD, SERVICE_MONITOR_CRD, Result
 from testkit.fake import NOW
@@ -490,9 +490,9 @@ def test_a_new_resource_reads_in_progress_from_its_defaulted_status() -> None:
 # -- how often the status is written -------------------------------------------------------------
 
 
-def _starting(stage: Any, written_ago: float | None, ready: int = 0) -> Desired:
+def _starting(stage: Any, written_ago: float | None, ready: int = 0, starting: int = 1) -> Desired:
     """A resource whose pod moved on to `stage` (and `ready` replicas); its status was written
-    `written_ago` s before."""
+    `written_ago` s before, while `starting` resources were Progressing."""
     spec: dict[str, Any] = {}
     before = decide(observed(spec, kids=(statefulset(ready=0),),
                              pods=(Pod().starting("scheduled", NOW).facts(),)), NOW)  # fmt: skip
@@ -500,7 +500,7 @@ def _starting(stage: Any, written_ago: float | None, ready: int = 0) -> Desired:
     at = None if written_ago is None else NOW - timedelta(seconds=written_ago)
     world = observed(spec, status=before.status_patch, kids=(statefulset(ready=ready),),
                      pods=(Pod().starting(stage, NOW).facts(),))  # fmt: skip
-    return decide(replace(world, status_written_at=at), NOW)
+    return decide(replace(world, status_written_at=at, starting=starting), NOW)
 
 
 def test_progress_alone_waits_for_the_interval_then_is_written() -> None:
@@ -514,6 +514,15 @@ def test_progress_alone_waits_for_the_interval_then_is_written() -> None:
     )
     after_restart = _starting("downloading", written_ago=None)  # the last write is not known
     assert after_restart.status_patch is not None
+
+
+def test_with_hundreds_starting_progress_is_spaced_to_two_writes_a_second_in_all() -> None:
+    assert [status_interval(n) for n in (0, 1, 10, 100, 500)] == [STATUS_INTERVAL] * 3 + [50.0, 250.0]
+    held = _starting("downloading", written_ago=STATUS_INTERVAL, starting=100)
+    assert held.status_patch is None and held.recheck_after == pytest.approx(50.0 - STATUS_INTERVAL)
+    assert _starting("downloading", written_ago=50.0, starting=100).status_patch is not None
+    ready = _starting("serving", written_ago=0.1, ready=1, starting=500)  # never held
+    assert ready.status_patch is not None and ready.status_patch["phase"] == "Ready"
 
 
 def test_a_change_a_reader_acts_on_is_written_at_once() -> None:

@@ -192,6 +192,19 @@ def test_a_name_taken_by_someone_else_is_left_alone() -> None:
     assert HASH_ANNOTATION not in (cluster.objects[("Service", NAME)]["metadata"].get("annotations") or {})
 
 
+def test_the_resources_starting_are_counted_for_the_pace_of_progress_writes() -> None:
+    cluster = FakeCluster()
+    rec = reconciler(cluster)
+    rec.reconcile(KEY)
+    assert rec.starting == {KEY} and cluster.status["phase"] == "Progressing"
+    rec.reconcile(KEY)  # Ready
+    assert rec.starting == set()
+    rec.reconcile(KEY)
+    del cluster.objects[("QwenThinkingDeployment", NAME)]
+    rec.starting.add(KEY)
+    assert rec.reconcile(KEY).result == Result.GONE and rec.starting == set()
+
+
 def test_deleted_resource_is_gone() -> None:
     cluster = FakeCluster()
     del cluster.objects[("QwenThinkingDeployment", NAME)]

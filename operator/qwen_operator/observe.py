@@ -64,6 +64,9 @@ class Observed:
     """Set on the second decision of a pass whose dry run the apiserver refused."""
     status_written_at: datetime | None = None
     """When this operator process last wrote the resource's status (unknown after a restart)."""
+    starting: int = 0
+    """How many resources this operator process last left Progressing: decide spaces the
+    progress-only status writes by it (decide.status_interval)."""
     create_failures: tuple[facts.CreateFailure, ...] = ()
     """The StatefulSet controller's FailedCreate events about a StatefulSet of the resource's name."""
 

@@ -19,7 +19,7 @@ from .act import Actor, namespace_terminating, not_served
 from .decide import Desired, decide, failed, terminating
 from .kube import NotLeading
 from .observe import Key, Observed
-from .vocabulary import Remedy, Result
+from .vocabulary import Phase, Remedy, Result
 from .workqueue import Retry
 
 log = logging.getLogger("qwen_operator.reconciler")
@@ -50,6 +50,8 @@ class Reconciler:
         self.now = now
         self.status_written: dict[Key, datetime] = {}
         """When each resource's status was last written by this process (decide.STATUS_INTERVAL)."""
+        self.starting: set[Key] = set()
+        """The resources whose last pass left them Progressing (decide.status_interval)."""
 
     def reconcile(self, key: Key) -> Outcome:
         started = time.perf_counter()
@@ -77,9 +79,12 @@ class Reconciler:
             metrics.REDUCED_TRACKER.set(key, False)
             metrics.RESOURCE_TRACKER.set(key, None)
             self.status_written.pop(key, None)
+            self.starting.discard(key)
             return Outcome(Result.GONE)
         now = self.now()
-        observed = replace(observed, status_written_at=self.status_written.get(key))
+        observed = replace(
+            observed, status_written_at=self.status_written.get(key), starting=len(self.starting)
+        )
         desired = decide(observed, now)
         try:
             refusal = self.actor.act(desired)
@@ -103,6 +108,10 @@ class Reconciler:
             raise
         if desired.status_patch is not None:
             self.status_written[key] = now
+        if desired.phase == Phase.PROGRESSING:
+            self.starting.add(key)
+        else:
+            self.starting.discard(key)
         self._count(key, desired)
         return Outcome(
             desired.result,
