@@ -40,11 +40,10 @@ PRUNABLE = frozenset({HPA_KIND, SCALED_OBJECT_KIND, INFERENCE_POOL_KIND, PROMETH
 rendered. The others exist for as long as the resource does."""
 
 STATUS_INTERVAL = 5.0
-"""Seconds between two status writes that only report progress (messages, stages, counts).
-A start that races through its stages in seconds (a small model, a simulated node, or a
-hundred resources created at once, each a few writes) writes its status two or three times,
-not six; on GPUs, where a stage lasts minutes, every stage is still written, at most 5 s
-late. A change of generation, phase, condition or context is written at once."""
+"""The least seconds between two status writes that only report progress (messages, stages,
+counts); more while many resources start (`PROGRESS_WRITES_PER_SECOND`). A start that races
+through its stages in seconds (a small model, a simulated node) writes its status two or
+three times, not six. A change of generation, phase, condition or context is written at once."""
 
 PROGRESS_WRITES_PER_SECOND = 2.0
 """The operator-wide pace of progress-only status writes. With many resources starting at once
