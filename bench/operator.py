@@ -296,7 +296,7 @@ def run_baseline(namespace: str) -> None:
 
 def bench_cluster() -> bool:
     from e2e.devcluster import cluster
-    from e2e.devcluster.kube import wait_for
+    from e2e.devcluster.kube import wait_established, wait_for
     from e2e.devcluster.toolchain import build
 
     started_here = False
@@ -315,8 +315,7 @@ def bench_cluster() -> bool:
     operator = None
     try:
         kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-        kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                "crd/qwenthinkingdeployments.serving.qwen-operator.io")  # fmt: skip
+        wait_established("crd/qwenthinkingdeployments.serving.qwen-operator.io")
         kubectl("create", "namespace", namespace)
         kubectl("create", "namespace", plain)
         operator = subprocess.Popen([sys.executable, "-m", "qwen_operator.cli", "run", "-A"], stdout=log,

@@ -321,6 +321,7 @@ def environment(nodes: int, state: str = "bench-scale") -> Iterator[Environment]
     the operator's manifests installed and the in-cluster Deployment scaled to 0."""
     from e2e.conftest import Cluster
     from e2e.devcluster import cluster
+    from e2e.devcluster.kube import wait_established
     from e2e.devcluster.toolchain import build
 
     os.environ["QWEN_E2E_STATE_DIR"] = str(ROOT / ".state" / state)
@@ -329,8 +330,7 @@ def environment(nodes: int, state: str = "bench-scale") -> Iterator[Environment]
     os.environ["PATH"] = f"{build.bin_dir()}{os.pathsep}{os.environ['PATH']}"
     try:
         kubectl("apply", "-k", str(ROOT / "manifests"))
-        kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                "crd/qwenthinkingdeployments.serving.qwen-operator.io")  # fmt: skip
+        wait_established("crd/qwenthinkingdeployments.serving.qwen-operator.io")
         kubectl("scale", "deployment/qwen-operator", "-n", "qwen-operator-system", "--replicas=0")
         api_client = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
         print(f"cluster: {nodes} simulated H200 nodes x {GPUS_PER_NODE} GPUs, TP {TENSOR} replicas")

@@ -18,7 +18,7 @@ import pytest
 from kubernetes import client, config
 
 from e2e.devcluster import cluster as local_cluster
-from e2e.devcluster.kube import kubectl, wait_for
+from e2e.devcluster.kube import kubectl, wait_established, wait_for
 from e2e.devcluster.toolchain import build
 
 E2E_DIR = Path(__file__).resolve().parent
@@ -132,5 +132,5 @@ def crd_installed(cluster: Cluster) -> list[str]:
     for path in files:
         out = kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path), "-o", "name")
         names += [line for line in out.stdout.split() if line]
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
+    wait_established(*names)
     return names

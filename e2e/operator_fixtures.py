@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.conftest import Cluster
 from e2e.devcluster import cluster as local_cluster
-from e2e.devcluster.kube import kubectl, wait_for
+from e2e.devcluster.kube import kubectl, wait_established, wait_for
 from qwen_operator.vocabulary import INSTANCE_LABEL
 from qwen_runtime.argv import gpu_memory_utilization, max_model_len
 
@@ -175,7 +175,7 @@ def sa_kubeconfig(cluster: Cluster, token: str, path: Path) -> Path:
 def operator_installed(cluster: Cluster) -> None:
     """`kubectl apply -k manifests/` (CRD included); the in-cluster Deployment scaled to 0."""
     kubectl("apply", "-k", str(REPO / "manifests"))
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PLURAL}.{GROUP}")
+    wait_established(f"crd/{PLURAL}.{GROUP}")
     kubectl("scale", "deployment/qwen-operator", "-n", OPERATOR_NAMESPACE, "--replicas=0")
 
 

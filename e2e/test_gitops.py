@@ -24,7 +24,7 @@ pytest.register_assert_rewrite("e2e.operator_fixtures")
 
 from e2e.conftest import Cluster  # noqa: E402
 from e2e.devcluster.consumers import ARGOCD_CM, ARGOCD_DIR, Health, argocd_health, argocd_tests, kstatus  # noqa: E402
-from e2e.devcluster.kube import kubectl, wait_for  # noqa: E402
+from e2e.devcluster.kube import kubectl, wait_established, wait_for  # noqa: E402
 from e2e.devcluster.toolchain import tools, versions  # noqa: E402
 from e2e.operator_fixtures import (  # noqa: E402
     GROUP,
@@ -294,7 +294,7 @@ def foreign_crds(cluster: Cluster) -> Iterator[None]:
     paths = [tools.module_dir("argo-cd") / ARGO_CRD] + [tools.module_dir(m) / p for m, p in FLUX_CRDS.items()]
     out = kubectl("apply", "--server-side", *[a for p in paths for a in ("-f", str(p))], "-o", "name")
     names = out.stdout.split()
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
+    wait_established(*names)
     yield
     kubectl("delete", *names, "--wait=true", "--timeout=60s", check=False)
 

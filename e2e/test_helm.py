@@ -25,7 +25,7 @@ pytest.register_assert_rewrite("e2e.operator_fixtures")
 
 from e2e.conftest import Cluster  # noqa: E402
 from e2e.devcluster.consumers import CHART, argocd_health, helm, kstatus  # noqa: E402
-from e2e.devcluster.kube import kubectl  # noqa: E402
+from e2e.devcluster.kube import kubectl, wait_established  # noqa: E402
 from e2e.devcluster.toolchain import build, tools  # noqa: E402
 from e2e.operator_fixtures import (  # noqa: E402
     GROUP,
@@ -121,7 +121,7 @@ def prometheus_operator_crds(cluster: Cluster) -> Iterator[None]:
         if kubectl("get", "crd", name, check=False).returncode != 0:
             path = tools.module_dir("prometheus-operator") / rel
             kubectl("apply", "--server-side", "-f", str(path))
-            kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
+            wait_established(f"crd/{name}")
             added.append(path)
     yield
     for path in added:

@@ -21,7 +21,7 @@ from kubernetes import client
 pytest.register_assert_rewrite("e2e.operator_fixtures")
 
 from e2e.conftest import Cluster  # noqa: E402
-from e2e.devcluster.kube import kubectl, wait_for  # noqa: E402
+from e2e.devcluster.kube import kubectl, wait_established, wait_for  # noqa: E402
 from e2e.devcluster.toolchain import tools  # noqa: E402
 from e2e.operator_fixtures import (  # noqa: E402
     GROUP,
@@ -71,7 +71,7 @@ POOL = {"endpointPickerRef": {"name": "qwen-epp", "port": {"number": 9002}, "fai
 def install_crd(module: str, rel: Path, name: str) -> Path:
     path = tools.module_dir(module) / rel
     kubectl("apply", "--server-side", "-f", str(path))
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
+    wait_established(f"crd/{name}")
     return path
 
 

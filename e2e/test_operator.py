@@ -21,7 +21,7 @@ from kubernetes import client, watch
 pytest.register_assert_rewrite("e2e.operator_fixtures")  # before its import, for readable failures
 
 from e2e.conftest import Cluster  # noqa: E402
-from e2e.devcluster.kube import kubectl, terminate_container, wait_for  # noqa: E402
+from e2e.devcluster.kube import kubectl, terminate_container, wait_established, wait_for  # noqa: E402
 from e2e.operator_fixtures import (  # noqa: E402
     GROUP,
     INTEGRATION_RESOURCES,
@@ -297,12 +297,7 @@ def test_service_monitor_when_the_prometheus_operator_crd_exists(
     crd = str(REPO / "e2e" / "fixtures" / "servicemonitor-crd.yaml")
     kubectl("apply", "-f", crd)
     try:
-        kubectl(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/servicemonitors.monitoring.coreos.com",
-        )
+        wait_established("crd/servicemonitors.monitoring.coreos.com")
         uid = apply_ready(custom, ns)["metadata"]["uid"]
 
         def monitor() -> dict[str, Any] | None:

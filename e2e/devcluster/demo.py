@@ -19,7 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from e2e.devcluster import cluster
+from e2e.devcluster.kube import wait_established
 from e2e.devcluster.toolchain import build
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,7 +60,11 @@ def connect() -> None:
 def install_crd() -> None:
     say(f"installing the CRD ({CRD.relative_to(REPO)})")
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRD))
+    crd_name = yaml.safe_load(CRD.read_text())["metadata"]["name"]
+    try:
+        wait_established(f"crd/{crd_name}")
+    except AssertionError as exc:
+        raise SystemExit(str(exc)) from None
     for _ in range(60):  # Established comes a moment before the API serves the new kind
         if subprocess.run(["kubectl", "get", "qtd", "-A"], capture_output=True, check=False).returncode == 0:
             return

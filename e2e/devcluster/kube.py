@@ -56,6 +56,17 @@ def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> subproc
     return done
 
 
+def wait_established(*names: str, timeout: float = 60.0) -> None:
+    """Wait until each CRD (`crd/<name>` or `customresourcedefinition.../<name>`) is Established.
+
+    Right after a create, `kubectl wait --for=condition=Established` can read the CRD before
+    the apiserver gave it any condition, and then exits 1 at once ("`.status.conditions`
+    accessor error: <nil>") instead of waiting; so short waits are retried to the deadline.
+    """
+    args = ("wait", "--for=condition=Established", "--timeout=5s", *names)
+    wait_for(lambda: kubectl(*args), timeout, f"{' '.join(names)} Established")
+
+
 def condition(obj: Any, type_: str) -> Any | None:
     """The status condition of `type_` on a kubernetes-client object, or None."""
     for cond in (obj.status.conditions or []) if obj.status else []:

@@ -28,7 +28,7 @@ import yaml
 
 from e2e.devcluster import cluster as local_cluster
 from e2e.devcluster import pki
-from e2e.devcluster.kube import kubectl, wait_for
+from e2e.devcluster.kube import kubectl, wait_established, wait_for
 from e2e.devcluster.toolchain import tools
 
 CRD_NAME = "leaderworkersets.leaderworkerset.x-k8s.io"
@@ -50,9 +50,7 @@ def crd_path() -> Path:
 def install_crd() -> None:
     """The real LeaderWorkerSet CRD (server-side apply), Established."""
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_path()))
-    established = ("wait", "--for=condition=Established", "--timeout=10s", f"crd/{CRD_NAME}")
-    # right after the create, `kubectl wait` can read a CRD with no conditions yet and give up
-    wait_for(lambda: kubectl(*established, check=False).returncode == 0, 60, f"{CRD_NAME} Established")
+    wait_established(f"crd/{CRD_NAME}")
 
 
 def remove_crd() -> None:
