@@ -288,8 +288,9 @@ def test_ready_status_in_full() -> None:
 
 
 def test_a_wait_asks_to_look_again_when_it_would_become_a_problem() -> None:
-    desired = decide(observed(kids=(), pods=(Pod().unschedulable(WAITING_SINCE).facts(),)), NOW)
-    assert desired.recheck_after == pytest.approx(problems.UNSCHEDULABLE_GRACE - 5)
+    kids = children(parsed(), readyReplicas=0)  # applied: a wait is the only reason to look again
+    desired = decide(observed(kids=kids, pods=(Pod().unschedulable(WAITING_SINCE).facts(),)), NOW)
+    assert desired.applies == () and desired.recheck_after == pytest.approx(problems.UNSCHEDULABLE_GRACE - 5)
     assert "0/4 nodes are available" in conds(desired)["Reconciling"]["message"]
     assert [e.type for e in desired.events] == []  # no Warning for a claim that is still binding
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from qwen_operator import metrics
+from qwen_operator.decide import ROLLOUT_RECHECK_SECONDS
 from qwen_operator.kube import ApiError
 from qwen_operator.vocabulary import (
     HASH_ANNOTATION,
@@ -323,6 +324,26 @@ def test_orphaned_children_are_adopted_only_when_we_applied_them() -> None:
                      "managedFields": [{"manager": "kubectl"}]}}  # fmt: skip
     cluster.objects[("Service", NAME)] = someone_elses
     assert reconciler(cluster).reconcile(KEY).result == Result.BLOCKED
+
+
+def test_adopting_a_rolled_out_statefulset_looks_again_and_is_ready() -> None:
+    """Adoption changes only the StatefulSet's metadata: no new generation, so neither its
+    controller nor the watch (our own write's echo) brings another pass. Without the recheck
+    the resource stayed Progressing ("1/1 serving") until something else happened."""
+    cluster = settled(FakeCluster())
+    assert cluster.status["phase"] == "Ready"
+    for kind in ("Service", "StatefulSet", "PodDisruptionBudget"):
+        del cluster.objects[(kind, NAME)]["metadata"]["ownerReferences"]  # kubectl delete --cascade=orphan
+    cluster.resource["metadata"]["uid"] = "uid-3"
+    cluster.resource.pop("status", None)  # the recreated resource has no status yet
+    adopting = reconciler(cluster)
+    out = adopting.reconcile(KEY)
+    assert "StatefulSet q" in out.applied and cluster.status["phase"] == "Progressing"
+    assert out.recheck_after == ROLLOUT_RECHECK_SECONDS  # no event would bring the next pass
+    cluster.calls.clear()
+    again = adopting.reconcile(KEY)  # what the recheck brings
+    assert not again.applied and cluster.status["phase"] == "Ready", cluster.status
+    assert again.recheck_after is None and cluster.calls == [("patch", "status"), ("create", "Event")]
 
 
 def test_a_memory_failure_lowers_the_context_once() -> None:

@@ -54,6 +54,15 @@ many start, and a mass start costs under one progress write per resource. On GPU
 (phase, condition, context) is never held."""
 
 
+ROLLOUT_RECHECK_SECONDS = 2.0
+"""A pass that applies the StatefulSet (or LeaderWorkerSet) looks again this long after. It
+reports the rollout as not yet seen, since a new spec makes the old rollout status stale. When
+only metadata changed (an orphan adopted, a label of a new operator version), there is no new
+generation: the workload controller writes nothing, the watch brings only our own write's echo,
+and without this second look the resource would stay Progressing until something else moved.
+The second look reads the write-through cache and writes only if the status changed."""
+
+
 def status_interval(starting: int) -> float:
     """Seconds between two progress-only status writes of one resource, while `starting`
     resources are Progressing."""
@@ -318,6 +327,8 @@ def _desired(
     ctx = after.context
     patch = status.merge_patch(observed.resource.status, status.to_wire(after))
     recheck = None if wait is None else wait.recheck_after
+    if any(a.manifest["kind"] in render.WORKLOAD_KINDS for a in applies):
+        recheck = min(recheck if recheck is not None else ROLLOUT_RECHECK_SECONDS, ROLLOUT_RECHECK_SECONDS)
     held = None if patch is None else held_for(observed, before, after, now)
     if held is not None:
         patch, recheck = None, min(held, recheck if recheck is not None else held)
