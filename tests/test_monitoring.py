@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from e2e.devcluster import metricsapi, prometheus
@@ -46,17 +47,69 @@ def test_promtool_checks_the_rules(tmp_path: Path) -> None:
     assert f"SUCCESS: {len(rule_expressions())} rules found" in done.stdout
 
 
-def test_promtool_checks_the_per_resource_rule(tmp_path: Path) -> None:
-    """spec.monitoring.prometheusRule's rule, as the operator renders it, is a valid rule file too."""
-    res = {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": "q", "namespace": "llm"},
+def per_resource_groups(name: str) -> list[dict[str, Any]]:
+    """The rule groups spec.monitoring.prometheusRule renders for resource `name` in `llm`."""
+    res = {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": name, "namespace": "llm"},
            "spec": {"monitoring": {"prometheusRule": True}}}  # fmt: skip
     rule = render.render(res, served=frozenset({PROMETHEUS_RULE_CRD}))[-1]
     assert rule["kind"] == "PrometheusRule"
-    (tmp_path / "rule.yaml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
-    done = subprocess.run([str(tools.require("promtool")), "check", "rules", "rule.yaml"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    groups: list[dict[str, Any]] = rule["spec"]["groups"]
+    return groups
+
+
+def test_promtool_checks_the_per_resource_rule(tmp_path: Path) -> None:
+    """spec.monitoring.prometheusRule's rule, as the operator renders it, is a valid rule file too."""
+    done = prometheus.promtool(tmp_path, "check", "rules", prometheus.RULE_FILE, groups=per_resource_groups("q"))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS: 6 rules found" in done.stdout
+
+
+def cases_for(name: str, alerts: set[str]) -> dict[str, Any]:
+    """alerts_test.yaml narrowed to `alerts`, each expecting only the alerts of resource `name`
+    (its Service or its metrics' `name`) in namespace llm."""
+    shipped = yaml.safe_load(prometheus.RULE_TESTS.read_text())
+    tests = []
+    for test in shipped["tests"]:
+        cases = [
+            {**case, "exp_alerts": [
+                a for a in case.get("exp_alerts") or []
+                if a["exp_labels"].get("namespace") == "llm"
+                and name in (a["exp_labels"].get("service"), a["exp_labels"].get("name"))
+            ]}
+            for case in test["alert_rule_test"] if case["alertname"] in alerts
+        ]  # fmt: skip
+        if cases:
+            tests.append({**test, "alert_rule_test": cases})
+    return {**shipped, "tests": tests}
+
+
+VLLM_ALERTS = {
+    "QwenThinkingQueueBacklog", "QwenThinkingKVCacheFull", "QwenThinkingPreemptions",
+    "QwenThinkingSlowTimeToFirstToken",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "firing"),
+    [
+        ("busy", VLLM_ALERTS),  # alerts_test.yaml's overloaded vLLM
+        ("a", {"QwenThinkingReplicasNotReady", "QwenThinkingServerCrashLooping"}),  # its failing resource
+        ("calm", set()),  # the healthy neighbour of "busy": the same series, and nothing fires
+    ],
+)
+def test_the_per_resource_rule_alerts_on_its_own_resource_only(tmp_path: Path, name: str, firing: set[str]) -> None:
+    """`promtool test rules` on the rule rendered for one resource, over the shipped cases:
+    it fires as the shipped rule does for that resource, and never for a neighbour's series."""
+    groups = per_resource_groups(name)
+    alerts = {r["alert"] for g in groups for r in g["rules"]}
+    tests = cases_for(name, alerts)
+    expected = {c["alertname"] for t in tests["tests"] for c in t["alert_rule_test"] if c["exp_alerts"]}
+    assert expected == firing
+    assert {c["alertname"] for t in tests["tests"] for c in t["alert_rule_test"]} == alerts  # each is run
+    (tmp_path / prometheus.RULE_TESTS.name).write_text(yaml.safe_dump(tests, sort_keys=False))
+    done = prometheus.promtool(tmp_path, "test", "rules", prometheus.RULE_TESTS.name, groups=groups)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
 
 
 def test_promtool_unit_tests_pass(tmp_path: Path) -> None:

@@ -47,10 +47,14 @@ def alerts(path: Path = RULES) -> dict[str, dict[str, Any]]:
     return {r["alert"]: r for g in rule_groups(path) for r in g["rules"] if "alert" in r}
 
 
-def promtool(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`promtool ARGS` in `workdir`, after writing the rules there as rules.yaml beside a copy
-    of alerts_test.yaml (so `promtool test rules alerts_test.yaml` finds them)."""
-    (workdir / RULE_FILE).write_text(yaml.safe_dump({"groups": rule_groups()}, sort_keys=False))
+def promtool(
+    workdir: Path, *args: str, groups: list[dict[str, Any]] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`promtool ARGS` in `workdir`, after writing the rules there (`groups`, or the shipped
+    rule's) as rules.yaml beside alerts_test.yaml, copied unless the workdir has its own (so
+    `promtool test rules alerts_test.yaml` finds them)."""
+    rules = rule_groups() if groups is None else groups
+    (workdir / RULE_FILE).write_text(yaml.safe_dump({"groups": rules}, sort_keys=False))
     if not (workdir / RULE_TESTS.name).exists():
         shutil.copyfile(RULE_TESTS, workdir / RULE_TESTS.name)
     return subprocess.run(
