@@ -11,7 +11,6 @@ vLLM 0.33 declares, tests/realvllm scrapes a running vLLM. promtool and the pars
 from __future__ import annotations
 
 import re
-import subprocess
 import textwrap
 from collections import Counter
 from pathlib import Path
@@ -21,7 +20,6 @@ import pytest
 import yaml
 
 from e2e.devcluster import metricsapi, prometheus
-from e2e.devcluster.toolchain import tools
 from qwen_operator import api, metrics, render
 from qwen_operator.vocabulary import PROMETHEUS_RULE_CRD, QUEUE_METRIC
 from testkit.metric_names import exposed
@@ -59,7 +57,9 @@ def per_resource_groups(name: str) -> list[dict[str, Any]]:
 
 def test_promtool_checks_the_per_resource_rule(tmp_path: Path) -> None:
     """spec.monitoring.prometheusRule's rule, as the operator renders it, is a valid rule file too."""
-    done = prometheus.promtool(tmp_path, "check", "rules", prometheus.RULE_FILE, groups=per_resource_groups("q"))
+    done = prometheus.promtool(
+        tmp_path, "check", "rules", prometheus.RULE_FILE, groups=per_resource_groups("q")
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS: 6 rules found" in done.stdout
 
@@ -97,7 +97,9 @@ VLLM_ALERTS = {
         ("calm", set()),  # the healthy neighbour of "busy": the same series, and nothing fires
     ],
 )
-def test_the_per_resource_rule_alerts_on_its_own_resource_only(tmp_path: Path, name: str, firing: set[str]) -> None:
+def test_the_per_resource_rule_alerts_on_its_own_resource_only(
+    tmp_path: Path, name: str, firing: set[str]
+) -> None:
     """`promtool test rules` on the rule rendered for one resource, over the shipped cases:
     it fires as the shipped rule does for that resource, and never for a neighbour's series."""
     groups = per_resource_groups(name)
