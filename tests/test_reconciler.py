@@ -90,6 +90,25 @@ def test_hand_edit_is_reverted_with_one_event() -> None:
     assert cluster.events == [("Normal", "DriftReverted")]
 
 
+def test_a_hand_edit_of_the_workloads_labels_is_reverted_and_the_resource_stays_ready() -> None:
+    """Metadata alone changes no generation and no rollout: Ready throughout, no second look."""
+    cluster = settled(FakeCluster())
+    cluster.objects[("StatefulSet", NAME)]["metadata"]["labels"]["app.kubernetes.io/component"] = "edited"
+    cluster.calls.clear()
+    out = reconciler(cluster).reconcile(KEY)
+    assert out.applied == ["StatefulSet q"] and not out.status_written and out.recheck_after is None
+    assert cluster.status["phase"] == "Ready"
+
+
+def test_a_hand_edit_of_the_workloads_spec_is_a_rollout_to_wait_for() -> None:
+    """A spec edit is a new generation: the controller's next status brings the next pass."""
+    cluster = settled(FakeCluster())
+    cluster.objects[("StatefulSet", NAME)]["spec"]["replicas"] = 5
+    out = reconciler(cluster).reconcile(KEY)
+    assert out.applied == ["StatefulSet q"] and out.recheck_after is None
+    assert cluster.status["phase"] == "Progressing"
+
+
 def test_spec_change_is_applied_and_named() -> None:
     cluster = FakeCluster()
     reconciler(cluster).reconcile(KEY)

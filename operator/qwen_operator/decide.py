@@ -55,12 +55,13 @@ many start, and a mass start costs under one progress write per resource. On GPU
 
 
 ROLLOUT_RECHECK_SECONDS = 2.0
-"""A pass that applies the StatefulSet (or LeaderWorkerSet) looks again this long after. It
-reports the rollout as not yet seen, since a new spec makes the old rollout status stale. When
-only metadata changed (an orphan adopted, a label of a new operator version), there is no new
-generation: the workload controller writes nothing, the watch brings only our own write's echo,
-and without this second look the resource would stay Progressing until something else moved.
-The second look reads the write-through cache and writes only if the status changed."""
+"""A pass that applies a changed workload whose live spec already holds everything rendered
+looks again this long after (`Apply.may_not_roll`). The change may be metadata only (an orphan
+adopted by a recreated resource, whose uid is in the hash; a label of a new operator version):
+then there is no new generation, the workload controller writes nothing, and the watch brings
+only our own write's echo. Without the second look the resource stayed Progressing until
+something else moved. It reads the write-through cache and writes only if the status changed;
+the apply it follows has matched the hash, so it does not repeat."""
 
 
 def status_interval(starting: int) -> float:
@@ -82,6 +83,30 @@ class Apply:
     @property
     def ident(self) -> str:
         return events.ident(self.manifest)
+
+    @property
+    def stales_rollout(self) -> bool:
+        """A workload whose spec this apply may change: its controller's rollout status is of the
+        old spec, so the servers do not match the resource yet. A drift of metadata alone (a
+        label edited by hand) changes no spec, no generation, and leaves the rollout as it is."""
+        if self.manifest["kind"] not in render.WORKLOAD_KINDS:
+            return False
+        return self.live is None or self.why != diff.Drift.DRIFTED or not self._spec_held()
+
+    @property
+    def may_not_roll(self) -> bool:
+        """A changed workload whose live spec holds all that is rendered: the change may be to
+        metadata only, and then no event follows the apply (ROLLOUT_RECHECK_SECONDS)."""
+        return (
+            self.manifest["kind"] in render.WORKLOAD_KINDS
+            and self.why == diff.Drift.CHANGED
+            and self._spec_held()
+        )
+
+    def _spec_held(self) -> bool:
+        return self.live is not None and diff.contains(
+            self.manifest.get("spec"), self.live.manifest.get("spec")
+        )
 
 
 @dataclass(frozen=True)
@@ -291,7 +316,7 @@ def decide(observed: Observed, now: datetime) -> Desired:
     pods = problems.of_pods(observed.pods, now, decision.explained, creation)
     found = blocker or decision.problem or _download_or_pods(download, pods)
     problem, wait = (found, None) if isinstance(found, Problem) else (None, found)
-    changing = any(a.manifest["kind"] in render.WORKLOAD_KINDS for a in applies)
+    changing = any(a.stales_rollout for a in applies)
     shared = None if download is None else download.status
     inputs = status.Inputs(
         res, sts, decision, problem, wait, observed.pods, changing, weights=shared, served=observed.served
@@ -327,7 +352,7 @@ def _desired(
     ctx = after.context
     patch = status.merge_patch(observed.resource.status, status.to_wire(after))
     recheck = None if wait is None else wait.recheck_after
-    if any(a.manifest["kind"] in render.WORKLOAD_KINDS for a in applies):
+    if any(a.may_not_roll for a in applies):
         recheck = min(recheck if recheck is not None else ROLLOUT_RECHECK_SECONDS, ROLLOUT_RECHECK_SECONDS)
     held = None if patch is None else held_for(observed, before, after, now)
     if held is not None:
