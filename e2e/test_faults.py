@@ -403,6 +403,33 @@ def all_pods_ready(core_v1: client.CoreV1Api, ns: str, count: int) -> bool:
     return len(items) == len(ready) == count
 
 
+def gpus_free(core_v1: client.CoreV1Api, ns: str) -> bool:
+    """No pod outside `ns` asks for a GPU: the servers of earlier tests (whose fixture waits up
+    to 60 s for them, then goes on) no longer hold what these servers need, so a pod that is
+    not Ready after the restart is the controllers' doing, not a queue behind a teardown."""
+
+    def gpus(pod: client.V1Pod) -> bool:
+        asks = [(c.resources and c.resources.requests) or {} for c in pod.spec.containers]
+        return any("nvidia.com/gpu" in a for a in asks)
+
+    nodes = {n.metadata.name for n in core_v1.list_node().items}  # not those of a deleted node
+    others = [p for p in core_v1.list_pod_for_all_namespaces().items if p.metadata.namespace != ns]
+    return not [p for p in others if gpus(p) and (p.spec.node_name in nodes or not p.spec.node_name)]
+
+
+def pods_and_controllers(cluster: Cluster, core_v1: client.CoreV1Api, ns: str) -> str:
+    """What a wait for the pods reports when it times out: each pod's phase and conditions, and
+    the log tails of the controller manager and kwok (who make pods and make them Ready)."""
+    lines = []
+    for pod in core_v1.list_namespaced_pod(ns).items:
+        conds = {c.type: c.status for c in pod.status.conditions or []}
+        lines.append(f"  {pod.metadata.name}: {pod.status.phase} {conds} node={pod.spec.node_name}")
+    for name in ("kube-controller-manager", "kwok", "kube-scheduler"):
+        tail = local_cluster.log_tail(cluster.kubeconfig.parent / "logs" / f"{name}.log", 15)
+        lines.append(f"--- {name} log tail:\n{tail}")
+    return "\n".join(lines)
+
+
 @pytest.mark.parametrize("component", ["kube-apiserver", "etcd"])
 def test_a_restart_mid_reconcile_is_waited_out_and_converges_within_30s(
     operator: Operator, cluster: Cluster, ns: str, custom: client.CustomObjectsApi,
@@ -418,6 +445,8 @@ def test_a_restart_mid_reconcile_is_waited_out_and_converges_within_30s(
     assert operator.proc is not None
     pid, starts = operator.proc.pid, operator.starts
     names = [f"r{i}" for i in range(5)]
+    with contextlib.suppress(AssertionError):  # if not, the wait for the pods below says why
+        wait_for(lambda: gpus_free(core_v1, ns), 120, "the GPUs of earlier tests' servers free")
     sampler = HealthSampler(operator)
     apply_yaml(ns, "---\n".join(yaml.safe_dump(sample(n, gpu=H200)) for n in names))
     wait_for(lambda: core_v1.list_namespaced_service(ns).items, 30, "the first child", interval=0.02)
@@ -428,7 +457,10 @@ def test_a_restart_mid_reconcile_is_waited_out_and_converges_within_30s(
         CONVERGE_SECONDS + 30, "every StatefulSet", interval=0.2,
     )  # fmt: skip
     applied = time.monotonic() - back
-    wait_for(lambda: all_pods_ready(core_v1, ns, len(names)), 120, "every pod Ready", interval=0.2)
+    try:
+        wait_for(lambda: all_pods_ready(core_v1, ns, len(names)), 120, "every pod Ready", interval=0.2)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{pods_and_controllers(cluster, core_v1, ns)}") from None
     pods_ready = time.monotonic()
     for name in names:
         wait_phase(custom, ns, name, "Ready", timeout=CONVERGE_SECONDS + 30)
