@@ -353,7 +353,7 @@ def _desired(
     patch = status.merge_patch(observed.resource.status, status.to_wire(after))
     recheck = None if wait is None else wait.recheck_after
     if any(a.may_not_roll for a in applies):
-        recheck = min(recheck if recheck is not None else ROLLOUT_RECHECK_SECONDS, ROLLOUT_RECHECK_SECONDS)
+        recheck = ROLLOUT_RECHECK_SECONDS if recheck is None else min(recheck, ROLLOUT_RECHECK_SECONDS)
     held = None if patch is None else held_for(observed, before, after, now)
     if held is not None:
         patch, recheck = None, min(held, recheck if recheck is not None else held)
