@@ -7,7 +7,7 @@ FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
-# operator/qwen_operator/alerts/prometheusrule.yaml links to it: the per-resource rule's source.
+# operator/qwen_operator/children/alerts/prometheusrule.yaml links to it: the per-resource rule's source.
 COPY manifests/monitoring/prometheusrule.yaml manifests/monitoring/prometheusrule.yaml
 COPY runtime/ runtime/
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
@@ -25,7 +25,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links=/wheels qwen-operator \
  && rm -rf /wheels \
- && python -c "import qwen_operator.handlers, qwen_operator.main"
+ && python -c "import qwen_operator.process.handlers, qwen_operator.process.main"
 # A numeric non-root user, so runAsNonRoot can verify it without /etc/passwd.
 USER 65532:65532
 EXPOSE 8080

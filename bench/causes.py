@@ -14,7 +14,7 @@ as vLLM 0.33 would, in vLLM's order:
    context: KVCacheInsufficient with vLLM's estimate (check_enough_kv_cache_memory);
 5. the host: a container memory limit below what the process needs: the kubelet's OOMKilled.
 
-Both policies run the operator's own `fallback.detect` and `fallback.decide` on pod statuses,
+Both policies run the operator's own `cures.detect` and `cures.decide` on pod statuses,
 with preflight on and the memory plan at the utilization in force; the context-only policy
 files every memory failure as a KV-cache failure with no figures (the ladder). A restart here
 is a weight load of this model: tens of minutes.
@@ -29,8 +29,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from qwen_operator import api, facts, fallback, planner
-from qwen_operator.vocabulary import MAX_MODEL_LEN_FLAG, SERVER_CONTAINER
+from qwen_operator import api
+from qwen_operator.api.vocabulary import MAX_MODEL_LEN_FLAG, SERVER_CONTAINER
+from qwen_operator.memory import cures, planner
+from qwen_operator.reconcile import snapshot
 from qwen_runtime.argv import GPU_MEMORY_UTILIZATION
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -80,7 +82,7 @@ def run(cluster: Cluster, context: int, utilization: float) -> dict[str, Any] | 
     return None
 
 
-def pod(uid: str, context: int, utilization: float, said: dict[str, Any]) -> facts.Pod:
+def pod(uid: str, context: int, utilization: float, said: dict[str, Any]) -> snapshot.Pod:
     """Pod 0 as the watch shows it after its server container ended with `said`."""
     if said["reason"] == "OOMKilled":
         terminated: dict[str, Any] = {"exitCode": 137, "reason": "OOMKilled", "message": ""}
@@ -95,7 +97,7 @@ def pod(uid: str, context: int, utilization: float, said: dict[str, Any]) -> fac
         GPU_MEMORY_UTILIZATION,
         f"{utilization:g}",
     ]
-    return facts.pod_from({
+    return snapshot.pod_from({
         "metadata": {"name": "q-0", "uid": uid},
         "spec": {"containers": [{"name": SERVER_CONTAINER, "command": argv,
                                  "resources": {"limits": {"memory": "256Gi"}}}]},
@@ -128,12 +130,12 @@ def converge(cluster: Cluster, policy: Policy) -> tuple[int, str]:
 
     history: tuple[api.ContextStep, ...] = ()
     for restarts in range(32):
-        decision = fallback.decide(res, history, planned_at, [], NOW)
+        decision = cures.decide(res, history, planned_at, [], NOW)
         said = run(cluster, decision.effective, decision.utilization)
         if said is None:
             return restarts, f"{decision.effective} at {decision.utilization:g}"
         failed = pod(f"u{restarts}", decision.effective, decision.utilization, policy(said))
-        decision = fallback.decide(res, decision.history, planned_at, fallback.detect([failed]), NOW)
+        decision = cures.decide(res, decision.history, planned_at, cures.detect([failed]), NOW)
         if decision.problem is not None:
             return restarts + 1, f"Stalled: {decision.problem.reason}"
         history = decision.history

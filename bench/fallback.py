@@ -8,7 +8,7 @@ load (minutes), so restarts are the cost to minimise, and the context given away
 Policies, with a floor of 32768; all but the first start at the requested 262144 tokens:
 - preflight: the operator starting from its memory plan, here 0.5 GiB per GPU optimistic
   (the reserve for activations and CUDA graphs is an estimate), then vLLM's estimate;
-- estimate: the operator as it runs (`fallback.detect` + `fallback.decide` on pod statuses),
+- estimate: the operator as it runs (`cures.detect` + `cures.decide` on pod statuses),
   vLLM reporting KVCacheInsufficient with its estimate of the largest context that fits;
 - ladder: the same operator when the KV-cache failure carries no figures at all (the last
   resort): 262144, 196608, ...;
@@ -23,8 +23,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from qwen_operator import api, facts, fallback, planner
-from qwen_operator.vocabulary import CONTEXT_STEP, MAX_MODEL_LEN_FLAG, SERVER_CONTAINER, LauncherReason
+from qwen_operator import api
+from qwen_operator.api.vocabulary import CONTEXT_STEP, MAX_MODEL_LEN_FLAG, SERVER_CONTAINER, LauncherReason
+from qwen_operator.memory import cures, planner
+from qwen_operator.reconcile import snapshot
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -41,11 +43,11 @@ def capacity(budget_gib: float) -> int:
     return int(budget_gib * GIB // PER_TOKEN) // BLOCK * BLOCK
 
 
-def pod(uid: str, context: int, record: dict[str, Any]) -> facts.Pod:
+def pod(uid: str, context: int, record: dict[str, Any]) -> snapshot.Pod:
     """Pod 0 as the watch shows it after its server container failed with the launcher's record."""
     terminated = {"exitCode": 1, "reason": "Error", "message": json.dumps(record)}
     command = ["python3", "-m", "qwen_runtime", "--", "vllm", "serve", "m", MAX_MODEL_LEN_FLAG, str(context)]
-    return facts.pod_from({
+    return snapshot.pod_from({
         "metadata": {"name": "q-0", "uid": uid},
         "spec": {"containers": [{"name": SERVER_CONTAINER, "command": command}]},
         "status": {"containerStatuses": [{
@@ -69,7 +71,7 @@ def operator_policy(
         if plan_error_gib is not None:
             planned = capacity(fits * PER_TOKEN / GIB + plan_error_gib) // CONTEXT_STEP * CONTEXT_STEP
         for restarts in range(32):
-            decision = fallback.decide(res, history, lambda _: planned, [], NOW)
+            decision = cures.decide(res, history, lambda _: planned, [], NOW)
             context = decision.effective
             if context <= fits:
                 return restarts, context
@@ -77,8 +79,8 @@ def operator_policy(
             if with_estimate:
                 record = {"reason": LauncherReason.KV_CACHE_INSUFFICIENT, "exitCode": 1,
                           "maxModelLen": context, "estimatedMaxModelLen": fits}  # fmt: skip
-            failures = fallback.detect([pod(f"u{restarts}", context, record)])
-            decision = fallback.decide(res, decision.history, lambda _: planned, failures, NOW)
+            failures = cures.detect([pod(f"u{restarts}", context, record)])
+            decision = cures.decide(res, decision.history, lambda _: planned, failures, NOW)
             if decision.reduced is None:  # at the floor: stalled, a person decides
                 return restarts + 1, None
             history = decision.history

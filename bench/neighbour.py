@@ -44,7 +44,7 @@ from bench.scale import (
     operator_process,
     resources,
 )
-from qwen_operator.vocabulary import INSTANCE_LABEL
+from qwen_operator.api.vocabulary import INSTANCE_LABEL
 
 OTHERS = 12
 DELAY = 10.0

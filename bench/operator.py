@@ -35,11 +35,14 @@ import yaml
 from kubernetes import client, config
 from prometheus_client.parser import text_string_to_metric_families
 
-from qwen_operator import api, decide, diff, facts, kube, metrics, render
-from qwen_operator.act import Actor
-from qwen_operator.decide import Desired
-from qwen_operator.observe import Observed
-from qwen_operator.status import apply_merge_patch
+from qwen_operator import api
+from qwen_operator.children import render
+from qwen_operator.process import kube, metrics
+from qwen_operator.reconcile import decide, diff, snapshot
+from qwen_operator.reconcile.act import Actor
+from qwen_operator.reconcile.decide import Desired
+from qwen_operator.reconcile.observe import Observed
+from qwen_operator.reconcile.status import apply_merge_patch
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = yaml.safe_load((ROOT / "samples" / "qwen3-235b-thinking.yaml").read_text())
@@ -79,7 +82,7 @@ class Counted:
         self._count("status patch")
         return {}
 
-    def post_event(self, owner: facts.Resource, type_: str, reason: str, message: str, now: str) -> None:
+    def post_event(self, owner: snapshot.Resource, type_: str, reason: str, message: str, now: str) -> None:
         self._count("event")
 
 
@@ -95,7 +98,7 @@ def bench_memory() -> None:
     raw = {**SAMPLE, "metadata": {**SAMPLE["metadata"], "namespace": "ns", "uid": "u", "generation": 1}}
     res = api.parse_resource(raw)
     print(f"render (4 children):               {per_call_ms(lambda: render.render(res)):7.2f} ms")
-    resource = facts.resource_from(raw)
+    resource = snapshot.resource_from(raw)
     new = Observed(resource)
     first = decide.decide(new, NOW)
     live = [diff.with_hash(m) for m in render.render(res)]
@@ -112,12 +115,12 @@ def bench_memory() -> None:
                 "readyReplicas": 1,
                 "updatedReplicas": 1,
             }
-    children = tuple(facts.child_from(c) for c in live)
+    children = tuple(snapshot.child_from(c) for c in live)
     status: dict[str, Any] = {}
     for _ in range(3):  # the passes a create takes until nothing is left to do
-        desired = decide.decide(Observed(facts.resource_from({**raw, "status": status}), children), NOW)
+        desired = decide.decide(Observed(snapshot.resource_from({**raw, "status": status}), children), NOW)
         status = apply_merge_patch(status, desired.status_patch or {})
-    idle = Observed(facts.resource_from({**raw, "status": status}), children)
+    idle = Observed(snapshot.resource_from({**raw, "status": status}), children)
     print(f"decide, a create:                  {per_call_ms(lambda: decide.decide(new, NOW)):7.2f} ms "
           f"(0 reads, {writes(first)})")  # fmt: skip
     nothing = decide.decide(idle, NOW)

@@ -246,7 +246,9 @@ def relabel_all(op: Any, namespace: str, count: int) -> tuple[float, float]:
 
 def run_baseline(env: Environment, count: int) -> Run:
     """A plain client: server-side apply of the same children, then poll the StatefulSets."""
-    from qwen_operator import api, kube, render
+    from qwen_operator import api
+    from qwen_operator.children import render
+    from qwen_operator.process import kube
 
     namespace = f"scale-plain-{count}"
     env.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))

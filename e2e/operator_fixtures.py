@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from e2e.conftest import Cluster
 from e2e.devcluster import cluster as local_cluster
 from e2e.devcluster.kube import kubectl, wait_established, wait_for
-from qwen_operator.vocabulary import INSTANCE_LABEL
+from qwen_operator.api.vocabulary import INSTANCE_LABEL
 from qwen_runtime.argv import gpu_memory_utilization, max_model_len
 
 REPO = Path(__file__).resolve().parent.parent

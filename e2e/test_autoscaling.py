@@ -26,7 +26,7 @@ from e2e.conftest import Cluster  # noqa: E402
 from e2e.devcluster import metricsapi  # noqa: E402
 from e2e.devcluster.kube import kubectl, wait_for  # noqa: E402
 from e2e.operator_fixtures import NAME, Operator, apply_ready, get_qtd  # noqa: E402
-from qwen_operator.vocabulary import QUEUE_METRIC, SCALED_OBJECT_CRD  # noqa: E402
+from qwen_operator.api.vocabulary import QUEUE_METRIC, SCALED_OBJECT_CRD  # noqa: E402
 
 pytest_plugins = ("e2e.operator_fixtures",)
 pytestmark = pytest.mark.e2e

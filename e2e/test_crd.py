@@ -11,7 +11,8 @@ import yaml
 from kubernetes import client
 
 from e2e.devcluster.kube import kubectl, wait_for
-from qwen_operator import api, kubeyaml
+from qwen_operator import api
+from qwen_operator.api import kubeyaml
 from testkit.invalid_cases import CASES, YAML, Case, resource, summary
 
 ROOT = Path(__file__).resolve().parent.parent

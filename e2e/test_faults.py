@@ -49,7 +49,7 @@ from e2e.operator_fixtures import (  # noqa: E402
     sts_context,
     wait_phase,
 )
-from qwen_operator import lease  # noqa: E402
+from qwen_operator.process import lease  # noqa: E402
 
 pytest_plugins = ("e2e.operator_fixtures",)
 pytestmark = pytest.mark.e2e

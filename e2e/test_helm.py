@@ -41,7 +41,7 @@ from e2e.operator_fixtures import (  # noqa: E402
     settle,
     wait_phase,
 )
-from qwen_operator import crd  # noqa: E402
+from qwen_operator.api import crd  # noqa: E402
 
 pytest_plugins = ("e2e.operator_fixtures",)
 pytestmark = pytest.mark.e2e

@@ -39,7 +39,7 @@ from e2e.operator_fixtures import (  # noqa: E402
     reasons,
     settle,
 )
-from qwen_operator.vocabulary import KIND  # noqa: E402
+from qwen_operator.api.vocabulary import KIND  # noqa: E402
 
 pytest_plugins = ("e2e.operator_fixtures",)
 pytestmark = pytest.mark.e2e

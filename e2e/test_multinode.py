@@ -35,7 +35,8 @@ from e2e.operator_fixtures import (  # noqa: E402
     sample,
     wait_phase,
 )
-from qwen_operator import api, render  # noqa: E402
+from qwen_operator import api  # noqa: E402
+from qwen_operator.children import render  # noqa: E402
 from qwen_runtime.argv import max_model_len  # noqa: E402
 
 pytest_plugins = ("e2e.operator_fixtures",)

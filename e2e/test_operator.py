@@ -50,9 +50,12 @@ from e2e.operator_fixtures import (  # noqa: E402
     sts_context,
     wait_phase,
 )
-from qwen_operator import api, clock, lease, planner, render  # noqa: E402
-from qwen_operator.problems import UNSCHEDULABLE_GRACE  # noqa: E402
-from qwen_operator.vocabulary import selector_string  # noqa: E402
+from qwen_operator import api  # noqa: E402
+from qwen_operator.api.vocabulary import selector_string  # noqa: E402
+from qwen_operator.children import render  # noqa: E402
+from qwen_operator.memory import planner  # noqa: E402
+from qwen_operator.process import clock, lease  # noqa: E402
+from qwen_operator.reconcile.problems import UNSCHEDULABLE_GRACE  # noqa: E402
 
 pytest_plugins = ("e2e.operator_fixtures",)
 pytestmark = pytest.mark.e2e

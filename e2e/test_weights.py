@@ -32,7 +32,7 @@ from e2e.operator_fixtures import (  # noqa: E402
     settle,
     wait_phase,
 )
-from qwen_operator import render  # noqa: E402
+from qwen_operator.children import render  # noqa: E402
 
 pytest_plugins = ("e2e.operator_fixtures",)
 pytestmark = pytest.mark.e2e

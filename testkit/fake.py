@@ -15,13 +15,13 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from qwen_operator import facts
-from qwen_operator.act import Actor
-from qwen_operator.kube import ApiError
-from qwen_operator.observe import Key, observe
-from qwen_operator.reconciler import Reconciler
-from qwen_operator.status import apply_merge_patch
-from qwen_operator.vocabulary import FIELD_MANAGER, INSTANCE_LABEL, KIND
+from qwen_operator.api.vocabulary import FIELD_MANAGER, INSTANCE_LABEL, KIND
+from qwen_operator.process.kube import ApiError
+from qwen_operator.reconcile import snapshot
+from qwen_operator.reconcile.act import Actor
+from qwen_operator.reconcile.observe import Key, observe
+from qwen_operator.reconcile.reconciler import Reconciler
+from qwen_operator.reconcile.status import apply_merge_patch
 
 from .wrappers import NAME, NS, resource_raw
 
@@ -41,9 +41,9 @@ class FakeCluster:
         self._rv = itertools.count(2)
         self.objects: dict[tuple[str, str], dict[str, Any]] = {(KIND, NAME): resource_raw(spec, **meta)}
         self.pods: list[dict[str, Any]] = []
-        self.failures: list[facts.CreateFailure] = []
+        self.failures: list[snapshot.CreateFailure] = []
         """The StatefulSet controller's FailedCreate events."""
-        self.nodes: list[facts.Node] = []
+        self.nodes: list[snapshot.Node] = []
         self.crds: set[str] = set()
         self.calls: list[tuple[str, str]] = []
         self.events: list[tuple[str, str]] = []
@@ -88,24 +88,24 @@ class FakeCluster:
 
     # -- observe.Sources ---------------------------------------------------------------------
 
-    def resource_facts(self, key: Key) -> facts.Resource | None:
+    def resource_facts(self, key: Key) -> snapshot.Resource | None:
         raw = self.objects.get((KIND, key[1]))
-        return None if raw is None else facts.resource_from(raw)
+        return None if raw is None else snapshot.resource_from(raw)
 
-    def children(self, key: Key) -> tuple[facts.Child, ...]:
+    def children(self, key: Key) -> tuple[snapshot.Child, ...]:
         return tuple(
-            facts.child_from(o)
+            snapshot.child_from(o)
             for (kind, _), o in sorted(self.objects.items())
             if kind in CHILD_KINDS and (o["metadata"].get("labels") or {}).get(INSTANCE_LABEL) == key[1]
         )
 
-    def pods_of(self, key: Key) -> tuple[facts.Pod, ...]:
-        return tuple(facts.pod_from(p) for p in self.pods)
+    def pods_of(self, key: Key) -> tuple[snapshot.Pod, ...]:
+        return tuple(snapshot.pod_from(p) for p in self.pods)
 
-    def create_failures(self, key: Key) -> tuple[facts.CreateFailure, ...]:
+    def create_failures(self, key: Key) -> tuple[snapshot.CreateFailure, ...]:
         return tuple(f for f in self.failures if (f.namespace, f.owner) == key)
 
-    def gpu_nodes(self) -> tuple[facts.Node, ...]:
+    def gpu_nodes(self) -> tuple[snapshot.Node, ...]:
         return tuple(self.nodes)
 
     def served(self) -> frozenset[str]:
@@ -145,7 +145,7 @@ class FakeCluster:
         self._bump(obj)
         return copy.deepcopy(obj)
 
-    def post_event(self, owner: facts.Resource, type_: str, reason: str, message: str, now: str) -> None:
+    def post_event(self, owner: snapshot.Resource, type_: str, reason: str, message: str, now: str) -> None:
         self.calls.append(("create", "Event"))
         self.events.append((type_, reason))
         self.messages.append(message)
@@ -157,19 +157,19 @@ class Sources:
     def __init__(self, cluster: FakeCluster) -> None:
         self.cluster = cluster
 
-    def resource(self, key: Key) -> facts.Resource | None:
+    def resource(self, key: Key) -> snapshot.Resource | None:
         return self.cluster.resource_facts(key)
 
-    def children(self, key: Key) -> tuple[facts.Child, ...]:
+    def children(self, key: Key) -> tuple[snapshot.Child, ...]:
         return self.cluster.children(key)
 
-    def pods(self, key: Key) -> tuple[facts.Pod, ...]:
+    def pods(self, key: Key) -> tuple[snapshot.Pod, ...]:
         return self.cluster.pods_of(key)
 
-    def create_failures(self, key: Key) -> tuple[facts.CreateFailure, ...]:
+    def create_failures(self, key: Key) -> tuple[snapshot.CreateFailure, ...]:
         return self.cluster.create_failures(key)
 
-    def gpu_nodes(self) -> tuple[facts.Node, ...]:
+    def gpu_nodes(self) -> tuple[snapshot.Node, ...]:
         return self.cluster.gpu_nodes()
 
     def served(self) -> frozenset[str]:

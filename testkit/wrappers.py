@@ -15,8 +15,8 @@ from datetime import datetime
 from typing import Any, Literal
 
 from e2e.devcluster.kube import StartStage, crashed_container_status, starting_pod_status
-from qwen_operator import api, clock, diff, facts, render
-from qwen_operator.vocabulary import (
+from qwen_operator import api
+from qwen_operator.api.vocabulary import (
     API_VERSION,
     FIELD_MANAGER,
     GPU_MEMORY_LABEL,
@@ -28,6 +28,9 @@ from qwen_operator.vocabulary import (
     SERVER_CONTAINER,
     selector_labels,
 )
+from qwen_operator.children import render
+from qwen_operator.process import clock
+from qwen_operator.reconcile import diff, snapshot
 from qwen_runtime.argv import GPU_MEMORY_UTILIZATION
 
 NS, NAME, UID = "ns", "q", "uid-1"
@@ -53,8 +56,8 @@ def resource_raw(
             "status": dict(status or {})}  # fmt: skip
 
 
-def resource(spec: Mapping[str, Any] | None = None, **meta: Any) -> facts.Resource:
-    return facts.resource_from(resource_raw(spec, **meta))
+def resource(spec: Mapping[str, Any] | None = None, **meta: Any) -> snapshot.Resource:
+    return snapshot.resource_from(resource_raw(spec, **meta))
 
 
 def parsed(spec: Mapping[str, Any] | None = None, **meta: Any) -> api.QwenThinkingDeployment:
@@ -92,24 +95,24 @@ LIVE_STATUS: dict[str, dict[str, Any]] = {"Job": JOB_COMPLETE, "PersistentVolume
 """The settled status of the shared download's children: the Job succeeded, the claim bound."""
 
 
-def download_job(res: api.QwenThinkingDeployment, **status: Any) -> facts.Child:
+def download_job(res: api.QwenThinkingDeployment, **status: Any) -> snapshot.Child:
     """The download Job of `res` (model.cache.mode Shared) as the Job controller reports it."""
     raw = live(next(m for m in render.render(res) if m["kind"] == "Job"))
     raw["status"] = dict(status)
-    return facts.child_from(raw)
+    return snapshot.child_from(raw)
 
 
 def children(
     res: api.QwenThinkingDeployment, max_model_len: int | None = None, **sts_status: Any
-) -> tuple[facts.Child, ...]:
+) -> tuple[snapshot.Child, ...]:
     """Every child of `res` as live objects: applied, rolled out and ready unless `sts_status` says."""
-    return tuple(facts.child_from(live(m, **sts_status)) for m in render.render(res, max_model_len))
+    return tuple(snapshot.child_from(live(m, **sts_status)) for m in render.render(res, max_model_len))
 
 
 def statefulset(
     replicas: int = 1, ready: int = 1, updated: int | None = None, observed: bool = True,
     spec: Mapping[str, Any] | None = None,
-) -> facts.Child:  # fmt: skip
+) -> snapshot.Child:  # fmt: skip
     """The StatefulSet of `parsed(spec)` as the operator applied it, scaled to `replicas`, its
     rollout as the controller reports it."""
     res = parsed({**(spec or {}), "replicas": replicas})
@@ -118,15 +121,15 @@ def statefulset(
     raw["status"] = {"observedGeneration": 3 if observed else 2, "replicas": replicas, "readyReplicas": ready,
                      "updatedReplicas": replicas if updated is None else updated, "currentRevision": "a",
                      "updateRevision": "a" if updated is None else "b"}  # fmt: skip
-    return facts.child_from(raw)
+    return snapshot.child_from(raw)
 
 
 def failed_create(
     message: str, at: datetime, name: str = NAME, sts_uid: str = f"uid-StatefulSet-{NAME}"
-) -> facts.CreateFailure:
+) -> snapshot.CreateFailure:
     """The StatefulSet controller's FailedCreate event, last seen `at`."""
     involved = {"kind": "StatefulSet", "name": name, "namespace": NS, "uid": sts_uid}
-    return facts.create_failure_from(
+    return snapshot.create_failure_from(
         {"metadata": {"name": f"{name}.1", "namespace": NS}, "involvedObject": involved,
          "reason": "FailedCreate", "message": message, "lastTimestamp": clock.rfc3339(at)}
     )  # fmt: skip
@@ -141,9 +144,9 @@ QUOTA_REFUSAL = (
 
 def gpu_node(
     name: str = "gpu-node-0", memory_mib: int = H100_MIB, product: str = "", **labels: str
-) -> facts.Node:
+) -> snapshot.Node:
     extra = {GPU_PRODUCT_LABEL: product} if product else {}
-    return facts.node_from(
+    return snapshot.node_from(
         {"metadata": {"name": name, "labels": {GPU_MEMORY_LABEL: str(memory_mib), **extra, **labels}}}
     )
 
@@ -245,8 +248,8 @@ class Pod:
     def obj(self) -> dict[str, Any]:
         return copy.deepcopy(self.raw)
 
-    def facts(self) -> facts.Pod:
-        return facts.pod_from(self.raw)
+    def facts(self) -> snapshot.Pod:
+        return snapshot.pod_from(self.raw)
 
 
 def kv_record(max_model_len: int = 262144, estimate: int | None = 245408) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from e2e.devcluster.consumers import (
     kstatus,
 )
 from qwen_operator import api
-from qwen_operator.vocabulary import API_VERSION, GROUP, KIND, ConditionType, Phase, Reason
+from qwen_operator.api.vocabulary import API_VERSION, GROUP, KIND, ConditionType, Phase, Reason
 from qwen_runtime.record import Reason as LauncherReason
 
 HEALTH_KEY = f"resource.customizations.health.{GROUP}_{KIND}"

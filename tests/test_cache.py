@@ -7,10 +7,11 @@ import asyncio
 import threading
 from typing import Any
 
-from qwen_operator import facts, render
-from qwen_operator.cache import BURIED_SECONDS, GPU_NODES, Cache, Indices, newer, on_loop
-from qwen_operator.observe import observe
-from qwen_operator.vocabulary import INFERENCE_POOL_CRD, KIND, SERVICE_MONITOR_CRD
+from qwen_operator.api.vocabulary import INFERENCE_POOL_CRD, KIND, SERVICE_MONITOR_CRD
+from qwen_operator.children import render
+from qwen_operator.process.cache import BURIED_SECONDS, GPU_NODES, Cache, Indices, newer, on_loop
+from qwen_operator.reconcile import snapshot
+from qwen_operator.reconcile.observe import observe
 from testkit.wrappers import NAME, NS, Pod, gpu_node, kv_record, live, parsed, resource_raw
 
 KEY = (NS, NAME)
@@ -19,16 +20,16 @@ KEY = (NS, NAME)
 def _indices(**over: Any) -> Indices:
     sts = live(next(m for m in render.render(parsed()) if m["kind"] == "StatefulSet"), resource_version="10")
     base: dict[str, Any] = {
-        "resources": {KEY: [facts.resource_from(resource_raw(resource_version="10"))]},
-        "children": ({KEY: [facts.child_from(sts)]},),
+        "resources": {KEY: [snapshot.resource_from(resource_raw(resource_version="10"))]},
+        "children": ({KEY: [snapshot.child_from(sts)]},),
         "pods": {},
         "nodes": {GPU_NODES: [gpu_node("b"), gpu_node("a")]},
-        "crds": {SERVICE_MONITOR_CRD: [facts.Crd(SERVICE_MONITOR_CRD, served=False)]},
+        "crds": {SERVICE_MONITOR_CRD: [snapshot.Crd(SERVICE_MONITOR_CRD, served=False)]},
     }
     return Indices(**{**base, **over})
 
 
-def _sts(cache: Cache) -> facts.Child:
+def _sts(cache: Cache) -> snapshot.Child:
     (child,) = cache.children(KEY)
     return child
 
@@ -112,21 +113,21 @@ def test_an_optional_crd_is_served_only_with_the_version_the_operator_writes() -
         return {"metadata": {"name": name}, "spec": {"versions": served}, "status": established}
 
     pool = INFERENCE_POOL_CRD
-    assert facts.crd_from(crd(pool, [("v1", True)])).served
-    assert not facts.crd_from(crd(pool, [("v1alpha2", True), ("v1", False)])).served
-    assert not facts.crd_from({**crd(pool, [("v1", True)]), "status": {}}).served  # not Established yet
+    assert snapshot.crd_from(crd(pool, [("v1", True)])).served
+    assert not snapshot.crd_from(crd(pool, [("v1alpha2", True), ("v1", False)])).served
+    assert not snapshot.crd_from({**crd(pool, [("v1", True)]), "status": {}}).served  # not Established yet
 
 
 def test_a_served_crd_is_listed() -> None:
-    cache = Cache(_indices(crds={SERVICE_MONITOR_CRD: [facts.Crd(SERVICE_MONITOR_CRD, served=True)]}))
+    cache = Cache(_indices(crds={SERVICE_MONITOR_CRD: [snapshot.Crd(SERVICE_MONITOR_CRD, served=True)]}))
     assert cache.served() == {SERVICE_MONITOR_CRD}
 
 
 def test_a_resource_created_again_under_its_name_is_the_live_one() -> None:
-    old = facts.resource_from(resource_raw(uid="old", resource_version="5"))
+    old = snapshot.resource_from(resource_raw(uid="old", resource_version="5"))
     raw = resource_raw(uid="older", resource_version="3")
     raw["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    deleting = facts.resource_from(raw)
+    deleting = snapshot.resource_from(raw)
     cache = Cache(_indices(resources={KEY: [deleting, old]}))
     found = cache.resource(KEY)
     assert found is not None and found.uid == "old"

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from qwen_operator import __version__, api, cli, crd, planner
+from qwen_operator import __version__, api, cli
+from qwen_operator.api import crd
+from qwen_operator.memory import planner
 from testkit.invalid_cases import CASES, Case, resource
 
 ROOT = Path(__file__).resolve().parent.parent

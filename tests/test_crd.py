@@ -7,7 +7,8 @@ from typing import Any
 
 import yaml
 
-from qwen_operator import api, crd
+from qwen_operator import api
+from qwen_operator.api import crd
 
 ROOT = Path(__file__).resolve().parent.parent
 CRD_FILE = ROOT / "crds" / "qwenthinkingdeployments.serving.qwen-operator.io.yaml"

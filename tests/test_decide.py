@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from qwen_operator import facts, problems
-from qwen_operator.crd import NEW_STATUS
-from qwen_operator.decide import STATUS_INTERVAL, Desired, decide, failed, status_interval
-from qwen_operator.observe import Observed, Refusal
-from qwen_operator.vocabulary import PROMETHEUS_RULE_CRD, SERVICE_MONITOR_CRD, Result
+from qwen_operator.api.crd import NEW_STATUS
+from qwen_operator.api.vocabulary import PROMETHEUS_RULE_CRD, SERVICE_MONITOR_CRD, Result
+from qwen_operator.reconcile import problems, snapshot
+from qwen_operator.reconcile.decide import STATUS_INTERVAL, Desired, decide, failed, status_interval
+from qwen_operator.reconcile.observe import Observed, Refusal
 from testkit.fake import NOW
 from testkit.wrappers import (
     GRAPH_OOM_RECORD,
@@ -35,9 +35,9 @@ from testkit.wrappers import (
 def observed(
     spec: dict[str, Any] | None = None,
     status: dict[str, Any] | None = None,
-    kids: tuple[facts.Child, ...] | None = None,
-    pods: tuple[facts.Pod, ...] = (),
-    nodes: tuple[facts.Node, ...] = (),
+    kids: tuple[snapshot.Child, ...] | None = None,
+    pods: tuple[snapshot.Pod, ...] = (),
+    nodes: tuple[snapshot.Node, ...] = (),
     **meta: Any,
 ) -> Observed:
     """The resource with its children live and rolled out, unless `kids` says otherwise."""
@@ -64,14 +64,14 @@ def settled_status(spec: dict[str, Any] | None = None, **meta: Any) -> dict[str,
 @dataclass(frozen=True)
 class Case:
     name: str
-    sts: facts.Child | None
-    pods: tuple[facts.Pod, ...] = ()
+    sts: snapshot.Child | None
+    pods: tuple[snapshot.Pod, ...] = ()
     spec: dict[str, Any] = field(default_factory=dict)
     phase: str = "Ready"
     ready: tuple[str, str] = ("True", "Ready")
     reconciling: tuple[str, str] = ("False", "Ready")
     stalled: tuple[str, str] = ("False", "Ready")
-    failures: tuple[facts.CreateFailure, ...] = ()
+    failures: tuple[snapshot.CreateFailure, ...] = ()
 
 
 WAITING_SINCE = NOW - timedelta(seconds=5)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from qwen_operator import diff, facts, render
+from qwen_operator.children import render
+from qwen_operator.reconcile import diff, snapshot
 
 RESOURCE = {"metadata": {"name": "q", "namespace": "ns", "uid": "u1"}, "spec": {}}
 
@@ -89,9 +90,9 @@ def test_hashing_leaves_the_rendered_manifest_alone() -> None:
 def test_a_hand_edit_of_the_launchers_configmap_is_drift() -> None:
     (configmap,) = [c for c in render.render(RESOURCE) if c["kind"] == "ConfigMap"]
     desired = diff.with_hash(configmap)
-    live = facts.child_from({**desired, "metadata": {**desired["metadata"], "resourceVersion": "1"}})
+    live = snapshot.child_from({**desired, "metadata": {**desired["metadata"], "resourceVersion": "1"}})
     assert diff.drift(desired, live.manifest) is None
     edited = {**desired["data"], "launcher.py": "print('hello')\n"}
-    tampered = facts.child_from({**desired, "data": edited})
+    tampered = snapshot.child_from({**desired, "data": edited})
     assert diff.drift(desired, tampered.manifest) == diff.Drift.DRIFTED
     assert "data" not in live.manifest  # the cache keeps a digest, not 70 KB of sources per resource

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qwen_operator import docs
-from qwen_operator.vocabulary import EventReason, Reason
+from qwen_operator.api import docs
+from qwen_operator.api.vocabulary import EventReason, Reason
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

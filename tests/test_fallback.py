@@ -10,9 +10,17 @@ from typing import Any, Literal
 
 import pytest
 
-from qwen_operator import api, events, facts, fallback, status
-from qwen_operator.fallback import RULES, Cure
-from qwen_operator.vocabulary import MEMORY_FAILURES, RESET_ANNOTATION, KubeletReason, LauncherReason, Remedy
+from qwen_operator import api
+from qwen_operator.api.vocabulary import (
+    MEMORY_FAILURES,
+    RESET_ANNOTATION,
+    KubeletReason,
+    LauncherReason,
+    Remedy,
+)
+from qwen_operator.memory import cures
+from qwen_operator.memory.cures import RULES, Cure
+from qwen_operator.reconcile import events, snapshot, status
 from qwen_runtime.record import CudaPhase
 from testkit.fake import NOW
 from testkit.wrappers import (
@@ -47,7 +55,7 @@ def pod(
     exit_code: int = 1,
     ready: bool = False,
     where: str = "lastState",
-) -> facts.Pod:
+) -> snapshot.Pod:
     """A pod as the kubelet reports it after the server container ended."""
     built = Pod(name, uid).context(context).utilization(utilization).memory_limit("256Gi")
     if where == "lastState":
@@ -64,11 +72,11 @@ def kv(max_len: int = 262144, estimate: int | None = 245408) -> dict[str, Any]:
 
 
 def decide(
-    res: api.QwenThinkingDeployment, history: Sequence[api.ContextStep] | None, *pods: facts.Pod,
+    res: api.QwenThinkingDeployment, history: Sequence[api.ContextStep] | None, *pods: snapshot.Pod,
     planned: int | Callable[[float], int | None] | None = None, now: Any = T0,
-) -> fallback.Decision:  # fmt: skip
+) -> cures.Decision:  # fmt: skip
     planned_at = planned if callable(planned) else (lambda _: planned)
-    return fallback.decide(res, history or [], planned_at, fallback.detect(pods), now)
+    return cures.decide(res, history or [], planned_at, cures.detect(pods), now)
 
 
 # -- rules ----------------------------------------------------------------------------------
@@ -100,7 +108,7 @@ def test_the_memory_failures_are_exactly_those_with_a_memory_cure() -> None:
     ],
 )
 def test_the_cure_follows_the_cause(record: dict[str, Any], cure: Cure) -> None:
-    (failure,) = fallback.detect([pod(record)])
+    (failure,) = cures.detect([pod(record)])
     assert failure.rule is not None and failure.rule.cure == cure
 
 
@@ -122,50 +130,50 @@ def test_the_cure_follows_the_cause(record: dict[str, Any], cure: Cure) -> None:
     ],
 )
 def test_next_context(current: int, estimate: int | None, floor: int, expected: int | None) -> None:
-    assert fallback.next_context(current, estimate, LADDER, floor) == expected
+    assert cures.next_context(current, estimate, LADDER, floor) == expected
 
 
 def test_a_custom_ladder_is_used() -> None:
-    assert fallback.next_context(262144, None, [200000, 100000], 32768) == 200000
-    assert fallback.next_context(100000, None, [200000, 100000], 32768) == 32768
+    assert cures.next_context(262144, None, [200000, 100000], 32768) == 200000
+    assert cures.next_context(100000, None, [200000, 100000], 32768) == 32768
 
 
 # -- detection ---------------------------------------------------------------------------------
 
 
 def test_detect_reads_the_launchers_report_and_the_pods_command() -> None:
-    (failure,) = fallback.detect([pod(kv())])
+    (failure,) = cures.detect([pod(kv())])
     assert (failure.pod, failure.uid, failure.restart_count) == ("q-0", "p0", 1)
     assert (failure.reason, failure.context, failure.estimate, failure.memory) == (
         "KVCacheInsufficient", 262144, 245408, True,
     )  # fmt: skip
     assert failure.utilization == 0.92 and "neededGiB=11.75" in failure.detail
-    (oom,) = fallback.detect([pod(CUDA_OOM_RECORD, context=196608, utilization=0.89)])
+    (oom,) = cures.detect([pod(CUDA_OOM_RECORD, context=196608, utilization=0.89)])
     assert (oom.reason, oom.context, oom.utilization, oom.estimate) == ("CudaOOM", 196608, 0.89, None)
 
 
 def test_detect_kubelet_oom_killed_and_non_memory_failures() -> None:
-    (killed,) = fallback.detect([pod(reason="OOMKilled", exit_code=137)])
+    (killed,) = cures.detect([pod(reason="OOMKilled", exit_code=137)])
     assert killed.reason == "OOMKilled" and killed.memory and "memory limit" in killed.detail
     assert killed.memory_limit == "256Gi"
-    (bad,) = fallback.detect([pod({"reason": "InvalidArguments", "exitCode": 2})])
+    (bad,) = cures.detect([pod({"reason": "InvalidArguments", "exitCode": 2})])
     assert bad.reason == "InvalidArguments" and not bad.memory
-    (logs,) = fallback.detect([pod(None)])
+    (logs,) = cures.detect([pod(None)])
     assert logs.reason == "Error" and not logs.memory
 
 
 def test_a_terminated_run_and_its_later_last_state_are_the_same_run() -> None:
-    now = fallback.detect([pod(kv(), restarts=0, where="state")])
-    later = fallback.detect([pod(kv(), restarts=1)])
+    now = cures.detect([pod(kv(), restarts=0, where="state")])
+    later = cures.detect([pod(kv(), restarts=1)])
     assert [f.key for f in now] == [f.key for f in later] == [("p0", 1)]
 
 
 def test_detect_ignores_ready_deleted_and_clean_exits() -> None:
-    assert fallback.detect([pod(kv(), ready=True)]) == []
+    assert cures.detect([pod(kv(), ready=True)]) == []
     deleting = Pod().context(262144).failed(kv()).deleting().facts()
-    assert fallback.detect([deleting]) == []
-    assert fallback.detect([pod(None, exit_code=0, reason="Completed")]) == []
-    assert fallback.detect([facts.pod_from({"metadata": {"name": "q-0"}, "status": {}})]) == []
+    assert cures.detect([deleting]) == []
+    assert cures.detect([pod(None, exit_code=0, reason="Completed")]) == []
+    assert cures.detect([snapshot.pod_from({"metadata": {"name": "q-0"}, "status": {}})]) == []
 
 
 # -- the KV cache: a shorter context -------------------------------------------------------------
@@ -350,13 +358,13 @@ def test_the_plan_is_the_start_and_caps_the_history() -> None:
 def test_history_is_bounded() -> None:
     previous: tuple[api.ContextStep, ...] = ()
     current = 262144
-    for i in range(fallback.HISTORY_LIMIT + 5):
+    for i in range(cures.HISTORY_LIMIT + 5):
         res = resource(minModelLen=1024, fallbackSteps=[max(1024, 262144 - 1024 * (i + 1))])
         step = decide(res, previous, pod(KV_NO_FIGURES_RECORD, uid=f"p{i}", context=current))
         if step.reduced is None:
             break
         current, previous = step.effective, step.history
-    assert len(previous) == fallback.HISTORY_LIMIT
+    assert len(previous) == cures.HISTORY_LIMIT
 
 
 def test_conditions_and_events_say_the_numbers() -> None:

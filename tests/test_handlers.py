@@ -8,16 +8,17 @@ from typing import Any
 
 import kopf
 
-from qwen_operator import facts, handlers, metrics
-from qwen_operator.cache import GPU_NODES, Cache, Indices
-from qwen_operator.observe import Key
-from qwen_operator.vocabulary import GROUP, MANAGED_LABELS, PLURAL, SERVICE_MONITOR_CRD, VERSION
-from qwen_operator.workqueue import WorkQueue
+from qwen_operator.api.vocabulary import GROUP, MANAGED_LABELS, PLURAL, SERVICE_MONITOR_CRD, VERSION
+from qwen_operator.process import handlers, metrics
+from qwen_operator.process.cache import GPU_NODES, Cache, Indices
+from qwen_operator.process.workqueue import WorkQueue
+from qwen_operator.reconcile import snapshot
+from qwen_operator.reconcile.observe import Key
 from testkit.wrappers import gpu_node, resource_raw
 
 
-def _runtime(resources: dict[Key, list[facts.Resource]] | None = None) -> handlers.Runtime:
-    crds: dict[str, list[facts.Crd]] = {}
+def _runtime(resources: dict[Key, list[snapshot.Resource]] | None = None) -> handlers.Runtime:
+    crds: dict[str, list[snapshot.Crd]] = {}
     cache = Cache(Indices(resources or {}, (), {}, {GPU_NODES: []}, crds))
     return handlers.Runtime(WorkQueue(lambda key: None), cache)
 
@@ -162,11 +163,11 @@ def test_a_gpu_node_queues_everyone_only_when_its_labels_change() -> None:
 
 
 def test_an_optional_crd_queues_everyone_when_it_becomes_served() -> None:
-    crds: dict[str, list[facts.Crd]] = {}
+    crds: dict[str, list[snapshot.Crd]] = {}
     rt = handlers.Runtime(WorkQueue(lambda key: None), Cache(Indices({("ns", "a"): []}, (), {}, {}, crds)))
     asyncio.run(handlers.crd_event(memo=_memo(rt)))
     assert rt.queue.pending() == []
-    crds[SERVICE_MONITOR_CRD] = [facts.Crd(SERVICE_MONITOR_CRD, served=True)]
+    crds[SERVICE_MONITOR_CRD] = [snapshot.Crd(SERVICE_MONITOR_CRD, served=True)]
     asyncio.run(handlers.crd_event(memo=_memo(rt)))
     assert rt.queue.pending() == [("ns", "a")]
 
@@ -193,9 +194,9 @@ def test_the_cache_reads_every_index_kopf_fills() -> None:
     sts = {"kind": "StatefulSet", "metadata": {"name": "q", "namespace": "ns", "resourceVersion": "1",
            "labels": {"app.kubernetes.io/instance": "q"}}}  # fmt: skip
     for _, _, plural in handlers.CHILDREN:
-        child = facts.child_from({**sts, "metadata": {**sts["metadata"], "name": plural}}, plural)
+        child = snapshot.child_from({**sts, "metadata": {**sts["metadata"], "name": plural}}, plural)
         indices[plural] = {("ns", "q"): [child]}
-    indices["failures"] = {("ns", "q"): [facts.create_failure_from(FAILED_CREATE)]}
+    indices["failures"] = {("ns", "q"): [snapshot.create_failure_from(FAILED_CREATE)]}
     cache = handlers.cache_over(indices)
     assert sorted(c.name for c in cache.children(("ns", "q"))) == sorted(p for _, _, p in handlers.CHILDREN)
     assert [f.owner for f in cache.create_failures(("ns", "q"))] == ["q"]

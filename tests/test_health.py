@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from qwen_operator import health
+from qwen_operator.process import health
 
 
 class Clock:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from qwen_operator import kubeyaml
+from qwen_operator.api import kubeyaml
 
 
 def value(text: str) -> Any:

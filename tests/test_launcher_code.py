@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from qwen_operator import launcher_code, render
+from qwen_operator.children import launcher, render
 from testkit.wrappers import parsed
 
 BASE_PYTHON = Path(sys.base_prefix) / "bin" / "python3"
@@ -69,17 +69,15 @@ def test_the_init_container_gets_the_same_launcher() -> None:
     assert init["image"] == server["image"] == "vllm/vllm-openai:v0.33.0"
     assert init["command"] == ["python3", "-m", "qwen_runtime", "fetch"]
     mounts = {m["name"]: m for m in init["volumeMounts"]}
-    assert mounts[launcher_code.VOLUME] == next(
-        m for m in server["volumeMounts"] if m["name"] == launcher_code.VOLUME
-    )
-    assert {"name": "PYTHONPATH", "value": launcher_code.MOUNT} in init["env"]
+    assert mounts[launcher.VOLUME] == next(m for m in server["volumeMounts"] if m["name"] == launcher.VOLUME)
+    assert {"name": "PYTHONPATH", "value": launcher.MOUNT} in init["env"]
 
 
 def test_a_new_launcher_rolls_the_servers_and_the_configmap_holds_every_module() -> None:
     kids = _children()
     annotations = kids["StatefulSet"]["spec"]["template"]["metadata"]["annotations"]
-    assert annotations == {"serving.qwen-operator.io/launcher-digest": launcher_code.digest()}
-    package = Path(launcher_code.__file__).resolve().parents[2] / "runtime" / "qwen_runtime"
+    assert annotations == {"serving.qwen-operator.io/launcher-digest": launcher.digest()}
+    package = Path(launcher.__file__).resolve().parents[3] / "runtime" / "qwen_runtime"
     assert set(kids["ConfigMap"]["data"]) == {p.name for p in package.glob("*.py")}
     assert sum(len(t) for t in kids["ConfigMap"]["data"].values()) < 900 * 1024  # a ConfigMap holds 1 MiB
 

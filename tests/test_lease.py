@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from qwen_operator import lease
-from qwen_operator.kube import ApiError
+from qwen_operator.process import lease
+from qwen_operator.process.kube import ApiError
 
 NS, NAME = "qwen-operator-system", "qwen-operator"
 T = lease.Timings()

@@ -9,8 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from qwen_operator import health, kube, metrics
-from qwen_operator.workqueue import Retry
+from qwen_operator.process import health, kube, metrics
+from qwen_operator.process.workqueue import Retry
 from testkit.fake import KEY, FakeCluster, reconciler
 from testkit.wrappers import NAME, NS
 

@@ -20,8 +20,10 @@ import pytest
 import yaml
 
 from e2e.devcluster import metricsapi, prometheus
-from qwen_operator import api, metrics, render
-from qwen_operator.vocabulary import PROMETHEUS_RULE_CRD, QUEUE_METRIC
+from qwen_operator import api
+from qwen_operator.api.vocabulary import PROMETHEUS_RULE_CRD, QUEUE_METRIC
+from qwen_operator.children import render
+from qwen_operator.process import metrics
 from testkit.metric_names import exposed
 from testkit.wrappers import parsed
 

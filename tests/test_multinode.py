@@ -7,10 +7,8 @@ from typing import Any
 
 import pytest
 
-from qwen_operator import api, facts, fallback, render, status
-from qwen_operator.decide import decide
-from qwen_operator.observe import Observed
-from qwen_operator.vocabulary import (
+from qwen_operator import api
+from qwen_operator.api.vocabulary import (
     INFERENCE_POOL_CRD,
     LWS_CRD,
     LWS_KIND,
@@ -18,6 +16,11 @@ from qwen_operator.vocabulary import (
     Reason,
     Result,
 )
+from qwen_operator.children import render
+from qwen_operator.memory import cures
+from qwen_operator.reconcile import snapshot, status
+from qwen_operator.reconcile.decide import decide
+from qwen_operator.reconcile.observe import Observed
 from testkit.fake import KEY, NOW, FakeCluster, reconciler
 from testkit.wrappers import (
     JOB_COMPLETE,
@@ -164,8 +167,8 @@ def test_extra_args_cannot_set_the_multi_node_flags(flag: str) -> None:
 
 
 def _observed(
-    spec: dict[str, Any] | None = None, served: bool = True, kids: tuple[facts.Child, ...] | None = None,
-    pods: tuple[facts.Pod, ...] = (),
+    spec: dict[str, Any] | None = None, served: bool = True, kids: tuple[snapshot.Child, ...] | None = None,
+    pods: tuple[snapshot.Pod, ...] = (),
 ) -> Observed:  # fmt: skip
     full = {**PP2, **(spec or {})}
     live_kids = children(parsed(full)) if kids is None else kids
@@ -206,7 +209,7 @@ def test_a_group_rollout_settles_when_every_group_is_updated(
     lws_status: dict[str, Any], settled: bool
 ) -> None:
     manifest = next(m for m in render.render(parsed({**PP2, "replicas": 2})) if m["kind"] == LWS_KIND)
-    child = facts.child_from(live(manifest, **lws_status))
+    child = snapshot.child_from(live(manifest, **lws_status))
     ro = status.rollout(child, 2)
     assert ro.exists and ro.settled is settled
 
@@ -227,7 +230,7 @@ def test_a_workers_oom_cures_the_whole_group() -> None:
 
 def test_a_deleted_pod_of_a_single_node_replica_still_says_nothing() -> None:
     pod = Pod().context(262144).failed(kv_record(262144, 245408)).deleting().facts()
-    assert fallback.detect([pod]) == [] and len(fallback.detect([pod], groups=True)) == 1
+    assert cures.detect([pod]) == [] and len(cures.detect([pod], groups=True)) == 1
 
 
 # -- parallelism.pipeline crossing 1 on a running resource ----------------------------------
@@ -264,7 +267,7 @@ def test_a_workload_being_deleted_holds_the_new_one_back() -> None:
     res = parsed(PP2)
     stale = live(next(m for m in render.render(parsed({})) if m["kind"] == "StatefulSet"))
     stale["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    kids = (*children(res), facts.child_from(stale))
+    kids = (*children(res), snapshot.child_from(stale))
     desired = decide(_observed(kids=tuple(k for k in kids if k.kind != LWS_KIND)), NOW)
     assert desired.deletes == () and LWS_KIND not in {a.manifest["kind"] for a in desired.applies}
     assert decide(_observed(served=False, kids=kids), NOW).deletes == ()  # blocked: the old one serves on

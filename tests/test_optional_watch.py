@@ -14,7 +14,7 @@ from kopf._cogs.clients import errors, scanning, watching
 from kopf._cogs.structs import references
 from kopf._core.reactor import observation, queueing
 
-from qwen_operator import handlers, optional_watch
+from qwen_operator.process import handlers, optional_watch
 
 
 def test_kopfs_watch_is_the_tolerant_one() -> None:

@@ -17,7 +17,10 @@ from importlib import resources
 
 import pytest
 
-from qwen_operator import api, events, placement, planner
+from qwen_operator import api
+from qwen_operator.children import placement
+from qwen_operator.memory import planner
+from qwen_operator.reconcile import events
 from testkit.wrappers import gpu_node
 
 CONFIG_SHA256 = "053806725f793543a33a942ed4d02730ea384666ba538321187d9e5d97343e57"
@@ -30,7 +33,7 @@ WEIGHTS = 236_445_455_360
 
 
 def _fixture() -> dict[str, object]:
-    packaged = resources.files("qwen_operator").joinpath(
+    packaged = resources.files("qwen_operator.memory").joinpath(
         "models", "Qwen--Qwen3-235B-A22B-Thinking-2507-FP8.json"
     )
     config: dict[str, object] = json.loads(packaged.read_text("utf-8"))

@@ -8,10 +8,7 @@ from typing import Any
 
 import pytest
 
-from qwen_operator import metrics
-from qwen_operator.decide import ROLLOUT_RECHECK_SECONDS
-from qwen_operator.kube import ApiError
-from qwen_operator.vocabulary import (
+from qwen_operator.api.vocabulary import (
     HASH_ANNOTATION,
     INFERENCE_POOL_CRD,
     PROMETHEUS_RULE_CRD,
@@ -19,7 +16,10 @@ from qwen_operator.vocabulary import (
     SERVICE_MONITOR_CRD,
     Result,
 )
-from qwen_operator.workqueue import Retry
+from qwen_operator.process import metrics
+from qwen_operator.process.kube import ApiError
+from qwen_operator.process.workqueue import Retry
+from qwen_operator.reconcile.decide import ROLLOUT_RECHECK_SECONDS
 from testkit.fake import KEY, FakeCluster, reconciler
 from testkit.wrappers import JOB_COMPLETE, NAME, Pod, gpu_node, kv_record
 

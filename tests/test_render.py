@@ -10,7 +10,9 @@ import jinja2
 import pytest
 import yaml
 
-from qwen_operator import alerting, api, render, vocabulary
+from qwen_operator import api
+from qwen_operator.api import vocabulary
+from qwen_operator.children import alerting, render
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = yaml.safe_load((ROOT / "samples" / "qwen3-235b-thinking.yaml").read_text())

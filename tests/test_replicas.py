@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from qwen_operator import replicas
-from qwen_operator.vocabulary import Stage
+from qwen_operator.api.vocabulary import Stage
+from qwen_operator.reconcile import stages
 from testkit.fake import NOW
 from testkit.wrappers import INVALID_ARGS_RECORD, Pod
 
@@ -21,30 +21,30 @@ def test_the_stages_of_a_start_each_since_the_kubelets_time() -> None:
         (Pod().starting("serving", T[4]), Stage.SERVING, T[4], ""),
     ]
     for pod, stage, since, reason in cases:
-        entry = replicas.stage_of(pod.facts())
+        entry = stages.stage_of(pod.facts())
         assert (entry.pod, entry.stage, entry.since, entry.reason) == (
             "q-0", stage, since.strftime("%Y-%m-%dT%H:%M:%SZ"), reason,
         ), stage  # fmt: skip
 
 
 def test_a_crash_loop_says_the_launchers_reason_and_the_restarts() -> None:
-    entry = replicas.stage_of(Pod().failed(INVALID_ARGS_RECORD).failed(INVALID_ARGS_RECORD).facts())
+    entry = stages.stage_of(Pod().failed(INVALID_ARGS_RECORD).failed(INVALID_ARGS_RECORD).facts())
     assert (entry.stage, entry.reason, entry.restarts) == (Stage.CRASH_LOOP, "InvalidArguments", 2)
-    logs = replicas.stage_of(Pod().crashed("Traceback ...").facts())
+    logs = stages.stage_of(Pod().crashed("Traceback ...").facts())
     assert logs.reason == "CrashLoopBackOff"
 
 
 def test_the_same_stage_later_is_the_same_entry() -> None:
     """An entry changes with the stage, not with the clock: one status write per stage change."""
     pod = Pod().starting("downloading", T[1]).facts()
-    assert replicas.stages([pod]) == replicas.stages([pod])
+    assert stages.stages([pod]) == stages.stages([pod])
 
 
 def test_progress_and_summary() -> None:
-    stages = {"q-0": ("serving", T[4]), "q-1": ("downloading", T[1]), "q-2": ("loading", T[2])}
-    pods = [Pod(name, f"u-{name}").starting(stage, at).facts() for name, (stage, at) in stages.items()]
-    entries = replicas.stages(pods)
-    assert replicas.progress(entries, 3) == "1/3 serving, 1 downloading, 1 loading"
-    assert replicas.summary(entries, 3) == "1/3 serving; q-1 downloading weights since 2026-01-01T00:10:00Z"
-    assert replicas.summary(entries[:1], 1) == "1/1 serving"
-    assert replicas.stages([Pod().deleting().facts()]) == []
+    by_pod = {"q-0": ("serving", T[4]), "q-1": ("downloading", T[1]), "q-2": ("loading", T[2])}
+    pods = [Pod(name, f"u-{name}").starting(stage, at).facts() for name, (stage, at) in by_pod.items()]
+    entries = stages.stages(pods)
+    assert stages.progress(entries, 3) == "1/3 serving, 1 downloading, 1 loading"
+    assert stages.summary(entries, 3) == "1/3 serving; q-1 downloading weights since 2026-01-01T00:10:00Z"
+    assert stages.summary(entries[:1], 1) == "1/1 serving"
+    assert stages.stages([Pod().deleting().facts()]) == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qwen_operator import render, security
+from qwen_operator.children import render, security
 from testkit.wrappers import parsed
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from e2e.devcluster import simulate
-from qwen_operator import fallback
-from qwen_operator.fallback import Cure
+from qwen_operator.memory import cures
+from qwen_operator.memory.cures import Cure
 from qwen_runtime.record import CudaPhase, Reason
 
 RUN = simulate.Run(262144, 0.92, 245408, 70.0, 79.6)
@@ -36,7 +36,7 @@ def test_each_simulated_failure_is_classified_as_its_cause(
 ) -> None:
     said = simulate.report(kind, RUN)
     assert said is not None and said["reason"] == reason and said.get("phase") == phase
-    rule = fallback.rule_for(reason, phase)
+    rule = cures.rule_for(reason, phase)
     assert rule is not None and rule.cure == cure
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from qwen_operator import api, fallback, status
-from qwen_operator.problems import Problem, Wait
-from qwen_operator.vocabulary import ConditionType, Phase, Reason
+from qwen_operator import api
+from qwen_operator.api.vocabulary import ConditionType, Phase, Reason
+from qwen_operator.memory import cures
+from qwen_operator.reconcile import status
+from qwen_operator.reconcile.problems import Problem, Wait
 from testkit.fake import NOW
 from testkit.wrappers import parsed, resource, statefulset
 
@@ -57,7 +59,7 @@ def test_merge_keeps_transition_times_unless_status_flips() -> None:
 
 def test_context_reduced_says_why() -> None:
     res = parsed()
-    plan = fallback.decide(res, [], lambda _: 210944, [], NOW)
+    plan = cures.decide(res, [], lambda _: 210944, [], NOW)
     cond = status.context_reduced(plan, 2)
     assert (cond.type, cond.status, cond.reason, cond.observed_generation) == (
         "ContextReduced",
@@ -66,9 +68,7 @@ def test_context_reduced_says_why() -> None:
         2,
     )
     assert "210944 of the 262144" in cond.message
-    assert (
-        status.context_reduced(fallback.decide(res, [], lambda _: None, [], NOW), 2).reason == "AsRequested"
-    )
+    assert status.context_reduced(cures.decide(res, [], lambda _: None, [], NOW), 2).reason == "AsRequested"
 
 
 def test_the_previous_status_is_read_leniently() -> None:

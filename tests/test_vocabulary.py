@@ -5,8 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from qwen_operator import vocabulary
-from qwen_operator.vocabulary import (
+from qwen_operator.api import vocabulary
+from qwen_operator.api.vocabulary import (
     ConditionType,
     EventReason,
     KubeletReason,

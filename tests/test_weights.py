@@ -7,10 +7,12 @@ from typing import Any
 
 import pytest
 
-from qwen_operator import api, facts, render, security
-from qwen_operator.decide import Desired, decide
-from qwen_operator.observe import Observed
-from qwen_operator.vocabulary import INSTANCE_LABEL, NAME_LABEL, Reason, WeightsState, selector_labels
+from qwen_operator import api
+from qwen_operator.api.vocabulary import INSTANCE_LABEL, NAME_LABEL, Reason, WeightsState, selector_labels
+from qwen_operator.children import render, security
+from qwen_operator.reconcile import snapshot
+from qwen_operator.reconcile.decide import Desired, decide
+from qwen_operator.reconcile.observe import Observed
 from testkit.fake import NOW
 from testkit.wrappers import JOB_COMPLETE, JOB_RUNNING, NAME, children, download_job, parsed, resource
 
@@ -107,7 +109,7 @@ def test_a_pending_claim_is_named_in_the_message() -> None:
     res = parsed(SHARED)
     kids = [c for c in children(res) if c.kind not in ("Job", "StatefulSet", "PersistentVolumeClaim")]
     claim = next(m for m in render.render(res) if m["kind"] == "PersistentVolumeClaim")
-    pending = facts.child_from({**claim, "metadata": {**claim["metadata"], "resourceVersion": "1"},
+    pending = snapshot.child_from({**claim, "metadata": {**claim["metadata"], "resourceVersion": "1"},
                                 "status": {"phase": "Pending"}})  # fmt: skip
     kids += [download_job(res, **JOB_RUNNING), pending]
     desired = decide(Observed(resource(SHARED), tuple(kids)), NOW)

@@ -6,7 +6,7 @@ import itertools
 import threading
 import time
 
-from qwen_operator.workqueue import Retry, WorkQueue
+from qwen_operator.process.workqueue import Retry, WorkQueue
 
 
 def test_a_key_added_while_worked_runs_once_more_never_concurrently() -> None:

@@ -39,7 +39,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from e2e.devcluster.cluster import log_tail, stop_child
 from e2e.devcluster.kube import kubectl, wait_for
 from e2e.devcluster.toolchain import tools
-from qwen_operator.vocabulary import QUEUE_METRIC
+from qwen_operator.api.vocabulary import QUEUE_METRIC
 
 ADAPTER_PORT = 6443
 PROMETHEUS_PORT = 9090

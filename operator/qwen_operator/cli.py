@@ -8,8 +8,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__, api, crd, kubeyaml, planner, render
-from .vocabulary import OPTIONAL_CRDS
+from qwen_operator import __version__, api
+from qwen_operator.api import crd, kubeyaml
+from qwen_operator.api.vocabulary import OPTIONAL_CRDS
+from qwen_operator.children import render
+from qwen_operator.memory import planner
 
 EXIT_INVALID = 2
 
@@ -147,7 +150,7 @@ def cmd_version(_: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import main as operator_main  # kopf is heavy: import it only to run
+    from qwen_operator.process import main as operator_main  # kopf is heavy: import it only to run
 
     return operator_main.run(namespaces=args.namespace, all_namespaces=args.all_namespaces)
 

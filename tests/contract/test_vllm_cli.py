@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from qwen_operator import api, render
+from qwen_operator import api
+from qwen_operator.children import render
 from tests.contract import vllm_env
 
 pytestmark = pytest.mark.contract

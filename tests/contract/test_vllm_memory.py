@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from qwen_operator import api, planner
+from qwen_operator import api
+from qwen_operator.memory import planner
 from tests.contract import vllm_env
 
 pytestmark = pytest.mark.contract

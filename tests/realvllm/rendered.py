@@ -11,8 +11,9 @@ import yaml
 
 from e2e.devcluster.realvllm import checkpoint
 from e2e.devcluster.realvllm.server import server_container
-from qwen_operator import api, render
+from qwen_operator import api
 from qwen_operator.api import QwenThinkingDeployment
+from qwen_operator.children import render
 from qwen_runtime.argv import max_model_len
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -25,8 +25,8 @@ import pytest
 from e2e.devcluster.realvllm import checkpoint, kubelet
 from e2e.devcluster.realvllm.figures import Figures
 from e2e.devcluster.realvllm.server import RealServer, adapt
-from qwen_operator import render
 from qwen_operator.api import QwenThinkingDeployment
+from qwen_operator.children import render
 from testkit.metric_names import exposed, referenced_vllm_metrics
 from tests.realvllm import rendered
 

@@ -1,0 +1,51 @@
+"""What lets the server pods pass Pod Security "restricted", and still run vLLM.
+
+A fixed non-root user and group, fsGroup for the weights volume, no privilege escalation, every
+capability dropped, the runtime's default seccomp profile. vLLM, torch, Triton and Hugging Face
+write caches under HOME, which the vLLM image leaves to root: a writable emptyDir is HOME, with
+each cache pointed into it. /dev/shm is a memory-backed emptyDir (render.py). A capability a
+vLLM feature needs (IPC_LOCK for RDMA) is opt-in (`spec.runtime.addCapabilities`), and takes
+the pods out of "restricted".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qwen_operator import api
+
+USER = GROUP = 1000
+"""A fixed UID and GID: "restricted" requires runAsNonRoot, and fsGroup needs a group."""
+HOME = "/home/vllm"
+HOME_VOLUME = "home"
+CACHES = {
+    "HOME": HOME,
+    "XDG_CACHE_HOME": f"{HOME}/.cache",
+    "HF_HOME": f"{HOME}/.cache/huggingface",
+    "VLLM_CACHE_ROOT": f"{HOME}/.cache/vllm",
+    "TORCHINDUCTOR_CACHE_DIR": f"{HOME}/.cache/torchinductor",
+    "TRITON_CACHE_DIR": f"{HOME}/.cache/triton",
+}
+"""Writable places for everything the server and the weights download write besides the weights."""
+
+
+def pod() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": USER,
+        "runAsGroup": GROUP,
+        "fsGroup": GROUP,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container(spec: api.QwenThinkingDeploymentSpec | None = None) -> dict[str, Any]:
+    """The server's, with the capabilities the user opted into; the init container's without."""
+    added = list(spec.runtime.add_capabilities) if spec is not None else []
+    capabilities: dict[str, Any] = {"drop": ["ALL"], **({"add": added} if added else {})}
+    return {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "capabilities": capabilities}
+
+
+def cache_env() -> list[dict[str, str]]:
+    return [{"name": name, "value": value} for name, value in CACHES.items()]

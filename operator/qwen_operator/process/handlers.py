@@ -1,0 +1,376 @@
+"""Kopf wiring: the watches fill the cache (indices), and every event only queues a resource.
+
+Kopf lists and watches the resources, their children and pods (filtered on the server by the
+managed-by label), the StatefulSet controller's FailedCreate events (by a field selector), the
+nodes that report GPU memory (filtered by that label) and the CRDs whose presence matters.
+Index handlers keep slim facts of each object (snapshot.py); Kopf holds every other handler back
+until all indices are filled, so the first reconciliation already sees the whole cluster.
+Event handlers only route: they queue the owning resource (all resources when a GPU node or an
+optional CRD changes). The reconciliation runs in the work queue's threads (reconciler.py).
+
+No change handlers (on.create/on.update): those need Kopf's diffbase and progress records, a
+second writer of every resource. The operator writes nothing but its own status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from qwen_operator import __version__
+from qwen_operator.api.vocabulary import (
+    FAILED_CREATE_SELECTOR,
+    GPU_MEMORY_LABEL,
+    GROUP,
+    INSTANCE_LABEL,
+    KIND,
+    MANAGED_LABELS,
+    OPTIONAL_CRDS,
+    PLURAL,
+    VERSION,
+    label_string,
+)
+from qwen_operator.process import health, kube, lease, metrics, optional_watch
+from qwen_operator.process.cache import GPU_NODES, Cache, Indices, on_loop
+from qwen_operator.process.workqueue import WorkQueue
+from qwen_operator.reconcile import snapshot
+from qwen_operator.reconcile.act import Actor
+from qwen_operator.reconcile.observe import Key, observe
+from qwen_operator.reconcile.reconciler import Reconciler
+
+log = logging.getLogger("qwen_operator.process.handlers")
+CHILDREN: tuple[tuple[str, str, str], ...] = (
+    ("", "v1", "configmaps"),
+    ("apps", "v1", "statefulsets"),
+    ("", "v1", "services"),
+    ("policy", "v1", "poddisruptionbudgets"),
+    ("monitoring.coreos.com", "v1", "servicemonitors"),
+    ("monitoring.coreos.com", "v1", "prometheusrules"),
+    ("leaderworkerset.x-k8s.io", "v1", "leaderworkersets"),
+    ("", "v1", "persistentvolumeclaims"),
+    ("batch", "v1", "jobs"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
+    ("keda.sh", "v1alpha1", "scaledobjects"),
+    ("inference.networking.k8s.io", "v1", "inferencepools"),
+)
+PODS = ("", "v1", "pods")
+EVENTS = ("", "v1", "events")
+NODES = ("", "v1", "nodes")
+CRDS = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+GPU_NODE_LABELS = {GPU_MEMORY_LABEL: kopf.PRESENT}
+SETTLE_SECONDS = 0.5
+"""How long a child's or pod's event waits for the others of the same change (a pod turns
+ready, then its StatefulSet counts it): one reconciliation, one status write, for all of them.
+A change to the resource itself is worked at once."""
+WORKER_IDLE_SECONDS = 0.5
+"""How long Kopf keeps an object's worker after its last event (Kopf: 5 s). An idle worker
+holds that event's whole body; when hundreds of resources start at once, thousands of
+children and pods each held one, and the peak memory with them. Every event only queues a
+key here, so a worker costs nothing to start again."""
+WATCH_BACKOFFS = (1.0, 1.0, 2.0, 3.0, 5.0, 5.0, 5.0, 5.0)
+"""Kopf's retries of a failed request, its watches' included: at most 5 s apart, so a watch is
+back within 5 s of the apiserver's return (Kopf's default grows to 21 s). After the last one
+Kopf starts the watch over, so an outage of any length is waited out."""
+
+
+@dataclass
+class Runtime:
+    """What the handlers share, in Kopf's memo: set up at start-up, before any watch runs."""
+
+    queue: WorkQueue[Key]
+    cache: Cache
+    server: Any = None
+    nodes: dict[str, snapshot.Node] = field(default_factory=dict)
+    """GPU nodes as last seen by the event handler: a change in their labels re-plans everyone."""
+    served: frozenset[str] = frozenset()
+    elector: lease.Elector | None = None
+    """The leader election, when the operator runs with a Lease (see lease.config_from_env)."""
+
+    def queue_all(self) -> None:
+        for key in self.cache.keys():  # noqa: SIM118 (a method, not a dict)
+            self.queue.add(key, after=SETTLE_SECONDS)
+
+    def may_write(self) -> bool:
+        return self.elector is None or self.elector.leading()
+
+    def leadership(self, leading: bool) -> None:
+        """On the event loop (it reads the indices): a new leader looks at every resource, since
+        another replica may have changed anything; one that lost the Lease stops taking work."""
+        if leading:
+            self.queue.resume()
+            self.queue_all()
+        else:
+            self.queue.pause()
+
+    def health(self) -> tuple[bool, str]:
+        parts = {"reconcile threads": self.queue.alive()}
+        if self.elector is None:
+            role = "no leader election (a single replica)"
+        else:
+            parts["lease threads"] = self.elector.alive()
+            holder = self.elector.holder() or "nobody"
+            if self.elector.leading():
+                role = "leading"
+            elif holder == self.elector.config.identity:
+                role = "not leading: its lease is not renewed in time (writes paused)"
+            else:
+                role = f"standing by (lease held by {holder})"
+        return health.report(parts, role)
+
+
+OPTIONAL_PLURALS = optional_watch.OPTIONAL_PLURALS
+optional_watch.install()
+
+
+class OptionalResources(logging.Filter):
+    """Kopf warns at each start that it cannot watch a resource whose CRD is absent. For the
+    optional ones (ServiceMonitor, ScaledObject, InferencePool) that is the normal case, not a
+    warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith("Unresolved resources cannot be served"):
+            return True
+        return not set(re.findall(r"any_name='([^']+)'", message)) <= OPTIONAL_PLURALS
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """Kopf settings: no peering, server-side filters, Kopf posts only its warnings.
+
+    Scanning stays on: Kopf then watches CRDs, so a ServiceMonitor CRD installed while the
+    operator runs gets its watch without a restart.
+    """
+    settings.peering.standalone = True
+    observation = logging.getLogger("kopf._core.reactor.observation")
+    if not any(isinstance(f, OptionalResources) for f in observation.filters):
+        observation.addFilter(OptionalResources())
+    settings.posting.level = logging.WARNING  # our own events say what happened; Kopf only warns
+    for child in (*CHILDREN, PODS):
+        settings.watching.label_selectors[child] = label_string(MANAGED_LABELS)
+    settings.watching.label_selectors[NODES] = GPU_MEMORY_LABEL  # nodes that have the label
+    settings.watching.field_selectors[EVENTS] = FAILED_CREATE_SELECTOR  # no other Event at all
+    settings.watching.server_timeout = 600
+    settings.networking.request_timeout = 60
+    settings.networking.error_backoffs = WATCH_BACKOFFS
+    settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
+
+
+def runtime(memo: Any) -> Runtime | None:
+    found = getattr(memo, "runtime", None)
+    return found if isinstance(found, Runtime) else None
+
+
+# -- indices: the cache ---------------------------------------------------------------------
+
+
+@kopf.index(GROUP, VERSION, PLURAL, id="resources")
+def resources(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Key, snapshot.Resource]:
+    return {(namespace or "", name): snapshot.resource_from(body)}
+
+
+def _index_children(group: str, version: str, plural: str) -> None:
+    """An index of one child kind: (namespace, owner's name) -> snapshot.Child; id = the plural."""
+
+    def index(
+        body: kopf.Body, resource: kopf.Resource, namespace: str | None, **_: Any
+    ) -> dict[Key, snapshot.Child]:
+        child = snapshot.child_from(body, resource.kind)
+        return {(namespace or "", child.instance): child} if child.instance else {}
+
+    kopf.index(group, version, plural, labels=MANAGED_LABELS, id=plural)(index)
+
+
+for _group, _version, _plural in CHILDREN:
+    _index_children(_group, _version, _plural)
+
+
+@kopf.index("v1", "pods", labels=MANAGED_LABELS, id="pods")
+def pods(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Key, snapshot.Pod]:
+    pod = snapshot.pod_from(body)
+    return {(namespace or "", pod.instance): pod} if pod.instance else {}
+
+
+@kopf.index("v1", "events", id="failures")
+def failures(body: kopf.Body, **_: Any) -> dict[Key, snapshot.CreateFailure]:
+    """The StatefulSet controller's FailedCreate events (the only Events watched, by a field
+    selector): it sets no condition when admission refuses its pods, this is all it says."""
+    failure = snapshot.create_failure_from(body)
+    return {(failure.namespace, failure.owner): failure} if failure.owner else {}
+
+
+@kopf.index("v1", "nodes", labels=GPU_NODE_LABELS, id="gpu_nodes")
+def gpu_nodes(body: kopf.Body, **_: Any) -> dict[str, snapshot.Node]:
+    return {GPU_NODES: snapshot.node_from(body)}
+
+
+def _optional_crd(name: str, **_: Any) -> bool:
+    return name in OPTIONAL_CRDS
+
+
+@kopf.index(*CRDS, when=_optional_crd, id="crds")
+def crds(body: kopf.Body, name: str, **_: Any) -> dict[str, snapshot.Crd]:
+    return {name: snapshot.crd_from(body)}
+
+
+# -- life cycle -----------------------------------------------------------------------------
+
+
+def cache_over(indices: Mapping[str, Any]) -> Cache:
+    """The cache over Kopf's indices, as Kopf hands them to handlers (by index handler id)."""
+    children = tuple(indices[plural] for _, _, plural in CHILDREN)
+    return Cache(
+        Indices(
+            indices["resources"], children, indices["pods"], indices["gpu_nodes"], indices["crds"],
+            indices["failures"],
+        )
+    )  # fmt: skip
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Build the cache over Kopf's indices, the reconciler and its queue, the leader election
+    and the HTTP server. With a Lease, the queue works only while this replica holds it."""
+    configure(settings)
+    cache = cache_over(kwargs)
+    loop = asyncio.get_running_loop()
+    election = lease.config_from_env()
+    identity = election.identity if election else "standalone"
+    api = kube.Kube(kube.load_client(f"qwen-operator/{__version__} ({identity})"), lambda: rt.may_write())
+    reconciler = Reconciler(
+        on_loop(loop, lambda key: observe(key, cache)), Actor(api, cache.wrote, cache.gone)
+    )
+    workers = int(os.environ.get("QWEN_OPERATOR_WORKERS", "4"))
+    queue: WorkQueue[Key] = WorkQueue(
+        lambda key: reconciler.reconcile(key).recheck_after, workers=workers, on_retry=metrics.retried
+    )
+    metrics.BACKING_OFF.set_function(queue.backing_off)
+    rt = memo.runtime = Runtime(queue, cache)
+    health.CONTACT.on_restored(queue.retry_failed)
+    if election is None:
+        log.warning("no leader election (QWEN_OPERATOR_LEASE_NAMESPACE unset): run one replica only")
+    else:
+        queue.pause()
+        rt.elector = lease.Elector(api, election, lambda leading: _on_loop(loop, rt.leadership, leading))
+        rt.elector.start()
+        log.info("electing on lease %s/%s as %s", election.namespace, election.name, identity)
+    queue.start()
+    host = os.environ.get("QWEN_OPERATOR_HTTP_HOST", "0.0.0.0")
+    port = int(os.environ.get("QWEN_OPERATOR_HTTP_PORT", "8080"))
+    rt.server = await metrics.start_server(host, port, rt.health)
+    log.info("metrics on http://%s:%d/metrics, liveness on /healthz", host, port)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, fn: Any, *args: Any) -> None:
+    """Run `fn(*args)` on the event loop from another thread; nothing once the loop is closed."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(fn, *args)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    """Stop the reconciler first, then hand the Lease over, so the next leader starts at once."""
+    rt = runtime(memo)
+    if rt is None:
+        return
+    if rt.server is not None:
+        await rt.server.cleanup()
+    await asyncio.get_running_loop().run_in_executor(None, rt.queue.stop)
+    if rt.elector is not None:
+        await asyncio.get_running_loop().run_in_executor(None, rt.elector.stop)
+
+
+# -- events: route only ---------------------------------------------------------------------
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def resource_event(
+    type: str, body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+) -> None:
+    """Any change (labels and annotations too): reconcile. A deleted resource leaves the metrics."""
+    rt = runtime(memo)
+    if rt is None or not namespace:
+        return
+    rt.cache.seen(KIND, body, deleted=type == "DELETED")
+    if type == "DELETED":
+        metrics.PHASE_TRACKER.set((namespace, name), None)
+        metrics.REDUCED_TRACKER.set((namespace, name), False)
+        metrics.RESOURCE_TRACKER.set((namespace, name), None)
+        return
+    rt.queue.add((namespace, name))
+
+
+@kopf.on.event("v1", "configmaps", labels=MANAGED_LABELS)
+@kopf.on.event("apps", "v1", "statefulsets", labels=MANAGED_LABELS)
+@kopf.on.event("v1", "services", labels=MANAGED_LABELS)
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED_LABELS)
+@kopf.on.event("monitoring.coreos.com", "v1", "servicemonitors", labels=MANAGED_LABELS)
+@kopf.on.event("monitoring.coreos.com", "v1", "prometheusrules", labels=MANAGED_LABELS)
+@kopf.on.event("leaderworkerset.x-k8s.io", "v1", "leaderworkersets", labels=MANAGED_LABELS)
+@kopf.on.event("v1", "persistentvolumeclaims", labels=MANAGED_LABELS)
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED_LABELS)
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED_LABELS)
+@kopf.on.event("keda.sh", "v1alpha1", "scaledobjects", labels=MANAGED_LABELS)
+@kopf.on.event("inference.networking.k8s.io", "v1", "inferencepools", labels=MANAGED_LABELS)
+@kopf.on.event("v1", "pods", labels=MANAGED_LABELS)
+async def child_event(
+    type: str, body: kopf.Body, resource: kopf.Resource, namespace: str | None, labels: Mapping[str, str],
+    memo: kopf.Memo, **_: Any,
+) -> None:  # fmt: skip
+    """A child or pod changed (or vanished): its owner is named by the instance label."""
+    rt = runtime(memo)
+    owner = labels.get(INSTANCE_LABEL)
+    if rt is None or not namespace or not owner:
+        return
+    # Even the echo of the operator's own apply: the pass that applied it decided the status
+    # from the child as it was before (a rollout it started reads in progress), so another pass
+    # reads what the apply made of it.
+    rt.cache.seen(resource.kind or "", body, deleted=type == "DELETED")
+    rt.queue.add((namespace, owner), after=SETTLE_SECONDS)
+
+
+@kopf.on.event("v1", "events")
+async def failure_event(type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """A FailedCreate of a StatefulSet (new, or repeated: its count went up): look at the resource
+    of that name, if there is one; a deleted event changes nothing."""
+    rt = runtime(memo)
+    owner = str((body.get("involvedObject") or {}).get("name") or "")
+    if rt is None or not namespace or not owner or type == "DELETED":
+        return
+    if rt.cache.knows((namespace, owner)):
+        rt.queue.add((namespace, owner), after=SETTLE_SECONDS)
+
+
+@kopf.on.event("v1", "nodes", labels=GPU_NODE_LABELS)
+async def node_event(type: str, body: kopf.Body, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """A GPU node came, went or changed its labels: every resource's plan may change."""
+    rt = runtime(memo)
+    if rt is None:
+        return
+    node = None if type == "DELETED" else snapshot.node_from(body)
+    if rt.nodes.get(name) == node:
+        return  # a status heartbeat: nothing the plan reads
+    if node is None:
+        rt.nodes.pop(name, None)
+    else:
+        rt.nodes[name] = node
+    rt.queue_all()
+
+
+@kopf.on.event(*CRDS, when=_optional_crd)
+async def crd_event(memo: kopf.Memo, **_: Any) -> None:
+    """An optional CRD was installed, became served or went away: every resource may change."""
+    rt = runtime(memo)
+    if rt is None:
+        return
+    served = rt.cache.served()
+    if served != rt.served:
+        rt.served = served
+        rt.queue_all()

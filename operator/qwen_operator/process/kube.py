@@ -1,0 +1,294 @@
+"""Kubernetes API writes for the reconciler: server-side apply, deletion, status patches, events.
+
+The reconciler reads nothing from here: it observes the watches' cache (cache.py). Every
+request goes through `Kube._request`, which counts it by verb and resource (and errors by
+status code), so the metrics prove what the operator sends. `KubeApi` is the protocol the
+reconciler's `act` step needs, so tests give it an in-memory API with no type: ignore.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from kubernetes import client, config
+from kubernetes.config.config_exception import ConfigException
+from kubernetes.watch.watch import iter_resp_lines
+
+from qwen_operator.api.vocabulary import (
+    API_VERSION,
+    COMPONENT,
+    FIELD_MANAGER,
+    HPA_KIND,
+    INFERENCE_POOL_API,
+    INFERENCE_POOL_KIND,
+    KIND,
+    LWS_API,
+    PLURAL,
+    PROMETHEUS_RULE_KIND,
+    SCALED_OBJECT_API,
+    SCALED_OBJECT_KIND,
+    SERVICE_MONITOR_API,
+)
+from qwen_operator.process import health, metrics
+from qwen_operator.reconcile import snapshot
+
+REQUEST_TIMEOUT = 30.0
+EVENT_MESSAGE_LIMIT = 1024
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+UNAVAILABLE = (502, 503, 504)
+"""Statuses that mean the apiserver (or etcd behind it) cannot serve now, not a refusal."""
+
+
+class ApiError(RuntimeError):
+    """A failed API request: HTTP status (0 when no response) and the apiserver's message."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class NotLeading(ApiError):
+    """A write refused before it was sent: this replica does not hold the Lease (any more)."""
+
+    def __init__(self) -> None:
+        super().__init__(0, "NotLeading", "this replica does not hold the leader-election Lease")
+
+
+# kind -> (API path prefix, plural)
+KINDS: dict[str, tuple[str, str]] = {
+    "ConfigMap": ("/api/v1", "configmaps"),
+    "StatefulSet": ("/apis/apps/v1", "statefulsets"),
+    "Service": ("/api/v1", "services"),
+    "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims"),
+    "Job": ("/apis/batch/v1", "jobs"),
+    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
+    "ServiceMonitor": (f"/apis/{SERVICE_MONITOR_API}", "servicemonitors"),
+    PROMETHEUS_RULE_KIND: (f"/apis/{SERVICE_MONITOR_API}", "prometheusrules"),
+    HPA_KIND: ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
+    SCALED_OBJECT_KIND: (f"/apis/{SCALED_OBJECT_API}", "scaledobjects"),
+    INFERENCE_POOL_KIND: (f"/apis/{INFERENCE_POOL_API}", "inferencepools"),
+    "LeaderWorkerSet": (f"/apis/{LWS_API}", "leaderworkersets"),
+    "Event": ("/api/v1", "events"),
+    KIND: (f"/apis/{API_VERSION}", PLURAL),
+}
+
+
+def _lease_path(namespace: str, name: str | None = None) -> str:
+    out = LEASES.format(namespace=quote(namespace, safe=""))
+    return f"{out}/{quote(name, safe='')}" if name else out
+
+
+def path(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+    prefix, plural = KINDS[kind]
+    scope = f"/namespaces/{quote(namespace, safe='')}" if namespace else ""  # "": cluster-scoped
+    out = f"{prefix}{scope}/{plural}"
+    if name is not None:
+        out += "/" + quote(name, safe="")
+    if subresource:
+        out += "/" + subresource
+    return out
+
+
+class KubeApi(Protocol):
+    """The writes a reconciliation makes; each returns what the apiserver returned."""
+
+    def apply(self, manifest: Mapping[str, Any], dry_run: bool = False) -> dict[str, Any]: ...
+
+    def delete(
+        self, kind: str, namespace: str, name: str, propagation: str = "Background"
+    ) -> dict[str, Any]: ...
+
+    def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def post_event(
+        self, owner: snapshot.Resource, type_: str, reason: str, message: str, now: str
+    ) -> None: ...
+
+
+def load_client(user_agent: str = "") -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else $KUBECONFIG / ~/.kube/config; the
+    User-Agent names the replica, so the apiserver's audit log tells replicas apart."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    api = client.ApiClient()
+    if user_agent:
+        api.user_agent = user_agent
+    return api
+
+
+def _message(text: str) -> str:
+    try:
+        return str(json.loads(text).get("message", text))
+    except (ValueError, AttributeError):
+        return text
+
+
+class Kube:
+    """Thin, thread-safe wrapper over one ApiClient; raises ApiError, returns dicts (a KubeApi).
+
+    `may_write` fences the reconciler's requests: asked before each one is sent, so a replica
+    that lost the Lease sends nothing more, even from a reconciliation already under way. The
+    Lease's own requests (`*_lease`) are not fenced, and counted apart."""
+
+    def __init__(self, api_client: client.ApiClient, may_write: Callable[[], bool] = lambda: True) -> None:
+        self._api = api_client
+        self._may_write = may_write
+
+    def _send(
+        self, method: str, url_path: str, query: list[tuple[str, str]], body: Any, content_type: str,
+        timeout: float | tuple[float, float] = REQUEST_TIMEOUT,
+    ) -> Any:  # fmt: skip
+        """The HTTP exchange; raises ApiError(0) when nothing came back, and tells `health`."""
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        waiting = contextlib.nullcontext() if "watch" in dict(query) else health.CONTACT.waiting()
+        try:
+            m, url, hdrs, data, _ = self._api.param_serialize(
+                method=method, resource_path=url_path, query_params=query,
+                header_params=headers, body=body, auth_settings=["BearerToken"],
+            )  # fmt: skip
+            with waiting:
+                resp = self._api.call_api(m, url, header_params=hdrs, body=data, _request_timeout=timeout)
+        except Exception as exc:  # no response at all: connection refused, timeout, TLS
+            health.CONTACT.failed(f"{type(exc).__name__}: {exc}")
+            raise ApiError(0, type(exc).__name__, str(exc)) from exc
+        if resp.status in UNAVAILABLE:
+            health.CONTACT.failed(f"HTTP {resp.status}")
+        else:
+            health.CONTACT.answered()
+        return resp
+
+    def _request(
+        self,
+        verb: str,
+        method: str,
+        resource: str,
+        url_path: str,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        if resource == "leases":
+            metrics.LEASE_REQUESTS.labels(verb=verb).inc()
+        else:
+            if not self._may_write():
+                raise NotLeading()
+            metrics.API_REQUESTS.labels(verb=verb, resource=resource).inc()
+        try:
+            resp = self._send(method, url_path, query or [], body, content_type)
+            resp.read()
+        except ApiError:
+            metrics.API_ERRORS.labels(verb=verb, resource=resource, code="0").inc()
+            raise
+        except Exception as exc:  # the body broke off
+            metrics.API_ERRORS.labels(verb=verb, resource=resource, code="0").inc()
+            raise ApiError(0, type(exc).__name__, str(exc)) from exc
+        text = resp.data.decode("utf-8", "replace") if resp.data else ""
+        if not 200 <= resp.status < 300:
+            metrics.API_ERRORS.labels(verb=verb, resource=resource, code=str(resp.status)).inc()
+            raise ApiError(resp.status, str(resp.reason or ""), _message(text))
+        return dict(json.loads(text)) if text else {}
+
+    # -- the leader-election Lease (lease.LeaseApi) -----------------------------------------
+
+    def read_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The one Lease, or None: a list with a field selector on its name, so the Role needs
+        no `get` (list and watch, never get) and still names the one Lease it may read."""
+        query = [("fieldSelector", f"metadata.name={name}")]
+        listed = self._request("list", "GET", "leases", _lease_path(namespace), query=query)
+        items = listed.get("items") or []
+        return dict(items[0]) if items else None  # an item carries its own resourceVersion
+
+    def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._request("create", "POST", "leases", _lease_path(namespace), body=body)
+
+    def replace_lease(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """A PUT: with the body's resourceVersion, it fails (409) if anyone wrote in between."""
+        return self._request("update", "PUT", "leases", _lease_path(namespace, name), body=body)
+
+    def watch_lease(
+        self, namespace: str, name: str, resource_version: str | None, seconds: int
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The events of one Lease (a field selector on its name, which RBAC can limit to it)."""
+        query = [("watch", "true"), ("fieldSelector", f"metadata.name={name}"),
+                 ("allowWatchBookmarks", "true"), ("timeoutSeconds", str(seconds))]  # fmt: skip
+        if resource_version:
+            query.append(("resourceVersion", resource_version))
+        metrics.LEASE_REQUESTS.labels(verb="watch").inc()
+        resp = self._send("GET", _lease_path(namespace), query, None, "application/json",
+                          timeout=(REQUEST_TIMEOUT, seconds + REQUEST_TIMEOUT))  # fmt: skip
+        if resp.status != 200:
+            text = resp.read().decode("utf-8", "replace")
+            raise ApiError(resp.status, str(resp.reason or ""), _message(text))
+        try:
+            for line in iter_resp_lines(resp.response):  # type: ignore[no-untyped-call]
+                if line:
+                    event = json.loads(line)
+                    yield str(event.get("type") or ""), dict(event.get("object") or {})
+        finally:
+            resp.response.release_conn()
+
+    def apply(self, manifest: Mapping[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        """Server-side apply under the one field manager, forcing ownership of our fields."""
+        kind, meta = str(manifest["kind"]), manifest["metadata"]
+        query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
+        if dry_run:
+            query.append(("dryRun", "All"))
+        return self._request(
+            "apply-dry-run" if dry_run else "apply", "PATCH", KINDS[kind][1],
+            path(kind, meta["namespace"], meta["name"]), query=query,
+            body=manifest, content_type="application/apply-patch+yaml",
+        )  # fmt: skip
+
+    def delete(self, kind: str, namespace: str, name: str, propagation: str = "Background") -> dict[str, Any]:
+        """The object as deletion left it (with a deletionTimestamp while finalizers run); {} if gone."""
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation}
+        try:
+            return self._request("delete", "DELETE", KINDS[kind][1], path(kind, namespace, name), body=body)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+        return {}
+
+    def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge-patch the resource's status subresource."""
+        return self._request(
+            "patch", "PATCH", PLURAL + "/status", path(KIND, namespace, name, "status"),
+            query=[("fieldManager", FIELD_MANAGER)],
+            body={"status": dict(patch)}, content_type="application/merge-patch+json",
+        )  # fmt: skip
+
+    def post_event(self, owner: snapshot.Resource, type_: str, reason: str, message: str, now: str) -> None:
+        """Post a core/v1 Event on `owner` (what `kubectl describe` lists)."""
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{owner.name}.{uuid.uuid4().hex[:16]}", "namespace": owner.namespace},
+            "involvedObject": {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": owner.name,
+                "namespace": owner.namespace,
+                "uid": owner.uid,
+                "resourceVersion": owner.resource_version,
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:EVENT_MESSAGE_LIMIT],
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": COMPONENT,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self._request("create", "POST", "events", path("Event", owner.namespace), body=event)
+        metrics.EVENTS.labels(type=type_, reason=reason).inc()

@@ -1,0 +1,427 @@
+"""Step two of a reconciliation: what should be, from what is. Pure: no client, no clock.
+
+`decide(observed, now)` returns a `Desired`: the children to apply (only those that differ),
+the status as a merge patch of what changed, the events, and when to look again. It reads
+the facts in `Observed` and nothing else, so it is tested as a table.
+
+Which problem the status reports is settled here once, by a chain of small policies in
+order of precedence (`BLOCKERS`, then the fallback's, then the pods'); the first that
+finds one wins. A blocker also means no child is applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from qwen_operator import api
+from qwen_operator.api.vocabulary import (
+    FIELD_MANAGER,
+    HPA_KIND,
+    INFERENCE_POOL_KIND,
+    KIND,
+    LWS_CRD,
+    LWS_KIND,
+    PROMETHEUS_RULE_KIND,
+    SCALED_OBJECT_KIND,
+    ConditionType,
+    Phase,
+    Reason,
+    Result,
+)
+from qwen_operator.children import placement, render, weights
+from qwen_operator.memory import cures, planner
+from qwen_operator.reconcile import diff, events, problems, snapshot, status
+from qwen_operator.reconcile.events import Event
+from qwen_operator.reconcile.observe import Key, Observed
+from qwen_operator.reconcile.problems import Problem, Wait
+
+PRUNABLE = frozenset({HPA_KIND, SCALED_OBJECT_KIND, INFERENCE_POOL_KIND, PROMETHEUS_RULE_KIND})
+"""Kinds of child the spec (or the served APIs) may stop asking for: deleted when no longer
+rendered. The others exist for as long as the resource does."""
+
+STATUS_INTERVAL = 5.0
+"""The least seconds between two status writes that only report progress (messages, stages,
+counts); more while many resources start (`PROGRESS_WRITES_PER_SECOND`). A start that races
+through its stages in seconds (a small model, a simulated node) writes its status two or
+three times, not six. A change of generation, phase, condition or context is written at once."""
+
+PROGRESS_WRITES_PER_SECOND = 2.0
+"""The operator-wide pace of progress-only status writes. With many resources starting at once
+(a hundred created together), each one's progress is written every `starting / 2` s rather
+than every 5 s (50 s for 100), so the apiserver meets about 2 such writes a second however
+many start, and a mass start costs under one progress write per resource. On GPUs a stage
+(the download, the load) lasts minutes, so every stage is still seen; a write that matters
+(phase, condition, context) is never held."""
+
+
+ROLLOUT_RECHECK_SECONDS = 2.0
+"""A pass that applies a changed workload whose live spec already holds everything rendered
+looks again this long after (`Apply.may_not_roll`). The change may be metadata only (an orphan
+adopted by a recreated resource, whose uid is in the hash; a label of a new operator version):
+then there is no new generation, the workload controller writes nothing, and the watch brings
+only our own write's echo. Without the second look the resource stayed Progressing until
+something else moved. It reads the write-through cache and writes only if the status changed;
+the apply it follows has matched the hash, so it does not repeat."""
+
+
+def status_interval(starting: int) -> float:
+    """Seconds between two progress-only status writes of one resource, while `starting`
+    resources are Progressing."""
+    return max(STATUS_INTERVAL, starting / PROGRESS_WRITES_PER_SECOND)
+
+
+@dataclass(frozen=True)
+class Apply:
+    """One child to apply (server-side), and what to say once it is."""
+
+    manifest: dict[str, Any]
+    """The rendered manifest with its hash annotation."""
+    live: snapshot.Child | None
+    why: diff.Drift
+    events: tuple[Event, ...]
+
+    @property
+    def ident(self) -> str:
+        return events.ident(self.manifest)
+
+    @property
+    def stales_rollout(self) -> bool:
+        """A workload whose spec this apply may change: its controller's rollout status is of the
+        old spec, so the servers do not match the resource yet. A drift of metadata alone (a
+        label edited by hand) changes no spec, no generation, and leaves the rollout as it is."""
+        if self.manifest["kind"] not in render.WORKLOAD_KINDS:
+            return False
+        return self.live is None or self.why != diff.Drift.DRIFTED or not self._spec_held()
+
+    @property
+    def may_not_roll(self) -> bool:
+        """A changed workload whose live spec holds all that is rendered: the change may be to
+        metadata only, and then no event follows the apply (ROLLOUT_RECHECK_SECONDS)."""
+        return (
+            self.manifest["kind"] in render.WORKLOAD_KINDS
+            and self.why == diff.Drift.CHANGED
+            and self._spec_held()
+        )
+
+    def _spec_held(self) -> bool:
+        return self.live is not None and diff.contains(
+            self.manifest.get("spec"), self.live.manifest.get("spec")
+        )
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What one reconciliation should write, and what it tells the metrics and the queue."""
+
+    key: Key
+    resource: snapshot.Resource
+    result: Result
+    applies: tuple[Apply, ...] = ()
+    deletes: tuple[snapshot.Child, ...] = ()
+    """Children of ours no longer rendered (PRUNABLE kinds): deleted before anything is applied."""
+    status_patch: dict[str, Any] | None = None
+    status_first: bool = False
+    """Write the status before the children: a resource with no status yet reads as done to
+    kstatus (Flux, `kubectl wait`), so the first pass says Reconciling before anything slow.
+    And a pass that cures a memory failure records the cure (status.context.history) before
+    the StatefulSet changes: the change replaces the failed pod, the failure's only evidence,
+    so an operator killed between the two writes would otherwise forget the cure and undo it."""
+    events: tuple[Event, ...] = ()
+    """Posted after the status patch."""
+    phase: Phase | None = None
+    after: status.Status | None = None
+    """The whole status after this pass (the per-resource gauges read it)."""
+    want: int = 0
+    """spec.replicas (the per-resource gauges)."""
+    reduced: bool = False
+    """The servers run below the requested context (the gauge)."""
+    reduction: api.ContextStep | None = None
+    """The reduction this pass made (the counter)."""
+    recheck_after: float | None = None
+    """Seconds after which to look again though nothing changed (a wait that may become a problem)."""
+
+
+@dataclass(frozen=True)
+class Pass:
+    """What the policies read: the observation and what the decision derived from it."""
+
+    observed: Observed
+    res: api.QwenThinkingDeployment
+    plan: planner.Plan | None
+    decision: cures.Decision
+    children: tuple[dict[str, Any], ...]
+
+
+def ours(child: snapshot.Child, res: api.QwenThinkingDeployment) -> bool:
+    """The child belongs to this resource; or to an earlier one of the same name (deleted and
+    created again before garbage collection came); or it was ours and got orphaned
+    (`kubectl delete --cascade=orphan`): no controller, and our field manager applied it.
+    Applying takes such a child over, owner reference and all; anything else is left alone."""
+    ref = child.controller
+    if ref is not None:
+        return ref.uid == res.metadata.uid or (ref.kind == KIND and ref.name == res.metadata.name)
+    return FIELD_MANAGER in child.managers
+
+
+def too_small(p: Pass) -> Problem | None:
+    """With preflight, GPUs that cannot hold the weights (and a KV cache) get no crash loop."""
+    if p.plan is None or p.plan.planned > 0 or not p.res.spec.context.preflight:
+        return None
+    return Problem(Reason.INSUFFICIENT_GPU_MEMORY, p.plan.explain())
+
+
+def name_conflict(p: Pass) -> Problem | None:
+    """A child's name is held by an object this resource does not own: leave it alone."""
+    for manifest in p.children:
+        kind, name = manifest["kind"], manifest["metadata"]["name"]
+        live = p.observed.child(kind, name)
+        if live is not None and not ours(live, p.res):
+            message = f"{kind} {name} exists and is not owned by this resource; rename or delete it"
+            return Problem(Reason.NAME_CONFLICT, message)
+    return None
+
+
+def refused(p: Pass) -> Problem | None:
+    """The apiserver refused a dry run of the children (a value the schema let through)."""
+    refusal = p.observed.refusal
+    if refusal is None:
+        return None
+    return Problem(refusal.reason, problems.short(f"the apiserver rejects {refusal.what}: {refusal.message}"))
+
+
+def no_leader_worker_set(p: Pass) -> Problem | None:
+    """A pipeline needs the LeaderWorkerSet API; without it nothing is created or changed (the
+    CRD's arrival is watched: the next pass goes ahead by itself)."""
+    if not render.multi_node(p.res.spec) or LWS_CRD in p.observed.served:
+        return None
+    message = (
+        f"parallelism.pipeline {p.res.spec.parallelism.pipeline} runs each replica as a LeaderWorkerSet "
+        f"group, but the cluster does not serve {LWS_CRD}: install LeaderWorkerSet (sigs.k8s.io/lws) "
+        "or set parallelism.pipeline to 1"
+    )
+    return Problem(Reason.LEADER_WORKER_SET_MISSING, message)
+
+
+BLOCKERS: tuple[Callable[[Pass], Problem | None], ...] = (
+    no_leader_worker_set, too_small, name_conflict, refused,
+)  # fmt: skip
+"""Problems that stop every apply, in order of precedence."""
+
+
+def first_blocker(p: Pass) -> Problem | None:
+    return next((found for blocker in BLOCKERS if (found := blocker(p)) is not None), None)
+
+
+def _applies(p: Pass) -> tuple[Apply, ...]:
+    out = []
+    for manifest in p.children:
+        desired = diff.with_hash(manifest)
+        live = p.observed.child(manifest["kind"], manifest["metadata"]["name"])
+        if live is not None and live.deleting:
+            continue  # being deleted: its deletion event brings us back to create it anew
+        why = diff.drift(desired, None if live is None else live.manifest)
+        if why is not None:
+            out.append(Apply(desired, live, why, tuple(events.applied(desired, live, why))))
+    return tuple(out)
+
+
+def gated(applies: tuple[Apply, ...], download: weights.Download | None) -> tuple[Apply, ...]:
+    """With a shared cache, the StatefulSet (or LeaderWorkerSet) is applied only once the download
+    Job has succeeded (weights.py says why its pods do not wait instead); every other child goes
+    ahead."""
+    if download is None or download.complete:
+        return applies
+    return tuple(a for a in applies if a.manifest["kind"] not in render.WORKLOAD_KINDS)
+
+
+def switching(p: Pass, applies: tuple[Apply, ...]) -> tuple[tuple[Apply, ...], tuple[snapshot.Child, ...]]:
+    """parallelism.pipeline crossed 1: the workload of the other kind (ours, same name) is deleted
+    first (act.py: in the foreground, so it stays, deleting, until its pods are gone), and the
+    new one is applied only once it has gone: never both on the GPUs, nor a LeaderWorkerSet's
+    leader StatefulSet and ours under one name. Every other child goes ahead."""
+    name, kind = p.res.metadata.name, render.workload_kind(p.res.spec)
+    other = next(k for k in sorted(render.WORKLOAD_KINDS) if k != kind)
+    stale = p.observed.child(other, name)
+    if stale is None or not ours(stale, p.res):
+        return applies, ()
+    held = tuple(a for a in applies if a.manifest["kind"] not in render.WORKLOAD_KINDS)
+    return held, () if stale.deleting else (stale,)
+
+
+def _download_or_pods(
+    download: weights.Download | None, pods: Problem | Wait | None
+) -> Problem | Wait | None:
+    """A failed download, then the pods' problems, then the download's wait, then the pods'."""
+    ours = None if download is None else download.found
+    if isinstance(ours, Problem) or isinstance(pods, Problem):
+        return ours if isinstance(ours, Problem) else pods
+    return ours or pods
+
+
+def _deletes(p: Pass) -> tuple[snapshot.Child, ...]:
+    """Our autoscaler, InferencePool or PrometheusRule that this pass does not render: the spec dropped it, or
+    KEDA's CRD came (the HorizontalPodAutoscaler gives way to a ScaledObject) or went."""
+    rendered = {(m["kind"], m["metadata"]["name"]) for m in p.children}
+    return tuple(
+        c for c in p.observed.children
+        if c.kind in PRUNABLE and (c.kind, c.name) not in rendered and not c.deleting and ours(c, p.res)
+    )  # fmt: skip
+
+
+def _result(
+    res: api.QwenThinkingDeployment, blocker: Problem | None, applies: tuple[Apply, ...],
+    deletes: tuple[snapshot.Child, ...],
+) -> Result:  # fmt: skip
+    if blocker is not None:
+        return Result.INVALID if blocker.reason == Reason.INVALID_SPEC else Result.BLOCKED
+    if res.spec.paused:
+        return Result.PAUSED
+    return Result.CHANGED if applies or deletes else Result.UNCHANGED
+
+
+def decide(observed: Observed, now: datetime) -> Desired:
+    """The children to apply, the status and the events for one resource."""
+    try:
+        res = api.parse_resource(observed.resource.body())
+    except api.InvalidResource as exc:
+        return _invalid(observed, exc, now)
+    before = status.previous(observed.resource.status)
+    memory = placement.smallest_gpu_memory_gib(observed.gpu_nodes, res.spec)
+    plans: dict[float, planner.Plan | None] = {}
+
+    def planned_at(utilization: float) -> int | None:
+        plans[utilization] = plan = planner.plan_for(res.spec, memory, utilization)
+        return None if plan is None else plan.planned
+
+    groups = render.multi_node(res.spec)
+    failures = [] if res.spec.paused else cures.detect(observed.pods, groups)  # paused: context stays
+    history = (before.context.history if before.context else None) or []
+    decision = cures.decide(res, history, planned_at, failures, now)
+    plan = plans.get(decision.utilization) or planner.plan_for(res.spec, memory, decision.utilization)
+    children = tuple(render.render(res, decision.effective, observed.served, decision.utilization))
+    p = Pass(observed, res, plan, decision, children)
+    blocker = first_blocker(p)
+    held = blocker is not None or res.spec.paused
+    applies = () if held else _applies(p)
+    deletes = () if held else _deletes(p)
+    download = weights.download(res, observed, [a.manifest["kind"] for a in applies])
+    applies = gated(applies, download)
+    said: list[Event] = []
+    if not held:
+        applies, stale = switching(p, applies)
+        deletes = (*deletes, *stale)
+        said += [events.switching(c.kind, c.name, render.workload_kind(res.spec)) for c in stale]
+    sts = observed.child(render.workload_kind(res.spec), res.metadata.name)
+    creation = problems.not_created(observed.create_failures, sts, observed.pods)
+    pods = problems.of_pods(observed.pods, now, decision.explained, creation)
+    found = blocker or decision.problem or _download_or_pods(download, pods)
+    problem, wait = (found, None) if isinstance(found, Problem) else (None, found)
+    changing = any(a.stales_rollout for a in applies)
+    shared = None if download is None else download.status
+    inputs = status.Inputs(
+        res, sts, decision, problem, wait, observed.pods, changing, weights=shared, served=observed.served
+    )
+    after = status.build(inputs, before, now)
+    if decision.reduced is not None:
+        said.append(events.cured(decision.reduced))
+    if blocker is None or blocker.reason != Reason.INSUFFICIENT_GPU_MEMORY:
+        said += events.planned(
+            res.spec.context, before.context.planned if before.context else None, decision.planned
+        )
+        was = before.context.effective if before.context else None
+        said += events.below_recommendation(was, decision.effective, res.spec.context.recommended_model_len)
+    result = _result(res, blocker, applies, deletes)
+    return _desired(observed, after, before, said, applies, result, decision, wait, now, deletes)
+
+
+def held_for(observed: Observed, before: status.Status, after: status.Status, now: datetime) -> float | None:
+    """Seconds to hold back a status change that only reports progress (`status_interval`
+    after the last write), or None to write it now."""
+    last = observed.status_written_at
+    if last is None or not status.only_progress(before, after):
+        return None
+    left = status_interval(observed.starting) - (now - last).total_seconds()
+    return left if left > 0 else None
+
+
+def _desired(
+    observed: Observed, after: status.Status, before: status.Status, said: list[Event],
+    applies: tuple[Apply, ...], result: Result, decision: cures.Decision | None, wait: Wait | None,
+    now: datetime, deletes: tuple[snapshot.Child, ...] = (),
+) -> Desired:  # fmt: skip
+    ctx = after.context
+    patch = status.merge_patch(observed.resource.status, status.to_wire(after))
+    recheck = None if wait is None else wait.recheck_after
+    if any(a.may_not_roll for a in applies):
+        recheck = ROLLOUT_RECHECK_SECONDS if recheck is None else min(recheck, ROLLOUT_RECHECK_SECONDS)
+    held = None if patch is None else held_for(observed, before, after, now)
+    if held is not None:
+        patch, recheck = None, min(held, recheck if recheck is not None else held)
+    return Desired(
+        key=observed.key,
+        resource=observed.resource,
+        result=result,
+        applies=applies,
+        deletes=deletes,
+        status_patch=patch,
+        status_first=before.observed_generation is None
+        or (decision is not None and decision.reduced is not None),  # never held: the context changed
+        events=(*said, *events.transitions(before, after)),
+        phase=after.phase,
+        after=after,
+        want=_want(observed.resource),
+        reduced=ctx is not None and (ctx.effective or 0) < (ctx.requested or 0),
+        reduction=None if decision is None else decision.reduced,
+        recheck_after=recheck,
+    )
+
+
+def _want(resource: snapshot.Resource) -> int:
+    """spec.replicas as the apiserver stored it (an invalid resource has one too)."""
+    value = resource.spec.get("replicas", 1)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _invalid(observed: Observed, exc: api.InvalidResource, now: datetime) -> Desired:
+    before = status.previous(observed.resource.status)
+    name = observed.resource.name
+    sts = observed.child("StatefulSet", name) or observed.child(LWS_KIND, name)
+    after = status.invalid(observed.resource, sts, exc.field, exc.message, before, now)
+    return _desired(observed, after, before, [], (), Result.INVALID, None, None, now)
+
+
+def terminating(observed: Observed, now: datetime) -> Desired:
+    """The namespace is being deleted: Reconciling=True NamespaceTerminating, nothing applied."""
+    before = status.previous(observed.resource.status)
+    message = f"namespace {observed.resource.namespace} is being deleted: nothing is created, nothing retried"
+    after = status.reconciling(
+        before, observed.resource.generation, Reason.NAMESPACE_TERMINATING, message, now
+    )
+    return Desired(
+        key=observed.key,
+        resource=observed.resource,
+        result=Result.TERMINATING,
+        status_patch=status.merge_patch(observed.resource.status, status.to_wire(after)),
+        phase=after.phase,
+    )
+
+
+def failed(observed: Observed, error: str, now: datetime) -> Desired:
+    """Reconciling=True ReconcileError in the status, and one event per streak of errors."""
+    before = status.previous(observed.resource.status)
+    after = status.with_error(before, observed.resource.generation, error, now)
+    was = status.condition(before, ConditionType.RECONCILING)
+    said = [] if was is not None and was.reason == Reason.RECONCILE_ERROR else [events.reconcile_error(error)]
+    return Desired(
+        key=observed.key,
+        resource=observed.resource,
+        result=Result.ERROR,
+        status_patch=status.merge_patch(observed.resource.status, status.to_wire(after)),
+        events=tuple(said),
+        phase=after.phase,
+        after=after,
+        want=_want(observed.resource),
+    )

@@ -1,0 +1,147 @@
+"""One reconciliation of one resource: observe (from the cache) -> decide (pure) -> act (writes).
+
+Level-triggered and idempotent: every pass starts from what the watches show now, so a
+restarted operator (or one killed half-way) simply converges. `observe` makes no request,
+`decide` makes none, and `act` writes only what differs, which is what keeps an idle cluster
+idle: a reconciliation with nothing to do sends nothing to the apiserver.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from qwen_operator.api.vocabulary import Phase, Remedy, Result
+from qwen_operator.process import clock, metrics
+from qwen_operator.process.kube import NotLeading
+from qwen_operator.process.workqueue import Retry
+from qwen_operator.reconcile.act import Actor, namespace_terminating, not_served
+from qwen_operator.reconcile.decide import Desired, decide, failed, terminating
+from qwen_operator.reconcile.observe import Key, Observed
+
+log = logging.getLogger("qwen_operator.reconcile.reconciler")
+
+
+@dataclass
+class Outcome:
+    """What one reconciliation did (for metrics, logs, tests and the queue)."""
+
+    result: Result
+    applied: list[str] = field(default_factory=list)
+    status_written: bool = False
+    recheck_after: float | None = None
+    """Look again after this many seconds even if nothing changes."""
+
+
+class Reconciler:
+    """Reconciles resources by (namespace, name); safe from several threads for different keys."""
+
+    def __init__(
+        self,
+        observe: Callable[[Key], Observed | None],
+        actor: Actor,
+        now: Callable[[], datetime] = clock.now,
+    ) -> None:
+        self.observe = observe
+        self.actor = actor
+        self.now = now
+        self.status_written: dict[Key, datetime] = {}
+        """When each resource's status was last written by this process (decide.STATUS_INTERVAL)."""
+        self.starting: set[Key] = set()
+        """The resources whose last pass left them Progressing (decide.status_interval)."""
+
+    def reconcile(self, key: Key) -> Outcome:
+        started = time.perf_counter()
+        try:
+            outcome = self._reconcile(key)
+        except Retry:
+            raise  # counted already: a refusal the queue backs off from, not an error
+        except Exception:
+            metrics.RECONCILIATIONS.labels(result=Result.ERROR).inc()
+            raise
+        finally:
+            metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        metrics.RECONCILIATIONS.labels(result=outcome.result).inc()
+        if outcome.applied or outcome.status_written:
+            log.info(
+                "%s/%s: %s; applied [%s]; status %s", key[0], key[1], outcome.result,
+                ", ".join(outcome.applied), "written" if outcome.status_written else "unchanged",
+            )  # fmt: skip
+        return outcome
+
+    def _reconcile(self, key: Key) -> Outcome:
+        observed = self.observe(key)
+        if observed is None:
+            metrics.PHASE_TRACKER.set(key, None)
+            metrics.REDUCED_TRACKER.set(key, False)
+            metrics.RESOURCE_TRACKER.set(key, None)
+            self.status_written.pop(key, None)
+            self.starting.discard(key)
+            return Outcome(Result.GONE)
+        now = self.now()
+        observed = replace(
+            observed, status_written_at=self.status_written.get(key), starting=len(self.starting)
+        )
+        desired = decide(observed, now)
+        try:
+            refusal = self.actor.act(desired)
+            if refusal is not None:  # the apiserver refused a dry run: decide again, knowing it
+                desired = decide(replace(observed, refusal=refusal), now)
+                self.actor.act(desired)
+                if refusal.retry:
+                    self._count(key, desired)
+                    metrics.RECONCILIATIONS.labels(result=desired.result).inc()
+                    raise Retry(refusal.reason, f"{refusal.what}: {refusal.message}")
+        except Retry:
+            raise
+        except Exception as exc:
+            if namespace_terminating(exc):
+                # The namespace is being deleted, the resource with it: nothing to build or retry.
+                log.info("%s/%s: namespace is being deleted; not applying", *key)
+                self._report(terminating(observed, now))
+                return Outcome(Result.TERMINATING)
+            if not (not_served(exc) or isinstance(exc, NotLeading)):  # retried without alarm: an API
+                self._report_error(observed, exc, now)  # about to be served, or the Lease lost mid-way
+            raise
+        if desired.status_patch is not None:
+            self.status_written[key] = now
+        if desired.phase == Phase.PROGRESSING:
+            self.starting.add(key)
+        else:
+            self.starting.discard(key)
+        self._count(key, desired)
+        return Outcome(
+            desired.result,
+            applied=[a.ident for a in desired.applies],
+            status_written=desired.status_patch is not None,
+            recheck_after=desired.recheck_after,
+        )
+
+    def _report_error(self, observed: Observed, exc: Exception, now: datetime) -> None:
+        """Say in the status (and once in an event) that reconciling fails and is retried."""
+        self._report(failed(observed, str(exc), now))
+
+    def _report(self, desired: Desired) -> None:
+        """Best effort: the apiserver may be what fails (the retry will tell), or the resource gone."""
+        try:
+            self.actor.act(desired)
+        except Exception as again:
+            log.debug("%s/%s: could not report %s: %s", *desired.key, desired.result, again)
+
+    @staticmethod
+    def _count(key: Key, desired: Desired) -> None:
+        step = desired.reduction
+        if step is not None:
+            counter = (
+                metrics.CONTEXT_REDUCTIONS
+                if step.remedy == Remedy.SHORTER_CONTEXT
+                else metrics.UTILIZATION_REDUCTIONS
+            )
+            counter.labels(reason=step.reason).inc()
+        metrics.PHASE_TRACKER.set(key, desired.phase)
+        metrics.REDUCED_TRACKER.set(key, desired.reduced)
+        if desired.after is not None:
+            metrics.RESOURCE_TRACKER.set(key, metrics.Figures.of(desired.want, desired.after))
