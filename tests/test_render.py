@@ -12,11 +12,11 @@ import yaml
 
 from qwen_operator import api
 from qwen_operator.api import vocabulary
-from qwen_operator.children import alerting, render
+from qwen_operator.children import alerting, registry, render
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = yaml.safe_load((ROOT / "samples" / "qwen3-235b-thinking.yaml").read_text())
-EVERY_API = frozenset(vocabulary.OPTIONAL_CRDS)
+EVERY_API = frozenset(registry.OPTIONAL_CRDS)
 SCALED = {"autoscaling": {"minReplicas": 2, "maxReplicas": 6, "targetWaitingPerReplica": 3}}
 POOL = {"inferencePool": {"endpointPickerRef": {"name": "epp", "port": {"number": 9002}}}}
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from qwen_operator import __version__, api
 from qwen_operator.api import crd, kubeyaml
-from qwen_operator.api.vocabulary import OPTIONAL_CRDS
 from qwen_operator.children import render
+from qwen_operator.children.registry import OPTIONAL_CRDS
 from qwen_operator.memory import planner
 
 EXIT_INVALID = 2

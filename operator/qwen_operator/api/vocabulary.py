@@ -135,15 +135,6 @@ LWS_LEADER_ADDRESS_VAR = "LWS_LEADER_ADDRESS"
 """LWS sets it in every container of a group: the leader pod's DNS name."""
 LWS_WORKER_INDEX_VAR = "LWS_WORKER_INDEX"
 """LWS sets it in every container of a group: the pod's index in the group (the leader's 0)."""
-OPTIONAL_CRDS = {
-    SERVICE_MONITOR_CRD: SERVICE_MONITOR_API.split("/")[1],
-    PROMETHEUS_RULE_CRD: SERVICE_MONITOR_API.split("/")[1],
-    SCALED_OBJECT_CRD: SCALED_OBJECT_API.split("/")[1],
-    INFERENCE_POOL_CRD: INFERENCE_POOL_API.split("/")[1],
-    LWS_CRD: LWS_API.split("/")[1],
-}
-"""CRDs whose presence changes what the operator creates (watched, never required), with the
-version the operator writes: the CRD counts as served only while that version is."""
 QUEUE_METRIC = "vllm:num_requests_waiting"
 """vLLM's gauge of requests waiting for a batch: what the autoscalers scale on."""
 

@@ -26,7 +26,6 @@ from qwen_operator.api.vocabulary import (
     COMPONENT_LABEL,
     FETCH_CONTAINER,
     INFERENCE_POOL_API,
-    INFERENCE_POOL_CRD,
     INSTANCE_LABEL,
     KIND,
     LAUNCHER_ANNOTATION,
@@ -34,17 +33,14 @@ from qwen_operator.api.vocabulary import (
     LWS_LEADER_ADDRESS_VAR,
     LWS_WORKER_INDEX_VAR,
     MAX_MODEL_LEN_FLAG,
-    PROMETHEUS_RULE_CRD,
     QUEUE_METRIC,
     SCALED_OBJECT_API,
-    SCALED_OBJECT_CRD,
-    SERVICE_MONITOR_CRD,
     Component,
     labels,
     leader_labels,
     selector_labels,
 )
-from qwen_operator.children import alerting, launcher, placement, security
+from qwen_operator.children import alerting, launcher, placement, registry, security
 from qwen_runtime.argv import GPU_MEMORY_UTILIZATION
 from qwen_runtime.engine import ENGINE_READY_TIMEOUT_S, ENGINE_READY_TIMEOUT_VAR
 from qwen_runtime.fetch import EXIT_ACCESS_DENIED, EXIT_CONFIG, EXIT_REPO_NOT_FOUND, EXIT_REVISION_NOT_FOUND
@@ -69,26 +65,10 @@ DEFAULT_PROBES: dict[str, dict[str, int]] = {
     },
     "liveness": {"periodSeconds": 30, "timeoutSeconds": 10, "failureThreshold": 5},
 }
-TEMPLATES = (
-    "configmap-launcher.yaml.j2", "service-headless.yaml.j2", "service.yaml.j2", "statefulset.yaml.j2",
-    "pdb.yaml.j2",
-)  # fmt: skip
-"""In apply order: the launcher and the StatefulSet's governing Service exist before its pods."""
-LWS_TEMPLATES = (
-    "configmap-launcher.yaml.j2", "service.yaml.j2", "leaderworkerset.yaml.j2", "pdb.yaml.j2",
-)  # fmt: skip
-"""With parallelism.pipeline > 1: a LeaderWorkerSet, no headless Service (LWS makes one per group)."""
-SHARED_TEMPLATES = ("pvc-weights.yaml.j2", "job-weights.yaml.j2")
-"""With model.cache.mode Shared, after the launcher (the Job's pod mounts it): the claim, the Job."""
-SERVICE_MONITOR_TEMPLATE = "servicemonitor.yaml.j2"
 DOWNLOAD_BACKOFF_LIMIT = 6
 """Retries of the shared download (Kubernetes' default): each resumes the partial files."""
 PERMANENT_FETCH_EXITS = (EXIT_CONFIG, EXIT_REPO_NOT_FOUND, EXIT_REVISION_NOT_FOUND, EXIT_ACCESS_DENIED)
 """`qwen_runtime fetch` exit codes no retry can cure: the Job fails at once (podFailurePolicy)."""
-SCALED_OBJECT_TEMPLATE = "scaledobject.yaml.j2"
-HPA_TEMPLATE = "horizontalpodautoscaler.yaml.j2"
-INFERENCE_POOL_TEMPLATE = "inferencepool.yaml.j2"
-PROMETHEUS_RULE_TEMPLATE = "prometheusrule.yaml.j2"
 SCALE_DOWN_POLICY = {"type": "Pods", "value": 1, "periodSeconds": 300}
 """After the stabilization window, one replica at a time, five minutes apart: each drains its
 requests (and holds 4 GPUs) that a new one would take tens of minutes to replace."""
@@ -103,10 +83,6 @@ def coerce(resource: QwenThinkingDeployment | Mapping[str, Any]) -> QwenThinking
     if isinstance(resource, QwenThinkingDeployment):
         return resource
     return api.parse_resource(dict(resource))
-
-
-WORKLOAD_KINDS = frozenset({"StatefulSet", LWS_KIND})
-"""The kinds that run the server pods (the one child with the user's free-form values)."""
 
 
 def workload_kind(spec: QwenThinkingDeploymentSpec) -> str:
@@ -348,18 +324,6 @@ def inference_pool(res: QwenThinkingDeployment) -> dict[str, Any] | None:
     return {"api": INFERENCE_POOL_API, "endpoint_picker_ref": ref}
 
 
-def optional_templates(res: QwenThinkingDeployment, served: frozenset[str]) -> tuple[str, ...]:
-    """The children that depend on the spec and on which optional APIs the cluster serves."""
-    out = [SERVICE_MONITOR_TEMPLATE] if SERVICE_MONITOR_CRD in served else []
-    if res.spec.autoscaling is not None:
-        out.append(SCALED_OBJECT_TEMPLATE if SCALED_OBJECT_CRD in served else HPA_TEMPLATE)
-    if res.spec.inference_pool is not None and INFERENCE_POOL_CRD in served:
-        out.append(INFERENCE_POOL_TEMPLATE)
-    if res.spec.monitoring.prometheus_rule and PROMETHEUS_RULE_CRD in served:
-        out.append(PROMETHEUS_RULE_TEMPLATE)
-    return tuple(out)
-
-
 def owner_reference(res: QwenThinkingDeployment) -> dict[str, Any] | None:
     if not res.metadata.uid:
         return None
@@ -479,16 +443,14 @@ def render(
     """Every child manifest, in apply order, for the given effective context length and GPU
     memory utilization (default: the spec's).
 
-    `served`: the optional CRDs the apiserver serves (vocabulary.OPTIONAL_CRDS): a ServiceMonitor
+    `served`: the optional CRDs the apiserver serves (registry.OPTIONAL_CRDS): a ServiceMonitor
     with the Prometheus Operator's; with spec.autoscaling a KEDA ScaledObject with KEDA's, else a
     HorizontalPodAutoscaler; with spec.inferencePool an InferencePool with its CRD; with
     spec.monitoring.prometheusRule a PrometheusRule with the Prometheus Operator's.
     """
     res = coerce(resource)
     values = _values(res, max_model_len, gpu_memory_utilization)
-    shared = SHARED_TEMPLATES if values["shared"] else ()
-    base = LWS_TEMPLATES if values["group"] else TEMPLATES
-    templates = base[:1] + shared + base[1:] + optional_templates(res, served)
+    templates = registry.templates_for(res, served)
     plain = json.dumps(values, sort_keys=True)  # plain data: equal values, an equal document
     children = [_DOCUMENTS.render(t, values, plain) for t in templates]
     _check(res, children, values["command"])

@@ -33,11 +33,11 @@ from qwen_operator.api.vocabulary import (
     INSTANCE_LABEL,
     KIND,
     MANAGED_LABELS,
-    OPTIONAL_CRDS,
     PLURAL,
     VERSION,
     label_string,
 )
+from qwen_operator.children import registry
 from qwen_operator.process import health, kube, lease, metrics, optional_watch
 from qwen_operator.process.cache import GPU_NODES, Cache, Indices, on_loop
 from qwen_operator.process.workqueue import WorkQueue
@@ -47,20 +47,7 @@ from qwen_operator.reconcile.observe import Key, observe
 from qwen_operator.reconcile.reconciler import Reconciler
 
 log = logging.getLogger("qwen_operator.process.handlers")
-CHILDREN: tuple[tuple[str, str, str], ...] = (
-    ("", "v1", "configmaps"),
-    ("apps", "v1", "statefulsets"),
-    ("", "v1", "services"),
-    ("policy", "v1", "poddisruptionbudgets"),
-    ("monitoring.coreos.com", "v1", "servicemonitors"),
-    ("monitoring.coreos.com", "v1", "prometheusrules"),
-    ("leaderworkerset.x-k8s.io", "v1", "leaderworkersets"),
-    ("", "v1", "persistentvolumeclaims"),
-    ("batch", "v1", "jobs"),
-    ("autoscaling", "v2", "horizontalpodautoscalers"),
-    ("keda.sh", "v1alpha1", "scaledobjects"),
-    ("inference.networking.k8s.io", "v1", "inferencepools"),
-)
+CHILDREN: tuple[tuple[str, str, str], ...] = tuple((c.group, c.version, c.plural) for c in registry.KINDS)
 PODS = ("", "v1", "pods")
 EVENTS = ("", "v1", "events")
 NODES = ("", "v1", "nodes")
@@ -212,7 +199,7 @@ def gpu_nodes(body: kopf.Body, **_: Any) -> dict[str, snapshot.Node]:
 
 
 def _optional_crd(name: str, **_: Any) -> bool:
-    return name in OPTIONAL_CRDS
+    return name in registry.OPTIONAL_CRDS
 
 
 @kopf.index(*CRDS, when=_optional_crd, id="crds")
@@ -307,18 +294,6 @@ async def resource_event(
     rt.queue.add((namespace, name))
 
 
-@kopf.on.event("v1", "configmaps", labels=MANAGED_LABELS)
-@kopf.on.event("apps", "v1", "statefulsets", labels=MANAGED_LABELS)
-@kopf.on.event("v1", "services", labels=MANAGED_LABELS)
-@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED_LABELS)
-@kopf.on.event("monitoring.coreos.com", "v1", "servicemonitors", labels=MANAGED_LABELS)
-@kopf.on.event("monitoring.coreos.com", "v1", "prometheusrules", labels=MANAGED_LABELS)
-@kopf.on.event("leaderworkerset.x-k8s.io", "v1", "leaderworkersets", labels=MANAGED_LABELS)
-@kopf.on.event("v1", "persistentvolumeclaims", labels=MANAGED_LABELS)
-@kopf.on.event("batch", "v1", "jobs", labels=MANAGED_LABELS)
-@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED_LABELS)
-@kopf.on.event("keda.sh", "v1alpha1", "scaledobjects", labels=MANAGED_LABELS)
-@kopf.on.event("inference.networking.k8s.io", "v1", "inferencepools", labels=MANAGED_LABELS)
 @kopf.on.event("v1", "pods", labels=MANAGED_LABELS)
 async def child_event(
     type: str, body: kopf.Body, resource: kopf.Resource, namespace: str | None, labels: Mapping[str, str],
@@ -334,6 +309,10 @@ async def child_event(
     # reads what the apply made of it.
     rt.cache.seen(resource.kind or "", body, deleted=type == "DELETED")
     rt.queue.add((namespace, owner), after=SETTLE_SECONDS)
+
+
+for _group, _version, _plural in CHILDREN:
+    kopf.on.event(_group, _version, _plural, labels=MANAGED_LABELS)(child_event)
 
 
 @kopf.on.event("v1", "events")

@@ -23,17 +23,10 @@ from qwen_operator.api.vocabulary import (
     API_VERSION,
     COMPONENT,
     FIELD_MANAGER,
-    HPA_KIND,
-    INFERENCE_POOL_API,
-    INFERENCE_POOL_KIND,
     KIND,
-    LWS_API,
     PLURAL,
-    PROMETHEUS_RULE_KIND,
-    SCALED_OBJECT_API,
-    SCALED_OBJECT_KIND,
-    SERVICE_MONITOR_API,
 )
+from qwen_operator.children import registry
 from qwen_operator.process import health, metrics
 from qwen_operator.reconcile import snapshot
 
@@ -61,23 +54,12 @@ class NotLeading(ApiError):
         super().__init__(0, "NotLeading", "this replica does not hold the leader-election Lease")
 
 
-# kind -> (API path prefix, plural)
 KINDS: dict[str, tuple[str, str]] = {
-    "ConfigMap": ("/api/v1", "configmaps"),
-    "StatefulSet": ("/apis/apps/v1", "statefulsets"),
-    "Service": ("/api/v1", "services"),
-    "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims"),
-    "Job": ("/apis/batch/v1", "jobs"),
-    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
-    "ServiceMonitor": (f"/apis/{SERVICE_MONITOR_API}", "servicemonitors"),
-    PROMETHEUS_RULE_KIND: (f"/apis/{SERVICE_MONITOR_API}", "prometheusrules"),
-    HPA_KIND: ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
-    SCALED_OBJECT_KIND: (f"/apis/{SCALED_OBJECT_API}", "scaledobjects"),
-    INFERENCE_POOL_KIND: (f"/apis/{INFERENCE_POOL_API}", "inferencepools"),
-    "LeaderWorkerSet": (f"/apis/{LWS_API}", "leaderworkersets"),
+    **{c.kind: (c.path_prefix, c.plural) for c in registry.KINDS},
     "Event": ("/api/v1", "events"),
     KIND: (f"/apis/{API_VERSION}", PLURAL),
 }
+"""kind -> (API path prefix, plural): the children's from the registry, events and the resource."""
 
 
 def _lease_path(namespace: str, name: str | None = None) -> str:

@@ -37,12 +37,11 @@ from typing import Any
 from kopf._cogs.clients import errors, watching
 from kopf._core.reactor import observation, queueing
 
+from qwen_operator.children import registry
 from qwen_operator.reconcile.snapshot import crd_from
 
 log = logging.getLogger("qwen_operator.process.optional_watch")
-OPTIONAL_PLURALS = frozenset(
-    {"servicemonitors", "prometheusrules", "scaledobjects", "inferencepools", "leaderworkersets"}
-)
+OPTIONAL_PLURALS = frozenset(c.plural for c in registry.OPTIONAL_KINDS)
 """Resources whose API may come and go while the operator runs."""
 RETRY_SECONDS = 5.0
 RESCAN_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from qwen_operator.api.vocabulary import Reason
-from qwen_operator.children.render import WORKLOAD_KINDS
+from qwen_operator.children.registry import WORKLOAD_KINDS
 from qwen_operator.process import clock
 from qwen_operator.process.kube import ApiError, KubeApi
 from qwen_operator.reconcile import events, snapshot

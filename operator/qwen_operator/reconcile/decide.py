@@ -19,28 +19,20 @@ from typing import Any
 from qwen_operator import api
 from qwen_operator.api.vocabulary import (
     FIELD_MANAGER,
-    HPA_KIND,
-    INFERENCE_POOL_KIND,
     KIND,
     LWS_CRD,
     LWS_KIND,
-    PROMETHEUS_RULE_KIND,
-    SCALED_OBJECT_KIND,
     ConditionType,
     Phase,
     Reason,
     Result,
 )
-from qwen_operator.children import placement, render, weights
+from qwen_operator.children import placement, registry, render, weights
 from qwen_operator.memory import cures, planner
 from qwen_operator.reconcile import diff, events, problems, snapshot, status
 from qwen_operator.reconcile.events import Event
 from qwen_operator.reconcile.observe import Key, Observed
 from qwen_operator.reconcile.problems import Problem, Wait
-
-PRUNABLE = frozenset({HPA_KIND, SCALED_OBJECT_KIND, INFERENCE_POOL_KIND, PROMETHEUS_RULE_KIND})
-"""Kinds of child the spec (or the served APIs) may stop asking for: deleted when no longer
-rendered. The others exist for as long as the resource does."""
 
 STATUS_INTERVAL = 5.0
 """The least seconds between two status writes that only report progress (messages, stages,
@@ -92,7 +84,7 @@ class Apply:
         """A workload whose spec this apply may change: its controller's rollout status is of the
         old spec, so the servers do not match the resource yet. A drift of metadata alone (a
         label edited by hand) changes no spec, no generation, and leaves the rollout as it is."""
-        if self.manifest["kind"] not in render.WORKLOAD_KINDS:
+        if self.manifest["kind"] not in registry.WORKLOAD_KINDS:
             return False
         return self.live is None or self.why != diff.Drift.DRIFTED or not self._spec_held()
 
@@ -101,7 +93,7 @@ class Apply:
         """A changed workload whose live spec holds all that is rendered: the change may be to
         metadata only, and then no event follows the apply (ROLLOUT_RECHECK_SECONDS)."""
         return (
-            self.manifest["kind"] in render.WORKLOAD_KINDS
+            self.manifest["kind"] in registry.WORKLOAD_KINDS
             and self.why == diff.Drift.CHANGED
             and self._spec_held()
         )
@@ -121,7 +113,7 @@ class Desired:
     result: Result
     applies: tuple[Apply, ...] = ()
     deletes: tuple[snapshot.Child, ...] = ()
-    """Children of ours no longer rendered (PRUNABLE kinds): deleted before anything is applied."""
+    """Children of ours no longer rendered (registry.PRUNED_KINDS): deleted before anything is applied."""
     status_patch: dict[str, Any] | None = None
     status_first: bool = False
     """Write the status before the children: a resource with no status yet reads as done to
@@ -234,7 +226,7 @@ def gated(applies: tuple[Apply, ...], download: weights.Download | None) -> tupl
     ahead."""
     if download is None or download.complete:
         return applies
-    return tuple(a for a in applies if a.manifest["kind"] not in render.WORKLOAD_KINDS)
+    return tuple(a for a in applies if a.manifest["kind"] not in registry.WORKLOAD_KINDS)
 
 
 def switching(p: Pass, applies: tuple[Apply, ...]) -> tuple[tuple[Apply, ...], tuple[snapshot.Child, ...]]:
@@ -243,11 +235,11 @@ def switching(p: Pass, applies: tuple[Apply, ...]) -> tuple[tuple[Apply, ...], t
     new one is applied only once it has gone: never both on the GPUs, nor a LeaderWorkerSet's
     leader StatefulSet and ours under one name. Every other child goes ahead."""
     name, kind = p.res.metadata.name, render.workload_kind(p.res.spec)
-    other = next(k for k in sorted(render.WORKLOAD_KINDS) if k != kind)
+    other = next(k for k in sorted(registry.WORKLOAD_KINDS) if k != kind)
     stale = p.observed.child(other, name)
     if stale is None or not ours(stale, p.res):
         return applies, ()
-    held = tuple(a for a in applies if a.manifest["kind"] not in render.WORKLOAD_KINDS)
+    held = tuple(a for a in applies if a.manifest["kind"] not in registry.WORKLOAD_KINDS)
     return held, () if stale.deleting else (stale,)
 
 
@@ -267,7 +259,8 @@ def _deletes(p: Pass) -> tuple[snapshot.Child, ...]:
     rendered = {(m["kind"], m["metadata"]["name"]) for m in p.children}
     return tuple(
         c for c in p.observed.children
-        if c.kind in PRUNABLE and (c.kind, c.name) not in rendered and not c.deleting and ours(c, p.res)
+        if c.kind in registry.PRUNED_KINDS and (c.kind, c.name) not in rendered
+        and not c.deleting and ours(c, p.res)
     )  # fmt: skip
 
 

@@ -59,7 +59,7 @@ class Observed:
     gpu_nodes: tuple[snapshot.Node, ...] = ()
     """Every node that reports GPU memory; the decision keeps those the pods can land on."""
     served: frozenset[str] = frozenset()
-    """Optional CRDs whose API is served (vocabulary.OPTIONAL_CRDS)."""
+    """Optional CRDs whose API is served (registry.OPTIONAL_CRDS)."""
     refusal: Refusal | None = field(default=None)
     """Set on the second decision of a pass whose dry run the apiserver refused."""
     status_written_at: datetime | None = None

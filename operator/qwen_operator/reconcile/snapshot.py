@@ -17,7 +17,6 @@ from typing import Any
 from qwen_operator.api.vocabulary import (
     ANNOTATION_PREFIX,
     INSTANCE_LABEL,
-    OPTIONAL_CRDS,
     SERVER_CONTAINER,
     KubeletReason,
     LauncherRecord,
@@ -25,6 +24,7 @@ from qwen_operator.api.vocabulary import (
     PodPhase,
     parse_launcher_record,
 )
+from qwen_operator.children.registry import OPTIONAL_CRDS, STATUS_KINDS
 from qwen_operator.process import clock
 from qwen_operator.reconcile.diff import DATA_DIGEST, data_digest
 from qwen_runtime.argv import gpu_memory_utilization, max_model_len
@@ -131,11 +131,6 @@ def _controller(meta: Mapping[str, Any]) -> Owner | None:
         if isinstance(ref, Mapping) and ref.get("controller"):
             return Owner(str(ref.get("kind", "")), str(ref.get("name", "")), str(ref.get("uid", "")))
     return None
-
-
-STATUS_KINDS = frozenset({"StatefulSet", "LeaderWorkerSet", "Job", "PersistentVolumeClaim"})
-"""The StatefulSet's (or LeaderWorkerSet's) rollout, the shared download Job's conditions, the
-shared claim's phase."""
 
 
 def child_from(raw: Raw, kind: str | None = None) -> Child:

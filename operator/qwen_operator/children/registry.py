@@ -1,0 +1,225 @@
+"""Every kind of child the operator creates, in one table: what the rest derives from.
+
+An entry says where the kind's API is (group, version, plural), which optional CRD it waits for,
+whether it is deleted when no longer rendered (pruned), how it is replaced when a field fixed
+at creation changes, whether the decision reads its status, whether it runs the servers, and
+its templates with the condition under which each is rendered. The watches and their indices
+(process/handlers.py), the API paths (process/kube.py), pruning and replacement (reconcile/),
+rendering (children/render.py) and the RBAC rules in manifests/ (checked by a test) follow it.
+Adding a child kind is one entry here and its template.
+
+`TEMPLATES` is the apply order: the launcher's ConfigMap and the StatefulSet's governing
+Service exist before the pods that need them; with a shared cache the claim and the download
+Job come right after the launcher (the Job's pod mounts it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from qwen_operator.api.vocabulary import (
+    HPA_KIND,
+    INFERENCE_POOL_CRD,
+    INFERENCE_POOL_KIND,
+    LWS_CRD,
+    LWS_KIND,
+    PROMETHEUS_RULE_CRD,
+    PROMETHEUS_RULE_KIND,
+    SCALED_OBJECT_CRD,
+    SCALED_OBJECT_KIND,
+    SERVICE_MONITOR_CRD,
+)
+
+if TYPE_CHECKING:
+    from qwen_operator.api.types import QwenThinkingDeployment
+
+Served = frozenset[str]
+"""The optional CRDs the apiserver serves now."""
+
+
+class Propagation(StrEnum):
+    """A deletion's propagation policy (DeleteOptions.propagationPolicy)."""
+
+    ORPHAN = "Orphan"
+    BACKGROUND = "Background"
+    FOREGROUND = "Foreground"
+
+
+@dataclass(frozen=True)
+class Template:
+    """One template of a kind, and when the resource renders it."""
+
+    file: str
+    when: Callable[[QwenThinkingDeployment, Served], bool] = lambda res, served: True
+
+
+@dataclass(frozen=True)
+class ChildKind:
+    kind: str
+    group: str
+    """"" for the core API."""
+    version: str
+    plural: str
+    templates: tuple[Template, ...]
+    crd: str | None = None
+    """The CRD whose API must be served for the kind to be rendered (and watched); None: built in."""
+    pruned: bool = False
+    """Deleted when the resource no longer renders it (the spec dropped it, or its CRD went)."""
+    replaced: Propagation | None = None
+    """When the apiserver refuses a change to a field fixed at creation, the object is deleted with
+    this propagation and created anew; None: never deleted by the operator for that."""
+    workload: bool = False
+    """Runs the server pods: the one child with the user's free-form values (tested first), and
+    deleted in the foreground when parallelism.pipeline crosses 1."""
+    status_kept: bool = False
+    """The decision reads its status (a rollout, a Job's conditions, a claim's phase)."""
+    fixed_fields: frozenset[str] = field(default_factory=frozenset)
+    """Fields the apiserver will not change after creation: a refusal naming one is a replace."""
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def path_prefix(self) -> str:
+        return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+
+    @property
+    def deleted(self) -> bool:
+        """The operator ever deletes one (RBAC's `delete`)."""
+        return self.pruned or self.replaced is not None or self.workload
+
+
+def _multi_node(res: QwenThinkingDeployment) -> bool:
+    return res.spec.parallelism.pipeline > 1
+
+
+def _shared(res: QwenThinkingDeployment) -> bool:
+    return res.spec.model.cache.mode == "Shared"
+
+
+def _pooled(res: QwenThinkingDeployment, served: Served) -> bool:
+    return res.spec.inference_pool is not None and INFERENCE_POOL_CRD in served
+
+
+def _alerting(res: QwenThinkingDeployment, served: Served) -> bool:
+    return res.spec.monitoring.prometheus_rule and PROMETHEUS_RULE_CRD in served
+
+
+def _autoscaled_by_keda(res: QwenThinkingDeployment, served: Served) -> bool:
+    return res.spec.autoscaling is not None and SCALED_OBJECT_CRD in served
+
+
+def _autoscaled_by_hpa(res: QwenThinkingDeployment, served: Served) -> bool:
+    return res.spec.autoscaling is not None and SCALED_OBJECT_CRD not in served
+
+
+CONFIG_MAP = ChildKind("ConfigMap", "", "v1", "configmaps", (Template("configmap-launcher.yaml.j2"),))
+PVC = ChildKind(
+    "PersistentVolumeClaim", "", "v1", "persistentvolumeclaims",
+    (Template("pvc-weights.yaml.j2", lambda res, _: _shared(res)),), status_kept=True,
+)  # fmt: skip
+JOB = ChildKind(
+    "Job", "batch", "v1", "jobs", (Template("job-weights.yaml.j2", lambda res, _: _shared(res)),),
+    replaced=Propagation.BACKGROUND, status_kept=True,
+    fixed_fields=frozenset({"spec.template", "spec.selector"}),
+)  # fmt: skip
+SERVICE = ChildKind(
+    "Service", "", "v1", "services",
+    (Template("service-headless.yaml.j2", lambda res, _: not _multi_node(res)), Template("service.yaml.j2")),
+)  # fmt: skip
+STATEFUL_SET = ChildKind(
+    "StatefulSet", "apps", "v1", "statefulsets",
+    (Template("statefulset.yaml.j2", lambda res, _: not _multi_node(res)),),
+    replaced=Propagation.ORPHAN, workload=True, status_kept=True, fixed_fields=frozenset({"spec"}),
+)  # fmt: skip
+LEADER_WORKER_SET = ChildKind(
+    LWS_KIND, "leaderworkerset.x-k8s.io", "v1", "leaderworkersets",
+    (Template("leaderworkerset.yaml.j2", lambda res, _: _multi_node(res)),),
+    crd=LWS_CRD, replaced=Propagation.BACKGROUND, workload=True, status_kept=True,
+    fixed_fields=frozenset({"spec.leaderWorkerTemplate.size"}),
+)  # fmt: skip
+PDB = ChildKind("PodDisruptionBudget", "policy", "v1", "poddisruptionbudgets", (Template("pdb.yaml.j2"),))
+SERVICE_MONITOR = ChildKind(
+    "ServiceMonitor", "monitoring.coreos.com", "v1", "servicemonitors",
+    (Template("servicemonitor.yaml.j2", lambda _, served: SERVICE_MONITOR_CRD in served),),
+    crd=SERVICE_MONITOR_CRD,
+)  # fmt: skip
+SCALED_OBJECT = ChildKind(
+    SCALED_OBJECT_KIND, "keda.sh", "v1alpha1", "scaledobjects",
+    (Template("scaledobject.yaml.j2", _autoscaled_by_keda),), crd=SCALED_OBJECT_CRD, pruned=True,
+)  # fmt: skip
+HPA = ChildKind(
+    HPA_KIND, "autoscaling", "v2", "horizontalpodautoscalers",
+    (Template("horizontalpodautoscaler.yaml.j2", _autoscaled_by_hpa),), pruned=True,
+)  # fmt: skip
+INFERENCE_POOL = ChildKind(
+    INFERENCE_POOL_KIND, "inference.networking.k8s.io", "v1", "inferencepools",
+    (Template("inferencepool.yaml.j2", _pooled),),
+    crd=INFERENCE_POOL_CRD, pruned=True,
+)  # fmt: skip
+PROMETHEUS_RULE = ChildKind(
+    PROMETHEUS_RULE_KIND, "monitoring.coreos.com", "v1", "prometheusrules",
+    (Template("prometheusrule.yaml.j2", _alerting),),
+    crd=PROMETHEUS_RULE_CRD, pruned=True,
+)  # fmt: skip
+
+KINDS: tuple[ChildKind, ...] = (
+    CONFIG_MAP, PVC, JOB, SERVICE, STATEFUL_SET, LEADER_WORKER_SET, PDB,
+    SERVICE_MONITOR, SCALED_OBJECT, HPA, INFERENCE_POOL, PROMETHEUS_RULE,
+)  # fmt: skip
+"""Every child kind, in apply order."""
+
+BY_KIND = {c.kind: c for c in KINDS}
+
+TEMPLATES: tuple[tuple[ChildKind, Template], ...] = tuple((c, t) for c in KINDS for t in c.templates)
+"""Every template in apply order, with its kind."""
+
+WORKLOAD_KINDS = frozenset(c.kind for c in KINDS if c.workload)
+PRUNED_KINDS = frozenset(c.kind for c in KINDS if c.pruned)
+STATUS_KINDS = frozenset(c.kind for c in KINDS if c.status_kept)
+OPTIONAL_CRDS: dict[str, str] = {c.crd: c.version for c in KINDS if c.crd is not None}
+"""CRDs whose presence changes what the operator creates (watched, never required), with the
+version the operator writes: the CRD counts as served only while that version is."""
+OPTIONAL_KINDS = tuple(c for c in KINDS if c.crd is not None)
+
+
+def templates_for(res: QwenThinkingDeployment, served: Served) -> tuple[str, ...]:
+    """The templates this resource renders, in apply order."""
+    return tuple(t.file for _, t in TEMPLATES if t.when(res, served))
+
+
+@dataclass(frozen=True)
+class Access:
+    """One RBAC rule the operator needs: API group, resource, verbs."""
+
+    group: str
+    resource: str
+    verbs: frozenset[str]
+
+
+APPLIED = frozenset({"list", "watch", "create", "patch"})
+"""Watched, and applied server-side (a PATCH, authorized as create when the object is new)."""
+
+OTHER_ACCESS: tuple[Access, ...] = (
+    Access("serving.qwen-operator.io", "qwenthinkingdeployments", frozenset({"list", "watch"})),
+    Access("serving.qwen-operator.io", "qwenthinkingdeployments/status", frozenset({"patch"})),
+    Access("", "pods", frozenset({"list", "watch"})),
+    Access("", "nodes", frozenset({"list", "watch"})),
+    Access("apiextensions.k8s.io", "customresourcedefinitions", frozenset({"list", "watch"})),
+    Access("", "events", frozenset({"list", "watch", "create"})),
+)
+"""What the operator reads and writes besides its children: its resources and their status,
+pods and GPU nodes (watched, never written), CRDs (which optional APIs are served), events."""
+
+
+def access() -> tuple[Access, ...]:
+    """Every cluster-wide rule the operator needs: children are watched (list, watch) and applied
+    server-side (create, patch); some are deleted (`ChildKind.deleted`)."""
+    children = tuple(
+        Access(c.group, c.plural, APPLIED | ({"delete"} if c.deleted else frozenset())) for c in KINDS
+    )
+    return (*children, *OTHER_ACCESS)
