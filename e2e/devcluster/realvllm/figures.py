@@ -1,5 +1,5 @@
 """The real figures of a run (time to healthy, contexts, vLLM's numbers), printed at its end:
-the README quotes them, and a slower CI shows in them before it times out."""
+the docs quote them, and a slower CI shows in them before it times out."""
 
 from __future__ import annotations
 

@@ -1,5 +1,9 @@
-"""The README's generated parts: the API reference (from the CRD schema) and the tables of
-condition and event reasons (from the vocabulary's docstrings), so neither can drift."""
+"""The documentation's generated parts: the API reference (from the CRD schema) and the tables of
+condition and event reasons (from the vocabulary's docstrings), so neither can drift.
+
+Each part sits between a pair of markers in a Markdown page under `docs/`; whichever page holds
+them, `python -m qwen_operator.api.docs docs` regenerates it (`make docs`) and `--check` fails,
+writing nothing, when a page is not what the types generate."""
 
 from __future__ import annotations
 
@@ -7,7 +11,10 @@ import ast
 import inspect
 import json
 import re
+import sys
+from collections.abc import Sequence
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from qwen_operator.api import crd, vocabulary
@@ -54,7 +61,7 @@ def api_reference() -> str:
     root = crd.openapi_schema()["properties"]
     out = [START, ""]
     for part in ("spec", "status"):
-        out += [f"#### `{part}`", "", "| field | type | default | meaning |", "| --- | --- | --- | --- |"]
+        out += [f"## `{part}`", "", "| field | type | default | meaning |", "| --- | --- | --- | --- |"]
         out += _rows(root[part], part)
         out.append("")
     out.append(END)
@@ -120,6 +127,40 @@ def _replace(text: str, start: str, end: str, block: str) -> str:
 
 
 def replace_in(text: str) -> str:
-    """The README text with its generated blocks regenerated."""
+    """The page's text with its generated blocks (those it has) regenerated."""
     text = _replace(text, START, END, api_reference())
     return _replace(text, REASONS_START, REASONS_END, reasons_tables())
+
+
+def stale(docs: Path) -> list[Path]:
+    """The pages under `docs` whose generated blocks differ from what the types generate.
+    Fails unless each block is in exactly one page."""
+    texts = {page: page.read_text() for page in sorted(docs.rglob("*.md"))}
+    for start, end in ((START, END), (REASONS_START, REASONS_END)):
+        holders = [page for page, text in texts.items() if start in text and end in text]
+        if len(holders) != 1:
+            raise ValueError(f"{start!r} and its end marker must be in one page of {docs}: {holders}")
+    return [page for page, text in texts.items() if replace_in(text) != text]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m qwen_operator.api.docs [--check] DOCS_DIR`: regenerate the pages (or only list the
+    stale ones, exit 1 if any)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    check = "--check" in args
+    rest = [a for a in args if a != "--check"]
+    if len(rest) != 1:
+        print("usage: python -m qwen_operator.api.docs [--check] DOCS_DIR", file=sys.stderr)
+        return 2
+    pages = stale(Path(rest[0]))
+    for page in pages:
+        if check:
+            print(f"{page}: not what the types generate; run `make docs` and commit it", file=sys.stderr)
+        else:
+            page.write_text(replace_in(page.read_text()))
+            print(f"regenerated {page}")
+    return 1 if check and pages else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

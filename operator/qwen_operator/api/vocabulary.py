@@ -6,8 +6,8 @@ launcher's record type comes from `qwen_runtime.record` (standard library only, 
 server pods) and is re-exported here, so the operator never copies its reasons.
 
 No reason string is written as a literal outside this module: compare and emit the members.
-The README's tables of conditions and events are generated from the docstrings here
-(`docs.reasons_table`), so the reference cannot drift from the code.
+The documentation's tables of conditions and events are generated from the docstrings here
+(`docs.reasons_tables`), so the reference cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ class ConditionType(StrEnum):
 
 
 class Reason(StrEnum):
-    """Reasons of the operator's conditions. Docstrings: `condition | meaning` (README table)."""
+    """Reasons of the operator's conditions. Docstrings: `condition | meaning` (docs table)."""
 
     READY = "Ready"
     """Ready=True | every replica ready and rolled out"""
@@ -365,7 +365,7 @@ CRASH_REASONS: frozenset[str] = frozenset(
 class EventReason(StrEnum):
     """Reasons of the events the operator posts (besides the condition reasons it announces:
     a Warning with the `Stalled` reason when it becomes stalled, a Normal with the `Ready` one
-    when it becomes ready). Docstrings: `type | when` (README table)."""
+    when it becomes ready). Docstrings: `type | when` (docs table)."""
 
     CREATED = "Created"
     """Normal | children were created: one event per pass, naming them"""
