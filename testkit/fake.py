@@ -34,6 +34,21 @@ CHILD_KINDS = (
 )  # fmt: skip
 
 
+STATUS_REASONS = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 409: "Conflict", 422: "Invalid"}
+
+
+def refused(code: int, message: str, *causes: tuple[str, str]) -> ApiError:
+    """The error of a request the apiserver refused, with the `Status` object it returns
+    (metav1.Status: code, reason, message, details.causes of (type, field))."""
+    reason = STATUS_REASONS.get(code, "InternalError")
+    body = {
+        "kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason,
+        "details": {"causes": [{"type": t, "field": f, "message": message} for t, f in causes]},
+        "code": code,
+    }  # fmt: skip
+    return ApiError(code, reason, message, body)
+
+
 class FakeCluster:
     """Objects by (kind, name) in one namespace; every write recorded as (verb, kind)."""
 
@@ -117,7 +132,7 @@ class FakeCluster:
         kind, name = str(manifest["kind"]), str(manifest["metadata"]["name"])
         self.calls.append(("apply-dry-run" if dry_run else "apply", kind))
         if dry_run and self.refuse_dry_run == kind:
-            raise ApiError(422, "Invalid", f"{kind} is invalid: spec.x: Invalid value")
+            raise refused(422, f"{kind} is invalid: spec.x: Invalid value", ("FieldValueInvalid", "spec.x"))
         if self.on_apply is not None:
             self.on_apply(manifest, dry_run)
         obj = copy.deepcopy(dict(manifest))

@@ -12,7 +12,9 @@ from qwen_operator.api.crd import NEW_STATUS
 from qwen_operator.api.vocabulary import PROMETHEUS_RULE_CRD, SERVICE_MONITOR_CRD, Result
 from qwen_operator.reconcile import problems, snapshot
 from qwen_operator.reconcile.decide import STATUS_INTERVAL, Desired, decide, failed, status_interval
-from qwen_operator.reconcile.observe import Observed, Refusal
+from qwen_operator.reconcile.observe import Observed
+from qwen_operator.reconcile.refusal import Kind as RefusalKind
+from qwen_operator.reconcile.refusal import Refusal
 from testkit.fake import NOW
 from testkit.wrappers import (
     GRAPH_OOM_RECORD,
@@ -363,7 +365,10 @@ def test_the_prometheus_rule_comes_with_its_crd_when_asked() -> None:
 
 def test_a_refused_dry_run_applies_nothing_and_says_why() -> None:
     obs = observed(kids=())
-    refused = Observed(obs.resource, refusal=Refusal("PodDisruptionBudget q", "spec.maxUnavailable: Invalid"))
+    refused = Observed(
+        obs.resource,
+        refusal=Refusal(RefusalKind.INVALID, "PodDisruptionBudget q", "spec.maxUnavailable: Invalid"),
+    )
     desired = decide(refused, NOW)
     assert desired.applies == () and desired.result == Result.INVALID
     assert conds(desired)["Stalled"]["reason"] == "InvalidSpec"

@@ -20,8 +20,13 @@ from qwen_operator.process import metrics
 from qwen_operator.process.kube import ApiError
 from qwen_operator.process.workqueue import Retry
 from qwen_operator.reconcile.decide import ROLLOUT_RECHECK_SECONDS
-from testkit.fake import KEY, FakeCluster, reconciler
+from testkit.fake import KEY, FakeCluster, reconciler, refused
 from testkit.wrappers import JOB_COMPLETE, NAME, Pod, gpu_node, kv_record
+
+TOLERATION = "spec.template.spec.tolerations[0].operator: Unsupported value"
+TOLERATION_CAUSE = ("FieldValueNotSupported", "spec.template.spec.tolerations[0].operator")
+STS_FORBIDDEN = "spec: Forbidden: updates to statefulset spec ..."
+JOB_IMMUTABLE = "spec.template: Invalid value: field is immutable"
 
 
 def settled(cluster: FakeCluster) -> FakeCluster:
@@ -145,7 +150,9 @@ def test_a_new_statefulset_the_apiserver_rejects_means_no_child_is_created() -> 
 
     def refuse(manifest: Mapping[str, Any], dry_run: bool) -> None:
         if manifest["kind"] == "StatefulSet":
-            raise ApiError(422, "Invalid", "spec.template.spec.tolerations[0].operator: Unsupported value")
+            raise refused(
+                422, TOLERATION, ("FieldValueNotSupported", "spec.template.spec.tolerations[0].operator")
+            )
 
     cluster.on_apply = refuse
     out = reconciler(cluster).reconcile(KEY)
@@ -176,7 +183,9 @@ def test_a_lone_statefulset_change_the_apiserver_rejects_is_its_own_dry_run() ->
 
     def refuse(manifest: Mapping[str, Any], dry_run: bool) -> None:
         if manifest["kind"] == "StatefulSet":
-            raise ApiError(422, "Invalid", "spec.template.spec.tolerations[0].operator: Unsupported value")
+            raise refused(
+                422, TOLERATION, ("FieldValueNotSupported", "spec.template.spec.tolerations[0].operator")
+            )
 
     cluster.on_apply = refuse
     cluster.edit({"replicas": 2})
@@ -286,7 +295,9 @@ def test_an_immutable_statefulset_field_replaces_it_keeping_pods() -> None:
             and live
             and templates != manifest["spec"].get("volumeClaimTemplates")
         ):
-            raise ApiError(422, "Invalid", "spec: Forbidden: updates to statefulset spec ...")
+            raise refused(
+                422, "spec: Forbidden: updates to statefulset spec ...", ("FieldValueForbidden", "spec")
+            )
 
     cluster.on_apply = immutable
     cluster.edit({"model": {"cache": {"size": "700Gi"}}})
@@ -315,7 +326,11 @@ def test_shared_cache_waits_for_its_job_and_a_new_revision_replaces_the_job() ->
     def immutable(manifest: Mapping[str, Any], dry_run: bool) -> None:
         live = cluster.objects.get((manifest["kind"], manifest["metadata"]["name"]))
         if manifest["kind"] == "Job" and live and live["spec"]["template"] != manifest["spec"]["template"]:
-            raise ApiError(422, "Invalid", "spec.template: Invalid value: field is immutable")
+            raise refused(
+                422,
+                "spec.template: Invalid value: field is immutable",
+                ("FieldValueInvalid", "spec.template"),
+            )
 
     cluster.on_apply = immutable
     cluster.edit({"model": {**shared["model"], "revision": "abc123"}})
@@ -403,18 +418,18 @@ def test_a_quota_that_refuses_a_child_applies_nothing_says_so_and_backs_off() ->
 
     def refuse(manifest: Mapping[str, Any], dry_run: bool) -> None:
         if manifest["kind"] == "Service" and manifest["spec"].get("type") == "LoadBalancer":
-            raise ApiError(403, "Forbidden", quota)
+            raise refused(403, quota)
 
     cluster.on_apply = refuse
-    retries = metrics.RETRIES.labels(reason="QuotaExceeded")
+    retries = metrics.RETRIES.labels(reason="WriteForbidden")
     for _ in range(2):
         with pytest.raises(Retry) as info:
             reconciler(cluster).reconcile(KEY)
-        assert info.value.reason == "QuotaExceeded"
+        assert info.value.reason == "WriteForbidden"
         metrics.retried(info.value, 1.0)
         assert cluster.applied() == []  # all or nothing: the dry run refused, nothing applied
         stalled = cluster.condition("Stalled")
-        assert (stalled["status"], stalled["reason"]) == ("True", "QuotaExceeded") and quota in stalled[
+        assert (stalled["status"], stalled["reason"]) == ("True", "WriteForbidden") and quota in stalled[
             "message"
         ]
         assert cluster.status["phase"] == "Pending"
@@ -431,14 +446,16 @@ def test_a_quota_counting_objects_refuses_a_real_apply_says_so_and_backs_off() -
 
     def refuse(manifest: Mapping[str, Any], dry_run: bool) -> None:
         if manifest["kind"] == "PodDisruptionBudget":
-            raise ApiError(403, "Forbidden", quota)
+            raise refused(403, quota)
 
     cluster.on_apply = refuse
     with pytest.raises(Retry) as info:
         reconciler(cluster).reconcile(KEY)
-    assert info.value.reason == "QuotaExceeded"
+    assert info.value.reason == "WriteForbidden"
     stalled = cluster.condition("Stalled")
-    assert (stalled["status"], stalled["reason"]) == ("True", "QuotaExceeded") and quota in stalled["message"]
+    assert (stalled["status"], stalled["reason"]) == ("True", "WriteForbidden") and quota in stalled[
+        "message"
+    ]
     assert cluster.applied()[-1] == "PodDisruptionBudget"  # the refused one; the others exist
     assert ("Normal", "Created") in cluster.events  # what was created is said
     cluster.calls.clear()
@@ -452,7 +469,8 @@ def test_a_namespace_being_deleted_is_not_retried() -> None:
     message = ["unable to create new content in namespace ns because it is being terminated"]
 
     def refuse(manifest: Mapping[str, Any], dry_run: bool) -> None:
-        raise ApiError(403, "Forbidden", f'{manifest["kind"]} "q" is forbidden: {message[0]}')
+        terminating = [("NamespaceTerminating", "metadata.namespace")] if "terminated" in message[0] else []
+        raise refused(403, f'{manifest["kind"]} "q" is forbidden: {message[0]}', *terminating)
 
     cluster.on_apply = refuse
     out = reconciler(cluster).reconcile(KEY)  # no exception: nothing to retry
@@ -464,9 +482,10 @@ def test_a_namespace_being_deleted_is_not_retried() -> None:
     cluster.calls.clear()
     assert reconciler(cluster).reconcile(KEY).result == Result.TERMINATING
     assert cluster.writes() == [("apply", "StatefulSet")]  # said once
-    message[0] = "User cannot patch resource services"  # an RBAC denial is an error
-    with pytest.raises(ApiError):
+    message[0] = "User cannot patch resource services"  # an RBAC denial: forbidden, retried
+    with pytest.raises(Retry) as info:
         reconciler(cluster).reconcile(KEY)
+    assert info.value.reason == "WriteForbidden"
 
 
 def test_old_kopf_records_are_removed_from_the_status() -> None:
@@ -481,7 +500,7 @@ def test_an_api_not_served_yet_is_retried_without_alarm() -> None:
 
     def not_yet(manifest: Mapping[str, Any], dry_run: bool) -> None:
         if manifest["kind"] == "ServiceMonitor":
-            raise ApiError(404, "Not Found", "404 page not found")
+            raise refused(404, "404 page not found")
 
     cluster.on_apply = not_yet
     with pytest.raises(ApiError):
@@ -537,7 +556,9 @@ def test_a_deletion_is_told_even_when_the_lone_apply_after_it_is_refused() -> No
 
     def refuse(manifest: Mapping[str, Any], dry_run: bool) -> None:
         if manifest["kind"] == "StatefulSet":
-            raise ApiError(422, "Invalid", "spec.template.spec.tolerations[0].operator: Unsupported value")
+            raise refused(
+                422, TOLERATION, ("FieldValueNotSupported", "spec.template.spec.tolerations[0].operator")
+            )
 
     cluster.on_apply = refuse
     cluster.edit(spec={"replicas": 2})  # drops spec.autoscaling: the HPA goes, then the refused apply

@@ -249,9 +249,12 @@ class Reason(StrEnum):
     NAME_CONFLICT = "NameConflict"
     """Ready=False, Stalled=True | a child's name is taken by an object the operator does not own"""
     QUOTA_EXCEEDED = "QuotaExceeded"
-    """Ready=False, Stalled=True | a ResourceQuota of the namespace refuses the pods, their claims
-    (the StatefulSet controller's FailedCreate) or a child the operator applies (nothing applied,
-    retried with back-off); the message is the apiserver's"""
+    """Ready=False, Stalled=True | a ResourceQuota of the namespace refuses the pods or their
+    claims (the StatefulSet controller's FailedCreate)"""
+    WRITE_FORBIDDEN = "WriteForbidden"
+    """Ready=False, Stalled=True | the apiserver forbids a child the operator applies (403: a
+    ResourceQuota, an admission policy or RBAC, which its Status does not tell apart): nothing
+    more applied, retried with back-off; the message is the apiserver's"""
     LIMIT_RANGE_VIOLATED = "LimitRangeViolated"
     """Ready=False, Stalled=True | a LimitRange of the namespace refuses the pods or their claims"""
     POD_SECURITY_VIOLATION = "PodSecurityViolation"

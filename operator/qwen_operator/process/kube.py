@@ -40,11 +40,13 @@ UNAVAILABLE = (502, 503, 504)
 class ApiError(RuntimeError):
     """A failed API request: HTTP status (0 when no response) and the apiserver's message."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(self, status: int, reason: str, message: str, body: Mapping[str, Any] | None = None) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+        self.body: Mapping[str, Any] = body or {}
+        """The apiserver's Status object ({} when the answer was none): read by reconcile/refusal.py."""
 
 
 class NotLeading(ApiError):
@@ -107,11 +109,17 @@ def load_client(user_agent: str = "") -> client.ApiClient:
     return api
 
 
-def _message(text: str) -> str:
+def _status(text: str) -> dict[str, Any]:
+    """The Status object of a failed request, or {} when the body is not one."""
     try:
-        return str(json.loads(text).get("message", text))
-    except (ValueError, AttributeError):
-        return text
+        found = json.loads(text)
+    except ValueError:
+        return {}
+    return dict(found) if isinstance(found, dict) and found.get("kind") == "Status" else {}
+
+
+def _message(text: str) -> str:
+    return str(_status(text).get("message") or text)
 
 
 class Kube:
@@ -176,7 +184,7 @@ class Kube:
         text = resp.data.decode("utf-8", "replace") if resp.data else ""
         if not 200 <= resp.status < 300:
             metrics.API_ERRORS.labels(verb=verb, resource=resource, code=str(resp.status)).inc()
-            raise ApiError(resp.status, str(resp.reason or ""), _message(text))
+            raise ApiError(resp.status, str(resp.reason or ""), _message(text), _status(text))
         return dict(json.loads(text)) if text else {}
 
     # -- the leader-election Lease (lease.LeaseApi) -----------------------------------------

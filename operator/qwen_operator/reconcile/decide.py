@@ -28,11 +28,15 @@ from qwen_operator.api.vocabulary import (
     Result,
 )
 from qwen_operator.children import placement, registry, render, weights
+from qwen_operator.children.registry import Propagation
 from qwen_operator.memory import cures, planner
+from qwen_operator.process import clock
 from qwen_operator.reconcile import diff, events, problems, snapshot, status
 from qwen_operator.reconcile.events import Event
 from qwen_operator.reconcile.observe import Key, Observed
+from qwen_operator.reconcile.plan import Apply, Delete, Operation, PatchStatus, order
 from qwen_operator.reconcile.problems import Problem, Wait
+from qwen_operator.reconcile.refusal import Kind as RefusalKind
 
 STATUS_INTERVAL = 5.0
 """The least seconds between two status writes that only report progress (messages, stages,
@@ -66,45 +70,6 @@ def status_interval(starting: int) -> float:
 
 
 @dataclass(frozen=True)
-class Apply:
-    """One child to apply (server-side), and what to say once it is."""
-
-    manifest: dict[str, Any]
-    """The rendered manifest with its hash annotation."""
-    live: snapshot.Child | None
-    why: diff.Drift
-    events: tuple[Event, ...]
-
-    @property
-    def ident(self) -> str:
-        return events.ident(self.manifest)
-
-    @property
-    def stales_rollout(self) -> bool:
-        """A workload whose spec this apply may change: its controller's rollout status is of the
-        old spec, so the servers do not match the resource yet. A drift of metadata alone (a
-        label edited by hand) changes no spec, no generation, and leaves the rollout as it is."""
-        if self.manifest["kind"] not in registry.WORKLOAD_KINDS:
-            return False
-        return self.live is None or self.why != diff.Drift.DRIFTED or not self._spec_held()
-
-    @property
-    def may_not_roll(self) -> bool:
-        """A changed workload whose live spec holds all that is rendered: the change may be to
-        metadata only, and then no event follows the apply (ROLLOUT_RECHECK_SECONDS)."""
-        return (
-            self.manifest["kind"] in registry.WORKLOAD_KINDS
-            and self.why == diff.Drift.CHANGED
-            and self._spec_held()
-        )
-
-    def _spec_held(self) -> bool:
-        return self.live is not None and diff.contains(
-            self.manifest.get("spec"), self.live.manifest.get("spec")
-        )
-
-
-@dataclass(frozen=True)
 class Desired:
     """What one reconciliation should write, and what it tells the metrics and the queue."""
 
@@ -112,8 +77,9 @@ class Desired:
     resource: snapshot.Resource
     result: Result
     applies: tuple[Apply, ...] = ()
-    deletes: tuple[snapshot.Child, ...] = ()
-    """Children of ours no longer rendered (registry.PRUNED_KINDS): deleted before anything is applied."""
+    deletes: tuple[Delete, ...] = ()
+    """Children to delete: ours no longer rendered (registry.PRUNED_KINDS), a workload of the other
+    kind, or one the apiserver will not change in place (replaced)."""
     status_patch: dict[str, Any] | None = None
     status_first: bool = False
     """Write the status before the children: a resource with no status yet reads as done to
@@ -134,6 +100,8 @@ class Desired:
     """The reduction this pass made (the counter)."""
     recheck_after: float | None = None
     """Seconds after which to look again though nothing changed (a wait that may become a problem)."""
+    ops: tuple[Operation, ...] = ()
+    """The whole write plan, in order (reconcile/plan.py): what `act` carries out."""
 
 
 @dataclass(frozen=True)
@@ -177,11 +145,14 @@ def name_conflict(p: Pass) -> Problem | None:
 
 
 def refused(p: Pass) -> Problem | None:
-    """The apiserver refused a dry run of the children (a value the schema let through)."""
+    """The apiserver refused a write of the children: its content (a value the schema let
+    through), or a quota, a policy or RBAC forbade it. A field fixed at creation is no problem:
+    the object is replaced (`replacing`)."""
     refusal = p.observed.refusal
-    if refusal is None:
+    if refusal is None or refusal.kind not in (RefusalKind.INVALID, RefusalKind.FORBIDDEN):
         return None
-    return Problem(refusal.reason, problems.short(f"the apiserver rejects {refusal.what}: {refusal.message}"))
+    verb = "forbids" if refusal.kind == RefusalKind.FORBIDDEN else "rejects"
+    return Problem(refusal.reason, problems.short(f"the apiserver {verb} {refusal.what}: {refusal.message}"))
 
 
 def no_leader_worker_set(p: Pass) -> Problem | None:
@@ -229,7 +200,7 @@ def gated(applies: tuple[Apply, ...], download: weights.Download | None) -> tupl
     return tuple(a for a in applies if a.manifest["kind"] not in registry.WORKLOAD_KINDS)
 
 
-def switching(p: Pass, applies: tuple[Apply, ...]) -> tuple[tuple[Apply, ...], tuple[snapshot.Child, ...]]:
+def switching(p: Pass, applies: tuple[Apply, ...]) -> tuple[tuple[Apply, ...], tuple[Delete, ...]]:
     """parallelism.pipeline crossed 1: the workload of the other kind (ours, same name) is deleted
     first (act.py: in the foreground, so it stays, deleting, until its pods are gone), and the
     new one is applied only once it has gone: never both on the GPUs, nor a LeaderWorkerSet's
@@ -240,7 +211,26 @@ def switching(p: Pass, applies: tuple[Apply, ...]) -> tuple[tuple[Apply, ...], t
     if stale is None or not ours(stale, p.res):
         return applies, ()
     held = tuple(a for a in applies if a.manifest["kind"] not in registry.WORKLOAD_KINDS)
-    return held, () if stale.deleting else (stale,)
+    if stale.deleting:
+        return held, ()
+    said = (events.deleted(stale), events.switching(stale.kind, stale.name, kind))
+    return held, (Delete(stale, Propagation.FOREGROUND, said, hide=False),)
+
+
+def replacing(p: Pass, applies: tuple[Apply, ...]) -> tuple[tuple[Apply, ...], tuple[Delete, ...]]:
+    """The apiserver will not change a field fixed at creation (a StatefulSet's
+    volumeClaimTemplates, a Job's pod template): the object is deleted with its kind's
+    propagation (a StatefulSet's pods are kept, orphaned, then adopted by the new one and
+    rolled), and nothing else is applied; its deletion event brings the pass that creates it anew."""
+    refusal = p.observed.refusal
+    if refusal is None or refusal.kind != RefusalKind.FIELD_IMMUTABLE:
+        return applies, ()
+    found = next((a for a in applies if a.ident == refusal.what and a.live is not None), None)
+    kind = registry.BY_KIND.get(found.kind) if found is not None else None
+    if found is None or found.live is None or kind is None or kind.replaced is None:
+        return applies, ()
+    said = (events.replacing(found.ident, pods_kept=kind.replaced == Propagation.ORPHAN),)
+    return (), (Delete(found.live, kind.replaced, said, hide=False),)
 
 
 def _download_or_pods(
@@ -253,12 +243,12 @@ def _download_or_pods(
     return ours or pods
 
 
-def _deletes(p: Pass) -> tuple[snapshot.Child, ...]:
+def _deletes(p: Pass) -> tuple[Delete, ...]:
     """Our autoscaler, InferencePool or PrometheusRule that this pass does not render: the spec dropped it, or
     KEDA's CRD came (the HorizontalPodAutoscaler gives way to a ScaledObject) or went."""
     rendered = {(m["kind"], m["metadata"]["name"]) for m in p.children}
     return tuple(
-        c for c in p.observed.children
+        Delete(c, Propagation.BACKGROUND, (events.deleted(c),)) for c in p.observed.children
         if c.kind in registry.PRUNED_KINDS and (c.kind, c.name) not in rendered
         and not c.deleting and ours(c, p.res)
     )  # fmt: skip
@@ -266,7 +256,7 @@ def _deletes(p: Pass) -> tuple[snapshot.Child, ...]:
 
 def _result(
     res: api.QwenThinkingDeployment, blocker: Problem | None, applies: tuple[Apply, ...],
-    deletes: tuple[snapshot.Child, ...],
+    deletes: tuple[Delete, ...],
 ) -> Result:  # fmt: skip
     if blocker is not None:
         return Result.INVALID if blocker.reason == Reason.INVALID_SPEC else Result.BLOCKED
@@ -277,6 +267,8 @@ def _result(
 
 def decide(observed: Observed, now: datetime) -> Desired:
     """The children to apply, the status and the events for one resource."""
+    if observed.refusal is not None and observed.refusal.kind == RefusalKind.NAMESPACE_TERMINATING:
+        return terminating(observed, now)
     try:
         res = api.parse_resource(observed.resource.body())
     except api.InvalidResource as exc:
@@ -302,11 +294,11 @@ def decide(observed: Observed, now: datetime) -> Desired:
     deletes = () if held else _deletes(p)
     download = weights.download(res, observed, [a.manifest["kind"] for a in applies])
     applies = gated(applies, download)
-    said: list[Event] = []
+    said: list[Event] = [] if observed.refusal is None else list(observed.refusal.said)
     if not held:
         applies, stale = switching(p, applies)
-        deletes = (*deletes, *stale)
-        said += [events.switching(c.kind, c.name, render.workload_kind(res.spec)) for c in stale]
+        applies, replaced = replacing(p, applies)
+        deletes = (*deletes, *stale, *replaced)
     sts = observed.child(render.workload_kind(res.spec), res.metadata.name)
     creation = problems.not_created(observed.create_failures, sts, observed.pods)
     pods = problems.of_pods(observed.pods, now, decision.explained, creation)
@@ -330,6 +322,13 @@ def decide(observed: Observed, now: datetime) -> Desired:
     return _desired(observed, after, before, said, applies, result, decision, wait, now, deletes)
 
 
+def _written(deletes: tuple[Delete, ...], applies: tuple[Apply, ...], said: list[Event]) -> tuple[Event, ...]:
+    """What the writes of a pass say (the children created in one pass make one event), then the
+    decision's own events."""
+    done = [*(e for d in deletes for e in d.events), *(e for a in applies for e in a.events)]
+    return tuple(events.created_together([*done, *said]))
+
+
 def held_for(observed: Observed, before: status.Status, after: status.Status, now: datetime) -> float | None:
     """Seconds to hold back a status change that only reports progress (`status_interval`
     after the last write), or None to write it now."""
@@ -343,7 +342,7 @@ def held_for(observed: Observed, before: status.Status, after: status.Status, no
 def _desired(
     observed: Observed, after: status.Status, before: status.Status, said: list[Event],
     applies: tuple[Apply, ...], result: Result, decision: cures.Decision | None, wait: Wait | None,
-    now: datetime, deletes: tuple[snapshot.Child, ...] = (),
+    now: datetime, deletes: tuple[Delete, ...] = (),
 ) -> Desired:  # fmt: skip
     ctx = after.context
     patch = status.merge_patch(observed.resource.status, status.to_wire(after))
@@ -353,6 +352,10 @@ def _desired(
     held = None if patch is None else held_for(observed, before, after, now)
     if held is not None:
         patch, recheck = None, min(held, recheck if recheck is not None else held)
+    first = before.observed_generation is None or (decision is not None and decision.reduced is not None)
+    announced = (*said, *events.transitions(before, after))
+    written = _written(deletes, applies, list(announced))
+    status_op = None if patch is None else PatchStatus(patch)
     return Desired(
         key=observed.key,
         resource=observed.resource,
@@ -360,9 +363,9 @@ def _desired(
         applies=applies,
         deletes=deletes,
         status_patch=patch,
-        status_first=before.observed_generation is None
-        or (decision is not None and decision.reduced is not None),  # never held: the context changed
-        events=(*said, *events.transitions(before, after)),
+        status_first=first,  # never held: a first status, or a changed context
+        events=announced,
+        ops=order(deletes, applies, status_op, first, written, clock.rfc3339(now)),
         phase=after.phase,
         after=after,
         want=_want(observed.resource),
@@ -393,12 +396,14 @@ def terminating(observed: Observed, now: datetime) -> Desired:
     after = status.reconciling(
         before, observed.resource.generation, Reason.NAMESPACE_TERMINATING, message, now
     )
+    patch = status.merge_patch(observed.resource.status, status.to_wire(after))
     return Desired(
         key=observed.key,
         resource=observed.resource,
         result=Result.TERMINATING,
-        status_patch=status.merge_patch(observed.resource.status, status.to_wire(after)),
+        status_patch=patch,
         phase=after.phase,
+        ops=order((), (), None if patch is None else PatchStatus(patch), False, (), clock.rfc3339(now)),
     )
 
 
@@ -408,12 +413,15 @@ def failed(observed: Observed, error: str, now: datetime) -> Desired:
     after = status.with_error(before, observed.resource.generation, error, now)
     was = status.condition(before, ConditionType.RECONCILING)
     said = [] if was is not None and was.reason == Reason.RECONCILE_ERROR else [events.reconcile_error(error)]
+    patch = status.merge_patch(observed.resource.status, status.to_wire(after))
+    status_op = None if patch is None else PatchStatus(patch)
     return Desired(
         key=observed.key,
         resource=observed.resource,
         result=Result.ERROR,
-        status_patch=status.merge_patch(observed.resource.status, status.to_wire(after)),
+        status_patch=patch,
         events=tuple(said),
+        ops=order((), (), status_op, False, tuple(said), clock.rfc3339(now)),
         phase=after.phase,
         after=after,
         want=_want(observed.resource),

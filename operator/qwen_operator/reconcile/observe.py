@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from qwen_operator.api.vocabulary import Reason
 from qwen_operator.reconcile import snapshot
+from qwen_operator.reconcile.refusal import Refusal
 
 Key = tuple[str, str]
 """(namespace, name) of a QwenThinkingDeployment."""
@@ -37,19 +37,6 @@ class Sources(Protocol):
 
 
 @dataclass(frozen=True)
-class Refusal:
-    """The apiserver refused a dry run of this pass's applies: nothing may be applied."""
-
-    what: str
-    """Kind and name of the child it refused."""
-    message: str
-    reason: str = Reason.INVALID_SPEC
-    """InvalidSpec (the content: a spec change cures it) or QuotaExceeded (the namespace's quota)."""
-    retry: bool = False
-    """It may end without the resource changing, and no watch would tell: look again, backing off."""
-
-
-@dataclass(frozen=True)
 class Observed:
     """One resource's world, as the watches show it now."""
 
@@ -61,7 +48,7 @@ class Observed:
     served: frozenset[str] = frozenset()
     """Optional CRDs whose API is served (registry.OPTIONAL_CRDS)."""
     refusal: Refusal | None = field(default=None)
-    """Set on the second decision of a pass whose dry run the apiserver refused."""
+    """Set on the second decision of a pass whose plan the apiserver refused (reconcile/refusal.py)."""
     status_written_at: datetime | None = None
     """When this operator process last wrote the resource's status (unknown after a restart)."""
     starting: int = 0

@@ -16,13 +16,24 @@ from datetime import datetime
 
 from qwen_operator.api.vocabulary import Phase, Remedy, Result
 from qwen_operator.process import clock, metrics
-from qwen_operator.process.kube import NotLeading
+from qwen_operator.process.kube import ApiError, NotLeading
 from qwen_operator.process.workqueue import Retry
-from qwen_operator.reconcile.act import Actor, namespace_terminating, not_served
-from qwen_operator.reconcile.decide import Desired, decide, failed, terminating
+from qwen_operator.reconcile import refusal as refusals
+from qwen_operator.reconcile.act import Actor
+from qwen_operator.reconcile.decide import Desired, decide, failed
 from qwen_operator.reconcile.observe import Key, Observed
 
 log = logging.getLogger("qwen_operator.reconcile.reconciler")
+
+
+def _not_served(exc: Exception) -> bool:
+    """An apply answered 404: the kind's API is not served (yet). Apply never 404s for a missing
+    object, it creates it; this is a CRD Established a moment before the apiserver serves it, or
+    one just removed. The watch of the CRD brings the next pass."""
+    return (
+        isinstance(exc, ApiError)
+        and refusals.read(exc.status, exc.body, "", "").kind == refusals.Kind.NOT_SERVED
+    )
 
 
 @dataclass
@@ -88,9 +99,15 @@ class Reconciler:
         desired = decide(observed, now)
         try:
             refusal = self.actor.act(desired)
-            if refusal is not None:  # the apiserver refused a dry run: decide again, knowing it
+            if refusal is not None:  # the apiserver refused a write: decide again, knowing it
                 desired = decide(replace(observed, refusal=refusal), now)
-                self.actor.act(desired)
+                again = self.actor.act(desired)
+                if again is not None:
+                    raise RuntimeError(f"{again.what}: {again.message}")
+                if refusal.kind == refusals.Kind.NAMESPACE_TERMINATING:
+                    # The namespace is being deleted, the resource with it: nothing to build or retry.
+                    log.info("%s/%s: namespace is being deleted; not applying", *key)
+                    return Outcome(Result.TERMINATING)
                 if refusal.retry:
                     self._count(key, desired)
                     metrics.RECONCILIATIONS.labels(result=desired.result).inc()
@@ -98,12 +115,7 @@ class Reconciler:
         except Retry:
             raise
         except Exception as exc:
-            if namespace_terminating(exc):
-                # The namespace is being deleted, the resource with it: nothing to build or retry.
-                log.info("%s/%s: namespace is being deleted; not applying", *key)
-                self._report(terminating(observed, now))
-                return Outcome(Result.TERMINATING)
-            if not (not_served(exc) or isinstance(exc, NotLeading)):  # retried without alarm: an API
+            if not (_not_served(exc) or isinstance(exc, NotLeading)):  # retried without alarm: an API
                 self._report_error(observed, exc, now)  # about to be served, or the Lease lost mid-way
             raise
         if desired.status_patch is not None:

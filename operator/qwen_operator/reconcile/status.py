@@ -109,7 +109,12 @@ def phase_of(want: int, ro: Rollout, problem: Problem | None) -> Phase:
 
 
 WAITING_FOR_THE_CLUSTER = frozenset(
-    {Reason.UNSCHEDULABLE, Reason.QUOTA_EXCEEDED, Reason.CREATE_CONTAINER_CONFIG_ERROR}
+    {
+        Reason.UNSCHEDULABLE,
+        Reason.QUOTA_EXCEEDED,
+        Reason.WRITE_FORBIDDEN,
+        Reason.CREATE_CONTAINER_CONFIG_ERROR,
+    }
 )
 """Problems of capacity or of a missing object, not of the spec: the phase is Pending, not Failed
 (a node, quota or Secret that appears lets the servers start without any change here)."""
