@@ -217,16 +217,16 @@ def test_a_quota_on_a_child_creates_nothing_backs_off_and_recovers(
     so it creates nothing, and tries again, backing off (no watch tells it when quotas change)."""
     ns = namespaces("lbquota")
     quota(core_v1, ns, "no-lb", {"services.loadbalancers": "0"})
-    retries = operator.counter("qwen_operator_retries_total", reason="QuotaExceeded")
+    retries = operator.counter("qwen_operator_retries_total", reason="WriteForbidden")
     offset = audit_offset(cluster)
     apply_yaml(ns, sample(service={"type": "LoadBalancer"}))
-    obj = stalled_or_reconciling(custom, ns, "Stalled", "QuotaExceeded")
+    obj = stalled_or_reconciling(custom, ns, "Stalled", "WriteForbidden")
     assert (
         "exceeded quota: no-lb" in condition(obj, "Stalled")["message"]
         and obj["status"]["phase"] == "Pending"
     )
     wait_for(
-        lambda: operator.counter("qwen_operator_retries_total", reason="QuotaExceeded") >= retries + 3,
+        lambda: operator.counter("qwen_operator_retries_total", reason="WriteForbidden") >= retries + 3,
         30, "three retries",
     )  # fmt: skip
     assert children(api_client, ns) == dict.fromkeys(CHILD_KINDS, 0)  # nothing half-created
