@@ -130,12 +130,12 @@ def converge(cluster: Cluster, policy: Policy) -> tuple[int, str]:
 
     history: tuple[api.ContextStep, ...] = ()
     for restarts in range(32):
-        decision = cures.decide(res, history, planned_at, [], NOW)
+        decision = cures.choose(res, history, planned_at, [], NOW)
         said = run(cluster, decision.effective, decision.utilization)
         if said is None:
             return restarts, f"{decision.effective} at {decision.utilization:g}"
         failed = pod(f"u{restarts}", decision.effective, decision.utilization, policy(said))
-        decision = cures.decide(res, decision.history, planned_at, cures.detect([failed]), NOW)
+        decision = cures.choose(res, decision.history, planned_at, cures.detect([failed]), NOW)
         if decision.problem is not None:
             return restarts + 1, f"Stalled: {decision.problem.reason}"
         history = decision.history

@@ -71,7 +71,7 @@ def operator_policy(
         if plan_error_gib is not None:
             planned = capacity(fits * PER_TOKEN / GIB + plan_error_gib) // CONTEXT_STEP * CONTEXT_STEP
         for restarts in range(32):
-            decision = cures.decide(res, history, lambda _: planned, [], NOW)
+            decision = cures.choose(res, history, lambda _: planned, [], NOW)
             context = decision.effective
             if context <= fits:
                 return restarts, context
@@ -80,7 +80,7 @@ def operator_policy(
                 record = {"reason": LauncherReason.KV_CACHE_INSUFFICIENT, "exitCode": 1,
                           "maxModelLen": context, "estimatedMaxModelLen": fits}  # fmt: skip
             failures = cures.detect([pod(f"u{restarts}", context, record)])
-            decision = cures.decide(res, decision.history, lambda _: planned, failures, NOW)
+            decision = cures.choose(res, decision.history, lambda _: planned, failures, NOW)
             if decision.reduced is None:  # at the floor: stalled, a person decides
                 return restarts + 1, None
             history = decision.history

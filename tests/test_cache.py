@@ -9,7 +9,7 @@ from typing import Any
 
 from qwen_operator.api.vocabulary import INFERENCE_POOL_CRD, KIND, SERVICE_MONITOR_CRD
 from qwen_operator.children import render
-from qwen_operator.process.cache import BURIED_SECONDS, GPU_NODES, Cache, Indices, newer, on_loop
+from qwen_operator.process.cache import FAILED_POD_SECONDS, GPU_NODES, Cache, Indices, newer, on_loop
 from qwen_operator.reconcile import snapshot
 from qwen_operator.reconcile.observe import observe
 from testkit.wrappers import NAME, NS, Pod, gpu_node, kv_record, live, parsed, resource_raw
@@ -162,5 +162,5 @@ def test_a_deleted_pod_with_a_failed_run_stays_visible_as_deleting_for_a_while()
     cache.seen("Pod", healthy, deleted=True)  # nothing failed: nothing to keep
     (kept,) = cache.pods(KEY)
     assert (kept.name, kept.deleting) == ("q-0-1", True)
-    now[0] += BURIED_SECONDS + 1
+    now[0] += FAILED_POD_SECONDS + 1
     assert cache.pods(KEY) == ()

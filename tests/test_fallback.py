@@ -76,7 +76,7 @@ def decide(
     planned: int | Callable[[float], int | None] | None = None, now: Any = T0,
 ) -> cures.Decision:  # fmt: skip
     planned_at = planned if callable(planned) else (lambda _: planned)
-    return cures.decide(res, history or [], planned_at, cures.detect(pods), now)
+    return cures.choose(res, history or [], planned_at, cures.detect(pods), now)
 
 
 # -- rules ----------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def test_merge_keeps_transition_times_unless_status_flips() -> None:
 
 def test_context_reduced_says_why() -> None:
     res = parsed()
-    plan = cures.decide(res, [], lambda _: 210944, [], NOW)
+    plan = cures.choose(res, [], lambda _: 210944, [], NOW)
     cond = status.context_reduced(plan, 2)
     assert (cond.type, cond.status, cond.reason, cond.observed_generation) == (
         "ContextReduced",
@@ -68,7 +68,7 @@ def test_context_reduced_says_why() -> None:
         2,
     )
     assert "210944 of the 262144" in cond.message
-    assert status.context_reduced(cures.decide(res, [], lambda _: None, [], NOW), 2).reason == "AsRequested"
+    assert status.context_reduced(cures.choose(res, [], lambda _: None, [], NOW), 2).reason == "AsRequested"
 
 
 def test_the_previous_status_is_read_leniently() -> None:

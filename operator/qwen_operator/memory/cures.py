@@ -68,7 +68,7 @@ class Cure(StrEnum):
 
 
 @dataclass(frozen=True)
-class Rule:
+class Prescription:
     """The cure for one cause, and how to say the cause."""
 
     cure: Cure
@@ -79,49 +79,51 @@ class Rule:
 
 
 _HEADROOM = "a peak outside the KV cache was underestimated"
-RULES: dict[tuple[str, str | None], Rule] = {
-    (LauncherReason.KV_CACHE_INSUFFICIENT, None): Rule(
+RULES: dict[tuple[str, str | None], Prescription] = {
+    (LauncherReason.KV_CACHE_INSUFFICIENT, None): Prescription(
         Cure.SHORTER_CONTEXT, "the KV cache cannot hold one request of the full context"
     ),
-    (LauncherReason.CUDA_OOM, CudaPhase.WEIGHT_LOADING): Rule(
+    (LauncherReason.CUDA_OOM, CudaPhase.WEIGHT_LOADING): Prescription(
         Cure.NONE, "CUDA out of memory while loading the weights", Reason.INSUFFICIENT_GPU_MEMORY
     ),
-    (LauncherReason.CUDA_OOM, CudaPhase.PROFILING): Rule(
+    (LauncherReason.CUDA_OOM, CudaPhase.PROFILING): Prescription(
         Cure.MORE_HEADROOM, "CUDA out of memory while profiling the activation peak"
     ),
-    (LauncherReason.CUDA_OOM, CudaPhase.KV_CACHE_ALLOCATION): Rule(
+    (LauncherReason.CUDA_OOM, CudaPhase.KV_CACHE_ALLOCATION): Prescription(
         Cure.MORE_HEADROOM, "CUDA out of memory while allocating the KV cache"
     ),
-    (LauncherReason.CUDA_OOM, CudaPhase.CUDA_GRAPH_CAPTURE): Rule(
+    (LauncherReason.CUDA_OOM, CudaPhase.CUDA_GRAPH_CAPTURE): Prescription(
         Cure.MORE_HEADROOM, "CUDA out of memory while capturing CUDA graphs"
     ),
-    (LauncherReason.CUDA_OOM, CudaPhase.SAMPLER_WARM_UP): Rule(
+    (LauncherReason.CUDA_OOM, CudaPhase.SAMPLER_WARM_UP): Prescription(
         Cure.MORE_HEADROOM, "CUDA out of memory while warming up the sampler"
     ),
-    (LauncherReason.CUDA_OOM, CudaPhase.POOLER_WARM_UP): Rule(
+    (LauncherReason.CUDA_OOM, CudaPhase.POOLER_WARM_UP): Prescription(
         Cure.MORE_HEADROOM, "CUDA out of memory while warming up the pooler"
     ),
-    (LauncherReason.CUDA_OOM, CudaPhase.WARM_UP): Rule(
+    (LauncherReason.CUDA_OOM, CudaPhase.WARM_UP): Prescription(
         Cure.MORE_HEADROOM, "CUDA out of memory while warming up"
     ),
-    (LauncherReason.CUDA_OOM, CudaPhase.SERVING): Rule(
+    (LauncherReason.CUDA_OOM, CudaPhase.SERVING): Prescription(
         Cure.MORE_HEADROOM, "CUDA out of memory while serving"
     ),
-    (LauncherReason.CUDA_OOM, None): Rule(Cure.MORE_HEADROOM, "CUDA out of memory at start-up"),
-    (LauncherReason.INSUFFICIENT_FREE_MEMORY, None): Rule(
+    (LauncherReason.CUDA_OOM, None): Prescription(Cure.MORE_HEADROOM, "CUDA out of memory at start-up"),
+    (LauncherReason.INSUFFICIENT_FREE_MEMORY, None): Prescription(
         Cure.FIT_FREE_MEMORY, "another process holds GPU memory", Reason.GPU_MEMORY_IN_USE
     ),
-    (KubeletReason.OOM_KILLED, None): Rule(
+    (KubeletReason.OOM_KILLED, None): Prescription(
         Cure.NONE, "the kernel killed the server for its container memory limit", Reason.HOST_OUT_OF_MEMORY
     ),
-    (LauncherReason.ENGINE_START_TIMEOUT, None): Rule(Cure.NOT_MEMORY, "the engine did not start in time"),
-    (LauncherReason.INVALID_ARGUMENTS, None): Rule(Cure.NOT_MEMORY, "vLLM refused its arguments"),
-    (LauncherReason.UNKNOWN, None): Rule(Cure.NOT_MEMORY, "the server failed"),
+    (LauncherReason.ENGINE_START_TIMEOUT, None): Prescription(
+        Cure.NOT_MEMORY, "the engine did not start in time"
+    ),
+    (LauncherReason.INVALID_ARGUMENTS, None): Prescription(Cure.NOT_MEMORY, "vLLM refused its arguments"),
+    (LauncherReason.UNKNOWN, None): Prescription(Cure.NOT_MEMORY, "the server failed"),
 }
 """Every cause the launcher (reason, CUDA phase) and the kubelet report, and its cure."""
 
 
-def rule_for(reason: str, phase: str | None) -> Rule | None:
+def rule_for(reason: str, phase: str | None) -> Prescription | None:
     """The rule of a failure: by reason and phase for a CUDA OOM, by reason otherwise."""
     return RULES.get((reason, phase if reason == LauncherReason.CUDA_OOM else None))
 
@@ -166,7 +168,7 @@ class Failure:
         return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
     @property
-    def rule(self) -> Rule | None:
+    def rule(self) -> Prescription | None:
         phase = self._said().get("phase")
         return rule_for(self.reason, phase if isinstance(phase, str) else None)
 
@@ -337,7 +339,7 @@ Planned = Callable[[float], int | None]
 """The memory plan's context at a GPU memory utilization (None: no plan)."""
 
 
-def decide(
+def choose(
     res: api.QwenThinkingDeployment,
     history: Sequence[api.ContextStep],
     planned_at: Planned,
@@ -398,7 +400,9 @@ def cure(failure: Failure, now_in_force: Decision, spec: api.QwenThinkingDeploym
     return _lower_utilization(failure, rule, now_in_force, spec, now)
 
 
-def _step(failure: Failure, rule: Rule, d: Decision, now: datetime, **change: object) -> api.ContextStep:
+def _step(
+    failure: Failure, rule: Prescription, d: Decision, now: datetime, **change: object
+) -> api.ContextStep:
     fields: dict[str, object] = {
         "time": clock.rfc3339(now), "from_": d.effective, "to": d.effective, "reason": failure.reason,
         "cause": rule.words, "pod": failure.pod, "pod_uid": failure.uid,
@@ -408,7 +412,7 @@ def _step(failure: Failure, rule: Rule, d: Decision, now: datetime, **change: ob
 
 
 def _shorter_context(
-    failure: Failure, rule: Rule, d: Decision, spec: api.QwenThinkingDeploymentSpec, now: datetime
+    failure: Failure, rule: Prescription, d: Decision, spec: api.QwenThinkingDeploymentSpec, now: datetime
 ) -> api.ContextStep | Problem:
     ctx = spec.context
     if failure.figure("availableGiB") == 0 and failure.figure("neededGiB") is None:
@@ -428,7 +432,7 @@ def _shorter_context(
 
 
 def _lower_utilization(
-    failure: Failure, rule: Rule, d: Decision, spec: api.QwenThinkingDeploymentSpec, now: datetime
+    failure: Failure, rule: Prescription, d: Decision, spec: api.QwenThinkingDeploymentSpec, now: datetime
 ) -> api.ContextStep | Problem:
     floor = spec.runtime.min_gpu_memory_utilization
     if rule.cure == Cure.FIT_FREE_MEMORY:
@@ -460,7 +464,7 @@ def _lower_utilization(
 
 
 def _stopped(
-    failure: Failure, rule: Rule | None, utilization: float, spec: api.QwenThinkingDeploymentSpec
+    failure: Failure, rule: Prescription | None, utilization: float, spec: api.QwenThinkingDeploymentSpec
 ) -> Problem:
     """No cure: say the cause and what a person can do."""
     words = rule.words if rule is not None else failure.reason

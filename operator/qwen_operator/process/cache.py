@@ -6,7 +6,7 @@ reconciliation that runs right after another could see the status or a child as 
 before and write again. The overlay closes that gap (write-through): each object the
 operator wrote is kept until the watch delivers that version or a newer one.
 
-A pod deleted with a failed server run stays visible (as being deleted) for BURIED_SECONDS: a
+A pod deleted with a failed server run stays visible (as being deleted) for FAILED_POD_SECONDS: a
 LeaderWorkerSet recreates a whole group at the first restart of any of its containers, and on
 a fast node the worker that ran out of memory is gone before the pass that should cure it.
 
@@ -38,7 +38,7 @@ ObjectKey = tuple[str, str, str]
 """(kind, namespace, name)."""
 GPU_NODES = "gpu"
 """The one key of the nodes index."""
-BURIED_SECONDS = 600.0
+FAILED_POD_SECONDS = 600.0
 """How long a deleted pod's failed run stays visible: long enough for its owner's next pass
 (the fallback counts each pod and restart once), short enough to keep memory flat."""
 
@@ -110,7 +110,7 @@ class Cache:
         self._gone: dict[ObjectKey, str] = {}
         """Children the operator deleted, by the resourceVersion they had, until the watch says so."""
         self._clock = clock
-        self._buried: dict[Key, dict[str, tuple[float, snapshot.Pod]]] = {}
+        self._failed_pods: dict[Key, dict[str, tuple[float, snapshot.Pod]]] = {}
         """Deleted pods with a failed server run, by owner and uid, with when they went."""
 
     # -- write-through ---------------------------------------------------------------------
@@ -146,18 +146,18 @@ class Cache:
             if key in self._gone and (deleted or newer(version, self._gone[key])):
                 del self._gone[key]
         if deleted and kind == "Pod":
-            self._bury(raw)
+            self._keep_failed(raw)
         return echo
 
-    def _bury(self, raw: Mapping[str, Any]) -> None:
-        """Keep a deleted pod whose server's last run failed (see BURIED_SECONDS)."""
+    def _keep_failed(self, raw: Mapping[str, Any]) -> None:
+        """Keep a deleted pod whose server's last run failed (see FAILED_POD_SECONDS)."""
         pod = snapshot.pod_from(raw)
         server = pod.server
         runs = () if server is None else (server.terminated, server.last_terminated)
         if pod.instance and any(run is not None and run.failed for run in runs):
             key = (str((raw.get("metadata") or {}).get("namespace") or ""), pod.instance)
             with self._lock:
-                self._buried.setdefault(key, {})[pod.uid] = (self._clock(), replace(pod, deleting=True))
+                self._failed_pods.setdefault(key, {})[pod.uid] = (self._clock(), replace(pod, deleting=True))
 
     def pending_writes(self) -> int:
         with self._lock:
@@ -195,14 +195,14 @@ class Cache:
     def pods(self, key: Key) -> tuple[snapshot.Pod, ...]:
         indexed = list(self._indices.pods.get(key, ()))
         with self._lock:
-            graves = self._buried.get(key, {})
-            for uid, (went, _) in list(graves.items()):
-                if self._clock() - went > BURIED_SECONDS:
-                    del graves[uid]
-            if not graves:
-                self._buried.pop(key, None)
+            kept = self._failed_pods.get(key, {})
+            for uid, (went, _) in list(kept.items()):
+                if self._clock() - went > FAILED_POD_SECONDS:
+                    del kept[uid]
+            if not kept:
+                self._failed_pods.pop(key, None)
             uids = {p.uid for p in indexed}
-            gone = [pod for uid, (_, pod) in graves.items() if uid not in uids]
+            gone = [pod for uid, (_, pod) in kept.items() if uid not in uids]
         return tuple(sorted([*indexed, *gone], key=lambda p: p.name))
 
     def create_failures(self, key: Key) -> tuple[snapshot.CreateFailure, ...]:

@@ -105,7 +105,7 @@ class Desired:
 
 
 @dataclass(frozen=True)
-class Pass:
+class Situation:
     """What the policies read: the observation and what the decision derived from it."""
 
     observed: Observed
@@ -115,7 +115,7 @@ class Pass:
     children: tuple[dict[str, Any], ...]
 
 
-def ours(child: snapshot.Child, res: api.QwenThinkingDeployment) -> bool:
+def owned(child: snapshot.Child, res: api.QwenThinkingDeployment) -> bool:
     """The child belongs to this resource; or to an earlier one of the same name (deleted and
     created again before garbage collection came); or it was ours and got orphaned
     (`kubectl delete --cascade=orphan`): no controller, and our field manager applied it.
@@ -126,25 +126,25 @@ def ours(child: snapshot.Child, res: api.QwenThinkingDeployment) -> bool:
     return FIELD_MANAGER in child.managers
 
 
-def too_small(p: Pass) -> Problem | None:
+def too_small(p: Situation) -> Problem | None:
     """With preflight, GPUs that cannot hold the weights (and a KV cache) get no crash loop."""
     if p.plan is None or p.plan.planned > 0 or not p.res.spec.context.preflight:
         return None
     return Problem(Reason.INSUFFICIENT_GPU_MEMORY, p.plan.explain())
 
 
-def name_conflict(p: Pass) -> Problem | None:
+def name_conflict(p: Situation) -> Problem | None:
     """A child's name is held by an object this resource does not own: leave it alone."""
     for manifest in p.children:
         kind, name = manifest["kind"], manifest["metadata"]["name"]
         live = p.observed.child(kind, name)
-        if live is not None and not ours(live, p.res):
+        if live is not None and not owned(live, p.res):
             message = f"{kind} {name} exists and is not owned by this resource; rename or delete it"
             return Problem(Reason.NAME_CONFLICT, message)
     return None
 
 
-def refused(p: Pass) -> Problem | None:
+def refused(p: Situation) -> Problem | None:
     """The apiserver refused a write of the children: its content (a value the schema let
     through), or a quota, a policy or RBAC forbade it. A field fixed at creation is no problem:
     the object is replaced (`replacing`)."""
@@ -155,7 +155,7 @@ def refused(p: Pass) -> Problem | None:
     return Problem(refusal.reason, problems.short(f"the apiserver {verb} {refusal.what}: {refusal.message}"))
 
 
-def no_leader_worker_set(p: Pass) -> Problem | None:
+def no_leader_worker_set(p: Situation) -> Problem | None:
     """A pipeline needs the LeaderWorkerSet API; without it nothing is created or changed (the
     CRD's arrival is watched: the next pass goes ahead by itself)."""
     if not render.multi_node(p.res.spec) or LWS_CRD in p.observed.served:
@@ -168,17 +168,17 @@ def no_leader_worker_set(p: Pass) -> Problem | None:
     return Problem(Reason.LEADER_WORKER_SET_MISSING, message)
 
 
-BLOCKERS: tuple[Callable[[Pass], Problem | None], ...] = (
+BLOCKERS: tuple[Callable[[Situation], Problem | None], ...] = (
     no_leader_worker_set, too_small, name_conflict, refused,
 )  # fmt: skip
 """Problems that stop every apply, in order of precedence."""
 
 
-def first_blocker(p: Pass) -> Problem | None:
+def first_blocker(p: Situation) -> Problem | None:
     return next((found for blocker in BLOCKERS if (found := blocker(p)) is not None), None)
 
 
-def _applies(p: Pass) -> tuple[Apply, ...]:
+def _applies(p: Situation) -> tuple[Apply, ...]:
     out = []
     for manifest in p.children:
         desired = diff.with_hash(manifest)
@@ -200,7 +200,7 @@ def gated(applies: tuple[Apply, ...], download: weights.Download | None) -> tupl
     return tuple(a for a in applies if a.manifest["kind"] not in registry.WORKLOAD_KINDS)
 
 
-def switching(p: Pass, applies: tuple[Apply, ...]) -> tuple[tuple[Apply, ...], tuple[Delete, ...]]:
+def switching(p: Situation, applies: tuple[Apply, ...]) -> tuple[tuple[Apply, ...], tuple[Delete, ...]]:
     """parallelism.pipeline crossed 1: the workload of the other kind (ours, same name) is deleted
     first (act.py: in the foreground, so it stays, deleting, until its pods are gone), and the
     new one is applied only once it has gone: never both on the GPUs, nor a LeaderWorkerSet's
@@ -208,7 +208,7 @@ def switching(p: Pass, applies: tuple[Apply, ...]) -> tuple[tuple[Apply, ...], t
     name, kind = p.res.metadata.name, render.workload_kind(p.res.spec)
     other = next(k for k in sorted(registry.WORKLOAD_KINDS) if k != kind)
     stale = p.observed.child(other, name)
-    if stale is None or not ours(stale, p.res):
+    if stale is None or not owned(stale, p.res):
         return applies, ()
     held = tuple(a for a in applies if a.manifest["kind"] not in registry.WORKLOAD_KINDS)
     if stale.deleting:
@@ -217,7 +217,7 @@ def switching(p: Pass, applies: tuple[Apply, ...]) -> tuple[tuple[Apply, ...], t
     return held, (Delete(stale, Propagation.FOREGROUND, said, hide=False),)
 
 
-def replacing(p: Pass, applies: tuple[Apply, ...]) -> tuple[tuple[Apply, ...], tuple[Delete, ...]]:
+def replacing(p: Situation, applies: tuple[Apply, ...]) -> tuple[tuple[Apply, ...], tuple[Delete, ...]]:
     """The apiserver will not change a field fixed at creation (a StatefulSet's
     volumeClaimTemplates, a Job's pod template): the object is deleted with its kind's
     propagation (a StatefulSet's pods are kept, orphaned, then adopted by the new one and
@@ -237,20 +237,20 @@ def _download_or_pods(
     download: weights.Download | None, pods: Problem | Wait | None
 ) -> Problem | Wait | None:
     """A failed download, then the pods' problems, then the download's wait, then the pods'."""
-    ours = None if download is None else download.found
-    if isinstance(ours, Problem) or isinstance(pods, Problem):
-        return ours if isinstance(ours, Problem) else pods
-    return ours or pods
+    found = None if download is None else download.found
+    if isinstance(found, Problem) or isinstance(pods, Problem):
+        return found if isinstance(found, Problem) else pods
+    return found or pods
 
 
-def _deletes(p: Pass) -> tuple[Delete, ...]:
+def _deletes(p: Situation) -> tuple[Delete, ...]:
     """Our autoscaler, InferencePool or PrometheusRule that this pass does not render: the spec dropped it, or
     KEDA's CRD came (the HorizontalPodAutoscaler gives way to a ScaledObject) or went."""
     rendered = {(m["kind"], m["metadata"]["name"]) for m in p.children}
     return tuple(
         Delete(c, Propagation.BACKGROUND, (events.deleted(c),)) for c in p.observed.children
         if c.kind in registry.PRUNED_KINDS and (c.kind, c.name) not in rendered
-        and not c.deleting and ours(c, p.res)
+        and not c.deleting and owned(c, p.res)
     )  # fmt: skip
 
 
@@ -284,10 +284,10 @@ def decide(observed: Observed, now: datetime) -> Desired:
     groups = render.multi_node(res.spec)
     failures = [] if res.spec.paused else cures.detect(observed.pods, groups)  # paused: context stays
     history = (before.context.history if before.context else None) or []
-    decision = cures.decide(res, history, planned_at, failures, now)
+    decision = cures.choose(res, history, planned_at, failures, now)
     plan = plans.get(decision.utilization) or planner.plan_for(res.spec, memory, decision.utilization)
     children = tuple(render.render(res, decision.effective, observed.served, decision.utilization))
-    p = Pass(observed, res, plan, decision, children)
+    p = Situation(observed, res, plan, decision, children)
     blocker = first_blocker(p)
     held = blocker is not None or res.spec.paused
     applies = () if held else _applies(p)
