@@ -39,11 +39,12 @@ STATUS_REASONS = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 409: "Co
 
 def refused(code: int, message: str, *causes: tuple[str, str]) -> ApiError:
     """The error of a request the apiserver refused, with the `Status` object it returns
-    (metav1.Status: code, reason, message, details.causes of (type, field))."""
+    (metav1.Status: code, reason, message, details.causes of (reason, field): a cause's type is
+    its `reason`)."""
     reason = STATUS_REASONS.get(code, "InternalError")
     body = {
         "kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason,
-        "details": {"causes": [{"type": t, "field": f, "message": message} for t, f in causes]},
+        "details": {"causes": [{"reason": r, "field": f, "message": message} for r, f in causes]},
         "code": code,
     }  # fmt: skip
     return ApiError(code, reason, message, body)

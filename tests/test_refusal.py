@@ -35,20 +35,20 @@ QUOTA = status(403, "Forbidden", 'services "q" is forbidden: exceeded quota: no-
 RBAC = status(403, "Forbidden", 'services "q" is forbidden: User "x" cannot patch resource "services"')
 TERMINATING = status(
     403, "Forbidden", 'services "q" is forbidden: unable to create new content in namespace ns because it is '
-    "being terminated", [{"type": "NamespaceTerminating", "message": "...", "field": "metadata.namespace"}],
+    "being terminated", [{"reason": "NamespaceTerminating", "message": "...", "field": "metadata.namespace"}],
 )  # fmt: skip
 STS_IMMUTABLE = status(
     422, "Invalid", "StatefulSet.apps q is invalid: spec: Forbidden: updates to statefulset spec for "
     "fields other than 'replicas', 'ordinals', 'template', ... are forbidden",
-    [{"type": "FieldValueForbidden", "message": "Forbidden: updates to ...", "field": "spec"}],
+    [{"reason": "FieldValueForbidden", "message": "Forbidden: updates to ...", "field": "spec"}],
 )  # fmt: skip
 JOB_IMMUTABLE = status(
     422, "Invalid", 'Job.batch "q-weights" is invalid: spec.template: Invalid value: ...: field is immutable',
-    [{"type": "FieldValueInvalid", "message": "field is immutable", "field": "spec.template"}],
+    [{"reason": "FieldValueInvalid", "message": "field is immutable", "field": "spec.template"}],
 )  # fmt: skip
 TOLERATION = status(
     422, "Invalid", "StatefulSet.apps q is invalid: spec.template.spec.tolerations[0].operator: Unsupported",
-    [{"type": "FieldValueNotSupported", "field": "spec.template.spec.tolerations[0].operator"}],
+    [{"reason": "FieldValueNotSupported", "field": "spec.template.spec.tolerations[0].operator"}],
 )  # fmt: skip
 CONFLICT = status(409, "Conflict", "Operation cannot be fulfilled on ...: the object has been modified")
 NOT_FOUND = status(404, "NotFound", "the server could not find the requested resource")

@@ -1,7 +1,8 @@
 """An apiserver's refusal, read from the `Status` object it returned, never from its message text.
 
 The apiserver answers a refused write with a `Status` (metav1.Status): an HTTP code, a
-machine-readable `reason`, and `details.causes[]` that name the field and the cause's type.
+machine-readable `reason`, and `details.causes[]` that name the field and the cause's type (its
+JSON key is `reason` too: metav1.StatusCause's Type).
 `read` turns one into a typed `Refusal` for the decision to answer (reconcile/decide.py); the
 message is kept only to be shown to people.
 
@@ -27,7 +28,8 @@ from qwen_operator.api.vocabulary import Reason
 from qwen_operator.children import registry
 
 NAMESPACE_TERMINATING_CAUSE = "NamespaceTerminating"
-"""metav1.StatusCause type of the NamespaceLifecycle admission's refusal (k8s.io/api core/v1)."""
+"""The cause of the NamespaceLifecycle admission's refusal (k8s.io/api core/v1
+NamespaceTerminatingCause); seen on kube-apiserver 1.36 for an apply and its dry run."""
 FIELD_FORBIDDEN_CAUSE = "FieldValueForbidden"
 """The cause type of `field.Forbidden`: a StatefulSet's `spec` beyond what may change in place."""
 
@@ -86,7 +88,7 @@ def _immutable(object_kind: str, causes: list[Mapping[str, Any]]) -> bool:
     if child is None or child.replaced is None or not causes:
         return False
     fixed = child.fixed_fields
-    return all(c.get("type") == FIELD_FORBIDDEN_CAUSE or str(c.get("field") or "") in fixed for c in causes)
+    return all(c.get("reason") == FIELD_FORBIDDEN_CAUSE or str(c.get("field") or "") in fixed for c in causes)
 
 
 def read(code: int, status: Mapping[str, Any], object_kind: str, what: str) -> Refusal:
@@ -102,7 +104,7 @@ def read(code: int, status: Mapping[str, Any], object_kind: str, what: str) -> R
     elif code == 400 or reason == "BadRequest":
         kind = Kind.INVALID
     elif code == 403 or reason == "Forbidden":
-        terminating = any(c.get("type") == NAMESPACE_TERMINATING_CAUSE for c in causes)
+        terminating = any(c.get("reason") == NAMESPACE_TERMINATING_CAUSE for c in causes)
         kind = Kind.NAMESPACE_TERMINATING if terminating else Kind.FORBIDDEN
     elif code == 404 or reason == "NotFound":
         kind = Kind.NOT_SERVED
