@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 from qwen_operator.children import render
-from qwen_operator.reconcile import diff, snapshot
+from qwen_operator.reconcile import diff, events, snapshot
 
 RESOURCE = {"metadata": {"name": "q", "namespace": "ns", "uid": "u1"}, "spec": {}}
 
@@ -96,3 +96,25 @@ def test_a_hand_edit_of_the_launchers_configmap_is_drift() -> None:
     tampered = snapshot.child_from({**desired, "data": edited})
     assert diff.drift(desired, tampered.manifest) == diff.Drift.DRIFTED
     assert "data" not in live.manifest  # the cache keeps a digest, not 70 KB of sources per resource
+
+
+def test_a_scale_names_only_the_replicas() -> None:
+    """`kubectl scale qtd` changes spec.replicas alone; the live child as the cache keeps it (slim:
+    no apiVersion, no kind, a ConfigMap's data as a digest) must not read as changed there."""
+    rendered = next(c for c in render.render(RESOURCE) if c["kind"] == "StatefulSet")
+    before = as_live(diff.with_hash(rendered))
+    desired = diff.with_hash({**rendered, "spec": {**rendered["spec"], "replicas": 3}})
+    live = snapshot.child_from(before)
+    assert diff.changed_fields(live.manifest, desired) == ["spec.replicas"]
+    said = events.applied(desired, live, diff.drift(desired, live.manifest) or diff.Drift.CHANGED)
+    assert [e.message for e in said] == ["Scaled StatefulSet q from 1 to 3 replicas"]
+
+
+def test_an_unchanged_configmap_names_no_data() -> None:
+    """The slim ConfigMap keeps its data's digest: equal data is not a changed field."""
+    (configmap,) = [c for c in render.render(RESOURCE) if c["kind"] == "ConfigMap"]
+    desired = diff.with_hash(configmap)
+    live = snapshot.child_from(desired)
+    assert diff.changed_fields(live.manifest, desired) == []
+    edited = snapshot.child_from({**desired, "data": {**desired["data"], "launcher.py": "print('hi')\n"}})
+    assert diff.changed_fields(edited.manifest, desired) == ["data"]
