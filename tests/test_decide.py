@@ -409,6 +409,19 @@ def test_at_the_floor_the_fallback_stalls() -> None:
     assert desired.applies == () and conds(desired)["Stalled"]["reason"] == "ContextFallbackExhausted"
 
 
+def test_a_kv_report_that_contradicts_itself_is_the_launchers_failure() -> None:
+    """vLLM's estimate (245408) is no lower than the context it ran at: no cure, Ready=False with
+    the launcher's reason and message, the StatefulSet unchanged."""
+    spec = {"context": {"maxModelLen": 131072}}
+    pods = (Pod().context(131072).utilization(0.92).failed(kv_record(131072, 245408)).facts(),)
+    desired = decide(observed(spec, pods=pods), NOW)
+    assert desired.applies == () and desired.reduction is None
+    c = conds(desired)
+    assert (c["Ready"]["status"], c["Ready"]["reason"]) == ("False", "KVCacheInsufficient")
+    assert "To serve at least one request" in c["Ready"]["message"]
+    assert "ContextReduced" not in [e.reason for e in desired.events]
+
+
 def test_a_graph_capture_oom_lowers_the_utilization_in_the_statefulset() -> None:
     pods = (Pod().context(262144).utilization(0.92).failed(GRAPH_OOM_RECORD).facts(),)
     desired = decide(observed(pods=pods), NOW)

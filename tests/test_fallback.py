@@ -223,6 +223,20 @@ def test_a_report_about_another_context_is_stale() -> None:
     assert stale.explained == {"q-0"}
 
 
+def test_a_report_that_contradicts_itself_changes_nothing() -> None:
+    """KVCacheInsufficient at 131072 tokens with vLLM's estimate of 245408 that fit: the report
+    is no evidence that a shorter context cures anything (it once cut the context to 98304)."""
+    res = resource(maxModelLen=131072)
+    odd = decide(res, None, pod(kv(131072, 245408), context=131072))
+    assert (odd.effective, odd.history, odd.reduced) == (131072, (), None)
+    assert odd.problem is not None and odd.problem.reason == "KVCacheInsufficient"
+    assert "245408" in odd.problem.message and "131072" in odd.problem.message
+    assert "To serve at least one request" in odd.problem.message  # the launcher's own message
+    equal = decide(res, None, pod(kv(131072, 131072), context=131072))
+    assert (equal.effective, equal.history) == (131072, ())
+    assert equal.problem is not None and equal.problem.reason == "KVCacheInsufficient"
+
+
 def test_at_the_floor_it_stalls_and_changes_nothing() -> None:
     res = resource(maxModelLen=65536, minModelLen=65536)
     stuck = decide(res, None, pod(KV_NO_FIGURES_RECORD, context=65536))
