@@ -19,7 +19,7 @@ import pytest
 
 from qwen_operator import api
 from qwen_operator.memory import planner
-from tests.contract import vllm_env
+from tests.tools.contract import vllm_env
 
 pytestmark = pytest.mark.contract
 

@@ -16,7 +16,7 @@ from qwen_operator.api import QwenThinkingDeployment
 from qwen_operator.children import render
 from qwen_runtime.argv import max_model_len
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SAMPLES = ROOT / "samples"
 TEST_API_KEY = "test-api-key"
 """What every Secret the samples reference holds here (the kubelet would read the Secret)."""
@@ -37,7 +37,7 @@ def sample_docs() -> dict[str, dict[str, Any]]:
 def samples() -> dict[str, QwenThinkingDeployment]:
     """The samples one server pod runs. Not the multi-node ones (parallelism.pipeline > 1): a
     replica is then vLLM processes on several nodes that LeaderWorkerSet starts together; their
-    leader's and workers' argv are proven by vLLM's own parser (tests/contract/test_vllm_cli.py),
+    leader's and workers' argv are proven by vLLM's own parser (tests/tools/contract/test_vllm_cli.py),
     their groups by the real LeaderWorkerSet (e2e/test_multinode.py)."""
     parsed = {name: api.parse_resource(doc) for name, doc in sample_docs().items()}
     return {name: res for name, res in parsed.items() if res.spec.parallelism.pipeline == 1}

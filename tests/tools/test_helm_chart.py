@@ -17,7 +17,7 @@ import yaml
 from e2e.devcluster.consumers import CHART, helm
 from qwen_operator import cli
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = "qwenthinkingdeployments.serving.qwen-operator.io.yaml"
 MONITORING = REPO / "manifests" / "monitoring"
 DIGEST = "sha256:" + "ab" * 32

@@ -10,7 +10,7 @@ import yaml
 from qwen_operator import api
 from qwen_operator.api import crd
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "qwenthinkingdeployments.serving.qwen-operator.io.yaml"
 
 

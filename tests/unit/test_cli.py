@@ -19,7 +19,7 @@ from qwen_operator.api import crd
 from qwen_operator.memory import planner
 from testkit.invalid_cases import CASES, Case, resource
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

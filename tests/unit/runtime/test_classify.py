@@ -13,8 +13,8 @@ from qwen_runtime.argv import max_model_len
 from qwen_runtime.classify import KEY_MARKERS, PHASE_MARKERS, classify
 from qwen_runtime.record import CudaPhase, Reason, Record
 from qwen_runtime.watch import OutputWatcher
-from tests.runtime.fake_server import fixture_parts
-from tests.runtime.helpers import FIXTURES, cases
+from tests.unit.runtime.fake_server import fixture_parts
+from tests.unit.runtime.helpers import FIXTURES, cases
 
 CASES = cases()
 

@@ -1,6 +1,6 @@
 """Every `vllm:` metric the repository names (alerts, dashboard, autoscaling, docs) is one vLLM
 0.33 declares, read from its installed source by vllm_metrics_check.py in the cached vLLM
-virtualenv (a missing virtualenv fails: `make vllm-env`). tests/realvllm checks the same names
+virtualenv (a missing virtualenv fails: `make vllm-env`). tests/tools/realvllm checks the same names
 against a running vLLM's /metrics (the CPU build, 0.32)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from testkit.metric_names import referenced_vllm_metrics
-from tests.contract import vllm_env
+from tests.tools.contract import vllm_env
 
 pytestmark = pytest.mark.contract
 

@@ -14,7 +14,7 @@ import yaml
 
 from qwen_operator import cli
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
 CRD_FILE = "qwenthinkingdeployments.serving.qwen-operator.io.yaml"
 
@@ -32,14 +32,14 @@ def by_kind() -> dict[str, dict[str, Any]]:
 
 
 def test_crd_copy_is_the_checked_in_crd() -> None:
-    """kustomize reads only below manifests/, so it holds a copy (tests/test_crd.py checks crds/)."""
+    """kustomize reads only below manifests/, so it holds a copy (tests/unit/test_crd.py checks crds/)."""
     assert (MANIFESTS / "crd" / CRD_FILE).read_text() == (REPO / "crds" / CRD_FILE).read_text(), "make crd"
 
 
 def test_kustomization_lists_every_manifest() -> None:
     listed = set(kustomization()["resources"])
     # argocd/, flux/ and helm/ are other ways to install (tested where they are used), not the
-    # base; monitoring/ is its own kustomization (tests/test_monitoring.py, e2e/test_helm.py).
+    # base; monitoring/ is its own kustomization (tests/unit/test_monitoring.py, e2e/test_helm.py).
     others = {"argocd", "flux", "helm", "monitoring"}
     yamls = [p.relative_to(MANIFESTS) for p in MANIFESTS.rglob("*.yaml")]
     present = {str(p) for p in yamls if p.parts[0] not in others} - {"kustomization.yaml"}

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from qwen_runtime import pump
-from tests.runtime.fake_server import LINE
-from tests.runtime.helpers import launcher_argv, launcher_env
+from tests.unit.runtime.fake_server import LINE
+from tests.unit.runtime.helpers import launcher_argv, launcher_env
 
 WAIT_SECONDS = 30.0
 

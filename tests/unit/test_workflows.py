@@ -19,7 +19,7 @@ import yaml
 from e2e.devcluster.toolchain import tools, versions
 from qwen_operator import api
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / ".github" / "workflows"
 REGISTRY = "ghcr.io/qwen-operator"
 

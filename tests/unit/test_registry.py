@@ -13,7 +13,7 @@ from qwen_operator.children import registry, render
 from qwen_operator.process import handlers, kube
 from testkit.wrappers import resource_raw
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_ROLE = ROOT / "manifests" / "clusterrole.yaml"
 CHART_CLUSTER_ROLE = ROOT / "manifests" / "helm" / "qwen-operator" / "files" / "clusterrole.yaml"
 Rules = dict[tuple[str, str], frozenset[str]]

@@ -3,8 +3,8 @@
 `promtool check rules` and `promtool test rules` (alerts_test.yaml: every alert fires on its
 failure and stays quiet on a healthy neighbour); every query of the rules and the dashboard is
 parsed by Prometheus' parser, and each metric it reads is one the operator serves (its real
-/metrics exposition, here) or one vLLM serves: tests/contract/test_vllm_metrics.py reads what
-vLLM 0.33 declares, tests/realvllm scrapes a running vLLM. promtool and the parser come from
+/metrics exposition, here) or one vLLM serves: tests/tools/contract/test_vllm_metrics.py reads what
+vLLM 0.33 declares, tests/tools/realvllm scrapes a running vLLM. promtool and the parser come from
 `make tools`; missing, these tests fail.
 """
 
@@ -27,7 +27,7 @@ from qwen_operator.process import metrics
 from testkit.metric_names import exposed
 from testkit.wrappers import parsed
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 ISSUE_ALERTS = {
     "QwenOperatorDown", "QwenOperatorReconcileErrors", "QwenThinkingDeploymentStalled",

@@ -33,7 +33,7 @@ from testkit.wrappers import (
     parsed,
     resource,
 )
-from tests.test_reconciler import settled
+from tests.unit.test_reconciler import settled
 
 PP2 = {"parallelism": {"tensor": 4, "pipeline": 2}}
 LEADERS = {"app.kubernetes.io/name": "qwen-thinking", "app.kubernetes.io/instance": NAME,

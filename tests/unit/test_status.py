@@ -1,5 +1,5 @@
 """The status module's parts: phase, kstatus conditions, merge of conditions, the wire form and
-the merge patch. How they come together from the cluster's facts is tests/test_decide.py."""
+the merge patch. How they come together from the cluster's facts is tests/unit/test_decide.py."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ from e2e.devcluster.realvllm.server import RealServer, adapt
 from qwen_operator.api import QwenThinkingDeployment
 from qwen_operator.children import render
 from testkit.metric_names import exposed, referenced_vllm_metrics
-from tests.realvllm import rendered
+from tests.tools.realvllm import rendered
 
 pytestmark = pytest.mark.realvllm
 

@@ -20,11 +20,11 @@ import yaml
 
 from qwen_operator import api
 from qwen_operator.children import render
-from tests.contract import vllm_env
+from tests.tools.contract import vllm_env
 
 pytestmark = pytest.mark.contract
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SAMPLES = ROOT / "samples"
 CHECKER = Path(__file__).with_name("vllm_check.py")
 MODEL = api.DEFAULT_MODEL

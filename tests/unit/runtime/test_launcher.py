@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from qwen_runtime.engine import ENGINE_READY_TIMEOUT_S
-from tests.runtime.fake_server import fixture_parts
-from tests.runtime.helpers import FIXTURES, cases, launcher_argv, popen, run
-from tests.runtime.test_classify import check
+from tests.unit.runtime.fake_server import fixture_parts
+from tests.unit.runtime.helpers import FIXTURES, cases, launcher_argv, popen, run
+from tests.unit.runtime.test_classify import check
 
 CASES = cases()
 WAIT_SECONDS = 20.0

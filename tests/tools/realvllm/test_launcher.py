@@ -1,6 +1,6 @@
 """The launcher over a real vLLM that fails: the records the operator acts on, from vLLM itself.
 
-The texts the classifier matches are pinned in tests/runtime/fixtures (copied from the vLLM
+The texts the classifier matches are pinned in tests/unit/runtime/fixtures (copied from the vLLM
 wheel); here the CPU build of vLLM (e2e/devcluster/realvllm) fails for real, from the
 operator's rendered command line, and the launcher's record must say why with vLLM's numbers.
 A clean stop while serving (SIGTERM, no record) is in test_samples.py, on the servers it
@@ -19,7 +19,7 @@ from e2e.devcluster.realvllm.figures import Figures
 from e2e.devcluster.realvllm.server import RealServer, adapt
 from qwen_operator import api
 from qwen_runtime.record import Reason, parse
-from tests.realvllm import rendered
+from tests.tools.realvllm import rendered
 
 pytestmark = pytest.mark.realvllm
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.contract import vllm_env
+from tests.tools.contract import vllm_env
 
 
 @pytest.fixture

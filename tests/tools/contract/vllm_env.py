@@ -5,8 +5,8 @@ own .venv or for a reinstall on every `make test`. The install lives under the
 user cache and is marked complete by a stamp file written only after an import
 check, so an interrupted install is finished (or redone) on the next run.
 
-    python -m tests.contract.vllm_env ensure   # install or reuse, print the python
-    python -m tests.contract.vllm_env path     # print the venv's python
+    python -m tests.tools.contract.vllm_env ensure   # install or reuse, print the python
+    python -m tests.tools.contract.vllm_env path     # print the venv's python
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ def ensure() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.contract.vllm_env")
+    parser = argparse.ArgumentParser(prog="python -m tests.tools.contract.vllm_env")
     parser.add_argument("command", choices=["ensure", "path"])
     args = parser.parse_args(argv)
     if args.command == "ensure":

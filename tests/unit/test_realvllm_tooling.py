@@ -11,7 +11,7 @@ import pytest
 from e2e.devcluster.realvllm import checkpoint, env, kubelet
 from e2e.devcluster.realvllm.server import RUNTIME, adapt
 from qwen_runtime.argv import max_model_len
-from tests.realvllm import rendered
+from tests.tools.realvllm import rendered
 
 
 def test_dollar_references_expand_as_kubernetes_does() -> None:

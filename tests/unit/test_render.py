@@ -14,7 +14,7 @@ from qwen_operator import api
 from qwen_operator.api import vocabulary
 from qwen_operator.children import alerting, registry, render
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = yaml.safe_load((ROOT / "samples" / "qwen3-235b-thinking.yaml").read_text())
 EVERY_API = frozenset(registry.OPTIONAL_CRDS)
 SCALED = {"autoscaling": {"minReplicas": 2, "maxReplicas": 6, "targetWaitingPerReplica": 3}}

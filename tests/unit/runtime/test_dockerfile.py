@@ -7,9 +7,9 @@ from pathlib import Path
 
 import qwen_runtime
 from qwen_operator.api import BAKED_IMAGE, DEFAULT_IMAGE
-from tests.contract.vllm_env import VLLM_VERSION  # the parser the contract tests check against
+from tests.tools.contract.vllm_env import VLLM_VERSION  # the parser the contract tests check against
 
-DOCKERFILE = Path(__file__).parents[2] / "runtime" / "Dockerfile"
+DOCKERFILE = Path(__file__).parents[3] / "runtime" / "Dockerfile"
 
 
 def text() -> str:
