@@ -2,7 +2,8 @@
 and what each value renders to, read back through the operator's own CLI parser.
 
 That it renders the kustomize base, that the apiserver accepts it and that the operator runs
-as its ServiceAccount is proven on a cluster by e2e/test_helm.py. helm comes from `make tools`.
+as its ServiceAccount is proven on a cluster by e2e/test_helm.py; that its crds/ holds the
+checked-in CRD, by tests/unit/test_manifests.py. helm comes from `make tools`.
 """
 
 from __future__ import annotations
@@ -204,9 +205,3 @@ def test_each_release_elects_on_its_own_lease_which_only_its_role_grants() -> No
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                   "name": role["metadata"]["name"]}  # fmt: skip
     assert binding["subjects"] == kinds["ClusterRoleBinding"]["subjects"]
-
-
-def test_chart_crds_are_the_checked_in_crd() -> None:
-    """Helm reads only its chart directory, so crds/ holds a copy (`make crd` writes it)."""
-    assert (CHART / "crds" / CRD_FILE).read_text() == (REPO / "crds" / CRD_FILE).read_text(), "make crd"
-    assert [p.name for p in (CHART / "crds").iterdir()] == [CRD_FILE]

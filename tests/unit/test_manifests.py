@@ -36,6 +36,13 @@ def test_crd_copy_is_the_checked_in_crd() -> None:
     assert (MANIFESTS / "crd" / CRD_FILE).read_text() == (REPO / "crds" / CRD_FILE).read_text(), "make crd"
 
 
+def test_chart_crd_copy_is_the_checked_in_crd() -> None:
+    """Helm reads only its chart directory, so its crds/ holds a copy (`make crd` writes it)."""
+    chart_crds = MANIFESTS / "helm" / "qwen-operator" / "crds"
+    assert (chart_crds / CRD_FILE).read_text() == (REPO / "crds" / CRD_FILE).read_text(), "make crd"
+    assert [p.name for p in chart_crds.iterdir()] == [CRD_FILE]
+
+
 def test_kustomization_lists_every_manifest() -> None:
     listed = set(kustomization()["resources"])
     # argocd/, flux/ and helm/ are other ways to install (tested where they are used), not the
