@@ -73,13 +73,45 @@ def test_the_init_container_gets_the_same_launcher() -> None:
     assert {"name": "PYTHONPATH", "value": launcher.MOUNT} in init["env"]
 
 
-def test_a_new_launcher_rolls_the_servers_and_the_configmap_holds_every_module() -> None:
+def test_the_configmap_holds_every_module_of_the_launcher() -> None:
     kids = _children()
-    annotations = kids["StatefulSet"]["spec"]["template"]["metadata"]["annotations"]
-    assert annotations == {"serving.qwen-operator.io/launcher-digest": launcher.digest()}
     package = Path(launcher.__file__).resolve().parents[3] / "runtime" / "qwen_runtime"
-    assert set(kids["ConfigMap"]["data"]) == {p.name for p in package.glob("*.py")}
-    assert sum(len(t) for t in kids["ConfigMap"]["data"].values()) < 900 * 1024  # a ConfigMap holds 1 MiB
+    sources = {p.name: p.read_text() for p in package.glob("*.py")}
+    assert kids["ConfigMap"]["data"] == sources
+    assert sum(len(t) for t in sources.values()) < 900 * 1024  # a ConfigMap holds 1 MiB
+
+
+def _launcher_from(package: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict[str, Any]]:
+    """The digest and the rendered children when the operator's launcher is the one in `package`."""
+    monkeypatch.setattr(launcher.resources, "files", lambda _: package)
+    launcher.sources.cache_clear()
+    launcher.digest.cache_clear()
+    return launcher.digest(), _children()
+
+
+def test_a_new_launcher_rolls_the_servers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An operator upgrade that changes one launcher source changes the pod template's digest
+    annotation (the servers roll) and the ConfigMap; the same sources elsewhere change nothing."""
+    installed = Path(launcher.__file__).resolve().parents[3] / "runtime" / "qwen_runtime"
+    same, edited = tmp_path / "same" / "qwen_runtime", tmp_path / "edited" / "qwen_runtime"
+    for copy in (same, edited):
+        copy.mkdir(parents=True)
+        for source in installed.glob("*.py"):
+            (copy / source.name).write_text(source.read_text())
+    (edited / "argv.py").write_text((edited / "argv.py").read_text() + "\n# a fix\n")
+    annotation = "serving.qwen-operator.io/launcher-digest"
+    try:
+        before, kids = _launcher_from(installed, monkeypatch)
+        assert kids["StatefulSet"]["spec"]["template"]["metadata"]["annotations"] == {annotation: before}
+        assert _launcher_from(same, monkeypatch)[0] == before  # the contents, not where they lie
+        after, changed = _launcher_from(edited, monkeypatch)
+        assert after != before
+        assert changed["StatefulSet"]["spec"]["template"]["metadata"]["annotations"] == {annotation: after}
+        assert changed["ConfigMap"]["data"]["argv.py"].endswith("# a fix\n")
+    finally:
+        monkeypatch.undo()
+        launcher.sources.cache_clear()
+        launcher.digest.cache_clear()
 
 
 @pytest.mark.parametrize("image", ["registry.example/vllm/vllm-openai@sha256:" + "0" * 64, ""])

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from qwen_operator.api.vocabulary import Stage
+from qwen_operator.process import clock
 from qwen_operator.reconcile import stages
 from testkit.fake import NOW
 from testkit.wrappers import INVALID_ARGS_RECORD, Pod
@@ -34,10 +37,16 @@ def test_a_crash_loop_says_the_launchers_reason_and_the_restarts() -> None:
     assert logs.reason == "CrashLoopBackOff"
 
 
-def test_the_same_stage_later_is_the_same_entry() -> None:
-    """An entry changes with the stage, not with the clock: one status write per stage change."""
-    pod = Pod().starting("downloading", T[1]).facts()
-    assert stages.stages([pod]) == stages.stages([pod])
+def test_the_same_stage_later_is_the_same_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entry changes with the stage, not with the clock: one status write per stage change.
+    (It compared two readings of one pod at one moment, which could not differ.)"""
+    first = stages.stages([Pod().starting("downloading", T[1]).facts()])
+    later = Pod().starting("downloading", T[1])
+    later.raw["metadata"]["resourceVersion"] = "99"  # the pod was written since (probes, the kubelet)
+    monkeypatch.setattr(clock, "now", lambda: T[5] + timedelta(hours=1))
+    assert stages.stages([later.facts()]) == first
+    loading = stages.stages([Pod().starting("loading", T[3]).facts()])
+    assert [(e.stage, e.since) for e in loading] != [(e.stage, e.since) for e in first]
 
 
 def test_progress_and_summary() -> None:
