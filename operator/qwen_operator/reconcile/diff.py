@@ -117,7 +117,7 @@ def data_digest(obj: Mapping[str, Any]) -> str:
 
 COMPARED = ("metadata", "spec")
 """The parts of a child drift compares, field by field, and the slim live manifest keeps
-(facts.child_from). apiVersion and kind name the object: the slim manifest leaves them out, so
+(snapshot.child_from). apiVersion and kind name the object: the slim manifest leaves them out, so
 comparing them would name them in every event ("Updated StatefulSet q: apiVersion, kind")."""
 
 
