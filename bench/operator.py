@@ -299,10 +299,14 @@ def run_baseline(namespace: str) -> None:
 
 def bench_cluster() -> bool:
     from e2e.devcluster import cluster
-    from e2e.devcluster.kube import wait_established, wait_for
+    from e2e.devcluster.kube import unreachable, wait_established, wait_for
     from e2e.devcluster.toolchain import build
 
     started_here = False
+    gone = unreachable(os.environ["KUBECONFIG"]) if os.environ.get("KUBECONFIG") else None
+    if gone is not None:
+        print(f"cluster: not run ({gone})")
+        return False
     if not os.environ.get("KUBECONFIG"):
         if build.missing():
             print("cluster: not run (no KUBECONFIG and no control-plane binaries; `make toolchain`)")

@@ -18,7 +18,7 @@ import pytest
 from kubernetes import client, config
 
 from e2e.devcluster import cluster as local_cluster
-from e2e.devcluster.kube import kubectl, wait_established, wait_for
+from e2e.devcluster.kube import kubectl, unreachable, wait_established, wait_for
 from e2e.devcluster.toolchain import build
 
 E2E_DIR = Path(__file__).resolve().parent
@@ -43,6 +43,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if E2E_DIR in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.e2e)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A $KUBECONFIG whose cluster does not answer ends the run before its first test, with one
+    message naming the file and the server, not one "connection refused" per test."""
+    kubeconfig = os.environ.get("KUBECONFIG")
+    if not kubeconfig or session.config.option.collectonly:
+        return
+    if not any(item.get_closest_marker("e2e") for item in session.items):
+        return
+    why = unreachable(kubeconfig)
+    if why is not None:
+        pytest.exit(why, returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 def _pinned_kubectl_first() -> None:

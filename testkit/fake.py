@@ -4,7 +4,7 @@
 watches show), over one store of raw objects, so a test drives a whole reconciliation with
 no network and no type: ignore. Real behaviour (server-side apply, schemas, garbage
 collection) is the e2e suite's business; this fake only keeps objects and counts calls.
-Benchmarks do not use it (tests/test_layout.py).
+Benchmarks do not use it (tests/unit/test_layout.py).
 """
 
 from __future__ import annotations

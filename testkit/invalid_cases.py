@@ -1,6 +1,6 @@
 """Hostile input: bad resources that `qwen-operator render` and the apiserver must both refuse.
 
-One corpus, shared by the unit tests (the CLI, in tests/test_cli.py and tests/test_api.py)
+One corpus, shared by the unit tests (the CLI, in tests/unit/test_cli.py and tests/unit/test_api.py)
 and the end-to-end tests (the apiserver, at `kubectl apply` and as raw text, in
 e2e/test_crd.py). Each case is a document and the field its refusal must name: the CLI's
 message starts with `field`, the apiserver's contains `server` (the same field, unless the

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from e2e.devcluster import cluster
-from e2e.devcluster.kube import wait_established
+from e2e.devcluster.kube import unreachable, wait_established
 from e2e.devcluster.toolchain import build
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,6 +46,9 @@ def kubectl(*args: str, capture: bool = False) -> str:
 def connect() -> None:
     """Point KUBECONFIG (and PATH, for the pinned kubectl) at the cluster to use."""
     if os.environ.get("KUBECONFIG"):
+        why = unreachable(os.environ["KUBECONFIG"])
+        if why is not None:
+            raise SystemExit(why)
         say(f"using the cluster of KUBECONFIG={os.environ['KUBECONFIG']}")
     else:
         say("no KUBECONFIG: starting (or reusing) the local control plane with simulated GPU nodes")

@@ -4,12 +4,17 @@ kubelet would report about a crashed container."""
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
+import yaml
 from kubernetes import client
 
 T = TypeVar("T")
@@ -17,6 +22,55 @@ T = TypeVar("T")
 
 class WaitTimeout(AssertionError):
     """The condition did not hold in time; the message says what was awaited and last seen."""
+
+
+REACH_TIMEOUT = 3.0
+"""Seconds an API server has to accept a connection before the cluster counts as gone: a live
+one answers in milliseconds, and a dead one must stop a run at once, not after 107 errors."""
+
+
+def kubeconfig_server(kubeconfig: str) -> tuple[Path, str | None]:
+    """The file whose current context names the cluster, and that cluster's server URL (None when
+    the files name none). $KUBECONFIG may list several files: the first current-context and the
+    first cluster of each name win, as kubectl merges them."""
+    paths = [Path(p) for p in kubeconfig.split(os.pathsep) if p]
+    docs = [(p, yaml.safe_load(p.read_text()) or {}) for p in paths if p.is_file()]
+    current = next((d.get("current-context") for _, d in docs if d.get("current-context")), None)
+    contexts = [(p, c) for p, d in docs for c in d.get("contexts") or []]
+    ctx = next((c.get("context") or {} for _, c in contexts if c.get("name") == current), {})
+    clusters = [(p, c) for p, d in docs for c in d.get("clusters") or []]
+    for path, entry in clusters:
+        if entry.get("name") == ctx.get("cluster"):
+            server = (entry.get("cluster") or {}).get("server")
+            return path, str(server) if server else None
+    return (paths[0] if paths else Path(kubeconfig)), None
+
+
+def unreachable(kubeconfig: str, timeout: float = REACH_TIMEOUT) -> str | None:
+    """Why the cluster of `kubeconfig` cannot be used, naming the file and the server, or None
+    when its API server accepts a connection.
+
+    A kubeconfig left over from `make demo` after `make cluster-down` points at a server that is
+    gone: every test would fail on its own "connection refused". Only a TCP connect: no TLS, no
+    credentials, so it says nothing about rights, just that someone listens.
+    """
+    hint = "start that cluster, or unset KUBECONFIG to use a local control plane started for the run"
+    try:
+        path, server = kubeconfig_server(kubeconfig)
+    except (OSError, yaml.YAMLError) as exc:
+        return f"KUBECONFIG={kubeconfig} cannot be read ({exc}): {hint}"
+    if not any(Path(p).is_file() for p in kubeconfig.split(os.pathsep) if p):
+        return f"KUBECONFIG={kubeconfig}: no such file: {hint}"
+    if server is None:
+        return f"KUBECONFIG={kubeconfig}: {path} names no server for its current context: {hint}"
+    url = urlsplit(server)
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        with socket.create_connection((url.hostname or "localhost", port), timeout=timeout):
+            return None
+    except OSError as exc:
+        why = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+        return f"the cluster of KUBECONFIG={path} does not answer at {server} ({why}): {hint}"
 
 
 def wait_for(

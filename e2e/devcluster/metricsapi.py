@@ -8,7 +8,7 @@ the Service's cluster IP on its side, a route to both on the host's side. From i
 adapter reaches the apiserver (which listens on loopback only) through `Forwarder`, on the
 host's end of the pair, and Prometheus scrapes `Exporter` there: a /metrics in the format of
 vLLM's, one target per pod, whose value the test sets (the metric's name and type are vLLM's
-own, checked against vLLM by tests/contract and tests/realvllm).
+own, checked against vLLM by tests/tools/contract and tests/tools/realvllm).
 
 Both binaries are built from Go modules by `make tools`. Everything is removed on exit: the
 APIService first (an unavailable aggregated API would hold up namespace deletion and

@@ -11,7 +11,7 @@
 
 The pod's status is patched as a kubelet would report the crashed container (kwok runs no
 containers); the termination message is the launcher's JSON line for that failure, made by
-the launcher's own classifier from vLLM 0.33's line (tests/test_simulate.py checks each).
+the launcher's own classifier from vLLM 0.33's line (tests/unit/test_simulate.py checks each).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The texts matched here are vLLM 0.33's own (``vllm/v1/core/kv_cache_planning.py``,
 ``vllm/v1/worker/utils.py``, ``vllm/v1/worker/gpu_model_runner.py``,
 ``vllm/v1/engine/core_client.py``) and torch's ``OutOfMemoryError``; the
-fixtures in ``tests/runtime/fixtures/`` hold them verbatim. Everything here is
+fixtures in ``tests/unit/runtime/fixtures/`` hold them verbatim. Everything here is
 pure: lines in, a ``Record`` out (see ``qwen_runtime.record`` for the schema).
 """
 

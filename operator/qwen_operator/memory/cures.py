@@ -10,6 +10,7 @@ non_kv_cache_memory - cudagraph_memory` (`gpu_worker.determine_available_memory`
 | failure | cure |
 | --- | --- |
 | KVCacheInsufficient | a shorter context: vLLM's estimate, or one derived from its figures |
+| KVCacheInsufficient whose estimate fits the context it ran at | none: reported as it came |
 | CudaOOM loading the weights | none: Stalled, InsufficientGPUMemory |
 | CudaOOM profiling, allocating, capturing graphs, warming up, serving | more headroom: a lower utilization |
 | InsufficientFreeMemory | the utilization that the free memory allows |
@@ -415,6 +416,8 @@ def _shorter_context(
     failure: Failure, rule: Prescription, d: Decision, spec: api.QwenThinkingDeploymentSpec, now: datetime
 ) -> api.ContextStep | Problem:
     ctx = spec.context
+    if failure.estimate is not None and failure.estimate >= d.effective:
+        return _contradicted(failure, failure.estimate, d.effective)
     if failure.figure("availableGiB") == 0 and failure.figure("neededGiB") is None:
         message = (
             f"pod {failure.pod}: vLLM found no memory at all for the KV cache at utilization "
@@ -483,6 +486,18 @@ def _stopped(
         )
     reason = rule.stalled if rule is not None and rule.stalled else failure.reason
     return Problem(reason, f"pod {failure.pod}: {words} ({advice})")
+
+
+def _contradicted(failure: Failure, estimate: int, current: int) -> Problem:
+    """A KV-cache report whose own estimate fits the context in force: the report contradicts
+    itself, so it is no evidence that a shorter context cures anything. Cutting the context on
+    it (the ladder's next step) would cost context for nothing; it is reported as the launcher's
+    failure instead, with its message, and the context and history stay."""
+    message = (
+        f"pod {failure.pod}: {failure.reason} at {current} tokens, yet vLLM estimates that {estimate} "
+        f"fit: a report that contradicts itself cures nothing, the context stays ({failure.detail})"
+    )
+    return Problem(failure.reason, message)
 
 
 def _not_cured(failure: Failure, why: str, reason: str) -> Problem:

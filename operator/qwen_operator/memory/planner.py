@@ -5,7 +5,7 @@ tokens. The plan predicts that from the architecture, so the operator can start 
 context that fits instead of a known crash, and say why in `status.context.planned`.
 
 The formula mirrors vLLM 0.33 (checked against vLLM's own functions by
-tests/contract/test_vllm_memory.py), per GPU of a replica of `tensor` GPUs:
+tests/tools/contract/test_vllm_memory.py), per GPU of a replica of `tensor` GPUs:
 
     requested = ceil(total_memory * gpu_memory_utilization)       # v1/worker/utils.request_memory
     available = requested - non_kv_cache_memory - cudagraph_memory # gpu_worker.determine_available_memory

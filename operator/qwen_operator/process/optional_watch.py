@@ -22,7 +22,7 @@ then on no new ServiceMonitor, PrometheusRule, ... was ever handled. Kopf's watc
 per-object worker are wrapped to release their share however they end.
 
 Kopf is pinned to 1.45.x, whose `infinite_watch`, `process_discovered_resource_event`,
-`watcher` and `worker` this wraps; tests/test_optional_watch.py checks both that and the
+`watcher` and `worker` this wraps; tests/unit/test_optional_watch.py checks both that and the
 behaviour.
 """
 

@@ -115,16 +115,33 @@ def data_digest(obj: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(obj.get("data") or {}, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def changed_fields(old: Mapping[str, Any] | None, new: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """Top-level-ish paths where `new` differs from `old` (for event messages)."""
-    if old is None:
+COMPARED = ("metadata", "spec")
+"""The parts of a child drift compares, field by field, and the slim live manifest keeps
+(snapshot.child_from). apiVersion and kind name the object: the slim manifest leaves them out, so
+comparing them would name them in every event ("Updated StatefulSet q: apiVersion, kind")."""
+
+
+def changed_fields(live: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> list[str]:
+    """The paths (one level below metadata and spec, and `data`) where `desired` differs from the
+    slim `live` manifest: what an event names. Only what `drift` compares: a field named here is
+    one the apply changes."""
+    if live is None:
         return []
     out: list[str] = []
-    for key, value in new.items():
-        path = f"{prefix}.{key}" if prefix else key
-        before = old.get(key)
-        if isinstance(value, Mapping) and isinstance(before, Mapping) and path.count(".") < 1:
-            out += changed_fields(before, value, path)
-        elif not contains(value, before):
-            out.append(path)
+    for key in COMPARED:
+        want, have = _unhashed(desired.get(key)), _unhashed(live.get(key))
+        if isinstance(want, Mapping) and isinstance(have, Mapping):
+            out += [f"{key}.{k}" for k, v in want.items() if not contains(v, have.get(k))]
+        elif not contains(want, have):
+            out.append(key)
+    if "data" in desired and data_digest(desired) != live.get(DATA_DIGEST):
+        out.append("data")
     return out
+
+
+def _unhashed(part: Any) -> Any:
+    """metadata without the hash annotation: it changes with every change, so it names none."""
+    if not isinstance(part, Mapping) or not isinstance(part.get("annotations"), Mapping):
+        return part
+    annotations = {k: v for k, v in part["annotations"].items() if k != HASH_ANNOTATION}
+    return {**part, "annotations": annotations}

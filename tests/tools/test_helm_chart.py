@@ -1,0 +1,207 @@
+"""The Helm chart (manifests/helm/qwen-operator), statically: `helm lint`, its values schema,
+and what each value renders to, read back through the operator's own CLI parser.
+
+That it renders the kustomize base, that the apiserver accepts it and that the operator runs
+as its ServiceAccount is proven on a cluster by e2e/test_helm.py; that its crds/ holds the
+checked-in CRD, by tests/unit/test_manifests.py. helm comes from `make tools`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from e2e.devcluster.consumers import CHART, helm
+from qwen_operator import cli
+
+REPO = Path(__file__).resolve().parents[2]
+CRD_FILE = "qwenthinkingdeployments.serving.qwen-operator.io.yaml"
+MONITORING = REPO / "manifests" / "monitoring"
+DIGEST = "sha256:" + "ab" * 32
+
+
+def template(
+    *sets: str, release: str = "qwen-operator", namespace: str = "qwen-operator-system"
+) -> list[dict[str, Any]]:
+    args = [a for s in sets for a in ("--set", s)]
+    out = helm("template", release, str(CHART), "-n", namespace, *args).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    kinds = [d["kind"] for d in docs]
+    assert len(kinds) == len(set(kinds)), kinds
+    return {d["kind"]: d for d in docs}
+
+
+def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (c,) = by_kind(docs)["Deployment"]["spec"]["template"]["spec"]["containers"]
+    return dict(c)
+
+
+def pyproject_version() -> str:
+    version: str = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    return version
+
+
+def test_lint_strict_with_the_defaults_and_every_option() -> None:
+    assert "1 chart(s) linted, 0 chart(s) failed" in helm("lint", "--strict", str(CHART)).stdout
+    options = [
+        "watchNamespaces={llm,team-b}", "metrics.serviceMonitor.enabled=true", f"image.digest={DIGEST}",
+        "namespace.create=true", "serviceAccount.create=false", "serviceAccount.name=existing",
+        "replicas=0", "workers=8", "logLevel=DEBUG", "priorityClassName=system-cluster-critical",
+        "monitoring.prometheusRule.enabled=true", "monitoring.grafanaDashboard.enabled=true",
+    ]  # fmt: skip
+    out = helm("lint", "--strict", str(CHART), *[a for o in options for a in ("--set", o)]).stdout
+    assert "0 chart(s) failed" in out
+
+
+@pytest.mark.parametrize(
+    ("value", "complaint"),
+    [
+        ("replicas=-1", "minimum"),
+        ("watchNamespaces={Not_A_Namespace}", "watchNamespaces"),
+        ("metrics.servicemonitor.enabled=true", "servicemonitor"),  # a typo is an error, not ignored
+        ("image.digest=latest", "digest"),
+        ("logLevel=LOUD", "logLevel"),
+    ],
+)
+def test_values_schema_refuses_what_would_break_the_operator(value: str, complaint: str) -> None:
+    done = helm("lint", str(CHART), "--set", value, check=False)
+    assert done.returncode != 0, done.stdout
+    assert complaint in done.stdout + done.stderr
+
+
+def test_watched_namespaces_become_the_operators_arguments() -> None:
+    args = cli.parser().parse_args(container(template())["args"])
+    assert (args.command, args.all_namespaces, args.namespace) == ("run", True, [])
+    args = cli.parser().parse_args(container(template("watchNamespaces={llm,team-b}"))["args"])
+    assert (args.command, args.all_namespaces, args.namespace) == ("run", False, ["llm", "team-b"])
+
+
+def test_namespaces_are_readable_only_when_serving_named_namespaces() -> None:
+    """Kopf lists and watches Namespaces when given --namespace (e2e/test_helm.py saw it stall
+    for about a minute without them); serving every namespace needs no such right."""
+
+    def grants(docs: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+        rules = by_kind(docs)["ClusterRole"]["rules"]
+        return {
+            (g, r, v)
+            for rule in rules
+            for g in rule["apiGroups"]
+            for r in rule["resources"]
+            for v in rule["verbs"]
+        }
+
+    everywhere, named = grants(template()), grants(template("watchNamespaces={llm}"))
+    assert named - everywhere == {("", "namespaces", "list"), ("", "namespaces", "watch")}
+    assert not any(r == "namespaces" for _, r, _ in everywhere)
+    base = yaml.safe_load((REPO / "manifests" / "clusterrole.yaml").read_text())
+    assert by_kind(template())["ClusterRole"]["rules"] == base["rules"]
+
+
+def test_chart_version_app_version_and_image_are_the_release() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["version"] == chart["appVersion"] == pyproject_version()
+    base = yaml.safe_load((REPO / "manifests" / "deployment.yaml").read_text())
+    (base_container,) = base["spec"]["template"]["spec"]["containers"]
+    assert container(template())["image"] == base_container["image"]
+    assert base_container["image"].endswith(f":{pyproject_version()}")
+    pinned = container(template(f"image.digest={DIGEST}", "image.tag=ignored"))["image"]
+    assert pinned == f"ghcr.io/qwen-operator/qwen-operator@{DIGEST}"
+
+
+def test_values_reach_the_pod() -> None:
+    docs = template(
+        "replicas=0", "resources.limits.memory=1Gi", "workers=8", "logLevel=DEBUG", "metrics.port=9090"
+    )
+    deployment = by_kind(docs)["Deployment"]
+    assert deployment["spec"]["replicas"] == 0
+    c = container(docs)
+    assert c["resources"]["limits"]["memory"] == "1Gi"
+    env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+    assert env["QWEN_OPERATOR_WORKERS"] == "8" and env["QWEN_OPERATOR_LOG_LEVEL"] == "DEBUG"
+    assert env["QWEN_OPERATOR_HTTP_PORT"] == "9090"
+    assert c["ports"] == [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]
+    assert by_kind(docs)["Service"]["spec"]["ports"][0]["port"] == 9090
+
+
+def test_service_monitor_only_when_asked_and_it_selects_the_metrics_service() -> None:
+    assert "ServiceMonitor" not in by_kind(template())
+    kinds = by_kind(
+        template("metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.labels.release=prom")
+    )
+    monitor, service = kinds["ServiceMonitor"], kinds["Service"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [service["metadata"]["namespace"]]}
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == [p["name"] for p in service["spec"]["ports"]]
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert all(e["honorLabels"] for e in monitor["spec"]["endpoints"])  # the resources' own namespace label
+    pod_labels = kinds["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    kinds = by_kind(template("metrics.enabled=false", "metrics.serviceMonitor.enabled=true"))
+    assert "Service" not in kinds and "ServiceMonitor" not in kinds
+
+
+def test_alerts_and_dashboard_are_those_of_manifests_monitoring() -> None:
+    """The chart reads manifests/monitoring/ through links (files/): one set of alerts and one
+    dashboard for both ways to install, each only when asked for."""
+    kinds = by_kind(template())
+    assert "PrometheusRule" not in kinds and "ConfigMap" not in kinds
+    kinds = by_kind(
+        template(
+            "monitoring.prometheusRule.enabled=true", "monitoring.prometheusRule.labels.release=prom",
+            "monitoring.grafanaDashboard.enabled=true",
+            "monitoring.grafanaDashboard.annotations.grafana_folder=LLM",
+        )
+    )  # fmt: skip
+    shipped = yaml.safe_load((MONITORING / "prometheusrule.yaml").read_text())
+    rule = kinds["PrometheusRule"]
+    assert rule["spec"] == shipped["spec"]
+    assert rule["metadata"]["labels"]["release"] == "prom"
+    dashboard = kinds["ConfigMap"]
+    assert dashboard["data"]["qwen-operator-dashboard.json"] == (
+        MONITORING / "qwen-operator-dashboard.json"
+    ).read_text().rstrip("\n")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "LLM"}
+    for link in ("prometheusrule.yaml", "qwen-operator-dashboard.json"):
+        assert (CHART / "files" / link).resolve() == (MONITORING / link).resolve()
+
+
+def test_a_release_prefixes_its_cluster_scoped_objects() -> None:
+    """Two releases (or a release beside `kubectl apply -k manifests/`) never share a ClusterRole."""
+    kinds = by_kind(template(release="team", namespace="team-ops"))
+    assert kinds["ClusterRole"]["metadata"]["name"] == "team-qwen-operator"
+    binding = kinds["ClusterRoleBinding"]
+    assert binding["roleRef"]["name"] == "team-qwen-operator"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "team-qwen-operator", "namespace": "team-ops"}
+    ]
+    assert kinds["Deployment"]["spec"]["template"]["spec"]["serviceAccountName"] == "team-qwen-operator"
+    assert "Namespace" not in kinds  # helm install --create-namespace, or namespace.create=true
+    kinds = by_kind(template("serviceAccount.create=false", "serviceAccount.name=existing"))
+    assert "ServiceAccount" not in kinds
+    assert kinds["ClusterRoleBinding"]["subjects"][0]["name"] == "existing"
+
+
+def test_each_release_elects_on_its_own_lease_which_only_its_role_grants() -> None:
+    """Two replicas by default; a release's Lease is named after it (two releases never share one),
+    and its Role grants that Lease alone, in the release's namespace."""
+    kinds = by_kind(template(release="team", namespace="team-ops"))
+    deployment = kinds["Deployment"]
+    assert deployment["spec"]["replicas"] == 2 and deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    env = {e["name"]: e for e in container(list(kinds.values()))["env"]}
+    assert env["QWEN_OPERATOR_LEASE_NAME"]["value"] == "team-qwen-operator"
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    role, binding = kinds["Role"], kinds["RoleBinding"]
+    assert role["metadata"]["namespace"] == "team-ops"
+    named = [r for r in role["rules"] if r.get("resourceNames")]
+    assert [r["resourceNames"] for r in named] == [["team-qwen-operator"]]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}  # fmt: skip
+    assert binding["subjects"] == kinds["ClusterRoleBinding"]["subjects"]
