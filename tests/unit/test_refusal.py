@@ -18,7 +18,7 @@ from qwen_operator.reconcile.refusal import Kind
 from qwen_operator.reconcile.refusal import read as read_refusal
 from testkit.fake import KEY, FakeCluster, reconciler, refused
 
-ACT = Path(__file__).resolve().parent.parent / "operator" / "qwen_operator" / "reconcile" / "act.py"
+ACT = Path(__file__).resolve().parent.parent.parent / "operator" / "qwen_operator" / "reconcile" / "act.py"
 
 
 def status(
