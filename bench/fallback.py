@@ -24,8 +24,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from qwen_operator import api
-from qwen_operator.api.vocabulary import CONTEXT_STEP, MAX_MODEL_LEN_FLAG, SERVER_CONTAINER, LauncherReason
+from qwen_operator.api.vocabulary import MAX_MODEL_LEN_FLAG, SERVER_CONTAINER, LauncherReason
 from qwen_operator.memory import cures, planner
+from qwen_operator.memory.planner import CONTEXT_STEP
 from qwen_operator.reconcile import snapshot
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -12,14 +12,13 @@ import pytest
 
 from qwen_operator import api
 from qwen_operator.api.vocabulary import (
-    MEMORY_FAILURES,
     RESET_ANNOTATION,
     KubeletReason,
     LauncherReason,
     Remedy,
 )
 from qwen_operator.memory import cures
-from qwen_operator.memory.cures import RULES, Cure
+from qwen_operator.memory.cures import MEMORY_FAILURES, RULES, Cure
 from qwen_operator.reconcile import events, snapshot, status
 from qwen_runtime.record import CudaPhase
 from testkit.fake import NOW

@@ -14,6 +14,7 @@ from qwen_operator.api.vocabulary import (
     Phase,
     Reason,
 )
+from qwen_operator.memory import cures
 from qwen_runtime import record
 
 PACKAGE = Path(vocabulary.__file__).resolve().parent
@@ -73,7 +74,7 @@ def test_the_launchers_reasons_are_the_runtimes_own() -> None:
         "CudaOOM",
         "InsufficientFreeMemory",
         "OOMKilled",
-    } == vocabulary.MEMORY_FAILURES
+    } == cures.MEMORY_FAILURES
     assert "Unknown" not in vocabulary.CRASH_REASONS and "InvalidArguments" in vocabulary.CRASH_REASONS
 
 

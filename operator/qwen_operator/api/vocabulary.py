@@ -105,15 +105,6 @@ FETCH_CONTAINER = "fetch-weights"
 """The init container that downloads the weights."""
 MAX_MODEL_LEN_FLAG = "--max-model-len"
 
-CONTEXT_STEP = 1024
-"""Contexts the operator derives (from the memory plan or vLLM's estimate) are multiples of this."""
-UTILIZATION_STEP = 0.03
-"""How much the GPU memory utilization falls after a CUDA out of memory outside the KV cache:
-about 4 GiB of an 141 GiB H200, 2.4 GiB of an 80 GiB H100, the size of the peaks vLLM's
-profiling run misjudges (CUDA graphs, sampler warm-up), in one restart rather than many."""
-UTILIZATION_MARGIN = 0.01
-"""Kept below what another process leaves free (free / total), for that process's growth."""
-
 SERVICE_MONITOR_API = "monitoring.coreos.com/v1"
 SERVICE_MONITOR_CRD = "servicemonitors.monitoring.coreos.com"
 PROMETHEUS_RULE_CRD = "prometheusrules.monitoring.coreos.com"
@@ -350,15 +341,6 @@ IMAGE_PULL_FAILURES = frozenset(
         KubeletReason.ERR_IMAGE_NEVER_PULL,
     }
 )
-MEMORY_FAILURES: frozenset[str] = frozenset(
-    {
-        LauncherReason.KV_CACHE_INSUFFICIENT,
-        LauncherReason.CUDA_OOM,
-        LauncherReason.INSUFFICIENT_FREE_MEMORY,
-        KubeletReason.OOM_KILLED,
-    }
-)
-"""Failures the context fallback acts on: the launcher's three and the kubelet's OOMKilled."""
 CRASH_REASONS: frozenset[str] = frozenset(
     {*(r for r in LauncherReason if r != LauncherReason.UNKNOWN), KubeletReason.OOM_KILLED}
 )

@@ -34,16 +34,13 @@ from enum import StrEnum
 
 from qwen_operator import api
 from qwen_operator.api.vocabulary import (
-    CONTEXT_STEP,
-    MEMORY_FAILURES,
     RESET_ANNOTATION,
-    UTILIZATION_MARGIN,
-    UTILIZATION_STEP,
     KubeletReason,
     LauncherReason,
     Reason,
     Remedy,
 )
+from qwen_operator.memory.planner import CONTEXT_STEP
 from qwen_operator.process import clock
 from qwen_operator.reconcile import snapshot
 from qwen_operator.reconcile.problems import Problem
@@ -124,6 +121,16 @@ RULES: dict[tuple[str, str | None], Prescription] = {
 """Every cause the launcher (reason, CUDA phase) and the kubelet report, and its cure."""
 
 
+MEMORY_FAILURES = frozenset(reason for (reason, _), p in RULES.items() if p.cure != Cure.NOT_MEMORY)
+"""Failures the cures act on: those whose prescription is about memory (derived, not restated)."""
+UTILIZATION_STEP = 0.03
+"""How much the GPU memory utilization falls after a CUDA out of memory outside the KV cache:
+about 4 GiB of an 141 GiB H200, 2.4 GiB of an 80 GiB H100, the size of the peaks vLLM's
+profiling run misjudges (CUDA graphs, sampler warm-up), in one restart rather than many."""
+UTILIZATION_MARGIN = 0.01
+"""Kept below what another process leaves free (free / total), for that process's growth."""
+
+
 def rule_for(reason: str, phase: str | None) -> Prescription | None:
     """The rule of a failure: by reason and phase for a CUDA OOM, by reason otherwise."""
     return RULES.get((reason, phase if reason == LauncherReason.CUDA_OOM else None))
@@ -150,6 +157,7 @@ class Failure:
 
     @property
     def memory(self) -> bool:
+        """An out-of-memory: its cause has a prescription other than NOT_MEMORY (`RULES`)."""
         return self.reason in MEMORY_FAILURES
 
     @property

@@ -41,7 +41,6 @@ from importlib import resources
 from typing import Any
 
 from qwen_operator import api
-from qwen_operator.api.vocabulary import CONTEXT_STEP
 
 GIB = 1024**3
 GB = 1000**3
@@ -56,6 +55,10 @@ log of this model at TP 4 was found to pin it down. It also covers the gap betwe
 0.5 GiB less, driver reservations)."""
 FP8_SCALE_BYTES = 4
 """Block-quantised FP8 checkpoints keep one float32 scale per weight block."""
+
+
+CONTEXT_STEP = 1024
+"""Contexts the operator derives (from the memory plan or vLLM's estimate) are multiples of this."""
 
 
 @dataclass(frozen=True)
