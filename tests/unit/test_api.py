@@ -87,10 +87,10 @@ def test_valid_specs(spec: dict[str, Any]) -> None:
 
 def test_extra_args_rule_matches_prefix_only_on_whole_flags() -> None:
     # `--portable` is not `--port`; `--port=1` and `--port 1` are.
-    assert not api.types._is_managed("--portable")
-    assert api.types._is_managed("--port=1")
-    assert api.types._is_managed("--port 1")
-    assert api.types._is_managed("-tp")
+    assert not api.vllm_flags._is_managed("--portable")
+    assert api.vllm_flags._is_managed("--port=1")
+    assert api.vllm_flags._is_managed("--port 1")
+    assert api.vllm_flags._is_managed("-tp")
 
 
 def test_every_managed_flag_is_rejected_in_both_forms() -> None:

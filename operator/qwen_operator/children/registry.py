@@ -34,7 +34,7 @@ from qwen_operator.api.vocabulary import (
 )
 
 if TYPE_CHECKING:
-    from qwen_operator.api.types import QwenThinkingDeployment
+    from qwen_operator.api.resource import QwenThinkingDeployment
 
 Served = frozenset[str]
 """The optional CRDs the apiserver serves now."""

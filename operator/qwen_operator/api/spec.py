@@ -1,301 +1,89 @@
-"""The QwenThinkingDeployment API: the single source of truth for the CRD and the operator.
-
-Defaults are the model card's deployment, so `spec: {}` serves
-Qwen/Qwen3-235B-A22B-Thinking-2507-FP8 on one replica of 4 GPUs with a 262144-token context.
-"""
+"""The spec of a QwenThinkingDeployment: what the user writes. Defaults are the model card's
+deployment, so `spec: {}` serves the model on one replica of 4 GPUs with a 262144-token context."""
 
 from __future__ import annotations
 
 import re
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import Field, JsonValue, PlainValidator, StringConstraints, ValidationError, WithJsonSchema
+from pydantic import Field, JsonValue, StringConstraints
 
-from qwen_operator.api.rules import ApiObject, Rule, RuleError, cel_string_list
-from qwen_operator.api.vocabulary import (
-    API_VERSION,
-    CATEGORIES,
-    GROUP,
-    KIND,
-    PLURAL,
-    SHORT_NAMES,
-    SINGULAR,
-    VERSION,
-    Phase,
-    Remedy,
-    Stage,
-    WeightsState,
+from qwen_operator.api.defaults import (
+    DEFAULT_MODEL,
+    FALLBACK_STEPS,
+    MANAGED_ENV,
+    MAX_CONTEXT,
+    MAX_PIPELINE,
+    MIN_CONTEXT,
+    OTHER_CACHE_FLOOR,
+    RECOMMENDED_CONTEXT,
+    TENSOR_SIZES,
+    WEIGHTS_CACHE_FLOOR,
+    WEIGHTS_GIB,
+)
+from qwen_operator.api.patterns import (
+    ARGUMENT,
+    CREDENTIAL_NAMES,
+    CREDENTIAL_SUFFIX,
+    ENV_NAME,
+    IMAGE,
+    K8S_GROUP_PATTERN,
+    K8S_KIND_PATTERN,
+    LABEL_KEY,
+    LABEL_VALUE,
+    PRINTABLE,
+    RELATIVE_PATH,
+    RESOURCE_NAME,
+    REVISION,
+    SECRET_KEY,
+    TOKEN_PATTERN,
+    DnsName,
+    IntOrPercent,
+    IntOrQuantity,
+    OptionalDnsName,
+    Passthrough,
+    Quantity,
+)
+from qwen_operator.api.rules import ApiObject, Rule, cel_string_list
+from qwen_operator.api.vllm_flags import (
+    MANAGED_FLAG_PATTERN,
+    MANAGED_FLAGS,
+    KvCacheDtype,
+    ReasoningParser,
+    ToolParser,
+    _is_managed,
 )
 from qwen_operator.reconcile.diff import quantity
 
 __all__ = [
-    "API_VERSION",
-    "ARGUMENT",
-    "BAKED_IMAGE",
     "CACHE_MODES",
-    "CAPABILITIES",
-    "CATEGORIES",
-    "CREDENTIAL_NAMES",
-    "CREDENTIAL_SUFFIX",
-    "DEFAULT_IMAGE",
-    "DEFAULT_MODEL",
-    "DNS_SUBDOMAIN",
-    "ENV_NAME",
-    "FALLBACK_STEPS",
-    "GROUP",
-    "IMAGE",
-    "K8S_GROUP_PATTERN",
-    "K8S_KIND_PATTERN",
-    "KIND",
-    "LABEL_KEY",
-    "LABEL_VALUE",
-    "MANAGED_ENV",
-    "MANAGED_FLAGS",
-    "MANAGED_FLAG_PATTERN",
-    "MAX_CONTEXT",
-    "MAX_INT_OR_STRING",
-    "MAX_NAME_LENGTH",
-    "MAX_PIPELINE",
-    "MIN_CONTEXT",
-    "NAME_PATTERN",
-    "OTHER_CACHE_FLOOR",
-    "PERCENT_PATTERN",
-    "PLURAL",
-    "PRINTABLE",
-    "QUANTITY_PATTERN",
-    "REASONING_PARSERS",
-    "RECOMMENDED_CONTEXT",
-    "RELATIVE_PATH",
-    "RESOURCE_NAME",
-    "REVISION",
-    "SECRET_KEY",
-    "SHORT_NAMES",
-    "SINGULAR",
-    "TENSOR_SIZES",
-    "TOKEN_PATTERN",
-    "TOOL_PARSERS",
-    "VERSION",
-    "WEIGHTS_CACHE_FLOOR",
-    "WEIGHTS_GIB",
     "AuthSpec",
     "AutoscalingSpec",
     "CacheMode",
     "CacheSpec",
-    "Condition",
     "ContextSpec",
-    "ContextStatus",
-    "ContextStep",
     "DisruptionSpec",
-    "DnsName",
     "EndpointPickerRef",
     "EnvVar",
     "GpuSpec",
     "HuggingFaceSource",
     "InferencePoolSpec",
-    "IntOrPercent",
-    "IntOrQuantity",
-    "InvalidResource",
-    "KvCacheDtype",
     "ModelSource",
     "ModelSpec",
     "MonitoringSpec",
-    "ObjectMeta",
-    "OptionalDnsName",
     "ParallelismSpec",
-    "Passthrough",
     "PortNumber",
     "ProbeOverride",
     "ProbesSpec",
     "PvcSource",
-    "Quantity",
-    "QwenThinkingDeployment",
     "QwenThinkingDeploymentSpec",
-    "QwenThinkingDeploymentStatus",
-    "ReasoningParser",
-    "ReplicaStatus",
     "ResourcesSpec",
     "RuntimeSpec",
     "SamplingSpec",
     "SchedulingSpec",
     "SecretKeyRef",
     "ServiceSpec",
-    "StatusObject",
     "ToolCallingSpec",
-    "ToolParser",
-    "UtilizationStatus",
-    "WeightsStatus",
-    "parse_resource",
-    "without_nulls",
-]
-
-DEFAULT_MODEL = "Qwen/Qwen3-235B-A22B-Thinking-2507-FP8"
-DEFAULT_IMAGE = "vllm/vllm-openai:v0.33.0"
-"""The unmodified vLLM image: the launcher reaches the pods in a ConfigMap (render.py)."""
-BAKED_IMAGE = "ghcr.io/qwen-operator/qwen-runtime:0.1.0-vllm0.33.0"
-"""The optional image with the launcher baked in (runtime/Dockerfile), for air-gapped mirrors."""
-WEIGHTS_CACHE_FLOOR = "221Gi"
-"""The default model's weights: 236,445,455,360 B is 220.2 GiB (planner.weight_bytes)."""
-WEIGHTS_GIB = 220.2
-"""The same weights in GiB, rounded down: GPUs with less memory in all cannot hold them."""
-OTHER_CACHE_FLOOR = "1Gi"
-"""Any other model: no weights cache smaller than this."""
-RECOMMENDED_CONTEXT = 131072
-"""The model card: a thinking model wants at least this context for its reasoning."""
-CREDENTIAL_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_TOKEN", "VLLM_API_KEY", "OPENAI_API_KEY")
-CREDENTIAL_SUFFIX = (
-    "(_TOKEN|_API_KEY|_APIKEY|_PASSWORD|_PASSWD|_SECRET|_SECRET_KEY|_ACCESS_KEY|_PRIVATE_KEY|_CREDENTIALS)$"
-)
-"""Environment variable names that hold credentials: never a literal value in the spec."""
-TOKEN_PATTERN = "(hf_[A-Za-z0-9]{30,}|sk-[A-Za-z0-9_-]{20,})"
-"""A Hugging Face or OpenAI-style token, wherever it sits in an env value or an argument."""
-MANAGED_ENV = ("PYTHONPATH",)
-"""Environment the server needs as the operator sets it: the launcher is imported from PYTHONPATH."""
-CAPABILITIES = ("IPC_LOCK",)
-"""Capabilities a user may add to the server (IPC_LOCK: pinned memory for RDMA/GPUDirect);
-any of them takes the pods out of Pod Security "restricted"."""
-MAX_CONTEXT = 262144
-MIN_CONTEXT = 1024
-FALLBACK_STEPS = (262144, 196608, 131072, 98304, 65536, 32768)
-"""The ladder of contexts the fallback steps down when vLLM gave no estimate."""
-MAX_NAME_LENGTH = 52
-"""A StatefulSet's pods carry `controller-revision-hash: <name>-<10 chars>`, a 63-char label."""
-
-ReasoningParser = Literal["deepseek_r1", "qwen3", "none"]
-"""vLLM reasoning parsers that understand Qwen3's implicit `<think>`; `none` = raw output."""
-ToolParser = Literal["hermes", "qwen3_xml", "qwen3_coder"]
-KvCacheDtype = Literal["auto", "fp8"]
-REASONING_PARSERS: tuple[str, ...] = get_args(ReasoningParser)
-TOOL_PARSERS: tuple[str, ...] = get_args(ToolParser)
-TENSOR_SIZES = (1, 2, 4, 8)
-MAX_PIPELINE = 8
-"""Pipeline stages (nodes) of one replica: the 94 layers of this model in at most 8 stages."""
-
-MANAGED_FLAGS = (
-    "--model",
-    "--served-model-name",
-    "--tensor-parallel-size",
-    "-tp",
-    "--max-model-len",
-    "--reasoning-parser",
-    "--enable-reasoning",
-    "--gpu-memory-utilization",
-    "--device-memory-utilization",
-    "--kv-cache-dtype",
-    "--override-generation-config",
-    "--enable-auto-tool-choice",
-    "--disable-auto-tool-choice",
-    "--tool-call-parser",
-    "--enable-expert-parallel",
-    "--disable-expert-parallel",
-    "-ep",
-    "--pipeline-parallel-size",
-    "-pp",
-    "--nnodes",
-    "-n",
-    "--node-rank",
-    "-r",
-    "--master-addr",
-    "--headless",
-    "--api-key",
-    "--download-dir",
-    "--revision",
-    "--host",
-    "--port",
-    "--hf-token",
-)
-"""Flags the operator sets itself, with vLLM 0.33's aliases for them (from its own parser), and
-`--hf-token`, whose value would be a credential in the pod spec (tokenSecretRef sets it)."""
-
-
-def _prefixes(word: str) -> str:
-    """A regex for every non-empty prefix of `word`: argparse accepts unique abbreviations."""
-    assert re.fullmatch(r"[a-z-]+", word), word  # no regex metacharacters, no CEL escapes
-    pattern = ""
-    for char in reversed(word[1:]):
-        pattern = f"({char}{pattern})?"
-    return word[0] + pattern
-
-
-MANAGED_FLAG_PATTERN = (
-    "^("
-    + "|".join(
-        [f"--{_prefixes(f[2:])}" for f in MANAGED_FLAGS if f.startswith("--")]
-        + [f for f in MANAGED_FLAGS if not f.startswith("--")]
-    )
-    + ")([= ].*)?$"
-)
-"""Matches an argument (with `_` read as `-`) that sets a managed flag: `--flag`, `--flag=v`,
-`--flag v`, or an abbreviation such as `--max-model=1024`, which vLLM's parser accepts."""
-
-QUANTITY_PATTERN = (
-    r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$"
-)
-"""A non-negative Kubernetes resource quantity as the apiserver parses it. The pattern that
-Kubernetes publishes also admits a fractional exponent (`1e.5`), which the parser refuses."""
-PERCENT_PATTERN = r"^[0-9]+%$"
-Quantity = Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=64)]
-
-# Patterns are read by three regex engines (Go's in the apiserver, Rust's in pydantic, Python's):
-# ASCII classes spelled out, no \w \d \s (Unicode-aware in two of them, not in Go's).
-_DNS_LABEL = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-DNS_SUBDOMAIN = f"^{_DNS_LABEL}(\\.{_DNS_LABEL})*$"
-"""Names of Secrets, claims, PriorityClasses and StorageClasses (at most 253 characters)."""
-_LABEL_NAME = "[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
-LABEL_KEY = f"^({_DNS_LABEL}(\\.{_DNS_LABEL})*/)?{_LABEL_NAME}$"
-LABEL_VALUE = "^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
-RESOURCE_NAME = f"^{_DNS_LABEL}(\\.{_DNS_LABEL})*/{_LABEL_NAME}$"
-"""An extended resource: a domain, a slash and a name (nvidia.com/gpu)."""
-ENV_NAME = "^[-._A-Za-z][-._A-Za-z0-9]*$"
-SECRET_KEY = "^[-._A-Za-z0-9]+$"
-_SEGMENT = "[A-Za-z0-9_-][A-Za-z0-9._-]*"
-REVISION = f"^{_SEGMENT}(/{_SEGMENT})*$"
-"""A branch, tag or commit; no segment starts with a dot, so never `..`."""
-RELATIVE_PATH = f"^/?({_SEGMENT}(/{_SEGMENT})*)?/?$"
-IMAGE = "^[A-Za-z0-9][A-Za-z0-9._/:@-]*$"
-PRINTABLE = "^[!-~]*$"
-"""Printable ASCII, no space: a name clients send and logs print."""
-_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
-ARGUMENT = f"^([^\\x00-\\x1f\\x7f{_DASHES}][^\\x00-\\x1f\\x7f]*)?$"
-"""No control character, and no dash look-alike first (a pasted `—max-num-seqs` is no flag to
-vLLM: it would stop at "unrecognized arguments"). The dashes are the characters themselves."""
-DnsName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
-OptionalDnsName = Annotated[str, StringConstraints(max_length=253, pattern=f"^$|{DNS_SUBDOMAIN}")]
-
-
-MAX_INT_OR_STRING = 64
-
-
-def _int_or_string(value: Any, pattern: str, example: str) -> int | str:
-    """A Kubernetes int-or-string: a non-negative integer, or a string matching `pattern`."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str) and len(value) <= MAX_INT_OR_STRING and re.fullmatch(pattern, value):
-        return value
-    raise ValueError(f"{value!r} must be a non-negative integer or a string like {example}")
-
-
-def _int_or_string_schema(pattern: str) -> WithJsonSchema:
-    return WithJsonSchema(
-        {"x-kubernetes-int-or-string": True, "pattern": pattern, "minimum": 0, "maxLength": MAX_INT_OR_STRING}
-    )
-
-
-IntOrQuantity = Annotated[
-    int | str,
-    PlainValidator(lambda v: _int_or_string(v, QUANTITY_PATTERN, "8, 500m or 96Gi")),
-    _int_or_string_schema(QUANTITY_PATTERN),
-]
-IntOrPercent = Annotated[
-    int | str,
-    PlainValidator(lambda v: _int_or_string(v, PERCENT_PATTERN, "25%")),
-    _int_or_string_schema(PERCENT_PATTERN),
-]
-K8S_GROUP_PATTERN = r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-K8S_KIND_PATTERN = r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$"
-"""An API group and a kind, as the Gateway API validates them."""
-Passthrough = Annotated[
-    dict[str, Any], Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
 ]
 
 
@@ -303,10 +91,6 @@ def _sub(model: type[ApiObject], description: str | None = None) -> Any:
     """A nested object that defaults to its own defaults (also in the CRD, so `{}` fills in)."""
     extra: dict[str, JsonValue] = {"x-qwen-default-object": True}
     return Field(default_factory=model, description=description, json_schema_extra=extra)
-
-
-def _is_managed(arg: str) -> bool:
-    return re.match(MANAGED_FLAG_PATTERN, arg.replace("_", "-")) is not None
 
 
 class SecretKeyRef(ApiObject):
@@ -900,214 +684,3 @@ class QwenThinkingDeploymentSpec(ApiObject):
     """Per-resource alerts."""
     paused: bool = False
     """Stop changing the children; status still follows reality."""
-
-
-class StatusObject(ApiObject):
-    """Part of the status: written by the operator, read back from the apiserver (enums from text)."""
-
-    model_config = ApiObject.model_config | {"strict": False}
-
-
-class ContextStep(StatusObject):
-    """One out-of-memory cure: a shorter context, or a lower GPU memory utilization."""
-
-    time: str
-    """When the cure was decided (RFC 3339)."""
-    remedy: Remedy = Remedy.SHORTER_CONTEXT
-    """ShorterContext (the KV cache could not hold one request) or LowerUtilization (a peak outside
-    the KV cache, or memory held by another process)."""
-    from_: int = Field(alias="from")
-    """Context length before."""
-    to: int
-    """Context length after (the same as before for LowerUtilization)."""
-    utilization_from: float | None = None
-    """GPU memory utilization before (LowerUtilization)."""
-    utilization_to: float | None = None
-    """GPU memory utilization after (LowerUtilization)."""
-    reason: str
-    """The failure: KVCacheInsufficient, CudaOOM, InsufficientFreeMemory."""
-    cause: str = ""
-    """The failure in words, e.g. CUDA out of memory while capturing CUDA graphs."""
-    pod: str = ""
-    """The pod whose failure caused it."""
-    detail: str = ""
-    """What the server reported."""
-    pod_uid: str = Field(default="", alias="podUID")
-    """The failed pod's uid: with restartCount, the failure handled (each is counted once)."""
-    restart_count: int = 0
-    """The pod's restart count once the failed run was its last state."""
-    basis: str = ""
-    """Digest of the spec fields that decide the fit; a change to them starts again from the request."""
-
-
-class UtilizationStatus(StatusObject):
-    """The GPU memory utilization in force."""
-
-    requested: float | None = None
-    """spec.runtime.gpuMemoryUtilization."""
-    effective: float | None = None
-    """What the servers run with now (--gpu-memory-utilization)."""
-
-
-class ContextStatus(StatusObject):
-    """The context length and GPU memory utilization in force, and the cures that set them."""
-
-    requested: int | None = None
-    """spec.context.maxModelLen."""
-    effective: int | None = None
-    """What the servers run with now."""
-    planned: int | None = None
-    """What the memory plan says fits, when known."""
-    gpu_memory_utilization: UtilizationStatus | None = None
-    """GPU memory utilization requested and in force."""
-    history: list[ContextStep] | None = None
-    """One entry per out-of-memory cure (the last 20); those with the current basis are in force."""
-
-
-class Condition(StatusObject):
-    """A kstatus condition (Ready, Reconciling, Stalled, ContextReduced)."""
-
-    type: str
-    """Condition type."""
-    status: Literal["True", "False", "Unknown"]
-    """True, False or Unknown."""
-    reason: str = ""
-    """CamelCase reason."""
-    message: str = ""
-    """What a person should know."""
-    observed_generation: int | None = None
-    """The generation this condition describes."""
-    last_transition_time: str | None = None
-    """When the status last changed."""
-
-
-class ReplicaStatus(StatusObject):
-    """One server pod's progress, as the kubelet reports it."""
-
-    pod: str
-    """The pod."""
-    stage: Stage
-    """Scheduling, DownloadingWeights, LoadingModel, Serving or CrashLoop."""
-    since: str | None = None
-    """When the pod entered the stage (RFC 3339, the kubelet's time): its age is the stage's."""
-    restarts: int = 0
-    """Restarts of the server container."""
-    reason: str = ""
-    """Why it waits or fails: the scheduler's, the kubelet's or the launcher's reason."""
-
-
-class WeightsStatus(StatusObject):
-    """The shared download (model.cache.mode Shared): its claim, its Job and the Job's state."""
-
-    claim: str
-    """The ReadWriteMany PersistentVolumeClaim the servers mount read-only."""
-    job: str
-    """The Job that downloads into it, once."""
-    state: WeightsState
-    """Pending, Downloading, Complete or Failed (the Job's)."""
-    message: str = ""
-    """What the Job reports (pods active and failed, or why it failed)."""
-
-
-class QwenThinkingDeploymentStatus(StatusObject):
-    """Observed state, written only by the operator."""
-
-    observed_generation: int | None = None
-    """The spec generation the status describes."""
-    phase: Phase | None = None
-    """Pending, Progressing, Ready, Degraded or Failed."""
-    replicas: int | None = None
-    """Replicas that exist (scale subresource)."""
-    ready_replicas: int | None = None
-    """Replicas that pass readiness."""
-    selector: str | None = None
-    """Label selector of the pods (scale subresource, for HPA)."""
-    endpoint: str | None = None
-    """OpenAI-compatible base URL inside the cluster."""
-    context: ContextStatus | None = None
-    """Context length requested, in force and planned."""
-    progress: str | None = None
-    """The replicas' stages in short, e.g. "1/2 serving, 1 downloading" (printer column Progress)."""
-    replica_status: list[ReplicaStatus] | None = None
-    """One entry per server pod: its stage, since when, restarts and last reason."""
-    weights: WeightsStatus | None = None
-    """The shared download, with model.cache.mode Shared."""
-    conditions: list[Condition] = Field(default_factory=list)
-    """kstatus conditions."""
-
-
-class ObjectMeta(ApiObject):
-    """The part of metadata the operator reads."""
-
-    model_config = ApiObject.model_config | {"extra": "ignore"}
-
-    name: str
-    namespace: str = "default"
-    uid: str | None = None
-    generation: int | None = None
-    annotations: dict[str, str] = Field(default_factory=dict)
-
-
-NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
-
-
-class QwenThinkingDeployment(ApiObject):
-    """A Qwen3 thinking model served by vLLM."""
-
-    rules: ClassVar[tuple[Rule, ...]] = (
-        Rule(
-            cel=(
-                f"self.metadata.name.size() <= {MAX_NAME_LENGTH} && "
-                f"self.metadata.name.matches('{NAME_PATTERN}')"
-            ),
-            message=(
-                f"metadata.name must be at most {MAX_NAME_LENGTH} characters, start with a letter and "
-                "contain only lowercase letters, digits and '-' (it names the StatefulSet and Services)"
-            ),
-            check=lambda r: (
-                len(r.metadata.name) <= MAX_NAME_LENGTH
-                and re.match(NAME_PATTERN, r.metadata.name) is not None
-            ),
-            field_path=".metadata.name",
-        ),
-    )
-
-    api_version: Literal["serving.qwen-operator.io/v1alpha1"] = "serving.qwen-operator.io/v1alpha1"
-    kind: Literal["QwenThinkingDeployment"] = "QwenThinkingDeployment"
-    metadata: ObjectMeta
-    spec: QwenThinkingDeploymentSpec = _sub(QwenThinkingDeploymentSpec)
-    status: Any = Field(default=None, exclude=True)
-    """Ignored, as the apiserver ignores it outside the status subresource (`kubectl get -o yaml`)."""
-
-
-class InvalidResource(ValueError):
-    """The resource breaks a schema or CEL rule; `field` names where."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-
-
-def without_nulls(value: Any) -> Any:
-    """The apiserver drops a field whose value is null (none of ours is nullable), then defaults it."""
-    if isinstance(value, dict):
-        return {k: without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [without_nulls(v) for v in value]
-    return value
-
-
-def parse_resource(obj: dict[str, Any]) -> QwenThinkingDeployment:
-    """Validate a whole resource the way the apiserver would, with one clear error."""
-    try:
-        return QwenThinkingDeployment.model_validate(without_nulls(obj))
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
-        cause = (err.get("ctx") or {}).get("error")
-        if isinstance(cause, RuleError):
-            path = cause.rule.field_path or ""
-            field = (field + path) if field else path.lstrip(".")
-            raise InvalidResource(field, cause.rule.message) from None
-        raise InvalidResource(field or "resource", err["msg"].removeprefix("Value error, ")) from None

@@ -1,0 +1,50 @@
+"""The model card's deployment as defaults, and the bounds the API keeps: model, image,
+weights, contexts, parallelism, names."""
+
+from __future__ import annotations
+
+__all__ = [
+    "BAKED_IMAGE",
+    "CAPABILITIES",
+    "DEFAULT_IMAGE",
+    "DEFAULT_MODEL",
+    "FALLBACK_STEPS",
+    "MANAGED_ENV",
+    "MAX_CONTEXT",
+    "MAX_NAME_LENGTH",
+    "MAX_PIPELINE",
+    "MIN_CONTEXT",
+    "OTHER_CACHE_FLOOR",
+    "RECOMMENDED_CONTEXT",
+    "TENSOR_SIZES",
+    "WEIGHTS_CACHE_FLOOR",
+    "WEIGHTS_GIB",
+]
+
+DEFAULT_MODEL = "Qwen/Qwen3-235B-A22B-Thinking-2507-FP8"
+DEFAULT_IMAGE = "vllm/vllm-openai:v0.33.0"
+"""The unmodified vLLM image: the launcher reaches the pods in a ConfigMap (render.py)."""
+BAKED_IMAGE = "ghcr.io/qwen-operator/qwen-runtime:0.1.0-vllm0.33.0"
+"""The optional image with the launcher baked in (runtime/Dockerfile), for air-gapped mirrors."""
+WEIGHTS_CACHE_FLOOR = "221Gi"
+"""The default model's weights: 236,445,455,360 B is 220.2 GiB (planner.weight_bytes)."""
+WEIGHTS_GIB = 220.2
+"""The same weights in GiB, rounded down: GPUs with less memory in all cannot hold them."""
+OTHER_CACHE_FLOOR = "1Gi"
+"""Any other model: no weights cache smaller than this."""
+RECOMMENDED_CONTEXT = 131072
+"""The model card: a thinking model wants at least this context for its reasoning."""
+
+MANAGED_ENV = ("PYTHONPATH",)
+"""Environment the server needs as the operator sets it: the launcher is imported from PYTHONPATH."""
+CAPABILITIES = ("IPC_LOCK",)
+"""Capabilities a user may add to the server (IPC_LOCK: pinned memory for RDMA/GPUDirect);
+any of them takes the pods out of Pod Security "restricted"."""
+MAX_CONTEXT = 262144
+MIN_CONTEXT = 1024
+FALLBACK_STEPS = (262144, 196608, 131072, 98304, 65536, 32768)
+"""The ladder of contexts the fallback steps down when vLLM gave no estimate."""
+MAX_NAME_LENGTH = 52
+
+TENSOR_SIZES = (1, 2, 4, 8)
+MAX_PIPELINE = 8

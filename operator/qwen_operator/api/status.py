@@ -1,0 +1,160 @@
+"""The status of a QwenThinkingDeployment: what the operator writes, and all it writes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from qwen_operator.api.rules import ApiObject
+from qwen_operator.api.vocabulary import (
+    Phase,
+    Remedy,
+    Stage,
+    WeightsState,
+)
+
+__all__ = [
+    "Condition",
+    "ContextStatus",
+    "ContextStep",
+    "QwenThinkingDeploymentStatus",
+    "ReplicaStatus",
+    "StatusObject",
+    "UtilizationStatus",
+    "WeightsStatus",
+]
+
+
+class StatusObject(ApiObject):
+    """Part of the status: written by the operator, read back from the apiserver (enums from text)."""
+
+    model_config = ApiObject.model_config | {"strict": False}
+
+
+class ContextStep(StatusObject):
+    """One out-of-memory cure: a shorter context, or a lower GPU memory utilization."""
+
+    time: str
+    """When the cure was decided (RFC 3339)."""
+    remedy: Remedy = Remedy.SHORTER_CONTEXT
+    """ShorterContext (the KV cache could not hold one request) or LowerUtilization (a peak outside
+    the KV cache, or memory held by another process)."""
+    from_: int = Field(alias="from")
+    """Context length before."""
+    to: int
+    """Context length after (the same as before for LowerUtilization)."""
+    utilization_from: float | None = None
+    """GPU memory utilization before (LowerUtilization)."""
+    utilization_to: float | None = None
+    """GPU memory utilization after (LowerUtilization)."""
+    reason: str
+    """The failure: KVCacheInsufficient, CudaOOM, InsufficientFreeMemory."""
+    cause: str = ""
+    """The failure in words, e.g. CUDA out of memory while capturing CUDA graphs."""
+    pod: str = ""
+    """The pod whose failure caused it."""
+    detail: str = ""
+    """What the server reported."""
+    pod_uid: str = Field(default="", alias="podUID")
+    """The failed pod's uid: with restartCount, the failure handled (each is counted once)."""
+    restart_count: int = 0
+    """The pod's restart count once the failed run was its last state."""
+    basis: str = ""
+    """Digest of the spec fields that decide the fit; a change to them starts again from the request."""
+
+
+class UtilizationStatus(StatusObject):
+    """The GPU memory utilization in force."""
+
+    requested: float | None = None
+    """spec.runtime.gpuMemoryUtilization."""
+    effective: float | None = None
+    """What the servers run with now (--gpu-memory-utilization)."""
+
+
+class ContextStatus(StatusObject):
+    """The context length and GPU memory utilization in force, and the cures that set them."""
+
+    requested: int | None = None
+    """spec.context.maxModelLen."""
+    effective: int | None = None
+    """What the servers run with now."""
+    planned: int | None = None
+    """What the memory plan says fits, when known."""
+    gpu_memory_utilization: UtilizationStatus | None = None
+    """GPU memory utilization requested and in force."""
+    history: list[ContextStep] | None = None
+    """One entry per out-of-memory cure (the last 20); those with the current basis are in force."""
+
+
+class Condition(StatusObject):
+    """A kstatus condition (Ready, Reconciling, Stalled, ContextReduced)."""
+
+    type: str
+    """Condition type."""
+    status: Literal["True", "False", "Unknown"]
+    """True, False or Unknown."""
+    reason: str = ""
+    """CamelCase reason."""
+    message: str = ""
+    """What a person should know."""
+    observed_generation: int | None = None
+    """The generation this condition describes."""
+    last_transition_time: str | None = None
+    """When the status last changed."""
+
+
+class ReplicaStatus(StatusObject):
+    """One server pod's progress, as the kubelet reports it."""
+
+    pod: str
+    """The pod."""
+    stage: Stage
+    """Scheduling, DownloadingWeights, LoadingModel, Serving or CrashLoop."""
+    since: str | None = None
+    """When the pod entered the stage (RFC 3339, the kubelet's time): its age is the stage's."""
+    restarts: int = 0
+    """Restarts of the server container."""
+    reason: str = ""
+    """Why it waits or fails: the scheduler's, the kubelet's or the launcher's reason."""
+
+
+class WeightsStatus(StatusObject):
+    """The shared download (model.cache.mode Shared): its claim, its Job and the Job's state."""
+
+    claim: str
+    """The ReadWriteMany PersistentVolumeClaim the servers mount read-only."""
+    job: str
+    """The Job that downloads into it, once."""
+    state: WeightsState
+    """Pending, Downloading, Complete or Failed (the Job's)."""
+    message: str = ""
+    """What the Job reports (pods active and failed, or why it failed)."""
+
+
+class QwenThinkingDeploymentStatus(StatusObject):
+    """Observed state, written only by the operator."""
+
+    observed_generation: int | None = None
+    """The spec generation the status describes."""
+    phase: Phase | None = None
+    """Pending, Progressing, Ready, Degraded or Failed."""
+    replicas: int | None = None
+    """Replicas that exist (scale subresource)."""
+    ready_replicas: int | None = None
+    """Replicas that pass readiness."""
+    selector: str | None = None
+    """Label selector of the pods (scale subresource, for HPA)."""
+    endpoint: str | None = None
+    """OpenAI-compatible base URL inside the cluster."""
+    context: ContextStatus | None = None
+    """Context length requested, in force and planned."""
+    progress: str | None = None
+    """The replicas' stages in short, e.g. "1/2 serving, 1 downloading" (printer column Progress)."""
+    replica_status: list[ReplicaStatus] | None = None
+    """One entry per server pod: its stage, since when, restarts and last reason."""
+    weights: WeightsStatus | None = None
+    """The shared download, with model.cache.mode Shared."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """kstatus conditions."""
