@@ -60,3 +60,30 @@ def test_ipc_lock_is_opt_in_and_leaves_restricted() -> None:
     assert pod["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["IPC_LOCK"]}
     assert restricted_violations(pod) == ["server: capabilities add"]
     assert "add" not in pod["initContainers"][0]["securityContext"]["capabilities"]
+
+
+def _pod_specs(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every pod template the operator renders for `spec`, by where it sits."""
+    out: dict[str, dict[str, Any]] = {}
+    for child in render.render(parsed(spec)):
+        if child["kind"] in ("StatefulSet", "Job"):
+            out[child["kind"]] = child["spec"]["template"]["spec"]
+        elif child["kind"] == "LeaderWorkerSet":
+            group = child["spec"]["leaderWorkerTemplate"]
+            out["leader"], out["worker"] = group["leaderTemplate"]["spec"], group["workerTemplate"]["spec"]
+    return out
+
+
+def test_no_pod_gets_a_service_account_token_or_the_namespaces_services() -> None:
+    """Nothing in the server or the download talks to the apiserver: no token to steal from a
+    compromised server (or from a model's remote code), and no `<SERVICE>_PORT` variables, which
+    would list the namespace's Services and, for a Service named vllm, set vLLM's VLLM_PORT."""
+    pods = {
+        **_pod_specs({"model": {"cache": {"mode": "Shared"}}}),
+        **_pod_specs({"parallelism": {"pipeline": 2}}),
+    }
+    assert set(pods) == {"StatefulSet", "Job", "leader", "worker"}
+    for where, pod in pods.items():
+        assert pod["automountServiceAccountToken"] is False, where
+        assert pod["enableServiceLinks"] is False, where
+        assert "serviceAccountName" not in pod, where

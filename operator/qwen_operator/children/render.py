@@ -364,6 +364,7 @@ def _values(
         },
         "security": {
             "pod": security.pod(),
+            "pod_spec": security.POD_SPEC,
             "server": security.container(spec),
             "init": security.container(),
             "home": security.HOME,

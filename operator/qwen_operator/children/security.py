@@ -29,6 +29,14 @@ CACHES = {
 """Writable places for everything the server and the weights download write besides the weights."""
 
 
+POD_SPEC: dict[str, Any] = {"automountServiceAccountToken": False, "enableServiceLinks": False}
+"""Fields of the server and download pods' spec: nothing in them talks to the apiserver, so no
+ServiceAccount token is mounted (a compromised server, or a model repository's code run with
+--trust-remote-code, gets no credential of the namespace); and no environment variable per
+Service in the namespace, which would tell the server about every Service there and, for a
+Service named `vllm`, set VLLM_PORT to `tcp://...`, which vLLM reads as its own setting."""
+
+
 def pod() -> dict[str, Any]:
     return {
         "runAsNonRoot": True,
