@@ -283,6 +283,24 @@ CASES: list[Case] = [
     Case("token-in-any-variable", SECRETS, "spec.runtime.env", _env({"name": "MY_SETTING", "value": TOKEN})),
     Case("token-in-extra-args", SECRETS, "spec.runtime.extraArgs", _args(f"--lora-modules=x={TOKEN}")),
     Case("api-key-flag", SECRETS, "spec.runtime.extraArgs", _args("--api-key=sk-" + "x" * 24)),
+    # Kubernetes expands $(VAR) in the server's command, args and env values: a Secret read into
+    # the environment would land on the command line (or in another variable)
+    Case(
+        "served-name-expands-api-key",
+        SECRETS,
+        "spec.model.servedName",
+        _spec({"model": {"servedName": "$(VLLM_API_KEY)"}}),
+    ),
+    Case(
+        "extra-arg-expands-hf-token", SECRETS, "spec.runtime.extraArgs", _args("--lora-modules=x=$(HF_TOKEN)")
+    ),
+    Case("extra-arg-escaped-expansion", SECRETS, "spec.runtime.extraArgs", _args("--x", "$$(VLLM_API_KEY)")),
+    Case(
+        "env-value-expands-api-key",
+        SECRETS,
+        "spec.runtime.env[0].value",
+        _env({"name": "KEY_COPY", "value": "Bearer $(VLLM_API_KEY)"}),
+    ),
     Case("weights-cache-1Ki", SECRETS, "spec.model.cache.size", _spec({"model": {"cache": {"size": "1Ki"}}})),
     Case(
         "weights-cache-100Gi",

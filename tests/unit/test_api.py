@@ -79,6 +79,11 @@ def test_the_corpus_covers_every_category() -> None:
         {"replicas": 0},
         {"disruption": {"maxUnavailable": "50%"}},
         {"resources": {"requests": {"cpu": 16, "memory": "200Gi"}}},
+        # a `$` is no expansion: only `$(` is refused
+        {
+            "model": {"servedName": "qwen$"},
+            "runtime": {"extraArgs": ["--x=$HOME"], "env": [{"name": "A", "value": "$B ${C} $"}]},
+        },
     ],
 )
 def test_valid_specs(spec: dict[str, Any]) -> None:

@@ -99,7 +99,7 @@ def test_every_rule_is_a_cel_validation() -> None:
     cel = [r["rule"] for _, node in _walk(_schema()) for r in node.get("x-kubernetes-validations", [])]
     expected = [r.cel for cls in crd._models(api.QwenThinkingDeployment).values() for r in cls.rules]
     assert sorted(cel) == sorted(expected)
-    assert len(cel) == 19
+    assert len(cel) == 22
 
 
 def test_names_subresources_and_columns() -> None:

@@ -14,6 +14,7 @@ __all__ = [
     "CREDENTIAL_SUFFIX",
     "DNS_SUBDOMAIN",
     "ENV_NAME",
+    "EXPANSION",
     "IMAGE",
     "K8S_GROUP_PATTERN",
     "K8S_KIND_PATTERN",
@@ -43,6 +44,12 @@ CREDENTIAL_SUFFIX = (
 """Environment variable names that hold credentials: never a literal value in the spec."""
 TOKEN_PATTERN = "(hf_[A-Za-z0-9]{30,}|sk-[A-Za-z0-9_-]{20,})"
 """A Hugging Face or OpenAI-style token, wherever it sits in an env value or an argument."""
+
+EXPANSION = "$("
+"""Kubernetes expands `$(VAR)` in a container's command, args and env values, before the process
+starts: `servedName: "$(VLLM_API_KEY)"` would put the API key, read from its Secret into the
+environment, back on the command line that anyone who can read the pod's processes sees. Refused
+wherever a user's string reaches those places, even escaped as `$$(`: one rule, easy to check."""
 
 QUANTITY_PATTERN = (
     r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"

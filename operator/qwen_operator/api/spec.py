@@ -26,6 +26,7 @@ from qwen_operator.api.patterns import (
     CREDENTIAL_NAMES,
     CREDENTIAL_SUFFIX,
     ENV_NAME,
+    EXPANSION,
     IMAGE,
     K8S_GROUP_PATTERN,
     K8S_KIND_PATTERN,
@@ -193,6 +194,15 @@ class ModelSpec(ApiObject):
             check=lambda m: m.cache.mode != "Shared" or m.source is None or m.source.pvc is None,
             field_path=".cache.mode",
         ),
+        Rule(
+            cel=f"!has(self.servedName) || !self.servedName.contains('{EXPANSION}')",
+            message=(
+                f"model.servedName may not contain {EXPANSION!r}: Kubernetes expands $(VAR) in the server's "
+                "arguments, so $(VLLM_API_KEY) would put the API key on its command line"
+            ),
+            check=lambda m: EXPANSION not in m.served_name,
+            field_path=".servedName",
+        ),
     )
 
     id: Annotated[
@@ -305,6 +315,18 @@ class SamplingSpec(ApiObject):
 class EnvVar(ApiObject):
     """An environment variable of the server container (Kubernetes EnvVar)."""
 
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel=f"!has(self.value) || !self.value.contains('{EXPANSION}')",
+            message=(
+                f"runtime.env values may not contain {EXPANSION!r}: Kubernetes expands $(VAR) in env values, "
+                "so $(VLLM_API_KEY) would copy a Secret's value into a variable that is not one"
+            ),
+            check=lambda e: e.value is None or EXPANSION not in e.value,
+            field_path=".value",
+        ),
+    )
+
     name: Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=ENV_NAME)]
     """Variable name."""
     value: Annotated[str, StringConstraints(max_length=32768)] | None = None
@@ -317,6 +339,15 @@ class RuntimeSpec(ApiObject):
     """The vLLM server process."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel=f"!has(self.extraArgs) || self.extraArgs.all(a, !a.contains('{EXPANSION}'))",
+            message=(
+                f"runtime.extraArgs may not contain {EXPANSION!r}: Kubernetes expands $(VAR) in the server's "
+                "arguments, so $(VLLM_API_KEY) or $(HF_TOKEN) would put a Secret on its command line"
+            ),
+            check=lambda r: not any(EXPANSION in a for a in r.extra_args),
+            field_path=".extraArgs",
+        ),
         Rule(
             cel=(
                 "!has(self.extraArgs) || "
