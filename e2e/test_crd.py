@@ -14,6 +14,7 @@ from e2e.devcluster.kube import kubectl, wait_for
 from qwen_operator import api
 from qwen_operator.api import kubeyaml
 from testkit.invalid_cases import CASES, YAML, Case, resource, summary
+from testkit.maximal import SOURCES, Source, maximal_resource
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = sorted((ROOT / "samples").glob("*.yaml"))
@@ -83,7 +84,9 @@ spec:\r
   model: {revision: 2024-01-01, servedName: '0x1F'}\r
   context: {maxModelLen: 1_0_2_4e2, minModelLen: 0x2000}\r
   sampling: {topK: 2e1, maxTokens: 0o17, presencePenalty: null}\r
-  scheduling:\r
+"""
+"""A resource the apiserver takes, written as PyYAML and Go read differently."""
+FREE_FORM = """  scheduling:\r
     affinity:\r
       flags: [y, Y, yes, n, NO, off, On, true, tRUE, ~, Null, =, <<, 1:20, 08, .5, 5., -0, 1_0.5]\r
       numbers: [0o17, 017, 0b101, 0x1F, +1, 1.0e5, 1e3, 1_000, 2001-12-14t21:59:43.10-05:00]\r
@@ -94,14 +97,18 @@ spec:\r
       tagged: [!!str 5, !!float 3, !!int 0x10, !!bool yes, !custom 5, !!binary aGk=]\r
       python: !!python/name:os.system x\r
 """
+"""More of the same, free-form, for the two readings alone: scheduling.affinity is typed (its
+fields have bounds), so this is read by both and never sent to the apiserver."""
 
 
 def test_render_reads_yaml_as_kubectl_does(namespace: str) -> None:
     """YAML that PyYAML reads otherwise than Go: the CLI's reading (kubeyaml) equals kubectl's
     JSON, and the apiserver accepts the resource and stores what the CLI validated."""
-    sent = json.loads(kubectl("create", "--dry-run=client", "-o", "json", "-f", "-", stdin=ODDITIES).stdout)
+    for text in (ODDITIES, ODDITIES + FREE_FORM):  # kubectl's client-side dry run checks no schema
+        sent = json.loads(kubectl("create", "--dry-run=client", "-o", "json", "-f", "-", stdin=text).stdout)
+        (read,) = kubeyaml.load_all(text)
+        assert read["spec"] == sent["spec"]
     (read,) = kubeyaml.load_all(ODDITIES)
-    assert read["spec"] == sent["spec"]
     out = kubectl("apply", "-n", namespace, "--dry-run=server", "-o", "json", "-f", "-", stdin=ODDITIES)
     stored = json.loads(out.stdout)["spec"]
     spec = api.parse_resource(read).spec  # and the CLI accepts it
@@ -113,7 +120,20 @@ def test_render_reads_yaml_as_kubectl_does(namespace: str) -> None:
         spec.sampling.top_k, spec.sampling.max_tokens, False,
     ] == [2, False, {**stored["model"], "revision": "2024-01-01", "servedName": "0x1F"}, 102400, 8192, 20, 15,
           False]  # fmt: skip
-    assert stored["scheduling"]["affinity"] == read["spec"]["scheduling"]["affinity"]
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_a_resource_at_every_bound_is_accepted(source: Source, namespace: str) -> None:
+    """The resource tests/unit/test_bounds.py renders (each string, list and map at its bound):
+    the apiserver takes it, within the CEL rules' cost at run time (a create: `kubectl apply`
+    would keep a copy in an annotation, which may hold 256 KiB)."""
+    doc = maximal_resource(2, source)
+    doc["metadata"] = {"name": doc["metadata"]["name"]}
+    text = json.dumps(doc)
+    out = kubectl(
+        "create", "-n", namespace, "--dry-run=server", "-o", "name", "-f", "-", stdin=text, check=False
+    )
+    assert out.returncode == 0, out.stderr[:2000]
 
 
 def test_empty_spec_is_defaulted_to_the_model_card(namespace: str) -> None:

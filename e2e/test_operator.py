@@ -407,7 +407,8 @@ def test_crash_loop_and_image_pull_failures_are_reported(
 def test_spec_the_apiserver_rejects_is_invalid_and_touches_nothing(
     operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api
 ) -> None:
-    """A toleration passes through the CRD as is; the StatefulSet it would go into is refused."""
+    """A toleration's operator is Kubernetes' to check (the CRD bounds its length only): the
+    StatefulSet it would go into is refused."""
     bad = {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Sometimes"}]}
     apply_yaml(ns, sample(scheduling=bad))
     obj = wait_phase(custom, ns, NAME, "Failed")

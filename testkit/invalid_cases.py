@@ -79,6 +79,30 @@ def _env(*env: dict[str, Any]) -> dict[str, Any]:
     return _runtime(env=list(env))
 
 
+def _scheduling(**fields: Any) -> dict[str, Any]:
+    return _spec({"scheduling": fields})
+
+
+def _affinity(**fields: Any) -> dict[str, Any]:
+    return _scheduling(affinity=fields)
+
+
+_NODE_REQUIRED = "spec.scheduling.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+_ANTI_REQUIRED = "spec.scheduling.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+_TERM = {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+_POD_TERM = {"labelSelector": {"matchLabels": {"app": "qwen"}}, "topologyKey": "kubernetes.io/hostname"}
+
+
+def _node_required(terms: list[dict[str, Any]]) -> dict[str, Any]:
+    return _affinity(
+        nodeAffinity={"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}
+    )
+
+
+def _anti_required(terms: list[dict[str, Any]]) -> dict[str, Any]:
+    return _affinity(podAntiAffinity={"requiredDuringSchedulingIgnoredDuringExecution": terms})
+
+
 def _text(spec_lines: str, metadata: str = f"metadata: {{name: {NAME}}}\n") -> str:
     return HEADER + metadata + spec_lines
 
@@ -166,6 +190,24 @@ CASES: list[Case] = [
         "spec.disruption.maxUnavailable",
         _spec({"disruption": {"maxUnavailable": -1}}),
     ),
+    Case(
+        "value-from-unknown-field",
+        TYPES,
+        "spec.runtime.env[0].valueFrom.secretKeyRef.bogus",
+        _env({"name": "V", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k", "bogus": 1}}}),
+    ),
+    Case(
+        "affinity-unknown-field",
+        TYPES,
+        "spec.scheduling.affinity.nodeAffinity.bogus",
+        _affinity(nodeAffinity={"bogus": {}}),
+    ),
+    Case(
+        "toleration-seconds-string",
+        TYPES,
+        "spec.scheduling.tolerations[0].tolerationSeconds",
+        _scheduling(tolerations=[{"key": "k", "effect": "NoExecute", "tolerationSeconds": "60"}]),
+    ),
     Case("spec-is-a-list", TYPES, "spec", {"spec": [1, 2]}, server="spec in body must be of type object"),
     Case("context-is-a-string", TYPES, "spec.context", _spec({"context": "long"})),
     Case(
@@ -245,6 +287,26 @@ CASES: list[Case] = [
         CROSS,
         "spec.resources",
         _spec({"resources": {"limits": {"nvidia.com/gpu": 2}}}),
+    ),
+    Case(
+        "env-value-and-value-from",
+        CROSS,
+        "spec.runtime.env[0].valueFrom",
+        _env({"name": "V", "value": "x", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}),
+    ),
+    Case(
+        "value-from-two-sources",
+        CROSS,
+        "spec.runtime.env[0].valueFrom",
+        _env(
+            {
+                "name": "V",
+                "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}, "fieldRef": {"fieldPath": "x"}},
+            }
+        ),
+    ),
+    Case(
+        "value-from-no-source", CROSS, "spec.runtime.env[0].valueFrom", _env({"name": "V", "valueFrom": {}})
     ),
     Case("managed-env-pythonpath", CROSS, "spec.runtime.env", _env({"name": "PYTHONPATH", "value": "/opt"})),
     # -- managed flags and their abbreviations --------------------------------------------------
@@ -406,10 +468,10 @@ CASES: list[Case] = [
     Case("env-65", HUGE, "spec.runtime.env", _env(*[{"name": f"V{i}", "value": "1"} for i in range(65)])),
     Case("env-value-40k", HUGE, "spec.runtime.env[0].value", _env({"name": "V", "value": "a" * 40_000})),
     Case(
-        "tolerations-65",
+        "tolerations-33",
         HUGE,
         "spec.scheduling.tolerations",
-        _spec({"scheduling": {"tolerations": [{"key": f"k{i}", "operator": "Exists"} for i in range(65)]}}),
+        _spec({"scheduling": {"tolerations": [{"key": f"k{i}", "operator": "Exists"} for i in range(33)]}}),
     ),
     Case(
         "node-selector-65",
@@ -428,6 +490,121 @@ CASES: list[Case] = [
         HUGE,
         "spec.resources.requests",
         _spec({"resources": {"requests": {f"example.com/r{i}": 1 for i in range(17)}}}),
+    ),
+    # every bound of what passes through to the pod template (testkit/maximal.py sits at them)
+    Case("env-value-4097", HUGE, "spec.runtime.env[0].value", _env({"name": "V", "value": "a" * 4097})),
+    Case(
+        "value-from-secret-name-254",
+        HUGE,
+        "spec.runtime.env[0].valueFrom.secretKeyRef.name",
+        _env({"name": "V", "valueFrom": {"secretKeyRef": {"name": "s" * 254, "key": "k"}}}),
+    ),
+    Case(
+        "value-from-file-path-1025",
+        HUGE,
+        "spec.runtime.env[0].valueFrom.fileKeyRef.path",
+        _env({"name": "V", "valueFrom": {"fileKeyRef": {"volumeName": "v", "path": "p" * 1025, "key": "k"}}}),
+    ),
+    Case(
+        "toleration-key-318",
+        HUGE,
+        "spec.scheduling.tolerations[0].key",
+        _scheduling(tolerations=[{"key": "k" * 318, "operator": "Exists"}]),
+    ),
+    Case(
+        "toleration-value-64",
+        HUGE,
+        "spec.scheduling.tolerations[0].value",
+        _scheduling(tolerations=[{"key": "k", "value": "v" * 64}]),
+    ),
+    Case(
+        "node-selector-key-318",
+        HUGE,
+        "spec.scheduling.nodeSelector",
+        _scheduling(nodeSelector={"a" * 254 + "/" + "b" * 63: "v"}),
+    ),
+    Case(
+        "resource-name-318",
+        HUGE,
+        "spec.resources",
+        _spec({"resources": {"limits": {"example.com/" + "r" * 306: 1}}}),
+    ),
+    Case(
+        "node-selector-terms-5",
+        HUGE,
+        f"{_NODE_REQUIRED}.nodeSelectorTerms",
+        _node_required([_TERM] * 5),
+    ),
+    Case(
+        "node-selector-values-9",
+        HUGE,
+        f"{_NODE_REQUIRED}.nodeSelectorTerms[0].matchExpressions[0].values",
+        _node_required([{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["z"] * 9}]}]),
+    ),
+    Case(
+        "node-selector-expressions-5",
+        HUGE,
+        f"{_NODE_REQUIRED}.nodeSelectorTerms[0].matchExpressions",
+        _node_required([{"matchExpressions": _TERM["matchExpressions"] * 5}]),
+    ),
+    Case(
+        "node-match-fields-2",
+        HUGE,
+        f"{_NODE_REQUIRED}.nodeSelectorTerms[0].matchFields",
+        _node_required([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n"]}] * 2}]),
+    ),
+    Case(
+        "node-preferred-terms-5",
+        HUGE,
+        "spec.scheduling.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution",
+        _affinity(
+            nodeAffinity={
+                "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1, "preference": _TERM}] * 5
+            }
+        ),
+    ),
+    Case(
+        "pod-anti-affinity-terms-3",
+        HUGE,
+        _ANTI_REQUIRED,
+        _anti_required([_POD_TERM] * 3),
+    ),
+    Case(
+        "pod-affinity-preferred-terms-3",
+        HUGE,
+        "spec.scheduling.affinity.podAffinity.preferredDuringSchedulingIgnoredDuringExecution",
+        _affinity(
+            podAffinity={
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 1, "podAffinityTerm": _POD_TERM}
+                ]
+                * 3
+            }
+        ),
+    ),
+    Case(
+        "label-selector-labels-5",
+        HUGE,
+        f"{_ANTI_REQUIRED}[0].labelSelector.matchLabels",
+        _anti_required([{**_POD_TERM, "labelSelector": {"matchLabels": {f"l{i}": "v" for i in range(5)}}}]),
+    ),
+    Case(
+        "label-selector-key-318",
+        HUGE,
+        f"{_ANTI_REQUIRED}[0].labelSelector.matchLabels",
+        _anti_required([{**_POD_TERM, "labelSelector": {"matchLabels": {"l" * 318: "v"}}}]),
+    ),
+    Case(
+        "pod-affinity-namespaces-5",
+        HUGE,
+        f"{_ANTI_REQUIRED}[0].namespaces",
+        _anti_required([{**_POD_TERM, "namespaces": [f"ns{i}" for i in range(5)]}]),
+    ),
+    Case(
+        "topology-key-318",
+        HUGE,
+        f"{_ANTI_REQUIRED}[0].topologyKey",
+        _anti_required([{**_POD_TERM, "topologyKey": "t" * 318}]),
     ),
     # -- YAML oddities ----------------------------------------------------------------------------
     Case(

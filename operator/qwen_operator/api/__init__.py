@@ -3,12 +3,15 @@ names other code and users depend on (vocabulary: labels, annotations, condition
 reasons), and what is generated from them: the CRD and the API reference.
 
 The types live by concern: `defaults` (the model card's deployment and the bounds), `patterns`
-(string patterns, field types, credential patterns), `vllm_flags` (what the operator manages on
+(string patterns, field types, credential patterns), `passthrough` (the Kubernetes types
+the pod template takes as they are, bounded), `vllm_flags` (what the operator manages on
 vLLM's command line), `spec`, `status` and `resource` (the whole object and how it is read).
 `qwen_operator.api.X` is any of them, so callers say `api.ModelSpec`."""
 
 from qwen_operator.api.defaults import *  # noqa: F403
 from qwen_operator.api.defaults import __all__ as _defaults
+from qwen_operator.api.passthrough import *  # noqa: F403
+from qwen_operator.api.passthrough import __all__ as _passthrough
 from qwen_operator.api.patterns import *  # noqa: F403
 from qwen_operator.api.patterns import __all__ as _patterns
 from qwen_operator.api.resource import *  # noqa: F403
@@ -45,6 +48,6 @@ from qwen_operator.api.vocabulary import (
 )
 
 __all__ = [
-    *_defaults, *_patterns, *_vllm_flags, *_spec, *_status, *_resource,
+    *_defaults, *_patterns, *_passthrough, *_vllm_flags, *_spec, *_status, *_resource,
     "API_VERSION", "CATEGORIES", "GROUP", "KIND", "PLURAL", "SHORT_NAMES", "SINGULAR", "VERSION",
 ]  # fmt: skip

@@ -11,8 +11,11 @@ __all__ = [
     "FALLBACK_STEPS",
     "MANAGED_ENV",
     "MAX_CONTEXT",
+    "MAX_ENV_VALUE",
+    "MAX_LABEL_VALUE",
     "MAX_NAME_LENGTH",
     "MAX_PIPELINE",
+    "MAX_QUALIFIED_NAME",
     "MIN_CONTEXT",
     "OTHER_CACHE_FLOOR",
     "RECOMMENDED_CONTEXT",
@@ -45,6 +48,13 @@ MIN_CONTEXT = 1024
 FALLBACK_STEPS = (262144, 196608, 131072, 98304, 65536, 32768)
 """The ladder of contexts the fallback steps down when vLLM gave no estimate."""
 MAX_NAME_LENGTH = 52
+MAX_ENV_VALUE = 4096
+"""An env variable's literal value: 4 KiB, so 64 of them stay a fraction of a pod template (a
+LeaderWorkerSet holds two, etcd takes 1.5 MiB a request); more is a file, in a ConfigMap."""
+MAX_QUALIFIED_NAME = 317
+"""A label key, a taint key, a resource name: a 253-character prefix, a slash, a 63-character
+name. Also each key of a map the spec passes through (a CRD bounds map keys only by CEL)."""
+MAX_LABEL_VALUE = 63
 
 TENSOR_SIZES = (1, 2, 4, 8)
 MAX_PIPELINE = 8

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import Field, PlainValidator, StringConstraints, WithJsonSchema
+from pydantic import PlainValidator, StringConstraints, WithJsonSchema
 
 __all__ = [
     "ARGUMENT",
@@ -33,7 +33,6 @@ __all__ = [
     "IntOrPercent",
     "IntOrQuantity",
     "OptionalDnsName",
-    "Passthrough",
     "Quantity",
 ]
 
@@ -118,6 +117,3 @@ IntOrPercent = Annotated[
 K8S_GROUP_PATTERN = r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 K8S_KIND_PATTERN = r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$"
 """An API group and a kind, as the Gateway API validates them."""
-Passthrough = Annotated[
-    dict[str, Any], Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
-]

@@ -13,7 +13,9 @@ from qwen_operator.api.defaults import (
     FALLBACK_STEPS,
     MANAGED_ENV,
     MAX_CONTEXT,
+    MAX_ENV_VALUE,
     MAX_PIPELINE,
+    MAX_QUALIFIED_NAME,
     MIN_CONTEXT,
     OTHER_CACHE_FLOOR,
     RECOMMENDED_CONTEXT,
@@ -21,6 +23,7 @@ from qwen_operator.api.defaults import (
     WEIGHTS_CACHE_FLOOR,
     WEIGHTS_GIB,
 )
+from qwen_operator.api.passthrough import Affinity, EnvVarSource, Toleration, keys_within
 from qwen_operator.api.patterns import (
     ARGUMENT,
     CREDENTIAL_NAMES,
@@ -42,7 +45,6 @@ from qwen_operator.api.patterns import (
     IntOrPercent,
     IntOrQuantity,
     OptionalDnsName,
-    Passthrough,
     Quantity,
 )
 from qwen_operator.api.rules import ApiObject, Rule, cel_string_list
@@ -325,14 +327,20 @@ class EnvVar(ApiObject):
             check=lambda e: e.value is None or EXPANSION not in e.value,
             field_path=".value",
         ),
+        Rule(
+            cel="!has(self.valueFrom) || !has(self.value) || self.value == ''",
+            message="runtime.env[] sets a value or a valueFrom, not both",
+            check=lambda e: e.value_from is None or not e.value,
+            field_path=".valueFrom",
+        ),
     )
 
     name: Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=ENV_NAME)]
     """Variable name."""
-    value: Annotated[str, StringConstraints(max_length=32768)] | None = None
-    """Literal value."""
-    value_from: Passthrough | None = None
-    """Kubernetes EnvVarSource (secretKeyRef, configMapKeyRef, fieldRef, ...)."""
+    value: Annotated[str, StringConstraints(max_length=MAX_ENV_VALUE)] | None = None
+    """Literal value, at most 4 KiB (a larger one belongs in a ConfigMap, mounted or by valueFrom)."""
+    value_from: EnvVarSource | None = None
+    """Kubernetes EnvVarSource (secretKeyRef, configMapKeyRef, fieldRef, ...): one source."""
 
 
 class RuntimeSpec(ApiObject):
@@ -463,6 +471,14 @@ class ResourcesSpec(ApiObject):
             check=_requests_within_limits,
             field_path=".requests",
         ),
+        Rule(
+            cel=(
+                f"(!has(self.requests) || self.requests.all(k, k.size() <= {MAX_QUALIFIED_NAME})) && "
+                f"(!has(self.limits) || self.limits.all(k, k.size() <= {MAX_QUALIFIED_NAME}))"
+            ),
+            message=f"resources names are at most {MAX_QUALIFIED_NAME} characters ([domain/]name)",
+            check=lambda r: keys_within(r.requests) and keys_within(r.limits),
+        ),
     )
 
     requests: Annotated[dict[str, IntOrQuantity], Field(max_length=16)] = Field(default_factory=dict)
@@ -476,11 +492,17 @@ class SchedulingSpec(ApiObject):
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
-            cel=f"!has(self.nodeSelector) || self.nodeSelector.all(k, k.matches(r'{LABEL_KEY}'))",
-            message=(
-                "scheduling.nodeSelector keys must be label keys ([prefix/]name, name at most 63 characters)"
+            cel=(
+                "!has(self.nodeSelector) || self.nodeSelector.all(k, "
+                f"k.size() <= {MAX_QUALIFIED_NAME} && k.matches(r'{LABEL_KEY}'))"
             ),
-            check=lambda s: all(re.match(LABEL_KEY, k) for k in s.node_selector),
+            message=(
+                "scheduling.nodeSelector keys must be label keys ([prefix/]name, name at most 63 characters, "
+                f"at most {MAX_QUALIFIED_NAME} in all)"
+            ),
+            check=lambda s: all(
+                len(k) <= MAX_QUALIFIED_NAME and re.match(LABEL_KEY, k) for k in s.node_selector
+            ),
             field_path=".nodeSelector",
         ),
     )
@@ -489,10 +511,11 @@ class SchedulingSpec(ApiObject):
         dict[str, Annotated[str, StringConstraints(max_length=63, pattern=LABEL_VALUE)]], Field(max_length=64)
     ] = Field(default_factory=dict)
     """Extra node selector labels."""
-    tolerations: Annotated[list[Passthrough], Field(max_length=64)] = Field(default_factory=list)
-    """Tolerations (Kubernetes Toleration); a toleration for the GPU taint is always added."""
-    affinity: Passthrough | None = None
-    """Kubernetes Affinity of the pods."""
+    tolerations: Annotated[list[Toleration], Field(max_length=32)] = Field(default_factory=list)
+    """Tolerations (Kubernetes Toleration), at most 32; a toleration for the GPU taint is always added."""
+    affinity: Affinity | None = None
+    """Kubernetes Affinity of the pods (at most 4 terms of each kind, 4 requirements a term, 8 values
+    a requirement)."""
     priority_class_name: OptionalDnsName = ""
     """PriorityClass of the pods."""
 

@@ -21,6 +21,7 @@ import yaml
 
 from qwen_operator import api
 from qwen_operator.api import QwenThinkingDeployment, QwenThinkingDeploymentSpec
+from qwen_operator.api.rules import ApiObject
 from qwen_operator.api.vocabulary import (
     API_VERSION,
     COMPONENT_LABEL,
@@ -381,8 +382,8 @@ def _values(
         "resources": resources(spec),
         "probes": probes(res),
         "node_selector": placement.node_selector(spec),
-        "tolerations": [gpu_toleration, *spec.scheduling.tolerations],
-        "affinity": spec.scheduling.affinity,
+        "tolerations": [gpu_toleration, *(_plain(t) for t in spec.scheduling.tolerations)],
+        "affinity": None if spec.scheduling.affinity is None else _plain(spec.scheduling.affinity),
         "priority_class": spec.scheduling.priority_class_name,
         "grace_seconds": GRACE_SECONDS,
         "shm_size": SHM_SIZE,
@@ -397,6 +398,11 @@ def _values(
             alerting.server_groups(res.metadata.namespace, name) if spec.monitoring.prometheus_rule else None
         ),
     }
+
+
+def _plain(obj: ApiObject) -> dict[str, Any]:
+    """A passed-through Kubernetes object as the user wrote it (what was not set stays out)."""
+    return obj.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
 def _group(
