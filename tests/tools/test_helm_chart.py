@@ -32,10 +32,25 @@ def template(
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
+AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
+
+
+def is_user_role(doc: dict[str, Any]) -> bool:
+    """A ClusterRole for the people who use the resources (aggregated into admin, edit, view)."""
+    labels = doc["metadata"].get("labels") or {}
+    return doc["kind"] == "ClusterRole" and any(k.startswith(AGGREGATE) for k in labels)
+
+
 def by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """One object of each kind; of the ClusterRoles, the operator's (`user_roles`: the others)."""
+    docs = [d for d in docs if not is_user_role(d)]
     kinds = [d["kind"] for d in docs]
     assert len(kinds) == len(set(kinds)), kinds
     return {d["kind"]: d for d in docs}
+
+
+def user_roles(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if is_user_role(d)}
 
 
 def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -55,6 +70,7 @@ def test_lint_strict_with_the_defaults_and_every_option() -> None:
         "namespace.create=true", "serviceAccount.create=false", "serviceAccount.name=existing",
         "replicas=0", "workers=8", "logLevel=DEBUG", "priorityClassName=system-cluster-critical",
         "monitoring.prometheusRule.enabled=true", "monitoring.grafanaDashboard.enabled=true",
+        "userRoles.enabled=false",
     ]  # fmt: skip
     out = helm("lint", "--strict", str(CHART), *[a for o in options for a in ("--set", o)]).stdout
     assert "0 chart(s) failed" in out
@@ -68,6 +84,7 @@ def test_lint_strict_with_the_defaults_and_every_option() -> None:
         ("metrics.servicemonitor.enabled=true", "servicemonitor"),  # a typo is an error, not ignored
         ("image.digest=latest", "digest"),
         ("logLevel=LOUD", "logLevel"),
+        ("userRoles.enable=false", "enable"),  # a typo is an error, not ignored
     ],
 )
 def test_values_schema_refuses_what_would_break_the_operator(value: str, complaint: str) -> None:
@@ -187,6 +204,25 @@ def test_a_release_prefixes_its_cluster_scoped_objects() -> None:
     kinds = by_kind(template("serviceAccount.create=false", "serviceAccount.name=existing"))
     assert "ServiceAccount" not in kinds
     assert kinds["ClusterRoleBinding"]["subjects"][0]["name"] == "existing"
+
+
+def test_users_roles_are_the_kustomize_bases_under_the_release_prefix() -> None:
+    """`<release>-edit` and `<release>-view`: the labels (aggregation) and rules of
+    manifests/clusterrole-edit.yaml and clusterrole-view.yaml, plus the chart's labels; none with
+    userRoles.enabled=false. The operator's ClusterRole is unchanged beside them."""
+    docs = template(release="team", namespace="team-ops")
+    roles = user_roles(docs)
+    assert set(roles) == {"team-qwen-operator-edit", "team-qwen-operator-view"}
+    for role in ("edit", "view"):
+        base = yaml.safe_load((REPO / "manifests" / f"clusterrole-{role}.yaml").read_text())
+        rendered = roles[f"team-qwen-operator-{role}"]
+        assert rendered["rules"] == base["rules"], role
+        assert base["metadata"]["labels"].items() <= rendered["metadata"]["labels"].items(), role
+        assert rendered["metadata"]["labels"]["app.kubernetes.io/instance"] == "team"
+        assert "namespace" not in rendered["metadata"]
+    assert by_kind(docs)["ClusterRole"]["metadata"]["name"] == "team-qwen-operator"
+    assert user_roles(template("userRoles.enabled=false")) == {}
+    assert set(user_roles(template())) == {"qwen-operator-edit", "qwen-operator-view"}
 
 
 def test_each_release_elects_on_its_own_lease_which_only_its_role_grants() -> None:

@@ -7,6 +7,7 @@ promises a cluster admin reads in the files.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,39 @@ def kustomization() -> dict[str, Any]:
     return load("kustomization.yaml")
 
 
+AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
+USER_ROLES = {"qwen-operator-edit": "clusterrole-edit.yaml", "qwen-operator-view": "clusterrole-view.yaml"}
+CHART = MANIFESTS / "helm" / "qwen-operator"
+
+
+def is_user_role(doc: dict[str, Any]) -> bool:
+    """One of the ClusterRoles for the people who use the resources (aggregated into admin, edit
+    and view), not the operator's."""
+    labels = doc["metadata"].get("labels", {})
+    return doc["kind"] == "ClusterRole" and any(k.startswith(AGGREGATE) for k in labels)
+
+
 def by_kind() -> dict[str, dict[str, Any]]:
-    return {doc["kind"]: doc for doc in (load(r) for r in kustomization()["resources"])}
+    """The base's objects by kind; of the ClusterRoles, the operator's (`user_roles`: the others)."""
+    docs = [load(r) for r in kustomization()["resources"]]
+    kinds = {doc["kind"]: doc for doc in docs if not is_user_role(doc)}
+    assert len(kinds) == len(docs) - len(USER_ROLES)
+    return kinds
+
+
+def user_roles() -> dict[str, dict[str, Any]]:
+    docs = [load(r) for r in kustomization()["resources"]]
+    return {doc["metadata"]["name"]: doc for doc in docs if is_user_role(doc)}
+
+
+def grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {
+        (g, r, v)
+        for rule in rules
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
 
 
 def test_crd_copy_is_the_checked_in_crd() -> None:
@@ -57,14 +89,7 @@ def test_kustomization_lists_every_manifest() -> None:
 
 
 def test_cluster_role_is_exactly_what_the_operator_calls() -> None:
-    rules = by_kind()["ClusterRole"]["rules"]
-    granted = {
-        (g, r, v)
-        for rule in rules
-        for g in rule["apiGroups"]
-        for r in rule["resources"]
-        for v in rule["verbs"]
-    }
+    granted = grants(by_kind()["ClusterRole"]["rules"])
     assert not any("*" in item for item in granted)
     assert not any(r == "secrets" for _, r, _ in granted)
     read = ("list", "watch")  # the operator observes its watches' cache and never GETs
@@ -89,6 +114,46 @@ def test_cluster_role_is_exactly_what_the_operator_calls() -> None:
         *{("", "events", v) for v in (*read, "create")},  # read: FailedCreate only (a field selector)
     }
     assert granted == expected
+
+
+def test_users_roles_aggregate_into_admin_edit_and_view() -> None:
+    """`qwen-operator-edit` into admin and edit: the resources, their scale, their status read;
+    `qwen-operator-view` into view: read only. Neither writes the status (the operator's), and
+    neither names anything but QwenThinkingDeployments."""
+    roles = user_roles()
+    assert set(roles) == set(USER_ROLES)
+    edit, view = roles["qwen-operator-edit"], roles["qwen-operator-view"]
+    assert edit["metadata"]["labels"] == {f"{AGGREGATE}admin": "true", f"{AGGREGATE}edit": "true"}
+    assert view["metadata"]["labels"] == {f"{AGGREGATE}view": "true"}
+    group, plural = "serving.qwen-operator.io", "qwenthinkingdeployments"
+    read = ("get", "list", "watch")
+    assert grants(edit["rules"]) == {
+        *{(group, plural, v) for v in (*read, "create", "update", "patch", "delete", "deletecollection")},
+        (group, f"{plural}/status", "get"),
+        *{(group, f"{plural}/scale", v) for v in ("get", "update", "patch")},
+    }
+    assert grants(view["rules"]) == {
+        (group, f"{plural}{sub}", v) for sub in ("", "/status", "/scale") for v in read
+    }
+    for role in roles.values():
+        assert "aggregationRule" not in role and "namespace" not in role["metadata"]
+
+
+def test_chart_renders_the_users_roles_from_the_same_files() -> None:
+    """The chart reads the rules and aggregation labels through links to the base's files (as
+    it reads the operator's ClusterRole), prefixes the names with the release, and leaves them
+    out with userRoles.enabled=false (tests/tools/test_helm_chart.py renders it with helm)."""
+    for name, file in USER_ROLES.items():
+        assert (CHART / "files" / file).resolve() == (MANIFESTS / file).resolve(), name
+    template = (CHART / "templates" / "userroles.yaml").read_text()
+    assert "{{- if .Values.userRoles.enabled }}" in template
+    assert '{{- range $role := list "edit" "view" }}' in template
+    assert 'printf "files/clusterrole-%s.yaml" $role' in template
+    assert '{{ include "qwen-operator.fullname" $ }}-{{ $role }}' in template
+    assert "toYaml $base.rules" in template and "toYaml $base.metadata.labels" in template
+    assert yaml.safe_load((CHART / "values.yaml").read_text())["userRoles"] == {"enabled": True}
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["properties"]["userRoles"]["properties"] == {"enabled": {"type": "boolean"}}
 
 
 def test_leader_election_role_grants_the_one_lease_in_the_operators_namespace() -> None:
