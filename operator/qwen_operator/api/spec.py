@@ -68,9 +68,12 @@ __all__ = [
     "GpuSpec",
     "HuggingFaceSource",
     "InferencePoolSpec",
+    "LabelSelector",
     "ModelSource",
     "ModelSpec",
     "MonitoringSpec",
+    "NetworkPeer",
+    "NetworkSpec",
     "ParallelismSpec",
     "PortNumber",
     "ProbeOverride",
@@ -82,6 +85,7 @@ __all__ = [
     "SamplingSpec",
     "SchedulingSpec",
     "SecretKeyRef",
+    "SelectorRequirement",
     "ServiceSpec",
     "ToolCallingSpec",
 ]
@@ -614,6 +618,76 @@ class MonitoringSpec(ApiObject):
     narrowed to this resource's servers; created while the Prometheus Operator's CRD is served."""
 
 
+SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
+
+
+class SelectorRequirement(ApiObject):
+    """One requirement of a label selector (Kubernetes LabelSelectorRequirement)."""
+
+    key: Annotated[str, StringConstraints(min_length=1, max_length=316, pattern=LABEL_KEY)]
+    """The label key the requirement reads."""
+    operator: SelectorOperator
+    """How the key's value is matched against `values`."""
+    values: Annotated[
+        list[Annotated[str, StringConstraints(max_length=63, pattern=LABEL_VALUE)]], Field(max_length=64)
+    ] = Field(default_factory=list)
+    """The values of In and NotIn; empty for Exists and DoesNotExist."""
+
+
+class LabelSelector(ApiObject):
+    """A Kubernetes label selector; empty selects everything in its scope."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.matchLabels) || self.matchLabels.all(k, k.matches(r'" + LABEL_KEY + "'))",
+            message="matchLabels keys must be label keys ([prefix/]name, name at most 63 characters)",
+            check=lambda s: all(re.match(LABEL_KEY, k) for k in s.match_labels),
+            field_path=".matchLabels",
+        ),
+    )
+
+    match_labels: Annotated[
+        dict[str, Annotated[str, StringConstraints(max_length=63, pattern=LABEL_VALUE)]], Field(max_length=64)
+    ] = Field(default_factory=dict)
+    """Labels every selected object carries."""
+    match_expressions: Annotated[list[SelectorRequirement], Field(max_length=16)] = Field(
+        default_factory=list
+    )
+    """Requirements every selected object meets."""
+
+
+class NetworkPeer(ApiObject):
+    """Pods allowed to reach the API port: those a pod selector picks in the namespaces a
+    namespace selector picks (Kubernetes NetworkPolicyPeer; at least one of the two)."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="has(self.namespaceSelector) || has(self.podSelector)",
+            message="network.allowFrom entries need a namespaceSelector, a podSelector or both",
+            check=lambda s: s.namespace_selector is not None or s.pod_selector is not None,
+        ),
+    )
+
+    namespace_selector: LabelSelector | None = None
+    """Namespaces whose pods may connect; without it, this resource's namespace."""
+    pod_selector: LabelSelector | None = None
+    """Pods that may connect; without it, every pod of the selected namespaces."""
+
+
+class NetworkSpec(ApiObject):
+    """Who may reach the servers: a NetworkPolicy owned by the resource."""
+
+    policy: bool = True
+    """A NetworkPolicy that admits, on the API port, only pods of this namespace and those of
+    `allowFrom` (and, between the pods of a multi-node group, every port). Egress stays open (the
+    weights download from the Hugging Face hub). Turn it off only where another policy (a
+    namespace default, a service mesh) already guards the servers: without any, every pod of the
+    cluster can use the model's API, and vLLM's API key guards only /v1."""
+    allow_from: Annotated[list[NetworkPeer], Field(max_length=32)] = Field(default_factory=list)
+    """More peers allowed on the API port: e.g. the gateway's namespace, or the monitoring
+    namespace whose Prometheus scrapes the servers' /metrics."""
+
+
 class QwenThinkingDeploymentSpec(ApiObject):
     """Desired state: the model card's deployment unless a field says otherwise."""
 
@@ -682,5 +756,7 @@ class QwenThinkingDeploymentSpec(ApiObject):
     """An InferencePool over the servers, created while its CRD is served."""
     monitoring: MonitoringSpec = _sub(MonitoringSpec)
     """Per-resource alerts."""
+    network: NetworkSpec = _sub(NetworkSpec)
+    """Who may reach the servers (a NetworkPolicy)."""
     paused: bool = False
     """Stop changing the children; status still follows reality."""
