@@ -18,7 +18,8 @@ from testkit.wrappers import resource, resource_raw
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 ENVOY = {"matchExpressions": [{"key": "app", "operator": "In", "values": ["envoy"]}]}
-GATEWAY = {
+GATEWAY = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}
+GATEWAY |= {"podSelector": ENVOY}
     "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}},
     "podSelector": ENVOY,
 }
