@@ -18,8 +18,7 @@ from testkit.wrappers import resource, resource_raw
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 ENVOY = {"matchExpressions": [{"key": "app", "operator": "In", "values": ["envoy"]}]}
-GATEWAY = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}
-GATEWAY |= {"podSelector": ENVOY}
+GATEWAY = {
     "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}},
     "podSelector": ENVOY,
 }
