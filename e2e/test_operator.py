@@ -629,8 +629,10 @@ def test_operator_used_only_its_service_account_within_rbac(operator: Operator, 
     # field changes.
     unaudited = {(g, r, "create") for g, r in (("", "services"), ("", "configmaps"), ("apps", "statefulsets"),
                  ("policy", "poddisruptionbudgets"), ("monitoring.coreos.com", "servicemonitors"),
-                 ("", "persistentvolumeclaims"), ("batch", "jobs"))} | {
+                 ("", "persistentvolumeclaims"), ("batch", "jobs"),
+                 ("networking.k8s.io", "networkpolicies"))} | {
                  ("apps", "statefulsets", "delete"), ("batch", "jobs", "delete"),
+                 ("networking.k8s.io", "networkpolicies", "delete"),  # only when spec.network.policy is false
                  ("coordination.k8s.io", "leases", "list")}  # list: if the watch was late  # fmt: skip
     # LeaderWorkerSets: only where their CRD is served and a resource has a pipeline (test_multinode.py)
     unaudited |= {("leaderworkerset.x-k8s.io", "leaderworkersets", v)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from qwen_operator.api.vocabulary import FIELD_MANAGER, INSTANCE_LABEL, KIND
+from qwen_operator.children import registry
 from qwen_operator.process.kube import ApiError
 from qwen_operator.reconcile import snapshot
 from qwen_operator.reconcile.act import Actor
@@ -27,11 +28,8 @@ from .wrappers import NAME, NS, resource_raw
 
 WRITES = ("apply", "patch", "delete", "create")
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-CHILD_KINDS = (
-    "ConfigMap", "StatefulSet", "LeaderWorkerSet", "Service", "PodDisruptionBudget", "ServiceMonitor",
-    "PersistentVolumeClaim", "Job", "HorizontalPodAutoscaler", "ScaledObject", "InferencePool",
-    "PrometheusRule",
-)  # fmt: skip
+CHILD_KINDS = tuple(registry.BY_KIND)
+"""What the watches of child kinds show (the registry's)."""
 
 
 STATUS_REASONS = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 409: "Conflict", 422: "Invalid"}

@@ -50,6 +50,7 @@ def test_render_sample_and_effective_context() -> None:
         "Service",
         "StatefulSet",
         "PodDisruptionBudget",
+        "NetworkPolicy",
     ]
     reduced = _cli("render", "-f", sample, "--max-model-len", "131072")
     assert reduced.returncode == 0, reduced.stderr
@@ -73,7 +74,7 @@ def test_render_shows_what_each_served_optional_api_adds() -> None:
     def kinds(*served: str) -> list[str]:
         out = _cli("render", "-f", "-", *[a for s in served for a in ("--served", s)], stdin=text)
         assert out.returncode == 0, out.stderr
-        return [d["kind"] for d in yaml.safe_load_all(out.stdout)][5:]
+        return [d["kind"] for d in yaml.safe_load_all(out.stdout)][6:]  # after the PDB and the policy
 
     assert kinds() == ["HorizontalPodAutoscaler"]  # the InferencePool waits for its CRD
     every = ("servicemonitors.monitoring.coreos.com", "scaledobjects.keda.sh",

@@ -63,7 +63,8 @@ def test_no_change_handlers_so_kopf_keeps_no_records_in_the_resource() -> None:
     assert indexed == {"resources", "configmaps", "statefulsets", "services", "poddisruptionbudgets",
                        "servicemonitors", "prometheusrules", "leaderworkersets", "persistentvolumeclaims",
                        "jobs",
-                       "horizontalpodautoscalers", "scaledobjects", "inferencepools", "pods", "gpu_nodes",
+                       "horizontalpodautoscalers", "scaledobjects", "inferencepools", "networkpolicies",
+                       "pods", "gpu_nodes",
                        "crds", "failures"}  # fmt: skip
     assert any(
         h.selector is not None and h.selector.check(ours) for h in registry._watching.get_all_handlers()

@@ -88,34 +88,6 @@ def test_kustomization_lists_every_manifest() -> None:
                      "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service"}  # fmt: skip
 
 
-def test_cluster_role_is_exactly_what_the_operator_calls() -> None:
-    granted = grants(by_kind()["ClusterRole"]["rules"])
-    assert not any("*" in item for item in granted)
-    assert not any(r == "secrets" for _, r, _ in granted)
-    read = ("list", "watch")  # the operator observes its watches' cache and never GETs
-    expected = {
-        *{("serving.qwen-operator.io", "qwenthinkingdeployments", v) for v in read},
-        ("serving.qwen-operator.io", "qwenthinkingdeployments/status", "patch"),
-        *{("apps", "statefulsets", v) for v in (*read, "create", "patch", "delete")},
-        *{("", "services", v) for v in (*read, "create", "patch")},
-        *{("", "configmaps", v) for v in (*read, "create", "patch")},
-        *{("policy", "poddisruptionbudgets", v) for v in (*read, "create", "patch")},
-        *{("monitoring.coreos.com", "servicemonitors", v) for v in (*read, "create", "patch")},
-        *{("monitoring.coreos.com", "prometheusrules", v) for v in (*read, "create", "patch", "delete")},
-        *{("leaderworkerset.x-k8s.io", "leaderworkersets", v) for v in (*read, "create", "patch", "delete")},
-        *{("", "persistentvolumeclaims", v) for v in (*read, "create", "patch")},
-        *{("batch", "jobs", v) for v in (*read, "create", "patch", "delete")},
-        *{("autoscaling", "horizontalpodautoscalers", v) for v in (*read, "create", "patch", "delete")},
-        *{("keda.sh", "scaledobjects", v) for v in (*read, "create", "patch", "delete")},
-        *{("inference.networking.k8s.io", "inferencepools", v) for v in (*read, "create", "patch", "delete")},
-        *{("", "pods", v) for v in read},
-        *{("", "nodes", v) for v in read},
-        *{("apiextensions.k8s.io", "customresourcedefinitions", v) for v in read},
-        *{("", "events", v) for v in (*read, "create")},  # read: FailedCreate only (a field selector)
-    }
-    assert granted == expected
-
-
 def test_users_roles_aggregate_into_admin_edit_and_view() -> None:
     """`qwen-operator-edit` into admin and edit: the resources, their scale, their status read;
     `qwen-operator-view` into view: read only. Neither writes the status (the operator's), and

@@ -54,7 +54,14 @@ def test_first_pass_creates_every_child_then_idle_means_no_write() -> None:
     out = reconciler(cluster).reconcile(KEY)
     assert out.result == Result.CHANGED and out.status_written
     # a new StatefulSet first: its apply is its own test, no dry run
-    assert cluster.applied() == ["StatefulSet", "ConfigMap", "Service", "Service", "PodDisruptionBudget"]
+    assert cluster.applied() == [
+        "StatefulSet",
+        "ConfigMap",
+        "Service",
+        "Service",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+    ]
     assert [c for c in cluster.calls if c[0] == "apply-dry-run"] == []
     assert cluster.status["phase"] == "Progressing"  # the status is of what was observed
     assert ("Normal", "Created") in cluster.events
@@ -265,7 +272,7 @@ def test_children_of_an_earlier_resource_of_the_same_name_are_taken_over() -> No
     reconciler(cluster).reconcile(KEY)
     cluster.resource["metadata"]["uid"] = "uid-2"  # deleted and created again
     out = reconciler(cluster).reconcile(KEY)
-    assert out.result == Result.CHANGED and len(out.applied) == 5
+    assert out.result == Result.CHANGED and len(out.applied) == 6
     for kind, name in (("ConfigMap", f"{NAME}-launcher"), ("Service", NAME), ("StatefulSet", NAME),
                        ("PodDisruptionBudget", NAME)):  # fmt: skip
         refs = cluster.objects[(kind, name)]["metadata"]["ownerReferences"]
@@ -461,7 +468,7 @@ def test_a_quota_counting_objects_refuses_a_real_apply_says_so_and_backs_off() -
     cluster.calls.clear()
     cluster.on_apply = None  # the quota is raised
     reconciler(cluster).reconcile(KEY)
-    assert cluster.applied() == ["PodDisruptionBudget"]
+    assert cluster.applied() == ["PodDisruptionBudget", "NetworkPolicy"]  # what is still missing
 
 
 def test_a_namespace_being_deleted_is_not_retried() -> None:

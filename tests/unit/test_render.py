@@ -61,6 +61,7 @@ def test_children_in_apply_order_with_names() -> None:
         ("Service", "qwen3-thinking"),
         ("StatefulSet", "qwen3-thinking"),
         ("PodDisruptionBudget", "qwen3-thinking"),
+        ("NetworkPolicy", "qwen3-thinking"),
     ]
 
 
@@ -475,7 +476,8 @@ def test_every_sample_renders(sample: Path) -> None:
         if "multinode" in sample.name
         else ["Service", "Service", "StatefulSet"]
     )
-    assert [c["kind"] for c in render.render(doc)] == ["ConfigMap", *shared, *workload, "PodDisruptionBudget"]
+    kinds = ["ConfigMap", *shared, *workload, "PodDisruptionBudget", "NetworkPolicy"]
+    assert [c["kind"] for c in render.render(doc)] == kinds
 
 
 def test_samples_cover_the_model_card_h100_fp8_kv_and_pvc() -> None:

@@ -8,20 +8,22 @@ that etcd (1.5 MiB a request) can never store, and held megabytes of the operato
 bounds are generous for a serving pod and add up (tests/unit/test_bounds.py renders a resource at
 every one of them) to children well under etcd's limit.
 
-Only sizes are checked here, and the few rules that keep one object to one of its forms (a
+Mostly sizes are checked here, and the few rules that keep one object to one of its forms (a
 value or a source; one source); what the values mean (a toleration's operator, an affinity's
 weight) Kubernetes checks when the StatefulSet is applied, and the resource says so in its
-Stalled condition, as before."""
+Stalled condition, as before. The label selector, shared with spec.network's peers, also checks
+its keys, values and operators."""
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, ClassVar
+from collections.abc import Mapping
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, StringConstraints
 
 from qwen_operator.api.defaults import MAX_LABEL_VALUE, MAX_QUALIFIED_NAME
-from qwen_operator.api.patterns import IntOrQuantity
+from qwen_operator.api.patterns import LABEL_KEY, LABEL_VALUE, IntOrQuantity
 from qwen_operator.api.rules import ApiObject, Rule
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "PodAffinityTerm",
     "PreferredSchedulingTerm",
     "ResourceFieldSelector",
+    "SelectorOperator",
     "Toleration",
     "WeightedPodAffinityTerm",
     "keys_within",
@@ -67,26 +70,18 @@ _Key = Annotated[str, StringConstraints(max_length=MAX_QUALIFIED_NAME)]
 """A label key, a topology key, a resource name: a qualified name ([prefix/]name), at most 317."""
 _Value = Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE)]
 """A label value (or a namespace's name): at most 63 characters."""
+_LabelValue = Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE, pattern=LABEL_VALUE)]
+"""A label value a selector matches: checked here too (the selectors of spec.network are
+Kubernetes' objects the operator writes whole, and were typed so before affinity was)."""
 _Name = Annotated[str, StringConstraints(max_length=253)]
 """An object's name (a Secret's, a ConfigMap's, a node's) or a key of one: at most 253."""
 _Operator = Annotated[str, StringConstraints(max_length=32)]
 """An operator or an effect (In, Exists, NoSchedule, ...): checked by Kubernetes, bounded here."""
 
 
-def keys_within(mapping: dict[str, object] | None) -> bool:
+def keys_within(mapping: Mapping[str, object] | None) -> bool:
     """Every key of a map is at most a qualified name long (a map key has no maxLength in a CRD)."""
     return all(len(k) <= MAX_QUALIFIED_NAME for k in mapping or {})
-
-
-def _keys_rule(field: str, message: str) -> Rule:
-    """The CEL and Python forms of `keys_within` for one map field of an object."""
-    python = re.sub(r"(?<!^)(?=[A-Z])", "_", field).lower()
-    return Rule(
-        cel=f"!has(self.{field}) || self.{field}.all(k, k.size() <= {MAX_QUALIFIED_NAME})",
-        message=message,
-        check=lambda o: keys_within(getattr(o, python)),
-        field_path=f".{field}",
-    )
 
 
 # -- tolerations ------------------------------------------------------------------------------
@@ -243,32 +238,50 @@ class NodeAffinity(ApiObject):
     """Nodes the pods prefer."""
 
 
-class LabelSelectorRequirement(ApiObject):
-    """A requirement on labels."""
+SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
 
-    key: _Key | None = None
-    """The label key."""
-    operator: _Operator | None = None
-    """In, NotIn, Exists or DoesNotExist."""
-    values: Annotated[list[_Value], Field(max_length=MAX_VALUES)] | None = None
-    """Label values."""
+
+class LabelSelectorRequirement(ApiObject):
+    """One requirement of a label selector (Kubernetes LabelSelectorRequirement)."""
+
+    key: Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUALIFIED_NAME, pattern=LABEL_KEY)]
+    """The label key the requirement reads."""
+    operator: SelectorOperator
+    """How the key's value is matched against `values`."""
+    values: Annotated[list[_LabelValue], Field(max_length=MAX_VALUES)] | None = None
+    """The values of In and NotIn; none for Exists and DoesNotExist."""
+
+
+def _label_keys(labels: dict[str, str] | None) -> bool:
+    return keys_within(labels) and all(re.match(LABEL_KEY, k) for k in labels or {})
 
 
 class LabelSelector(ApiObject):
-    """A selector of pods or namespaces by their labels."""
+    """A Kubernetes label selector of pods or namespaces (an affinity term's, a network peer's);
+    empty selects everything in its scope. Used in several places, so each bound counts several
+    times: 4 labels and 4 requirements."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
-        _keys_rule(
-            "matchLabels", f"matchLabels keys are label keys: at most {MAX_QUALIFIED_NAME} characters"
+        Rule(
+            cel=(
+                "!has(self.matchLabels) || self.matchLabels.all(k, "
+                f"k.size() <= {MAX_QUALIFIED_NAME} && k.matches(r'{LABEL_KEY}'))"
+            ),
+            message=(
+                "matchLabels keys must be label keys ([prefix/]name, name at most 63 characters, "
+                f"at most {MAX_QUALIFIED_NAME} in all)"
+            ),
+            check=lambda s: _label_keys(s.match_labels),
+            field_path=".matchLabels",
         ),
     )
 
-    match_labels: Annotated[dict[str, _Value], Field(max_length=MAX_EXPRESSIONS)] | None = None
-    """Labels that must all match."""
+    match_labels: Annotated[dict[str, _LabelValue], Field(max_length=MAX_EXPRESSIONS)] | None = None
+    """Labels every selected object carries."""
     match_expressions: Annotated[list[LabelSelectorRequirement], Field(max_length=MAX_EXPRESSIONS)] | None = (
         None
     )
-    """Requirements that must all be met."""
+    """Requirements every selected object meets."""
 
 
 class PodAffinityTerm(ApiObject):

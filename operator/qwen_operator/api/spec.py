@@ -23,7 +23,7 @@ from qwen_operator.api.defaults import (
     WEIGHTS_CACHE_FLOOR,
     WEIGHTS_GIB,
 )
-from qwen_operator.api.passthrough import Affinity, EnvVarSource, Toleration, keys_within
+from qwen_operator.api.passthrough import Affinity, EnvVarSource, LabelSelector, Toleration, keys_within
 from qwen_operator.api.patterns import (
     ARGUMENT,
     CREDENTIAL_NAMES,
@@ -74,6 +74,8 @@ __all__ = [
     "ModelSource",
     "ModelSpec",
     "MonitoringSpec",
+    "NetworkPeer",
+    "NetworkSpec",
     "ParallelismSpec",
     "PortNumber",
     "ProbeOverride",
@@ -668,6 +670,38 @@ class MonitoringSpec(ApiObject):
     narrowed to this resource's servers; created while the Prometheus Operator's CRD is served."""
 
 
+class NetworkPeer(ApiObject):
+    """Pods allowed to reach the API port: those a pod selector picks in the namespaces a
+    namespace selector picks (Kubernetes NetworkPolicyPeer; at least one of the two)."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="has(self.namespaceSelector) || has(self.podSelector)",
+            message="network.allowFrom entries need a namespaceSelector, a podSelector or both",
+            check=lambda s: s.namespace_selector is not None or s.pod_selector is not None,
+        ),
+    )
+
+    namespace_selector: LabelSelector | None = None
+    """Namespaces whose pods may connect; without it, this resource's namespace."""
+    pod_selector: LabelSelector | None = None
+    """Pods that may connect; without it, every pod of the selected namespaces."""
+
+
+class NetworkSpec(ApiObject):
+    """Who may reach the servers: a NetworkPolicy owned by the resource."""
+
+    policy: bool = True
+    """A NetworkPolicy that admits, on the API port, only pods of this namespace and those of
+    `allowFrom` (and, between the pods of a multi-node group, every port). Egress stays open (the
+    weights download from the Hugging Face hub). Turn it off only where another policy (a
+    namespace default, a service mesh) already guards the servers: without any, every pod of the
+    cluster can use the model's API, and vLLM's API key guards only /v1."""
+    allow_from: Annotated[list[NetworkPeer], Field(max_length=32)] = Field(default_factory=list)
+    """More peers allowed on the API port: e.g. the gateway's namespace, or the monitoring
+    namespace whose Prometheus scrapes the servers' /metrics."""
+
+
 class QwenThinkingDeploymentSpec(ApiObject):
     """Desired state: the model card's deployment unless a field says otherwise."""
 
@@ -736,5 +770,7 @@ class QwenThinkingDeploymentSpec(ApiObject):
     """An InferencePool over the servers, created while its CRD is served."""
     monitoring: MonitoringSpec = _sub(MonitoringSpec)
     """Per-resource alerts."""
+    network: NetworkSpec = _sub(NetworkSpec)
+    """Who may reach the servers (a NetworkPolicy)."""
     paused: bool = False
     """Stop changing the children; status still follows reality."""

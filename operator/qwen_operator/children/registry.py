@@ -167,8 +167,13 @@ PROMETHEUS_RULE = ChildKind(
     crd=PROMETHEUS_RULE_CRD, pruned=True,
 )  # fmt: skip
 
+NETWORK_POLICY = ChildKind(
+    "NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies",
+    (Template("networkpolicy.yaml.j2", lambda res, _: res.spec.network.policy),), pruned=True,
+)  # fmt: skip
+
 KINDS: tuple[ChildKind, ...] = (
-    CONFIG_MAP, PVC, JOB, SERVICE, STATEFUL_SET, LEADER_WORKER_SET, PDB,
+    CONFIG_MAP, PVC, JOB, SERVICE, STATEFUL_SET, LEADER_WORKER_SET, PDB, NETWORK_POLICY,
     SERVICE_MONITOR, SCALED_OBJECT, HPA, INFERENCE_POOL, PROMETHEUS_RULE,
 )  # fmt: skip
 """Every child kind, in apply order."""

@@ -391,6 +391,9 @@ def _values(
         "service_type": spec.service.type,
         "service_port": spec.service.port,
         "max_unavailable": spec.disruption.max_unavailable,
+        "allow_from": [
+            peer.model_dump(by_alias=True, exclude_defaults=True) for peer in spec.network.allow_from
+        ],
         "scale_target": {"apiVersion": API_VERSION, "kind": KIND, "name": name},
         "autoscaling": autoscaling(res),
         "inference_pool": inference_pool(res),
