@@ -300,6 +300,7 @@ def test_a_404_while_the_crd_says_served_waits_and_lists_again(api: FakeApi) -> 
     """Established, but this apiserver does not serve it yet (or any more): never fatal."""
     record = Recorder()
     kinds = watcher(api, record)
+    api.crds[SERVICE_MONITOR_CRD] = crd(SERVICE_MONITOR_CRD)  # the CRD is there, its API not yet
     kinds.sync({SERVICE_MONITOR_CRD})
     until(lambda: api.requests.count(("list", "servicemonitors", "")) >= 3)  # 404, 404, ...
     api.install(MONITORS)
@@ -307,6 +308,38 @@ def test_a_404_while_the_crd_says_served_waits_and_lists_again(api: FakeApi) -> 
     api.put(MONITORS, obj(MONITORS))
     until(lambda: names(kinds.indices["servicemonitors"]) == ["q"])
     assert kinds.alive()
+
+
+def test_a_crd_gone_with_no_event_to_say_so_stops_its_kind_at_the_first_404(api: FakeApi) -> None:
+    """Deleted after `prime` listed it and before Kopf first listed the CRDs: no event comes."""
+    record = Recorder()
+    api.install(MONITORS)
+    api.put(MONITORS, obj(MONITORS))
+    kinds = watcher(api, record)
+    kinds.prime()
+    until(lambda: api.watches("servicemonitors") == 1)
+    api.uninstall(MONITORS)  # and no sync: the CRD index never had it
+    until(lambda: kinds.watching() == frozenset())
+    assert len(kinds.indices["servicemonitors"]) == 0 and record.events == [
+        ("ServiceMonitor", "ns", "q", True)
+    ]
+    crd_reads = api.requests.count(("list", "customresourcedefinitions", ""))
+    time.sleep(0.1)
+    assert api.requests.count(("list", "customresourcedefinitions", "")) == crd_reads
+
+
+def test_a_404_of_a_crd_still_there_only_waits(api: FakeApi) -> None:
+    record = Recorder()
+    api.install(MONITORS)
+    kinds = watcher(api, record)
+    kinds.prime()
+    api.served.discard("servicemonitors")  # this apiserver does not serve it for a moment
+    api.end_watches()
+    until(lambda: api.requests.count(("list", "customresourcedefinitions", "")) >= 4)
+    assert kinds.watching() == {"servicemonitors"}
+    api.served.add("servicemonitors")
+    api.put(MONITORS, obj(MONITORS))
+    until(lambda: names(kinds.indices["servicemonitors"]) == ["q"])
 
 
 def test_a_410_lists_again_at_once_and_what_went_meanwhile_is_handled_as_deleted(api: FakeApi) -> None:

@@ -13,7 +13,8 @@ always exists, and this module watches the optional kinds:
 - What to watch follows the CRD index, not discovery: a kind is listed, then watched, while
   its CRD is served (`snapshot.crd_from(...).served`); when the CRD goes, its watch stops and
   its index empties (its objects went with it). `OptionalKinds.sync` is told at each event of
-  an optional CRD.
+  an optional CRD; a 404 also reads the CRD itself, since no event may ever say that a CRD
+  has gone (deleted before Kopf first listed the CRDs).
 - No error is fatal: a 410 (the version watched from is too old) lists again at once; a 404
   (the API not served yet, or any more, while the CRD index still says it is) or any other
   failure waits (BACKOFFS) and lists again, until the CRD index says the CRD is gone.
@@ -226,10 +227,12 @@ class Stream:
     def __init__(
         self, api: WatchApi, kind: OptionalKind, namespace: str, query: Sequence[tuple[str, str]],
         index: KindIndex, handle: Handle, keep: Callable[[str], bool] = lambda _: True,
-        backoffs: Sequence[float] = BACKOFFS,
+        backoffs: Sequence[float] = BACKOFFS, not_found: Callable[[Stream], None] = lambda _: None,
     ) -> None:  # fmt: skip
         self._api, self.kind, self.namespace, self._query = api, kind, namespace, tuple(query)
         self._index, self._handle, self._keep, self._backoffs = index, handle, keep, tuple(backoffs)
+        self._not_found = not_found
+        """Told of each 404 (OptionalKinds asks whether the CRD is still there)."""
         self.stopped = threading.Event()
         self.version: str | None = None
         """The resourceVersion to watch from; None: list first."""
@@ -330,6 +333,7 @@ class Stream:
         self._failures += 1
         if isinstance(exc, ApiError) and exc.status == 404:
             log.info("%s is not served (though its CRD is, or was); listing again in %.0f s", self, delay)
+            self._not_found(self)
         elif exc is not None:
             log.warning("watch of %s failed (%s); listing again in %.0f s", self, exc, delay)
         self.stopped.wait(delay)
@@ -361,21 +365,38 @@ class OptionalKinds:
             streams = [s for group in self._streams.values() for s in group]
         return all(s.alive() for s in streams)
 
+    def _served(self, kind: OptionalKind) -> bool:
+        """Whether the kind's CRD is served now, as the apiserver says (one list, by its name)."""
+        query = (("fieldSelector", f"metadata.name={kind.crd}"),)
+        listed = self._api.list_objects(CRDS_API, "customresourcedefinitions", "", query)
+        items = [i for i in listed.get("items") or [] if isinstance(i, Mapping)]
+        return any(snapshot.crd_from(item).served for item in items)
+
     def prime(self) -> None:
         """At start-up, before Kopf's watches: each kind whose CRD is served now is listed in this
         thread, then watched. A failure is logged and left to the streams and the CRDs' events."""
         for kind in self.kinds:
-            query = (("fieldSelector", f"metadata.name={kind.crd}"),)
             try:
-                listed = self._api.list_objects(CRDS_API, "customresourcedefinitions", "", query)
+                served = self._served(kind)
             except ApiError as exc:
                 log.warning("could not read the CRD %s (%s): its events will tell", kind.crd, exc)
                 if exc.status == 0:
                     return  # no answer at all: the next request would wait as long, for nothing
                 continue
-            items = [i for i in listed.get("items") or [] if isinstance(i, Mapping)]
-            if any(snapshot.crd_from(item).served for item in items):
+            if served:
                 self._start(kind, list_here=True)
+
+    def _not_found(self, stream: Stream) -> None:
+        """A 404 of a kind whose CRD the CRD index says is served: mostly an apiserver that
+        serves it a moment late, but it may be a CRD gone with no event to say so (deleted
+        between `prime` and Kopf's first listing of the CRDs, where no event ever comes).
+        The CRD is read: gone, the kind stops as its deletion's event would have stopped it."""
+        try:
+            if self._served(stream.kind):
+                return
+        except ApiError:
+            return
+        self._stop(stream.kind, only=stream)
 
     def sync(self, served: Collection[str]) -> None:
         """Stream each kind whose CRD is served (its name in `served`); stop the others."""
@@ -399,7 +420,7 @@ class OptionalKinds:
                 return
             streams = tuple(
                 Stream(self._api, kind, ns, self._query, self.indices[kind.plural], self._handle, self._keep,
-                       self._backoffs)
+                       self._backoffs, self._not_found)
                 for ns in self._scopes
             )  # fmt: skip
             self._streams[kind.plural] = streams
@@ -412,8 +433,12 @@ class OptionalKinds:
                     log.warning("could not list %s (%s): retrying", stream, exc)
             stream.start()
 
-    def _stop(self, kind: OptionalKind) -> None:
+    def _stop(self, kind: OptionalKind, only: Stream | None = None) -> None:
+        """Stop the kind's streams and forget its objects; with `only`, if that stream is still
+        one of them (not if the kind was started again meanwhile)."""
         with self._lock:
+            if only is not None and only not in self._streams.get(kind.plural, ()):
+                return
             streams = self._streams.pop(kind.plural, ())
         if not streams:
             return
