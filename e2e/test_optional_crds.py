@@ -120,7 +120,7 @@ def test_a_service_monitor_crd_installed_deleted_and_installed_again_while_the_o
     install()
     first = created_within(ns, uid, "after the CRD was installed")
     first_revert = reverted_within(ns, "after the CRD was installed")
-    assert "DriftReverted" in reasons(ns, NAME)
+    wait_for(lambda: "DriftReverted" in reasons(ns, NAME), 30, "event DriftReverted")  # after the status
     assert watch_requests(operator) >= 2  # the operator's own list and watch, not Kopf's
 
     # Deleted (its ServiceMonitors go with it), then installed and deleted at once: the operator
