@@ -11,7 +11,7 @@ optional CRD changes). The reconciliation runs in the work queue's threads (reco
 The optional kinds (OPTIONAL_CHILDREN: their CRD may come and go) are not Kopf's to watch:
 optional_kinds.py does, while the `crds` index says their CRD is served, and its events take
 the same way as Kopf's (Runtime.child_changed). Kopf is used through its public API only
-(tests/test_kopf_public_api.py).
+(tests/unit/test_kopf_public_api.py).
 
 No change handlers (on.create/on.update): those need Kopf's diffbase and progress records, a
 second writer of every resource. The operator writes nothing but its own status.

@@ -31,8 +31,8 @@ plain mapping of the shape of Kopf's indices, (namespace, instance) -> the slim 
 At start-up, before Kopf's watches begin, the kinds whose CRD is served are listed (`prime`),
 so the first reconciliation already sees them, as it sees everything Kopf's indices hold.
 
-`kinds` is an input, (group, version, plural, kind, crd) each: handlers.OPTIONAL_CHILDREN now,
-a registry of the child kinds later.
+`kinds` is an input, (group, version, plural, kind, crd) each: handlers.OPTIONAL_CHILDREN, the
+registry's child kinds that wait for a CRD (children/registry.py).
 """
 
 from __future__ import annotations
