@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 import kopf
@@ -60,12 +59,10 @@ def test_no_change_handlers_so_kopf_keeps_no_records_in_the_resource() -> None:
     assert registry._changing.get_all_handlers() == []
     assert registry._spawning.get_all_handlers() == []
     indexed = {h.id for h in registry._indexing.get_all_handlers()}
+    # the optional kinds are not there: optional_kinds.py watches them
     assert indexed == {"resources", "configmaps", "statefulsets", "services", "poddisruptionbudgets",
-                       "servicemonitors", "prometheusrules", "leaderworkersets", "persistentvolumeclaims",
-                       "jobs",
-                       "horizontalpodautoscalers", "scaledobjects", "inferencepools", "networkpolicies",
-                       "pods", "gpu_nodes",
-                       "crds", "failures"}  # fmt: skip
+                       "persistentvolumeclaims", "jobs", "horizontalpodautoscalers", "networkpolicies",
+                       "pods", "gpu_nodes", "crds", "failures"}  # fmt: skip
     assert any(
         h.selector is not None and h.selector.check(ours) for h in registry._watching.get_all_handlers()
     )
@@ -173,31 +170,17 @@ def test_an_optional_crd_queues_everyone_when_it_becomes_served() -> None:
     assert rt.queue.pending() == [("ns", "a")]
 
 
-def test_kopfs_warning_about_an_absent_optional_crd_is_dropped_and_others_kept() -> None:
-    def record(message: str) -> logging.LogRecord:
-        return logging.LogRecord(
-            "kopf._core.reactor.observation", logging.WARNING, "", 0, message, None, None
-        )
-
-    only = "Unresolved resources cannot be served (try creating their CRDs): "
-    only += "Selector(group='monitoring.coreos.com', "
-    keep = handlers.OptionalResources()
-    assert not keep.filter(record(only + "version='v1', any_name='servicemonitors')"))
-    assert keep.filter(
-        record(only + "version='v1', any_name='servicemonitors'), Selector(any_name='widgets')")
-    )
-    assert keep.filter(record("Ambiguous resources will not be served"))
-
-
-def test_the_cache_reads_every_index_kopf_fills() -> None:
+def test_the_cache_reads_every_index_kopf_fills_and_the_optional_kinds() -> None:
     registry = kopf.get_default_registry()
     indices: dict[str, Any] = {h.id: {} for h in registry._indexing.get_all_handlers()}
     sts = {"kind": "StatefulSet", "metadata": {"name": "q", "namespace": "ns", "resourceVersion": "1",
            "labels": {"app.kubernetes.io/instance": "q"}}}  # fmt: skip
-    for _, _, plural in handlers.CHILDREN:
+    plurals = [p for _, _, p in handlers.CHILDREN] + [k.plural for k in handlers.OPTIONAL_CHILDREN]
+    for plural in plurals:
         child = snapshot.child_from({**sts, "metadata": {**sts["metadata"], "name": plural}}, plural)
         indices[plural] = {("ns", "q"): [child]}
     indices["failures"] = {("ns", "q"): [snapshot.create_failure_from(FAILED_CREATE)]}
-    cache = handlers.cache_over(indices)
-    assert sorted(c.name for c in cache.children(("ns", "q"))) == sorted(p for _, _, p in handlers.CHILDREN)
+    optional = [indices.pop(k.plural) for k in handlers.OPTIONAL_CHILDREN]
+    cache = handlers.cache_over(indices, optional)
+    assert sorted(c.name for c in cache.children(("ns", "q"))) == sorted(plurals)
     assert [f.owner for f in cache.create_failures(("ns", "q"))] == ["q"]

@@ -32,6 +32,7 @@ def test_every_promised_metric_is_exposed() -> None:
         "qwen_operator_context_reductions_total",
         "qwen_operator_api_requests_total",
         "qwen_operator_api_errors_total",
+        "qwen_operator_watch_requests_total",
         "qwen_operator_events_total",
         "qwen_operator_context_reduced_resources",
         "qwen_operator_retries_total",

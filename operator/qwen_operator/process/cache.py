@@ -1,10 +1,11 @@
 """The cache the reconciler observes: Kopf's indices, plus the operator's own writes until echoed.
 
-Kopf's indices (see handlers.py) hold the slim facts of every watched object, filtered on
-the server by label. They lag behind the operator's own writes by one watch event, so a
-reconciliation that runs right after another could see the status or a child as it was
-before and write again. The overlay closes that gap (write-through): each object the
-operator wrote is kept until the watch delivers that version or a newer one.
+Kopf's indices (see handlers.py), and the optional kinds' own (optional_kinds.py), hold the
+slim facts of every watched object, filtered on the server by label. They lag behind the
+operator's own writes by one watch event, so a reconciliation that runs right after another
+could see the status or a child as it was before and write again. The overlay closes that
+gap (write-through): each object the operator wrote is kept until the watch delivers that
+version or a newer one.
 
 A pod deleted with a failed server run stays visible (as being deleted) for FAILED_POD_SECONDS: a
 LeaderWorkerSet recreates a whole group at the first restart of any of its containers, and on
@@ -158,6 +159,15 @@ class Cache:
             key = (str((raw.get("metadata") or {}).get("namespace") or ""), pod.instance)
             with self._lock:
                 self._failed_pods.setdefault(key, {})[pod.uid] = (self._clock(), replace(pod, deleting=True))
+
+    def forget(self, kind: str) -> None:
+        """Every object of `kind` went away with its CRD (optional_kinds.py): a write of that kind
+        not echoed yet never will be, and must not stand in for an object that is gone."""
+        with self._lock:
+            for key in [k for k in self._written if k[0] == kind]:
+                del self._written[key]
+            for key in [k for k in self._gone if k[0] == kind]:
+                del self._gone[key]
 
     def pending_writes(self) -> int:
         with self._lock:

@@ -8,6 +8,11 @@ until all indices are filled, so the first reconciliation already sees the whole
 Event handlers only route: they queue the owning resource (all resources when a GPU node or an
 optional CRD changes). The reconciliation runs in the work queue's threads (reconciler.py).
 
+The optional kinds (OPTIONAL_CHILDREN: their CRD may come and go) are not Kopf's to watch:
+optional_kinds.py does, while the `crds` index says their CRD is served, and its events take
+the same way as Kopf's (Runtime.child_changed). Kopf is used through its public API only
+(tests/unit/test_kopf_public_api.py).
+
 No change handlers (on.create/on.update): those need Kopf's diffbase and progress records, a
 second writer of every resource. The operator writes nothing but its own status.
 """
@@ -18,8 +23,7 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,8 +42,9 @@ from qwen_operator.api.vocabulary import (
     label_string,
 )
 from qwen_operator.children import registry
-from qwen_operator.process import health, kube, lease, metrics, optional_watch
-from qwen_operator.process.cache import GPU_NODES, Cache, Indices, on_loop
+from qwen_operator.process import health, kube, lease, metrics
+from qwen_operator.process.cache import GPU_NODES, Cache, Index, Indices, on_loop
+from qwen_operator.process.optional_kinds import OptionalKind, OptionalKinds
 from qwen_operator.process.workqueue import WorkQueue
 from qwen_operator.reconcile import snapshot
 from qwen_operator.reconcile.act import Actor
@@ -47,7 +52,14 @@ from qwen_operator.reconcile.observe import Key, observe
 from qwen_operator.reconcile.reconciler import Reconciler
 
 log = logging.getLogger("qwen_operator.process.handlers")
-CHILDREN: tuple[tuple[str, str, str], ...] = tuple((c.group, c.version, c.plural) for c in registry.KINDS)
+CHILDREN: tuple[tuple[str, str, str], ...] = tuple(
+    (c.group, c.version, c.plural) for c in registry.KINDS if c.crd is None
+)
+"""The child kinds that always exist: Kopf's to watch."""
+OPTIONAL_CHILDREN: tuple[OptionalKind, ...] = tuple(
+    OptionalKind(c.group, c.version, c.plural, c.kind, c.crd) for c in registry.KINDS if c.crd is not None
+)
+"""The child kinds whose CRD may come and go: optional_kinds.py watches them, not Kopf."""
 PODS = ("", "v1", "pods")
 EVENTS = ("", "v1", "events")
 NODES = ("", "v1", "nodes")
@@ -80,6 +92,22 @@ class Runtime:
     served: frozenset[str] = frozenset()
     elector: lease.Elector | None = None
     """The leader election, when the operator runs with a Lease (see lease.config_from_env)."""
+    optional: OptionalKinds | None = None
+    """The optional kinds' watches (optional_kinds.py)."""
+
+    def child_changed(
+        self, kind: str, namespace: str, owner: str, body: Mapping[str, Any], deleted: bool
+    ) -> None:
+        """A child or pod changed (or vanished), whoever watches it (Kopf, or optional_kinds.py,
+        from its threads): the cache learns that version, and its owner is looked at again.
+
+        Even the echo of the operator's own apply queues the owner: the pass that applied it
+        decided the status from the child as it was before (a rollout it started reads in
+        progress), so another pass reads what the apply made of it."""
+        if not namespace or not owner:
+            return
+        self.cache.seen(kind, body, deleted=deleted)
+        self.queue.add((namespace, owner), after=SETTLE_SECONDS)
 
     def queue_all(self) -> None:
         for key in self.cache.keys():  # noqa: SIM118 (a method, not a dict)
@@ -99,6 +127,8 @@ class Runtime:
 
     def health(self) -> tuple[bool, str]:
         parts = {"reconcile threads": self.queue.alive()}
+        if self.optional is not None:
+            parts["optional kinds' watch threads"] = self.optional.alive()
         if self.elector is None:
             role = "no leader election (a single replica)"
         else:
@@ -113,22 +143,6 @@ class Runtime:
         return health.report(parts, role)
 
 
-OPTIONAL_PLURALS = optional_watch.OPTIONAL_PLURALS
-optional_watch.install()
-
-
-class OptionalResources(logging.Filter):
-    """Kopf warns at each start that it cannot watch a resource whose CRD is absent. For the
-    optional ones (ServiceMonitor, ScaledObject, InferencePool) that is the normal case, not a
-    warning."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if not message.startswith("Unresolved resources cannot be served"):
-            return True
-        return not set(re.findall(r"any_name='([^']+)'", message)) <= OPTIONAL_PLURALS
-
-
 def configure(settings: kopf.OperatorSettings) -> None:
     """Kopf settings: no peering, server-side filters, Kopf posts only its warnings.
 
@@ -136,9 +150,6 @@ def configure(settings: kopf.OperatorSettings) -> None:
     operator runs gets its watch without a restart.
     """
     settings.peering.standalone = True
-    observation = logging.getLogger("kopf._core.reactor.observation")
-    if not any(isinstance(f, OptionalResources) for f in observation.filters):
-        observation.addFilter(OptionalResources())
     settings.posting.level = logging.WARNING  # our own events say what happened; Kopf only warns
     for child in (*CHILDREN, PODS):
         settings.watching.label_selectors[child] = label_string(MANAGED_LABELS)
@@ -210,9 +221,10 @@ def crds(body: kopf.Body, name: str, **_: Any) -> dict[str, snapshot.Crd]:
 # -- life cycle -----------------------------------------------------------------------------
 
 
-def cache_over(indices: Mapping[str, Any]) -> Cache:
-    """The cache over Kopf's indices, as Kopf hands them to handlers (by index handler id)."""
-    children = tuple(indices[plural] for _, _, plural in CHILDREN)
+def cache_over(indices: Mapping[str, Any], optional: Sequence[Index] = ()) -> Cache:
+    """The cache over Kopf's indices, as Kopf hands them to handlers (by index handler id), and
+    the optional kinds' (optional_kinds.py)."""
+    children = (*(indices[plural] for _, _, plural in CHILDREN), *optional)
     return Cache(
         Indices(
             indices["resources"], children, indices["pods"], indices["gpu_nodes"], indices["crds"],
@@ -223,14 +235,19 @@ def cache_over(indices: Mapping[str, Any]) -> Cache:
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
-    """Build the cache over Kopf's indices, the reconciler and its queue, the leader election
-    and the HTTP server. With a Lease, the queue works only while this replica holds it."""
+    """Build the cache over Kopf's indices and the optional kinds', the reconciler and its
+    queue, the leader election and the HTTP server; list the optional kinds whose CRD is served
+    before Kopf's watches start. With a Lease, the queue works only while this replica holds it."""
     configure(settings)
-    cache = cache_over(kwargs)
     loop = asyncio.get_running_loop()
     election = lease.config_from_env()
     identity = election.identity if election else "standalone"
     api = kube.Kube(kube.load_client(f"qwen-operator/{__version__} ({identity})"), lambda: rt.may_write())
+    optional = OptionalKinds(
+        api, OPTIONAL_CHILDREN, lambda *event: rt.child_changed(*event),
+        namespaces=tuple(getattr(memo, "namespaces", None) or ()), forget=lambda kind: cache.forget(kind),
+    )  # fmt: skip
+    cache = cache_over(kwargs, [optional.indices[kind.plural] for kind in optional.kinds])
     reconciler = Reconciler(
         on_loop(loop, lambda key: observe(key, cache)), Actor(api, cache.wrote, cache.gone)
     )
@@ -239,7 +256,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
         lambda key: reconciler.reconcile(key).recheck_after, workers=workers, on_retry=metrics.retried
     )
     metrics.BACKING_OFF.set_function(queue.backing_off)
-    rt = memo.runtime = Runtime(queue, cache)
+    rt = memo.runtime = Runtime(queue, cache, optional=optional)
+    await loop.run_in_executor(None, optional.prime)
     health.CONTACT.on_restored(queue.retry_failed)
     if election is None:
         log.warning("no leader election (QWEN_OPERATOR_LEASE_NAMESPACE unset): run one replica only")
@@ -267,6 +285,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     rt = runtime(memo)
     if rt is None:
         return
+    if rt.optional is not None:
+        rt.optional.stop()
     if rt.server is not None:
         await rt.server.cleanup()
     await asyncio.get_running_loop().run_in_executor(None, rt.queue.stop)
@@ -301,14 +321,9 @@ async def child_event(
 ) -> None:  # fmt: skip
     """A child or pod changed (or vanished): its owner is named by the instance label."""
     rt = runtime(memo)
-    owner = labels.get(INSTANCE_LABEL)
-    if rt is None or not namespace or not owner:
-        return
-    # Even the echo of the operator's own apply: the pass that applied it decided the status
-    # from the child as it was before (a rollout it started reads in progress), so another pass
-    # reads what the apply made of it.
-    rt.cache.seen(resource.kind or "", body, deleted=type == "DELETED")
-    rt.queue.add((namespace, owner), after=SETTLE_SECONDS)
+    if rt is not None:
+        rt.child_changed(resource.kind or "", namespace or "", labels.get(INSTANCE_LABEL, ""), body,
+                         deleted=type == "DELETED")  # fmt: skip
 
 
 for _group, _version, _plural in CHILDREN:
@@ -345,11 +360,14 @@ async def node_event(type: str, body: kopf.Body, name: str, memo: kopf.Memo, **_
 
 @kopf.on.event(*CRDS, when=_optional_crd)
 async def crd_event(memo: kopf.Memo, **_: Any) -> None:
-    """An optional CRD was installed, became served or went away: every resource may change."""
+    """An optional CRD was installed, became served or went away: its kind's watch starts or
+    stops (optional_kinds.py), and every resource may change."""
     rt = runtime(memo)
     if rt is None:
         return
     served = rt.cache.served()
+    if rt.optional is not None:
+        rt.optional.sync(served)
     if served != rt.served:
         rt.served = served
         rt.queue_all()

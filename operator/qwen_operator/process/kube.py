@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -67,6 +67,13 @@ KINDS: dict[str, tuple[str, str]] = {
 def _lease_path(namespace: str, name: str | None = None) -> str:
     out = LEASES.format(namespace=quote(namespace, safe=""))
     return f"{out}/{quote(name, safe='')}" if name else out
+
+
+def _collection(api: str, plural: str, namespace: str) -> str:
+    """The path of a collection: `api` is "group/version" ("v1": the core group)."""
+    prefix = f"/apis/{api}" if "/" in api else f"/api/{api}"
+    scope = f"/namespaces/{quote(namespace, safe='')}" if namespace else ""
+    return f"{prefix}{scope}/{plural}"
 
 
 def path(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
@@ -165,9 +172,12 @@ class Kube:
         query: list[tuple[str, str]] | None = None,
         body: Any = None,
         content_type: str = "application/json",
+        read: bool = False,
     ) -> dict[str, Any]:
         if resource == "leases":
             metrics.LEASE_REQUESTS.labels(verb=verb).inc()
+        elif read:  # the optional kinds' own watches (optional_kinds.py): never fenced
+            metrics.WATCH_REQUESTS.labels(verb=verb, resource=resource).inc()
         else:
             if not self._may_write():
                 raise NotLeading()
@@ -217,6 +227,46 @@ class Kube:
                           timeout=(REQUEST_TIMEOUT, seconds + REQUEST_TIMEOUT))  # fmt: skip
         if resp.status != 200:
             text = resp.read().decode("utf-8", "replace")
+            raise ApiError(resp.status, str(resp.reason or ""), _message(text))
+        try:
+            for line in iter_resp_lines(resp.response):  # type: ignore[no-untyped-call]
+                if line:
+                    event = json.loads(line)
+                    yield str(event.get("type") or ""), dict(event.get("object") or {})
+        finally:
+            resp.response.release_conn()
+
+    # -- the optional kinds' watches (optional_kinds.WatchApi) -------------------------------
+
+    def list_objects(
+        self, api: str, plural: str, namespace: str, query: Sequence[tuple[str, str]]
+    ) -> dict[str, Any]:
+        """One list of `plural` in `api` ("group/version"), in `namespace` ("": all of them).
+
+        A read a standby replica makes too (its cache stays warm): not fenced by the Lease, and
+        counted in qwen_operator_watch_requests_total, not in api_requests (the reconciler's)."""
+        return self._request(
+            "list", "GET", plural, _collection(api, plural, namespace), query=list(query), read=True
+        )
+
+    def watch_objects(
+        self, api: str, plural: str, namespace: str, query: Sequence[tuple[str, str]], resource_version: str,
+        seconds: int,
+    ) -> Iterator[tuple[str, dict[str, Any]]]:  # fmt: skip
+        """The events of `plural` after `resource_version`, until the apiserver ends the stream
+        (`seconds`); an ERROR event (410 Gone: that version is too old) is yielded as it came."""
+        query = [*query, ("watch", "true"), ("allowWatchBookmarks", "true"),
+                 ("resourceVersion", resource_version), ("timeoutSeconds", str(seconds))]  # fmt: skip
+        metrics.WATCH_REQUESTS.labels(verb="watch", resource=plural).inc()
+        try:
+            resp = self._send("GET", _collection(api, plural, namespace), query, None, "application/json",
+                              timeout=(REQUEST_TIMEOUT, seconds + REQUEST_TIMEOUT))  # fmt: skip
+        except ApiError:
+            metrics.API_ERRORS.labels(verb="watch", resource=plural, code="0").inc()
+            raise
+        if resp.status != 200:
+            text = resp.read().decode("utf-8", "replace")
+            metrics.API_ERRORS.labels(verb="watch", resource=plural, code=str(resp.status)).inc()
             raise ApiError(resp.status, str(resp.reason or ""), _message(text))
         try:
             for line in iter_resp_lines(resp.response):  # type: ignore[no-untyped-call]

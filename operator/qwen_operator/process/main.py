@@ -22,5 +22,8 @@ def run(namespaces: list[str], all_namespaces: bool) -> int:
     logging.getLogger(handlers.__name__).info(
         "watching %s", "all namespaces" if clusterwide else ", ".join(namespaces)
     )
-    kopf.run(standalone=True, clusterwide=clusterwide, namespaces=[] if clusterwide else namespaces)
+    watched = [] if clusterwide else namespaces
+    # The optional kinds' watches (optional_kinds.py) read the same namespaces from the memo.
+    memo = kopf.Memo(namespaces=tuple(watched))
+    kopf.run(standalone=True, clusterwide=clusterwide, namespaces=watched, memo=memo)
     return 0

@@ -78,6 +78,13 @@ API_REQUESTS = Counter(
     ["verb", "resource"],
     registry=REGISTRY,
 )
+WATCH_REQUESTS = Counter(
+    "qwen_operator_watch_requests_total",
+    "List and watch requests of the operator's own watches (the optional kinds', while their CRD is "
+    "served), by verb and resource; not in api_requests.",
+    ["verb", "resource"],
+    registry=REGISTRY,
+)
 API_ERRORS = Counter(
     "qwen_operator_api_errors_total",
     "Kubernetes API requests that failed, by verb, resource and HTTP status (0: no response).",
