@@ -1,17 +1,21 @@
 # The operator image: `docker build -t ghcr.io/qwen-operator/qwen-operator:0.1.0 .`
 # (the image manifests/deployment.yaml runs). Build context: the repository root.
-# Pin the base by digest for reproducible builds: --build-arg PYTHON_IMAGE=python@sha256:...
+# The release (.github/workflows/release.yaml) pins the base by the digest of its multi-arch index:
+# --build-arg PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:...
+# Every Python package comes from a hash-locked file (requirements/*.lock, `pip-compile
+# --generate-hashes`): pip refuses anything whose hash is not listed, and resolves nothing itself.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
+COPY requirements/build.lock requirements/build.lock
+RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements/build.lock
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
 # operator/qwen_operator/children/alerts/prometheusrule.yaml links to it: the per-resource rule's source.
 COPY manifests/monitoring/prometheusrule.yaml manifests/monitoring/prometheusrule.yaml
 COPY runtime/ runtime/
-RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
- && pip wheel --no-cache-dir --wheel-dir /wheels /wheels/qwen_operator-*.whl
+RUN pip wheel --no-cache-dir --no-build-isolation --no-deps --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="qwen-operator" \
@@ -22,9 +26,12 @@ LABEL org.opencontainers.image.title="qwen-operator" \
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     QWEN_OPERATOR_HTTP_PORT=8080
+COPY requirements/operator.lock /tmp/operator.lock
+RUN pip install --no-cache-dir --require-hashes --no-deps -r /tmp/operator.lock
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links=/wheels qwen-operator \
- && rm -rf /wheels \
+RUN pip install --no-cache-dir --no-index --no-deps /wheels/qwen_operator-*.whl \
+ && pip check \
+ && rm -rf /wheels /tmp/operator.lock \
  && python -c "import qwen_operator.process.handlers, qwen_operator.process.main"
 # A numeric non-root user, so runAsNonRoot can verify it without /etc/passwd.
 USER 65532:65532

@@ -1,6 +1,10 @@
 """The GitHub Actions workflows (.github/workflows/): the release publishes what the
-manifests, the chart and the operator refer to, and CI runs `make test`. actionlint's verdict
-is tests/tools/test_workflows.py.
+manifests, the chart and the operator refer to, pinned and signed, and CI runs `make test`.
+actionlint's verdict is tests/tools/test_workflows.py.
+
+What these tests cannot show: that a signature verifies. Keyless signing needs the OIDC
+identity of a real workflow run (`id-token: write` on GitHub), so the signing steps are checked
+for their shape (what is signed, by digest, with which permission), not run.
 """
 
 from __future__ import annotations
@@ -36,12 +40,56 @@ def version() -> str:
     return value
 
 
-def test_every_action_is_pinned_to_a_release() -> None:
-    for path in WORKFLOWS.glob("*.yaml"):
-        for job in workflow(path.name)["jobs"].values():
-            for step in job.get("steps", []):
-                if "uses" in step:
-                    assert re.fullmatch(r"[\w.-]+/[\w.-]+@v\d+(\.\d+)*", step["uses"]), (path.name, step)
+# `uses: owner/repo[/path]@<40-hex commit> # vX.Y.Z`, a local action or workflow, or a
+# container by digest. A tag or a branch can be moved to other code; a commit cannot.
+PINNED = re.compile(
+    r"uses: (?:[\w.-]+/[\w.-]+(?:/[\w./-]+)?@[0-9a-f]{40} # v\d+(?:\.\d+)*"
+    r"|\./[\w./-]+"
+    r"|docker://[\w./:-]+@sha256:[0-9a-f]{64})"
+)
+
+
+def unpinned(text: str) -> list[str]:
+    """Every `uses:` line of a workflow that is not pinned (a YAML-aware count is below)."""
+    lines = [line.strip().removeprefix("- ") for line in text.splitlines()]
+    return [line for line in lines if line.startswith("uses:") and not PINNED.fullmatch(line)]
+
+
+def test_every_action_is_pinned_to_a_commit_with_its_tag() -> None:
+    for path in sorted(WORKFLOWS.glob("*.y*ml")):
+        text = path.read_text()
+        assert unpinned(text) == [], path.name
+        # Every `uses` YAML sees is one of the lines checked above (no flow style, no other key).
+        doc = workflow(path.name)
+        used = [s["uses"] for j in doc["jobs"].values() for s in j.get("steps", []) if "uses" in s]
+        used += [j["uses"] for j in doc["jobs"].values() if "uses" in j]
+        assert len(used) == sum(line.strip().removeprefix("- ").startswith("uses:")
+                                for line in text.splitlines())  # fmt: skip
+        for ref in used:
+            assert any(f"uses: {ref} # v" in line or line.strip().endswith(f"uses: {ref}")
+                       for line in text.splitlines()), ref  # fmt: skip
+
+
+def test_the_pin_check_refuses_tags_branches_and_short_shas() -> None:
+    sha = "11d5960a326750d5838078e36cf38b85af677262"
+    good = [
+        f"    - uses: actions/checkout@{sha} # v4.4.0",
+        f"      uses: github/codeql-action/init@{sha} # v3.28.0",
+        "    uses: ./.github/workflows/ci.yaml",
+        "    - uses: docker://alpine:3.22@sha256:" + "a" * 64,
+    ]
+    bad = [
+        "    - uses: actions/checkout@v4",
+        "    - uses: actions/checkout@v4.4.0",
+        "    - uses: actions/checkout@main",
+        f"    - uses: actions/checkout@{sha[:12]} # v4.4.0",
+        f"    - uses: actions/checkout@{sha}",  # no tag to say what it is
+        f"    - uses: actions/checkout@{sha} # main",
+        f"    - uses: actions/checkout@{sha.upper()} # v4.4.0",
+        "    - uses: docker://alpine:3.22",
+    ]
+    assert unpinned("\n".join(good)) == []
+    assert len(unpinned("\n".join(bad))) == len(bad)
 
 
 def test_ci_runs_make_test_as_the_project_ci_does() -> None:
@@ -120,3 +168,69 @@ def test_release_pushes_the_chart_it_tested() -> None:
     script = "\n".join(s.get("run", "") for s in job["steps"])
     assert "helm lint --strict manifests/helm/qwen-operator" in script
     assert 'helm push "dist/qwen-operator-${VERSION}.tgz" "oci://${REGISTRY}/${NAMESPACE}/charts"' in script
+
+
+def signing(job: dict[str, Any]) -> list[str]:
+    assert job["permissions"]["id-token"] == "write"  # the OIDC token keyless signing needs
+    assert steps_using(job, "sigstore/cosign-installer")
+    return [s["run"] for s in job["steps"] if "cosign sign" in s.get("run", "")]
+
+
+def test_release_signs_each_image_keyless_by_the_digest_it_pushed() -> None:
+    job = workflow("release.yaml")["jobs"]["images"]
+    (build,) = steps_using(job, "docker/build-push-action")
+    (sign,) = [s for s in job["steps"] if "cosign sign" in s.get("run", "")]
+    assert signing(job) == ['cosign sign --yes "${IMAGE}@${DIGEST}"']
+    assert sign["env"] == {
+        "IMAGE": "${{ env.REGISTRY }}/${{ env.NAMESPACE }}/${{ matrix.image }}",
+        "DIGEST": f"${{{{ steps.{build['id']}.outputs.digest }}}}",
+    }
+    names = [s.get("uses", "").split("@")[0] or s.get("name") for s in job["steps"]]
+    assert names.index("sigstore/cosign-installer") > names.index("docker/build-push-action")
+
+
+def test_release_signs_the_chart_it_pushed() -> None:
+    job = workflow("release.yaml")["jobs"]["chart"]
+    (push,) = [s for s in job["steps"] if "helm push" in s.get("run", "")]
+    assert "set -o pipefail" in push["run"]
+    assert 'echo "digest=${digest}" >> "$GITHUB_OUTPUT"' in push["run"]
+    (sign,) = [s for s in job["steps"] if "cosign sign" in s.get("run", "")]
+    assert signing(job) == ['cosign sign --yes "${REGISTRY}/${NAMESPACE}/charts/qwen-operator@${DIGEST}"']
+    assert sign["env"] == {"DIGEST": f"${{{{ steps.{push['id']}.outputs.digest }}}}"}
+    # cosign writes the signature with docker's credentials, not helm's.
+    assert steps_using(job, "docker/login-action")
+
+
+def test_release_reads_no_shared_cache() -> None:
+    release = workflow("release.yaml")
+    for name, job in release["jobs"].items():
+        for step in job.get("steps", []):
+            assert step.get("uses", "").split("@")[0] != "actions/cache", name
+            settings = step.get("with", {})
+            assert "cache-from" not in settings and "cache-to" not in settings, name
+    (build,) = steps_using(release["jobs"]["images"], "docker/build-push-action")
+    assert build["with"]["no-cache"] is True
+    # The tests the release runs first (ci.yaml, called) restore no cache on a tag either.
+    (job,) = workflow("ci.yaml")["jobs"].values()
+    for cache in steps_using(job, "actions/cache"):
+        assert cache["if"] == "${{ !startsWith(github.ref, 'refs/tags/') }}"
+
+
+def test_release_builds_the_operator_on_a_base_pinned_by_digest() -> None:
+    job = workflow("release.yaml")["jobs"]["images"]
+    matrix = {m["image"]: m for m in job["strategy"]["matrix"]["include"]}
+    (build,) = steps_using(job, "docker/build-push-action")
+    assert build["with"]["build-args"] == "${{ matrix.build-args }}"
+    arg = matrix["qwen-operator"]["build-args"]
+    name, _, image = arg.partition("=")
+    assert name == "PYTHON_IMAGE"
+    dockerfile = (REPO / "Dockerfile").read_text()
+    default = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", dockerfile, re.MULTILINE)
+    assert default, "the Dockerfile takes its base from PYTHON_IMAGE"
+    # The same tag as the Dockerfile's default, and its digest.
+    assert re.fullmatch(re.escape(default[1]) + r"@sha256:[0-9a-f]{64}", image), image
+    assert dockerfile.count("FROM ${PYTHON_IMAGE}") == 2
+    assert re.findall(r"^FROM (.*)$", dockerfile, re.MULTILINE) == [
+        "${PYTHON_IMAGE} AS build",
+        "${PYTHON_IMAGE}",
+    ]
