@@ -54,6 +54,9 @@ INTEGRATION_RESOURCES = {
 grants, each used; e2e/test_operator.py checks the others."""
 SAMPLE = yaml.safe_load((REPO / "samples" / "qwen3-235b-thinking.yaml").read_text())
 NAME = SAMPLE["metadata"]["name"]
+API_KEY = {"apiKeySecretRef": {"name": "qwen-api-key", "key": "key"}}
+"""spec.auth with an API key, which a NodePort or LoadBalancer Service and an InferencePool require
+(the Secret need not exist for the resource to be admitted; only a kubelet would read it)."""
 
 
 class Operator:

@@ -24,6 +24,7 @@ from e2e.conftest import Cluster  # noqa: E402
 from e2e.devcluster.kube import kubectl, wait_established, wait_for  # noqa: E402
 from e2e.devcluster.toolchain import tools  # noqa: E402
 from e2e.operator_fixtures import (  # noqa: E402
+    API_KEY,
     GROUP,
     INTEGRATION_RESOURCES,
     NAME,
@@ -113,7 +114,7 @@ def test_inference_pool_waits_for_its_crd_then_selects_the_servers(
     served, the pool the apiserver admitted (its schema, its CEL) selects exactly the server pods
     on port 8000 and names the endpoint picker; dropped from the spec, it is deleted."""
     del no_inference_pool_crd
-    uid = apply_ready(custom, ns, replicas=2, inferencePool=POOL)["metadata"]["uid"]
+    uid = apply_ready(custom, ns, replicas=2, inferencePool=POOL, auth=API_KEY)["metadata"]["uid"]
     waiting = condition(get_qtd(custom, ns, NAME), "InferencePool")
     assert (waiting["status"], waiting["reason"]) == ("False", "InferencePoolNotServed"), waiting
     assert get("inferencepools.inference.networking.k8s.io", ns) is None  # the API is not there at all
@@ -147,7 +148,7 @@ def test_an_endpoint_picker_that_is_no_service_needs_no_port(
     del no_inference_pool_crd
     install_crd(*INFERENCE_POOL_CRD)
     ref = {"group": "example.com", "kind": "Picker", "name": "epp"}  # no port: not a Service
-    apply_ready(custom, ns, inferencePool={"endpointPickerRef": ref})
+    apply_ready(custom, ns, inferencePool={"endpointPickerRef": ref}, auth=API_KEY)
     pool = wait_for(lambda: get("inferencepool", ns), 60, "the InferencePool")
     assert pool["spec"]["endpointPickerRef"] == {**ref, "failureMode": "FailClose"}
 

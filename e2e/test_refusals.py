@@ -31,6 +31,7 @@ pytest.register_assert_rewrite("e2e.operator_fixtures")
 from e2e.conftest import Cluster  # noqa: E402
 from e2e.devcluster.kube import kubectl, wait_for  # noqa: E402
 from e2e.operator_fixtures import (  # noqa: E402
+    API_KEY,
     GROUP,
     NAME,
     PLURAL,
@@ -219,7 +220,7 @@ def test_a_quota_on_a_child_creates_nothing_backs_off_and_recovers(
     quota(core_v1, ns, "no-lb", {"services.loadbalancers": "0"})
     retries = operator.counter("qwen_operator_retries_total", reason="WriteForbidden")
     offset = audit_offset(cluster)
-    apply_yaml(ns, sample(service={"type": "LoadBalancer"}))
+    apply_yaml(ns, sample(service={"type": "LoadBalancer"}, auth=API_KEY))  # an exposed API needs a key
     obj = stalled_or_reconciling(custom, ns, "Stalled", "WriteForbidden")
     assert (
         "exceeded quota: no-lb" in condition(obj, "Stalled")["message"]

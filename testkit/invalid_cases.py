@@ -87,6 +87,9 @@ def _affinity(**fields: Any) -> dict[str, Any]:
     return _scheduling(affinity=fields)
 
 
+_KEY = {"apiKeySecretRef": {"name": "qwen-api-key", "key": "key"}}
+"""An API key, which an exposed API requires."""
+
 _NODE_REQUIRED = "spec.scheduling.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
 _ANTI_REQUIRED = "spec.scheduling.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution"
 _TERM = {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
@@ -250,7 +253,26 @@ CASES: list[Case] = [
         "endpoint-picker-service-without-port",
         CROSS,
         "spec.inferencePool.endpointPickerRef.port",
-        _spec({"inferencePool": {"endpointPickerRef": {"name": "epp"}}}),
+        _spec({"inferencePool": {"endpointPickerRef": {"name": "epp"}}, "auth": _KEY}),
+    ),
+    Case(
+        "load-balancer-without-api-key",
+        CROSS,
+        "spec.service.type",
+        _spec({"service": {"type": "LoadBalancer"}}),
+    ),
+    Case("node-port-without-api-key", CROSS, "spec.service.type", _spec({"service": {"type": "NodePort"}})),
+    Case(
+        "load-balancer-with-empty-auth",
+        CROSS,
+        "spec.service.type",
+        _spec({"service": {"type": "LoadBalancer", "port": 443}, "auth": {}}),
+    ),
+    Case(
+        "inference-pool-without-api-key",
+        CROSS,
+        "spec.inferencePool",
+        _spec({"inferencePool": {"endpointPickerRef": {"name": "epp", "port": {"number": 9002}}}}),
     ),
     Case(
         "min-above-max",

@@ -66,6 +66,7 @@ def test_render_shows_what_each_served_optional_api_adds() -> None:
             "spec": {
                 "autoscaling": {},
                 "inferencePool": {"endpointPickerRef": {"name": "e", "port": {"number": 9002}}},
+                "auth": {"apiKeySecretRef": {"name": "qwen-api-key", "key": "key"}},  # an exposed API
             }
         }
     )

@@ -289,7 +289,11 @@ def test_a_shared_cache_holds_the_groups_back_until_the_download_is_complete() -
 
 
 def test_an_inference_pool_routes_to_the_leaders_only() -> None:
-    spec = {**PP2, "inferencePool": {"endpointPickerRef": {"name": "epp", "port": {"number": 9002}}}}
+    spec = {
+        **PP2,
+        "inferencePool": {"endpointPickerRef": {"name": "epp", "port": {"number": 9002}}},
+        "auth": {"apiKeySecretRef": {"name": "qwen-api-key", "key": "key"}},
+    }
     kids = render.render(parsed(spec), served=frozenset({INFERENCE_POOL_CRD}))
     (pool,) = [c for c in kids if c["kind"] == "InferencePool"]
     assert pool["spec"]["selector"]["matchLabels"] == LEADERS

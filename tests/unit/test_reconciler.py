@@ -420,7 +420,8 @@ def test_a_quota_that_refuses_a_child_applies_nothing_says_so_and_backs_off() ->
     """A ResourceQuota (no LoadBalancer Services here) refuses the Service's dry run: no child is
     applied, Stalled says QuotaExceeded, and the queue retries with back-off (no watch tells when
     the quota changes); the retries write nothing new."""
-    cluster = FakeCluster({"service": {"type": "LoadBalancer"}})
+    key = {"apiKeySecretRef": {"name": "qwen-api-key", "key": "key"}}
+    cluster = FakeCluster({"service": {"type": "LoadBalancer"}, "auth": key})
     quota = 'services "q" is forbidden: exceeded quota: no-lb, requested: services.loadbalancers=1'
 
     def refuse(manifest: Mapping[str, Any], dry_run: bool) -> None:
@@ -528,7 +529,10 @@ def test_a_new_resource_says_reconciling_before_its_children_are_applied() -> No
 
 
 SCALED = {"autoscaling": {"maxReplicas": 3}}
-POOL = {"inferencePool": {"endpointPickerRef": {"name": "epp", "port": {"number": 9002}}}}
+POOL = {
+    "inferencePool": {"endpointPickerRef": {"name": "epp", "port": {"number": 9002}}},
+    "auth": {"apiKeySecretRef": {"name": "qwen-api-key", "key": "key"}},  # an exposed API needs a key
+}
 
 
 def test_autoscaler_follows_keda_and_the_spec_and_goes_when_dropped() -> None:

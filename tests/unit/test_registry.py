@@ -68,7 +68,13 @@ def test_every_template_belongs_to_one_kind_and_renders_that_kind() -> None:
     assert set(files) == {p.name for p in templates.glob("*.yaml.j2")}
     served = frozenset(registry.OPTIONAL_CRDS)
     pool = {"endpointPickerRef": {"name": "epp", "port": {"number": 9002}}}
-    spec = {"autoscaling": {"maxReplicas": 3}, "inferencePool": pool, "monitoring": {"prometheusRule": True}}
+    key = {"apiKeySecretRef": {"name": "qwen-api-key", "key": "key"}}
+    spec = {
+        "autoscaling": {"maxReplicas": 3},
+        "inferencePool": pool,
+        "auth": key,
+        "monitoring": {"prometheusRule": True},
+    }
     kinds = {m["kind"]: m["apiVersion"] for m in render.render(resource_raw(spec), served=served)}
     for kind, api_version in kinds.items():
         assert registry.BY_KIND[kind].api_version == api_version

@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = yaml.safe_load((ROOT / "samples" / "qwen3-235b-thinking.yaml").read_text())
 EVERY_API = frozenset(registry.OPTIONAL_CRDS)
 SCALED = {"autoscaling": {"minReplicas": 2, "maxReplicas": 6, "targetWaitingPerReplica": 3}}
-POOL = {"inferencePool": {"endpointPickerRef": {"name": "epp", "port": {"number": 9002}}}}
+KEY = {"auth": {"apiKeySecretRef": {"name": "qwen-api-key", "key": "key"}}}
+"""An API key, which a NodePort or LoadBalancer Service and an InferencePool require."""
+POOL = {"inferencePool": {"endpointPickerRef": {"name": "epp", "port": {"number": 9002}}}, **KEY}
 
 
 def _res(
@@ -420,7 +422,7 @@ def test_statefulset_shape_and_scheduling_pass_through() -> None:
 
 def test_services_and_pdb() -> None:
     children = _children(
-        {"service": {"type": "LoadBalancer", "port": 443}, "disruption": {"maxUnavailable": "25%"}}
+        {"service": {"type": "LoadBalancer", "port": 443}, "disruption": {"maxUnavailable": "25%"}, **KEY}
     )
     headless = children["Service/qwen3-thinking-headless"]["spec"]
     assert headless["clusterIP"] == "None"

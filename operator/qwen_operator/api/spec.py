@@ -552,7 +552,7 @@ class ServiceSpec(ApiObject):
     """The client Service in front of the replicas."""
 
     type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
-    """Kubernetes Service type."""
+    """Kubernetes Service type. NodePort and LoadBalancer require auth.apiKeySecretRef."""
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     """Port of the OpenAI-compatible API on the Service."""
 
@@ -561,7 +561,10 @@ class AuthSpec(ApiObject):
     """Client authentication."""
 
     api_key_secret_ref: SecretKeyRef | None = None
-    """Secret key holding the API key clients must send (vLLM reads it from VLLM_API_KEY, never argv)."""
+    """Secret key holding the API key clients must send (vLLM reads it from VLLM_API_KEY, never argv).
+    Required with a NodePort or LoadBalancer Service and with inferencePool. vLLM checks it on the
+    /v1 routes only: /invocations, /pooling, /score, /rerank, /tokenize, /pause, /metrics and
+    /health stay open with a key: the NetworkPolicy (network) is what limits who reaches them."""
 
 
 class DisruptionSpec(ApiObject):
@@ -580,6 +583,10 @@ def _weights_fit(s: QwenThinkingDeploymentSpec) -> bool:
 
 def _gpu_resource_free(s: QwenThinkingDeploymentSpec) -> bool:
     return s.gpu.resource_name not in s.resources.requests | s.resources.limits
+
+
+_HAS_API_KEY = "(has(self.auth) && has(self.auth.apiKeySecretRef))"
+"""CEL: the resource names an API key."""
 
 
 def _has(path: str, default: str) -> str:
@@ -730,6 +737,27 @@ class QwenThinkingDeploymentSpec(ApiObject):
             message="resources may not set the GPU resource (gpu.resourceName): parallelism.tensor sets it",
             check=_gpu_resource_free,
             field_path=".resources",
+        ),
+        Rule(
+            cel=(
+                "!has(self.service) || !has(self.service.type) || self.service.type == 'ClusterIP' || "
+                f"{_HAS_API_KEY}"
+            ),
+            message=(
+                "service.type NodePort or LoadBalancer exposes the model's API beyond the cluster: it "
+                "requires auth.apiKeySecretRef (a Secret key holding the API key clients must send)"
+            ),
+            check=lambda s: s.service.type == "ClusterIP" or s.auth.api_key_secret_ref is not None,
+            field_path=".service.type",
+        ),
+        Rule(
+            cel=f"!has(self.inferencePool) || {_HAS_API_KEY}",
+            message=(
+                "inferencePool exposes the model's API through a gateway: it requires auth.apiKeySecretRef "
+                "(a Secret key holding the API key clients must send)"
+            ),
+            check=lambda s: s.inference_pool is None or s.auth.api_key_secret_ref is not None,
+            field_path=".inferencePool",
         ),
     )
 
