@@ -45,6 +45,14 @@ def test_the_peers_of_allow_from_are_added_as_written() -> None:
     assert found["spec"]["ingress"][0]["from"] == [{"podSelector": {}}, GATEWAY]
 
 
+def test_an_exposed_service_opens_the_api_port_to_every_source() -> None:
+    """A LoadBalancer's clients come from addresses no selector names; the key guards /v1."""
+    key = {"apiKeySecretRef": {"name": "k", "key": "key"}}
+    found = policy({"service": {"type": "LoadBalancer"}, "auth": key, "network": {"allowFrom": [GATEWAY]}})
+    assert found is not None
+    assert found["spec"]["ingress"] == [{"ports": [{"port": 8000, "protocol": "TCP"}]}]
+
+
 def test_a_group_talks_on_every_port_within_the_resource_only() -> None:
     served = frozenset({vocabulary.LWS_CRD})
     found = policy({"parallelism": {"pipeline": 2}}, served)
