@@ -34,6 +34,7 @@ from e2e.operator_fixtures import (  # noqa: E402
     audit_entries,
     audit_offset,
     condition,
+    during_restart,
     get_qtd,
     instance,
     patch_spec,
@@ -243,7 +244,10 @@ def test_integrations_used_only_their_grants(operator: Operator, cluster: Cluste
     entries = [e for e in audit_entries(cluster.audit_log, operator.audit_offset) if e.get("objectRef")]
     mine = [e for e in entries if (e["objectRef"].get("apiGroup", ""), e["objectRef"]["resource"]) in
             INTEGRATION_RESOURCES]  # fmt: skip
-    assert [(e["verb"], e["requestURI"]) for e in mine if e["responseStatus"]["code"] == 403] == []
+    # the session's operator lived through test_faults' restarts: a watch re-opened while the
+    # restarted apiserver's authorizer warmed up is no refusal of a grant (test_operator.py's too)
+    refused = [e for e in mine if e["responseStatus"]["code"] == 403 and not during_restart(cluster, e)]
+    assert [(e["verb"], e["requestURI"]) for e in refused] == []
     used = {(e["objectRef"].get("apiGroup", ""), e["objectRef"]["resource"], e["verb"]) for e in mine}
     print("integration requests by (group, resource, verb):", sorted(used))
     assert used <= granted, used - granted
