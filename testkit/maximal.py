@@ -26,6 +26,19 @@ INT64_MAX = 2**63 - 1
 """An integer with no maximum in the schema: the apiserver's largest."""
 
 
+def walk(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    """Every node of an OpenAPI schema with its path (`.a.b`, `[]` for items, `{}` for a map's
+    values): what the CRD tests and the bounds test read."""
+    out = [(path, node)]
+    for key, child in node.get("properties", {}).items():
+        out += walk(child, f"{path}.{key}")
+    if isinstance(node.get("items"), dict):
+        out += walk(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        out += walk(node["additionalProperties"], f"{path}{{}}")
+    return out
+
+
 def spec_schema() -> dict[str, Any]:
     schema: dict[str, Any] = crd.openapi_schema()["properties"]["spec"]
     return schema

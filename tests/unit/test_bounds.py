@@ -12,7 +12,6 @@ map, and testkit/maximal.py builds the resource at every one of those bounds fro
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
@@ -20,7 +19,7 @@ from qwen_operator import api
 from qwen_operator.api import MAX_ENV_VALUE, MAX_QUALIFIED_NAME
 from qwen_operator.children import render
 from qwen_operator.children.registry import OPTIONAL_CRDS
-from testkit.maximal import SOURCES, Source, maximal_resource, spec_schema, value_from_sizes
+from testkit.maximal import SOURCES, Source, maximal_resource, spec_schema, value_from_sizes, walk
 
 ETCD_REQUEST_BYTES = 1572864
 """etcd's --max-request-bytes default (1.5 MiB): the most one object can be written as."""
@@ -30,21 +29,10 @@ the object it stores (managedFields, which name every map key and env variable a
 status the workload controllers write)."""
 
 
-def _walk(node: dict[str, Any], path: str = "spec") -> list[tuple[str, dict[str, Any]]]:
-    out = [(path, node)]
-    for key, child in node.get("properties", {}).items():
-        out += _walk(child, f"{path}.{key}")
-    if isinstance(node.get("items"), dict):
-        out += _walk(node["items"], f"{path}[]")
-    if isinstance(node.get("additionalProperties"), dict):
-        out += _walk(node["additionalProperties"], f"{path}{{}}")
-    return out
-
-
 def test_every_string_list_and_map_of_the_spec_is_bounded() -> None:
     """What the apiserver enforces: maxLength, maxItems, maxProperties, and for a map's keys (which
     a CRD cannot give a maxLength) a CEL rule of the object holding the map."""
-    for path, node in _walk(spec_schema()):
+    for path, node in walk(spec_schema(), "spec"):
         assert not node.get("x-kubernetes-preserve-unknown-fields"), f"{path} is free-form: no bound"
         if node.get("type") == "string" or node.get("x-kubernetes-int-or-string"):
             assert "maxLength" in node or "enum" in node, f"{path} has no maxLength"

@@ -9,6 +9,7 @@ import yaml
 
 from qwen_operator import api
 from qwen_operator.api import crd
+from testkit.maximal import walk
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "qwenthinkingdeployments.serving.qwen-operator.io.yaml"
@@ -19,24 +20,13 @@ def _schema() -> dict[str, Any]:
     return schema
 
 
-def _walk(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
-    out = [(path, node)]
-    for key, child in node.get("properties", {}).items():
-        out += _walk(child, f"{path}.{key}")
-    if isinstance(node.get("items"), dict):
-        out += _walk(node["items"], f"{path}[]")
-    if isinstance(node.get("additionalProperties"), dict):
-        out += _walk(node["additionalProperties"], f"{path}{{}}")
-    return out
-
-
 def test_checked_in_crd_equals_generated() -> None:
     assert [p.name for p in CRD_FILE.parent.iterdir()] == [CRD_FILE.name]
     assert CRD_FILE.read_text() == crd.crd_yaml(), "run `make crd` and commit crds/"
 
 
 def test_schema_is_structural() -> None:
-    for path, node in _walk(_schema()):
+    for path, node in walk(_schema()):
         assert not {"$ref", "anyOf", "allOf", "oneOf", "title", "$defs"} & node.keys(), path
         assert node.get("additionalProperties") is not False, path
         typed = "type" in node or node.get("x-kubernetes-int-or-string")
@@ -50,9 +40,9 @@ def test_schema_is_structural() -> None:
 def test_no_field_is_free_form_and_every_map_is_known() -> None:
     """The Kubernetes objects the spec passes through are typed (api/passthrough.py), so that each
     has bounds: no field keeps unknown fields, which nothing would bound but the request size."""
-    kept = {path for path, node in _walk(_schema()) if node.get("x-kubernetes-preserve-unknown-fields")}
+    kept = {path for path, node in walk(_schema()) if node.get("x-kubernetes-preserve-unknown-fields")}
     assert kept == set()
-    maps = {path for path, node in _walk(_schema()) if "additionalProperties" in node}
+    maps = {path for path, node in walk(_schema()) if "additionalProperties" in node}
     selectors = [
         f".spec.scheduling.affinity.{kind}.{when}DuringSchedulingIgnoredDuringExecution[]{term}.{which}.matchLabels"
         for kind in ("podAffinity", "podAntiAffinity")
@@ -70,7 +60,7 @@ def test_no_field_is_free_form_and_every_map_is_known() -> None:
 
 
 def test_every_spec_and_status_field_is_described() -> None:
-    for path, node in _walk(_schema()):
+    for path, node in walk(_schema()):
         if path.startswith((".spec.", ".status.")) and not path.endswith(("[]", "{}")):
             assert node.get("description"), f"{path} has no description for kubectl explain"
 
@@ -107,7 +97,7 @@ def test_bounds_are_in_the_schema() -> None:
 
 
 def test_every_rule_is_a_cel_validation() -> None:
-    cel = [r["rule"] for _, node in _walk(_schema()) for r in node.get("x-kubernetes-validations", [])]
+    cel = [r["rule"] for _, node in walk(_schema()) for r in node.get("x-kubernetes-validations", [])]
     expected = [r.cel for cls in crd._models(api.QwenThinkingDeployment).values() for r in cls.rules]
     assert sorted(set(cel)) == sorted(expected)  # a type used in several places has its rules in each
     assert len(expected) == 29
