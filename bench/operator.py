@@ -74,6 +74,10 @@ class Counted:
         self._count("dry run" if dry_run else "apply")
         return {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": "1"}}
 
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self._count("lookup")
+        return None
+
     def delete(self, kind: str, namespace: str, name: str, propagation: str = "Background") -> dict[str, Any]:
         self._count("delete")
         return {}

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from qwen_operator.api.vocabulary import FIELD_MANAGER, INSTANCE_LABEL, KIND
+from qwen_operator.api.vocabulary import FIELD_MANAGER, INSTANCE_LABEL, KIND, MANAGED_LABELS
 from qwen_operator.children import registry
 from qwen_operator.process.kube import ApiError
 from qwen_operator.reconcile import snapshot
@@ -107,10 +107,12 @@ class FakeCluster:
         return None if raw is None else snapshot.resource_from(raw)
 
     def children(self, key: Key) -> tuple[snapshot.Child, ...]:
+        """What the operator's watches show: children with its labels (a label selector), of
+        this instance (the cache's index); an object without them is invisible, as in a cluster."""
         return tuple(
             snapshot.child_from(o)
             for (kind, _), o in sorted(self.objects.items())
-            if kind in CHILD_KINDS and (o["metadata"].get("labels") or {}).get(INSTANCE_LABEL) == key[1]
+            if kind in CHILD_KINDS and _labelled(o, key[1])
         )
 
     def pods_of(self, key: Key) -> tuple[snapshot.Pod, ...]:
@@ -147,6 +149,11 @@ class FakeCluster:
             self.objects[(kind, name)] = obj
         return copy.deepcopy(obj)
 
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(("get", kind))
+        found = self.objects.get((kind, name))
+        return None if found is None else copy.deepcopy(found)
+
     def delete(self, kind: str, namespace: str, name: str, propagation: str = "Background") -> dict[str, Any]:
         self.calls.append(("delete", kind))
         self.propagations.append(propagation)
@@ -163,6 +170,12 @@ class FakeCluster:
         self.calls.append(("create", "Event"))
         self.events.append((type_, reason))
         self.messages.append(message)
+
+
+def _labelled(obj: Mapping[str, Any], instance: str) -> bool:
+    labels = obj["metadata"].get("labels") or {}
+    managed = all(labels.get(k) == v for k, v in MANAGED_LABELS.items())
+    return managed and labels.get(INSTANCE_LABEL) == instance
 
 
 class Sources:

@@ -206,8 +206,9 @@ class Access:
     verbs: frozenset[str]
 
 
-APPLIED = frozenset({"list", "watch", "create", "patch"})
-"""Watched, and applied server-side (a PATCH, authorized as create when the object is new)."""
+APPLIED = frozenset({"get", "list", "watch", "create", "patch"})
+"""Watched, looked up by name before the first apply (one not ours is left alone:
+reconcile/plan.py), and applied server-side (a PATCH, authorized as create when the object is new)."""
 
 OTHER_ACCESS: tuple[Access, ...] = (
     Access("serving.qwen-operator.io", "qwenthinkingdeployments", frozenset({"list", "watch"})),

@@ -88,7 +88,10 @@ def path(kind: str, namespace: str, name: str | None = None, subresource: str | 
 
 
 class KubeApi(Protocol):
-    """The writes a reconciliation makes; each returns what the apiserver returned."""
+    """The requests a reconciliation makes: its writes, each returning what the apiserver
+    returned, and the lookup of a child's name before its first apply."""
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
 
     def apply(self, manifest: Mapping[str, Any], dry_run: bool = False) -> dict[str, Any]: ...
 
@@ -287,6 +290,15 @@ class Kube:
             path(kind, meta["namespace"], meta["name"]), query=query,
             body=manifest, content_type="application/apply-patch+yaml",
         )  # fmt: skip
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object of that name, or None (reconcile/plan.py: a lookup before a first apply)."""
+        try:
+            return self._request("get", "GET", KINDS[kind][1], path(kind, namespace, name))
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+        return None
 
     def delete(self, kind: str, namespace: str, name: str, propagation: str = "Background") -> dict[str, Any]:
         """The object as deletion left it (with a deletionTimestamp while finalizers run); {} if gone."""

@@ -1,11 +1,13 @@
 """Step three of a reconciliation: carry out the plan (reconcile/plan.py), and decide nothing.
 
-`act` runs the plan's operations in order: each dry run, apply, deletion, status patch and
-event is the plan's, with its text and its time. The first write the apiserver refuses ends the
-plan: its `Status` is read into a typed refusal (reconcile/refusal.py), which goes back to the
-decision with what was written before it; a refusal the decision does not answer (a conflict,
-an API not served yet, an outage) is raised for the queue to retry. An event that cannot be
-posted is worth a log line, not a failed reconcile.
+`act` runs the plan's operations in order: each lookup, dry run, apply, deletion, status patch
+and event is the plan's, with its text and its time. The lookups come first; if any finds an
+object, nothing is written and what they found goes back to the decision (`Kind.EXISTS`).
+The first write the apiserver refuses ends the plan: its `Status` is read into a typed
+refusal (reconcile/refusal.py), which goes back to the decision with what was written before
+it; a refusal the decision does not answer (a conflict, an API not served yet, an outage) is
+raised for the queue to retry. An event that cannot be posted is worth a log line, not a failed
+reconcile.
 
 Each object the apiserver returns is handed to `wrote` (the cache's write-through), so the next
 reconciliation sees the operator's own writes at once; a deleted child the plan hides is handed
@@ -22,15 +24,15 @@ from typing import Any
 from qwen_operator.process.kube import ApiError, KubeApi
 from qwen_operator.reconcile import refusal, snapshot
 from qwen_operator.reconcile.decide import Desired
-from qwen_operator.reconcile.plan import Apply, Delete, Operation, PatchStatus, Post
+from qwen_operator.reconcile.plan import Apply, Delete, Lookup, Operation, PatchStatus, Post
 
 log = logging.getLogger("qwen_operator.reconcile.act")
 
 
 def refusal_of(exc: ApiError, op: Operation) -> refusal.Refusal:
     """The typed refusal of the apiserver's answer to `op`."""
-    if isinstance(op, Apply | Delete):
-        kind = op.kind if isinstance(op, Apply) else op.child.kind
+    if isinstance(op, Apply | Delete | Lookup):
+        kind = op.child.kind if isinstance(op, Delete) else op.kind
         return refusal.read(exc.status, exc.body, kind, op.ident)
     return refusal.read(exc.status, exc.body, "", "the status")
 
@@ -53,21 +55,31 @@ class Actor:
         """Every operation of the plan, in order; the refusal that stopped it, if one did."""
         done: list[str] = []
         said: list[Any] = []
+        found: list[snapshot.Child] = []
         for op in desired.ops:
+            if found and not isinstance(op, Lookup):
+                break
             if isinstance(op, Post):
                 self._post(desired, op)
                 continue
             try:
+                if isinstance(op, Lookup):
+                    found += self._lookup(op)
+                    continue
                 self._write(desired, op)
             except ApiError as exc:
-                found = refusal_of(exc, op)
-                if found.kind not in refusal.ANSWERED:
+                answer = refusal_of(exc, op)
+                if answer.kind not in refusal.ANSWERED:
                     raise
-                return replace(found, done=tuple(done), said=tuple(said))
+                return replace(answer, done=tuple(done), said=tuple(said))
             if isinstance(op, Apply | Delete) and not (isinstance(op, Apply) and op.dry_run):
                 done.append(op.ident)
                 said += op.events
-        return None
+        return refusal.exists(tuple(found)) if found else None
+
+    def _lookup(self, op: Lookup) -> list[snapshot.Child]:
+        raw = self.kube.get(op.kind, op.namespace, op.name)
+        return [] if raw is None else [snapshot.child_from(raw, op.kind)]
 
     def _write(self, desired: Desired, op: Apply | Delete | PatchStatus) -> None:
         if isinstance(op, Apply):

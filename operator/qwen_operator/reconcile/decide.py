@@ -12,16 +12,18 @@ finds one wins. A blocker also means no child is applied.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from qwen_operator import api
 from qwen_operator.api.vocabulary import (
     FIELD_MANAGER,
+    INSTANCE_LABEL,
     KIND,
     LWS_CRD,
     LWS_KIND,
+    MANAGED_LABELS,
     ConditionType,
     Phase,
     Reason,
@@ -115,15 +117,26 @@ class Situation:
     children: tuple[dict[str, Any], ...]
 
 
+NAME_CONFLICT_RECHECK_SECONDS = 300.0
+"""A child's name held by an object that is not ours: look it up again this long after. Its
+owner may delete or rename it, and no watch of ours sees an object without our labels; one
+read per child every five minutes, only while the conflict lasts."""
+
+
 def owned(child: snapshot.Child, res: api.QwenThinkingDeployment) -> bool:
     """The child belongs to this resource; or to an earlier one of the same name (deleted and
     created again before garbage collection came); or it was ours and got orphaned
-    (`kubectl delete --cascade=orphan`): no controller, and our field manager applied it.
-    Applying takes such a child over, owner reference and all; anything else is left alone."""
+    (`kubectl delete --cascade=orphan`): no controller, our labels for this resource, and our
+    field manager applied it. Applying takes such a child over, owner reference and all;
+    anything else (a tenant's object that only shares the name) is left alone."""
     ref = child.controller
     if ref is not None:
         return ref.uid == res.metadata.uid or (ref.kind == KIND and ref.name == res.metadata.name)
-    return FIELD_MANAGER in child.managers
+    labels = child.manifest["metadata"].get("labels") or {}
+    ours = labels.get(INSTANCE_LABEL) == res.metadata.name and all(
+        labels.get(key) == value for key, value in MANAGED_LABELS.items()
+    )
+    return ours and FIELD_MANAGER in child.managers
 
 
 def too_small(p: Situation) -> Problem | None:
@@ -134,14 +147,21 @@ def too_small(p: Situation) -> Problem | None:
 
 
 def name_conflict(p: Situation) -> Problem | None:
-    """A child's name is held by an object this resource does not own: leave it alone."""
-    for manifest in p.children:
-        kind, name = manifest["kind"], manifest["metadata"]["name"]
-        live = p.observed.child(kind, name)
-        if live is not None and not owned(live, p.res):
-            message = f"{kind} {name} exists and is not owned by this resource; rename or delete it"
-            return Problem(Reason.NAME_CONFLICT, message)
-    return None
+    """A child's name is held by an object this resource does not own (in the cache, or found by
+    the plan's lookup): nothing is written, to it or to any other child."""
+    held = [
+        f"{live.kind} {live.name}" for m in p.children
+        if (live := p.observed.child(m["kind"], m["metadata"]["name"])) is not None and not owned(live, p.res)
+    ]  # fmt: skip
+    if not held:
+        return None
+    names = ", ".join(held)
+    message = (
+        f"{names} {'exists' if len(held) == 1 else 'exist'} in namespace {p.res.metadata.namespace} and "
+        f"{'is' if len(held) == 1 else 'are'} not owned by this resource: nothing was written; rename "
+        "the resource, or delete or rename the object (looked up again every 5 minutes)"
+    )
+    return Problem(Reason.NAME_CONFLICT, message)
 
 
 def refused(p: Situation) -> Problem | None:
@@ -269,6 +289,9 @@ def decide(observed: Observed, now: datetime) -> Desired:
     """The children to apply, the status and the events for one resource."""
     if observed.refusal is not None and observed.refusal.kind == RefusalKind.NAMESPACE_TERMINATING:
         return terminating(observed, now)
+    if observed.refusal is not None and observed.refusal.kind == RefusalKind.EXISTS:
+        # what the plan's lookups found joins the observation: judged like a cached child
+        observed = replace(observed, children=(*observed.children, *observed.refusal.found))
     try:
         res = api.parse_resource(observed.resource.body())
     except api.InvalidResource as exc:
@@ -319,7 +342,9 @@ def decide(observed: Observed, now: datetime) -> Desired:
         was = before.context.effective if before.context else None
         said += events.below_recommendation(was, decision.effective, res.spec.context.recommended_model_len)
     result = _result(res, blocker, applies, deletes)
-    return _desired(observed, after, before, said, applies, result, decision, wait, now, deletes)
+    conflict = blocker is not None and blocker.reason == Reason.NAME_CONFLICT
+    again = NAME_CONFLICT_RECHECK_SECONDS if conflict else None
+    return _desired(observed, after, before, said, applies, result, decision, wait, now, deletes, again)
 
 
 def _written(deletes: tuple[Delete, ...], applies: tuple[Apply, ...], said: list[Event]) -> tuple[Event, ...]:
@@ -342,11 +367,11 @@ def held_for(observed: Observed, before: status.Status, after: status.Status, no
 def _desired(
     observed: Observed, after: status.Status, before: status.Status, said: list[Event],
     applies: tuple[Apply, ...], result: Result, decision: cures.Decision | None, wait: Wait | None,
-    now: datetime, deletes: tuple[Delete, ...] = (),
+    now: datetime, deletes: tuple[Delete, ...] = (), again: float | None = None,
 ) -> Desired:  # fmt: skip
     ctx = after.context
     patch = status.merge_patch(observed.resource.status, status.to_wire(after))
-    recheck = None if wait is None else wait.recheck_after
+    recheck = again if wait is None else wait.recheck_after
     if any(a.may_not_roll for a in applies):
         recheck = ROLLOUT_RECHECK_SECONDS if recheck is None else min(recheck, ROLLOUT_RECHECK_SECONDS)
     held = None if patch is None else held_for(observed, before, after, now)

@@ -6,6 +6,11 @@ to know what a pass writes: every dry run, apply, deletion (with its propagation
 patch and event, with its text and its time.
 
 The order (`order`):
+0. lookups: each child about to be created that the cache does not hold is read by name first.
+   The cache holds only objects with the operator's labels, so an object of that name that is
+   not ours (a tenant's Service `payments`) is invisible to it; a server-side apply with force
+   would take it over, and the garbage collector would delete it with the resource. A lookup
+   that finds one stops the plan before anything is written, and `decide` judges it;
 1. deletions: a stale autoscaler would fight the new one (KEDA refuses a ScaledObject whose
    target an HPA already scales); a workload of the other kind must go before the new one;
 2. dry runs, when a pass applies several children: an existing workload (the user's free-form
@@ -101,6 +106,19 @@ class Delete:
 
 
 @dataclass(frozen=True)
+class Lookup:
+    """Read one child by name before it is first applied: is the name free, or held?"""
+
+    kind: str
+    namespace: str
+    name: str
+
+    @property
+    def ident(self) -> str:
+        return f"{self.kind} {self.name}"
+
+
+@dataclass(frozen=True)
 class PatchStatus:
     """A merge patch of the resource's status subresource."""
 
@@ -115,7 +133,7 @@ class Post:
     time: str
 
 
-Operation = Apply | Delete | PatchStatus | Post
+Operation = Lookup | Apply | Delete | PatchStatus | Post
 
 
 def order(
@@ -130,7 +148,7 @@ def order(
     news = tuple(a for a in applies if a.workload and a.live is None)
     rest = tuple(a for a in applies if a not in news)
     dry = tuple(Apply(a.manifest, a.live, a.why, (), dry_run=True) for a in applies if a.tested_first)
-    ops: list[Operation] = [*deletes, *(dry if len(applies) > 1 else ())]
+    ops: list[Operation] = [*lookups(applies), *deletes, *(dry if len(applies) > 1 else ())]
     ops += news
     if status is not None and status_first:
         ops.append(status)
@@ -139,3 +157,11 @@ def order(
         ops.append(status)
     ops += [Post(e, time) for e in said]
     return tuple(ops)
+
+
+def lookups(applies: tuple[Apply, ...]) -> tuple[Lookup, ...]:
+    """One read per child the plan creates and the cache does not hold (step 0)."""
+    return tuple(
+        Lookup(a.kind, str(a.manifest["metadata"]["namespace"]), str(a.manifest["metadata"]["name"]))
+        for a in applies if a.live is None
+    )  # fmt: skip

@@ -15,6 +15,10 @@ message is kept only to be shown to people.
   which: the message says, and the write is retried with back-off.
 - 404 NotFound on an apply: the kind's API is not served (an apply creates a missing object).
 - 409 Conflict: someone wrote in between; the next pass reads it.
+
+One answer is not a refusal but travels the same way: `EXISTS`, a lookup (plan.Lookup) found an
+object of a child's name that the cache did not hold. Nothing was written; the decision judges
+whether it is ours (reconcile/decide.py `owned`) and, if not, leaves it alone.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 
 from qwen_operator.api.vocabulary import Reason
 from qwen_operator.children import registry
+from qwen_operator.reconcile.snapshot import Child
 
 NAMESPACE_TERMINATING_CAUSE = "NamespaceTerminating"
 """The cause of the NamespaceLifecycle admission's refusal (k8s.io/api core/v1
@@ -44,9 +49,13 @@ class Kind(StrEnum):
     NOT_SERVED = "NotServed"
     CONFLICT = "Conflict"
     OTHER = "Other"
+    EXISTS = "Exists"
+    """Not the apiserver's refusal: a lookup found objects of children's names (`Refusal.found`)."""
 
 
-ANSWERED = frozenset({Kind.INVALID, Kind.FIELD_IMMUTABLE, Kind.FORBIDDEN, Kind.NAMESPACE_TERMINATING})
+ANSWERED = frozenset(
+    {Kind.INVALID, Kind.FIELD_IMMUTABLE, Kind.FORBIDDEN, Kind.NAMESPACE_TERMINATING, Kind.EXISTS}
+)
 """Refusals the decision answers with a plan (a status, a replacement); the others are errors
 the queue retries (an API about to be served, a conflict, an outage)."""
 
@@ -66,6 +75,8 @@ class Refusal:
     """What the plan wrote before it (idents), whose events the next plan posts."""
     said: tuple[Any, ...] = ()
     """The events the plan attached to what it wrote before the refusal (events.Event)."""
+    found: tuple[Child, ...] = ()
+    """`EXISTS`: the objects the lookups found, for the decision to judge."""
 
     @property
     def reason(self) -> str:
@@ -111,3 +122,9 @@ def read(code: int, status: Mapping[str, Any], object_kind: str, what: str) -> R
     elif code == 409 or reason in ("Conflict", "AlreadyExists"):
         kind = Kind.CONFLICT
     return Refusal(kind, what, message, code, fields)
+
+
+def exists(found: tuple[Child, ...]) -> Refusal:
+    """The lookups found these objects: nothing was written."""
+    names = ", ".join(f"{c.kind} {c.name}" for c in found)
+    return Refusal(Kind.EXISTS, names, f"found {names}, which the cache did not hold", found=found)
