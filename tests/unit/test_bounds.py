@@ -12,21 +12,51 @@ map, and testkit/maximal.py builds the resource at every one of those bounds fro
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from qwen_operator import api
 from qwen_operator.api import MAX_ENV_VALUE, MAX_QUALIFIED_NAME
+from qwen_operator.api.vocabulary import Result
 from qwen_operator.children import render
 from qwen_operator.children.registry import OPTIONAL_CRDS
-from testkit.maximal import SOURCES, Source, maximal_resource, spec_schema, value_from_sizes, walk
+from qwen_operator.reconcile import decide
+from testkit.fake import KEY, FakeCluster, reconciler
+from testkit.maximal import (
+    SOURCES,
+    Source,
+    maximal_resource,
+    maximal_spec,
+    spec_schema,
+    value_from_sizes,
+    walk,
+)
 
-ETCD_REQUEST_BYTES = 1572864
-"""etcd's --max-request-bytes default (1.5 MiB): the most one object can be written as."""
-BUDGET_BYTES = 1 << 20
+ETCD_REQUEST_BYTES = decide.ETCD_REQUEST_BYTES
+BUDGET_BYTES = decide.CHILD_BYTES_LIMIT
 """What a child may take at most: a third of etcd's limit stays for what the apiserver adds to
 the object it stores (managedFields, which name every map key and env variable again; the
-status the workload controllers write)."""
+status the workload controllers write). The decision refuses to apply a child above it."""
+
+
+def test_the_limits_are_etcds_and_a_third_below_it() -> None:
+    assert (ETCD_REQUEST_BYTES, BUDGET_BYTES) == (1572864, 1 << 20)  # --max-request-bytes' default
+
+
+def test_a_child_over_the_limit_is_stalled_with_its_size_and_nothing_is_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unreachable through the CRD's bounds (the tests above); a resource admitted by an older CRD
+    is reported, not applied and refused by etcd on every pass."""
+    monkeypatch.setattr(decide, "CHILD_BYTES_LIMIT", 200_000)
+    cluster = FakeCluster(maximal_spec(pipeline=1))
+    cluster.crds.update(OPTIONAL_CRDS)
+    out = reconciler(cluster).reconcile(KEY)
+    assert cluster.applied() == [] and out.result == Result.BLOCKED
+    stalled = cluster.condition("Stalled")
+    assert stalled["reason"] == "ChildTooLarge"
+    assert re.search(r"StatefulSet \S+ would be [\d,]+ bytes of JSON, over the 200,000", stalled["message"])
 
 
 def test_every_string_list_and_map_of_the_spec_is_bounded() -> None:

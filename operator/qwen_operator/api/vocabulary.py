@@ -238,7 +238,12 @@ class Reason(StrEnum):
     """Ready=False, Stalled=True | `parallelism.pipeline` > 1 needs the LeaderWorkerSet API
     (sigs.k8s.io/lws), which the cluster does not serve: nothing created or changed"""
     NAME_CONFLICT = "NameConflict"
-    """Ready=False, Stalled=True | a child's name is taken by an object the operator does not own"""
+    """Ready=False, Stalled=True | a child's name is taken by an object the operator does not own:
+    nothing is written (to it or to any other child); looked up again every 5 minutes"""
+    CHILD_TOO_LARGE = "ChildTooLarge"
+    """Ready=False, Stalled=True | a rendered child would exceed the share of etcd's request limit
+    a child may take (the message gives its size): nothing is written. The CRD's bounds keep every
+    resource below it; this guards against a CRD older than the operator"""
     QUOTA_EXCEEDED = "QuotaExceeded"
     """Ready=False, Stalled=True | a ResourceQuota of the namespace refuses the pods or their
     claims (the StatefulSet controller's FailedCreate)"""

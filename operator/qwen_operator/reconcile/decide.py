@@ -11,6 +11,7 @@ finds one wins. A blocker also means no child is applied.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -146,6 +147,29 @@ def too_small(p: Situation) -> Problem | None:
     return Problem(Reason.INSUFFICIENT_GPU_MEMORY, p.plan.explain())
 
 
+ETCD_REQUEST_BYTES = 1_572_864
+"""etcd's default limit on a request (--max-request-bytes): no object larger is ever stored."""
+CHILD_BYTES_LIMIT = 1_048_576
+"""The most JSON a rendered child may take: a third of etcd's limit stays for what the apiserver
+adds to the stored object (managedFields, status). tests/unit/test_bounds.py holds the largest
+child of a resource at every bound of the CRD below it."""
+
+
+def too_large(p: Situation) -> Problem | None:
+    """A child no apiserver would store: say so with its size, rather than fail every apply."""
+    for manifest in p.children:
+        size = len(json.dumps(manifest, separators=(",", ":")))
+        if size > CHILD_BYTES_LIMIT:
+            message = (
+                f"{manifest['kind']} {manifest['metadata']['name']} would be {size:,} bytes of JSON, over "
+                f"the {CHILD_BYTES_LIMIT:,} a child may take (etcd stores at most {ETCD_REQUEST_BYTES:,} "
+                "a request): shorten runtime.env, scheduling.affinity or scheduling.tolerations, or "
+                "install the operator's CRD, whose bounds refuse such a resource"
+            )
+            return Problem(Reason.CHILD_TOO_LARGE, message)
+    return None
+
+
 def name_conflict(p: Situation) -> Problem | None:
     """A child's name is held by an object this resource does not own (in the cache, or found by
     the plan's lookup): nothing is written, to it or to any other child."""
@@ -189,7 +213,7 @@ def no_leader_worker_set(p: Situation) -> Problem | None:
 
 
 BLOCKERS: tuple[Callable[[Situation], Problem | None], ...] = (
-    no_leader_worker_set, too_small, name_conflict, refused,
+    no_leader_worker_set, too_small, too_large, name_conflict, refused,
 )  # fmt: skip
 """Problems that stop every apply, in order of precedence."""
 
