@@ -343,8 +343,8 @@ def test_events_only_on_transitions() -> None:
 def test_a_new_resource_applies_every_child_in_order() -> None:
     desired = decide(observed(kids=()), NOW)
     assert [a.ident for a in desired.applies] == [
-        "ConfigMap q-launcher", "Service q-headless", "Service q", "StatefulSet q", "PodDisruptionBudget q",
-        "NetworkPolicy q",
+        "ServiceAccount q-server", "ConfigMap q-launcher", "Service q-headless", "Service q", "StatefulSet q",
+        "PodDisruptionBudget q", "NetworkPolicy q",
     ]  # fmt: skip
     assert all(e.reason == "Created" for a in desired.applies for e in a.events)
     assert desired.result == Result.CHANGED

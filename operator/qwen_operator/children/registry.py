@@ -78,6 +78,9 @@ class ChildKind:
     """The decision reads its status (a rollout, a Job's conditions, a claim's phase)."""
     fixed_fields: frozenset[str] = field(default_factory=frozenset)
     """Fields the apiserver will not change after creation: a refusal naming one is a replace."""
+    pods_need: bool = False
+    """The workload's pods cannot be created without it (admission refuses a pod whose
+    ServiceAccount does not exist): a new one is applied before a new workload (plan.order)."""
 
     @property
     def api_version(self) -> str:
@@ -117,6 +120,9 @@ def _autoscaled_by_hpa(res: QwenThinkingDeployment, served: Served) -> bool:
     return res.spec.autoscaling is not None and SCALED_OBJECT_CRD not in served
 
 
+SERVICE_ACCOUNT = ChildKind(
+    "ServiceAccount", "", "v1", "serviceaccounts", (Template("serviceaccount.yaml.j2"),), pods_need=True
+)  # fmt: skip
 CONFIG_MAP = ChildKind("ConfigMap", "", "v1", "configmaps", (Template("configmap-launcher.yaml.j2"),))
 PVC = ChildKind(
     "PersistentVolumeClaim", "", "v1", "persistentvolumeclaims",
@@ -173,7 +179,7 @@ NETWORK_POLICY = ChildKind(
 )  # fmt: skip
 
 KINDS: tuple[ChildKind, ...] = (
-    CONFIG_MAP, PVC, JOB, SERVICE, STATEFUL_SET, LEADER_WORKER_SET, PDB, NETWORK_POLICY,
+    SERVICE_ACCOUNT, CONFIG_MAP, PVC, JOB, SERVICE, STATEFUL_SET, LEADER_WORKER_SET, PDB, NETWORK_POLICY,
     SERVICE_MONITOR, SCALED_OBJECT, HPA, INFERENCE_POOL, PROMETHEUS_RULE,
 )  # fmt: skip
 """Every child kind, in apply order."""

@@ -134,6 +134,11 @@ def shared_cache(spec: QwenThinkingDeploymentSpec) -> bool:
     return pvc_source(spec) is None and spec.model.cache.mode == "Shared"
 
 
+def service_account_name(name: str) -> str:
+    """The server pods' own ServiceAccount (children/templates/serviceaccount.yaml.j2)."""
+    return f"{name}-server"
+
+
 def weights_claim_name(name: str) -> str:
     return f"{name}-weights"
 
@@ -348,6 +353,7 @@ def _values(
         "name": name,
         "namespace": res.metadata.namespace,
         "headless_name": headless_name(name),
+        "service_account": service_account_name(name),
         "labels": {str(c): labels(name, c) for c in Component},
         "selector": selector_labels(name),
         "leader_selector": leader_labels(name, spec.parallelism.pipeline),
