@@ -275,8 +275,8 @@ def test_children_of_an_earlier_resource_of_the_same_name_are_taken_over() -> No
     cluster.resource["metadata"]["uid"] = "uid-2"  # deleted and created again
     out = reconciler(cluster).reconcile(KEY)
     assert out.result == Result.CHANGED and len(out.applied) == 7
-    for kind, name in (("ServiceAccount", f"{NAME}-server"), ("ConfigMap", f"{NAME}-launcher"), ("Service", NAME), ("StatefulSet", NAME),
-                       ("PodDisruptionBudget", NAME)):  # fmt: skip
+    for kind, name in (("ServiceAccount", f"{NAME}-server"), ("ConfigMap", f"{NAME}-launcher"),
+                       ("Service", NAME), ("StatefulSet", NAME), ("PodDisruptionBudget", NAME)):  # fmt: skip
         refs = cluster.objects[(kind, name)]["metadata"]["ownerReferences"]
         assert [r["uid"] for r in refs] == ["uid-2"]
 
