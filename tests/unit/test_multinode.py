@@ -67,7 +67,8 @@ def _mounts(pod: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_a_pipeline_renders_a_leader_worker_set_instead_of_the_statefulset() -> None:
     kinds = [(c["kind"], c["metadata"]["name"]) for c in render.render(parsed(PP2))]
     assert kinds == [("ServiceAccount", f"{NAME}-server"), ("ConfigMap", f"{NAME}-launcher"),
-                     ("Service", NAME), (LWS_KIND, NAME), ("PodDisruptionBudget", NAME), ("NetworkPolicy", NAME)]  # fmt: skip
+                     ("Service", NAME), (LWS_KIND, NAME), ("PodDisruptionBudget", NAME),
+                     ("NetworkPolicy", NAME)]  # fmt: skip
     lws = _lws()
     assert lws["apiVersion"] == "leaderworkerset.x-k8s.io/v1"
     group = lws["spec"]["leaderWorkerTemplate"]
