@@ -194,7 +194,7 @@ def test_the_api_port_admits_this_namespace_and_no_other(sample: str) -> None:
     r = rendered(resource(sample))
     assert r.policies and r.api and r.service_type == "ClusterIP"
     assert r.api_port == Port(8000, "http") and r.metrics_port == r.api_port  # vLLM serves /metrics there
-    cases = {}
+    cases: dict[str, tuple[Connection, bool]] = {}
     for i, dest in enumerate(r.api):
         cases |= {
             f"a pod of {NAMESPACE} -> API pod {i}": (to(r.api_port, Pod(NAMESPACE, CLIENT), dest), True),
@@ -221,7 +221,7 @@ def test_no_other_port_is_open_to_anyone_outside_the_group(sample: str) -> None:
     torch.distributed and ZMQ traffic) admit nobody outside the group: not a pod of the
     namespace, not the download Job's, not another replica's server with one stage."""
     r = rendered(resource(sample))
-    cases = {}
+    cases: dict[str, tuple[Connection, bool]] = {}
     for port in GROUP_PORTS:
         for i, dest in enumerate(r.servers):
             cases[f"a pod of {NAMESPACE} -> server {i}:{port}"] = (
@@ -246,7 +246,7 @@ def test_no_other_port_is_open_to_anyone_outside_the_group(sample: str) -> None:
     verdicts(r.policies, cases)
 
 
-MULTI_NODE = {
+MULTI_NODE: dict[str, dict[str, Any]] = {
     "qwen3-235b-thinking-multinode": {"replicas": 2},
     "qwen3-235b-thinking": {"replicas": 2, "parallelism": {"tensor": 4, "pipeline": 2}},
 }
@@ -260,7 +260,7 @@ def test_a_group_talks_on_every_port_within_itself(sample: str) -> None:
     r = rendered(resource(sample, **MULTI_NODE[sample]))
     assert len(r.groups) == 2 and all(len(group) == 2 for group in r.groups)
     stranger = dict(r.servers[0].labels, **{vocabulary.INSTANCE_LABEL: "another-resource"})
-    cases = {}
+    cases: dict[str, tuple[Connection, bool]] = {}
     for g, (leader, worker) in enumerate(r.groups):
         for port in GROUP_PORTS:
             cases[f"group {g}: leader -> worker:{port}"] = (Connection(leader, worker, port), True)
@@ -292,7 +292,7 @@ def test_allow_from_admits_the_named_peers_on_the_metrics_port_only(sample: str)
     """spec.network.allowFrom naming the monitoring namespace's Prometheus: it scrapes /metrics
     (the API port); other pods there, and a Prometheus elsewhere, stay out; so do the group's ports."""
     r = rendered(resource(sample, network=MONITORED))
-    cases = {}
+    cases: dict[str, tuple[Connection, bool]] = {}
     for i, dest in enumerate(r.api):
         cases |= {
             f"Prometheus in {MONITORING} -> /metrics of API pod {i}": (
@@ -322,7 +322,7 @@ def test_an_exposed_service_opens_the_api_port_and_nothing_else(sample: str) -> 
     every source (the key guards /v1), the group's ports stay closed."""
     r = rendered(resource(sample, **EXPOSED))
     assert r.service_type == "LoadBalancer"
-    cases = {}
+    cases: dict[str, tuple[Connection, bool]] = {}
     for i, dest in enumerate(r.api):
         cases |= {
             f"a client outside the cluster -> API pod {i}": (
