@@ -22,8 +22,9 @@ lint: $(STAMP)
 toolchain: $(STAMP)
 	$(PY) -m e2e.devcluster.toolchain build
 
-# Build (or reuse) helm, actionlint, kstatus, the Argo CD Lua runner, promtool, prometheus, promql,
-# prometheus-adapter and the LeaderWorkerSet controller; fetch the Argo CD, Flux, Prometheus
+# Build (or reuse) helm, actionlint, kstatus, the Argo CD Lua runner, cyclonus's NetworkPolicy
+# engine (netpol), promtool, prometheus, promql, prometheus-adapter and the LeaderWorkerSet
+# controller; fetch the Argo CD, Flux, Prometheus
 # Operator, KEDA, Inference Extension and LWS modules whose CRDs the tests use (tests never download).
 tools: $(STAMP)
 	$(PY) -m e2e.devcluster.toolchain tools
@@ -39,7 +40,7 @@ vllm-cpu-env: $(STAMP)
 
 # Where a test goes: tests/unit needs nothing but the venv (no built tool, no cached vLLM, no
 # cluster); tests/tools runs third parties' real tools (promtool, helm, actionlint, kstatus, the
-# Argo CD Lua runner, vLLM's parser, the CPU vLLM); e2e/ needs a cluster.
+# Argo CD Lua runner, cyclonus's NetworkPolicy engine, vLLM's parser, the CPU vLLM); e2e/ needs a cluster.
 # The unit tests in two processes (pytest-xdist): they share nothing, and a fresh clone's
 # `make unit` stays under a minute on two cores.
 unit: $(STAMP)
