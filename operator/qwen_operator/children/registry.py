@@ -78,6 +78,10 @@ class ChildKind:
     """The decision reads its status (a rollout, a Job's conditions, a claim's phase)."""
     fixed_fields: frozenset[str] = field(default_factory=frozenset)
     """Fields the apiserver will not change after creation: a refusal naming one is a replace."""
+    mounted: bool = False
+    """The pods mount it: a pruned one is deleted only once no pod of the resource, and no pod
+    template of its children, names it (decide.in_use). The launcher's ConfigMap: its name
+    changes with its sources, and a pod still running the old launcher keeps the old one."""
 
     @property
     def api_version(self) -> str:
@@ -117,7 +121,14 @@ def _autoscaled_by_hpa(res: QwenThinkingDeployment, served: Served) -> bool:
     return res.spec.autoscaling is not None and SCALED_OBJECT_CRD not in served
 
 
-CONFIG_MAP = ChildKind("ConfigMap", "", "v1", "configmaps", (Template("configmap-launcher.yaml.j2"),))
+CONFIG_MAP = ChildKind(
+    "ConfigMap", "", "v1", "configmaps", (Template("configmap-launcher.yaml.j2"),),
+    pruned=True, mounted=True, replaced=Propagation.BACKGROUND,
+    fixed_fields=frozenset({"data", "binaryData", "immutable"}),
+)  # fmt: skip
+"""The launcher's sources: immutable and named by their digest (children/launcher.py). A new
+launcher is a new ConfigMap, the old one pruned once unmounted; an object of the same name with
+other data (deleted and created again by someone else) cannot be updated, so it is replaced."""
 PVC = ChildKind(
     "PersistentVolumeClaim", "", "v1", "persistentvolumeclaims",
     (Template("pvc-weights.yaml.j2", lambda res, _: _shared(res)),), status_kept=True,
@@ -185,6 +196,7 @@ TEMPLATES: tuple[tuple[ChildKind, Template], ...] = tuple((c, t) for c in KINDS 
 
 WORKLOAD_KINDS = frozenset(c.kind for c in KINDS if c.workload)
 PRUNED_KINDS = frozenset(c.kind for c in KINDS if c.pruned)
+MOUNTED_KINDS = frozenset(c.kind for c in KINDS if c.mounted)
 STATUS_KINDS = frozenset(c.kind for c in KINDS if c.status_kept)
 OPTIONAL_CRDS: dict[str, str] = {c.crd: c.version for c in KINDS if c.crd is not None}
 """CRDs whose presence changes what the operator creates (watched, never required), with the
