@@ -211,3 +211,8 @@ def test_a_configmap_of_that_name_with_other_data_is_replaced() -> None:
         (f"ConfigMap {current}", registry.Propagation.BACKGROUND)
     ]
     assert second.applies == ()
+    (said,) = (e for d in second.deletes for e in d.events)
+    assert (said.reason, said.message) == (
+        "Replacing",
+        f"Replacing ConfigMap {current}: its data are not the launcher's, and it is immutable",
+    )

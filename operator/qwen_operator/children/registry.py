@@ -78,6 +78,8 @@ class ChildKind:
     """The decision reads its status (a rollout, a Job's conditions, a claim's phase)."""
     fixed_fields: frozenset[str] = field(default_factory=frozenset)
     """Fields the apiserver will not change after creation: a refusal naming one is a replace."""
+    replaced_because: str = "a field fixed at creation changed"
+    """What the Replacing event says."""
     mounted: bool = False
     """The pods mount it: a pruned one is deleted only once no pod of the resource, and no pod
     template of its children, names it (decide.in_use). The launcher's ConfigMap: its name
@@ -125,6 +127,7 @@ CONFIG_MAP = ChildKind(
     "ConfigMap", "", "v1", "configmaps", (Template("configmap-launcher.yaml.j2"),),
     pruned=True, mounted=True, replaced=Propagation.BACKGROUND,
     fixed_fields=frozenset({"data", "binaryData", "immutable"}),
+    replaced_because="its data are not the launcher's, and it is immutable",
 )  # fmt: skip
 """The launcher's sources: immutable and named by their digest (children/launcher.py). A new
 launcher is a new ConfigMap, the old one pruned once unmounted; an object of the same name with

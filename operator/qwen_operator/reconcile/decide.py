@@ -229,7 +229,7 @@ def replacing(p: Situation, applies: tuple[Apply, ...]) -> tuple[tuple[Apply, ..
     kind = registry.BY_KIND.get(found.kind) if found is not None else None
     if found is None or found.live is None or kind is None or kind.replaced is None:
         return applies, ()
-    said = (events.replacing(found.ident, pods_kept=kind.replaced == Propagation.ORPHAN),)
+    said = (events.replacing(found.ident, kind.replaced == Propagation.ORPHAN, kind.replaced_because),)
     return (), (Delete(found.live, kind.replaced, said, hide=False),)
 
 
