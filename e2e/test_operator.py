@@ -51,11 +51,12 @@ from e2e.operator_fixtures import (  # noqa: E402
     wait_phase,
 )
 from qwen_operator import api  # noqa: E402
-from qwen_operator.api.vocabulary import selector_string  # noqa: E402
-from qwen_operator.children import render  # noqa: E402
+from qwen_operator.api.vocabulary import MANAGED_LABELS, selector_labels, selector_string  # noqa: E402
+from qwen_operator.children import launcher, render, security  # noqa: E402
 from qwen_operator.memory import planner  # noqa: E402
 from qwen_operator.process import clock, lease  # noqa: E402
 from qwen_operator.reconcile.problems import UNSCHEDULABLE_GRACE  # noqa: E402
+from qwen_runtime import integrity  # noqa: E402
 
 pytest_plugins = ("e2e.operator_fixtures",)
 pytestmark = pytest.mark.e2e
@@ -347,6 +348,66 @@ def test_manual_edits_of_the_statefulset_are_reverted(
     wait_phase(custom, ns, NAME, "Ready")
 
 
+def test_the_launcher_configmap_cannot_be_swapped_and_goes_once_unmounted(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
+    apps_v1: client.AppsV1Api, api_client: client.ApiClient,
+) -> None:  # fmt: skip
+    """Issue 23: the launcher's ConfigMap is immutable, named by its sources' digest, which the
+    pods carry; other data put under its name (deleted and created again, owner reference
+    copied; while paused, so the operator cannot race the swap) is replaced; an older launcher's
+    ConfigMap stays while a pod mounts it and goes once none does."""
+    uid = apply_ready(custom, ns)["metadata"]["uid"]
+    name = launcher.configmap_name(NAME)
+    (cm,) = core_v1.list_namespaced_config_map(ns, label_selector=instance(NAME)).items
+    assert (cm.metadata.name, cm.immutable, cm.data) == (name, True, launcher.sources())
+    assert owned_by(cm, uid)
+    template = apps_v1.read_namespaced_stateful_set(NAME, ns).spec.template.spec
+    env = {e.name: e.value for c in [*template.init_containers, *template.containers] for e in c.env}
+    assert env[integrity.DIGEST_VAR] == launcher.digest()
+    assert [v.config_map.name for v in template.volumes if v.config_map] == [name]
+    with pytest.raises(client.ApiException) as edit:
+        core_v1.patch_namespaced_config_map(name, ns, {"data": {"argv.py": "print('not ours')\n"}})
+    assert edit.value.status == 422 and "immutable" in str(edit.value.body), edit.value.body
+
+    patch_spec(ns, {"paused": True})
+    wait_for(lambda: condition(get_qtd(custom, ns, NAME), "Reconciling").get("reason") == "Paused", 60,
+             "the pause seen")  # fmt: skip
+    core_v1.delete_namespaced_config_map(name, ns)
+    owners = api_client.sanitize_for_serialization(cm.metadata.owner_references)
+    meta = {"name": name, "labels": cm.metadata.labels, "ownerReferences": owners}
+    swapped = {**cm.data, "argv.py": "print('not ours')\n"}
+    core_v1.create_namespaced_config_map(ns, {"metadata": meta, "data": swapped, "immutable": True})
+    patch_spec(ns, {"paused": False})
+
+    def restored() -> bool:
+        found = core_v1.list_namespaced_config_map(ns, field_selector=f"metadata.name={name}").items
+        return bool(found and found[0].data == launcher.sources() and found[0].immutable)
+
+    wait_for(restored, 60, "the swapped launcher ConfigMap replaced by the rendered one")
+    wait_for(lambda: "Replacing" in reasons(ns, NAME), 30, "event Replacing")
+
+    old = f"{NAME}-launcher-0123456789"
+    user = {"metadata": {"name": "old-launcher-user", "labels": {**selector_labels(NAME), **MANAGED_LABELS}},
+            "spec": {"securityContext": security.pod(), "automountServiceAccountToken": False,
+                     "containers": [{"name": "server", "image": "registry.invalid/old:1",
+                                     "securityContext": security.container(),
+                                     "volumeMounts": [{"name": "launcher", "mountPath": launcher.MOUNT}]}],
+                     "volumes": [{"name": "launcher", "configMap": {"name": old}}]}}  # fmt: skip
+    core_v1.create_namespaced_pod(ns, user)
+    older = {"metadata": {**meta, "name": old}, "data": {"__init__.py": "# an older launcher\n"}}
+    core_v1.create_namespaced_config_map(ns, {**older, "immutable": True})
+    settle(5)  # a pass sees it (its creation is an event), and keeps it: the pod mounts it
+
+    def names() -> set[str]:
+        found = core_v1.list_namespaced_config_map(ns, label_selector=instance(NAME)).items
+        return {c.metadata.name for c in found}
+
+    assert names() == {name, old}
+    core_v1.delete_namespaced_pod("old-launcher-user", ns, grace_period_seconds=0)
+    wait_for(lambda: names() == {name}, 60, "the older launcher ConfigMap deleted once no pod mounts it")
+    wait_phase(custom, ns, NAME, "Ready")
+
+
 def test_gpu_product_no_node_has_is_unschedulable(
     operator: Operator, ns: str, custom: client.CustomObjectsApi
 ) -> None:
@@ -632,6 +693,7 @@ def test_operator_used_only_its_service_account_within_rbac(operator: Operator, 
                  ("", "persistentvolumeclaims"), ("batch", "jobs"),
                  ("networking.k8s.io", "networkpolicies"))} | {
                  ("apps", "statefulsets", "delete"), ("batch", "jobs", "delete"),
+                 ("", "configmaps", "delete"),  # an older or swapped launcher's (test above)
                  ("networking.k8s.io", "networkpolicies", "delete"),  # only when spec.network.policy is false
                  ("coordination.k8s.io", "leases", "list")}  # list: if the watch was late  # fmt: skip
     # LeaderWorkerSets: only where their CRD is served and a resource has a pipeline (test_multinode.py)

@@ -245,6 +245,12 @@ class Pod:
         self.raw["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
         return self
 
+    def mounting(self, configmap: str) -> Pod:
+        """The pod mounts this ConfigMap (the launcher's, of the launcher it was created with)."""
+        volumes = self.raw["spec"].setdefault("volumes", [])
+        volumes.append({"name": f"v{len(volumes)}", "configMap": {"name": configmap, "defaultMode": 292}})
+        return self
+
     def obj(self) -> dict[str, Any]:
         return copy.deepcopy(self.raw)
 

@@ -16,7 +16,7 @@ from qwen_operator.api.vocabulary import (
     Reason,
     Result,
 )
-from qwen_operator.children import render
+from qwen_operator.children import launcher, render
 from qwen_operator.memory import cures
 from qwen_operator.reconcile import snapshot, status
 from qwen_operator.reconcile.decide import decide
@@ -66,7 +66,7 @@ def _mounts(pod: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_a_pipeline_renders_a_leader_worker_set_instead_of_the_statefulset() -> None:
     kinds = [(c["kind"], c["metadata"]["name"]) for c in render.render(parsed(PP2))]
-    assert kinds == [("ServiceAccount", f"{NAME}-server"), ("ConfigMap", f"{NAME}-launcher"),
+    assert kinds == [("ServiceAccount", f"{NAME}-server"), ("ConfigMap", launcher.configmap_name(NAME)),
                      ("Service", NAME), (LWS_KIND, NAME), ("PodDisruptionBudget", NAME),
                      ("NetworkPolicy", NAME)]  # fmt: skip
     lws = _lws()

@@ -16,6 +16,7 @@ from qwen_operator.api.vocabulary import (
     SERVICE_MONITOR_CRD,
     Result,
 )
+from qwen_operator.children import launcher
 from qwen_operator.process import metrics
 from qwen_operator.process.kube import ApiError
 from qwen_operator.process.workqueue import Retry
@@ -275,7 +276,7 @@ def test_children_of_an_earlier_resource_of_the_same_name_are_taken_over() -> No
     cluster.resource["metadata"]["uid"] = "uid-2"  # deleted and created again
     out = reconciler(cluster).reconcile(KEY)
     assert out.result == Result.CHANGED and len(out.applied) == 7
-    for kind, name in (("ServiceAccount", f"{NAME}-server"), ("ConfigMap", f"{NAME}-launcher"),
+    for kind, name in (("ServiceAccount", f"{NAME}-server"), ("ConfigMap", launcher.configmap_name(NAME)),
                        ("Service", NAME), ("StatefulSet", NAME), ("PodDisruptionBudget", NAME)):  # fmt: skip
         refs = cluster.objects[(kind, name)]["metadata"]["ownerReferences"]
         assert [r["uid"] for r in refs] == ["uid-2"]

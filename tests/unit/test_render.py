@@ -12,7 +12,7 @@ import yaml
 
 from qwen_operator import api
 from qwen_operator.api import vocabulary
-from qwen_operator.children import alerting, registry, render
+from qwen_operator.children import alerting, launcher, registry, render
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = yaml.safe_load((ROOT / "samples" / "qwen3-235b-thinking.yaml").read_text())
@@ -59,7 +59,7 @@ def test_children_in_apply_order_with_names() -> None:
     kinds = [(c["kind"], c["metadata"]["name"]) for c in render.render(_res())]
     assert kinds == [
         ("ServiceAccount", "qwen3-thinking-server"),
-        ("ConfigMap", "qwen3-thinking-launcher"),
+        ("ConfigMap", launcher.configmap_name("qwen3-thinking")),
         ("Service", "qwen3-thinking-headless"),
         ("Service", "qwen3-thinking"),
         ("StatefulSet", "qwen3-thinking"),

@@ -3,8 +3,8 @@
 Why: the real-process tests run the server container the operator renders, so whatever the
 kubelet would do between the spec and the process must be done the same way here: resolve the
 environment (literal values and Secret references), expand `$(VAR)` in the command, lay out
-the container's volumes (a ConfigMap's keys as files, an emptyDir or a claim as an empty
-directory), run the probes (HTTP GET or exec), and build the termination message from the
+the container's volumes (a ConfigMap's keys as the kubelet's links into `..data`, an emptyDir or
+a claim as an empty directory), run the probes (HTTP GET or exec), and build the termination message from the
 termination-log file or, with `FallbackToLogsOnError`, from the log's tail.
 """
 
@@ -64,6 +64,11 @@ def command(container: Mapping[str, Any], env: Mapping[str, str]) -> list[str]:
     return [expand(str(a), env) for a in [*(container.get("command") or []), *(container.get("args") or [])]]
 
 
+ATOMIC_DIR = "..2026_01_01_00_00_00.000000000"
+"""The kubelet's timestamped directory of a ConfigMap volume (pkg/volume/util AtomicWriter)."""
+DATA_LINK = "..data"
+
+
 def lay_out_volumes(
     pod_spec: Mapping[str, Any], container: Mapping[str, Any], rootfs: Path, configmap: ConfigMapLookup
 ) -> dict[str, Path]:
@@ -82,11 +87,26 @@ def lay_out_volumes(
         if source is not None:
             data = configmap(source["name"])
             items = source.get("items") or [{"key": key, "path": key} for key in data]
-            for item in items:
-                (target / item["path"]).parent.mkdir(parents=True, exist_ok=True)
-                (target / item["path"]).write_text(data[item["key"]])
+            write_atomically(
+                target, {item["path"]: data[item["key"]] for item in items}, source.get("defaultMode")
+            )
         laid[path] = target
     return laid
+
+
+def write_atomically(target: Path, files: Mapping[str, str], mode: int | None = None) -> None:
+    """A ConfigMap volume as the kubelet's atomic writer leaves it: the files in a timestamped
+    directory, `..data` linked to it, and each key a link through `..data` (what the launcher,
+    reading its own sources, finds in a pod), with the volume's `defaultMode`."""
+    atomic = target / ATOMIC_DIR
+    for name, text in files.items():
+        (atomic / name).parent.mkdir(parents=True, exist_ok=True)
+        (atomic / name).write_text(text)
+        if mode is not None:
+            (atomic / name).chmod(mode)
+    (target / DATA_LINK).symlink_to(ATOMIC_DIR)
+    for top in sorted({Path(name).parts[0] for name in files}):
+        (target / top).symlink_to(Path(DATA_LINK) / top)
 
 
 def under(value: str, mounts: Mapping[str, Path], rootfs: Path) -> str:

@@ -38,8 +38,9 @@ OTHER_CACHE_FLOOR = "1Gi"
 RECOMMENDED_CONTEXT = 131072
 """The model card: a thinking model wants at least this context for its reasoning."""
 
-MANAGED_ENV = ("PYTHONPATH",)
-"""Environment the server needs as the operator sets it: the launcher is imported from PYTHONPATH."""
+MANAGED_ENV = ("PYTHONPATH", "QWEN_LAUNCHER_DIGEST")
+"""Environment the server needs as the operator sets it: the launcher is imported from PYTHONPATH
+and checks its sources against QWEN_LAUNCHER_DIGEST (qwen_runtime.integrity.DIGEST_VAR)."""
 CAPABILITIES = ("IPC_LOCK",)
 """Capabilities a user may add to the server (IPC_LOCK: pinned memory for RDMA/GPUDirect);
 any of them takes the pods out of Pod Security "restricted"."""

@@ -392,8 +392,8 @@ class RuntimeSpec(ApiObject):
         Rule(
             cel=f"!has(self.env) || self.env.all(e, !(e.name in {cel_string_list(MANAGED_ENV)}))",
             message=(
-                f"runtime.env may not set {', '.join(MANAGED_ENV)}: the operator sets it (the launcher is "
-                "imported from there)"
+                f"runtime.env may not set {', '.join(MANAGED_ENV)}: the operator sets them (where the "
+                "launcher is imported from, and the digest it checks its sources against)"
             ),
             check=lambda r: not any(e.name in MANAGED_ENV for e in r.env),
             field_path=".env",

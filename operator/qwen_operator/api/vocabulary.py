@@ -382,7 +382,8 @@ class EventReason(StrEnum):
     a thinking model), once when that begins"""
     DELETED = "Deleted"
     """Normal | a child no longer wanted was deleted: the autoscaler or the InferencePool of a spec
-    that dropped them, the HorizontalPodAutoscaler once KEDA is installed"""
+    that dropped them, the HorizontalPodAutoscaler once KEDA is installed, an older launcher's
+    ConfigMap once no pod mounts it"""
     RECOVERED = "Recovered"
     """Normal | no longer stalled"""
     RECONCILE_ERROR = "ReconcileError"

@@ -81,6 +81,12 @@ class ChildKind:
     pods_need: bool = False
     """The workload's pods cannot be created without it (admission refuses a pod whose
     ServiceAccount does not exist): a new one is applied before a new workload (plan.order)."""
+    replaced_because: str = "a field fixed at creation changed"
+    """What the Replacing event says."""
+    mounted: bool = False
+    """The pods mount it: a pruned one is deleted only once no pod of the resource, and no pod
+    template of its children, names it (decide.in_use). The launcher's ConfigMap: its name
+    changes with its sources, and a pod still running the old launcher keeps the old one."""
 
     @property
     def api_version(self) -> str:
@@ -123,7 +129,15 @@ def _autoscaled_by_hpa(res: QwenThinkingDeployment, served: Served) -> bool:
 SERVICE_ACCOUNT = ChildKind(
     "ServiceAccount", "", "v1", "serviceaccounts", (Template("serviceaccount.yaml.j2"),), pods_need=True
 )  # fmt: skip
-CONFIG_MAP = ChildKind("ConfigMap", "", "v1", "configmaps", (Template("configmap-launcher.yaml.j2"),))
+CONFIG_MAP = ChildKind(
+    "ConfigMap", "", "v1", "configmaps", (Template("configmap-launcher.yaml.j2"),),
+    pruned=True, mounted=True, replaced=Propagation.BACKGROUND,
+    fixed_fields=frozenset({"data", "binaryData", "immutable"}),
+    replaced_because="its data are not the launcher's, and it is immutable",
+)  # fmt: skip
+"""The launcher's sources: immutable and named by their digest (children/launcher.py). A new
+launcher is a new ConfigMap, the old one pruned once unmounted; an object of the same name with
+other data (deleted and created again by someone else) cannot be updated, so it is replaced."""
 PVC = ChildKind(
     "PersistentVolumeClaim", "", "v1", "persistentvolumeclaims",
     (Template("pvc-weights.yaml.j2", lambda res, _: _shared(res)),), status_kept=True,
@@ -191,6 +205,7 @@ TEMPLATES: tuple[tuple[ChildKind, Template], ...] = tuple((c, t) for c in KINDS 
 
 WORKLOAD_KINDS = frozenset(c.kind for c in KINDS if c.workload)
 PRUNED_KINDS = frozenset(c.kind for c in KINDS if c.pruned)
+MOUNTED_KINDS = frozenset(c.kind for c in KINDS if c.mounted)
 STATUS_KINDS = frozenset(c.kind for c in KINDS if c.status_kept)
 OPTIONAL_CRDS: dict[str, str] = {c.crd: c.version for c in KINDS if c.crd is not None}
 """CRDs whose presence changes what the operator creates (watched, never required), with the

@@ -257,8 +257,13 @@ def fetch_env(spec: QwenThinkingDeploymentSpec) -> list[dict[str, Any]]:
 
 
 def launcher_env() -> list[dict[str, Any]]:
-    """Where the launcher's ConfigMap is mounted, and the writable caches of a non-root user."""
-    return [{"name": "PYTHONPATH", "value": launcher.MOUNT}, *security.cache_env()]
+    """Where the launcher's ConfigMap is mounted, the digest it checks its sources against before
+    it runs anything (server, probe, download), and the writable caches of a non-root user."""
+    return [
+        {"name": "PYTHONPATH", "value": launcher.MOUNT},
+        {"name": launcher.DIGEST_VAR, "value": launcher.digest()},
+        *security.cache_env(),
+    ]
 
 
 def probes(res: QwenThinkingDeployment) -> dict[str, dict[str, Any]]:

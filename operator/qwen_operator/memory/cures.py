@@ -116,6 +116,9 @@ RULES: dict[tuple[str, str | None], Prescription] = {
         Cure.NOT_MEMORY, "the engine did not start in time"
     ),
     (LauncherReason.INVALID_ARGUMENTS, None): Prescription(Cure.NOT_MEMORY, "vLLM refused its arguments"),
+    (LauncherReason.LAUNCHER_MISMATCH, None): Prescription(
+        Cure.NOT_MEMORY, "the launcher's sources are not those the pod names: it refused to start vLLM"
+    ),
     (LauncherReason.UNKNOWN, None): Prescription(Cure.NOT_MEMORY, "the server failed"),
 }
 """Every cause the launcher (reason, CUDA phase) and the kubelet report, and its cure."""

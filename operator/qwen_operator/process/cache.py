@@ -158,7 +158,10 @@ class Cache:
         if pod.instance and any(run is not None and run.failed for run in runs):
             key = (str((raw.get("metadata") or {}).get("namespace") or ""), pod.instance)
             with self._lock:
-                self._failed_pods.setdefault(key, {})[pod.uid] = (self._clock(), replace(pod, deleting=True))
+                self._failed_pods.setdefault(key, {})[pod.uid] = (
+                    self._clock(),
+                    replace(pod, deleting=True, gone=True),
+                )
 
     def forget(self, kind: str) -> None:
         """Every object of `kind` went away with its CRD (optional_kinds.py): a write of that kind

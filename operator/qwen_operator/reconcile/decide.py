@@ -273,7 +273,7 @@ def replacing(p: Situation, applies: tuple[Apply, ...]) -> tuple[tuple[Apply, ..
     kind = registry.BY_KIND.get(found.kind) if found is not None else None
     if found is None or found.live is None or kind is None or kind.replaced is None:
         return applies, ()
-    said = (events.replacing(found.ident, pods_kept=kind.replaced == Propagation.ORPHAN),)
+    said = (events.replacing(found.ident, kind.replaced == Propagation.ORPHAN, kind.replaced_because),)
     return (), (Delete(found.live, kind.replaced, said, hide=False),)
 
 
@@ -287,14 +287,27 @@ def _download_or_pods(
     return found or pods
 
 
+def in_use(observed: Observed, child: snapshot.Child) -> bool:
+    """A pod of the resource mounts it, or a pod template of its children names it (a StatefulSet
+    not rolled yet, a download Job): the pods running an old launcher, and those a workload not yet
+    changed will create, need its ConfigMap. A pod the watch saw deleted mounts nothing."""
+    if child.kind not in registry.MOUNTED_KINDS:
+        return False
+    return any(child.name in pod.mounts for pod in observed.pods if not pod.gone) or any(
+        child.name in other.mounts for other in observed.children if other is not child
+    )
+
+
 def _deletes(p: Situation) -> tuple[Delete, ...]:
-    """Our autoscaler, InferencePool or PrometheusRule that this pass does not render: the spec dropped it, or
-    KEDA's CRD came (the HorizontalPodAutoscaler gives way to a ScaledObject) or went."""
+    """Our child of a pruned kind that this pass does not render: an autoscaler, InferencePool,
+    PrometheusRule or NetworkPolicy the spec dropped, or whose CRD came (the
+    HorizontalPodAutoscaler gives way to a KEDA ScaledObject) or went; a launcher ConfigMap of
+    other sources once nothing mounts it (`in_use`)."""
     rendered = {(m["kind"], m["metadata"]["name"]) for m in p.children}
     return tuple(
         Delete(c, Propagation.BACKGROUND, (events.deleted(c),)) for c in p.observed.children
         if c.kind in registry.PRUNED_KINDS and (c.kind, c.name) not in rendered
-        and not c.deleting and owned(c, p.res)
+        and not c.deleting and owned(c, p.res) and not in_use(p.observed, c)
     )  # fmt: skip
 
 

@@ -84,11 +84,11 @@ def deleted(child: snapshot.Child) -> Event:
     )
 
 
-def replacing(what: str, pods_kept: bool = True) -> Event:
+def replacing(what: str, pods_kept: bool = True, why: str = "a field fixed at creation changed") -> Event:
     """A StatefulSet keeps its pods (orphaned, then adopted); the download Job's pod goes with it
     (the new Job's pod resumes from the files already on the claim)."""
     kept = ", pods kept" if pods_kept else ""
-    message = f"Replacing {what}{kept}: a field fixed at creation changed"
+    message = f"Replacing {what}{kept}: {why}"
     return Event(EventType.NORMAL, EventReason.REPLACING, message)
 
 
