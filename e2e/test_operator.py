@@ -212,7 +212,10 @@ def group_pods_admitted(ns: str, doc: dict[str, Any]) -> None:
     """A multi-node sample: a pod of each of its LeaderWorkerSet's templates passes admission
     (Pod Security "restricted") in a server-side dry run."""
     doc["metadata"]["namespace"] = ns
-    (lws,) = [m for m in render.render(api.parse_resource(doc)) if m["kind"] == "LeaderWorkerSet"]
+    children = render.render(api.parse_resource(doc))
+    (lws,) = [m for m in children if m["kind"] == "LeaderWorkerSet"]
+    (account,) = [m for m in children if m["kind"] == "ServiceAccount"]  # admission looks it up
+    kubectl("create", "-n", ns, "-f", "-", stdin=json.dumps(account))
     for role in ("leaderTemplate", "workerTemplate"):
         template = lws["spec"]["leaderWorkerTemplate"][role]
         meta = {**template["metadata"], "name": f"dry-{role.lower()}"}
