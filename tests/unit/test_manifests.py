@@ -40,12 +40,26 @@ def is_user_role(doc: dict[str, Any]) -> bool:
     return doc["kind"] == "ClusterRole" and any(k.startswith(AGGREGATE) for k in labels)
 
 
+CLUSTER_SCOPED = "qwen-operator-cluster"
+"""The ClusterRole (and its binding) of the operator's cluster-scoped reads, bound cluster-wide
+in every mode; `qwen-operator` holds the rules of the namespaces it serves."""
+
+
 def by_kind() -> dict[str, dict[str, Any]]:
-    """The base's objects by kind; of the ClusterRoles, the operator's (`user_roles`: the others)."""
+    """The base's objects by kind; of the ClusterRoles and ClusterRoleBindings, the operator's
+    namespaced rules (`user_roles`, `cluster_scoped`: the others)."""
     docs = [load(r) for r in kustomization()["resources"]]
-    kinds = {doc["kind"]: doc for doc in docs if not is_user_role(doc)}
-    assert len(kinds) == len(docs) - len(USER_ROLES)
+    kinds = {
+        doc["kind"]: doc for doc in docs if not is_user_role(doc) and doc["metadata"]["name"] != CLUSTER_SCOPED
+    }
+    assert len(kinds) == len(docs) - len(USER_ROLES) - 2
     return kinds
+
+
+def cluster_scoped() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ClusterRole of the cluster-scoped reads and its ClusterRoleBinding."""
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in (load(r) for r in kustomization()["resources"])}
+    return docs[("ClusterRole", CLUSTER_SCOPED)], docs[("ClusterRoleBinding", CLUSTER_SCOPED)]
 
 
 def user_roles() -> dict[str, dict[str, Any]]:
@@ -79,13 +93,16 @@ def test_kustomization_lists_every_manifest() -> None:
     listed = set(kustomization()["resources"])
     # argocd/, flux/ and helm/ are other ways to install (tested where they are used), not the
     # base; monitoring/ is its own kustomization (tests/unit/test_monitoring.py, e2e/test_helm.py).
-    others = {"argocd", "flux", "helm", "monitoring"}
+    # namespaced/ is a Component of the base, tenant-policy/ an optional kustomization
+    # (tests/unit/test_admission.py).
+    others = {"argocd", "flux", "helm", "monitoring", "namespaced", "tenant-policy"}
     yamls = [p.relative_to(MANIFESTS) for p in MANIFESTS.rglob("*.yaml")]
     present = {str(p) for p in yamls if p.parts[0] not in others} - {"kustomization.yaml"}
     assert listed == present
     kinds = set(by_kind())
     assert kinds == {"CustomResourceDefinition", "Namespace", "ServiceAccount", "ClusterRole",
-                     "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service"}  # fmt: skip
+                     "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service",
+                     "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}  # fmt: skip
 
 
 def test_users_roles_aggregate_into_admin_edit_and_view() -> None:
@@ -159,6 +176,21 @@ def test_binding_names_the_service_account_the_deployment_runs_as() -> None:
     assert kinds["ClusterRoleBinding"]["roleRef"]["name"] == kinds["ClusterRole"]["metadata"]["name"]
     pod = kinds["Deployment"]["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == sa["name"]
+    role, binding = cluster_scoped()
+    assert binding["subjects"] == kinds["ClusterRoleBinding"]["subjects"]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": role["metadata"]["name"]}  # fmt: skip
+
+
+def test_the_cluster_scoped_role_reads_only_cluster_scoped_resources() -> None:
+    """Serving named namespaces binds `qwen-operator` per namespace and this one cluster-wide:
+    it must hold nothing namespaced (that would be granted everywhere) and nothing written."""
+    role, _ = cluster_scoped()
+    assert grants(role["rules"]) == {
+        ("", "nodes", "list"), ("", "nodes", "watch"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+    }  # fmt: skip
 
 
 def test_deployment_is_locked_down_and_probed() -> None:
