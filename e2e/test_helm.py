@@ -141,6 +141,7 @@ def prometheus_operator_crds(cluster: Cluster) -> Iterator[None]:
             "replicas=0",
             "image.digest=sha256:" + "0" * 64,
             "serviceAccount.annotations.owner=platform",
+            "tenantPolicy.enabled=true",
         ],
         ["metrics.enabled=false", "serviceAccount.create=false", "serviceAccount.name=default"],
     ],
@@ -252,10 +253,16 @@ def test_helm_install_serves_a_resource_as_the_charts_service_account(
             ]
             assert refused == []
             role = json.loads(kubectl("get", "clusterrole", fullname, "-o", "json").stdout)
+            cluster_scoped = json.loads(
+                kubectl("get", "clusterrole", f"{fullname}-cluster", "-o", "json").stdout
+            )
             elect = json.loads(
                 kubectl("get", "role", f"{fullname}-leader-election", "-n", op_ns, "-o", "json").stdout
             )
-            rules = [*role["rules"], *elect["rules"]]
+            rules = [*role["rules"], *cluster_scoped["rules"], *elect["rules"]]
+            # the namespaced rules are bound in the served namespace alone (least privilege)
+            assert kubectl("get", "clusterrolebinding", fullname, check=False).returncode != 0
+            assert kubectl("get", "rolebinding", fullname, "-n", ns, check=False).returncode == 0
             used = {rbac_key(e) for e in entries if e.get("objectRef")}
             assert used <= grants(rules), used - grants(rules)
             assert ("coordination.k8s.io", "leases", "update") in used  # it elected on the release's Lease
