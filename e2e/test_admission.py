@@ -157,25 +157,36 @@ def test_what_the_operator_renders_is_admitted_and_an_admin_is_not_concerned(
     assert done.returncode == 0  # the policy matches the operator's requests only
 
 
-def test_the_operator_may_not_take_over_an_object_by_labelling_it(operator_policy_active: str) -> None:
+def test_the_operator_may_not_take_over_an_object_by_labelling_it(
+    operator_policy_active: str, api_client: client.ApiClient
+) -> None:
     """An update that adds the label to someone else's object is refused (the confused deputy of
-    issue 22: a child's name held by a foreign object)."""
+    issue 22: a child's name held by a foreign object). A PATCH as the operator sends it, without
+    the GET `kubectl patch` makes first (the ServiceAccount may not get)."""
     ns = operator_policy_active
     kubectl("create", "configmap", "payments-launcher", "-n", ns, "--from-literal=payments.conf=x")
-    patch = json.dumps({"metadata": {"labels": LABELS}, "data": {"launcher.py": "x"}})
-    done = as_operator("patch", "configmap", "payments-launcher", "-n", ns, "--type=merge", "-p", patch,
-                       "--dry-run=server")  # fmt: skip
-    assert done.returncode != 0 and "may not take over an object it did not create" in done.stderr, (
-        done.stderr
-    )
+    impersonating = client.ApiClient(api_client.configuration)
+    impersonating.set_default_header("Impersonate-User", OPERATOR_USER)
+    core = client.CoreV1Api(impersonating)
+    body = {"metadata": {"labels": LABELS}, "data": {"launcher.py": "x"}}
+    with pytest.raises(client.ApiException) as refused:
+        core.patch_namespaced_config_map("payments-launcher", ns, body, dry_run="All")
+    assert refused.value.status == 422  # a policy's refusal is Invalid, unless it names another reason
+    assert "may not take over an object it did not create" in str(refused.value.body), refused.value.body
+    mine = {"metadata": {"name": "mine", "labels": LABELS}, "data": {"a": "b"}}
+    core.create_namespaced_config_map(ns, mine)  # its own: created, then updated
+    core.patch_namespaced_config_map("mine", ns, {"data": {"a": "c"}})
+    data = kubectl("get", "configmap", "payments-launcher", "-n", ns, "-o", "jsonpath={.data}").stdout
+    assert json.loads(data) == {"payments.conf": "x"}
 
 
 # -- serving named namespaces ---------------------------------------------------------------
 
 
-def can_i(user: str, verb: str, resource: str, namespace: str | None) -> str:
+def can_i(user: str, *what: str, namespace: str | None) -> str:
+    """`kubectl auth can-i` as `user`: yes or no."""
     where = ["-n", namespace] if namespace else []
-    return str(kubectl("auth", "can-i", verb, resource, *where, f"--as={user}", check=False).stdout.strip())
+    return str(kubectl("auth", "can-i", *what, *where, f"--as={user}", check=False).stdout.strip())
 
 
 @pytest.fixture
@@ -200,16 +211,20 @@ def apply_rbac(rendered: str) -> str:
 
 def assert_served_only(user: str, served: str, other: str) -> None:
     wait_for(
-        lambda: can_i(user, "create", "statefulsets.apps", served) == "yes", 30, f"{user} bound in {served}"
+        lambda: can_i(user, "create", "statefulsets.apps", namespace=served) == "yes",
+        30,
+        f"{user} bound in {served}",
     )
-    assert can_i(user, "create", "statefulsets.apps", other) == "no"
-    assert can_i(user, "patch", "services", other) == "no"
-    assert can_i(user, "list", "pods", other) == "no"
-    assert can_i(user, "create", "statefulsets.apps", "kube-system") == "no"
-    assert can_i(user, "patch", "qwenthinkingdeployments.serving.qwen-operator.io/status", served) == "yes"
-    assert can_i(user, "list", "nodes", None) == "yes"  # cluster-scoped reads stay cluster-wide
-    assert can_i(user, "watch", "namespaces", None) == "yes"  # Kopf's, serving named namespaces
-    assert can_i(user, "get", "secrets", served) == "no"
+    assert can_i(user, "create", "statefulsets.apps", namespace=other) == "no"
+    assert can_i(user, "patch", "services", namespace=other) == "no"
+    assert can_i(user, "list", "pods", namespace=other) == "no"
+    assert can_i(user, "create", "statefulsets.apps", namespace="kube-system") == "no"
+    status = ("patch", "qwenthinkingdeployments.serving.qwen-operator.io", "--subresource=status")
+    assert can_i(user, *status, namespace=served) == "yes"
+    assert can_i(user, *status, namespace=other) == "no"
+    assert can_i(user, "list", "nodes", namespace=None) == "yes"  # cluster-scoped reads stay cluster-wide
+    assert can_i(user, "watch", "namespaces", namespace=None) == "yes"  # Kopf's, serving named namespaces
+    assert can_i(user, "get", "secrets", namespace=served) == "no"
 
 
 def test_the_chart_serving_a_namespace_grants_nothing_in_another(
