@@ -50,7 +50,9 @@ def by_kind() -> dict[str, dict[str, Any]]:
     namespaced rules (`user_roles`, `cluster_scoped`: the others)."""
     docs = [load(r) for r in kustomization()["resources"]]
     kinds = {
-        doc["kind"]: doc for doc in docs if not is_user_role(doc) and doc["metadata"]["name"] != CLUSTER_SCOPED
+        doc["kind"]: doc
+        for doc in docs
+        if not is_user_role(doc) and doc["metadata"]["name"] != CLUSTER_SCOPED
     }
     assert len(kinds) == len(docs) - len(USER_ROLES) - 2
     return kinds
@@ -231,3 +233,34 @@ def test_dockerfile_runs_the_operator_as_non_root() -> None:
     assert 'ENTRYPOINT ["qwen-operator"]' in lines
     assert "EXPOSE 8080" in lines
     assert "PYTHONDONTWRITEBYTECODE=1" in text  # read-only root filesystem
+
+
+def test_the_namespaced_component_binds_the_namespaced_rules_in_the_namespaces_it_serves() -> None:
+    """manifests/namespaced/ (a kustomize Component, uncommented in the base's kustomization):
+    the ClusterRoleBinding of the namespaced rules is deleted, a RoleBinding per namespace binds
+    them instead, and the operator's arguments name the same namespaces; Kopf may list and watch
+    Namespaces. e2e/test_admission.py renders it with kubectl and asks `kubectl auth can-i`."""
+    component = yaml.safe_load((MANIFESTS / "namespaced" / "kustomization.yaml").read_text())
+    assert component["kind"] == "Component" and component["resources"] == ["rolebindings.yaml"]
+    assert "# components:\n# - namespaced\n" in (MANIFESTS / "kustomization.yaml").read_text()
+    patches = component["patches"]
+    deleted = yaml.safe_load(patches[0]["patch"])
+    binding = by_kind()["ClusterRoleBinding"]
+    assert deleted == {"$patch": "delete", "apiVersion": binding["apiVersion"], "kind": "ClusterRoleBinding",
+                       "metadata": {"name": binding["metadata"]["name"]}}  # fmt: skip
+    role, _ = cluster_scoped()
+    assert patches[1]["target"] == {"kind": "ClusterRole", "name": role["metadata"]["name"]}
+    (namespaces_rule,) = yaml.safe_load(patches[1]["patch"])
+    assert namespaces_rule["value"] == {
+        "apiGroups": [""],
+        "resources": ["namespaces"],
+        "verbs": ["list", "watch"],
+    }
+    assert patches[2]["target"] == {"kind": "Deployment", "name": by_kind()["Deployment"]["metadata"]["name"]}
+    (args,) = yaml.safe_load(patches[2]["patch"])
+    parsed = cli.parser().parse_args(args["value"])
+    bindings = list(yaml.safe_load_all((MANIFESTS / "namespaced" / "rolebindings.yaml").read_text()))
+    assert [b["metadata"]["namespace"] for b in bindings] == parsed.namespace == ["llm"]
+    assert not parsed.all_namespaces
+    for rb in bindings:
+        assert rb["roleRef"] == binding["roleRef"] and rb["subjects"] == binding["subjects"]

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_ROLE = ROOT / "manifests" / "clusterrole.yaml"
 CHART_CLUSTER_ROLE = ROOT / "manifests" / "helm" / "qwen-operator" / "files" / "clusterrole.yaml"
 CLUSTER_SCOPED_ROLE = ROOT / "manifests" / "clusterrole-cluster.yaml"
-CHART_CLUSTER_SCOPED_ROLE = ROOT / "manifests" / "helm" / "qwen-operator" / "files" / "clusterrole-cluster.yaml"
+CHART_CLUSTER_SCOPED_ROLE = CHART_CLUSTER_ROLE.parent / "clusterrole-cluster.yaml"
 Rules = dict[tuple[str, str], frozenset[str]]
 
 
