@@ -134,7 +134,7 @@ def prometheus_operator_crds(cluster: Cluster) -> Iterator[None]:
         [],
         ["namespace.create=true"],
         [
-            "watchNamespaces={llm,team-b}",
+            "watchNamespaces={NAMESPACE}",  # a RoleBinding in each: the namespace must exist
             "metrics.serviceMonitor.enabled=true",
             "monitoring.prometheusRule.enabled=true",
             "monitoring.grafanaDashboard.enabled=true",
@@ -154,7 +154,7 @@ def test_helm_template_passes_server_side_dry_run(
     (schemas, the real ServiceMonitor and PrometheusRule CRDs, RBAC objects, the pod's security
     context)."""
     del prometheus_operator_crds, crd_installed
-    sets = [a for v in values for a in ("--set", v)]
+    sets = [a for v in values for a in ("--set", v.replace("NAMESPACE", namespace))]
     rendered = helm("template", f"dry-{uuid.uuid4().hex[:4]}", str(CHART), "-n", namespace, "--include-crds",
                     *sets).stdout  # fmt: skip
     out = kubectl("apply", "--dry-run=server", "-f", "-", stdin=rendered)
