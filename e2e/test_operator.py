@@ -665,10 +665,13 @@ def test_operator_used_only_its_service_account_within_rbac(operator: Operator, 
     denied = kubectl("auth", "can-i", "get", "secrets", f"--as={OPERATOR_USER}", "-A", check=False)
     assert denied.stdout.strip() == "no"
     role = yaml.safe_load(kubectl("get", "clusterrole", "qwen-operator", "-o", "yaml").stdout)
+    cluster_scoped = yaml.safe_load(
+        kubectl("get", "clusterrole", "qwen-operator-cluster", "-o", "yaml").stdout
+    )
     elect = yaml.safe_load(
         kubectl("get", "role", "qwen-operator-leader-election", "-n", OPERATOR_NAMESPACE, "-o", "yaml").stdout
     )
-    rules = [*role["rules"], *elect["rules"]]
+    rules = [*role["rules"], *cluster_scoped["rules"], *elect["rules"]]
     assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in rules)
     if cluster.audit_log is None:
         assert refused == 0

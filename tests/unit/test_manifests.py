@@ -40,12 +40,28 @@ def is_user_role(doc: dict[str, Any]) -> bool:
     return doc["kind"] == "ClusterRole" and any(k.startswith(AGGREGATE) for k in labels)
 
 
+CLUSTER_SCOPED = "qwen-operator-cluster"
+"""The ClusterRole (and its binding) of the operator's cluster-scoped reads, bound cluster-wide
+in every mode; `qwen-operator` holds the rules of the namespaces it serves."""
+
+
 def by_kind() -> dict[str, dict[str, Any]]:
-    """The base's objects by kind; of the ClusterRoles, the operator's (`user_roles`: the others)."""
+    """The base's objects by kind; of the ClusterRoles and ClusterRoleBindings, the operator's
+    namespaced rules (`user_roles`, `cluster_scoped`: the others)."""
     docs = [load(r) for r in kustomization()["resources"]]
-    kinds = {doc["kind"]: doc for doc in docs if not is_user_role(doc)}
-    assert len(kinds) == len(docs) - len(USER_ROLES)
+    kinds = {
+        doc["kind"]: doc
+        for doc in docs
+        if not is_user_role(doc) and doc["metadata"]["name"] != CLUSTER_SCOPED
+    }
+    assert len(kinds) == len(docs) - len(USER_ROLES) - 2
     return kinds
+
+
+def cluster_scoped() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ClusterRole of the cluster-scoped reads and its ClusterRoleBinding."""
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in (load(r) for r in kustomization()["resources"])}
+    return docs[("ClusterRole", CLUSTER_SCOPED)], docs[("ClusterRoleBinding", CLUSTER_SCOPED)]
 
 
 def user_roles() -> dict[str, dict[str, Any]]:
@@ -79,13 +95,16 @@ def test_kustomization_lists_every_manifest() -> None:
     listed = set(kustomization()["resources"])
     # argocd/, flux/ and helm/ are other ways to install (tested where they are used), not the
     # base; monitoring/ is its own kustomization (tests/unit/test_monitoring.py, e2e/test_helm.py).
-    others = {"argocd", "flux", "helm", "monitoring"}
+    # namespaced/ is a Component of the base, tenant-policy/ an optional kustomization
+    # (tests/unit/test_admission.py).
+    others = {"argocd", "flux", "helm", "monitoring", "namespaced", "tenant-policy"}
     yamls = [p.relative_to(MANIFESTS) for p in MANIFESTS.rglob("*.yaml")]
     present = {str(p) for p in yamls if p.parts[0] not in others} - {"kustomization.yaml"}
     assert listed == present
     kinds = set(by_kind())
     assert kinds == {"CustomResourceDefinition", "Namespace", "ServiceAccount", "ClusterRole",
-                     "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service"}  # fmt: skip
+                     "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service",
+                     "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}  # fmt: skip
 
 
 def test_users_roles_aggregate_into_admin_edit_and_view() -> None:
@@ -159,6 +178,21 @@ def test_binding_names_the_service_account_the_deployment_runs_as() -> None:
     assert kinds["ClusterRoleBinding"]["roleRef"]["name"] == kinds["ClusterRole"]["metadata"]["name"]
     pod = kinds["Deployment"]["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == sa["name"]
+    role, binding = cluster_scoped()
+    assert binding["subjects"] == kinds["ClusterRoleBinding"]["subjects"]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": role["metadata"]["name"]}  # fmt: skip
+
+
+def test_the_cluster_scoped_role_reads_only_cluster_scoped_resources() -> None:
+    """Serving named namespaces binds `qwen-operator` per namespace and this one cluster-wide:
+    it must hold nothing namespaced (that would be granted everywhere) and nothing written."""
+    role, _ = cluster_scoped()
+    assert grants(role["rules"]) == {
+        ("", "nodes", "list"), ("", "nodes", "watch"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+    }  # fmt: skip
 
 
 def test_deployment_is_locked_down_and_probed() -> None:
@@ -199,3 +233,34 @@ def test_dockerfile_runs_the_operator_as_non_root() -> None:
     assert 'ENTRYPOINT ["qwen-operator"]' in lines
     assert "EXPOSE 8080" in lines
     assert "PYTHONDONTWRITEBYTECODE=1" in text  # read-only root filesystem
+
+
+def test_the_namespaced_component_binds_the_namespaced_rules_in_the_namespaces_it_serves() -> None:
+    """manifests/namespaced/ (a kustomize Component, uncommented in the base's kustomization):
+    the ClusterRoleBinding of the namespaced rules is deleted, a RoleBinding per namespace binds
+    them instead, and the operator's arguments name the same namespaces; Kopf may list and watch
+    Namespaces. e2e/test_admission.py renders it with kubectl and asks `kubectl auth can-i`."""
+    component = yaml.safe_load((MANIFESTS / "namespaced" / "kustomization.yaml").read_text())
+    assert component["kind"] == "Component" and component["resources"] == ["rolebindings.yaml"]
+    assert "# components:\n# - namespaced\n" in (MANIFESTS / "kustomization.yaml").read_text()
+    patches = component["patches"]
+    deleted = yaml.safe_load(patches[0]["patch"])
+    binding = by_kind()["ClusterRoleBinding"]
+    assert deleted == {"$patch": "delete", "apiVersion": binding["apiVersion"], "kind": "ClusterRoleBinding",
+                       "metadata": {"name": binding["metadata"]["name"]}}  # fmt: skip
+    role, _ = cluster_scoped()
+    assert patches[1]["target"] == {"kind": "ClusterRole", "name": role["metadata"]["name"]}
+    (namespaces_rule,) = yaml.safe_load(patches[1]["patch"])
+    assert namespaces_rule["value"] == {
+        "apiGroups": [""],
+        "resources": ["namespaces"],
+        "verbs": ["list", "watch"],
+    }
+    assert patches[2]["target"] == {"kind": "Deployment", "name": by_kind()["Deployment"]["metadata"]["name"]}
+    (args,) = yaml.safe_load(patches[2]["patch"])
+    parsed = cli.parser().parse_args(args["value"])
+    bindings = list(yaml.safe_load_all((MANIFESTS / "namespaced" / "rolebindings.yaml").read_text()))
+    assert [b["metadata"]["namespace"] for b in bindings] == parsed.namespace == ["llm"]
+    assert not parsed.all_namespaces
+    for rb in bindings:
+        assert rb["roleRef"] == binding["roleRef"] and rb["subjects"] == binding["subjects"]

@@ -235,18 +235,31 @@ OTHER_ACCESS: tuple[Access, ...] = (
     Access("serving.qwen-operator.io", "qwenthinkingdeployments", frozenset({"list", "watch"})),
     Access("serving.qwen-operator.io", "qwenthinkingdeployments/status", frozenset({"patch"})),
     Access("", "pods", frozenset({"list", "watch"})),
-    Access("", "nodes", frozenset({"list", "watch"})),
-    Access("apiextensions.k8s.io", "customresourcedefinitions", frozenset({"list", "watch"})),
     Access("", "events", frozenset({"list", "watch", "create"})),
 )
-"""What the operator reads and writes besides its children: its resources and their status,
-pods and GPU nodes (watched, never written), CRDs (which optional APIs are served), events."""
+"""What the operator reads and writes in a served namespace besides its children: its resources
+and their status, pods (watched, never written), events."""
+
+CLUSTER_ACCESS: tuple[Access, ...] = (
+    Access("", "nodes", frozenset({"list", "watch"})),
+    Access("apiextensions.k8s.io", "customresourcedefinitions", frozenset({"list", "watch"})),
+)
+"""What the operator reads outside any namespace: GPU nodes (the memory plan) and CRDs (which
+optional APIs are served). Kept apart so that serving named namespaces binds every other rule
+only in those namespaces (a RoleBinding each) and this alone cluster-wide."""
 
 
 def access() -> tuple[Access, ...]:
-    """Every cluster-wide rule the operator needs: children are watched (list, watch) and applied
-    server-side (create, patch); some are deleted (`ChildKind.deleted`)."""
+    """Every rule the operator needs in a namespace it serves (manifests/clusterrole.yaml): children
+    are watched (list, watch) and applied server-side (create, patch); some are deleted
+    (`ChildKind.deleted`). Bound cluster-wide when it serves every namespace, else in each one."""
     children = tuple(
         Access(c.group, c.plural, APPLIED | ({"delete"} if c.deleted else frozenset())) for c in KINDS
     )
     return (*children, *OTHER_ACCESS)
+
+
+def cluster_access() -> tuple[Access, ...]:
+    """The rules on cluster-scoped resources (manifests/clusterrole-cluster.yaml), always bound
+    cluster-wide."""
+    return CLUSTER_ACCESS
