@@ -694,7 +694,8 @@ def test_operator_used_only_its_service_account_within_rbac(operator: Operator, 
     # Exactly what it uses: a server-side apply that creates is audited as a patch but authorized
     # as create, and a StatefulSet (the shared download's Job) is deleted only when an immutable
     # field changes.
-    unaudited = {(g, r, "create") for g, r in (("", "services"), ("", "configmaps"), ("apps", "statefulsets"),
+    unaudited = {(g, r, "create") for g, r in (("", "services"), ("", "configmaps"), ("", "serviceaccounts"),
+                 ("apps", "statefulsets"),
                  ("policy", "poddisruptionbudgets"), ("monitoring.coreos.com", "servicemonitors"),
                  ("", "persistentvolumeclaims"), ("batch", "jobs"),
                  ("networking.k8s.io", "networkpolicies"))} | {
@@ -704,7 +705,7 @@ def test_operator_used_only_its_service_account_within_rbac(operator: Operator, 
                  ("coordination.k8s.io", "leases", "list")}  # list: if the watch was late  # fmt: skip
     # LeaderWorkerSets: only where their CRD is served and a resource has a pipeline (test_multinode.py)
     unaudited |= {("leaderworkerset.x-k8s.io", "leaderworkersets", v)
-                  for v in ("list", "watch", "create", "patch", "delete")}  # fmt: skip
+                  for v in ("get", "list", "watch", "create", "patch", "delete")}  # fmt: skip
     elsewhere = {(g, r, v) for g, r, v in granted if (g, r) in INTEGRATION_RESOURCES}  # test_integrations.py
     assert granted - used - elsewhere <= unaudited, granted - used - elsewhere - unaudited
 
