@@ -29,12 +29,15 @@ __all__ = ["PRE_STOP_SECONDS", "TEARDOWN_SECONDS", "grace_seconds", "lifecycle"]
 PRE_STOP_SECONDS = 15
 """Until the pod's removal has reached every router: the EndpointSlice controller drops a
 terminating pod at once, kube-proxy on each node and the endpoint picker (a watch) follow in
-about a second, gateways and external load balancers that poll in several (15 s is the usual
-figure for cloud load balancers' target deregistration to take effect)."""
+about a second, gateways and external load balancers that poll take several; 15 s is the
+usual preStop delay for them."""
 TEARDOWN_SECONDS = 30
-"""After the drain, vLLM's own exit: the API server closes, the engine and worker processes
-stop and free the GPUs' memory (vLLM gives ROCm 15 s for that alone). A drain that used its
-whole time still ends in an exit, not a SIGKILL."""
+"""After the drain, vLLM's own exit: the engine and worker processes stop and free the memory
+(vLLM gives its workers 5 s, then SIGTERM, 4 s, then SIGKILL; its process manager SIGKILLs an
+engine still busy when --shutdown-timeout ends), then the API server closes. Measured on the
+CPU build (tests/tools/realvllm/test_drain.py): 21 s from the last token to the exit on two
+busy cores. A drain that used its whole time still ends in vLLM's exit, not the kubelet's
+SIGKILL."""
 
 
 def grace_seconds(spec: QwenThinkingDeploymentSpec) -> int:
