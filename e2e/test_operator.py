@@ -206,6 +206,13 @@ def test_every_sample_is_admitted_under_pod_security_restricted(
     for pod in pods():
         assert pod.spec.security_context.run_as_non_root
         assert pod.spec.containers[0].image == "vllm/vllm-openai:v0.33.0"
+
+    def servers() -> list[Any]:
+        """Not the download Job's pod (Shared cache), which comes first."""
+        return [pod for pod in pods() if pod.spec.containers[0].name == "server"]
+
+    wait_for(servers, 120, f"server pods of {name}")
+    for pod in servers():
         # kept as rendered (an apiserver without the sleep action would drop it silently)
         assert pod.spec.containers[0].lifecycle.pre_stop.sleep.seconds == stopping.PRE_STOP_SECONDS
         assert pod.spec.termination_grace_period_seconds == grace

@@ -7,7 +7,8 @@ rendered server container runs as a real process (the CPU vLLM, e2e/devcluster/r
 of the container, gets the kubelet's SIGTERM while it is in flight. The answer must end with
 all its tokens and `finish_reason: length`, and the process must exit after it, 0, within what
 the grace period leaves after the preStop hook (the hook only delays the SIGTERM; it is not
-slept here). A request that arrives during the drain gets no answer from the stopping server.
+slept here). A second SIGTERM during the drain changes nothing, and a request that arrives
+during the drain gets no answer from the stopping server.
 """
 
 from __future__ import annotations
@@ -150,6 +151,7 @@ def test_a_stream_in_flight_at_sigterm_finishes_and_then_the_server_exits(
                 waiter.start()
                 time.sleep(1.0)  # vLLM has begun its drain: a request now is a latecomer
                 latecomer.start()
+                server.terminate()  # the kubelet may signal again: it must not cut the drain
         stream.done_at = time.monotonic()
         waiter.join(stop.after_sigterm + 60)
         latecomer.join(READ_TIMEOUT)
@@ -165,6 +167,7 @@ def test_a_stream_in_flight_at_sigterm_finishes_and_then_the_server_exits(
     assert after >= (ANSWER_TOKENS - SIGTERM_AFTER_TOKENS) * 0.9, f"only {after} pieces came after SIGTERM"
     assert f"draining in-flight requests count=1 timeout={DRAIN_SECONDS}s" in log, server.log_tail()
     assert f"forwarded to the server; it finishes the requests in flight for up to {DRAIN_SECONDS} s" in log
+    assert "SIGTERM: not forwarded, the server is already stopping since SIGTERM" in log
     assert exited_at, f"still running {stop.after_sigterm + 60:.0f}s after SIGTERM:\n{server.log_tail()}"
     exit_after = exited_at[0] - sigterm_at
     assert code == 0 and server.termination_log() == b"", (code, server.log_tail())
