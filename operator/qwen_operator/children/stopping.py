@@ -35,8 +35,8 @@ TEARDOWN_SECONDS = 30
 """After the drain, vLLM's own exit: the engine and worker processes stop and free the memory
 (vLLM gives its workers 5 s, then SIGTERM, 4 s, then SIGKILL; its process manager SIGKILLs an
 engine still busy when --shutdown-timeout ends), then the API server closes. Measured on the
-CPU build (tests/tools/realvllm/test_drain.py): 21 s from the last token to the exit on two
-busy cores. A drain that used its whole time still ends in vLLM's exit, not the kubelet's
+CPU build (tests/tools/realvllm/test_drain.py): 19-21 s from the last token to the exit on
+two busy cores. A drain that used its whole time still ends in vLLM's exit, not the kubelet's
 SIGKILL."""
 
 
