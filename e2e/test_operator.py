@@ -52,7 +52,7 @@ from e2e.operator_fixtures import (  # noqa: E402
 )
 from qwen_operator import api  # noqa: E402
 from qwen_operator.api.vocabulary import MANAGED_LABELS, selector_labels, selector_string  # noqa: E402
-from qwen_operator.children import launcher, render, security  # noqa: E402
+from qwen_operator.children import launcher, render, security, stopping  # noqa: E402
 from qwen_operator.memory import planner  # noqa: E402
 from qwen_operator.process import clock, lease  # noqa: E402
 from qwen_operator.reconcile.problems import UNSCHEDULABLE_GRACE  # noqa: E402
@@ -203,9 +203,20 @@ def test_every_sample_is_admitted_under_pod_security_restricted(
     wait_for(pods, 60, f"pods of {name}")
     refused = [e for e in events(ns, name, kind="StatefulSet") if e["reason"] == "FailedCreate"]
     assert refused == [], refused
+    grace = stopping.grace_seconds(api.parse_resource(doc).spec)
     for pod in pods():
         assert pod.spec.security_context.run_as_non_root
         assert pod.spec.containers[0].image == "vllm/vllm-openai:v0.33.0"
+
+    def servers() -> list[Any]:
+        """Not the download Job's pod (Shared cache), which comes first."""
+        return [pod for pod in pods() if pod.spec.containers[0].name == "server"]
+
+    wait_for(servers, 120, f"server pods of {name}")
+    for pod in servers():
+        # kept as rendered (an apiserver without the sleep action would drop it silently)
+        assert pod.spec.containers[0].lifecycle.pre_stop.sleep.seconds == stopping.PRE_STOP_SECONDS
+        assert pod.spec.termination_grace_period_seconds == grace
 
 
 def group_pods_admitted(ns: str, doc: dict[str, Any]) -> None:
@@ -223,6 +234,7 @@ def group_pods_admitted(ns: str, doc: dict[str, Any]) -> None:
         admitted = json.loads(kubectl("create", "-n", ns, "--dry-run=server", "-o", "json", "-f", "-",
                                       stdin=json.dumps(pod)).stdout)  # fmt: skip
         assert admitted["spec"]["securityContext"]["runAsNonRoot"] is True
+        assert admitted["spec"]["containers"][0]["lifecycle"] == stopping.lifecycle()
 
 
 def test_scale_subresource(

@@ -201,6 +201,7 @@ def test_sample_server_command_has_exactly_the_model_card_flags() -> None:
         "--tensor-parallel-size": "4",
         "--max-model-len": "262144",
         "--gpu-memory-utilization": "0.92",
+        "--shutdown-timeout": "1200",
         "--reasoning-parser": "deepseek_r1",
         "--enable-auto-tool-choice": None,
         "--tool-call-parser": "hermes",

@@ -30,6 +30,8 @@ MESSAGE_BYTES = 4096
 """The kubelet keeps at most this much of a termination-log file."""
 HOST_MOUNTS = ("/dev/",)
 """Mounts that stay the host's own here (/dev/shm: vLLM's shared memory)."""
+DEFAULT_GRACE_SECONDS = 30
+"""Kubernetes' terminationGracePeriodSeconds when a pod sets none."""
 
 
 def expand(text: str, env: Mapping[str, str]) -> str:
@@ -170,6 +172,29 @@ class Probe:
             else f"exec {' '.join(self.exec_command or [])}"
         )
         return f"{self.kind}: {action}, every {self.period:g}s, timeout {self.timeout:g}s"
+
+
+@dataclass(frozen=True)
+class Stop:
+    """How the kubelet stops the container: the preStop hook, then SIGTERM to PID 1, then
+    SIGKILL when the pod's grace period, counted from the start of the stop, runs out."""
+
+    pre_stop_seconds: float
+    """The preStop `sleep` (the only hook supported here); 0 without one."""
+    grace_seconds: float
+
+    @classmethod
+    def of(cls, pod_spec: Mapping[str, Any], container: Mapping[str, Any]) -> Stop:
+        hook = (container.get("lifecycle") or {}).get("preStop")
+        if hook is not None and set(hook) != {"sleep"}:
+            raise ValueError(f"preStop {sorted(hook)}: only the sleep action is supported here")
+        pre_stop = float(hook["sleep"]["seconds"]) if hook else 0.0
+        return cls(pre_stop, float(pod_spec.get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)))
+
+    @property
+    def after_sigterm(self) -> float:
+        """What is left of the grace period once the hook is done: the process's time to exit."""
+        return max(self.grace_seconds - self.pre_stop_seconds, 0.0)
 
 
 def http_ok(host: str, port: int, path: str, timeout: float) -> bool:

@@ -6,11 +6,15 @@ from __future__ import annotations
 __all__ = [
     "BAKED_IMAGE",
     "CAPABILITIES",
+    "DECODE_TOKENS_PER_SECOND",
+    "DEFAULT_ANSWER_TOKENS",
     "DEFAULT_IMAGE",
     "DEFAULT_MODEL",
+    "DRAIN_SECONDS",
     "FALLBACK_STEPS",
     "MANAGED_ENV",
     "MAX_CONTEXT",
+    "MAX_DRAIN_SECONDS",
     "MAX_ENV_VALUE",
     "MAX_LABEL_VALUE",
     "MAX_NAME_LENGTH",
@@ -56,6 +60,20 @@ MAX_QUALIFIED_NAME = 317
 """A label key, a taint key, a resource name: a 253-character prefix, a slash, a 63-character
 name. Also each key of a map the spec passes through (a CRD bounds map keys only by CEL)."""
 MAX_LABEL_VALUE = 63
+
+DECODE_TOKENS_PER_SECOND = 30
+"""An ordinary decode speed of one sequence of this model in a loaded batch (4 H100s, FP8):
+alone it decodes faster, among dozens of others slower. The drain is sized on it."""
+DEFAULT_ANSWER_TOKENS = 32768
+"""The model card's output length, the default `sampling.maxTokens`."""
+DRAIN_SECONDS = 1200
+"""vLLM's `--shutdown-timeout` by default: the default answer, started just before SIGTERM,
+finishes at the ordinary speed: 32768 tokens / 30 tokens/s = 1092 s, rounded up to 20 minutes
+(enough down to 27.3 tokens/s). vLLM exits as soon as its last request ends: an idle server
+stops in seconds, whatever this is."""
+MAX_DRAIN_SECONDS = 10800
+"""The longest answer the API allows (`sampling.maxTokens` up to 262144) at the same speed is
+8738 s; 3 hours bounds a typo, not a real drain."""
 
 TENSOR_SIZES = (1, 2, 4, 8)
 MAX_PIPELINE = 8

@@ -9,10 +9,13 @@ from typing import Annotated, Any, ClassVar, Literal, get_args
 from pydantic import Field, JsonValue, StringConstraints
 
 from qwen_operator.api.defaults import (
+    DEFAULT_ANSWER_TOKENS,
     DEFAULT_MODEL,
+    DRAIN_SECONDS,
     FALLBACK_STEPS,
     MANAGED_ENV,
     MAX_CONTEXT,
+    MAX_DRAIN_SECONDS,
     MAX_ENV_VALUE,
     MAX_PIPELINE,
     MAX_QUALIFIED_NAME,
@@ -311,7 +314,7 @@ class SamplingSpec(ApiObject):
     """Min-p sampling; the model card recommends 0."""
     presence_penalty: Annotated[float, Field(ge=0, le=2)] | None = None
     """0 to 2 reduces endless repetitions (model card); unset leaves vLLM's default."""
-    max_tokens: Annotated[int, Field(ge=1, le=MAX_CONTEXT)] | None = 32768
+    max_tokens: Annotated[int, Field(ge=1, le=MAX_CONTEXT)] | None = DEFAULT_ANSWER_TOKENS
     """Default output length when a request sets none; the model card advises 32768 (81920 for
     competition math and code)."""
 
@@ -568,10 +571,15 @@ class AuthSpec(ApiObject):
 
 
 class DisruptionSpec(ApiObject):
-    """The PodDisruptionBudget."""
+    """How servers stop: the PodDisruptionBudget, and the drain of their requests."""
 
     max_unavailable: IntOrPercent = 1
     """Replicas that voluntary disruptions (drains) may take down at once."""
+    drain_seconds: Annotated[int, Field(ge=0, le=MAX_DRAIN_SECONDS)] = DRAIN_SECONDS
+    """Seconds a stopping server finishes its in-flight requests (vLLM's --shutdown-timeout);
+    it takes no new ones and exits when the last ends. The default lets the default
+    32768-token answer finish at 30 tokens/s (1092 s). The pods' terminationGracePeriodSeconds
+    covers it; 0 aborts the requests at once."""
 
 
 def _weights_fit(s: QwenThinkingDeploymentSpec) -> bool:
@@ -790,7 +798,7 @@ class QwenThinkingDeploymentSpec(ApiObject):
     auth: AuthSpec = _sub(AuthSpec)
     """API key."""
     disruption: DisruptionSpec = _sub(DisruptionSpec)
-    """PodDisruptionBudget."""
+    """PodDisruptionBudget and drain."""
     autoscaling: AutoscalingSpec | None = None
     """Scale the replicas on vLLM's waiting queue (a KEDA ScaledObject, else a
     HorizontalPodAutoscaler); the autoscaler then owns spec.replicas."""

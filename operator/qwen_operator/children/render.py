@@ -41,8 +41,8 @@ from qwen_operator.api.vocabulary import (
     leader_labels,
     selector_labels,
 )
-from qwen_operator.children import alerting, launcher, placement, registry, security
-from qwen_runtime.argv import GPU_MEMORY_UTILIZATION
+from qwen_operator.children import alerting, launcher, placement, registry, security, stopping
+from qwen_runtime.argv import GPU_MEMORY_UTILIZATION, SHUTDOWN_TIMEOUT
 from qwen_runtime.engine import ENGINE_READY_TIMEOUT_S, ENGINE_READY_TIMEOUT_VAR
 from qwen_runtime.fetch import EXIT_ACCESS_DENIED, EXIT_CONFIG, EXIT_REPO_NOT_FOUND, EXIT_REVISION_NOT_FOUND
 from qwen_runtime.ready import API_KEY_VAR
@@ -51,8 +51,6 @@ CONTAINER_PORT = 8000
 WEIGHTS_MOUNT = "/models"
 HF_CACHE = f"{WEIGHTS_MOUNT}/hub"
 SHM_SIZE = "16Gi"
-GRACE_SECONDS = 120
-"""Time for vLLM to finish in-flight requests after SIGTERM before the kubelet kills it."""
 
 DEFAULT_REQUESTS = {"cpu": "8", "memory": "96Gi"}
 DEFAULT_LIMITS = {"memory": "256Gi"}
@@ -196,6 +194,7 @@ def server_argv(
         args.append("--enable-expert-parallel")
     args += multi_node_args(spec.parallelism.pipeline, worker)
     args += [GPU_MEMORY_UTILIZATION, f"{utilization:g}"]
+    args += [SHUTDOWN_TIMEOUT, str(spec.disruption.drain_seconds)]  # stopping.grace_seconds covers it
     if spec.runtime.kv_cache_dtype != "auto":
         args += ["--kv-cache-dtype", spec.runtime.kv_cache_dtype]
     if spec.reasoning_parser != "none":
@@ -396,7 +395,8 @@ def _values(
         "tolerations": [gpu_toleration, *(_plain(t) for t in spec.scheduling.tolerations)],
         "affinity": None if spec.scheduling.affinity is None else _plain(spec.scheduling.affinity),
         "priority_class": spec.scheduling.priority_class_name,
-        "grace_seconds": GRACE_SECONDS,
+        "grace_seconds": stopping.grace_seconds(spec),
+        "lifecycle": stopping.lifecycle(),
         "shm_size": SHM_SIZE,
         "container_port": CONTAINER_PORT,
         "service_type": spec.service.type,
