@@ -238,9 +238,12 @@ OTHER_ACCESS: tuple[Access, ...] = (
     Access("", "nodes", frozenset({"list", "watch"})),
     Access("apiextensions.k8s.io", "customresourcedefinitions", frozenset({"list", "watch"})),
     Access("", "events", frozenset({"list", "watch", "create"})),
+    Access("authentication.k8s.io", "tokenreviews", frozenset({"create"})),
+    Access("authorization.k8s.io", "subjectaccessreviews", frozenset({"create"})),
 )
 """What the operator reads and writes besides its children: its resources and their status,
-pods and GPU nodes (watched, never written), CRDs (which optional APIs are served), events."""
+pods and GPU nodes (watched, never written), CRDs (which optional APIs are served), events,
+and the reviews that decide who may read its /metrics (process/access.py)."""
 
 
 def access() -> tuple[Access, ...]:
