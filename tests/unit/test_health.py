@@ -85,8 +85,10 @@ class Queue:
 
 def test_the_body_never_names_the_pod_that_leads() -> None:
     """The health port asks no credentials: the leader's pod name is for the log (lease.py)."""
+
     def replica(holder: str, identity: str) -> handlers.Runtime:
-        return handlers.Runtime(cast(Any, Queue()), cast(Any, None), elector=cast(Any, Elector(holder, identity)))
+        elector = cast(Any, Elector(holder, identity))
+        return handlers.Runtime(cast(Any, Queue()), cast(Any, None), elector=elector)
 
     ok, body = replica("pod-a", "pod-b").health()
     assert ok and body.startswith("ok; standing by; ")
