@@ -18,6 +18,7 @@ import yaml
 from e2e.devcluster.consumers import CHART, helm
 from qwen_operator import cli
 from qwen_operator.admission import operator_writes, tenant
+from qwen_operator.process import tls
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = "qwenthinkingdeployments.serving.qwen-operator.io.yaml"
@@ -42,6 +43,11 @@ def is_user_role(doc: dict[str, Any]) -> bool:
     return doc["kind"] == "ClusterRole" and any(k.startswith(AGGREGATE) for k in labels)
 
 
+def is_metrics_reader(doc: dict[str, Any]) -> bool:
+    """The ClusterRole that lets a Prometheus read /metrics (`<release>-metrics-reader`)."""
+    return doc["kind"] == "ClusterRole" and doc["metadata"]["name"].endswith("-metrics-reader")
+
+
 def is_beside(doc: dict[str, Any]) -> bool:
     """One of the objects the chart renders beside the operator's own of its kind: the
     cluster-scoped reads' ClusterRole and binding, a watched namespace's RoleBinding, the tenant
@@ -62,7 +68,7 @@ def named(docs: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, An
 def by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """One object of each kind; of the ClusterRoles, the operator's (`user_roles`, `is_beside`:
     the others)."""
-    docs = [d for d in docs if not is_user_role(d) and not is_beside(d)]
+    docs = [d for d in docs if not is_user_role(d) and not is_beside(d) and not is_metrics_reader(d)]
     kinds = [d["kind"] for d in docs]
     assert len(kinds) == len(set(kinds)), kinds
     return {d["kind"]: d for d in docs}
@@ -70,6 +76,11 @@ def by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def user_roles(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {d["metadata"]["name"]: d for d in docs if is_user_role(d)}
+
+
+def metrics_reader(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (role,) = [d for d in docs if is_metrics_reader(d)]
+    return role
 
 
 def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -91,6 +102,8 @@ def test_lint_strict_with_the_defaults_and_every_option() -> None:
         "monitoring.prometheusRule.enabled=true", "monitoring.grafanaDashboard.enabled=true",
         "userRoles.enabled=false", "operatorPolicy.enabled=false", "tenantPolicy.enabled=true",
         "tenantPolicy.params.allowedModels={Qwen/*}",
+        "userRoles.enabled=false", "metrics.certSecret=metrics-tls", "health.port=9091",
+        "metrics.serviceMonitor.tlsConfig.serverName=qwen-operator-metrics.qwen-operator-system.svc",
     ]  # fmt: skip
     out = helm("lint", "--strict", str(CHART), *[a for o in options for a in ("--set", o)]).stdout
     assert "0 chart(s) failed" in out
@@ -109,6 +122,8 @@ def test_lint_strict_with_the_defaults_and_every_option() -> None:
         ("tenantPolicy.params.allowedImages={x}", "allowedImages"),  # no such parameter
         ("tenantPolicy.params.allowedDigests={latest}", "allowedDigests"),
         ("operatorPolicy.enable=false", "enable"),
+        ("metrics.certSecret=Not_A_Secret", "certSecret"),
+        ("health.prot=9091", "prot"),  # a typo is an error, not ignored
     ],
 )
 def test_values_schema_refuses_what_would_break_the_operator(value: str, complaint: str) -> None:
@@ -250,17 +265,48 @@ def test_chart_version_app_version_and_image_are_the_release() -> None:
 
 def test_values_reach_the_pod() -> None:
     docs = template(
-        "replicas=0", "resources.limits.memory=1Gi", "workers=8", "logLevel=DEBUG", "metrics.port=9090"
-    )
+        "replicas=0", "resources.limits.memory=1Gi", "workers=8", "logLevel=DEBUG", "metrics.port=9090",
+        "health.port=9091",
+    )  # fmt: skip
     deployment = by_kind(docs)["Deployment"]
     assert deployment["spec"]["replicas"] == 0
     c = container(docs)
     assert c["resources"]["limits"]["memory"] == "1Gi"
     env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
     assert env["QWEN_OPERATOR_WORKERS"] == "8" and env["QWEN_OPERATOR_LOG_LEVEL"] == "DEBUG"
-    assert env["QWEN_OPERATOR_HTTP_PORT"] == "9090"
-    assert c["ports"] == [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]
-    assert by_kind(docs)["Service"]["spec"]["ports"][0]["port"] == 9090
+    assert env["QWEN_OPERATOR_METRICS_PORT"] == "9090" and env["QWEN_OPERATOR_HEALTH_PORT"] == "9091"
+    assert c["ports"] == [
+        {"name": "metrics", "containerPort": 9090, "protocol": "TCP"},
+        {"name": "health", "containerPort": 9091, "protocol": "TCP"},
+    ]
+    assert c["livenessProbe"]["httpGet"]["port"] == c["readinessProbe"]["httpGet"]["port"] == "health"
+    service_ports = [p["port"] for p in by_kind(docs)["Service"]["spec"]["ports"]]
+    assert service_ports == [9090]  # the health port is not behind the Service
+    assert "QWEN_OPERATOR_METRICS_CERT_DIR" not in env  # a self-signed certificate by default
+
+
+def test_a_certificate_secret_is_mounted_where_the_operator_reads_it() -> None:
+    c = container(template("metrics.certSecret=metrics-tls"))
+    env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == "metrics-tls"]
+    assert mount["mountPath"] == env["QWEN_OPERATOR_METRICS_CERT_DIR"] and mount["readOnly"] is True
+    pod = by_kind(template("metrics.certSecret=metrics-tls"))["Deployment"]["spec"]["template"]["spec"]
+    assert {"name": "metrics-tls", "secret": {"secretName": "metrics-tls"}} in pod["volumes"]
+    # The operator reads the files a kubernetes.io/tls Secret mounts (tls.crt, tls.key) from there.
+    assert (tls.CERT_FILE, tls.KEY_FILE) == ("tls.crt", "tls.key")
+
+
+def test_the_metrics_reader_is_the_kustomize_bases_under_the_release_prefix() -> None:
+    base = yaml.safe_load((REPO / "manifests" / "clusterrole-metrics-reader.yaml").read_text())
+    role = metrics_reader(template(release="team", namespace="team-ops"))
+    assert role["metadata"]["name"] == "team-qwen-operator-metrics-reader"
+    assert role["rules"] == base["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+    assert (CHART / "files" / "clusterrole-metrics-reader.yaml").resolve() == (
+        REPO / "manifests" / "clusterrole-metrics-reader.yaml"
+    ).resolve()
+    docs = template()
+    bound = [d for d in docs if d.get("roleRef", {}).get("name") == role["metadata"]["name"]]
+    assert bound == []  # bound to no one: whoever runs the Prometheus binds its ServiceAccount
 
 
 def test_service_monitor_only_when_asked_and_it_selects_the_metrics_service() -> None:
@@ -274,6 +320,19 @@ def test_service_monitor_only_when_asked_and_it_selects_the_metrics_service() ->
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == [p["name"] for p in service["spec"]["ports"]]
     assert monitor["metadata"]["labels"]["release"] == "prom"
     assert all(e["honorLabels"] for e in monitor["spec"]["endpoints"])  # the resources' own namespace label
+    # As manifests/monitoring's: HTTPS with Prometheus' own token, the self-signed certificate unchecked.
+    shipped = yaml.safe_load((MONITORING / "servicemonitor.yaml").read_text())["spec"]["endpoints"][0]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    for key in ("port", "path", "scheme", "bearerTokenFile", "tlsConfig", "honorLabels"):
+        assert endpoint[key] == shipped[key], key
+    assert endpoint["scheme"] == "https" and endpoint["tlsConfig"] == {"insecureSkipVerify": True}
+    ca = {"ca": {"secret": {"name": "metrics-ca", "key": "ca.crt"}}, "serverName": "x.ops.svc"}
+    sets = [f"metrics.serviceMonitor.tlsConfig.ca.secret.name={ca['ca']['secret']['name']}",
+            "metrics.serviceMonitor.tlsConfig.ca.secret.key=ca.crt",
+            "metrics.serviceMonitor.tlsConfig.serverName=x.ops.svc",
+            "metrics.serviceMonitor.tlsConfig.insecureSkipVerify=null"]  # fmt: skip
+    verified = by_kind(template("metrics.serviceMonitor.enabled=true", *sets))["ServiceMonitor"]
+    assert verified["spec"]["endpoints"][0]["tlsConfig"] == ca
     pod_labels = kinds["Deployment"]["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     kinds = by_kind(template("metrics.enabled=false", "metrics.serviceMonitor.enabled=true"))

@@ -243,10 +243,13 @@ and their status, pods (watched, never written), events."""
 CLUSTER_ACCESS: tuple[Access, ...] = (
     Access("", "nodes", frozenset({"list", "watch"})),
     Access("apiextensions.k8s.io", "customresourcedefinitions", frozenset({"list", "watch"})),
+    Access("authentication.k8s.io", "tokenreviews", frozenset({"create"})),
+    Access("authorization.k8s.io", "subjectaccessreviews", frozenset({"create"})),
 )
-"""What the operator reads outside any namespace: GPU nodes (the memory plan) and CRDs (which
-optional APIs are served). Kept apart so that serving named namespaces binds every other rule
-only in those namespaces (a RoleBinding each) and this alone cluster-wide."""
+"""What the operator needs outside any namespace: GPU nodes (the memory plan), CRDs (which
+optional APIs are served), and the reviews that decide who may read its /metrics
+(process/access.py; cluster-scoped kinds). Kept apart so that serving named namespaces binds
+every other rule only in those namespaces (a RoleBinding each) and this alone cluster-wide."""
 
 
 def access() -> tuple[Access, ...]:

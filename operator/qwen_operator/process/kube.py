@@ -33,6 +33,11 @@ from qwen_operator.reconcile import snapshot
 REQUEST_TIMEOUT = 30.0
 EVENT_MESSAGE_LIMIT = 1024
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+REVIEWS = {
+    "tokenreviews": "/apis/authentication.k8s.io/v1/tokenreviews",
+    "subjectaccessreviews": "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+}
+"""The reviews the /metrics endpoint asks for (access.py), by resource: their collections."""
 UNAVAILABLE = (502, 503, 504)
 """Statuses that mean the apiserver (or etcd behind it) cannot serve now, not a refusal."""
 
@@ -179,6 +184,8 @@ class Kube:
     ) -> dict[str, Any]:
         if resource == "leases":
             metrics.LEASE_REQUESTS.labels(verb=verb).inc()
+        elif resource in REVIEWS:  # a scrape's; a standby replica serves /metrics too: never fenced
+            metrics.ACCESS_REVIEWS.labels(resource=resource).inc()
         elif read:  # the optional kinds' own watches (optional_kinds.py): never fenced
             metrics.WATCH_REQUESTS.labels(verb=verb, resource=resource).inc()
         else:
@@ -199,6 +206,14 @@ class Kube:
             metrics.API_ERRORS.labels(verb=verb, resource=resource, code=str(resp.status)).inc()
             raise ApiError(resp.status, str(resp.reason or ""), _message(text), _status(text))
         return dict(json.loads(text)) if text else {}
+
+    # -- the /metrics endpoint's reviews (access.ReviewApi) -----------------------------------
+
+    def review(self, resource: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a TokenReview or SubjectAccessReview; the apiserver answers in its status and
+        stores nothing. Counted apart (`access_reviews`), so the reconciler's own count of
+        requests stays what the reconciler sent."""
+        return self._request("create", "POST", resource, REVIEWS[resource], body=body)
 
     # -- the leader-election Lease (lease.LeaseApi) -----------------------------------------
 
