@@ -14,7 +14,10 @@ of the server container and:
 * gives the child vLLM's engine-start timeout unless the environment sets one
   (``engine.ENGINE_READY_TIMEOUT_S``);
 * on failure writes one JSON line to the termination log
-  (schema: ``qwen_runtime.record``).
+  (schema: ``qwen_runtime.record``);
+* times the start-up phases and prints a start report to its stdout, one line, at each phase
+  change, every 30 s while starting and once ready (``qwen_runtime.startup``): the channel of a
+  start that succeeds, read by the operator from the pod's log.
 
 Stopping a child that ignores SIGTERM: by default the launcher does not
 escalate. vLLM may legitimately need the whole grace period to drain, and the
@@ -72,6 +75,7 @@ def run(command: Sequence[str], termination_log: str, kill_after: float | None =
     """Run ``command`` to completion; return the exit code the launcher should exit with."""
     state = _State()
     previous = {sig: signal.signal(sig, _forwarder(state)) for sig in FORWARDED_SIGNALS}
+    started = time.monotonic()
     try:
         try:
             state.proc = _spawn(command)
@@ -79,9 +83,10 @@ def run(command: Sequence[str], termination_log: str, kill_after: float | None =
             return _cannot_start(command, error, termination_log)
         for sig in state.pending:
             _send(state.proc, sig)
-        from .watch import OutputWatcher  # while the child starts
+        from .startup import StartClock  # while the child starts
+        from .watch import OutputWatcher
 
-        watcher = OutputWatcher()
+        watcher = OutputWatcher(clock=StartClock(started))
         _copy(state, watcher, kill_after)
         code = _wait(state, kill_after)
     finally:
@@ -152,7 +157,8 @@ def _copy(state: _State, watcher: OutputWatcher, kill_after: float | None) -> No
             deadline = now + DRAIN_SECONDS
         return deadline is not None and now >= deadline
 
-    pump.pump({proc.stdout.fileno(): 1, proc.stderr.fileno(): 2}, watcher.feed, tick, POLL_SECONDS)
+    pump.pump({proc.stdout.fileno(): 1, proc.stderr.fileno(): 2}, watcher.feed, tick, POLL_SECONDS,
+              extra=watcher.reports)  # fmt: skip
     watcher.finish()
 
 
