@@ -18,8 +18,10 @@ __all__ = [
     "Condition",
     "ContextStatus",
     "ContextStep",
+    "PhaseTime",
     "QwenThinkingDeploymentStatus",
     "ReplicaStatus",
+    "StartStatus",
     "StatusObject",
     "UtilizationStatus",
     "WeightsStatus",
@@ -105,6 +107,30 @@ class Condition(StatusObject):
     """When the status last changed."""
 
 
+class PhaseTime(StatusObject):
+    """How long one start-up phase took."""
+
+    phase: str
+    """engineStart, weightLoading, profiling, kvCacheAllocation, cudaGraphCapture, warmUp or serving."""
+    seconds: float
+    """From the phase's first line in vLLM's log to the next phase's."""
+
+
+class StartStatus(StatusObject):
+    """Where the time of a replica's last start went, as its launcher timed it."""
+
+    started_at: str
+    """The server container's startedAt (RFC 3339): the start this describes."""
+    seconds: float | None = None
+    """From the launcher's start until vLLM's API server was up."""
+    summary: str = ""
+    """In words, e.g. "weights 5m12s, profiling 1m40s (compile 1m10s), graphs 48s"."""
+    phases: list[PhaseTime] | None = None
+    """Each phase, in order (a phase vLLM skipped is absent: no CUDA graphs with --enforce-eager)."""
+    compile_seconds: float | None = None
+    """vLLM's own torch.compile total, part of profiling, when it printed one."""
+
+
 class ReplicaStatus(StatusObject):
     """One server pod's progress, as the kubelet reports it."""
 
@@ -118,6 +144,11 @@ class ReplicaStatus(StatusObject):
     """Restarts of the server container."""
     reason: str = ""
     """Why it waits or fails: the scheduler's, the kubelet's or the launcher's reason."""
+    phase: str = ""
+    """While LoadingModel: the start-up phase vLLM is in, from the launcher's report (weightLoading,
+    profiling, kvCacheAllocation, cudaGraphCapture, warmUp, serving)."""
+    last_start: StartStatus | None = None
+    """The last start that reached serving: its phases, timed."""
 
 
 class WeightsStatus(StatusObject):

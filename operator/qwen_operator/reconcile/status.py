@@ -260,6 +260,8 @@ class Inputs:
     """The shared download (model.cache.mode Shared)."""
     served: frozenset[str] = frozenset()
     """The optional CRDs the apiserver serves (which autoscaler, whether an InferencePool)."""
+    starts: tuple[snapshot.StartSeen, ...] = ()
+    """The servers' start reports (reconcile/starts.py)."""
 
 
 def build(f: Inputs, before: Status, now: datetime) -> Status:
@@ -268,7 +270,7 @@ def build(f: Inputs, before: Status, now: datetime) -> Status:
     want = res.spec.replicas
     ro = rollout(f.sts, want, f.sts_changing)
     phase = phase_of(want, ro, f.problem)
-    entries = stages.stages(f.pods)
+    entries = stages.stages(f.pods, f.starts, before.replica_status or ())
     summary = stages.summary(entries, want)
     conds = kstatus(phase, want, ro, f.problem, f.wait, res.spec.paused, generation, summary)
     conds += [context_reduced(f.decision, generation), utilization_reduced(f.decision, generation)]
