@@ -214,12 +214,14 @@ OTHER_ACCESS: tuple[Access, ...] = (
     Access("serving.qwen-operator.io", "qwenthinkingdeployments", frozenset({"list", "watch"})),
     Access("serving.qwen-operator.io", "qwenthinkingdeployments/status", frozenset({"patch"})),
     Access("", "pods", frozenset({"list", "watch"})),
+    Access("", "pods/log", frozenset({"get"})),
     Access("", "nodes", frozenset({"list", "watch"})),
     Access("apiextensions.k8s.io", "customresourcedefinitions", frozenset({"list", "watch"})),
     Access("", "events", frozenset({"list", "watch", "create"})),
 )
 """What the operator reads and writes besides its children: its resources and their status,
-pods and GPU nodes (watched, never written), CRDs (which optional APIs are served), events."""
+pods and GPU nodes (watched, never written), the server's log (its launcher's start report,
+reconcile/starts.py), CRDs (which optional APIs are served), events."""
 
 
 def access() -> tuple[Access, ...]:
