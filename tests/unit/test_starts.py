@@ -141,3 +141,41 @@ def test_the_status_names_the_phase_while_loading_and_keeps_the_last_start() -> 
     again = Pod("q-0", "u-0").starting("loading", T[3]).facts()
     (kept,) = stages.stages([again], [], [served])
     assert kept.stage == Stage.LOADING_MODEL and kept.last_start == served.last_start
+
+
+def test_vllms_kv_cache_figures_are_kept_while_what_decides_the_fit_holds() -> None:
+    report: startup.Report = {**FINAL, "vllmVersion": "0.33.0",
+                              "kvCache": {"memoryGiB": 10.38, "tokens": 268176, "maxConcurrency": 1.02,
+                                          "maxModelLen": 262144}}  # fmt: skip
+    pod = Pod("q-0", "u-0").context(262144).utilization(0.92).starting("serving", T[1]).facts()
+    seen = snapshot.StartSeen("q-0", "u-0", T[1], report)
+    observed = starts.observed_memory([seen], [pod], "b1", None)
+    assert observed is not None
+    assert (observed.kv_cache_tokens, observed.kv_cache_gib, observed.max_concurrency) == (
+        268176,
+        10.38,
+        1.02,
+    )
+    assert (observed.vllm_version, observed.max_model_len, observed.basis) == ("0.33.0", 262144, "b1")
+    assert observed.started_at == clock.rfc3339(T[1])
+    wire = observed.model_dump(by_alias=True, exclude_none=True)
+    assert wire["kvCacheGiB"] == 10.38 and wire["kvCacheTokens"] == 268176
+    # no new start: kept while the basis holds, set aside when it changes
+    assert starts.observed_memory([], [pod], "b1", observed) == observed
+    assert starts.observed_memory([], [pod], "b2", observed) is None
+    # a heartbeat (not ready) or a report without figures says nothing
+    assert (
+        starts.observed_memory([snapshot.StartSeen("q-0", "u-0", T[1], LOADING)], [pod], "b1", None) is None
+    )
+
+
+def test_the_fit_basis_follows_the_image_gpu_parallelism_and_kv_dtype_not_the_context() -> None:
+    from qwen_operator.memory import cures
+    from testkit.wrappers import parsed
+
+    base = cures.fit_basis(parsed({}))
+    assert cures.fit_basis(parsed({"context": {"maxModelLen": 131072}})) == base
+    assert cures.fit_basis(parsed({"runtime": {"gpuMemoryUtilization": 0.85}})) == base
+    for changed in ({"runtime": {"image": "vllm/vllm-openai:v0.34.0"}}, {"runtime": {"kvCacheDtype": "fp8"}},
+                    {"parallelism": {"tensor": 8, "expert": True}}, {"gpu": {"memoryGiB": 141}}):  # fmt: skip
+        assert cures.fit_basis(parsed(changed)) != base, changed

@@ -18,6 +18,8 @@ __all__ = [
     "Condition",
     "ContextStatus",
     "ContextStep",
+    "MemoryStatus",
+    "ObservedMemory",
     "PhaseTime",
     "QwenThinkingDeploymentStatus",
     "ReplicaStatus",
@@ -151,6 +153,39 @@ class ReplicaStatus(StatusObject):
     """The last start that reached serving: its phases, timed."""
 
 
+class ObservedMemory(StatusObject):
+    """vLLM's own KV-cache figures from the last start that reached serving (its launcher's report)."""
+
+    pod: str
+    """The replica that reported them."""
+    started_at: str
+    """The server container's startedAt: the start they come from."""
+    vllm_version: str = ""
+    """The vLLM that printed them."""
+    image: str = ""
+    """The server image."""
+    gpu_memory_utilization: float | None = None
+    """--gpu-memory-utilization of that start."""
+    max_model_len: int | None = None
+    """--max-model-len of that start (the context in force)."""
+    kv_cache_gib: float | None = Field(default=None, alias="kvCacheGiB")
+    """The memory vLLM gave the KV cache (GiB, per GPU)."""
+    kv_cache_tokens: int | None = None
+    """The KV cache's size in tokens (per replica)."""
+    max_concurrency: float | None = None
+    """How many requests of maxModelLen tokens the KV cache holds at once."""
+    basis: str = ""
+    """Digest of what decides the fit (model, image, GPU, parallelism, KV dtype, extra args): a
+    change sets the figures aside until the next start measures them."""
+
+
+class MemoryStatus(StatusObject):
+    """What the GPU memory holds, as vLLM measured it."""
+
+    observed: ObservedMemory | None = None
+    """vLLM's own KV-cache figures from the last good start, while their basis holds."""
+
+
 class WeightsStatus(StatusObject):
     """The shared download (model.cache.mode Shared): its claim, its Job and the Job's state."""
 
@@ -187,5 +222,7 @@ class QwenThinkingDeploymentStatus(StatusObject):
     """One entry per server pod: its stage, since when, restarts and last reason."""
     weights: WeightsStatus | None = None
     """The shared download, with model.cache.mode Shared."""
+    memory: MemoryStatus | None = None
+    """vLLM's own KV-cache figures from the last good start (status.memory.observed)."""
     conditions: list[Condition] = Field(default_factory=list)
     """kstatus conditions."""

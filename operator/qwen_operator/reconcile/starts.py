@@ -126,3 +126,38 @@ def current(starts: Iterable[snapshot.StartSeen], pod: snapshot.Pod) -> snapshot
     if server is None or server.running_since is None:
         return None
     return next((s for s in starts if s.uid == pod.uid and s.started_at == server.running_since), None)
+
+
+def observed_memory(
+    seen: Iterable[snapshot.StartSeen],
+    pods: Sequence[snapshot.Pod],
+    basis: str,
+    before: api.ObservedMemory | None,
+) -> api.ObservedMemory | None:
+    """vLLM's KV-cache figures from the latest start that reached serving and reported them,
+    under the current `basis`; else what the status held, while its basis holds."""
+    by_uid = {p.uid: p for p in pods}
+    found = [
+        s for s in seen
+        if s.report.get("ready") and (s.report.get("kvCache") or {}).get("tokens") and s.uid in by_uid
+    ]  # fmt: skip
+    if found:
+        latest = max(found, key=lambda s: s.started_at)
+        pod = by_uid[latest.uid]
+        kv = latest.report.get("kvCache") or {}
+        server = pod.server
+        return api.ObservedMemory(
+            pod=latest.pod,
+            started_at=clock.rfc3339(latest.started_at),
+            vllm_version=latest.report.get("vllmVersion", ""),
+            image=server.image if server is not None else "",
+            gpu_memory_utilization=pod.server_utilization,
+            max_model_len=kv.get("maxModelLen") or pod.server_context,
+            kv_cache_gib=kv.get("memoryGiB"),
+            kv_cache_tokens=kv.get("tokens"),
+            max_concurrency=kv.get("maxConcurrency"),
+            basis=basis,
+        )
+    if before is not None and before.basis == basis:
+        return before
+    return None

@@ -32,9 +32,10 @@ from qwen_operator.api.vocabulary import (
     selector_string,
 )
 from qwen_operator.children import render
+from qwen_operator.memory import cures
 from qwen_operator.memory.cures import Decision
 from qwen_operator.process import clock
-from qwen_operator.reconcile import snapshot, stages
+from qwen_operator.reconcile import snapshot, stages, starts
 from qwen_operator.reconcile.problems import Problem, Wait, short
 
 LWS_BUSY = frozenset({"UpdateInProgress"})
@@ -292,8 +293,16 @@ def build(f: Inputs, before: Status, now: datetime) -> Status:
         progress=stages.progress(entries, want),
         replica_status=entries or None,
         weights=f.weights,
+        memory=_memory(f, before),
         conditions=merged,
     )
+
+
+def _memory(f: Inputs, before: Status) -> api.MemoryStatus | None:
+    """vLLM's own figures from the last good start, while what decides the fit holds."""
+    held = before.memory.observed if before.memory is not None else None
+    observed = starts.observed_memory(f.starts, f.pods, cures.fit_basis(f.res), held)
+    return None if observed is None else api.MemoryStatus(observed=observed)
 
 
 def autoscaling(
