@@ -94,6 +94,14 @@ def test_the_phases_of_a_real_start_reach_the_status_the_metric_and_describe(
     assert "weights " in last["summary"] and "profiling " in last["summary"]
     assert entry["stage"] == "Serving" and not entry.get("phase")
 
+    # vLLM's own KV-cache figures from this start, as the launcher read them (issue 25, item 3)
+    observed = obj["status"]["memory"]["observed"]
+    kv = printed["kvCache"]
+    assert (observed["kvCacheTokens"], observed["maxModelLen"]) == (kv["tokens"], CONTEXT)
+    assert observed["kvCacheGiB"] == kv["memoryGiB"] == KV_BUDGET_GIB
+    assert observed["vllmVersion"] == printed["vllmVersion"] and observed["basis"]
+    assert (observed["pod"], observed["startedAt"]) == (run.pod, last["startedAt"])
+
     # while it started, the status and Reconciling named the phase it was in
     assert phases_seen, "no start-up phase was reported while the server started"
     assert any(m and ": " in m.split(";")[-1] for m in messages), messages
