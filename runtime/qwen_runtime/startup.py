@@ -69,6 +69,14 @@ class StartPhase(StrEnum):
     """vLLM's API server starting, until it accepts requests."""
 
 
+START_MARKERS: tuple[tuple[bytes, StartPhase], ...] = (
+    (b"Warming up model for the compilation", StartPhase.PROFILING),
+    (b"GiB for KV cache", StartPhase.KV_CACHE_ALLOCATION),
+)
+"""Phase lines of vLLM's CPU worker, which prints neither "Model loading took" nor "Available KV
+cache memory": without them its compile run (minutes) would count as loading the weights. Only
+the start clock reads them; failure classification keeps ``classify.PHASE_MARKERS``."""
+
 READY_MARKER = b"Application startup complete"
 """uvicorn's line once the API server accepts requests (``/health`` answers from then on)."""
 

@@ -23,14 +23,17 @@ from collections.abc import Callable
 
 from .classify import KEY_MARKERS, PHASE_MARKERS, KeyLine, classify, clean
 from .record import CudaPhase, Record
-from .startup import FIGURE_MARKERS, READY_MARKER, StartClock
+from .startup import FIGURE_MARKERS, READY_MARKER, START_MARKERS, StartClock, StartPhase
 
 # Once the server is up (CudaPhase.SERVING), scanning stops: start-up causes are
 # behind us, and a crash while serving ends the output, so the tail holds it. A
 # busy server's request logs then cost a copy and nothing more.
 
 MAX_LINE_BYTES = 4096
-_OVERLAP = max(len(m) for m in (*KEY_MARKERS, *FIGURE_MARKERS, READY_MARKER, *(p for p, _ in PHASE_MARKERS)))
+_OVERLAP = max(
+    len(m)
+    for m in (*KEY_MARKERS, *FIGURE_MARKERS, READY_MARKER, *(p for p, _ in (*PHASE_MARKERS, *START_MARKERS)))
+)
 _LINE_MARKERS = KEY_MARKERS + FIGURE_MARKERS
 REPORT_OUTPUT = 1
 """The launcher's fd its start reports go to (vLLM logs its lines to stdout)."""
@@ -134,7 +137,7 @@ class OutputWatcher:
         events: list[tuple[int, int, object]] = []
         markers: list[tuple[bytes, object]] = list(PHASE_MARKERS)
         if self.clock is not None:
-            markers.append((READY_MARKER, _READY))
+            markers += [(READY_MARKER, _READY), *START_MARKERS]
         for marker, phase in markers:
             pos = tail.rfind(marker, region)
             if pos >= 0 and pos + len(marker) > start:
@@ -155,8 +158,9 @@ class OutputWatcher:
                 if self.clock is not None and self.clock.ready(self._now()):
                     self._report_due = True
                 continue
-            if isinstance(phase, CudaPhase):
-                self.phase = phase
+            if isinstance(phase, CudaPhase | StartPhase):
+                if isinstance(phase, CudaPhase):
+                    self.phase = phase
                 if self.clock is not None and self.clock.enter(phase, self._now()):
                     self._report_due = True
                 continue

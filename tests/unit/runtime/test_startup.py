@@ -119,3 +119,42 @@ def test_parse_takes_the_final_report_and_only_well_typed_fields() -> None:
                       "kvCache": {"memoryGiB": 2.0, "maxModelLen": 4096}}  # fmt: skip
     assert startup.latest(heartbeat)["phase"] == "profiling"  # type: ignore[index]
     assert startup.latest("no report here") is None
+
+
+CPU_LINES = [
+    "(Worker pid=31177) INFO 12-07 01:16:44 [cpu_model_runner.py:68] Starting to load model /tiny...",
+    "(Worker pid=31177) INFO 12-07 01:16:45 [default_loader.py:501] Loading weights took 0.02 seconds",
+    "(Worker pid=31177) INFO 12-07 01:16:48 [cpu_model_runner.py:87] Warming up model for the compilation...",
+    "(Worker pid=31177) INFO 12-07 01:19:47 [cpu_model_runner.py:91] Warming up done.",
+    "(Worker pid=31177) INFO 12-07 01:19:47 [cpu_worker.py:260] Explicitly set (1.0/23.54) GiB for KV cache"
+    " on node 0.",
+    "(EngineCore pid=30809) INFO 12-07 01:19:47 [kv_cache_utils.py:2327] CPU KV cache size: 65,536 tokens, "
+    "Maximum concurrency for 16,384 tokens per request: 4.00x",
+    "(APIServer pid=29415) INFO 12-07 01:19:55 [entry.py:140] Starting vLLM server on http://127.0.0.1:52589",
+    "INFO:     Application startup complete.",
+]
+"""What vLLM 0.32's CPU worker prints (e2e/test_realvllm_phases.py's log): no "Model loading took"."""
+
+
+def test_the_cpu_workers_compile_run_is_profiling_not_weights() -> None:
+    clock = Clock()
+    watcher = OutputWatcher(clock=StartClock(clock.now), now=clock)
+    feed_lines(watcher, clock, CPU_LINES)
+    ((_, line),) = watcher.reports(clock.now)
+    report = startup.latest(line.decode())
+    assert report is not None
+    assert list(report["phases"]) == [
+        "engineStart",
+        "weightLoading",
+        "profiling",
+        "kvCacheAllocation",
+        "serving",
+    ]
+    assert report["phases"]["weightLoading"] == 20.0 and report["phases"]["profiling"] == 20.0
+    assert report["kvCache"] == {
+        "memoryGiB": 1.0,
+        "tokens": 65536,
+        "maxConcurrency": 4.0,
+        "maxModelLen": 16384,
+    }
+    assert watcher.phase == CudaPhase.SERVING, "failure attribution keeps vLLM's GPU phase lines only"
