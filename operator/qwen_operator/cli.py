@@ -15,7 +15,7 @@ from qwen_operator.admission import operator_writes, tenant
 from qwen_operator.api import crd, kubeyaml
 from qwen_operator.children import render
 from qwen_operator.children.registry import OPTIONAL_CRDS
-from qwen_operator.memory import planner
+from qwen_operator.memory import cures, planner
 
 EXIT_INVALID = 2
 
@@ -139,9 +139,37 @@ def plan_text(name: str, plan: planner.Plan) -> str:
     )
 
 
+def observed_of(doc: dict[str, Any], res: api.QwenThinkingDeployment) -> api.ObservedMemory | None:
+    """vLLM's own figures in the object's status (`kubectl get qtd -o yaml | qwen-operator plan -f -`),
+    when what decides the fit is still what they were measured under."""
+    raw = ((doc.get("status") or {}).get("memory") or {}).get("observed")
+    if not isinstance(raw, dict):
+        return None
+    try:
+        found = api.ObservedMemory.model_validate(raw)
+    except ValueError:
+        return None
+    return found if found.basis == cures.fit_basis(res) else None
+
+
+def observed_text(plan: planner.Plan, observed: api.ObservedMemory) -> str:
+    """The estimate beside what vLLM measured at the last good start."""
+    tokens = observed.kv_cache_tokens or 0
+    return "\n".join(
+        [
+            f"  observed           {tokens:,} tokens of KV cache ({observed.kv_cache_gib} GiB per GPU) at"
+            f" utilization {observed.gpu_memory_utilization}, vLLM {observed.vllm_version or '?'},"
+            f" {observed.pod} started {observed.started_at}",
+            f"  estimate/observed  {plan.max_tokens:,} estimated vs {tokens:,} observed tokens"
+            f" ({plan.max_tokens - tokens:+,})",
+        ]
+    )
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     try:
-        resources = [api.parse_resource(d) for d in _load(args.file)]
+        docs_in = _load(args.file)
+        resources = [api.parse_resource(d) for d in docs_in]
     except (OSError, UnicodeDecodeError) as exc:
         return _fail(f"{args.file}: {exc}")
     except api.InvalidResource as exc:
@@ -154,13 +182,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if isinstance(plan, str):
             return _fail(plan)
         plans.append((res, plan))
+    observed = [observed_of(doc, res) for doc, res in zip(docs_in, resources, strict=True)]
     if args.output == "json":
         docs = [
-            {"name": res.metadata.name, "model": res.spec.model.id, **plan.to_dict()} for res, plan in plans
-        ]
+            {"name": res.metadata.name, "model": res.spec.model.id, **plan.to_dict(),
+             **({"observed": seen.model_dump(by_alias=True, exclude_none=True)} if seen else {})}
+            for (res, plan), seen in zip(plans, observed, strict=True)
+        ]  # fmt: skip
         print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
     else:
-        print("\n".join(plan_text(res.metadata.name, plan) for res, plan in plans))
+        texts = [
+            plan_text(res.metadata.name, plan) + ("\n" + observed_text(plan, seen) if seen else "")
+            for (res, plan), seen in zip(plans, observed, strict=True)
+        ]
+        print("\n".join(texts))
     return 0
 
 

@@ -16,7 +16,10 @@ of the server container and:
 * gives the child vLLM's engine-start timeout unless the environment sets one
   (``engine.ENGINE_READY_TIMEOUT_S``);
 * on failure writes one JSON line to the termination log
-  (schema: ``qwen_runtime.record``).
+  (schema: ``qwen_runtime.record``);
+* times the start-up phases and prints a start report to its stdout, one line, at each phase
+  change, every 30 s while starting and once ready (``qwen_runtime.startup``): the channel of a
+  start that succeeds, read by the operator from the pod's log.
 
 Stopping a child that ignores SIGTERM: by default the launcher does not
 escalate, and waits for the child whatever it receives. vLLM may legitimately need
@@ -77,6 +80,7 @@ def run(command: Sequence[str], termination_log: str, kill_after: float | None =
     """Run ``command`` to completion; return the exit code the launcher should exit with."""
     state = _State(Stop(shutdown_timeout(command), kill_after))
     previous = {sig: signal.signal(sig, _forwarder(state)) for sig in FORWARDED_SIGNALS}
+    started = time.monotonic()
     try:
         try:
             state.proc = _spawn(command)
@@ -84,9 +88,10 @@ def run(command: Sequence[str], termination_log: str, kill_after: float | None =
             return _cannot_start(command, error, termination_log)
         for sig in state.pending:
             _send(state.proc, sig)
-        from .watch import OutputWatcher  # while the child starts
+        from .startup import StartClock  # while the child starts
+        from .watch import OutputWatcher
 
-        watcher = OutputWatcher()
+        watcher = OutputWatcher(clock=StartClock(started))
         _copy(state, watcher)
         code = _wait(state)
     finally:
@@ -160,7 +165,8 @@ def _copy(state: _State, watcher: OutputWatcher) -> None:
             deadline = now + DRAIN_SECONDS
         return deadline is not None and now >= deadline
 
-    pump.pump({proc.stdout.fileno(): 1, proc.stderr.fileno(): 2}, watcher.feed, tick, POLL_SECONDS)
+    pump.pump({proc.stdout.fileno(): 1, proc.stderr.fileno(): 2}, watcher.feed, tick, POLL_SECONDS,
+              extra=watcher.reports)  # fmt: skip
     watcher.finish()
 
 

@@ -4,8 +4,9 @@ Why: the real-process tests run the server container the operator renders, so wh
 kubelet would do between the spec and the process must be done the same way here: resolve the
 environment (literal values and Secret references), expand `$(VAR)` in the command, lay out
 the container's volumes (a ConfigMap's keys as the kubelet's links into `..data`, an emptyDir or
-a claim as an empty directory), run the probes (HTTP GET or exec), and build the termination message from the
-termination-log file or, with `FallbackToLogsOnError`, from the log's tail.
+a claim as an empty directory), run the probes (HTTP GET or exec), build the termination message
+from the termination-log file or, with `FallbackToLogsOnError`, from the log's tail, and keep the
+container's log as the container runtime does (CRI format: what the kubelet serves as pods/log).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +239,17 @@ def termination_message(container: Mapping[str, Any], written: bytes, log: bytes
         tail = b"\n".join(log.rstrip(b"\n").split(b"\n")[-FALLBACK_LINES:])
         return tail[-FALLBACK_BYTES:].decode(errors="replace")
     return ""
+
+
+def cri_lines(data: bytes, stream: str = "stdout", now: datetime | None = None) -> tuple[bytes, bytes]:
+    """The complete lines of `data` as a container runtime writes them to the container's log
+    file (`<RFC 3339 nano> <stream> F <line>`), and the incomplete rest, which waits for more.
+    The kubelet serves that file for pods/log (`tailLines`, `sinceTime`, `limitBytes`)."""
+    head, newline, rest = data.rpartition(b"\n")
+    if not newline:
+        return b"", data
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}000Z"
+    prefix = f"{stamp} {stream} F ".encode()
+    lines = head.split(b"\n")
+    return b"".join(prefix + line.rstrip(b"\r") + b"\n" for line in lines), rest

@@ -17,8 +17,10 @@ from enum import StrEnum
 from qwen_runtime.record import Reason as LauncherReason
 from qwen_runtime.record import Record as LauncherRecord
 from qwen_runtime.record import parse as parse_launcher_record
+from qwen_runtime.startup import Report as StartReport
+from qwen_runtime.startup import StartPhase
 
-__all__ = ["LauncherReason", "LauncherRecord", "parse_launcher_record"]
+__all__ = ["LauncherReason", "LauncherRecord", "StartPhase", "StartReport", "parse_launcher_record"]
 
 # -- API identity ---------------------------------------------------------------------------
 
@@ -155,6 +157,29 @@ class Stage(StrEnum):
     """Ready: the served model answers."""
     CRASH_LOOP = "CrashLoop"
     """A container keeps failing; the reason is the launcher's (or the kubelet's)."""
+
+
+PHASE_WORDS: dict[str, str] = {
+    StartPhase.ENGINE_START: "engine",
+    StartPhase.WEIGHT_LOADING: "weights",
+    StartPhase.PROFILING: "profiling",
+    StartPhase.KV_CACHE_ALLOCATION: "KV cache",
+    StartPhase.CUDA_GRAPH_CAPTURE: "graphs",
+    StartPhase.WARM_UP: "warm-up",
+    StartPhase.SERVING: "API server",
+}
+"""A start-up phase (`qwen_runtime.startup.StartPhase`) as `kubectl describe` and the conditions
+say it: "weights 5m12s, profiling 1m40s (compile 1m10s), graphs 48s"."""
+STARTUP_TOTAL = "total"
+"""The `phase` label of `qwen_operator_startup_seconds` for a whole start (launcher to ready)."""
+START_LOG_LOOKBACK_SECONDS = 120
+"""A Ready replica's start report is read from its log from this long before the pod turned
+Ready (the report is printed when vLLM's API server is up, a probe period or two before)."""
+START_LOG_LIMIT_BYTES = 1 << 20
+"""The most of a server's log one read of a start report takes (limitBytes)."""
+LOADING_READ_SECONDS = 30.0
+"""A replica still starting has its log's last minute read this often, for the phase it is in
+(the launcher repeats its report every `startup.HEARTBEAT_SECONDS`)."""
 
 
 class WeightsState(StrEnum):

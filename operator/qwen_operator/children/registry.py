@@ -235,10 +235,12 @@ OTHER_ACCESS: tuple[Access, ...] = (
     Access("serving.qwen-operator.io", "qwenthinkingdeployments", frozenset({"list", "watch"})),
     Access("serving.qwen-operator.io", "qwenthinkingdeployments/status", frozenset({"patch"})),
     Access("", "pods", frozenset({"list", "watch"})),
+    Access("", "pods/log", frozenset({"get"})),
     Access("", "events", frozenset({"list", "watch", "create"})),
 )
 """What the operator reads and writes in a served namespace besides its children: its resources
-and their status, pods (watched, never written), events."""
+and their status, pods (watched, never written), the server's log (its launcher's start report,
+reconcile/starts.py), events."""
 
 CLUSTER_ACCESS: tuple[Access, ...] = (
     Access("", "nodes", frozenset({"list", "watch"})),

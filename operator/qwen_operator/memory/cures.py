@@ -264,6 +264,25 @@ def basis(res: api.QwenThinkingDeployment) -> str:
     return hashlib.sha256(json.dumps(fit, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def fit_basis(res: api.QwenThinkingDeployment) -> str:
+    """A digest of what decides how much KV cache a start gets, the context aside: the model,
+    the server image (vLLM's version), the GPUs and where they are, parallelism, the KV dtype and
+    the extra vLLM arguments. vLLM's figures measured under another one are set aside
+    (status.memory.observed); a change of the context or the utilization keeps them (they say
+    what the memory holds, and scale with the utilization)."""
+    spec = res.spec
+    fit = {
+        "model": [spec.model.id, spec.model.revision],
+        "parallelism": spec.parallelism.model_dump(mode="json"),
+        "image": spec.runtime.image,
+        "kvCacheDtype": spec.runtime.kv_cache_dtype,
+        "extraArgs": list(spec.runtime.extra_args),
+        "gpu": spec.gpu.model_dump(mode="json"),
+        "scheduling": spec.scheduling.model_dump(mode="json"),
+    }
+    return hashlib.sha256(json.dumps(fit, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def next_context(current: int, estimate: int | None, steps: Sequence[int], floor: int) -> int | None:
     """The context to try after the KV cache could not hold one request at `current`, or None
     at the floor.

@@ -45,6 +45,7 @@ from qwen_operator.children import registry
 from qwen_operator.process import access, endpoints, health, kube, lease, metrics
 from qwen_operator.process.cache import GPU_NODES, Cache, Index, Indices, on_loop
 from qwen_operator.process.optional_kinds import OptionalKind, OptionalKinds
+from qwen_operator.process.startlog import StartLog
 from qwen_operator.process.workqueue import WorkQueue
 from qwen_operator.reconcile import snapshot
 from qwen_operator.reconcile.act import Actor
@@ -249,8 +250,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     )  # fmt: skip
     cache = cache_over(kwargs, [optional.indices[kind.plural] for kind in optional.kinds])
     reconciler = Reconciler(
-        on_loop(loop, lambda key: observe(key, cache)), Actor(api, cache.wrote, cache.gone)
-    )
+        on_loop(loop, lambda key: observe(key, cache)), Actor(api, cache.wrote, cache.gone),
+        starts=StartLog(api.pod_log).collect,
+    )  # fmt: skip
     workers = int(os.environ.get("QWEN_OPERATOR_WORKERS", "4"))
     queue: WorkQueue[Key] = WorkQueue(
         lambda key: reconciler.reconcile(key).recheck_after, workers=workers, on_retry=metrics.retried

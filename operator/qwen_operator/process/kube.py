@@ -333,6 +333,27 @@ class Kube:
             body={"status": dict(patch)}, content_type="application/merge-patch+json",
         )  # fmt: skip
 
+    def pod_log(self, namespace: str, pod: str, container: str, query: Sequence[tuple[str, str]]) -> str:
+        """A piece of a container's log (pods/log: `sinceTime` or `sinceSeconds`, `limitBytes`), as
+        text; "" when the pod or its log is gone. A read, counted as `get pods/log`."""
+        if not self._may_write():  # a replica that does not lead reconciles nothing
+            raise NotLeading()
+        metrics.API_REQUESTS.labels(verb="get", resource="pods/log").inc()
+        url = f"{_collection('v1', 'pods', namespace)}/{quote(pod, safe='')}/log"
+        try:
+            resp = self._send("GET", url, [("container", container), *query], None, "application/json")
+            resp.read()
+        except ApiError:
+            metrics.API_ERRORS.labels(verb="get", resource="pods/log", code="0").inc()
+            raise
+        text = resp.data.decode("utf-8", "replace") if resp.data else ""
+        if resp.status in (400, 404):  # gone, or not started (yet): nothing to read
+            return ""
+        if not 200 <= resp.status < 300:
+            metrics.API_ERRORS.labels(verb="get", resource="pods/log", code=str(resp.status)).inc()
+            raise ApiError(resp.status, str(resp.reason or ""), _message(text), _status(text))
+        return text
+
     def post_event(self, owner: snapshot.Resource, type_: str, reason: str, message: str, now: str) -> None:
         """Post a core/v1 Event on `owner` (what `kubectl describe` lists)."""
         event = {

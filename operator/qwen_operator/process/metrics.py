@@ -44,6 +44,14 @@ RECONCILE_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
+STARTUP_SECONDS = Histogram(
+    "qwen_operator_startup_seconds",
+    "Time of each start-up phase of a server start that reached serving (phase=total: launcher to"
+    " ready), as its launcher timed it from vLLM's log; one observation per start.",
+    ["phase"],
+    buckets=(5, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 5400),
+    registry=REGISTRY,
+)
 RESOURCES = Gauge(
     "qwen_operator_resources",
     "QwenThinkingDeployments by phase.",

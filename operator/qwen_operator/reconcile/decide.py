@@ -22,6 +22,7 @@ from qwen_operator.api.vocabulary import (
     FIELD_MANAGER,
     INSTANCE_LABEL,
     KIND,
+    LOADING_READ_SECONDS,
     LWS_CRD,
     LWS_KIND,
     MANAGED_LABELS,
@@ -29,6 +30,7 @@ from qwen_operator.api.vocabulary import (
     Phase,
     Reason,
     Result,
+    Stage,
 )
 from qwen_operator.children import placement, registry, render, weights
 from qwen_operator.children.registry import Propagation
@@ -367,7 +369,16 @@ def decide(observed: Observed, now: datetime) -> Desired:
     changing = any(a.stales_rollout for a in applies)
     shared = None if download is None else download.status
     inputs = status.Inputs(
-        res, sts, decision, problem, wait, observed.pods, changing, weights=shared, served=observed.served
+        res,
+        sts,
+        decision,
+        problem,
+        wait,
+        observed.pods,
+        changing,
+        weights=shared,
+        served=observed.served,
+        starts=observed.starts,
     )
     after = status.build(inputs, before, now)
     if decision.reduced is not None:
@@ -411,6 +422,8 @@ def _desired(
     recheck = again if wait is None else wait.recheck_after
     if any(a.may_not_roll for a in applies):
         recheck = ROLLOUT_RECHECK_SECONDS if recheck is None else min(recheck, ROLLOUT_RECHECK_SECONDS)
+    if any(e.stage == Stage.LOADING_MODEL for e in after.replica_status or ()):  # the phase it is in
+        recheck = LOADING_READ_SECONDS if recheck is None else min(recheck, LOADING_READ_SECONDS)
     held = None if patch is None else held_for(observed, before, after, now)
     if held is not None:
         patch, recheck = None, min(held, recheck if recheck is not None else held)

@@ -22,6 +22,7 @@ from qwen_operator.api.vocabulary import (
     LauncherRecord,
     PodCondition,
     PodPhase,
+    StartReport,
     parse_launcher_record,
 )
 from qwen_operator.children.registry import OPTIONAL_CRDS, STATUS_KINDS
@@ -443,3 +444,14 @@ def crd_from(raw: Raw) -> Crd:
     wanted = OPTIONAL_CRDS.get(name)
     served = any(v.get("served") and (wanted is None or v.get("name") == wanted) for v in versions)
     return Crd(name, established and served)
+
+
+@dataclass(frozen=True)
+class StartSeen:
+    """What a server's launcher reported of one start (its log's start report, qwen_runtime.startup)."""
+
+    pod: str
+    uid: str
+    started_at: datetime
+    """The server container's state.running.startedAt: which run of the container it describes."""
+    report: StartReport

@@ -32,9 +32,10 @@ from qwen_operator.api.vocabulary import (
     selector_string,
 )
 from qwen_operator.children import render
+from qwen_operator.memory import cures
 from qwen_operator.memory.cures import Decision
 from qwen_operator.process import clock
-from qwen_operator.reconcile import snapshot, stages
+from qwen_operator.reconcile import snapshot, stages, starts
 from qwen_operator.reconcile.problems import Problem, Wait, short
 
 LWS_BUSY = frozenset({"UpdateInProgress"})
@@ -260,6 +261,8 @@ class Inputs:
     """The shared download (model.cache.mode Shared)."""
     served: frozenset[str] = frozenset()
     """The optional CRDs the apiserver serves (which autoscaler, whether an InferencePool)."""
+    starts: tuple[snapshot.StartSeen, ...] = ()
+    """The servers' start reports (reconcile/starts.py)."""
 
 
 def build(f: Inputs, before: Status, now: datetime) -> Status:
@@ -268,7 +271,7 @@ def build(f: Inputs, before: Status, now: datetime) -> Status:
     want = res.spec.replicas
     ro = rollout(f.sts, want, f.sts_changing)
     phase = phase_of(want, ro, f.problem)
-    entries = stages.stages(f.pods)
+    entries = stages.stages(f.pods, f.starts, before.replica_status or ())
     summary = stages.summary(entries, want)
     conds = kstatus(phase, want, ro, f.problem, f.wait, res.spec.paused, generation, summary)
     conds += [context_reduced(f.decision, generation), utilization_reduced(f.decision, generation)]
@@ -290,8 +293,16 @@ def build(f: Inputs, before: Status, now: datetime) -> Status:
         progress=stages.progress(entries, want),
         replica_status=entries or None,
         weights=f.weights,
+        memory=_memory(f, before),
         conditions=merged,
     )
+
+
+def _memory(f: Inputs, before: Status) -> api.MemoryStatus | None:
+    """vLLM's own figures from the last good start, while what decides the fit holds."""
+    held = before.memory.observed if before.memory is not None else None
+    observed = starts.observed_memory(f.starts, f.pods, cures.fit_basis(f.res), held)
+    return None if observed is None else api.MemoryStatus(observed=observed)
 
 
 def autoscaling(
