@@ -479,7 +479,16 @@ def test_every_sample_renders(sample: Path) -> None:
         if "multinode" in sample.name
         else ["Service", "Service", "StatefulSet"]
     )
-    kinds = ["ServiceAccount", "ConfigMap", *shared, *workload, "PodDisruptionBudget", "NetworkPolicy"]
+    groups = ["NetworkPolicy"] * doc["spec"]["replicas"] if "multinode" in sample.name else []  # one a group
+    kinds = [
+        "ServiceAccount",
+        "ConfigMap",
+        *shared,
+        *workload,
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        *groups,
+    ]
     assert [c["kind"] for c in render.render(doc)] == kinds
 
 
