@@ -3,7 +3,8 @@
 An entry says where the kind's API is (group, version, plural), which optional CRD it waits for,
 whether it is deleted when no longer rendered (pruned), how it is replaced when a field fixed
 at creation changes, whether the decision reads its status, whether it runs the servers, and
-its templates with the condition under which each is rendered. The watches and their indices
+its templates with the condition under which each is rendered (and, for a template with
+`each`, the entries it renders one document for). The watches and their indices
 (process/handlers.py), the API paths (process/kube.py), pruning and replacement (reconcile/),
 rendering (children/render.py) and the RBAC rules in manifests/ (checked by a test) follow it.
 Adding a child kind is one entry here and its template.
@@ -188,7 +189,7 @@ NETWORK_POLICY = ChildKind(
     ),
     pruned=True,
 )  # fmt: skip
-"""Pruned: a group's policy goes when spec.replicas drops below its index (children/network.py)."""
+"""Pruned: a group's policy goes when spec.replicas drops to its index or below (children/network.py)."""
 
 KINDS: tuple[ChildKind, ...] = (
     SERVICE_ACCOUNT, CONFIG_MAP, PVC, JOB, SERVICE, STATEFUL_SET, LEADER_WORKER_SET, PDB, NETWORK_POLICY,
