@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import product
 from typing import Any
 
 import pytest
@@ -36,7 +37,9 @@ GROUP_PORTS = (29501, 41234)
 rendezvous), and one of the ephemeral ports its ZMQ sockets and NCCL pick: no rule can list them."""
 
 # The labels the LeaderWorkerSet controller adds to every pod of a group (sigs.k8s.io/lws
-# api/leaderworkerset/v1: SetNameLabelKey, GroupIndexLabelKey, WorkerIndexLabelKey).
+# api/leaderworkerset/v1: SetNameLabelKey, GroupIndexLabelKey, WorkerIndexLabelKey), written
+# here as LWS spells them rather than taken from the operator's vocabulary, so a policy keyed on
+# a drifted label fails.
 LWS_NAME = "leaderworkerset.sigs.k8s.io/name"
 LWS_GROUP = "leaderworkerset.sigs.k8s.io/group-index"
 LWS_WORKER = vocabulary.LWS_WORKER_INDEX_LABEL
@@ -256,16 +259,17 @@ MULTI_NODE: dict[str, dict[str, Any]] = {
 @pytest.mark.parametrize("sample", sorted(MULTI_NODE))
 def test_a_group_talks_on_every_port_within_itself(sample: str) -> None:
     """The leader and the worker of a group reach each other on any port (vLLM's ranks pick
-    theirs at start); a pod of another resource in the namespace does not."""
+    theirs at start); another resource's server, even with the same group index, and a pod of
+    the namespace do not."""
     r = rendered(resource(sample, **MULTI_NODE[sample]))
     assert len(r.groups) == 2 and all(len(group) == 2 for group in r.groups)
-    stranger = dict(r.servers[0].labels, **{vocabulary.INSTANCE_LABEL: "another-resource"})
     cases: dict[str, tuple[Connection, bool]] = {}
     for g, (leader, worker) in enumerate(r.groups):
+        stranger = dict(worker.labels, **{vocabulary.INSTANCE_LABEL: "another-resource"})
         for port in GROUP_PORTS:
             cases[f"group {g}: leader -> worker:{port}"] = (Connection(leader, worker, port), True)
             cases[f"group {g}: worker -> leader:{port}"] = (Connection(worker, leader, port), True)
-            cases[f"another resource's server -> group {g} worker:{port}"] = (
+            cases[f"another resource's server of group {g} -> group {g} worker:{port}"] = (
                 Connection(Pod(NAMESPACE, stranger), worker, port),
                 False,
             )
@@ -276,15 +280,72 @@ def test_a_group_talks_on_every_port_within_itself(sample: str) -> None:
     verdicts(r.policies, cases)
 
 
-def test_the_group_boundary_is_the_resource() -> None:
-    """Two groups of one resource reach each other's ports too: a NetworkPolicy cannot relate a
-    source's label value (its group index) to the destination's, and one policy per group would
-    have to follow every scale. What stays out is everyone but the resource's own servers."""
+def _across_groups(r: Rendered) -> dict[str, tuple[Connection, bool]]:
+    """Every pod of a group to every pod of another group, on the group's ports: denied."""
+    cases: dict[str, tuple[Connection, bool]] = {}
+    for g, group in enumerate(r.groups):
+        for h, other in enumerate(r.groups):
+            for (i, source), (j, dest), port in product(enumerate(group), enumerate(other), GROUP_PORTS):
+                if g != h:
+                    cases[f"group {g} pod {i} -> group {h} pod {j}:{port}"] = (
+                        Connection(source, dest, port),
+                        False,
+                    )
+    return cases
+
+
+@pytest.mark.parametrize("sample", sorted(MULTI_NODE))
+def test_the_group_boundary_is_the_group(sample: str) -> None:
+    """One policy per group (children/network.py): group 0's leader is denied group 1's worker
+    on 29501, and every pod of a group every port of another group's pods but the API port,
+    which a leader serves to the whole namespace."""
+    r = rendered(resource(sample, **MULTI_NODE[sample]))
+    (leader0, worker0), (leader1, worker1) = r.groups
+    cases = _across_groups(r) | {
+        "group 0 leader -> group 1 worker:29501": (Connection(leader0, worker1, 29501), False),
+        "group 1 worker -> group 0 leader:29501": (Connection(worker1, leader0, 29501), False),
+        "group 0 worker -> group 1 leader's API port": (to(r.api_port, worker0, leader1), True),
+    }
+    verdicts(r.policies, cases)
+
+
+def test_a_group_index_dropped_from_its_policy_opens_the_other_groups() -> None:
+    """Control: the denial across groups is the group index's doing. A group policy whose peer
+    selector lacks the index admits the other group, as the single rule of the resource did."""
     r = rendered(resource("qwen3-235b-thinking-multinode", replicas=2))
     (leader0, _), (_, worker1) = r.groups
-    verdicts(
-        r.policies, {"group 0 leader -> group 1 worker:29501": (Connection(leader0, worker1, 29501), True)}
-    )
+    crossing = Connection(leader0, worker1, 29501)
+    drifted = copy.deepcopy(r.policies)
+    for policy in drifted:
+        for rule in policy["spec"]["ingress"]:
+            for peer in rule.get("from", []):
+                peer.get("podSelector", {}).get("matchLabels", {}).pop(LWS_GROUP, None)
+    assert admitted(r.policies, [crossing]) == [False]
+    assert admitted(drifted, [crossing]) == [True]
+
+
+def test_a_new_group_before_its_policy_is_closed_not_open() -> None:
+    """Scaling up renders the new group's policy in the same pass as the LeaderWorkerSet; should
+    its pods start before the policy is enforced, the resource's policy already selects them:
+    their API port is the namespace's, their group ports admit no one (their own group
+    included) until it is, so the window fails closed, and no other group ever reaches them."""
+    before = rendered(resource("qwen3-235b-thinking-multinode", replicas=2))
+    after = rendered(resource("qwen3-235b-thinking-multinode", replicas=3))
+    (leader0, _), _, (leader2, worker2) = after.groups
+
+    def cases(own_group: bool) -> dict[str, tuple[Connection, bool]]:
+        return {
+            "new group 2: leader -> worker:29501": (Connection(leader2, worker2, 29501), own_group),
+            "group 0 leader -> new group 2 worker:29501": (Connection(leader0, worker2, 29501), False),
+            "a pod of the namespace -> new group 2 leader's API port": (
+                to(after.api_port, Pod(NAMESPACE, CLIENT), leader2),
+                True,
+            ),
+        }
+
+    verdicts(before.policies, cases(own_group=False))  # its policy not yet there
+    verdicts(after.policies, cases(own_group=True))
+    assert len(after.policies) == len(before.policies) + 1
 
 
 @pytest.mark.parametrize("sample", sorted(SAMPLES))

@@ -68,7 +68,7 @@ def test_a_pipeline_renders_a_leader_worker_set_instead_of_the_statefulset() -> 
     kinds = [(c["kind"], c["metadata"]["name"]) for c in render.render(parsed(PP2))]
     assert kinds == [("ServiceAccount", f"{NAME}-server"), ("ConfigMap", launcher.configmap_name(NAME)),
                      ("Service", NAME), (LWS_KIND, NAME), ("PodDisruptionBudget", NAME),
-                     ("NetworkPolicy", NAME)]  # fmt: skip
+                     ("NetworkPolicy", NAME), ("NetworkPolicy", f"{NAME}-group-0")]  # fmt: skip
     lws = _lws()
     assert lws["apiVersion"] == "leaderworkerset.x-k8s.io/v1"
     group = lws["spec"]["leaderWorkerTemplate"]

@@ -480,7 +480,9 @@ def test_every_sample_renders(sample: Path) -> None:
         if "multinode" in sample.name
         else ["Service", "Service", "StatefulSet"]
     )
-    kinds = ["ServiceAccount", "ConfigMap", *shared, *workload, "PodDisruptionBudget", "NetworkPolicy"]
+    groups = doc["spec"]["replicas"] if "multinode" in sample.name else 0  # a NetworkPolicy each
+    policies = ["NetworkPolicy"] * (1 + groups)
+    kinds = ["ServiceAccount", "ConfigMap", *shared, *workload, "PodDisruptionBudget", *policies]
     assert [c["kind"] for c in render.render(doc)] == kinds
 
 

@@ -704,14 +704,15 @@ class NetworkPeer(ApiObject):
 
 
 class NetworkSpec(ApiObject):
-    """Who may reach the servers: a NetworkPolicy owned by the resource."""
+    """Who may reach the servers: NetworkPolicies owned by the resource."""
 
     policy: bool = True
     """A NetworkPolicy that admits, on the API port, only pods of this namespace and those of
-    `allowFrom` (and, between the pods of a multi-node group, every port). Egress stays open (the
-    weights download from the Hugging Face hub). Turn it off only where another policy (a
-    namespace default, a service mesh) already guards the servers: without any, every pod of the
-    cluster can use the model's API, and vLLM's API key guards only /v1."""
+    `allowFrom`; with pipeline above 1, one more per replica (`<name>-group-<i>`) that opens
+    every port between the pods of that group and no other. Egress stays open (the weights
+    download from the Hugging Face hub). Turn it off only where another policy (a namespace
+    default, a service mesh) already guards the servers: without any, every pod of the cluster
+    can use the model's API, and vLLM's API key guards only /v1."""
     allow_from: Annotated[list[NetworkPeer], Field(max_length=32)] = Field(default_factory=list)
     """More peers allowed on the API port: e.g. the gateway's namespace, or the monitoring
     namespace whose Prometheus scrapes the servers' /metrics."""

@@ -75,6 +75,12 @@ def leader_labels(name: str, pipeline: int) -> dict[str, str]:
     return {**selector_labels(name), **leaders}
 
 
+def group_labels(name: str, index: int) -> dict[str, str]:
+    """The labels of one pipeline group's pods, its leader and its workers: the resource's
+    selector and the group's index, which the LeaderWorkerSet controller puts on each pod."""
+    return {**selector_labels(name), LWS_GROUP_INDEX_LABEL: str(index)}
+
+
 def selector_string(name: str, pipeline: int = 1) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(leader_labels(name, pipeline).items()))
 
@@ -124,6 +130,9 @@ LWS_CRD = "leaderworkersets.leaderworkerset.x-k8s.io"
 LWS_KIND = "LeaderWorkerSet"
 LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
 """LWS labels each pod of a group with its index in the group; the leader's is "0"."""
+LWS_GROUP_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/group-index"
+"""LWS labels each pod of a group, leader and workers, with the group's index (0 to replicas - 1):
+its webhook gives a leader its StatefulSet ordinal, the group's worker StatefulSet copies it."""
 LWS_LEADER_ADDRESS_VAR = "LWS_LEADER_ADDRESS"
 """LWS sets it in every container of a group: the leader pod's DNS name."""
 LWS_WORKER_INDEX_VAR = "LWS_WORKER_INDEX"

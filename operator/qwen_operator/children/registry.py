@@ -3,7 +3,8 @@
 An entry says where the kind's API is (group, version, plural), which optional CRD it waits for,
 whether it is deleted when no longer rendered (pruned), how it is replaced when a field fixed
 at creation changes, whether the decision reads its status, whether it runs the servers, and
-its templates with the condition under which each is rendered. The watches and their indices
+its templates with the condition under which each is rendered (and, for a template with
+`each`, the entries it renders one document for). The watches and their indices
 (process/handlers.py), the API paths (process/kube.py), pruning and replacement (reconcile/),
 rendering (children/render.py) and the RBAC rules in manifests/ (checked by a test) follow it.
 Adding a child kind is one entry here and its template.
@@ -15,10 +16,10 @@ Job come right after the launcher (the Job's pod mounts it).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from qwen_operator.api.vocabulary import (
     HPA_KIND,
@@ -32,6 +33,7 @@ from qwen_operator.api.vocabulary import (
     SCALED_OBJECT_KIND,
     SERVICE_MONITOR_CRD,
 )
+from qwen_operator.children import network
 
 if TYPE_CHECKING:
     from qwen_operator.api.resource import QwenThinkingDeployment
@@ -54,6 +56,9 @@ class Template:
 
     file: str
     when: Callable[[QwenThinkingDeployment, Served], bool] = lambda res, served: True
+    each: Callable[[QwenThinkingDeployment], tuple[Mapping[str, Any], ...]] | None = None
+    """One document per entry, the entry under `each` in the template's values (a NetworkPolicy
+    per pipeline group, as many as the replicas); None: one document."""
 
 
 @dataclass(frozen=True)
@@ -189,8 +194,16 @@ PROMETHEUS_RULE = ChildKind(
 
 NETWORK_POLICY = ChildKind(
     "NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies",
-    (Template("networkpolicy.yaml.j2", lambda res, _: res.spec.network.policy),), pruned=True,
+    (
+        Template("networkpolicy.yaml.j2", lambda res, _: res.spec.network.policy),
+        Template(
+            "networkpolicy-group.yaml.j2", lambda res, _: res.spec.network.policy and _multi_node(res),
+            each=network.groups,
+        ),
+    ),
+    pruned=True,
 )  # fmt: skip
+"""Pruned: a group's policy goes when spec.replicas drops to its index or below (children/network.py)."""
 
 KINDS: tuple[ChildKind, ...] = (
     SERVICE_ACCOUNT, CONFIG_MAP, PVC, JOB, SERVICE, STATEFUL_SET, LEADER_WORKER_SET, PDB, NETWORK_POLICY,
@@ -213,9 +226,9 @@ version the operator writes: the CRD counts as served only while that version is
 OPTIONAL_KINDS = tuple(c for c in KINDS if c.crd is not None)
 
 
-def templates_for(res: QwenThinkingDeployment, served: Served) -> tuple[str, ...]:
+def templates_for(res: QwenThinkingDeployment, served: Served) -> tuple[Template, ...]:
     """The templates this resource renders, in apply order."""
-    return tuple(t.file for _, t in TEMPLATES if t.when(res, served))
+    return tuple(t for _, t in TEMPLATES if t.when(res, served))
 
 
 @dataclass(frozen=True)

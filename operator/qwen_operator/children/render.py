@@ -471,9 +471,16 @@ def render(
     """
     res = coerce(resource)
     values = _values(res, max_model_len, gpu_memory_utilization)
-    templates = registry.templates_for(res, served)
-    plain = json.dumps(values, sort_keys=True)  # plain data: equal values, an equal document
-    children = [_DOCUMENTS.render(t, values, plain) for t in templates]
+    # plain data: equal values, an equal document; hashed once for the documents of every template
+    plain = hashlib.blake2b(json.dumps(values, sort_keys=True).encode(), digest_size=16).digest()
+    children = []
+    for template in registry.templates_for(res, served):
+        if template.each is None:
+            children.append(_DOCUMENTS.render(template.file, values, plain))
+            continue
+        for each in template.each(res):  # one document per entry (a policy per pipeline group)
+            identity = plain + json.dumps(each, sort_keys=True).encode()
+            children.append(_DOCUMENTS.render(template.file, {**values, "each": each}, identity))
     _check(res, children, values["command"])
     return children
 
@@ -495,10 +502,11 @@ class _Documents:
         self._lock = threading.Lock()
         self._kept: OrderedDict[bytes, bytes] = OrderedDict()
 
-    def render(self, template: str, values: Mapping[str, Any], plain: str) -> dict[str, Any]:
-        """The document; `plain` is `values` as JSON (plain data only: a function among them
-        could close over anything, and equal values must mean an equal document)."""
-        key = hashlib.blake2b((template + "\0" + plain).encode(), digest_size=16).digest()
+    def render(self, template: str, values: Mapping[str, Any], identity: bytes) -> dict[str, Any]:
+        """The document; `identity` is equal exactly when `values` are: a digest of them as JSON
+        (plain data only: a function among them could close over anything, and equal values must
+        mean an equal document), and what a template's `each` adds."""
+        key = hashlib.blake2b(template.encode() + b"\0" + identity, digest_size=16).digest()
         with self._lock:
             kept = self._kept.get(key)
             if kept is not None:
