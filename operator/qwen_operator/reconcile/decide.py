@@ -34,7 +34,7 @@ from qwen_operator.api.vocabulary import (
 )
 from qwen_operator.children import placement, registry, render, weights
 from qwen_operator.children.registry import Propagation
-from qwen_operator.memory import cures, planner
+from qwen_operator.memory import calibration, cures, planner
 from qwen_operator.process import clock
 from qwen_operator.reconcile import diff, events, problems, snapshot, status
 from qwen_operator.reconcile.events import Event
@@ -339,9 +339,13 @@ def decide(observed: Observed, now: datetime) -> Desired:
     memory = placement.smallest_gpu_memory_gib(observed.gpu_nodes, res.spec)
     plans: dict[float, planner.Plan | None] = {}
 
+    seen = before.memory.observed if before.memory is not None else None
+
     def planned_at(utilization: float) -> int | None:
+        """vLLM's own figures where they hold (memory/calibration.py), else the estimate."""
         plans[utilization] = plan = planner.plan_for(res.spec, memory, utilization)
-        return None if plan is None else plan.planned
+        fit = calibration.observed_fit(seen, res, utilization)
+        return fit if fit is not None else None if plan is None else plan.planned
 
     groups = render.multi_node(res.spec)
     failures = [] if res.spec.paused else cures.detect(observed.pods, groups)  # paused: context stays
