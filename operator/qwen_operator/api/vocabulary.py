@@ -121,6 +121,9 @@ LWS_API = "leaderworkerset.x-k8s.io/v1"
 LWS_CRD = "leaderworkersets.leaderworkerset.x-k8s.io"
 LWS_KIND = "LeaderWorkerSet"
 LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
+REVISION_LABEL = "controller-revision-hash"
+"""The StatefulSet controller's label on each pod: the revision of the template it was made from
+(compared with the StatefulSet's `status.updateRevision` by the operator's rollout)."""
 """LWS labels each pod of a group with its index in the group; the leader's is "0"."""
 LWS_LEADER_ADDRESS_VAR = "LWS_LEADER_ADDRESS"
 """LWS sets it in every container of a group: the leader pod's DNS name."""
@@ -155,6 +158,16 @@ class Stage(StrEnum):
     """Ready: the served model answers."""
     CRASH_LOOP = "CrashLoop"
     """A container keeps failing; the reason is the launcher's (or the kubelet's)."""
+
+
+class RolloutState(StrEnum):
+    """Where a rollout of the server pods' template stands (`status.rollout.state`)."""
+
+    ROLLING = "Rolling"
+    """Replicas are being replaced, in the operator's order."""
+    HALTED = "Halted"
+    """A replica on the new template failed: no other is replaced until it serves, or a new
+    template comes."""
 
 
 class WeightsState(StrEnum):
@@ -261,6 +274,9 @@ class Reason(StrEnum):
     FAILED_CREATE = "FailedCreate"
     """Ready=False, Stalled=True | the StatefulSet controller cannot create a pod or claim for
     another reason; the message is its event's"""
+    ROLLOUT_HALTED = "RolloutHalted"
+    """Ready=False, Stalled=True | the canary (the first replica on a new template) failed: the
+    other replicas keep the old template and serve; a new spec, or the canary serving, resumes it"""
     CREATE_CONTAINER_CONFIG_ERROR = "CreateContainerConfigError"
     """Ready=False, Stalled=True | the kubelet cannot start a container: a Secret or key it reads
     (`tokenSecretRef`, `apiKeySecretRef`, `valueFrom`) is missing"""
@@ -380,6 +396,9 @@ class EventReason(StrEnum):
     CONTEXT_BELOW_RECOMMENDED = "ContextBelowRecommended"
     """Warning | the servers run below `context.recommendedModelLen` (the model card's 131072 for
     a thinking model), once when that begins"""
+    REPLACING_POD = "ReplacingPod"
+    """Normal | the rollout deleted a server pod so that the StatefulSet recreates it from the new
+    template; the message says why it was next"""
     DELETED = "Deleted"
     """Normal | a child no longer wanted was deleted: the autoscaler or the InferencePool of a spec
     that dropped them, the HorizontalPodAutoscaler once KEDA is installed"""

@@ -219,13 +219,14 @@ reconcile/plan.py), and applied server-side (a PATCH, authorized as create when 
 OTHER_ACCESS: tuple[Access, ...] = (
     Access("serving.qwen-operator.io", "qwenthinkingdeployments", frozenset({"list", "watch"})),
     Access("serving.qwen-operator.io", "qwenthinkingdeployments/status", frozenset({"patch"})),
-    Access("", "pods", frozenset({"list", "watch"})),
+    Access("", "pods", frozenset({"list", "watch", "delete"})),
     Access("", "nodes", frozenset({"list", "watch"})),
     Access("apiextensions.k8s.io", "customresourcedefinitions", frozenset({"list", "watch"})),
     Access("", "events", frozenset({"list", "watch", "create"})),
 )
 """What the operator reads and writes besides its children: its resources and their status,
-pods and GPU nodes (watched, never written), CRDs (which optional APIs are served), events."""
+pods (watched, and server pods deleted one by one by the rollout: reconcile/rollout.py), GPU
+nodes (watched, never written), CRDs (which optional APIs are served), events."""
 
 
 def access() -> tuple[Access, ...]:

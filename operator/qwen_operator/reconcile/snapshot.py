@@ -17,6 +17,7 @@ from typing import Any
 from qwen_operator.api.vocabulary import (
     ANNOTATION_PREFIX,
     INSTANCE_LABEL,
+    REVISION_LABEL,
     SERVER_CONTAINER,
     KubeletReason,
     LauncherRecord,
@@ -274,6 +275,9 @@ class Pod:
     created: datetime | None = None
     ready_since: datetime | None = None
     """The Ready condition's lastTransitionTime, while it is True."""
+    revision: str = ""
+    """The template revision it was made from (label controller-revision-hash): the rollout
+    compares it with the StatefulSet's updateRevision."""
 
     @property
     def server(self) -> Container | None:
@@ -332,6 +336,7 @@ def pod_from(raw: Raw) -> Pod:
         containers=_containers((status or {}).get("containerStatuses")),
         created=clock.parse(meta.get("creationTimestamp")),
         ready_since=_ready_since(status or {}),
+        revision=str((labels or {}).get(REVISION_LABEL, "")),
     )
 
 
