@@ -14,10 +14,11 @@ from qwen_operator.reconcile import rollout, snapshot
 from qwen_operator.reconcile.decide import decide
 from qwen_operator.reconcile.observe import Observed
 from qwen_operator.reconcile.plan import DeletePod, PatchStatus, Post
-from testkit.fake import NOW
+from testkit.fake import NOW, FakeCluster, reconciler
 from testkit.wrappers import (
     INVALID_ARGS_RECORD,
     NAME,
+    NS,
     Pod,
     children,
     kv_record,
@@ -125,7 +126,7 @@ def test_a_failed_canary_halts_the_rollout_with_its_reason() -> None:
     assert r.words == "halted: canary CrashLoop InvalidArguments"
     problem = r.problem()
     assert problem is not None and problem.reason == Reason.ROLLOUT_HALTED
-    assert "q-2" in problem.message and "InvalidArguments" in problem.message
+    assert "halted: the canary q-2 failed" in problem.message and "InvalidArguments" in problem.message
     assert r.status().halted == [f"{NAME}-2"]
 
 
@@ -209,3 +210,18 @@ def test_decide_says_rollout_halted_and_replaces_nothing() -> None:
     assert patch["rollout"]["halted"] == [f"{NAME}-2"] and patch["rollout"]["state"] == "Halted"
     assert patch["progress"].startswith("halted: canary CrashLoop InvalidArguments")
     assert patch["phase"] == "Degraded"
+
+
+def test_the_reconciler_deletes_the_pod_through_the_api_after_the_status() -> None:
+    """act carries out the DeletePod op (with the pod's uid as the precondition): once."""
+    cluster = FakeCluster({"replicas": 2})
+    reconciler(cluster).reconcile((NS, NAME))  # creates the children; the StatefulSet at revision "a"
+    cluster.pods = [pod(0, "old").obj(), pod(1, "old").obj()]
+    cluster.calls.clear()
+    reconciler(cluster).reconcile((NS, NAME))
+    assert [c for c in cluster.writes() if c != ("create", "Event")] == [
+        ("patch", "status"),
+        ("delete", "Pod"),
+    ]
+    assert [p["metadata"]["name"] for p in cluster.pods] == [f"{NAME}-0"]  # the highest ordinal went
+    assert ("Normal", "ReplacingPod") in cluster.events

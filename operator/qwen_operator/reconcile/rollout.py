@@ -100,6 +100,9 @@ class Rollout:
     def _who(self, pod: str) -> str:
         return "canary" if pod == self.canary else pod
 
+    def _named(self, pod: str) -> str:
+        return f"the canary {pod}" if pod == self.canary else f"pod {pod}"
+
     @property
     def words(self) -> str:
         """In short, for the Progress column: "rolling 2/3, canary serving",
@@ -118,7 +121,7 @@ class Rollout:
         if self.halted:
             first = self.halted[0]
             return problems.short(
-                f"rollout of revision {self.revision} halted: {self._who(first.pod)} {first.pod} failed "
+                f"rollout of revision {self.revision} halted: {self._named(first.pod)} failed "
                 f"({first.message}); the other replicas keep the old template and serve. A new spec, "
                 f"or {first.pod} serving again, resumes it"
             )
