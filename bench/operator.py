@@ -82,6 +82,10 @@ class Counted:
         self._count("delete")
         return {}
 
+    def delete_pod(self, namespace: str, name: str, uid: str) -> dict[str, Any]:
+        self._count("pod delete")
+        return {}
+
     def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         self._count("status patch")
         return {}

@@ -25,6 +25,7 @@ from qwen_operator.api.vocabulary import (
     LWS_KIND,
     LWS_WORKER_INDEX_LABEL,
     MAX_MODEL_LEN_FLAG,
+    REVISION_LABEL,
     SERVER_CONTAINER,
     selector_labels,
 )
@@ -239,6 +240,11 @@ class Pod:
     def in_group(self, worker_index: int) -> Pod:
         """A pod of a LeaderWorkerSet group (parallelism.pipeline > 1): 0 is the leader."""
         self.raw["metadata"]["labels"][LWS_WORKER_INDEX_LABEL] = str(worker_index)
+        return self
+
+    def revision(self, revision: str) -> Pod:
+        """The template revision the StatefulSet controller made it from (controller-revision-hash)."""
+        self.raw["metadata"]["labels"][REVISION_LABEL] = revision
         return self
 
     def deleting(self) -> Pod:

@@ -10,6 +10,7 @@ from qwen_operator.api.rules import ApiObject
 from qwen_operator.api.vocabulary import (
     Phase,
     Remedy,
+    RolloutState,
     Stage,
     WeightsState,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "PhaseTime",
     "QwenThinkingDeploymentStatus",
     "ReplicaStatus",
+    "RolloutStatus",
     "StartStatus",
     "StatusObject",
     "UtilizationStatus",
@@ -151,6 +153,9 @@ class ReplicaStatus(StatusObject):
     profiling, kvCacheAllocation, cudaGraphCapture, warmUp, serving)."""
     last_start: StartStatus | None = None
     """The last start that reached serving: its phases, timed."""
+    revision: str = ""
+    """The revision of the pod template it runs (its controller-revision-hash); during a rollout,
+    `status.rollout.revision` is the new one."""
 
 
 class ObservedMemory(StatusObject):
@@ -186,6 +191,27 @@ class MemoryStatus(StatusObject):
     """vLLM's own KV-cache figures from the last good start, while their basis holds."""
 
 
+class RolloutStatus(StatusObject):
+    """A rollout of the server pods' template, in the operator's order: replicas that do not serve
+    first, then one serving replica at a time, the first of them the canary. Absent once every
+    replica runs the current template."""
+
+    state: RolloutState
+    """Rolling, or Halted (a replica on the new template failed: the others keep the old one)."""
+    revision: str
+    """The template the replicas roll to (the StatefulSet's updateRevision)."""
+    updated: int = 0
+    """Replicas on that revision."""
+    serving: int = 0
+    """Replicas that serve now, on either revision."""
+    halted: list[str] | None = None
+    """Replicas on the new revision that failed: the rollout waits until they serve."""
+    canary: str = ""
+    """The first serving replica that took the new revision."""
+    message: str = ""
+    """The rollout in words (also Reconciling's message and the Progress column)."""
+
+
 class WeightsStatus(StatusObject):
     """The shared download (model.cache.mode Shared): its claim, its Job and the Job's state."""
 
@@ -219,7 +245,9 @@ class QwenThinkingDeploymentStatus(StatusObject):
     progress: str | None = None
     """The replicas' stages in short, e.g. "1/2 serving, 1 downloading" (printer column Progress)."""
     replica_status: list[ReplicaStatus] | None = None
-    """One entry per server pod: its stage, since when, restarts and last reason."""
+    """One entry per server pod: its stage, since when, restarts, last reason and revision."""
+    rollout: RolloutStatus | None = None
+    """The rollout of a new pod template under way, if one is."""
     weights: WeightsStatus | None = None
     """The shared download, with model.cache.mode Shared."""
     memory: MemoryStatus | None = None

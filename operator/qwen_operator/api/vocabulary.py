@@ -130,6 +130,9 @@ LWS_CRD = "leaderworkersets.leaderworkerset.x-k8s.io"
 LWS_KIND = "LeaderWorkerSet"
 LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
 """LWS labels each pod of a group with its index in the group; the leader's is "0"."""
+REVISION_LABEL = "controller-revision-hash"
+"""The StatefulSet controller's label on each pod: the revision of the template it was made from
+(compared with the StatefulSet's `status.updateRevision` by the operator's rollout)."""
 LWS_GROUP_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/group-index"
 """LWS labels each pod of a group, leader and workers, with the group's index (0 to replicas - 1):
 its webhook gives a leader its StatefulSet ordinal, the group's worker StatefulSet copies it."""
@@ -189,6 +192,16 @@ START_LOG_LIMIT_BYTES = 1 << 20
 LOADING_READ_SECONDS = 30.0
 """A replica still starting has its log's last minute read this often, for the phase it is in
 (the launcher repeats its report every `startup.HEARTBEAT_SECONDS`)."""
+
+
+class RolloutState(StrEnum):
+    """Where a rollout of the server pods' template stands (`status.rollout.state`)."""
+
+    ROLLING = "Rolling"
+    """Replicas are being replaced, in the operator's order."""
+    HALTED = "Halted"
+    """A replica on the new template failed: no other is replaced until it serves, or a new
+    template comes."""
 
 
 class WeightsState(StrEnum):
@@ -295,6 +308,9 @@ class Reason(StrEnum):
     FAILED_CREATE = "FailedCreate"
     """Ready=False, Stalled=True | the StatefulSet controller cannot create a pod or claim for
     another reason; the message is its event's"""
+    ROLLOUT_HALTED = "RolloutHalted"
+    """Ready=False, Stalled=True | the canary (the first replica on a new template) failed: the
+    other replicas keep the old template and serve; a new spec, or the canary serving, resumes it"""
     CREATE_CONTAINER_CONFIG_ERROR = "CreateContainerConfigError"
     """Ready=False, Stalled=True | the kubelet cannot start a container: a Secret or key it reads
     (`tokenSecretRef`, `apiKeySecretRef`, `valueFrom`) is missing"""
@@ -414,6 +430,9 @@ class EventReason(StrEnum):
     CONTEXT_BELOW_RECOMMENDED = "ContextBelowRecommended"
     """Warning | the servers run below `context.recommendedModelLen` (the model card's 131072 for
     a thinking model), once when that begins"""
+    REPLACING_POD = "ReplacingPod"
+    """Normal | the rollout deleted a server pod so that the StatefulSet recreates it from the new
+    template; the message says why it was next"""
     DELETED = "Deleted"
     """Normal | a child no longer wanted was deleted: the autoscaler or the InferencePool of a spec
     that dropped them, the HorizontalPodAutoscaler once KEDA is installed, an older launcher's

@@ -247,12 +247,13 @@ reconcile/plan.py), and applied server-side (a PATCH, authorized as create when 
 OTHER_ACCESS: tuple[Access, ...] = (
     Access("serving.qwen-operator.io", "qwenthinkingdeployments", frozenset({"list", "watch"})),
     Access("serving.qwen-operator.io", "qwenthinkingdeployments/status", frozenset({"patch"})),
-    Access("", "pods", frozenset({"list", "watch"})),
+    Access("", "pods", frozenset({"list", "watch", "delete"})),
     Access("", "pods/log", frozenset({"get"})),
     Access("", "events", frozenset({"list", "watch", "create"})),
 )
 """What the operator reads and writes in a served namespace besides its children: its resources
-and their status, pods (watched, never written), the server's log (its launcher's start report,
+and their status, pods (watched, and server pods deleted one by one by the rollout:
+reconcile/rollout.py), the server's log (its launcher's start report,
 reconcile/starts.py), events."""
 
 CLUSTER_ACCESS: tuple[Access, ...] = (

@@ -291,6 +291,14 @@ def probes(res: QwenThinkingDeployment) -> dict[str, dict[str, Any]]:
     return out
 
 
+def startup_seconds(res: QwenThinkingDeployment) -> float:
+    """The startup probe's budget: its initial delay plus period x failures (45 minutes by
+    default). A server that has run this long without serving has failed (reconcile/rollout.py)."""
+    startup = probes(res)["startup"]
+    period, failures = int(startup.get("periodSeconds", 10)), int(startup.get("failureThreshold", 3))
+    return float(int(startup.get("initialDelaySeconds", 0)) + period * failures)
+
+
 def resources(spec: QwenThinkingDeploymentSpec) -> dict[str, dict[str, Any]]:
     """CPU/memory defaults apply per resource only where the user set neither request nor limit."""
     user = set(spec.resources.requests) | set(spec.resources.limits)
@@ -402,6 +410,9 @@ def _values(
         "service_type": spec.service.type,
         "service_port": spec.service.port,
         "max_unavailable": spec.disruption.max_unavailable,
+        "rollout_max_unavailable": (
+            spec.disruption.max_unavailable if spec.disruption.max_unavailable not in (0, "0%") else 1
+        ),  # a rollout without surge must take one group down
         "allow_from": [
             peer.model_dump(by_alias=True, exclude_defaults=True) for peer in spec.network.allow_from
         ],

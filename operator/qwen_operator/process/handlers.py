@@ -250,7 +250,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     )  # fmt: skip
     cache = cache_over(kwargs, [optional.indices[kind.plural] for kind in optional.kinds])
     reconciler = Reconciler(
-        on_loop(loop, lambda key: observe(key, cache)), Actor(api, cache.wrote, cache.gone),
+        on_loop(loop, lambda key: observe(key, cache)),
+        Actor(api, cache.wrote, cache.gone, cache.pod_deleted),
         starts=StartLog(api.pod_log).collect,
     )  # fmt: skip
     workers = int(os.environ.get("QWEN_OPERATOR_WORKERS", "4"))

@@ -64,6 +64,7 @@ class NotLeading(ApiError):
 KINDS: dict[str, tuple[str, str]] = {
     **{c.kind: (c.path_prefix, c.plural) for c in registry.KINDS},
     "Event": ("/api/v1", "events"),
+    "Pod": ("/api/v1", "pods"),
     KIND: (f"/apis/{API_VERSION}", PLURAL),
 }
 """kind -> (API path prefix, plural): the children's from the registry, events and the resource."""
@@ -105,6 +106,8 @@ class KubeApi(Protocol):
     ) -> dict[str, Any]: ...
 
     def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def delete_pod(self, namespace: str, name: str, uid: str) -> dict[str, Any]: ...
 
     def post_event(
         self, owner: snapshot.Resource, type_: str, reason: str, message: str, now: str
@@ -322,6 +325,18 @@ class Kube:
             return self._request("delete", "DELETE", KINDS[kind][1], path(kind, namespace, name), body=body)
         except ApiError as exc:
             if exc.status != 404:
+                raise
+        return {}
+
+    def delete_pod(self, namespace: str, name: str, uid: str) -> dict[str, Any]:
+        """Delete a server pod if it is still that uid (a precondition), with its own grace period:
+        the rollout's replacement (reconcile/rollout.py). {} when it is gone or was recreated
+        already (404, or 409 for the precondition): either way it is no longer the outdated pod."""
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+        try:
+            return self._request("delete", "DELETE", "pods", path("Pod", namespace, name), body=body)
+        except ApiError as exc:
+            if exc.status not in (404, 409):
                 raise
         return {}
 

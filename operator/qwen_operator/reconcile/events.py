@@ -92,6 +92,12 @@ def replacing(what: str, pods_kept: bool = True, why: str = "a field fixed at cr
     return Event(EventType.NORMAL, EventReason.REPLACING, message)
 
 
+def replacing_pod(pod: str, revision: str, why: str) -> Event:
+    """The rollout deleted a server pod: the StatefulSet recreates it from the new template."""
+    message = f"Replacing pod {pod} with revision {revision}: {why}"
+    return Event(EventType.NORMAL, EventReason.REPLACING_POD, message[:MESSAGE_LIMIT])
+
+
 def switching(kind: str, name: str, to: str) -> Event:
     """parallelism.pipeline crossed 1: one kind of workload gives way to the other."""
     message = f"Replacing {kind} {name} by a {to}: parallelism.pipeline changed; its pods go first"

@@ -23,7 +23,10 @@ The order (`order`):
    apiserver refuses still leaves no child behind;
 4. the status, before the other applies when the pass must say Reconciling early (a first pass)
    or record a cure before the StatefulSet changes; else after them;
-5. the events.
+5. the server pods the rollout replaces (reconcile/rollout.py), after the status: it says which
+   replica is replaced and why before the replica stops serving. A pass that replaces pods
+   applies no workload (the rollout waits for the StatefulSet controller's new revision);
+6. the events.
 """
 
 from __future__ import annotations
@@ -113,6 +116,23 @@ class Delete:
 
 
 @dataclass(frozen=True)
+class DeletePod:
+    """One server pod to delete so that its StatefulSet recreates it from the new template (the
+    rollout's order: reconcile/rollout.py). Deleted only if it is still this very pod (a uid
+    precondition): a pod of that name recreated since is already on the new template."""
+
+    namespace: str
+    name: str
+    uid: str
+    why: str
+    events: tuple[Event, ...]
+
+    @property
+    def ident(self) -> str:
+        return f"Pod {self.name}"
+
+
+@dataclass(frozen=True)
 class Lookup:
     """Read one child by name before it is first applied: is the name free, or held?"""
 
@@ -140,7 +160,7 @@ class Post:
     time: str
 
 
-Operation = Lookup | Apply | Delete | PatchStatus | Post
+Operation = Lookup | Apply | Delete | PatchStatus | DeletePod | Post
 
 
 def order(
@@ -150,6 +170,7 @@ def order(
     status_first: bool,
     said: tuple[Event, ...],
     time: str,
+    pods: tuple[DeletePod, ...] = (),
 ) -> tuple[Operation, ...]:
     """The plan, in the order of the module's docstring."""
     news = tuple(a for a in applies if a.workload and a.live is None)
@@ -164,6 +185,7 @@ def order(
     ops += rest
     if status is not None and not status_first:
         ops.append(status)
+    ops += pods
     ops += [Post(e, time) for e in said]
     return tuple(ops)
 

@@ -17,6 +17,7 @@ from typing import Any
 from qwen_operator.api.vocabulary import (
     ANNOTATION_PREFIX,
     INSTANCE_LABEL,
+    REVISION_LABEL,
     SERVER_CONTAINER,
     KubeletReason,
     LauncherRecord,
@@ -302,6 +303,9 @@ class Pod:
     gone: bool = False
     """The watch reported it deleted: kept a while only for its failed run (cache.FAILED_POD_SECONDS),
     it mounts nothing any more."""
+    revision: str = ""
+    """The template revision it was made from (label controller-revision-hash): the rollout
+    compares it with the StatefulSet's updateRevision."""
 
     @property
     def server(self) -> Container | None:
@@ -361,6 +365,7 @@ def pod_from(raw: Raw) -> Pod:
         created=clock.parse(meta.get("creationTimestamp")),
         ready_since=_ready_since(status or {}),
         mounts=mounted_config_maps((spec or {}).get("volumes")),
+        revision=str((labels or {}).get(REVISION_LABEL, "")),
     )
 
 

@@ -109,24 +109,25 @@ def stages(
     seen: Sequence[snapshot.StartSeen] = (),
     before: Sequence[api.ReplicaStatus] = (),
 ) -> list[api.ReplicaStatus]:
-    """Every live server pod's stage, by name."""
+    """Every live server pod's stage and template revision, by name."""
     previous: Mapping[str, api.ReplicaStatus] = {e.pod: e for e in before}
     return [
-        stage_of(p, starts.current(seen, p), previous.get(p.name))
+        stage_of(p, starts.current(seen, p), previous.get(p.name)).model_copy(update={"revision": p.revision})
         for p in sorted(pods, key=lambda p: p.name)
         if not p.deleting
     ]
 
 
-def progress(entries: Sequence[api.ReplicaStatus], want: int) -> str:
-    """In short, for the printer column: "1/2 serving, 1 downloading"."""
+def progress(entries: Sequence[api.ReplicaStatus], want: int, rollout: str | None = None) -> str:
+    """In short, for the printer column: "1/2 serving, 1 downloading"; during a rollout its
+    state first: "rolling 2/3, canary serving; 2/3 serving, 1 loading"."""
     serving = sum(1 for e in entries if e.stage == Stage.SERVING)
     parts = [f"{serving}/{want} serving"]
     for stage, word in SHORT.items():
         count = sum(1 for e in entries if e.stage == stage)
         if count:
             parts.append(f"{count} {word}")
-    return ", ".join(parts)
+    return ", ".join(parts) if rollout is None else f"{rollout}; {', '.join(parts)}"
 
 
 def summary(entries: Sequence[api.ReplicaStatus], want: int) -> str:
