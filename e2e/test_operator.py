@@ -227,14 +227,21 @@ def group_pods_admitted(ns: str, doc: dict[str, Any]) -> None:
     (lws,) = [m for m in children if m["kind"] == "LeaderWorkerSet"]
     (account,) = [m for m in children if m["kind"] == "ServiceAccount"]  # admission looks it up
     kubectl("create", "-n", ns, "-f", "-", stdin=json.dumps(account))
-    for role in ("leaderTemplate", "workerTemplate"):
+    spec = api.parse_resource(doc).spec
+    worker = stopping.worker_lifecycle(spec, render.CONTAINER_PORT)
+    stops = {  # the leader sleeps; a worker waits for its leader's drain (an exec hook)
+        "leaderTemplate": (stopping.lifecycle(), stopping.grace_seconds(spec)),
+        "workerTemplate": (worker, stopping.worker_grace_seconds(spec)),
+    }
+    for role, (lifecycle, grace) in stops.items():
         template = lws["spec"]["leaderWorkerTemplate"][role]
         meta = {**template["metadata"], "name": f"dry-{role.lower()}"}
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template["spec"]}
         admitted = json.loads(kubectl("create", "-n", ns, "--dry-run=server", "-o", "json", "-f", "-",
                                       stdin=json.dumps(pod)).stdout)  # fmt: skip
         assert admitted["spec"]["securityContext"]["runAsNonRoot"] is True
-        assert admitted["spec"]["containers"][0]["lifecycle"] == stopping.lifecycle()
+        assert admitted["spec"]["containers"][0]["lifecycle"] == lifecycle, role
+        assert admitted["spec"]["terminationGracePeriodSeconds"] == grace, role
 
 
 def test_scale_subresource(

@@ -403,8 +403,7 @@ def _values(
         "tolerations": [gpu_toleration, *(_plain(t) for t in spec.scheduling.tolerations)],
         "affinity": None if spec.scheduling.affinity is None else _plain(spec.scheduling.affinity),
         "priority_class": spec.scheduling.priority_class_name,
-        "grace_seconds": stopping.grace_seconds(spec),
-        "lifecycle": stopping.lifecycle(),
+        "server_stop": {"grace": stopping.grace_seconds(spec), "lifecycle": stopping.lifecycle()},
         "shm_size": SHM_SIZE,
         "container_port": CONTAINER_PORT,
         "service_type": spec.service.type,
@@ -433,11 +432,16 @@ def _plain(obj: ApiObject) -> dict[str, Any]:
 def _group(
     res: QwenThinkingDeployment, max_model_len: int | None, gpu_memory_utilization: float | None
 ) -> dict[str, Any]:
-    """The LeaderWorkerSet's group: its size and the leader's and the workers' commands."""
+    """The LeaderWorkerSet's group: its size, the leader's and the workers' commands, and how a
+    worker stops (after its leader: stopping.worker_lifecycle)."""
     return {
         "size": res.spec.parallelism.pipeline,
         "leader_command": server_argv(res, max_model_len, gpu_memory_utilization),
         "worker_command": server_argv(res, max_model_len, gpu_memory_utilization, worker=True),
+        "worker_stop": {
+            "grace": stopping.worker_grace_seconds(res.spec),
+            "lifecycle": stopping.worker_lifecycle(res.spec, CONTAINER_PORT),
+        },
     }
 
 
