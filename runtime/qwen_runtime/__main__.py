@@ -1,6 +1,7 @@
 """Command line: ``python3 -m qwen_runtime [OPTIONS] -- COMMAND...``, ``... fetch`` or ``... ready``.
 
-``-- COMMAND`` runs the server under the launcher (see ``qwen_runtime.launcher``);
+``-- COMMAND`` runs the server under the launcher (see ``qwen_runtime.launcher``), once the
+compile cache is within its bound (see ``qwen_runtime.compile_cache``);
 ``fetch`` downloads the model for the init container (see ``qwen_runtime.fetch``);
 ``ready`` is the readiness probe: healthy and serving the model (see ``qwen_runtime.ready``).
 """
@@ -8,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -57,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args[split + 1 :]
     if not command:
         parser.error("missing '-- COMMAND...'")
+    from . import compile_cache  # before the server: nothing may read an entry while it goes
+
+    compile_cache.prepare(os.environ)
     return launcher.run(command, options.termination_log, options.kill_after)
 
 

@@ -41,7 +41,7 @@ from qwen_operator.api.vocabulary import (
     leader_labels,
     selector_labels,
 )
-from qwen_operator.children import alerting, launcher, placement, registry, security
+from qwen_operator.children import alerting, compile_cache, launcher, placement, registry, security
 from qwen_runtime.argv import GPU_MEMORY_UTILIZATION
 from qwen_runtime.engine import ENGINE_READY_TIMEOUT_S, ENGINE_READY_TIMEOUT_VAR
 from qwen_runtime.fetch import EXIT_ACCESS_DENIED, EXIT_CONFIG, EXIT_REPO_NOT_FOUND, EXIT_REVISION_NOT_FOUND
@@ -222,6 +222,7 @@ def server_env(spec: QwenThinkingDeploymentSpec) -> list[dict[str, Any]]:
         e["name"]: e for e in [*launcher_env(), {"name": "PYTHONUNBUFFERED", "value": "1"}]
     }
     env[ENGINE_READY_TIMEOUT_VAR] = {"name": ENGINE_READY_TIMEOUT_VAR, "value": str(ENGINE_READY_TIMEOUT_S)}
+    env |= {e["name"]: e for e in compile_cache.env(spec, WEIGHTS_MOUNT)}
     if pvc_source(spec) is None:
         env["HF_HUB_CACHE"] = {"name": "HF_HUB_CACHE", "value": HF_CACHE}
         env["HF_HUB_OFFLINE"] = {"name": "HF_HUB_OFFLINE", "value": "1"}
@@ -377,6 +378,8 @@ def _values(
         "shared": _shared(res) if shared_cache(spec) else None,
         "pvc": None if pvc is None else pvc.model_dump(by_alias=True),
         "weights_mount": WEIGHTS_MOUNT,
+        "compile_cache": _compile_cache(spec),
+        "has_claims": (pvc is None and not shared_cache(spec)) or _compile_cache(spec) is not None,
         "storage_class": spec.model.cache.storage_class_name,
         "cache_size": spec.model.cache.size,
         "resources": resources(spec),
@@ -416,6 +419,19 @@ def _group(
         "size": res.spec.parallelism.pipeline,
         "leader_command": server_argv(res, max_model_len, gpu_memory_utilization),
         "worker_command": server_argv(res, max_model_len, gpu_memory_utilization, worker=True),
+    }
+
+
+def _compile_cache(spec: QwenThinkingDeploymentSpec) -> dict[str, Any] | None:
+    """The compile cache's own claim template and mount, where it needs one (compile_cache.py)."""
+    where = compile_cache.location(spec, WEIGHTS_MOUNT)
+    if where is None or not where.claim:
+        return None
+    return {
+        "volume": compile_cache.VOLUME,
+        "mount": where.root,
+        "size": spec.model.cache.compile_cache_size,
+        "component": str(Component.COMPILE_CACHE),
     }
 
 
