@@ -55,7 +55,9 @@ def _env(container: dict[str, Any]) -> dict[str, str]:
     return {e["name"]: e["value"] for e in container["env"] if "value" in e}
 
 
-def _volume_of(pod: dict[str, Any], container: dict[str, Any], path: str) -> tuple[dict[str, Any], str]:
+def _volume_of(
+    pod: dict[str, Any], container: dict[str, Any], path: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The container's mount that holds `path` (the longest mount path it lies under), and what
     backs it: a volume of the pod, or a claim template (as `{"claimTemplate": name}`)."""
     mounts = [
@@ -63,8 +65,10 @@ def _volume_of(pod: dict[str, Any], container: dict[str, Any], path: str) -> tup
         for m in container["volumeMounts"]
         if path == m["mountPath"] or path.startswith(m["mountPath"] + "/")
     ]
-    mount = max(mounts, key=lambda m: len(m["mountPath"]))
-    volume = next((v for v in pod["volumes"] if v["name"] == mount["name"]), {"claimTemplate": mount["name"]})
+    mount: dict[str, Any] = max(mounts, key=lambda m: len(m["mountPath"]))
+    volume: dict[str, Any] = next(
+        (v for v in pod["volumes"] if v["name"] == mount["name"]), {"claimTemplate": mount["name"]}
+    )
     return mount, volume
 
 

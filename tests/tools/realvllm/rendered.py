@@ -50,6 +50,8 @@ class Rendered:
 
     pod_spec: dict[str, Any]
     configmaps: dict[str, dict[str, str]]
+    claim_templates: tuple[str, ...] = ()
+    """The StatefulSet's volume claim templates: each pod's claims of its own."""
 
     @property
     def container(self) -> dict[str, Any]:
@@ -63,7 +65,8 @@ def rendering(resource: QwenThinkingDeployment) -> Rendered:
     children = render.render(resource)
     sts = next(c for c in children if c["kind"] == "StatefulSet")
     maps = {c["metadata"]["name"]: c.get("data") or {} for c in children if c["kind"] == "ConfigMap"}
-    return Rendered(sts["spec"]["template"]["spec"], maps)
+    claims = tuple(t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates") or [])
+    return Rendered(sts["spec"]["template"]["spec"], maps, claims)
 
 
 def context_of(container: dict[str, Any]) -> int:

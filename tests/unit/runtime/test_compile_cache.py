@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from qwen_runtime import compile_cache
 from qwen_runtime.compile_cache import DIR_VAR, KEEP_FRACTION, LIMIT_VAR, bound, entries, prepare, prune
 from tests.unit.runtime.helpers import launcher_env
 
@@ -119,7 +118,7 @@ def test_the_bound_is_the_volumes_size_when_that_is_smaller(
     real = os.statvfs(tmp_path)
     volume = real.f_frsize * 1000
     small = os.statvfs_result((real.f_bsize, real.f_frsize, 1000, *real[3:]))
-    monkeypatch.setattr(compile_cache.os, "statvfs", lambda path: small)
+    monkeypatch.setattr(os, "statvfs", lambda path: small)
     assert bound(tmp_path, 10 * volume) == int(volume * KEEP_FRACTION)
     assert bound(tmp_path, volume // 2) == int(volume // 2 * KEEP_FRACTION)
 
