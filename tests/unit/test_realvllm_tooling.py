@@ -131,7 +131,7 @@ WARM_LOG = "\n".join(
         f"[qwen-runtime] compile cache {CACHE}: 0.00 GiB in 2 entries (kept to 7.50 GiB); "
         "removed 0 (0.00 GiB)",
         "(Worker pid=27297) WARNING 12-07 01:11:30 [decorators.py:333] [backbone] Compiling model again "
-        f"due to a load failure from {ARTIFACT}, reason: 'function' object has no attribute 'finalize_loading'",
+        f"due to a load failure from {ARTIFACT}, reason: {restarts.CPU_AOT_FAILURE}",
         "(Worker pid=27297) INFO 12-07 01:11:45 [decorators.py:743] [backbone] saved AOT compiled function "
         f"to {ARTIFACT}",
         "(EngineCore pid=26962) INFO 12-07 01:11:50 [core.py:402] init engine (profile, create kv cache, "
