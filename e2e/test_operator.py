@@ -486,6 +486,49 @@ def test_immutable_statefulset_field_replaces_it_keeping_the_pods(
     wait_for(lambda: "Replacing" in reasons(ns, NAME), 30, "event Replacing")  # posted after the status patch
 
 
+def test_a_compile_cache_claim_added_to_a_statefulset_replaces_it(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
+    apps_v1: client.AppsV1Api,
+) -> None:  # fmt: skip
+    """An operator upgrade, as a spec change: a PVC-source resource whose StatefulSet has no claim
+    template (compileCacheSize 0, as before the compile cache) gets one; the apiserver refuses
+    the change of volumeClaimTemplates, so the StatefulSet is replaced (pods kept, then rolled)
+    and each replica gets its compile-cache claim."""
+    weights = client.V1PersistentVolumeClaim(
+        metadata=client.V1ObjectMeta(name="weights-rox"),
+        spec=client.V1PersistentVolumeClaimSpec(
+            access_modes=["ReadWriteOnce"],
+            resources=client.V1VolumeResourceRequirements(requests={"storage": "1Gi"}),
+        ),
+    )
+    core_v1.create_namespaced_persistent_volume_claim(ns, weights)
+    pvc = {"source": {"pvc": {"claimName": "weights-rox"}}}
+    apply_ready(custom, ns, model={**pvc, "cache": {"compileCacheSize": "0"}})
+    old = apps_v1.read_namespaced_stateful_set(NAME, ns)
+    assert not old.spec.volume_claim_templates
+    patch_spec(ns, {"model": {"cache": {"compileCacheSize": "10Gi"}}})
+
+    def replaced() -> bool:
+        sts = apps_v1.read_namespaced_stateful_set(NAME, ns)
+        templates = [t.metadata.name for t in sts.spec.volume_claim_templates or []]
+        return bool(sts.metadata.uid != old.metadata.uid and templates == ["compile-cache"])
+
+    wait_for(replaced, 60, "StatefulSet replaced with the compile-cache claim template")
+    wait_for(lambda: "Replacing" in reasons(ns, NAME), 30, "event Replacing")
+    try:
+        wait_phase(custom, ns, NAME, "Ready")
+    except AssertionError:
+        print("DEBUG", kubectl("get", "pods,pvc,sts", "-n", ns, "-o", "wide").stdout)
+        print("DEBUG", kubectl("get", "events", "-n", ns).stdout)
+        print("DEBUG", kubectl("get", "pods", "-n", ns, "-o", "yaml").stdout[-6000:])
+        raise
+    (pod,) = ready_pods(core_v1, ns, NAME)
+    mounts = {m.name: m.mount_path for m in pod.spec.containers[0].volume_mounts}
+    assert mounts["compile-cache"] == "/compile-cache"
+    claims = sorted(c.metadata.name for c in core_v1.list_namespaced_persistent_volume_claim(ns).items)
+    assert claims == [f"compile-cache-{NAME}-0", "weights-rox"]
+
+
 def test_recreated_resource_adopts_the_orphaned_children(
     operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
     apps_v1: client.AppsV1Api,
