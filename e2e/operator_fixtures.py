@@ -27,10 +27,10 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
-from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.conftest import Cluster
 from e2e.devcluster import cluster as local_cluster
+from e2e.devcluster import scraper
 from e2e.devcluster.kube import kubectl, wait_established, wait_for
 from qwen_operator.api.vocabulary import INSTANCE_LABEL
 from qwen_runtime.argv import gpu_memory_utilization, max_model_len
@@ -60,8 +60,9 @@ API_KEY = {"apiKeySecretRef": {"name": "qwen-api-key", "key": "key"}}
 
 
 class Operator:
-    """The operator as a child process, configured as the Deployment configures its pods; metrics
-    and health over its HTTP port.
+    """The operator as a child process, configured as the Deployment configures its pods; health
+    over its plain HTTP port, metrics over HTTPS as Prometheus reads them (e2e/devcluster/
+    scraper.py: the token of a ServiceAccount bound to qwen-operator-metrics-reader).
 
     Each instance plays one pod: its POD_NAME (its identity in the Lease) stays the same across
     restarts, as a pod's name does across restarts of its container."""
@@ -77,15 +78,20 @@ class Operator:
         self.lease = lease
         """(namespace, name) of the leader-election Lease, as the Deployment's env names it."""
         self.pod_name = pod_name or f"qwen-operator-{uuid.uuid4().hex[:5]}"
-        self.port = local_cluster.free_port()
+        self.metrics_port = local_cluster.free_port()
+        self.health_port = local_cluster.free_port()
+        self.metrics_token: str | None = None
+        """The scraper's token (scraper.reader_token), made at the first scrape."""
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.audit_offset = 0
         """Where the audit log stood when this operator first started (its requests come after)."""
 
     def start(self) -> None:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "QWEN_OPERATOR_HTTP_PORT": str(self.port),
-               "QWEN_OPERATOR_HTTP_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1", "POD_NAME": self.pod_name,
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "QWEN_OPERATOR_HTTP_HOST": "127.0.0.1",
+               "QWEN_OPERATOR_METRICS_PORT": str(self.metrics_port),
+               "QWEN_OPERATOR_HEALTH_PORT": str(self.health_port), "PYTHONUNBUFFERED": "1",
+               "POD_NAME": self.pod_name,
                "QWEN_OPERATOR_LEASE_NAMESPACE": self.lease[0],
                "QWEN_OPERATOR_LEASE_NAME": self.lease[1]}  # fmt: skip
         with self.log_path.open("ab") as out:
@@ -98,7 +104,12 @@ class Operator:
         wait_for(self.healthy, timeout=60, describe=f"operator /healthz (log: {self.log_path})")
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        """A health path's URL (/healthz, /readyz); `metrics_url` is the other listener's."""
+        return f"http://127.0.0.1:{self.health_port}{path}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"https://127.0.0.1:{self.metrics_port}/metrics"
 
     def healthy(self) -> bool:
         if self.proc is None or self.proc.poll() is not None:
@@ -129,14 +140,11 @@ class Operator:
             local_cluster.stop_child(self.proc, sig)
         self.proc = None
 
-    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        with urllib.request.urlopen(self.url("/metrics"), timeout=5) as resp:
-            text = resp.read().decode()
-        out = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                out[(sample.name, tuple(sorted(sample.labels.items())))] = float(sample.value)
-        return out
+    def metrics(self) -> scraper.Samples:
+        """One scrape of /metrics, as Prometheus makes it (HTTPS, a metrics reader's token)."""
+        if self.metrics_token is None:
+            self.metrics_token = scraper.reader_token()
+        return scraper.scrape(self.metrics_url, self.metrics_token)
 
     def counter(self, name: str, **labels: str) -> float:
         """Sum of a metric's samples whose labels include `labels`."""
@@ -282,15 +290,29 @@ def audit_writes(audit_log: Path, since_offset: int, user: str = OPERATOR_USER) 
     return [e for e in audit_entries(audit_log, since_offset, user) if e.get("verb") in WRITE_VERBS]
 
 
-def audit_entries(audit_log: Path, since_offset: int, user: str = OPERATOR_USER) -> list[dict[str, Any]]:
-    """Every request by `user` in the audit log after byte offset `since_offset`."""
+REVIEWS = {("authentication.k8s.io", "tokenreviews"), ("authorization.k8s.io", "subjectaccessreviews")}
+"""(group, resource) of the reviews the operator asks when /metrics is scraped (access.py)."""
+
+
+def scrape_review(entry: dict[str, Any]) -> bool:
+    """A TokenReview or SubjectAccessReview: the operator asks them when a test scrapes its
+    /metrics (about two a minute per token), not for any work on resources."""
+    ref = entry.get("objectRef") or {}
+    return (ref.get("apiGroup", ""), ref.get("resource")) in REVIEWS
+
+
+def audit_entries(
+    audit_log: Path, since_offset: int, user: str = OPERATOR_USER, reviews: bool = False
+) -> list[dict[str, Any]]:
+    """Every request by `user` in the audit log after byte offset `since_offset`; the reviews of
+    the tests' own scrapes only with `reviews` (scrape_review)."""
     out = []
     with audit_log.open("rb") as fh:
         fh.seek(since_offset)
         for line in fh:
             with contextlib.suppress(ValueError):
                 entry = json.loads(line)
-                if entry.get("user", {}).get("username") == user:
+                if entry.get("user", {}).get("username") == user and (reviews or not scrape_review(entry)):
                     out.append(entry)
     return out
 

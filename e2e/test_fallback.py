@@ -3,7 +3,8 @@
 Failures are injected the way a kubelet reports them: the server container's
 `lastState.terminated` carries the launcher's JSON line as its message (terminate_container),
 made by the launcher's own classifier from vLLM's line (e2e.devcluster.simulate). The
-StatefulSet controller then rolls the pods for real when the operator changes the argv.
+operator then replaces the failed pod (the StatefulSet is OnDelete), and the StatefulSet
+controller recreates it for real with the new argv.
 """
 
 from __future__ import annotations
@@ -111,12 +112,15 @@ def wait_event(ns: str, type_: str, reason: str) -> None:
     wait_for(lambda: any((e["type"], e["reason"]) == (type_, reason) for e in events(ns, NAME)), 30, reason)
 
 
-def hold_rollouts(ns: str, hold: bool) -> None:
-    """A partition above every ordinal keeps the StatefulSet controller from replacing pods.
+HOLD = "e2e.qwen-operator.io/hold"
 
-    The operator does not manage the partition (server-side apply leaves it to its owner)."""
-    patch = {"spec": {"updateStrategy": {"rollingUpdate": {"partition": 1 if hold else 0}}}}
-    kubectl("patch", f"statefulset/{NAME}", "-n", ns, "--type=merge", "-p", json.dumps(patch))
+
+def hold_rollouts(ns: str, hold: bool) -> None:
+    """A finalizer keeps pod 0 from going when the operator's rollout deletes it (the StatefulSet
+    is OnDelete: the operator replaces the pods itself, a failed one first), so the kubelet's
+    report can be delivered again to the very pod; without it the pod goes and is recreated."""
+    patch = {"metadata": {"finalizers": [HOLD] if hold else None}}
+    kubectl("patch", f"pod/{POD}", "-n", ns, "--type=merge", "-p", json.dumps(patch))
 
 
 def reductions(operator: Operator, reason: str) -> float:
@@ -153,6 +157,11 @@ def test_vllms_estimate_then_the_ladder(
     wait_reductions(operator, "KVCacheInsufficient", before + 1)
     wait_event(ns, "Warning", "ContextReduced")
 
+    # the rollout replaces the failed pod first: the operator deletes it (held by the finalizer)
+    wait_for(
+        lambda: core_v1.read_namespaced_pod(POD, ns).metadata.deletion_timestamp is not None, 30,
+        f"the operator deleting {POD}",
+    )  # fmt: skip
     # the kubelet reports the same crash again (a status update, same restart): still one reduction
     crash(api_client, ns, kv_report(262144, 245408), restart_count=restarts)
     settle(3)
@@ -160,7 +169,7 @@ def test_vllms_estimate_then_the_ladder(
     assert len(context(custom, ns)["history"]) == 1 and sts_context(apps_v1, ns, NAME) == 244736
     assert reductions(operator, "KVCacheInsufficient") == before + 1
 
-    # the StatefulSet rolls pod 0; the new pod's KV cache fails with no figures at all: the ladder
+    # pod 0 goes, the StatefulSet recreates it; the new pod's KV cache fails with no figures: the ladder
     hold_rollouts(ns, False)
     pod = wait_pod_with(core_v1, ns, 244736)
     assert pod.metadata.uid != first_uid

@@ -134,13 +134,14 @@ def prometheus_operator_crds(cluster: Cluster) -> Iterator[None]:
         [],
         ["namespace.create=true"],
         [
-            "watchNamespaces={llm,team-b}",
+            "watchNamespaces={NAMESPACE}",  # a RoleBinding in each: the namespace must exist
             "metrics.serviceMonitor.enabled=true",
             "monitoring.prometheusRule.enabled=true",
             "monitoring.grafanaDashboard.enabled=true",
             "replicas=0",
             "image.digest=sha256:" + "0" * 64,
             "serviceAccount.annotations.owner=platform",
+            "tenantPolicy.enabled=true",
         ],
         ["metrics.enabled=false", "serviceAccount.create=false", "serviceAccount.name=default"],
     ],
@@ -153,7 +154,7 @@ def test_helm_template_passes_server_side_dry_run(
     (schemas, the real ServiceMonitor and PrometheusRule CRDs, RBAC objects, the pod's security
     context)."""
     del prometheus_operator_crds, crd_installed
-    sets = [a for v in values for a in ("--set", v)]
+    sets = [a for v in values for a in ("--set", v.replace("NAMESPACE", namespace))]
     rendered = helm("template", f"dry-{uuid.uuid4().hex[:4]}", str(CHART), "-n", namespace, "--include-crds",
                     *sets).stdout  # fmt: skip
     out = kubectl("apply", "--dry-run=server", "-f", "-", stdin=rendered)
@@ -252,10 +253,16 @@ def test_helm_install_serves_a_resource_as_the_charts_service_account(
             ]
             assert refused == []
             role = json.loads(kubectl("get", "clusterrole", fullname, "-o", "json").stdout)
+            cluster_scoped = json.loads(
+                kubectl("get", "clusterrole", f"{fullname}-cluster", "-o", "json").stdout
+            )
             elect = json.loads(
                 kubectl("get", "role", f"{fullname}-leader-election", "-n", op_ns, "-o", "json").stdout
             )
-            rules = [*role["rules"], *elect["rules"]]
+            rules = [*role["rules"], *cluster_scoped["rules"], *elect["rules"]]
+            # the namespaced rules are bound in the served namespace alone (least privilege)
+            assert kubectl("get", "clusterrolebinding", fullname, check=False).returncode != 0
+            assert kubectl("get", "rolebinding", fullname, "-n", ns, check=False).returncode == 0
             used = {rbac_key(e) for e in entries if e.get("objectRef")}
             assert used <= grants(rules), used - grants(rules)
             assert ("coordination.k8s.io", "leases", "update") in used  # it elected on the release's Lease

@@ -198,6 +198,29 @@ def assert_scales_to_two_groups(custom: client.CustomObjectsApi, core_v1: client
     assert scale["spec"]["replicas"] == 2 and scale["status"]["replicas"] == 2
     leaders = core_v1.list_namespaced_pod(ns, label_selector=scale["status"]["selector"]).items
     assert sorted(p.metadata.name for p in leaders) == [f"{NAME}-0", f"{NAME}-1"]
+    assert_a_policy_per_group(core_v1, ns, 2)
+
+
+def group_policies(ns: str) -> dict[str, dict[str, Any]]:
+    out = json.loads(kubectl("get", "networkpolicies", "-n", ns, "-l", instance(NAME), "-o", "json").stdout)
+    return {p["metadata"]["name"]: p for p in out["items"] if p["metadata"]["name"] != NAME}
+
+
+def assert_a_policy_per_group(core_v1: client.CoreV1Api, ns: str, groups: int) -> None:
+    """One NetworkPolicy a group (children/network.py), each selecting, by the labels the real
+    LWS controller and webhook put on the pods, exactly its group's leader and worker."""
+    want = [f"{NAME}-group-{g}" for g in range(groups)]
+
+    def found() -> dict[str, dict[str, Any]] | None:
+        policies = group_policies(ns)
+        return policies if sorted(policies) == want else None
+
+    policies = wait_for(found, 30, f"the policies {want}")
+    for g in range(groups):
+        labels = policies[f"{NAME}-group-{g}"]["spec"]["podSelector"]["matchLabels"]
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        pods = core_v1.list_namespaced_pod(ns, label_selector=selector).items
+        assert sorted(p.metadata.name for p in pods) == [f"{NAME}-{g}", f"{NAME}-{g}-1"]
 
 
 def last_cure(custom: client.CustomObjectsApi, ns: str) -> dict[str, Any] | None:
@@ -230,3 +253,7 @@ def test_tp4_pp2_groups_on_two_nodes_scale_and_a_workers_oom_cures_the_group(
     wait_for(lambda: templates_at(ns) == [step["to"]] * 2, 30, "both templates on the shorter context")
     wait_for(lambda: all_pods_at(core_v1, ns, step["to"]), 180, "all 4 pods on the shorter context")
     wait_phase(custom, ns, NAME, "Ready", timeout=120)
+    # Back to one group: the second group's policy is pruned with it
+    kubectl("scale", f"qtd/{NAME}", "-n", ns, "--replicas=1")
+    wait_for(lambda: len(server_pods(core_v1, ns)) == 2, 120, "one group's pods")
+    assert_a_policy_per_group(core_v1, ns, 1)

@@ -51,11 +51,12 @@ from e2e.operator_fixtures import (  # noqa: E402
     wait_phase,
 )
 from qwen_operator import api  # noqa: E402
-from qwen_operator.api.vocabulary import selector_string  # noqa: E402
-from qwen_operator.children import render  # noqa: E402
+from qwen_operator.api.vocabulary import MANAGED_LABELS, selector_labels, selector_string  # noqa: E402
+from qwen_operator.children import launcher, render, security, stopping  # noqa: E402
 from qwen_operator.memory import planner  # noqa: E402
 from qwen_operator.process import clock, lease  # noqa: E402
 from qwen_operator.reconcile.problems import UNSCHEDULABLE_GRACE  # noqa: E402
+from qwen_runtime import integrity  # noqa: E402
 
 pytest_plugins = ("e2e.operator_fixtures",)
 pytestmark = pytest.mark.e2e
@@ -202,16 +203,30 @@ def test_every_sample_is_admitted_under_pod_security_restricted(
     wait_for(pods, 60, f"pods of {name}")
     refused = [e for e in events(ns, name, kind="StatefulSet") if e["reason"] == "FailedCreate"]
     assert refused == [], refused
+    grace = stopping.grace_seconds(api.parse_resource(doc).spec)
     for pod in pods():
         assert pod.spec.security_context.run_as_non_root
         assert pod.spec.containers[0].image == "vllm/vllm-openai:v0.33.0"
+
+    def servers() -> list[Any]:
+        """Not the download Job's pod (Shared cache), which comes first."""
+        return [pod for pod in pods() if pod.spec.containers[0].name == "server"]
+
+    wait_for(servers, 120, f"server pods of {name}")
+    for pod in servers():
+        # kept as rendered (an apiserver without the sleep action would drop it silently)
+        assert pod.spec.containers[0].lifecycle.pre_stop.sleep.seconds == stopping.PRE_STOP_SECONDS
+        assert pod.spec.termination_grace_period_seconds == grace
 
 
 def group_pods_admitted(ns: str, doc: dict[str, Any]) -> None:
     """A multi-node sample: a pod of each of its LeaderWorkerSet's templates passes admission
     (Pod Security "restricted") in a server-side dry run."""
     doc["metadata"]["namespace"] = ns
-    (lws,) = [m for m in render.render(api.parse_resource(doc)) if m["kind"] == "LeaderWorkerSet"]
+    children = render.render(api.parse_resource(doc))
+    (lws,) = [m for m in children if m["kind"] == "LeaderWorkerSet"]
+    (account,) = [m for m in children if m["kind"] == "ServiceAccount"]  # admission looks it up
+    kubectl("create", "-n", ns, "-f", "-", stdin=json.dumps(account))
     for role in ("leaderTemplate", "workerTemplate"):
         template = lws["spec"]["leaderWorkerTemplate"][role]
         meta = {**template["metadata"], "name": f"dry-{role.lower()}"}
@@ -219,6 +234,7 @@ def group_pods_admitted(ns: str, doc: dict[str, Any]) -> None:
         admitted = json.loads(kubectl("create", "-n", ns, "--dry-run=server", "-o", "json", "-f", "-",
                                       stdin=json.dumps(pod)).stdout)  # fmt: skip
         assert admitted["spec"]["securityContext"]["runAsNonRoot"] is True
+        assert admitted["spec"]["containers"][0]["lifecycle"] == stopping.lifecycle()
 
 
 def test_scale_subresource(
@@ -344,6 +360,66 @@ def test_manual_edits_of_the_statefulset_are_reverted(
     wait_for(
         lambda: "DriftReverted" in reasons(ns, NAME), 30, "event DriftReverted"
     )  # posted after the status patch
+    wait_phase(custom, ns, NAME, "Ready")
+
+
+def test_the_launcher_configmap_cannot_be_swapped_and_goes_once_unmounted(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
+    apps_v1: client.AppsV1Api, api_client: client.ApiClient,
+) -> None:  # fmt: skip
+    """Issue 23: the launcher's ConfigMap is immutable, named by its sources' digest, which the
+    pods carry; other data put under its name (deleted and created again, owner reference
+    copied; while paused, so the operator cannot race the swap) is replaced; an older launcher's
+    ConfigMap stays while a pod mounts it and goes once none does."""
+    uid = apply_ready(custom, ns)["metadata"]["uid"]
+    name = launcher.configmap_name(NAME)
+    (cm,) = core_v1.list_namespaced_config_map(ns, label_selector=instance(NAME)).items
+    assert (cm.metadata.name, cm.immutable, cm.data) == (name, True, launcher.sources())
+    assert owned_by(cm, uid)
+    template = apps_v1.read_namespaced_stateful_set(NAME, ns).spec.template.spec
+    env = {e.name: e.value for c in [*template.init_containers, *template.containers] for e in c.env}
+    assert env[integrity.DIGEST_VAR] == launcher.digest()
+    assert [v.config_map.name for v in template.volumes if v.config_map] == [name]
+    with pytest.raises(client.ApiException) as edit:
+        core_v1.patch_namespaced_config_map(name, ns, {"data": {"argv.py": "print('not ours')\n"}})
+    assert edit.value.status == 422 and "immutable" in str(edit.value.body), edit.value.body
+
+    patch_spec(ns, {"paused": True})
+    wait_for(lambda: condition(get_qtd(custom, ns, NAME), "Reconciling").get("reason") == "Paused", 60,
+             "the pause seen")  # fmt: skip
+    core_v1.delete_namespaced_config_map(name, ns)
+    owners = api_client.sanitize_for_serialization(cm.metadata.owner_references)
+    meta = {"name": name, "labels": cm.metadata.labels, "ownerReferences": owners}
+    swapped = {**cm.data, "argv.py": "print('not ours')\n"}
+    core_v1.create_namespaced_config_map(ns, {"metadata": meta, "data": swapped, "immutable": True})
+    patch_spec(ns, {"paused": False})
+
+    def restored() -> bool:
+        found = core_v1.list_namespaced_config_map(ns, field_selector=f"metadata.name={name}").items
+        return bool(found and found[0].data == launcher.sources() and found[0].immutable)
+
+    wait_for(restored, 60, "the swapped launcher ConfigMap replaced by the rendered one")
+    wait_for(lambda: "Replacing" in reasons(ns, NAME), 30, "event Replacing")
+
+    old = f"{NAME}-launcher-0123456789"
+    user = {"metadata": {"name": "old-launcher-user", "labels": {**selector_labels(NAME), **MANAGED_LABELS}},
+            "spec": {"securityContext": security.pod(), "automountServiceAccountToken": False,
+                     "containers": [{"name": "server", "image": "registry.invalid/old:1",
+                                     "securityContext": security.container(),
+                                     "volumeMounts": [{"name": "launcher", "mountPath": launcher.MOUNT}]}],
+                     "volumes": [{"name": "launcher", "configMap": {"name": old}}]}}  # fmt: skip
+    core_v1.create_namespaced_pod(ns, user)
+    older = {"metadata": {**meta, "name": old}, "data": {"__init__.py": "# an older launcher\n"}}
+    core_v1.create_namespaced_config_map(ns, {**older, "immutable": True})
+    settle(5)  # a pass sees it (its creation is an event), and keeps it: the pod mounts it
+
+    def names() -> set[str]:
+        found = core_v1.list_namespaced_config_map(ns, label_selector=instance(NAME)).items
+        return {c.metadata.name for c in found}
+
+    assert names() == {name, old}
+    core_v1.delete_namespaced_pod("old-launcher-user", ns, grace_period_seconds=0)
+    wait_for(lambda: names() == {name}, 60, "the older launcher ConfigMap deleted once no pod mounts it")
     wait_phase(custom, ns, NAME, "Ready")
 
 
@@ -647,15 +723,19 @@ def test_operator_used_only_its_service_account_within_rbac(operator: Operator, 
     denied = kubectl("auth", "can-i", "get", "secrets", f"--as={OPERATOR_USER}", "-A", check=False)
     assert denied.stdout.strip() == "no"
     role = yaml.safe_load(kubectl("get", "clusterrole", "qwen-operator", "-o", "yaml").stdout)
+    cluster_scoped = yaml.safe_load(
+        kubectl("get", "clusterrole", "qwen-operator-cluster", "-o", "yaml").stdout
+    )
     elect = yaml.safe_load(
         kubectl("get", "role", "qwen-operator-leader-election", "-n", OPERATOR_NAMESPACE, "-o", "yaml").stdout
     )
-    rules = [*role["rules"], *elect["rules"]]
+    rules = [*role["rules"], *cluster_scoped["rules"], *elect["rules"]]
     assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in rules)
     if cluster.audit_log is None:
         assert refused == 0
         return
-    entries = audit_entries(cluster.audit_log, operator.audit_offset)
+    # The reviews of the tests' scrapes too: they are the operator's requests, and granted.
+    entries = audit_entries(cluster.audit_log, operator.audit_offset, reviews=True)
     assert entries, "no request of the operator's ServiceAccount in the audit log"
     denied_403 = [e for e in entries if e.get("responseStatus", {}).get("code") == 403]
     warming = [e for e in denied_403 if during_restart(cluster, e)]  # its authorizer not ready yet
@@ -673,16 +753,18 @@ def test_operator_used_only_its_service_account_within_rbac(operator: Operator, 
     # Exactly what it uses: a server-side apply that creates is audited as a patch but authorized
     # as create, and a StatefulSet (the shared download's Job) is deleted only when an immutable
     # field changes.
-    unaudited = {(g, r, "create") for g, r in (("", "services"), ("", "configmaps"), ("apps", "statefulsets"),
+    unaudited = {(g, r, "create") for g, r in (("", "services"), ("", "configmaps"), ("", "serviceaccounts"),
+                 ("apps", "statefulsets"),
                  ("policy", "poddisruptionbudgets"), ("monitoring.coreos.com", "servicemonitors"),
                  ("", "persistentvolumeclaims"), ("batch", "jobs"),
                  ("networking.k8s.io", "networkpolicies"))} | {
                  ("apps", "statefulsets", "delete"), ("batch", "jobs", "delete"),
+                 ("", "configmaps", "delete"),  # an older or swapped launcher's (test above)
                  ("networking.k8s.io", "networkpolicies", "delete"),  # only when spec.network.policy is false
                  ("coordination.k8s.io", "leases", "list")}  # list: if the watch was late  # fmt: skip
     # LeaderWorkerSets: only where their CRD is served and a resource has a pipeline (test_multinode.py)
     unaudited |= {("leaderworkerset.x-k8s.io", "leaderworkersets", v)
-                  for v in ("list", "watch", "create", "patch", "delete")}  # fmt: skip
+                  for v in ("get", "list", "watch", "create", "patch", "delete")}  # fmt: skip
     elsewhere = {(g, r, v) for g, r, v in granted if (g, r) in INTEGRATION_RESOURCES}  # test_integrations.py
     assert granted - used - elsewhere <= unaudited, granted - used - elsewhere - unaudited
 

@@ -53,7 +53,7 @@ pytest_plugins = ("e2e.operator_fixtures",)
 pytestmark = pytest.mark.e2e
 QUIET_SECONDS = 5
 MANUAL = {"name": "QWEN_E2E_MANUAL_KUBELET", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
-CHILD_KINDS = ("configmaps", "services", "statefulsets", "poddisruptionbudgets")
+CHILD_KINDS = ("serviceaccounts", "configmaps", "services", "statefulsets", "poddisruptionbudgets")
 
 
 @pytest.fixture

@@ -159,6 +159,15 @@ class FakeCluster:
         self.propagations.append(propagation)
         return self.objects.pop((kind, name), {})
 
+    def delete_pod(self, namespace: str, name: str, uid: str) -> dict[str, Any]:
+        """A server pod deleted (the rollout): gone at once, if it is still that uid."""
+        self.calls.append(("delete", "Pod"))
+        found = next((p for p in self.pods if p["metadata"]["name"] == name), None)
+        if found is None or found["metadata"].get("uid") != uid:
+            return {}
+        self.pods.remove(found)
+        return copy.deepcopy(found)
+
     def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         self.calls.append(("patch", "status"))
         obj = self.objects[(KIND, name)]

@@ -25,6 +25,7 @@ from qwen_operator.api.vocabulary import (
     LWS_KIND,
     LWS_WORKER_INDEX_LABEL,
     MAX_MODEL_LEN_FLAG,
+    REVISION_LABEL,
     SERVER_CONTAINER,
     selector_labels,
 )
@@ -241,8 +242,19 @@ class Pod:
         self.raw["metadata"]["labels"][LWS_WORKER_INDEX_LABEL] = str(worker_index)
         return self
 
+    def revision(self, revision: str) -> Pod:
+        """The template revision the StatefulSet controller made it from (controller-revision-hash)."""
+        self.raw["metadata"]["labels"][REVISION_LABEL] = revision
+        return self
+
     def deleting(self) -> Pod:
         self.raw["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+        return self
+
+    def mounting(self, configmap: str) -> Pod:
+        """The pod mounts this ConfigMap (the launcher's, of the launcher it was created with)."""
+        volumes = self.raw["spec"].setdefault("volumes", [])
+        volumes.append({"name": f"v{len(volumes)}", "configMap": {"name": configmap, "defaultMode": 292}})
         return self
 
     def obj(self) -> dict[str, Any]:

@@ -253,6 +253,9 @@ def save(layout: Layout, procs: dict[str, Any], extra: dict[str, Any]) -> None:
 def start_all(layout: Layout, options: dict[str, Any]) -> None:
     procs: dict[str, Any] = {}
     for name, command in components.COMMANDS.items():
+        if name == "kwok":  # it watches its Logs kind from the start
+            kubectl(layout, "apply", "-f", str(components.LOGS_CRD))
+            wait_until(lambda: _established(layout, "logs.kwok.x-k8s.io"), "kwok's Logs CRD", None)
         procs[name] = spawn(layout, name, command(layout))
         save(layout, procs, options)  # after every start, so `down` can stop a partial `up`
         log(f"started {name} (pid {procs[name]['pid']})")
@@ -263,6 +266,15 @@ def start_all(layout: Layout, options: dict[str, Any]) -> None:
     wait_until(lambda: default_service_account(layout), "service-account controller", None)
     kube = kubectl_for(layout.bin / "kubectl", layout.kubeconfig)
     add_nodes(kube, options["nodes"], options["gpu"], options["gpus_per_node"])
+
+
+def _established(layout: Layout, crd: str) -> bool:
+    try:
+        path = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
+        found = kubectl(layout, "get", "crd", crd, "-o", path)
+    except RuntimeError:
+        return False
+    return found.strip() == "True"
 
 
 def running(state: Path) -> bool:

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from e2e.devcluster.nodes import KWOK_ANNOTATION
+from e2e.devcluster.toolchain import build
 from e2e.devcluster.toolchain.gomod import TOOLCHAIN_DIR
 
 SERVICE_CIDR = "10.96.0.0/16"
@@ -16,6 +17,9 @@ SERVICE_IP = "10.96.0.1"  # the `kubernetes` Service: first address of the servi
 POD_CIDR = "10.244.0.0/16"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 STAGES = TOOLCHAIN_DIR / "kwok-stages.yaml"
+LOGS_CRD = build.logs_crd()
+"""kwok's `Logs` kind: which file a simulated container's log is (the real-process harness);
+from kwok's Go module, by `make toolchain` (toolchain/build.py)."""
 
 # Metadata for every request (who, verb, resource, response code) but no bodies: enough
 # for tests to count write requests by user without growing the log by megabytes.
@@ -143,6 +147,10 @@ def apiserver(layout: Layout) -> list[str]:
         f"--audit-log-path={layout.audit_log}",
         "--audit-log-maxsize=200",
         "--audit-log-maxbackup=1",
+        # pods/log: the apiserver proxies to the node's kubelet port, kwok's server here, whose
+        # certificate our CA signed for 127.0.0.1 (the nodes' InternalIP).
+        f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+        "--kubelet-preferred-address-types=InternalIP",
         "--v=1",
     ]
 
@@ -193,7 +201,15 @@ def kwok(layout: Layout) -> list[str]:
         "--manage-all-nodes=false",
         f"--manage-nodes-with-annotation-selector={key}={value}",
         f"--cidr={POD_CIDR}",
-        "--node-ip=10.0.0.1",
+        # kwok's server plays every node's kubelet API (container logs): the nodes' InternalIP is
+        # loopback and their kubelet port kwok's, so `kubectl logs` and the operator's pods/log
+        # reads reach it through the apiserver, as on a real cluster.
+        "--node-ip=127.0.0.1",
+        f"--node-port={layout.ports['kwok']}",
+        f"--server-address=127.0.0.1:{layout.ports['kwok']}",
+        f"--tls-cert-file={layout.pki / 'kwok-serving.crt'}",
+        f"--tls-private-key-file={layout.pki / 'kwok-serving.key'}",
+        "--enable-crds=Logs",
         "--node-lease-duration-seconds=40",
     ]
 
@@ -206,4 +222,4 @@ COMMANDS = {
     "kube-scheduler": scheduler,
     "kwok": kwok,
 }
-PORTS = ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler")
+PORTS = ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok")

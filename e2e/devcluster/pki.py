@@ -78,6 +78,18 @@ def make_server(pki: Path, ips: list[str], names: list[str]) -> None:
     )
 
 
+def make_kubelet_server(pki: Path) -> None:
+    """kwok's server (every simulated node's kubelet API): the apiserver verifies it against the
+    CA (--kubelet-certificate-authority) at the nodes' InternalIP, 127.0.0.1."""
+    sign(
+        pki,
+        "kwok-serving",
+        "/CN=kwok-kubelet",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+
+
 def make_client(pki: Path, client: Client) -> None:
     sign(
         pki,
@@ -102,6 +114,7 @@ def generate(pki: Path, service_ip: str) -> None:
     names = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
     names.append("kubernetes.default.svc.cluster.local")
     make_server(pki, ["127.0.0.1", service_ip], names)
+    make_kubelet_server(pki)
     for client in (*CLIENTS, FRONT_PROXY):
         make_client(pki, client)
     make_service_account_keys(pki)

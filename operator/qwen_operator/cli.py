@@ -1,4 +1,4 @@
-"""The `qwen-operator` command: crd, render, plan, version, run."""
+"""The `qwen-operator` command: crd, policy, render, plan, version, run."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import yaml
+
 from qwen_operator import __version__, api
+from qwen_operator.admission import operator_writes, tenant
 from qwen_operator.api import crd, kubeyaml
 from qwen_operator.children import render
 from qwen_operator.children.registry import OPTIONAL_CRDS
-from qwen_operator.memory import planner
+from qwen_operator.memory import cures, planner
 
 EXIT_INVALID = 2
 
@@ -35,7 +38,24 @@ def _load(path: str) -> list[dict[str, Any]]:
     return docs
 
 
+def _tenant_params(path: str) -> tenant.Params:
+    """The tenant policy's ConfigMap (the file `kubectl apply` installs), as the policy reads it."""
+    try:
+        docs = _load(path)
+        if len(docs) != 1:
+            raise tenant.PolicyError("expected one document, the tenant policy's ConfigMap")
+        return tenant.Params.from_configmap(docs[0])
+    except (api.InvalidResource, tenant.PolicyError) as exc:
+        raise tenant.PolicyError(f"--policy {path}: {exc}") from None
+
+
 def cmd_render(args: argparse.Namespace) -> int:
+    try:
+        params = _tenant_params(args.policy) if args.policy else None
+    except (OSError, UnicodeDecodeError) as exc:
+        return _fail(f"--policy {args.policy}: {exc}")
+    except tenant.PolicyError as exc:
+        return _fail(str(exc))
     try:
         docs = _load(args.file)
         resources = [api.parse_resource(d) for d in docs]
@@ -43,6 +63,11 @@ def cmd_render(args: argparse.Namespace) -> int:
         return _fail(f"{args.file}: {exc}")
     except api.InvalidResource as exc:
         return _fail(str(exc))
+    if params is not None:
+        for res in resources:
+            refused = tenant.violations(res, params)
+            if refused:
+                return _fail(refused[0])
     children: list[dict[str, Any]] = []
     for res in resources:
         limit = res.spec.context.max_model_len
@@ -114,9 +139,37 @@ def plan_text(name: str, plan: planner.Plan) -> str:
     )
 
 
+def observed_of(doc: dict[str, Any], res: api.QwenThinkingDeployment) -> api.ObservedMemory | None:
+    """vLLM's own figures in the object's status (`kubectl get qtd -o yaml | qwen-operator plan -f -`),
+    when what decides the fit is still what they were measured under."""
+    raw = ((doc.get("status") or {}).get("memory") or {}).get("observed")
+    if not isinstance(raw, dict):
+        return None
+    try:
+        found = api.ObservedMemory.model_validate(raw)
+    except ValueError:
+        return None
+    return found if found.basis == cures.fit_basis(res) else None
+
+
+def observed_text(plan: planner.Plan, observed: api.ObservedMemory) -> str:
+    """The estimate beside what vLLM measured at the last good start."""
+    tokens = observed.kv_cache_tokens or 0
+    return "\n".join(
+        [
+            f"  observed           {tokens:,} tokens of KV cache ({observed.kv_cache_gib} GiB per GPU) at"
+            f" utilization {observed.gpu_memory_utilization}, vLLM {observed.vllm_version or '?'},"
+            f" {observed.pod} started {observed.started_at}",
+            f"  estimate/observed  {plan.max_tokens:,} estimated vs {tokens:,} observed tokens"
+            f" ({plan.max_tokens - tokens:+,})",
+        ]
+    )
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     try:
-        resources = [api.parse_resource(d) for d in _load(args.file)]
+        docs_in = _load(args.file)
+        resources = [api.parse_resource(d) for d in docs_in]
     except (OSError, UnicodeDecodeError) as exc:
         return _fail(f"{args.file}: {exc}")
     except api.InvalidResource as exc:
@@ -129,18 +182,41 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if isinstance(plan, str):
             return _fail(plan)
         plans.append((res, plan))
+    observed = [observed_of(doc, res) for doc, res in zip(docs_in, resources, strict=True)]
     if args.output == "json":
         docs = [
-            {"name": res.metadata.name, "model": res.spec.model.id, **plan.to_dict()} for res, plan in plans
-        ]
+            {"name": res.metadata.name, "model": res.spec.model.id, **plan.to_dict(),
+             **({"observed": seen.model_dump(by_alias=True, exclude_none=True)} if seen else {})}
+            for (res, plan), seen in zip(plans, observed, strict=True)
+        ]  # fmt: skip
         print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
     else:
-        print("\n".join(plan_text(res.metadata.name, plan) for res, plan in plans))
+        texts = [
+            plan_text(res.metadata.name, plan) + ("\n" + observed_text(plan, seen) if seen else "")
+            for (res, plan), seen in zip(plans, observed, strict=True)
+        ]
+        print("\n".join(texts))
     return 0
 
 
 def cmd_crd(_: argparse.Namespace) -> int:
     sys.stdout.write(crd.crd_yaml())
+    return 0
+
+
+def policy_yaml(which: str) -> str:
+    """The admission policy as checked in: `operator` (manifests/validatingadmissionpolicy.yaml)
+    or `tenant` (manifests/tenant-policy/validatingadmissionpolicy.yaml). Their bindings are
+    small and hand-written beside them (tests/unit/test_admission.py compares them)."""
+    source = operator_writes if which == "operator" else tenant
+    header = (
+        f"# Generated by `qwen-operator policy {which}` (make policies): edit qwen_operator/admission/.\n"
+    )
+    return header + yaml.safe_dump(source.policy(), sort_keys=False, width=1 << 30)
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    sys.stdout.write(policy_yaml(args.which))
     return 0
 
 
@@ -166,12 +242,22 @@ def parser() -> argparse.ArgumentParser:
         "--served", action="append", default=[], choices=sorted(OPTIONAL_CRDS), metavar="CRD",
         help=f"render as if this optional CRD were served (repeatable): {', '.join(sorted(OPTIONAL_CRDS))}",
     )  # fmt: skip
+    r.add_argument(
+        "--policy", metavar="FILE",
+        help="the tenant policy's ConfigMap (manifests/tenant-policy/params.yaml): refuse what it refuses",
+    )  # fmt: skip
     r.set_defaults(func=cmd_render)
     pl = sub.add_parser("plan", help="print the memory plan: the largest context that fits")
     pl.add_argument("-f", "--file", required=True, help="resource YAML, or - for stdin")
     pl.add_argument("--gpu-memory-gib", type=float, help="memory of one GPU (default: spec.gpu.memoryGiB)")
     pl.add_argument("-o", "--output", choices=["text", "json"], default="text")
     pl.set_defaults(func=cmd_plan)
+    po = sub.add_parser("policy", help="print an admission policy (ValidatingAdmissionPolicy)")
+    po.add_argument(
+        "which", choices=["operator", "tenant"],
+        help="operator: what the operator's ServiceAccount may write; tenant: the tenant policy",
+    )  # fmt: skip
+    po.set_defaults(func=cmd_policy)
     sub.add_parser("version", help="print the version").set_defaults(func=cmd_version)
     run = sub.add_parser("run", help="run the operator")
     run.add_argument(

@@ -4,6 +4,10 @@
 compile cache is within its bound (see ``qwen_runtime.compile_cache``);
 ``fetch`` downloads the model for the init container (see ``qwen_runtime.fetch``);
 ``ready`` is the readiness probe: healthy and serving the model (see ``qwen_runtime.ready``).
+
+Each of them first checks its own sources against the pod's ``QWEN_LAUNCHER_DIGEST`` and refuses
+to run when they differ (see ``qwen_runtime.integrity``): the server and ``fetch`` write the
+termination record, the probe only says why on stderr.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import launcher
+from . import integrity, launcher
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 
@@ -46,10 +50,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch to the launcher or to ``fetch``; return the process exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["fetch"]:
+        refused = integrity.verify(DEFAULT_TERMINATION_LOG)  # the init container's (and the Job's)
+        if refused is not None:
+            return refused
         from . import fetch  # only the init container needs it
 
         return fetch.main(args[1:])
     if args[:1] == ["ready"]:
+        refused = integrity.verify(None)  # an exec probe: the container's message is the server's
+        if refused is not None:
+            return refused
         from . import ready
 
         return ready.main(args[1:])
@@ -59,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args[split + 1 :]
     if not command:
         parser.error("missing '-- COMMAND...'")
+    refused = integrity.verify(options.termination_log)  # before vLLM starts
+    if refused is not None:
+        return refused
+
     from . import compile_cache  # before the server: nothing may read an entry while it goes
 
     compile_cache.prepare(os.environ)

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 MAX_MODEL_LEN = "--max-model-len"
 GPU_MEMORY_UTILIZATION = "--gpu-memory-utilization"
+SHUTDOWN_TIMEOUT = "--shutdown-timeout"
+"""vLLM's drain after SIGTERM, in whole seconds: 0 (its default) aborts the requests in flight."""
 
 
 def flag_value(command: Sequence[str], flag: str) -> str | None:
@@ -47,3 +49,14 @@ def gpu_memory_utilization(command: Sequence[str]) -> float | None:
     except ValueError:
         return None
     return number if number is not None and 0 < number <= 1 else None
+
+
+def shutdown_timeout(command: Sequence[str]) -> int:
+    """The ``--shutdown-timeout`` of a ``vllm serve`` command line: how long vLLM drains after
+    SIGTERM; 0 (abort at once), vLLM's default, when absent or not a whole number of seconds."""
+    value = flag_value(command, SHUTDOWN_TIMEOUT)
+    try:
+        number = int(value) if value is not None else 0
+    except ValueError:
+        return 0
+    return max(number, 0)

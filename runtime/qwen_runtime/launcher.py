@@ -9,15 +9,21 @@ of the server container and:
   makes the child wait: its own output does not block it, the child's pipes
   are 1 MiB, and a flood is copied in big pieces (``qwen_runtime.pump``);
 * keeps only a bounded view of that output (``watch.OutputWatcher``);
-* forwards SIGTERM, SIGINT and SIGHUP to the child (vLLM drains on SIGTERM);
+* forwards the first SIGTERM, SIGINT or SIGHUP to the child and drops any later one
+  (``qwen_runtime.stopping``): vLLM drains on SIGTERM when it has ``--shutdown-timeout``
+  (the operator sets it; vLLM's default, 0, aborts the requests in flight);
 * exits with the child's exit code, or 128 + N when signal N killed it;
 * gives the child vLLM's engine-start timeout unless the environment sets one
   (``engine.ENGINE_READY_TIMEOUT_S``);
 * on failure writes one JSON line to the termination log
-  (schema: ``qwen_runtime.record``).
+  (schema: ``qwen_runtime.record``);
+* times the start-up phases and prints a start report to its stdout, one line, at each phase
+  change, every 30 s while starting and once ready (``qwen_runtime.startup``): the channel of a
+  start that succeeds, read by the operator from the pod's log.
 
 Stopping a child that ignores SIGTERM: by default the launcher does not
-escalate. vLLM may legitimately need the whole grace period to drain, and the
+escalate, and waits for the child whatever it receives. vLLM may legitimately need
+the whole grace period to drain, and the
 kubelet already enforces ``terminationGracePeriodSeconds``: when it expires the
 container runtime SIGKILLs every process of the container (and with the
 launcher as PID 1 of the container's PID namespace, the kernel would kill the
@@ -45,6 +51,8 @@ import time
 from typing import TYPE_CHECKING
 
 from . import engine
+from .argv import shutdown_timeout
+from .stopping import Stop
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -61,17 +69,18 @@ _PR_SET_PDEATHSIG = 1
 class _State:
     """What signal handlers and the copy loop share."""
 
-    def __init__(self) -> None:
+    def __init__(self, stop: Stop) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
-        self.received: int | None = None
-        self.received_at: float | None = None
+        self.stop = stop
         self.pending: list[int] = []
+        """Signals to forward once the child exists (one received while it was being started)."""
 
 
 def run(command: Sequence[str], termination_log: str, kill_after: float | None = None) -> int:
     """Run ``command`` to completion; return the exit code the launcher should exit with."""
-    state = _State()
+    state = _State(Stop(shutdown_timeout(command), kill_after))
     previous = {sig: signal.signal(sig, _forwarder(state)) for sig in FORWARDED_SIGNALS}
+    started = time.monotonic()
     try:
         try:
             state.proc = _spawn(command)
@@ -79,11 +88,12 @@ def run(command: Sequence[str], termination_log: str, kill_after: float | None =
             return _cannot_start(command, error, termination_log)
         for sig in state.pending:
             _send(state.proc, sig)
-        from .watch import OutputWatcher  # while the child starts
+        from .startup import StartClock  # while the child starts
+        from .watch import OutputWatcher
 
-        watcher = OutputWatcher()
-        _copy(state, watcher, kill_after)
-        code = _wait(state, kill_after)
+        watcher = OutputWatcher(clock=StartClock(started))
+        _copy(state, watcher)
+        code = _wait(state)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -117,8 +127,11 @@ def _die_with_parent() -> None:
 
 def _forwarder(state: _State) -> Callable[[int, FrameType | None], None]:
     def handler(sig: int, frame: FrameType | None) -> None:
-        if state.received is None:
-            state.received, state.received_at = sig, time.monotonic()
+        forward = state.stop.receive(sig, time.monotonic())
+        with contextlib.suppress(OSError):  # a closed stderr must not stop the forwarding
+            os.write(2, state.stop.notice(sig, forward).encode())
+        if not forward:
+            return
         if state.proc is None:
             state.pending.append(sig)
         else:
@@ -133,7 +146,7 @@ def _send(proc: subprocess.Popen[bytes], sig: int) -> None:
             os.kill(proc.pid, sig)
 
 
-def _copy(state: _State, watcher: OutputWatcher, kill_after: float | None) -> None:
+def _copy(state: _State, watcher: OutputWatcher) -> None:
     """Pump both pipes to fds 1/2 until EOF, or shortly after the child is gone.
 
     Grandchildren (vLLM's engine processes) may hold the pipes open after the
@@ -147,25 +160,27 @@ def _copy(state: _State, watcher: OutputWatcher, kill_after: float | None) -> No
 
     def tick(now: float) -> bool:
         nonlocal deadline
-        _maybe_escalate(state, kill_after, now)
+        _maybe_escalate(state, now)
         if deadline is None and proc.poll() is not None:
             deadline = now + DRAIN_SECONDS
         return deadline is not None and now >= deadline
 
-    pump.pump({proc.stdout.fileno(): 1, proc.stderr.fileno(): 2}, watcher.feed, tick, POLL_SECONDS)
+    pump.pump({proc.stdout.fileno(): 1, proc.stderr.fileno(): 2}, watcher.feed, tick, POLL_SECONDS,
+              extra=watcher.reports)  # fmt: skip
     watcher.finish()
 
 
-def _maybe_escalate(state: _State, kill_after: float | None, now: float) -> None:
+def _maybe_escalate(state: _State, now: float) -> None:
+    """``--kill-after`` only: never by default, however many signals came."""
     proc = state.proc
-    if kill_after is None or state.received_at is None or proc is None:
+    if proc is None:
         return
-    if proc.returncode is None and now - state.received_at >= kill_after:
+    if proc.returncode is None and state.stop.escalate(now):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _wait(state: _State, kill_after: float | None) -> int:
+def _wait(state: _State) -> int:
     proc = state.proc
     assert proc is not None
     while True:
@@ -173,7 +188,7 @@ def _wait(state: _State, kill_after: float | None) -> int:
             returncode = proc.wait(timeout=POLL_SECONDS)
             break
         except subprocess.TimeoutExpired:
-            _maybe_escalate(state, kill_after, time.monotonic())
+            _maybe_escalate(state, time.monotonic())
     for pipe in (proc.stdout, proc.stderr):
         if pipe is not None:
             pipe.close()
@@ -196,11 +211,11 @@ def _report(
     returncode = state.proc.returncode
     if returncode is not None and returncode < 0:
         record["signal"] = termination.signal_name(-returncode)
-        if record["reason"] == Reason.UNKNOWN and state.received is None:
+        if record["reason"] == Reason.UNKNOWN and state.stop.first is None:
             # Nobody asked it to stop: most often the kernel's OOM killer (host memory).
             record["message"] = f"killed by {record['signal']}; last error: {record.get('message', '')}"
-    if state.received is not None:
-        record["receivedSignal"] = termination.signal_name(state.received)
+    if state.stop.first is not None:
+        record["receivedSignal"] = termination.signal_name(state.stop.first)
     termination.write(termination_log, record)
 
 

@@ -157,9 +157,12 @@ def pump(
     feed: Callable[[int, memoryview], None],
     tick: Callable[[float], bool],
     poll_seconds: float,
+    extra: Callable[[float], list[tuple[int, bytes]]] | None = None,
 ) -> None:
     """Copy each source fd to its output (fd 1 or 2) until every source is at EOF, or `tick(now)`
     (called every `poll_seconds`) says to stop; every chunk is `feed(output, chunk)` first.
+    `extra(now)`, after each round, gives the launcher's own lines: (output, bytes), queued
+    behind what the child wrote before them, so they never split a line of its.
 
     Chunks are views of one buffer, read into again and again (a fresh megabyte per read costs
     more than copying it): whoever keeps some of a chunk copies it."""
@@ -189,6 +192,9 @@ def pump(
                 feed(sources[fd], chunk)
                 outputs[sources[fd]].put(chunk)
             now = time.monotonic()
+            if extra is not None:
+                for out, data in extra(now):
+                    outputs[out].put(data)
             if biggest:
                 if _nap_first(now - last_data, biggest, capacity, outputs):
                     time.sleep(NAP_SECONDS)

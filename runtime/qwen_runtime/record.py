@@ -13,7 +13,7 @@ Schema (keys camelCase, one JSON object, ASCII, at most 4096 bytes):
 ``reason`` (always)
     A ``Reason``: ``KVCacheInsufficient`` | ``CudaOOM`` |
     ``InsufficientFreeMemory`` | ``EngineStartTimeout`` | ``InvalidArguments``
-    | ``Unknown``.
+    | ``LauncherMismatch`` | ``Unknown``.
 ``exitCode`` (always)
     The launcher's own exit code: the child's, or 128 + signal number.
 ``message`` (always, may be empty)
@@ -38,6 +38,10 @@ Schema (keys camelCase, one JSON object, ASCII, at most 4096 bytes):
 ``EngineStartTimeout``
     ``timeoutSeconds`` (vLLM's ``VLLM_ENGINE_READY_TIMEOUT_S``, see
     ``qwen_runtime.engine``), ``phase`` when known.
+``LauncherMismatch``
+    ``expectedDigest`` (the pod's ``QWEN_LAUNCHER_DIGEST``), ``actualDigest`` (of the files the
+    launcher found, "" when it could not read them); vLLM never started (see
+    ``qwen_runtime.integrity``). The message lists each file with the start of its SHA-256.
 
 Example::
 
@@ -68,6 +72,9 @@ class Reason(StrEnum):
     """The engine core did not come up within ``VLLM_ENGINE_READY_TIMEOUT_S``."""
     INVALID_ARGUMENTS = "InvalidArguments"
     """vLLM rejected its command line (an argparse error, or exit code 2)."""
+    LAUNCHER_MISMATCH = "LauncherMismatch"
+    """The launcher's own sources are not those the pod's digest names: it refused to start
+    vLLM (the launcher ConfigMap was replaced by another)."""
     UNKNOWN = "Unknown"
     """None of the above; ``message`` holds the last telling error line."""
 
@@ -122,6 +129,9 @@ class Record(TypedDict, total=False):
     requestedGiB: float
     # EngineStartTimeout
     timeoutSeconds: int
+    # LauncherMismatch
+    expectedDigest: str
+    actualDigest: str
 
 
 def parse(message: str) -> Record | None:

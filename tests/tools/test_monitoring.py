@@ -120,7 +120,8 @@ def test_a_wrong_expectation_fails_the_unit_tests(tmp_path: Path) -> None:
 
 
 def test_dashboard_shows_what_the_issue_asks_for() -> None:
-    """Replicas by stage, effective vs requested context, queue, KV usage, TTFT and ITL, tokens/s."""
+    """Replicas by stage, effective vs requested context, queue, KV usage, TTFT and ITL, tokens/s,
+    and where the servers' starts went (issue 25: the start-up phases)."""
     read = {
         n
         for names in prometheus.metric_names(prometheus.dashboard_queries(prometheus.dashboard()))
@@ -131,6 +132,7 @@ def test_dashboard_shows_what_the_issue_asks_for() -> None:
         "qwen_operator_resource_requested_context_tokens", "vllm:num_requests_waiting",
         "vllm:kv_cache_usage_perc", "vllm:time_to_first_token_seconds_bucket",
         "vllm:inter_token_latency_seconds_bucket", "vllm:generation_tokens_total",
+        "qwen_operator_startup_seconds_sum", "qwen_operator_startup_seconds_count",
     } <= read  # fmt: skip
 
 

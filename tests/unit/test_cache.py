@@ -164,3 +164,20 @@ def test_a_deleted_pod_with_a_failed_run_stays_visible_as_deleting_for_a_while()
     assert (kept.name, kept.deleting) == ("q-0-1", True)
     now[0] += FAILED_POD_SECONDS + 1
     assert cache.pods(KEY) == ()
+
+
+def test_a_pod_the_rollout_deleted_counts_as_going_until_the_watch_says_so() -> None:
+    """The next pass must not count it as serving (and replace another) before the watch shows
+    its deletion: the rollout replaces one serving replica at a time."""
+    pods: dict[Any, list[snapshot.Pod]] = {KEY: [Pod(uid="p0").facts(), Pod(f"{NAME}-1", uid="p1").facts()]}
+    now = [0.0]
+    cache = Cache(_indices(pods=pods), clock=lambda: now[0])
+    cache.pod_deleted(NS, "p0")
+    assert [(p.uid, p.deleting) for p in cache.pods(KEY)] == [("p0", True), ("p1", False)]
+    pods[KEY] = [Pod(uid="p0").deleting().facts(), pods[KEY][1]]  # the watch: being deleted
+    assert [p.deleting for p in cache.pods(KEY)] == [True, False]
+    pods[KEY] = [Pod(uid="p0-new").facts(), pods[KEY][1]]  # recreated under its name: a new uid
+    assert [p.deleting for p in cache.pods(KEY)] == [False, False]
+    cache.pod_deleted(NS, "p1")  # a deletion the watch never reports is forgotten in time
+    now[0] = FAILED_POD_SECONDS + 1
+    assert [p.deleting for p in cache.pods(KEY)] == [False, False]

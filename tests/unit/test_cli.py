@@ -45,6 +45,7 @@ def test_render_sample_and_effective_context() -> None:
     assert full.returncode == 0, full.stderr
     docs = list(yaml.safe_load_all(full.stdout))
     assert [d["kind"] for d in docs] == [
+        "ServiceAccount",
         "ConfigMap",
         "Service",
         "Service",
@@ -75,7 +76,7 @@ def test_render_shows_what_each_served_optional_api_adds() -> None:
     def kinds(*served: str) -> list[str]:
         out = _cli("render", "-f", "-", *[a for s in served for a in ("--served", s)], stdin=text)
         assert out.returncode == 0, out.stderr
-        return [d["kind"] for d in yaml.safe_load_all(out.stdout)][6:]  # after the PDB and the policy
+        return [d["kind"] for d in yaml.safe_load_all(out.stdout)][7:]  # after the PDB and the policy
 
     assert kinds() == ["HorizontalPodAutoscaler"]  # the InferencePool waits for its CRD
     every = ("servicemonitors.monitoring.coreos.com", "scaledobjects.keda.sh",
@@ -265,3 +266,29 @@ def open_stdin(text: str) -> Iterator[None]:
         yield
     finally:
         sys.stdin = saved
+
+
+def test_plan_shows_vllms_observed_figures_beside_the_estimate_while_their_basis_holds(
+    tmp_path: Path,
+) -> None:
+    """`kubectl get qtd -o yaml | qwen-operator plan -f -`: the status's status.memory.observed."""
+    from qwen_operator.memory import cures
+
+    doc = yaml.safe_load(Path(H100_SAMPLE).read_text())
+    res = api.parse_resource(doc)
+    observed = {"pod": "qwen3-thinking-h100-0", "startedAt": "2026-01-01T00:00:00Z", "vllmVersion": "0.33.0",
+                "gpuMemoryUtilization": 0.94, "maxModelLen": 262144, "kvCacheGiB": 13.9,
+                "kvCacheTokens": 598_000, "maxConcurrency": 2.28, "basis": cures.fit_basis(res)}  # fmt: skip
+    path = tmp_path / "live.yaml"
+    path.write_text(yaml.safe_dump({**doc, "status": {"memory": {"observed": observed}}}))
+    out = _cli("plan", "-f", str(path))
+    assert out.returncode == 0, out.stderr
+    assert "observed           598,000 tokens of KV cache (13.9 GiB per GPU)" in out.stdout
+    assert "estimate/observed  631,280 estimated vs 598,000 observed tokens (+33,280)" in out.stdout
+    as_json = json.loads(_cli("plan", "-f", str(path), "-o", "json").stdout)
+    assert as_json["observed"]["kvCacheTokens"] == 598_000
+    # measured under another image: set aside
+    path.write_text(
+        yaml.safe_dump({**doc, "status": {"memory": {"observed": {**observed, "basis": "other"}}}})
+    )
+    assert "observed" not in _cli("plan", "-f", str(path)).stdout

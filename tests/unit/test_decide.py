@@ -10,6 +10,7 @@ import pytest
 
 from qwen_operator.api.crd import NEW_STATUS
 from qwen_operator.api.vocabulary import PROMETHEUS_RULE_CRD, SERVICE_MONITOR_CRD, Result
+from qwen_operator.children import launcher
 from qwen_operator.reconcile import problems, snapshot
 from qwen_operator.reconcile.decide import STATUS_INTERVAL, Desired, decide, failed, status_interval
 from qwen_operator.reconcile.observe import Observed
@@ -21,6 +22,7 @@ from testkit.wrappers import (
     H100_MIB,
     INVALID_ARGS_RECORD,
     KV_NO_FIGURES_RECORD,
+    NAME,
     QUOTA_REFUSAL,
     WEIGHTS_OOM_RECORD,
     Pod,
@@ -343,8 +345,8 @@ def test_events_only_on_transitions() -> None:
 def test_a_new_resource_applies_every_child_in_order() -> None:
     desired = decide(observed(kids=()), NOW)
     assert [a.ident for a in desired.applies] == [
-        "ConfigMap q-launcher", "Service q-headless", "Service q", "StatefulSet q", "PodDisruptionBudget q",
-        "NetworkPolicy q",
+        "ServiceAccount q-server", f"ConfigMap {launcher.configmap_name(NAME)}", "Service q-headless",
+        "Service q", "StatefulSet q", "PodDisruptionBudget q", "NetworkPolicy q",
     ]  # fmt: skip
     assert all(e.reason == "Created" for a in desired.applies for e in a.events)
     assert desired.result == Result.CHANGED

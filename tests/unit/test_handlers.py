@@ -60,9 +60,9 @@ def test_no_change_handlers_so_kopf_keeps_no_records_in_the_resource() -> None:
     assert registry._spawning.get_all_handlers() == []
     indexed = {h.id for h in registry._indexing.get_all_handlers()}
     # the optional kinds are not there: optional_kinds.py watches them
-    assert indexed == {"resources", "configmaps", "statefulsets", "services", "poddisruptionbudgets",
-                       "persistentvolumeclaims", "jobs", "horizontalpodautoscalers", "networkpolicies",
-                       "pods", "gpu_nodes", "crds", "failures"}  # fmt: skip
+    assert indexed == {"resources", "serviceaccounts", "configmaps", "statefulsets", "services",
+                       "poddisruptionbudgets", "persistentvolumeclaims", "jobs", "horizontalpodautoscalers",
+                       "networkpolicies", "pods", "gpu_nodes", "crds", "failures"}  # fmt: skip
     assert any(
         h.selector is not None and h.selector.check(ours) for h in registry._watching.get_all_handlers()
     )

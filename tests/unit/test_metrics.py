@@ -1,15 +1,14 @@
-"""The operator's own metrics and its HTTP server: what issue 4 promises on :8080/metrics and /healthz."""
+"""The operator's own metrics: what issue 4 promises on /metrics (served by endpoints.py:
+tests/unit/test_endpoints.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
-import aiohttp
 import pytest
 
-from qwen_operator.process import health, kube, metrics
+from qwen_operator.process import kube, metrics
 from qwen_operator.process.workqueue import Retry
 from testkit.fake import KEY, FakeCluster, reconciler
 from testkit.wrappers import NAME, NS
@@ -43,6 +42,8 @@ def test_every_promised_metric_is_exposed() -> None:
         "qwen_operator_resource_requested_context_tokens",
         "qwen_operator_resource_effective_context_tokens",
         "qwen_operator_resource_stalled",
+        "qwen_operator_access_reviews_total",
+        "qwen_operator_metrics_refused_total",
     ):
         assert f"# TYPE {family} " in text, family
 
@@ -189,31 +190,6 @@ def test_apply_is_server_side_under_one_field_manager_with_force() -> None:
     )
 
 
-def test_http_server_serves_metrics_and_liveness() -> None:
-    parts = {"reconcile threads": True}
-
-    async def scenario() -> tuple[int, str, tuple[int, str], tuple[int, str]]:
-        runner = await metrics.start_server("127.0.0.1", 0, lambda: health.report(parts, "leading"))
-        port = runner.addresses[0][1]
-        try:
-            async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
-                async with http.get("/metrics") as resp:
-                    status, body = resp.status, await resp.text()
-                async with http.get("/healthz") as resp:
-                    live = resp.status, await resp.text()
-                parts["reconcile threads"] = False
-                async with http.get("/healthz") as resp:
-                    dead = resp.status, await resp.text()
-        finally:
-            await runner.cleanup()
-        return status, body, live, dead
-
-    status, body, live, dead = asyncio.run(scenario())
-    assert status == 200 and "qwen_operator_reconciliations_total" in body
-    assert live[0] == 200 and live[1].startswith("ok; leading; apiserver")
-    assert dead == (503, dead[1]) and dead[1].startswith("unhealthy: reconcile threads stopped; leading")
-
-
 def test_a_replica_without_the_lease_sends_nothing_and_lease_requests_are_counted_apart() -> None:
     client = _Client(200)
     leading = {"now": False}
@@ -238,3 +214,21 @@ def test_a_replica_without_the_lease_sends_nothing_and_lease_requests_are_counte
     leading["now"] = True
     api.apply(manifest)
     assert sample("qwen_operator_api_requests_total", verb="apply", resource="services") == applies + 1
+
+
+def test_reviews_for_metrics_are_never_fenced_and_counted_apart() -> None:
+    """A standby replica serves /metrics too, so it must ask its reviews; they are not the
+    reconciler's requests (an idle operator sends none of those, scraped or not)."""
+    client = _Client(200)
+    api = kube.Kube(client, may_write=lambda: False)  # type: ignore[arg-type]
+    sent_before = sample("qwen_operator_api_requests_total", verb="create", resource="tokenreviews")
+    reviews = sample("qwen_operator_access_reviews_total", resource="tokenreviews")
+    api.review("tokenreviews", {"kind": "TokenReview", "spec": {"token": "t"}})
+    api.review("subjectaccessreviews", {"kind": "SubjectAccessReview", "spec": {}})
+    assert [(s["method"], s["resource_path"]) for s in client.sent] == [
+        ("POST", "/apis/authentication.k8s.io/v1/tokenreviews"),
+        ("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews"),
+    ]
+    assert sample("qwen_operator_access_reviews_total", resource="tokenreviews") == reviews + 1
+    sent = sample("qwen_operator_api_requests_total", verb="create", resource="tokenreviews")
+    assert sent == sent_before == 0

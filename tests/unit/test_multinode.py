@@ -16,7 +16,7 @@ from qwen_operator.api.vocabulary import (
     Reason,
     Result,
 )
-from qwen_operator.children import render
+from qwen_operator.children import launcher, render
 from qwen_operator.memory import cures
 from qwen_operator.reconcile import snapshot, status
 from qwen_operator.reconcile.decide import decide
@@ -66,8 +66,9 @@ def _mounts(pod: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_a_pipeline_renders_a_leader_worker_set_instead_of_the_statefulset() -> None:
     kinds = [(c["kind"], c["metadata"]["name"]) for c in render.render(parsed(PP2))]
-    assert kinds == [("ConfigMap", f"{NAME}-launcher"), ("Service", NAME), (LWS_KIND, NAME),
-                     ("PodDisruptionBudget", NAME), ("NetworkPolicy", NAME)]  # fmt: skip
+    assert kinds == [("ServiceAccount", f"{NAME}-server"), ("ConfigMap", launcher.configmap_name(NAME)),
+                     ("Service", NAME), (LWS_KIND, NAME), ("PodDisruptionBudget", NAME),
+                     ("NetworkPolicy", NAME), ("NetworkPolicy", f"{NAME}-group-0")]  # fmt: skip
     lws = _lws()
     assert lws["apiVersion"] == "leaderworkerset.x-k8s.io/v1"
     group = lws["spec"]["leaderWorkerTemplate"]
@@ -188,7 +189,7 @@ def test_without_the_lws_api_nothing_is_created_and_the_status_says_why() -> Non
 
 def test_with_the_lws_api_the_leader_worker_set_is_applied_and_the_status_counts_groups() -> None:
     desired = decide(_observed(kids=()), NOW)
-    kinds = {"ConfigMap", "Service", LWS_KIND, "PodDisruptionBudget", "NetworkPolicy"}
+    kinds = {"ServiceAccount", "ConfigMap", "Service", LWS_KIND, "PodDisruptionBudget", "NetworkPolicy"}
     assert {a.manifest["kind"] for a in desired.applies} == kinds
     settled = decide(_observed({"replicas": 2}), NOW)
     patch = settled.status_patch or {}

@@ -1,5 +1,6 @@
-"""The NetworkPolicy child (spec.network): the API port open to this namespace and the peers the
-spec names; a multi-node group's own ports open between its pods only; off when the spec says."""
+"""The NetworkPolicy children (spec.network): the API port open to this namespace and the peers
+the spec names; a multi-node group's own ports open between its pods only, by a policy per group
+that follows spec.replicas; off when the spec says."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from qwen_operator import api
 from qwen_operator.api import vocabulary
-from qwen_operator.children import registry, render
+from qwen_operator.children import network, registry, render
 from qwen_operator.reconcile.decide import decide
 from qwen_operator.reconcile.observe import Observed
 from testkit.fake import KEY, FakeCluster, reconciler
@@ -53,14 +54,94 @@ def test_an_exposed_service_opens_the_api_port_to_every_source() -> None:
     assert found["spec"]["ingress"] == [{"ports": [{"port": 8000, "protocol": "TCP"}]}]
 
 
-def test_a_group_talks_on_every_port_within_the_resource_only() -> None:
-    served = frozenset({vocabulary.LWS_CRD})
-    found = policy({"parallelism": {"pipeline": 2}}, served)
-    assert found is not None
-    api_port, group = found["spec"]["ingress"]
-    assert api_port["ports"] == [{"port": 8000, "protocol": "TCP"}]
-    assert group == {"from": [{"podSelector": {"matchLabels": vocabulary.selector_labels("q")}}]}
-    assert "ports" not in group  # every port, but only from the resource's own pods
+def policies(spec: dict[str, Any], name: str = "q") -> dict[str, dict[str, Any]]:
+    children = render.render(resource_raw(spec, name=name), served=frozenset({vocabulary.LWS_CRD}))
+    return {c["metadata"]["name"]: c for c in children if c["kind"] == "NetworkPolicy"}
+
+
+def test_a_group_talks_on_every_port_within_the_group_only() -> None:
+    """The resource's policy opens the API port alone; each group's, every port between the
+    pods of that group (the LeaderWorkerSet's group index), from no one else."""
+    found = policies({"parallelism": {"pipeline": 2}, "replicas": 2})
+    assert list(found) == ["q", "q-group-0", "q-group-1"]
+    assert found["q"]["spec"]["ingress"] == [
+        {"ports": [{"port": 8000, "protocol": "TCP"}], "from": [{"podSelector": {}}]}
+    ]
+    for index in (0, 1):
+        group = found[f"q-group-{index}"]
+        pods = {**vocabulary.selector_labels("q"), "leaderworkerset.sigs.k8s.io/group-index": str(index)}
+        assert group["spec"]["podSelector"] == {"matchLabels": pods}
+        assert group["spec"]["policyTypes"] == ["Ingress"]
+        assert group["spec"]["ingress"] == [{"from": [{"podSelector": {"matchLabels": pods}}]}]  # every port
+        assert group["metadata"]["labels"] == found["q"]["metadata"]["labels"]  # ours: watched, pruned
+
+
+def test_every_group_the_leader_worker_set_runs_has_its_policy() -> None:
+    """The policies cover the group indices 0 to replicas - 1: the LeaderWorkerSet must not
+    surge a group beyond them in a rollout, whose pods would find their group ports closed."""
+    spec = {"parallelism": {"pipeline": 2}, "replicas": 3}
+    (lws,) = [c for c in render.render(resource_raw(spec)) if c["kind"] == vocabulary.LWS_KIND]
+    assert lws["spec"]["rolloutStrategy"]["rollingUpdateConfiguration"]["maxSurge"] == 0
+    indices = [
+        p["spec"]["podSelector"]["matchLabels"].get(vocabulary.LWS_GROUP_INDEX_LABEL)
+        for p in policies(spec).values()
+    ]
+    assert indices == [None, *(str(i) for i in range(lws["spec"]["replicas"]))]
+
+
+def test_one_stage_and_no_replicas_render_no_group_policy() -> None:
+    assert list(policies({})) == ["q"]
+    assert list(policies({"parallelism": {"pipeline": 2}, "replicas": 0})) == ["q"]
+
+
+def test_group_policy_names_fit_a_dns_label_at_the_bounds() -> None:
+    """A name of 52 characters and 1024 replicas, the CRD's bounds: `<name>-group-1023` has 63."""
+    name = "a" * api.MAX_NAME_LENGTH
+    res = api.parse_resource(resource_raw({"parallelism": {"pipeline": 2}, "replicas": 1024}, name=name))
+    assert network.groups(res)[-1]["name"] == network.group_policy_name(name, 1023)
+    assert len(network.group_policy_name(name, 1023)) == 63
+    with pytest.raises(api.InvalidResource):
+        api.parse_resource(resource_raw({"parallelism": {"pipeline": 2}, "replicas": 1025}))
+
+
+def test_the_group_policies_follow_the_replicas_the_surplus_is_pruned() -> None:
+    """A scale (the scale subresource writes spec.replicas) renders the new set on the next pass;
+    the policies of groups gone are deleted; back to one stage, all of them."""
+    cluster = FakeCluster({"parallelism": {"tensor": 4, "pipeline": 2}, "replicas": 1})
+    cluster.crds.add(vocabulary.LWS_CRD)
+
+    def groups() -> list[str]:
+        return sorted(n for k, n in cluster.objects if k == "NetworkPolicy" and n != "q")
+
+    reconciler(cluster).reconcile(KEY)
+    assert groups() == ["q-group-0"]
+    cluster.edit({"parallelism": {"tensor": 4, "pipeline": 2}, "replicas": 3})
+    reconciler(cluster).reconcile(KEY)
+    assert groups() == ["q-group-0", "q-group-1", "q-group-2"]
+    assert (vocabulary.LWS_KIND, "q") in cluster.objects
+    assert cluster.objects[(vocabulary.LWS_KIND, "q")]["spec"]["replicas"] == 3
+    cluster.edit({"parallelism": {"tensor": 4, "pipeline": 2}, "replicas": 1})
+    cluster.calls.clear()
+    reconciler(cluster).reconcile(KEY)
+    assert groups() == ["q-group-0"] and cluster.calls.count(("delete", "NetworkPolicy")) == 2
+    cluster.edit({"parallelism": {"tensor": 4}, "replicas": 1})
+    for _ in range(3):  # the LeaderWorkerSet goes first, then the StatefulSet comes
+        reconciler(cluster).reconcile(KEY)
+    assert groups() == [] and ("NetworkPolicy", "q") in cluster.objects
+
+
+def test_a_policy_of_the_same_name_not_ours_is_left_alone() -> None:
+    """A group policy's name may be taken (another resource named `q-group-1`): pruning deletes
+    only what is ours."""
+    cluster = FakeCluster({"parallelism": {"tensor": 4, "pipeline": 2}, "replicas": 1})
+    cluster.crds.add(vocabulary.LWS_CRD)
+    reconciler(cluster).reconcile(KEY)
+    theirs = policies({"parallelism": {"pipeline": 2}}, "q-group-1")["q-group-1"]
+    cluster.objects[("NetworkPolicy", "q-group-1")] = theirs
+    cluster.calls.clear()
+    reconciler(cluster).reconcile(KEY)
+    assert ("delete", "NetworkPolicy") not in cluster.calls
+    assert cluster.objects[("NetworkPolicy", "q-group-1")] is theirs
 
 
 def test_policy_false_renders_none_and_a_live_one_is_deleted() -> None:

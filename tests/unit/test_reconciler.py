@@ -16,6 +16,7 @@ from qwen_operator.api.vocabulary import (
     SERVICE_MONITOR_CRD,
     Result,
 )
+from qwen_operator.children import launcher
 from qwen_operator.process import metrics
 from qwen_operator.process.kube import ApiError
 from qwen_operator.process.workqueue import Retry
@@ -53,8 +54,9 @@ def test_first_pass_creates_every_child_then_idle_means_no_write() -> None:
     cluster = FakeCluster()
     out = reconciler(cluster).reconcile(KEY)
     assert out.result == Result.CHANGED and out.status_written
-    # a new StatefulSet first: its apply is its own test, no dry run
+    # the pods' ServiceAccount, tested StatefulSet first (a dry run), then the rest
     assert cluster.applied() == [
+        "ServiceAccount",
         "StatefulSet",
         "ConfigMap",
         "Service",
@@ -62,7 +64,7 @@ def test_first_pass_creates_every_child_then_idle_means_no_write() -> None:
         "PodDisruptionBudget",
         "NetworkPolicy",
     ]
-    assert [c for c in cluster.calls if c[0] == "apply-dry-run"] == []
+    assert [c for c in cluster.calls if c[0] == "apply-dry-run"] == [("apply-dry-run", "StatefulSet")]
     assert cluster.status["phase"] == "Progressing"  # the status is of what was observed
     assert ("Normal", "Created") in cluster.events
     ready = reconciler(cluster).reconcile(KEY)  # the StatefulSet's event: it rolled out
@@ -163,7 +165,8 @@ def test_a_new_statefulset_the_apiserver_rejects_means_no_child_is_created() -> 
 
     cluster.on_apply = refuse
     out = reconciler(cluster).reconcile(KEY)
-    assert out.result == Result.INVALID and cluster.applied() == ["StatefulSet"]  # tried first, refused
+    assert out.result == Result.INVALID and cluster.applied() == []  # tested first (a dry run), refused
+    assert ("apply-dry-run", "StatefulSet") in cluster.calls
     assert [kind for kind, _ in cluster.objects if kind != "QwenThinkingDeployment"] == []
     assert cluster.status["phase"] == "Failed"
     assert "tolerations[0].operator" in cluster.condition("Stalled")["message"]
@@ -272,9 +275,9 @@ def test_children_of_an_earlier_resource_of_the_same_name_are_taken_over() -> No
     reconciler(cluster).reconcile(KEY)
     cluster.resource["metadata"]["uid"] = "uid-2"  # deleted and created again
     out = reconciler(cluster).reconcile(KEY)
-    assert out.result == Result.CHANGED and len(out.applied) == 6
-    for kind, name in (("ConfigMap", f"{NAME}-launcher"), ("Service", NAME), ("StatefulSet", NAME),
-                       ("PodDisruptionBudget", NAME)):  # fmt: skip
+    assert out.result == Result.CHANGED and len(out.applied) == 7
+    for kind, name in (("ServiceAccount", f"{NAME}-server"), ("ConfigMap", launcher.configmap_name(NAME)),
+                       ("Service", NAME), ("StatefulSet", NAME), ("PodDisruptionBudget", NAME)):  # fmt: skip
         refs = cluster.objects[(kind, name)]["metadata"]["ownerReferences"]
         assert [r["uid"] for r in refs] == ["uid-2"]
 
@@ -483,13 +486,14 @@ def test_a_namespace_being_deleted_is_not_retried() -> None:
     cluster.on_apply = refuse
     out = reconciler(cluster).reconcile(KEY)  # no exception: nothing to retry
     assert out.result == Result.TERMINATING
-    assert cluster.writes() == [("apply", "StatefulSet"), ("patch", "status")]  # refused, then said
+    assert cluster.writes() == [("patch", "status")]  # the StatefulSet's dry run refused, then said
+    assert ("apply-dry-run", "StatefulSet") in cluster.calls
     assert [kind for kind, _ in cluster.objects if kind != "QwenThinkingDeployment"] == []
     reconciling = cluster.condition("Reconciling")
     assert (reconciling["status"], reconciling["reason"]) == ("True", "NamespaceTerminating")
     cluster.calls.clear()
     assert reconciler(cluster).reconcile(KEY).result == Result.TERMINATING
-    assert cluster.writes() == [("apply", "StatefulSet")]  # said once
+    assert cluster.writes() == [] and ("apply-dry-run", "StatefulSet") in cluster.calls  # said once
     message[0] = "User cannot patch resource services"  # an RBAC denial: forbidden, retried
     with pytest.raises(Retry) as info:
         reconciler(cluster).reconcile(KEY)
@@ -520,8 +524,9 @@ def test_a_new_resource_says_reconciling_before_its_children_are_applied() -> No
     cluster = FakeCluster()
     reconciler(cluster).reconcile(KEY)
     writes = [c for c in cluster.writes() if c[0] != "create"]
-    # the new StatefulSet's apply is its own test (quick); the status before anything else
-    assert writes[:3] == [("apply", "StatefulSet"), ("patch", "status"), ("apply", "ConfigMap")]
+    # the pods' ServiceAccount, the new StatefulSet (tested by a dry run); the status before the rest
+    assert writes[:4] == [("apply", "ServiceAccount"), ("apply", "StatefulSet"), ("patch", "status"),
+                          ("apply", "ConfigMap")]  # fmt: skip
     cluster.calls.clear()
     cluster.edit({"replicas": 2})
     reconciler(cluster).reconcile(KEY)  # an existing status: the children first, then the status

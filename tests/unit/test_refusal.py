@@ -46,6 +46,13 @@ JOB_IMMUTABLE = status(
     422, "Invalid", 'Job.batch "q-weights" is invalid: spec.template: Invalid value: ...: field is immutable',
     [{"reason": "FieldValueInvalid", "message": "field is immutable", "field": "spec.template"}],
 )  # fmt: skip
+CONFIG_MAP_IMMUTABLE = status(
+    422, "Invalid", 'ConfigMap "q-launcher-0123456789" is invalid: data: Forbidden: field is immutable when '
+    "`immutable` is set",
+    [{"reason": "FieldValueForbidden", "message": "Forbidden: field is immutable when `immutable` is set",
+      "field": "data"}],
+)  # fmt: skip
+"""kube-apiserver's answer to a change of an immutable ConfigMap's data (ValidateConfigMapUpdate)."""
 TOLERATION = status(
     422, "Invalid", "StatefulSet.apps q is invalid: spec.template.spec.tolerations[0].operator: Unsupported",
     [{"reason": "FieldValueNotSupported", "field": "spec.template.spec.tolerations[0].operator"}],
@@ -63,6 +70,7 @@ NOT_FOUND = status(404, "NotFound", "the server could not find the requested res
         (422, STS_IMMUTABLE, "StatefulSet", Kind.FIELD_IMMUTABLE),
         (422, JOB_IMMUTABLE, "Job", Kind.FIELD_IMMUTABLE),
         (422, JOB_IMMUTABLE, "PodDisruptionBudget", Kind.INVALID),  # never replaced: its content is refused
+        (422, CONFIG_MAP_IMMUTABLE, "ConfigMap", Kind.FIELD_IMMUTABLE),  # the launcher's: replaced
         (422, TOLERATION, "StatefulSet", Kind.INVALID),
         (409, CONFLICT, "StatefulSet", Kind.CONFLICT),
         (404, NOT_FOUND, "ServiceMonitor", Kind.NOT_SERVED),
@@ -75,6 +83,7 @@ NOT_FOUND = status(404, "NotFound", "the server could not find the requested res
         "sts-immutable",
         "job-immutable",
         "pdb-invalid",
+        "launcher-immutable",
         "invalid",
         "conflict",
         "not-found",

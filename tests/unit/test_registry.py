@@ -16,6 +16,8 @@ from testkit.wrappers import resource_raw
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_ROLE = ROOT / "manifests" / "clusterrole.yaml"
 CHART_CLUSTER_ROLE = ROOT / "manifests" / "helm" / "qwen-operator" / "files" / "clusterrole.yaml"
+CLUSTER_SCOPED_ROLE = ROOT / "manifests" / "clusterrole-cluster.yaml"
+CHART_CLUSTER_SCOPED_ROLE = CHART_CLUSTER_ROLE.parent / "clusterrole-cluster.yaml"
 Rules = dict[tuple[str, str], frozenset[str]]
 
 
@@ -32,14 +34,25 @@ def rules_of(role: dict[str, object]) -> Rules:
     return out
 
 
-def needed() -> Rules:
-    return {(a.group, a.resource): a.verbs for a in registry.access()}
+def needed(access: tuple[registry.Access, ...] | None = None) -> Rules:
+    return {(a.group, a.resource): a.verbs for a in (registry.access() if access is None else access)}
 
 
-@pytest.mark.parametrize("path", [CLUSTER_ROLE, CHART_CLUSTER_ROLE], ids=["kustomize", "chart"])
-def test_the_cluster_roles_grant_exactly_what_the_registry_needs(path: Path) -> None:
+@pytest.mark.parametrize(
+    ("path", "access"),
+    [
+        (CLUSTER_ROLE, registry.access()),
+        (CHART_CLUSTER_ROLE, registry.access()),
+        (CLUSTER_SCOPED_ROLE, registry.cluster_access()),
+        (CHART_CLUSTER_SCOPED_ROLE, registry.cluster_access()),
+    ],
+    ids=["kustomize", "chart", "kustomize-cluster-scoped", "chart-cluster-scoped"],
+)
+def test_the_cluster_roles_grant_exactly_what_the_registry_needs(
+    path: Path, access: tuple[registry.Access, ...]
+) -> None:
     granted = rules_of(yaml.safe_load(path.read_text()))
-    want = needed()
+    want = needed(access)
     missing = {k: v - granted.get(k, frozenset()) for k, v in want.items() if v - granted.get(k, frozenset())}
     extra = {k: v - want.get(k, frozenset()) for k, v in granted.items() if v - want.get(k, frozenset())}
     assert (missing, extra) == ({}, {})
@@ -47,8 +60,22 @@ def test_the_cluster_roles_grant_exactly_what_the_registry_needs(path: Path) -> 
 
 def test_the_chart_reads_the_kustomize_rules_through_a_link() -> None:
     """The chart's rules are the kustomize base's file, not a copy that could drift."""
-    assert CHART_CLUSTER_ROLE.is_symlink()
-    assert Path(os.path.realpath(CHART_CLUSTER_ROLE)) == CLUSTER_ROLE.resolve()
+    for chart, base in ((CHART_CLUSTER_ROLE, CLUSTER_ROLE), (CHART_CLUSTER_SCOPED_ROLE, CLUSTER_SCOPED_ROLE)):
+        assert chart.is_symlink()
+        assert Path(os.path.realpath(chart)) == base.resolve()
+
+
+def test_namespaced_and_cluster_scoped_rules_are_apart() -> None:
+    """A RoleBinding grants a ClusterRole's rules in one namespace, so serving named namespaces
+    the namespaced rules must hold nothing cluster-scoped (it would be granted nowhere) and the
+    cluster-wide ones nothing namespaced (it would be granted everywhere)."""
+    namespaced = {(a.group, a.resource) for a in registry.access()}
+    cluster = {(a.group, a.resource) for a in registry.cluster_access()}
+    reviews = {("authentication.k8s.io", "tokenreviews"), ("authorization.k8s.io", "subjectaccessreviews")}
+    assert cluster == {("", "nodes"), ("apiextensions.k8s.io", "customresourcedefinitions"), *reviews}
+    assert not namespaced & cluster
+    for a in registry.cluster_access():  # nothing stored is written: a review is answered, not kept
+        assert a.verbs <= ({"create"} if (a.group, a.resource) in reviews else {"list", "watch"})
 
 
 def test_a_dropped_verb_or_an_extra_rule_is_caught() -> None:

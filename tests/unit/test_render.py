@@ -12,7 +12,7 @@ import yaml
 
 from qwen_operator import api
 from qwen_operator.api import vocabulary
-from qwen_operator.children import alerting, registry, render
+from qwen_operator.children import alerting, launcher, registry, render
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = yaml.safe_load((ROOT / "samples" / "qwen3-235b-thinking.yaml").read_text())
@@ -58,7 +58,8 @@ def _flags(argv: list[str]) -> dict[str, str | None]:
 def test_children_in_apply_order_with_names() -> None:
     kinds = [(c["kind"], c["metadata"]["name"]) for c in render.render(_res())]
     assert kinds == [
-        ("ConfigMap", "qwen3-thinking-launcher"),
+        ("ServiceAccount", "qwen3-thinking-server"),
+        ("ConfigMap", launcher.configmap_name("qwen3-thinking")),
         ("Service", "qwen3-thinking-headless"),
         ("Service", "qwen3-thinking"),
         ("StatefulSet", "qwen3-thinking"),
@@ -200,6 +201,7 @@ def test_sample_server_command_has_exactly_the_model_card_flags() -> None:
         "--tensor-parallel-size": "4",
         "--max-model-len": "262144",
         "--gpu-memory-utilization": "0.92",
+        "--shutdown-timeout": "1200",
         "--reasoning-parser": "deepseek_r1",
         "--enable-auto-tool-choice": None,
         "--tool-call-parser": "hermes",
@@ -479,7 +481,9 @@ def test_every_sample_renders(sample: Path) -> None:
         if "multinode" in sample.name
         else ["Service", "Service", "StatefulSet"]
     )
-    kinds = ["ConfigMap", *shared, *workload, "PodDisruptionBudget", "NetworkPolicy"]
+    groups = doc["spec"]["replicas"] if "multinode" in sample.name else 0  # a NetworkPolicy each
+    policies = ["NetworkPolicy"] * (1 + groups)
+    kinds = ["ServiceAccount", "ConfigMap", *shared, *workload, "PodDisruptionBudget", *policies]
     assert [c["kind"] for c in render.render(doc)] == kinds
 
 
@@ -501,10 +505,10 @@ def test_a_render_of_the_same_values_is_reused_yet_each_caller_gets_its_own_copy
     res = {**SAMPLE, "metadata": {"name": "memo", "namespace": "ns", "uid": "u-memo"}}
     first = render.render(res)
     kept = len(render._DOCUMENTS._kept)
-    first[3]["spec"]["replicas"] = 99  # a caller that edits what it got
+    first[4]["spec"]["replicas"] = 99  # a caller that edits what it got
     again = render.render(res)
     assert len(render._DOCUMENTS._kept) == kept  # the same values: nothing rendered anew
-    assert again[3]["kind"] == "StatefulSet" and again[3]["spec"]["replicas"] == 1
-    assert again[3] is not first[3]
+    assert again[4]["kind"] == "StatefulSet" and again[4]["spec"]["replicas"] == 1
+    assert again[4] is not first[4]
     other = render.render(res, max_model_len=131072)  # other values: another document
-    assert "131072" in other[3]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert "131072" in other[4]["spec"]["template"]["spec"]["containers"][0]["command"]

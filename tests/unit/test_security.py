@@ -86,4 +86,10 @@ def test_no_pod_gets_a_service_account_token_or_the_namespaces_services() -> Non
     for where, pod in pods.items():
         assert pod["automountServiceAccountToken"] is False, where
         assert pod["enableServiceLinks"] is False, where
-        assert "serviceAccountName" not in pod, where
+        assert pod["serviceAccountName"] == "q-server", where  # their own, never `default`
+
+
+def test_the_pods_service_account_is_their_own_and_mounts_no_token() -> None:
+    (account,) = [c for c in render.render(parsed({})) if c["kind"] == "ServiceAccount"]
+    assert account["metadata"]["name"] == "q-server" and account["automountServiceAccountToken"] is False
+    assert account["metadata"]["ownerReferences"][0]["kind"] == "QwenThinkingDeployment"

@@ -1,4 +1,4 @@
-"""The GitOps tools' Go modules (e2e/devcluster/toolchain/{helm,actionlint,kstatus,luahealth})
+"""The GitOps tools' Go modules (e2e/devcluster/toolchain/{helm,actionlint,kstatus,luahealth,netpol,...})
 pin exactly the versions in versions.py, and their cache never shares the control plane's."""
 
 from __future__ import annotations

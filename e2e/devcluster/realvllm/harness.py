@@ -15,7 +15,11 @@ what the kubelet would:
   termination message (the launcher's record, or the log's tail with FallbackToLogsOnError),
   through `kube.terminate_container`, and after the kubelet's back-off (10 s, doubling) the
   container runs again unless the pod was replaced;
-* a pod being deleted has its process stopped (SIGTERM, then SIGKILL).
+* a pod being deleted has its process stopped (SIGTERM, then SIGKILL);
+* the process's output goes to a log file in the container runtime's format, named in a kwok
+  `Logs` object of the pod's name, so kwok serves it as the node's kubelet would: `kubectl logs`
+  and the operator's pods/log reads get it through the apiserver (the previous run's file is
+  `--previous`).
 
     python -m e2e.devcluster.realvllm.harness -n NAMESPACE   # until Ctrl-C, on $KUBECONFIG
 """
@@ -41,6 +45,8 @@ from qwen_runtime.argv import max_model_len
 
 MARKER = "QWEN_E2E_REAL_PROCESS"
 CONTAINER = "server"
+LOGS_GROUP, LOGS_VERSION = "kwok.x-k8s.io", "v1alpha1"
+"""kwok's `Logs` kind (from kwok's Go module: e2e/devcluster/toolchain/build.py)."""
 BACKOFF_SECONDS, BACKOFF_MAX = 10.0, 300.0
 """The kubelet's crash-loop back-off: 10 s, doubling, at most 5 minutes."""
 STOP_GRACE = 10.0
@@ -59,6 +65,14 @@ class Run:
     ready_after: float | None = None
     exit_code: int | None = None
     message: str = ""
+    log_offset: int = 0
+    """How much of the server's output is in `cri_log` already."""
+    partial: bytes = b""
+
+    @property
+    def cri_log(self) -> Path:
+        """The container's log as the container runtime keeps it (what kwok serves)."""
+        return self.server.launch.workdir / "container.log"
 
 
 @dataclass
@@ -120,10 +134,14 @@ class Harness:
                     del self._restart_due[uid]
                     self._patch_container(pod, {"state": {"running": {"startedAt": _now()}}}, ready=False)
             elif run.server.returncode() is not None:
+                _sync_log(run)
                 self._exited(pod, spec, run)
             elif run.ready_after is None and self._passes(run, spec, "startupProbe", "readinessProbe"):
                 run.ready_after = time.monotonic() - run.server.started_at
+                _sync_log(run)
                 self._patch_container(pod, {"ready": True, "started": True}, ready=True)
+        for run in self._active.values():
+            _sync_log(run)
 
     def _passes(self, run: Run, spec: dict[str, Any], *kinds: str) -> bool:
         return all(run.server.probe(kubelet.Probe.of(spec, kind)) for kind in kinds)
@@ -137,8 +155,12 @@ class Harness:
         launch = adapt(pod["spec"], venv_bin=self.python.parent, checkpoint=self.checkpoint, workdir=workdir,
                        secret=self._secret, configmap=self._configmap)  # fmt: skip
         run = Run(name, uid, restart_count, RealServer(launch), max_model_len(launch.argv))
+        previous = next((r for r in reversed(self.runs) if r.uid == uid), None)
         self.runs.append(run)
         self._active[uid] = run
+        run.cri_log.parent.mkdir(parents=True, exist_ok=True)
+        run.cri_log.touch()
+        self._name_logs(name, run.cri_log, previous.cri_log if previous else run.cri_log)
         run.server.start()
 
     def _exited(self, pod: dict[str, Any], spec: dict[str, Any], run: Run) -> None:
@@ -170,12 +192,42 @@ class Harness:
         body = {"status": {"containerStatuses": statuses, "conditions": conditions}}
         client.CoreV1Api(self.api).patch_namespaced_pod_status(pod["metadata"]["name"], self.namespace, body)
 
+    def _name_logs(self, pod: str, current: Path, previous: Path) -> None:
+        """kwok's `Logs` object for the pod: which files are its server container's log."""
+        custom = client.CustomObjectsApi(self.api)
+        body = {
+            "apiVersion": f"{LOGS_GROUP}/{LOGS_VERSION}",
+            "kind": "Logs",
+            "metadata": {"name": pod, "namespace": self.namespace},
+            "spec": {"logs": [{"containers": [CONTAINER], "logsFile": str(current),
+                               "previousLogsFile": str(previous)}]},
+        }  # fmt: skip
+        with contextlib.suppress(client.ApiException):
+            custom.delete_namespaced_custom_object(LOGS_GROUP, LOGS_VERSION, self.namespace, "logs", pod)
+        custom.create_namespaced_custom_object(LOGS_GROUP, LOGS_VERSION, self.namespace, "logs", body)
+
     def _configmap(self, name: str) -> dict[str, str]:
         return dict(client.CoreV1Api(self.api).read_namespaced_config_map(name, self.namespace).data or {})
 
     def _secret(self, name: str, key: str) -> str:
         secret = client.CoreV1Api(self.api).read_namespaced_secret(name, self.namespace)
         return base64.b64decode((secret.data or {})[key]).decode()
+
+
+def _sync_log(run: Run) -> None:
+    """Append the server's new complete output lines to its container log, stamped now (the
+    container runtime's part; the harness's poll is the stamp's resolution)."""
+    path = run.server.log_path
+    if not path.exists():
+        return
+    with path.open("rb") as source:
+        source.seek(run.log_offset)
+        data = source.read()
+    run.log_offset += len(data)
+    lines, run.partial = kubelet.cri_lines(run.partial + data)
+    if lines:
+        with run.cri_log.open("ab") as target:
+            target.write(lines)
 
 
 def _marked(container: dict[str, Any]) -> bool:

@@ -3,9 +3,10 @@
 Why: the real-process tests run the server container the operator renders, so whatever the
 kubelet would do between the spec and the process must be done the same way here: resolve the
 environment (literal values and Secret references), expand `$(VAR)` in the command, lay out
-the container's volumes (a ConfigMap's keys as files, an emptyDir or a claim as an empty
-directory), run the probes (HTTP GET or exec), and build the termination message from the
-termination-log file or, with `FallbackToLogsOnError`, from the log's tail.
+the container's volumes (a ConfigMap's keys as the kubelet's links into `..data`, an emptyDir or
+a claim as an empty directory), run the probes (HTTP GET or exec), build the termination message
+from the termination-log file or, with `FallbackToLogsOnError`, from the log's tail, and keep the
+container's log as the container runtime does (CRI format: what the kubelet serves as pods/log).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,8 @@ MESSAGE_BYTES = 4096
 """The kubelet keeps at most this much of a termination-log file."""
 HOST_MOUNTS = ("/dev/",)
 """Mounts that stay the host's own here (/dev/shm: vLLM's shared memory)."""
+DEFAULT_GRACE_SECONDS = 30
+"""Kubernetes' terminationGracePeriodSeconds when a pod sets none."""
 
 
 def expand(text: str, env: Mapping[str, str]) -> str:
@@ -64,6 +68,11 @@ def command(container: Mapping[str, Any], env: Mapping[str, str]) -> list[str]:
     return [expand(str(a), env) for a in [*(container.get("command") or []), *(container.get("args") or [])]]
 
 
+ATOMIC_DIR = "..2026_01_01_00_00_00.000000000"
+"""The kubelet's timestamped directory of a ConfigMap volume (pkg/volume/util AtomicWriter)."""
+DATA_LINK = "..data"
+
+
 def lay_out_volumes(
     pod_spec: Mapping[str, Any],
     container: Mapping[str, Any],
@@ -95,11 +104,26 @@ def lay_out_volumes(
         if source is not None:
             data = configmap(source["name"])
             items = source.get("items") or [{"key": key, "path": key} for key in data]
-            for item in items:
-                (target / item["path"]).parent.mkdir(parents=True, exist_ok=True)
-                (target / item["path"]).write_text(data[item["key"]])
+            write_atomically(
+                target, {item["path"]: data[item["key"]] for item in items}, source.get("defaultMode")
+            )
         laid[path] = target
     return laid
+
+
+def write_atomically(target: Path, files: Mapping[str, str], mode: int | None = None) -> None:
+    """A ConfigMap volume as the kubelet's atomic writer leaves it: the files in a timestamped
+    directory, `..data` linked to it, and each key a link through `..data` (what the launcher,
+    reading its own sources, finds in a pod), with the volume's `defaultMode`."""
+    atomic = target / ATOMIC_DIR
+    for name, text in files.items():
+        (atomic / name).parent.mkdir(parents=True, exist_ok=True)
+        (atomic / name).write_text(text)
+        if mode is not None:
+            (atomic / name).chmod(mode)
+    (target / DATA_LINK).symlink_to(ATOMIC_DIR)
+    for top in sorted({Path(name).parts[0] for name in files}):
+        (target / top).symlink_to(Path(DATA_LINK) / top)
 
 
 def under(value: str, mounts: Mapping[str, Path], rootfs: Path) -> str:
@@ -165,6 +189,29 @@ class Probe:
         return f"{self.kind}: {action}, every {self.period:g}s, timeout {self.timeout:g}s"
 
 
+@dataclass(frozen=True)
+class Stop:
+    """How the kubelet stops the container: the preStop hook, then SIGTERM to PID 1, then
+    SIGKILL when the pod's grace period, counted from the start of the stop, runs out."""
+
+    pre_stop_seconds: float
+    """The preStop `sleep` (the only hook supported here); 0 without one."""
+    grace_seconds: float
+
+    @classmethod
+    def of(cls, pod_spec: Mapping[str, Any], container: Mapping[str, Any]) -> Stop:
+        hook = (container.get("lifecycle") or {}).get("preStop")
+        if hook is not None and set(hook) != {"sleep"}:
+            raise ValueError(f"preStop {sorted(hook)}: only the sleep action is supported here")
+        pre_stop = float(hook["sleep"]["seconds"]) if hook else 0.0
+        return cls(pre_stop, float(pod_spec.get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)))
+
+    @property
+    def after_sigterm(self) -> float:
+        """What is left of the grace period once the hook is done: the process's time to exit."""
+        return max(self.grace_seconds - self.pre_stop_seconds, 0.0)
+
+
 def http_ok(host: str, port: int, path: str, timeout: float) -> bool:
     """An HTTP probe: success is a status from 200 to 399 within the timeout."""
     try:
@@ -205,3 +252,17 @@ def termination_message(container: Mapping[str, Any], written: bytes, log: bytes
         tail = b"\n".join(log.rstrip(b"\n").split(b"\n")[-FALLBACK_LINES:])
         return tail[-FALLBACK_BYTES:].decode(errors="replace")
     return ""
+
+
+def cri_lines(data: bytes, stream: str = "stdout", now: datetime | None = None) -> tuple[bytes, bytes]:
+    """The complete lines of `data` as a container runtime writes them to the container's log
+    file (`<RFC 3339 nano> <stream> F <line>`), and the incomplete rest, which waits for more.
+    The kubelet serves that file for pods/log (`tailLines`, `sinceTime`, `limitBytes`)."""
+    head, newline, rest = data.rpartition(b"\n")
+    if not newline:
+        return b"", data
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}000Z"
+    prefix = f"{stamp} {stream} F ".encode()
+    lines = head.split(b"\n")
+    return b"".join(prefix + line.rstrip(b"\r") + b"\n" for line in lines), rest

@@ -42,8 +42,6 @@ RUNTIME = REPO / "runtime"
 LOOPBACK = "127.0.0.1"
 KV_SPACE_VAR = "VLLM_CPU_KVCACHE_SPACE"
 CONTAINER = "server"
-GRACE_SECONDS = 120.0
-"""The operator's terminationGracePeriodSeconds: SIGKILL after that long, as the kubelet does."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +69,8 @@ class Launch:
     container_port: int
     workdir: Path
     mounts: dict[str, Path]
+    stop: kubelet.Stop
+    """The pod's preStop hook and grace period, as rendered."""
     swaps: list[Swap] = field(default_factory=list)
 
     @property
@@ -181,7 +181,8 @@ def adapt(
         env[KV_SPACE_VAR] = str(kv_cache_gib)
         swaps.append(Swap(KV_SPACE_VAR, "", str(kv_cache_gib), "the CPU backend's KV cache budget in GiB"))
     (workdir / "home").mkdir(parents=True, exist_ok=True)
-    return Launch(container, argv, env, port, container_port, workdir, mounts, swaps)
+    stop = kubelet.Stop.of(pod_spec, container)
+    return Launch(container, argv, env, port, container_port, workdir, mounts, stop, swaps)
 
 
 class ServerExited(AssertionError):
@@ -238,17 +239,25 @@ class RealServer:
         assert self.proc is not None
         return self.proc.wait(timeout=timeout)
 
-    def stop(self, grace: float = GRACE_SECONDS) -> int:
-        """SIGTERM to the launcher (PID 1 of the container), SIGKILL to the group after `grace`."""
+    def stop(self, grace: float | None = None) -> int:
+        """SIGTERM to the launcher (PID 1 of the container), SIGKILL to the group after `grace`:
+        by default what the rendered grace period leaves after the preStop hook (which delays
+        the SIGTERM; it is not waited here, and the server keeps serving meanwhile)."""
         if self.proc is None:
             return 0
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
-                self.proc.wait(timeout=grace)
+                self.proc.wait(timeout=self.launch.stop.after_sigterm if grace is None else grace)
             except subprocess.TimeoutExpired:
                 self._kill_groups()
         return self.proc.returncode
+
+    def terminate(self) -> float:
+        """The kubelet's SIGTERM to the launcher, at once; returns when it was sent (monotonic)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return time.monotonic()
 
     def kill(self) -> None:
         """Leave nothing behind (a test that failed half-way)."""

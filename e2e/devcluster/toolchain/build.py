@@ -38,8 +38,26 @@ def binary(name: str) -> Path:
     return bin_dir() / name
 
 
+LOGS_CRD_IN_MODULE = "kustomize/crd/bases/kwok.x-k8s.io_logs.yaml"
+
+
+def logs_crd() -> Path:
+    """kwok's `Logs` CRD, taken from its Go module by `build` and kept beside the binaries (a
+    third party's CRD is never copied into the repository)."""
+    return bin_dir().parent / "kwok.x-k8s.io_logs.yaml"
+
+
 def missing() -> list[str]:
-    return [n for n in ALL_TOOLS if not os.access(binary(n), os.X_OK)]
+    names = [n for n in ALL_TOOLS if not os.access(binary(n), os.X_OK)]
+    return names if logs_crd().exists() else [*names, logs_crd().name]
+
+
+def fetch_logs_crd() -> None:
+    source = Path(gomod.download("sigs.k8s.io/kwok", versions.KWOK)["Dir"]) / LOGS_CRD_IN_MODULE
+    tmp = logs_crd().with_name(f".{logs_crd().name}.tmp")
+    tmp.write_bytes(source.read_bytes())
+    tmp.replace(logs_crd())
+    log(f"kwok's Logs CRD from its module: {logs_crd()}")
 
 
 def _release_date() -> str:
@@ -88,7 +106,9 @@ def build_one(name: str, started: float) -> None:
 def build(force: bool = False) -> Path:
     """Ensure every binary exists in the cache; returns the bin directory."""
     bin_dir().mkdir(parents=True, exist_ok=True)
-    todo = list(ALL_TOOLS) if force else missing()
+    todo = list(ALL_TOOLS) if force else [n for n in missing() if n in ALL_TOOLS]
+    if not logs_crd().exists() or force:
+        fetch_logs_crd()
     if not todo:
         log(f"cached: {bin_dir()} ({', '.join(ALL_TOOLS)})")
         return bin_dir()

@@ -10,6 +10,7 @@
 | `prometheus` | `github.com/prometheus/prometheus/cmd/prometheus` | what prometheus-adapter queries |
 | `promql` | `./promql` on `github.com/prometheus/prometheus` | the metric names a query reads |
 | `prometheus-adapter` | `sigs.k8s.io/prometheus-adapter/cmd/adapter` | custom.metrics.k8s.io for the HPA |
+| `netpol` | `./netpol` on `github.com/mattfenwick/cyclonus/pkg/matcher` | what the NetworkPolicies admit |
 | `lws` | `sigs.k8s.io/lws/cmd` | the LeaderWorkerSet controller and webhooks, for multi-node replicas |
 
 Prometheus' service discoveries are left out (`remove_all_sd`, its own build tag): the tests
@@ -82,6 +83,7 @@ TOOLS = {
                 ("sigs.k8s.io/yaml", versions.SIGS_YAML),
             ),
         ),
+        Tool("netpol", ".", (("github.com/mattfenwick/cyclonus", versions.CYCLONUS),)),
         Tool(
             "promtool",
             "github.com/prometheus/prometheus/cmd/promtool",

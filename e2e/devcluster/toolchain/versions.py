@@ -35,6 +35,7 @@ GOPHER_JSON = "v0.0.0-20190114024228-97fed8db8427"  # how Argo CD reads the tabl
 SIGS_YAML = "v1.4.0"
 PROMETHEUS = "v0.316.0"  # Prometheus 3.16 (Go module tags v0.3MM.P): promtool, the server, PromQL's parser
 PROMETHEUS_ADAPTER = "v0.12.0"  # serves custom.metrics.k8s.io from Prometheus, for the HPA
+CYCLONUS = "v0.5.6"  # its NetworkPolicy engine (pkg/matcher): what a policy admits, with no CNI to enforce it
 
 # Modules whose files the suite applies or checks against (never copied into the repository):
 # Argo CD (its Application CRD and its own health-script tests), Flux (Kustomization and

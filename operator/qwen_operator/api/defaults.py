@@ -8,11 +8,15 @@ __all__ = [
     "CAPABILITIES",
     "COMPILE_CACHE_FLOOR",
     "COMPILE_CACHE_SIZE",
+    "DECODE_TOKENS_PER_SECOND",
+    "DEFAULT_ANSWER_TOKENS",
     "DEFAULT_IMAGE",
     "DEFAULT_MODEL",
+    "DRAIN_SECONDS",
     "FALLBACK_STEPS",
     "MANAGED_ENV",
     "MAX_CONTEXT",
+    "MAX_DRAIN_SECONDS",
     "MAX_ENV_VALUE",
     "MAX_LABEL_VALUE",
     "MAX_NAME_LENGTH",
@@ -47,8 +51,9 @@ COMPILE_CACHE_FLOOR = "1Gi"
 RECOMMENDED_CONTEXT = 131072
 """The model card: a thinking model wants at least this context for its reasoning."""
 
-MANAGED_ENV = ("PYTHONPATH",)
-"""Environment the server needs as the operator sets it: the launcher is imported from PYTHONPATH."""
+MANAGED_ENV = ("PYTHONPATH", "QWEN_LAUNCHER_DIGEST")
+"""Environment the server needs as the operator sets it: the launcher is imported from PYTHONPATH
+and checks its sources against QWEN_LAUNCHER_DIGEST (qwen_runtime.integrity.DIGEST_VAR)."""
 CAPABILITIES = ("IPC_LOCK",)
 """Capabilities a user may add to the server (IPC_LOCK: pinned memory for RDMA/GPUDirect);
 any of them takes the pods out of Pod Security "restricted"."""
@@ -64,6 +69,20 @@ MAX_QUALIFIED_NAME = 317
 """A label key, a taint key, a resource name: a 253-character prefix, a slash, a 63-character
 name. Also each key of a map the spec passes through (a CRD bounds map keys only by CEL)."""
 MAX_LABEL_VALUE = 63
+
+DECODE_TOKENS_PER_SECOND = 30
+"""An ordinary decode speed of one sequence of this model in a loaded batch (4 H100s, FP8):
+alone it decodes faster, among dozens of others slower. The drain is sized on it."""
+DEFAULT_ANSWER_TOKENS = 32768
+"""The model card's output length, the default `sampling.maxTokens`."""
+DRAIN_SECONDS = 1200
+"""vLLM's `--shutdown-timeout` by default: the default answer, started just before SIGTERM,
+finishes at the ordinary speed: 32768 tokens / 30 tokens/s = 1092 s, rounded up to 20 minutes
+(enough down to 27.3 tokens/s). vLLM exits as soon as its last request ends: an idle server
+stops in seconds, whatever this is."""
+MAX_DRAIN_SECONDS = 10800
+"""The longest answer the API allows (`sampling.maxTokens` up to 262144) at the same speed is
+8738 s; 3 hours bounds a typo, not a real drain."""
 
 TENSOR_SIZES = (1, 2, 4, 8)
 MAX_PIPELINE = 8

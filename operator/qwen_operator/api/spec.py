@@ -11,10 +11,13 @@ from pydantic import Field, JsonValue, StringConstraints
 from qwen_operator.api.defaults import (
     COMPILE_CACHE_FLOOR,
     COMPILE_CACHE_SIZE,
+    DEFAULT_ANSWER_TOKENS,
     DEFAULT_MODEL,
+    DRAIN_SECONDS,
     FALLBACK_STEPS,
     MANAGED_ENV,
     MAX_CONTEXT,
+    MAX_DRAIN_SECONDS,
     MAX_ENV_VALUE,
     MAX_PIPELINE,
     MAX_QUALIFIED_NAME,
@@ -344,7 +347,7 @@ class SamplingSpec(ApiObject):
     """Min-p sampling; the model card recommends 0."""
     presence_penalty: Annotated[float, Field(ge=0, le=2)] | None = None
     """0 to 2 reduces endless repetitions (model card); unset leaves vLLM's default."""
-    max_tokens: Annotated[int, Field(ge=1, le=MAX_CONTEXT)] | None = 32768
+    max_tokens: Annotated[int, Field(ge=1, le=MAX_CONTEXT)] | None = DEFAULT_ANSWER_TOKENS
     """Default output length when a request sets none; the model card advises 32768 (81920 for
     competition math and code)."""
 
@@ -425,8 +428,8 @@ class RuntimeSpec(ApiObject):
         Rule(
             cel=f"!has(self.env) || self.env.all(e, !(e.name in {cel_string_list(MANAGED_ENV)}))",
             message=(
-                f"runtime.env may not set {', '.join(MANAGED_ENV)}: the operator sets it (the launcher is "
-                "imported from there)"
+                f"runtime.env may not set {', '.join(MANAGED_ENV)}: the operator sets them (where the "
+                "launcher is imported from, and the digest it checks its sources against)"
             ),
             check=lambda r: not any(e.name in MANAGED_ENV for e in r.env),
             field_path=".env",
@@ -601,10 +604,15 @@ class AuthSpec(ApiObject):
 
 
 class DisruptionSpec(ApiObject):
-    """The PodDisruptionBudget."""
+    """How servers stop: the PodDisruptionBudget, and the drain of their requests."""
 
     max_unavailable: IntOrPercent = 1
     """Replicas that voluntary disruptions (drains) may take down at once."""
+    drain_seconds: Annotated[int, Field(ge=0, le=MAX_DRAIN_SECONDS)] = DRAIN_SECONDS
+    """Seconds a stopping server finishes its in-flight requests (vLLM's --shutdown-timeout);
+    it takes no new ones and exits when the last ends. The default lets the default
+    32768-token answer finish at 30 tokens/s (1092 s). The pods' terminationGracePeriodSeconds
+    covers it; 0 aborts the requests at once."""
 
 
 def _weights_fit(s: QwenThinkingDeploymentSpec) -> bool:
@@ -729,14 +737,15 @@ class NetworkPeer(ApiObject):
 
 
 class NetworkSpec(ApiObject):
-    """Who may reach the servers: a NetworkPolicy owned by the resource."""
+    """Who may reach the servers: NetworkPolicies owned by the resource."""
 
     policy: bool = True
     """A NetworkPolicy that admits, on the API port, only pods of this namespace and those of
-    `allowFrom` (and, between the pods of a multi-node group, every port). Egress stays open (the
-    weights download from the Hugging Face hub). Turn it off only where another policy (a
-    namespace default, a service mesh) already guards the servers: without any, every pod of the
-    cluster can use the model's API, and vLLM's API key guards only /v1."""
+    `allowFrom`; with pipeline above 1, one more per replica (`<name>-group-<i>`) that opens
+    every port between the pods of that group and no other. Egress stays open (the weights
+    download from the Hugging Face hub). Turn it off only where another policy (a namespace
+    default, a service mesh) already guards the servers: without any, every pod of the cluster
+    can use the model's API, and vLLM's API key guards only /v1."""
     allow_from: Annotated[list[NetworkPeer], Field(max_length=32)] = Field(default_factory=list)
     """More peers allowed on the API port: e.g. the gateway's namespace, or the monitoring
     namespace whose Prometheus scrapes the servers' /metrics."""
@@ -823,7 +832,7 @@ class QwenThinkingDeploymentSpec(ApiObject):
     auth: AuthSpec = _sub(AuthSpec)
     """API key."""
     disruption: DisruptionSpec = _sub(DisruptionSpec)
-    """PodDisruptionBudget."""
+    """PodDisruptionBudget and drain."""
     autoscaling: AutoscalingSpec | None = None
     """Scale the replicas on vLLM's waiting queue (a KEDA ScaledObject, else a
     HorizontalPodAutoscaler); the autoscaler then owns spec.replicas."""

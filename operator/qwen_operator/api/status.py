@@ -10,6 +10,7 @@ from qwen_operator.api.rules import ApiObject
 from qwen_operator.api.vocabulary import (
     Phase,
     Remedy,
+    RolloutState,
     Stage,
     WeightsState,
 )
@@ -18,8 +19,13 @@ __all__ = [
     "Condition",
     "ContextStatus",
     "ContextStep",
+    "MemoryStatus",
+    "ObservedMemory",
+    "PhaseTime",
     "QwenThinkingDeploymentStatus",
     "ReplicaStatus",
+    "RolloutStatus",
+    "StartStatus",
     "StatusObject",
     "UtilizationStatus",
     "WeightsStatus",
@@ -105,6 +111,30 @@ class Condition(StatusObject):
     """When the status last changed."""
 
 
+class PhaseTime(StatusObject):
+    """How long one start-up phase took."""
+
+    phase: str
+    """engineStart, weightLoading, profiling, kvCacheAllocation, cudaGraphCapture, warmUp or serving."""
+    seconds: float
+    """From the phase's first line in vLLM's log to the next phase's."""
+
+
+class StartStatus(StatusObject):
+    """Where the time of a replica's last start went, as its launcher timed it."""
+
+    started_at: str
+    """The server container's startedAt (RFC 3339): the start this describes."""
+    seconds: float | None = None
+    """From the launcher's start until vLLM's API server was up."""
+    summary: str = ""
+    """In words, e.g. "weights 5m12s, profiling 1m40s (compile 1m10s), graphs 48s"."""
+    phases: list[PhaseTime] | None = None
+    """Each phase, in order (a phase vLLM skipped is absent: no CUDA graphs with --enforce-eager)."""
+    compile_seconds: float | None = None
+    """vLLM's own torch.compile total, part of profiling, when it printed one."""
+
+
 class ReplicaStatus(StatusObject):
     """One server pod's progress, as the kubelet reports it."""
 
@@ -118,6 +148,68 @@ class ReplicaStatus(StatusObject):
     """Restarts of the server container."""
     reason: str = ""
     """Why it waits or fails: the scheduler's, the kubelet's or the launcher's reason."""
+    phase: str = ""
+    """While LoadingModel: the start-up phase vLLM is in, from the launcher's report (weightLoading,
+    profiling, kvCacheAllocation, cudaGraphCapture, warmUp, serving)."""
+    last_start: StartStatus | None = None
+    """The last start that reached serving: its phases, timed."""
+    revision: str = ""
+    """The revision of the pod template it runs (its controller-revision-hash); during a rollout,
+    `status.rollout.revision` is the new one."""
+
+
+class ObservedMemory(StatusObject):
+    """vLLM's own KV-cache figures from the last start that reached serving (its launcher's report)."""
+
+    pod: str
+    """The replica that reported them."""
+    started_at: str
+    """The server container's startedAt: the start they come from."""
+    vllm_version: str = ""
+    """The vLLM that printed them."""
+    image: str = ""
+    """The server image."""
+    gpu_memory_utilization: float | None = None
+    """--gpu-memory-utilization of that start."""
+    max_model_len: int | None = None
+    """--max-model-len of that start (the context in force)."""
+    kv_cache_gib: float | None = Field(default=None, alias="kvCacheGiB")
+    """The memory vLLM gave the KV cache (GiB, per GPU)."""
+    kv_cache_tokens: int | None = None
+    """The KV cache's size in tokens (per replica)."""
+    max_concurrency: float | None = None
+    """How many requests of maxModelLen tokens the KV cache holds at once."""
+    basis: str = ""
+    """Digest of what decides the fit (model, image, GPU, parallelism, KV dtype, extra args): a
+    change sets the figures aside until the next start measures them."""
+
+
+class MemoryStatus(StatusObject):
+    """What the GPU memory holds, as vLLM measured it."""
+
+    observed: ObservedMemory | None = None
+    """vLLM's own KV-cache figures from the last good start, while their basis holds."""
+
+
+class RolloutStatus(StatusObject):
+    """A rollout of the server pods' template, in the operator's order: replicas that do not serve
+    first, then one serving replica at a time, the first of them the canary. Absent once every
+    replica runs the current template."""
+
+    state: RolloutState
+    """Rolling, or Halted (a replica on the new template failed: the others keep the old one)."""
+    revision: str
+    """The template the replicas roll to (the StatefulSet's updateRevision)."""
+    updated: int = 0
+    """Replicas on that revision."""
+    serving: int = 0
+    """Replicas that serve now, on either revision."""
+    halted: list[str] | None = None
+    """Replicas on the new revision that failed: the rollout waits until they serve."""
+    canary: str = ""
+    """The first serving replica that took the new revision."""
+    message: str = ""
+    """The rollout in words (also Reconciling's message and the Progress column)."""
 
 
 class WeightsStatus(StatusObject):
@@ -153,8 +245,12 @@ class QwenThinkingDeploymentStatus(StatusObject):
     progress: str | None = None
     """The replicas' stages in short, e.g. "1/2 serving, 1 downloading" (printer column Progress)."""
     replica_status: list[ReplicaStatus] | None = None
-    """One entry per server pod: its stage, since when, restarts and last reason."""
+    """One entry per server pod: its stage, since when, restarts, last reason and revision."""
+    rollout: RolloutStatus | None = None
+    """The rollout of a new pod template under way, if one is."""
     weights: WeightsStatus | None = None
     """The shared download, with model.cache.mode Shared."""
+    memory: MemoryStatus | None = None
+    """vLLM's own KV-cache figures from the last good start (status.memory.observed)."""
     conditions: list[Condition] = Field(default_factory=list)
     """kstatus conditions."""

@@ -56,10 +56,13 @@ MANAGED_FLAGS = (
     "--revision",
     "--host",
     "--port",
+    "--shutdown-timeout",
     "--hf-token",
 )
 """Flags the operator sets itself, with vLLM 0.33's aliases for them (from its own parser), and
-`--hf-token`, whose value would be a credential in the pod spec (tokenSecretRef sets it)."""
+`--hf-token`, whose value would be a credential in the pod spec (tokenSecretRef sets it).
+`--shutdown-timeout` is disruption.drainSeconds: the pods' grace period is sized on it, so a
+longer one in extraArgs would be cut by the kubelet's SIGKILL."""
 
 
 def _prefixes(word: str) -> str:

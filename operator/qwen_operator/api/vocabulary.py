@@ -17,8 +17,10 @@ from enum import StrEnum
 from qwen_runtime.record import Reason as LauncherReason
 from qwen_runtime.record import Record as LauncherRecord
 from qwen_runtime.record import parse as parse_launcher_record
+from qwen_runtime.startup import Report as StartReport
+from qwen_runtime.startup import StartPhase
 
-__all__ = ["LauncherReason", "LauncherRecord", "parse_launcher_record"]
+__all__ = ["LauncherReason", "LauncherRecord", "StartPhase", "StartReport", "parse_launcher_record"]
 
 # -- API identity ---------------------------------------------------------------------------
 
@@ -75,6 +77,12 @@ def leader_labels(name: str, pipeline: int) -> dict[str, str]:
     return {**selector_labels(name), **leaders}
 
 
+def group_labels(name: str, index: int) -> dict[str, str]:
+    """The labels of one pipeline group's pods, its leader and its workers: the resource's
+    selector and the group's index, which the LeaderWorkerSet controller puts on each pod."""
+    return {**selector_labels(name), LWS_GROUP_INDEX_LABEL: str(index)}
+
+
 def selector_string(name: str, pipeline: int = 1) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(leader_labels(name, pipeline).items()))
 
@@ -124,6 +132,12 @@ LWS_CRD = "leaderworkersets.leaderworkerset.x-k8s.io"
 LWS_KIND = "LeaderWorkerSet"
 LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
 """LWS labels each pod of a group with its index in the group; the leader's is "0"."""
+REVISION_LABEL = "controller-revision-hash"
+"""The StatefulSet controller's label on each pod: the revision of the template it was made from
+(compared with the StatefulSet's `status.updateRevision` by the operator's rollout)."""
+LWS_GROUP_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/group-index"
+"""LWS labels each pod of a group, leader and workers, with the group's index (0 to replicas - 1):
+its webhook gives a leader its StatefulSet ordinal, the group's worker StatefulSet copies it."""
 LWS_LEADER_ADDRESS_VAR = "LWS_LEADER_ADDRESS"
 """LWS sets it in every container of a group: the leader pod's DNS name."""
 LWS_WORKER_INDEX_VAR = "LWS_WORKER_INDEX"
@@ -157,6 +171,39 @@ class Stage(StrEnum):
     """Ready: the served model answers."""
     CRASH_LOOP = "CrashLoop"
     """A container keeps failing; the reason is the launcher's (or the kubelet's)."""
+
+
+PHASE_WORDS: dict[str, str] = {
+    StartPhase.ENGINE_START: "engine",
+    StartPhase.WEIGHT_LOADING: "weights",
+    StartPhase.PROFILING: "profiling",
+    StartPhase.KV_CACHE_ALLOCATION: "KV cache",
+    StartPhase.CUDA_GRAPH_CAPTURE: "graphs",
+    StartPhase.WARM_UP: "warm-up",
+    StartPhase.SERVING: "API server",
+}
+"""A start-up phase (`qwen_runtime.startup.StartPhase`) as `kubectl describe` and the conditions
+say it: "weights 5m12s, profiling 1m40s (compile 1m10s), graphs 48s"."""
+STARTUP_TOTAL = "total"
+"""The `phase` label of `qwen_operator_startup_seconds` for a whole start (launcher to ready)."""
+START_LOG_LOOKBACK_SECONDS = 120
+"""A Ready replica's start report is read from its log from this long before the pod turned
+Ready (the report is printed when vLLM's API server is up, a probe period or two before)."""
+START_LOG_LIMIT_BYTES = 1 << 20
+"""The most of a server's log one read of a start report takes (limitBytes)."""
+LOADING_READ_SECONDS = 30.0
+"""A replica still starting has its log's last minute read this often, for the phase it is in
+(the launcher repeats its report every `startup.HEARTBEAT_SECONDS`)."""
+
+
+class RolloutState(StrEnum):
+    """Where a rollout of the server pods' template stands (`status.rollout.state`)."""
+
+    ROLLING = "Rolling"
+    """Replicas are being replaced, in the operator's order."""
+    HALTED = "Halted"
+    """A replica on the new template failed: no other is replaced until it serves, or a new
+    template comes."""
 
 
 class WeightsState(StrEnum):
@@ -263,6 +310,9 @@ class Reason(StrEnum):
     FAILED_CREATE = "FailedCreate"
     """Ready=False, Stalled=True | the StatefulSet controller cannot create a pod or claim for
     another reason; the message is its event's"""
+    ROLLOUT_HALTED = "RolloutHalted"
+    """Ready=False, Stalled=True | the canary (the first replica on a new template) failed: the
+    other replicas keep the old template and serve; a new spec, or the canary serving, resumes it"""
     CREATE_CONTAINER_CONFIG_ERROR = "CreateContainerConfigError"
     """Ready=False, Stalled=True | the kubelet cannot start a container: a Secret or key it reads
     (`tokenSecretRef`, `apiKeySecretRef`, `valueFrom`) is missing"""
@@ -382,9 +432,13 @@ class EventReason(StrEnum):
     CONTEXT_BELOW_RECOMMENDED = "ContextBelowRecommended"
     """Warning | the servers run below `context.recommendedModelLen` (the model card's 131072 for
     a thinking model), once when that begins"""
+    REPLACING_POD = "ReplacingPod"
+    """Normal | the rollout deleted a server pod so that the StatefulSet recreates it from the new
+    template; the message says why it was next"""
     DELETED = "Deleted"
     """Normal | a child no longer wanted was deleted: the autoscaler or the InferencePool of a spec
-    that dropped them, the HorizontalPodAutoscaler once KEDA is installed"""
+    that dropped them, the HorizontalPodAutoscaler once KEDA is installed, an older launcher's
+    ConfigMap once no pod mounts it"""
     RECOVERED = "Recovered"
     """Normal | no longer stalled"""
     RECONCILE_ERROR = "ReconcileError"

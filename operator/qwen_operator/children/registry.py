@@ -3,7 +3,8 @@
 An entry says where the kind's API is (group, version, plural), which optional CRD it waits for,
 whether it is deleted when no longer rendered (pruned), how it is replaced when a field fixed
 at creation changes, whether the decision reads its status, whether it runs the servers, and
-its templates with the condition under which each is rendered. The watches and their indices
+its templates with the condition under which each is rendered (and, for a template with
+`each`, the entries it renders one document for). The watches and their indices
 (process/handlers.py), the API paths (process/kube.py), pruning and replacement (reconcile/),
 rendering (children/render.py) and the RBAC rules in manifests/ (checked by a test) follow it.
 Adding a child kind is one entry here and its template.
@@ -15,10 +16,10 @@ Job come right after the launcher (the Job's pod mounts it).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from qwen_operator.api.vocabulary import (
     HPA_KIND,
@@ -32,6 +33,7 @@ from qwen_operator.api.vocabulary import (
     SCALED_OBJECT_KIND,
     SERVICE_MONITOR_CRD,
 )
+from qwen_operator.children import network
 
 if TYPE_CHECKING:
     from qwen_operator.api.resource import QwenThinkingDeployment
@@ -54,6 +56,9 @@ class Template:
 
     file: str
     when: Callable[[QwenThinkingDeployment, Served], bool] = lambda res, served: True
+    each: Callable[[QwenThinkingDeployment], tuple[Mapping[str, Any], ...]] | None = None
+    """One document per entry, the entry under `each` in the template's values (a NetworkPolicy
+    per pipeline group, as many as the replicas); None: one document."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,15 @@ class ChildKind:
     """The decision reads its status (a rollout, a Job's conditions, a claim's phase)."""
     fixed_fields: frozenset[str] = field(default_factory=frozenset)
     """Fields the apiserver will not change after creation: a refusal naming one is a replace."""
+    pods_need: bool = False
+    """The workload's pods cannot be created without it (admission refuses a pod whose
+    ServiceAccount does not exist): a new one is applied before a new workload (plan.order)."""
+    replaced_because: str = "a field fixed at creation changed"
+    """What the Replacing event says."""
+    mounted: bool = False
+    """The pods mount it: a pruned one is deleted only once no pod of the resource, and no pod
+    template of its children, names it (decide.in_use). The launcher's ConfigMap: its name
+    changes with its sources, and a pod still running the old launcher keeps the old one."""
 
     @property
     def api_version(self) -> str:
@@ -117,7 +131,18 @@ def _autoscaled_by_hpa(res: QwenThinkingDeployment, served: Served) -> bool:
     return res.spec.autoscaling is not None and SCALED_OBJECT_CRD not in served
 
 
-CONFIG_MAP = ChildKind("ConfigMap", "", "v1", "configmaps", (Template("configmap-launcher.yaml.j2"),))
+SERVICE_ACCOUNT = ChildKind(
+    "ServiceAccount", "", "v1", "serviceaccounts", (Template("serviceaccount.yaml.j2"),), pods_need=True
+)  # fmt: skip
+CONFIG_MAP = ChildKind(
+    "ConfigMap", "", "v1", "configmaps", (Template("configmap-launcher.yaml.j2"),),
+    pruned=True, mounted=True, replaced=Propagation.BACKGROUND,
+    fixed_fields=frozenset({"data", "binaryData", "immutable"}),
+    replaced_because="its data are not the launcher's, and it is immutable",
+)  # fmt: skip
+"""The launcher's sources: immutable and named by their digest (children/launcher.py). A new
+launcher is a new ConfigMap, the old one pruned once unmounted; an object of the same name with
+other data (deleted and created again by someone else) cannot be updated, so it is replaced."""
 PVC = ChildKind(
     "PersistentVolumeClaim", "", "v1", "persistentvolumeclaims",
     (Template("pvc-weights.yaml.j2", lambda res, _: _shared(res)),), status_kept=True,
@@ -169,11 +194,19 @@ PROMETHEUS_RULE = ChildKind(
 
 NETWORK_POLICY = ChildKind(
     "NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies",
-    (Template("networkpolicy.yaml.j2", lambda res, _: res.spec.network.policy),), pruned=True,
+    (
+        Template("networkpolicy.yaml.j2", lambda res, _: res.spec.network.policy),
+        Template(
+            "networkpolicy-group.yaml.j2", lambda res, _: res.spec.network.policy and _multi_node(res),
+            each=network.groups,
+        ),
+    ),
+    pruned=True,
 )  # fmt: skip
+"""Pruned: a group's policy goes when spec.replicas drops to its index or below (children/network.py)."""
 
 KINDS: tuple[ChildKind, ...] = (
-    CONFIG_MAP, PVC, JOB, SERVICE, STATEFUL_SET, LEADER_WORKER_SET, PDB, NETWORK_POLICY,
+    SERVICE_ACCOUNT, CONFIG_MAP, PVC, JOB, SERVICE, STATEFUL_SET, LEADER_WORKER_SET, PDB, NETWORK_POLICY,
     SERVICE_MONITOR, SCALED_OBJECT, HPA, INFERENCE_POOL, PROMETHEUS_RULE,
 )  # fmt: skip
 """Every child kind, in apply order."""
@@ -185,6 +218,7 @@ TEMPLATES: tuple[tuple[ChildKind, Template], ...] = tuple((c, t) for c in KINDS 
 
 WORKLOAD_KINDS = frozenset(c.kind for c in KINDS if c.workload)
 PRUNED_KINDS = frozenset(c.kind for c in KINDS if c.pruned)
+MOUNTED_KINDS = frozenset(c.kind for c in KINDS if c.mounted)
 STATUS_KINDS = frozenset(c.kind for c in KINDS if c.status_kept)
 OPTIONAL_CRDS: dict[str, str] = {c.crd: c.version for c in KINDS if c.crd is not None}
 """CRDs whose presence changes what the operator creates (watched, never required), with the
@@ -192,9 +226,9 @@ version the operator writes: the CRD counts as served only while that version is
 OPTIONAL_KINDS = tuple(c for c in KINDS if c.crd is not None)
 
 
-def templates_for(res: QwenThinkingDeployment, served: Served) -> tuple[str, ...]:
+def templates_for(res: QwenThinkingDeployment, served: Served) -> tuple[Template, ...]:
     """The templates this resource renders, in apply order."""
-    return tuple(t.file for _, t in TEMPLATES if t.when(res, served))
+    return tuple(t for _, t in TEMPLATES if t.when(res, served))
 
 
 @dataclass(frozen=True)
@@ -213,19 +247,38 @@ reconcile/plan.py), and applied server-side (a PATCH, authorized as create when 
 OTHER_ACCESS: tuple[Access, ...] = (
     Access("serving.qwen-operator.io", "qwenthinkingdeployments", frozenset({"list", "watch"})),
     Access("serving.qwen-operator.io", "qwenthinkingdeployments/status", frozenset({"patch"})),
-    Access("", "pods", frozenset({"list", "watch"})),
-    Access("", "nodes", frozenset({"list", "watch"})),
-    Access("apiextensions.k8s.io", "customresourcedefinitions", frozenset({"list", "watch"})),
+    Access("", "pods", frozenset({"list", "watch", "delete"})),
+    Access("", "pods/log", frozenset({"get"})),
     Access("", "events", frozenset({"list", "watch", "create"})),
 )
-"""What the operator reads and writes besides its children: its resources and their status,
-pods and GPU nodes (watched, never written), CRDs (which optional APIs are served), events."""
+"""What the operator reads and writes in a served namespace besides its children: its resources
+and their status, pods (watched, and server pods deleted one by one by the rollout:
+reconcile/rollout.py), the server's log (its launcher's start report,
+reconcile/starts.py), events."""
+
+CLUSTER_ACCESS: tuple[Access, ...] = (
+    Access("", "nodes", frozenset({"list", "watch"})),
+    Access("apiextensions.k8s.io", "customresourcedefinitions", frozenset({"list", "watch"})),
+    Access("authentication.k8s.io", "tokenreviews", frozenset({"create"})),
+    Access("authorization.k8s.io", "subjectaccessreviews", frozenset({"create"})),
+)
+"""What the operator needs outside any namespace: GPU nodes (the memory plan), CRDs (which
+optional APIs are served), and the reviews that decide who may read its /metrics
+(process/access.py; cluster-scoped kinds). Kept apart so that serving named namespaces binds
+every other rule only in those namespaces (a RoleBinding each) and this alone cluster-wide."""
 
 
 def access() -> tuple[Access, ...]:
-    """Every cluster-wide rule the operator needs: children are watched (list, watch) and applied
-    server-side (create, patch); some are deleted (`ChildKind.deleted`)."""
+    """Every rule the operator needs in a namespace it serves (manifests/clusterrole.yaml): children
+    are watched (list, watch) and applied server-side (create, patch); some are deleted
+    (`ChildKind.deleted`). Bound cluster-wide when it serves every namespace, else in each one."""
     children = tuple(
         Access(c.group, c.plural, APPLIED | ({"delete"} if c.deleted else frozenset())) for c in KINDS
     )
     return (*children, *OTHER_ACCESS)
+
+
+def cluster_access() -> tuple[Access, ...]:
+    """The rules on cluster-scoped resources (manifests/clusterrole-cluster.yaml), always bound
+    cluster-wide."""
+    return CLUSTER_ACCESS

@@ -41,8 +41,8 @@ from qwen_operator.api.vocabulary import (
     leader_labels,
     selector_labels,
 )
-from qwen_operator.children import alerting, compile_cache, launcher, placement, registry, security
-from qwen_runtime.argv import GPU_MEMORY_UTILIZATION
+from qwen_operator.children import alerting, compile_cache, launcher, placement, registry, security, stopping
+from qwen_runtime.argv import GPU_MEMORY_UTILIZATION, SHUTDOWN_TIMEOUT
 from qwen_runtime.engine import ENGINE_READY_TIMEOUT_S, ENGINE_READY_TIMEOUT_VAR
 from qwen_runtime.fetch import EXIT_ACCESS_DENIED, EXIT_CONFIG, EXIT_REPO_NOT_FOUND, EXIT_REVISION_NOT_FOUND
 from qwen_runtime.ready import API_KEY_VAR
@@ -51,8 +51,6 @@ CONTAINER_PORT = 8000
 WEIGHTS_MOUNT = "/models"
 HF_CACHE = f"{WEIGHTS_MOUNT}/hub"
 SHM_SIZE = "16Gi"
-GRACE_SECONDS = 120
-"""Time for vLLM to finish in-flight requests after SIGTERM before the kubelet kills it."""
 
 DEFAULT_REQUESTS = {"cpu": "8", "memory": "96Gi"}
 DEFAULT_LIMITS = {"memory": "256Gi"}
@@ -134,6 +132,11 @@ def shared_cache(spec: QwenThinkingDeploymentSpec) -> bool:
     return pvc_source(spec) is None and spec.model.cache.mode == "Shared"
 
 
+def service_account_name(name: str) -> str:
+    """The server pods' own ServiceAccount (children/templates/serviceaccount.yaml.j2)."""
+    return f"{name}-server"
+
+
 def weights_claim_name(name: str) -> str:
     return f"{name}-weights"
 
@@ -191,6 +194,7 @@ def server_argv(
         args.append("--enable-expert-parallel")
     args += multi_node_args(spec.parallelism.pipeline, worker)
     args += [GPU_MEMORY_UTILIZATION, f"{utilization:g}"]
+    args += [SHUTDOWN_TIMEOUT, str(spec.disruption.drain_seconds)]  # stopping.grace_seconds covers it
     if spec.runtime.kv_cache_dtype != "auto":
         args += ["--kv-cache-dtype", spec.runtime.kv_cache_dtype]
     if spec.reasoning_parser != "none":
@@ -254,8 +258,13 @@ def fetch_env(spec: QwenThinkingDeploymentSpec) -> list[dict[str, Any]]:
 
 
 def launcher_env() -> list[dict[str, Any]]:
-    """Where the launcher's ConfigMap is mounted, and the writable caches of a non-root user."""
-    return [{"name": "PYTHONPATH", "value": launcher.MOUNT}, *security.cache_env()]
+    """Where the launcher's ConfigMap is mounted, the digest it checks its sources against before
+    it runs anything (server, probe, download), and the writable caches of a non-root user."""
+    return [
+        {"name": "PYTHONPATH", "value": launcher.MOUNT},
+        {"name": launcher.DIGEST_VAR, "value": launcher.digest()},
+        *security.cache_env(),
+    ]
 
 
 def probes(res: QwenThinkingDeployment) -> dict[str, dict[str, Any]]:
@@ -282,6 +291,14 @@ def probes(res: QwenThinkingDeployment) -> dict[str, dict[str, Any]]:
         override = getattr(res.spec.probes, kind).model_dump(by_alias=True, exclude_none=True)
         out[kind] = {**actions[kind], **defaults, **override}
     return out
+
+
+def startup_seconds(res: QwenThinkingDeployment) -> float:
+    """The startup probe's budget: its initial delay plus period x failures (45 minutes by
+    default). A server that has run this long without serving has failed (reconcile/rollout.py)."""
+    startup = probes(res)["startup"]
+    period, failures = int(startup.get("periodSeconds", 10)), int(startup.get("failureThreshold", 3))
+    return float(int(startup.get("initialDelaySeconds", 0)) + period * failures)
 
 
 def resources(spec: QwenThinkingDeploymentSpec) -> dict[str, dict[str, Any]]:
@@ -353,6 +370,7 @@ def _values(
         "name": name,
         "namespace": res.metadata.namespace,
         "headless_name": headless_name(name),
+        "service_account": service_account_name(name),
         "labels": {str(c): labels(name, c) for c in Component},
         "selector": selector_labels(name),
         "leader_selector": leader_labels(name, spec.parallelism.pipeline),
@@ -393,12 +411,16 @@ def _values(
         "tolerations": [gpu_toleration, *(_plain(t) for t in spec.scheduling.tolerations)],
         "affinity": None if spec.scheduling.affinity is None else _plain(spec.scheduling.affinity),
         "priority_class": spec.scheduling.priority_class_name,
-        "grace_seconds": GRACE_SECONDS,
+        "grace_seconds": stopping.grace_seconds(spec),
+        "lifecycle": stopping.lifecycle(),
         "shm_size": SHM_SIZE,
         "container_port": CONTAINER_PORT,
         "service_type": spec.service.type,
         "service_port": spec.service.port,
         "max_unavailable": spec.disruption.max_unavailable,
+        "rollout_max_unavailable": (
+            spec.disruption.max_unavailable if spec.disruption.max_unavailable not in (0, "0%") else 1
+        ),  # a rollout without surge must take one group down
         "allow_from": [
             peer.model_dump(by_alias=True, exclude_defaults=True) for peer in spec.network.allow_from
         ],
@@ -486,9 +508,16 @@ def render(
     """
     res = coerce(resource)
     values = _values(res, max_model_len, gpu_memory_utilization, compile_claim)
-    templates = registry.templates_for(res, served)
-    plain = json.dumps(values, sort_keys=True)  # plain data: equal values, an equal document
-    children = [_DOCUMENTS.render(t, values, plain) for t in templates]
+    # plain data: equal values, an equal document; hashed once for the documents of every template
+    plain = hashlib.blake2b(json.dumps(values, sort_keys=True).encode(), digest_size=16).digest()
+    children = []
+    for template in registry.templates_for(res, served):
+        if template.each is None:
+            children.append(_DOCUMENTS.render(template.file, values, plain))
+            continue
+        for each in template.each(res):  # one document per entry (a policy per pipeline group)
+            identity = plain + json.dumps(each, sort_keys=True).encode()
+            children.append(_DOCUMENTS.render(template.file, {**values, "each": each}, identity))
     _check(res, children, values["command"])
     return children
 
@@ -510,10 +539,11 @@ class _Documents:
         self._lock = threading.Lock()
         self._kept: OrderedDict[bytes, bytes] = OrderedDict()
 
-    def render(self, template: str, values: Mapping[str, Any], plain: str) -> dict[str, Any]:
-        """The document; `plain` is `values` as JSON (plain data only: a function among them
-        could close over anything, and equal values must mean an equal document)."""
-        key = hashlib.blake2b((template + "\0" + plain).encode(), digest_size=16).digest()
+    def render(self, template: str, values: Mapping[str, Any], identity: bytes) -> dict[str, Any]:
+        """The document; `identity` is equal exactly when `values` are: a digest of them as JSON
+        (plain data only: a function among them could close over anything, and equal values must
+        mean an equal document), and what a template's `each` adds."""
+        key = hashlib.blake2b(template.encode() + b"\0" + identity, digest_size=16).digest()
         with self._lock:
             kept = self._kept.get(key)
             if kept is not None:

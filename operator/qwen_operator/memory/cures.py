@@ -116,6 +116,9 @@ RULES: dict[tuple[str, str | None], Prescription] = {
         Cure.NOT_MEMORY, "the engine did not start in time"
     ),
     (LauncherReason.INVALID_ARGUMENTS, None): Prescription(Cure.NOT_MEMORY, "vLLM refused its arguments"),
+    (LauncherReason.LAUNCHER_MISMATCH, None): Prescription(
+        Cure.NOT_MEMORY, "the launcher's sources are not those the pod names: it refused to start vLLM"
+    ),
     (LauncherReason.UNKNOWN, None): Prescription(Cure.NOT_MEMORY, "the server failed"),
 }
 """Every cause the launcher (reason, CUDA phase) and the kubelet report, and its cure."""
@@ -255,6 +258,25 @@ def basis(res: api.QwenThinkingDeployment) -> str:
         "parallelism": spec.parallelism.model_dump(mode="json"),
         "maxModelLen": spec.context.max_model_len,
         "runtime": spec.runtime.model_dump(mode="json", exclude={"min_gpu_memory_utilization"}),
+        "gpu": spec.gpu.model_dump(mode="json"),
+        "scheduling": spec.scheduling.model_dump(mode="json"),
+    }
+    return hashlib.sha256(json.dumps(fit, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def fit_basis(res: api.QwenThinkingDeployment) -> str:
+    """A digest of what decides how much KV cache a start gets, the context aside: the model,
+    the server image (vLLM's version), the GPUs and where they are, parallelism, the KV dtype and
+    the extra vLLM arguments. vLLM's figures measured under another one are set aside
+    (status.memory.observed); a change of the context or the utilization keeps them (they say
+    what the memory holds, and scale with the utilization)."""
+    spec = res.spec
+    fit = {
+        "model": [spec.model.id, spec.model.revision],
+        "parallelism": spec.parallelism.model_dump(mode="json"),
+        "image": spec.runtime.image,
+        "kvCacheDtype": spec.runtime.kv_cache_dtype,
+        "extraArgs": list(spec.runtime.extra_args),
         "gpu": spec.gpu.model_dump(mode="json"),
         "scheduling": spec.scheduling.model_dump(mode="json"),
     }

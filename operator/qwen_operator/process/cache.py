@@ -113,6 +113,9 @@ class Cache:
         self._clock = clock
         self._failed_pods: dict[Key, dict[str, tuple[float, snapshot.Pod]]] = {}
         """Deleted pods with a failed server run, by owner and uid, with when they went."""
+        self._deleted_pods: dict[tuple[str, str], float] = {}
+        """Server pods the rollout deleted, by (namespace, uid), with when: shown as being deleted
+        until the watch says so, so the next pass does not count them as serving."""
 
     # -- write-through ---------------------------------------------------------------------
 
@@ -158,7 +161,15 @@ class Cache:
         if pod.instance and any(run is not None and run.failed for run in runs):
             key = (str((raw.get("metadata") or {}).get("namespace") or ""), pod.instance)
             with self._lock:
-                self._failed_pods.setdefault(key, {})[pod.uid] = (self._clock(), replace(pod, deleting=True))
+                self._failed_pods.setdefault(key, {})[pod.uid] = (
+                    self._clock(),
+                    replace(pod, deleting=True, gone=True),
+                )
+
+    def pod_deleted(self, namespace: str, uid: str) -> None:
+        """The operator deleted this pod (the rollout): it counts as going from now on."""
+        with self._lock:
+            self._deleted_pods[(namespace, uid)] = self._clock()
 
     def forget(self, kind: str) -> None:
         """Every object of `kind` went away with its CRD (optional_kinds.py): a write of that kind
@@ -213,7 +224,20 @@ class Cache:
                 self._failed_pods.pop(key, None)
             uids = {p.uid for p in indexed}
             gone = [pod for uid, (_, pod) in kept.items() if uid not in uids]
+            indexed = [self._going(key[0], pod) for pod in indexed]
         return tuple(sorted([*indexed, *gone], key=lambda p: p.name))
+
+    def _going(self, namespace: str, pod: snapshot.Pod) -> snapshot.Pod:
+        """The pod as being deleted if the operator deleted it and the watch has not said so yet
+        (the lock is held)."""
+        key = (namespace, pod.uid)
+        went = self._deleted_pods.get(key)
+        if went is None:
+            return pod
+        if pod.deleting or self._clock() - went > FAILED_POD_SECONDS:
+            del self._deleted_pods[key]
+            return pod
+        return replace(pod, deleting=True)
 
     def create_failures(self, key: Key) -> tuple[snapshot.CreateFailure, ...]:
         return tuple(self._indices.failures.get(key, ()))

@@ -42,9 +42,10 @@ from qwen_operator.api.vocabulary import (
     label_string,
 )
 from qwen_operator.children import registry
-from qwen_operator.process import health, kube, lease, metrics
+from qwen_operator.process import access, endpoints, health, kube, lease, metrics
 from qwen_operator.process.cache import GPU_NODES, Cache, Index, Indices, on_loop
 from qwen_operator.process.optional_kinds import OptionalKind, OptionalKinds
+from qwen_operator.process.startlog import StartLog
 from qwen_operator.process.workqueue import WorkQueue
 from qwen_operator.reconcile import snapshot
 from qwen_operator.reconcile.act import Actor
@@ -86,7 +87,7 @@ class Runtime:
 
     queue: WorkQueue[Key]
     cache: Cache
-    server: Any = None
+    servers: endpoints.Servers | None = None
     nodes: dict[str, snapshot.Node] = field(default_factory=dict)
     """GPU nodes as last seen by the event handler: a change in their labels re-plans everyone."""
     served: frozenset[str] = frozenset()
@@ -133,13 +134,13 @@ class Runtime:
             role = "no leader election (a single replica)"
         else:
             parts["lease threads"] = self.elector.alive()
-            holder = self.elector.holder() or "nobody"
+            holder = self.elector.holder()
             if self.elector.leading():
                 role = "leading"
             elif holder == self.elector.config.identity:
                 role = "not leading: its lease is not renewed in time (writes paused)"
-            else:
-                role = f"standing by (lease held by {holder})"
+            else:  # who leads is in the log (lease.py), not here: the health port asks no credentials
+                role = "standing by"
         return health.report(parts, role)
 
 
@@ -249,8 +250,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     )  # fmt: skip
     cache = cache_over(kwargs, [optional.indices[kind.plural] for kind in optional.kinds])
     reconciler = Reconciler(
-        on_loop(loop, lambda key: observe(key, cache)), Actor(api, cache.wrote, cache.gone)
-    )
+        on_loop(loop, lambda key: observe(key, cache)),
+        Actor(api, cache.wrote, cache.gone, cache.pod_deleted),
+        starts=StartLog(api.pod_log).collect,
+    )  # fmt: skip
     workers = int(os.environ.get("QWEN_OPERATOR_WORKERS", "4"))
     queue: WorkQueue[Key] = WorkQueue(
         lambda key: reconciler.reconcile(key).recheck_after, workers=workers, on_retry=metrics.retried
@@ -267,10 +270,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
         rt.elector.start()
         log.info("electing on lease %s/%s as %s", election.namespace, election.name, identity)
     queue.start()
-    host = os.environ.get("QWEN_OPERATOR_HTTP_HOST", "0.0.0.0")
-    port = int(os.environ.get("QWEN_OPERATOR_HTTP_PORT", "8080"))
-    rt.server = await metrics.start_server(host, port, rt.health)
-    log.info("metrics on http://%s:%d/metrics, liveness on /healthz", host, port)
+    served = endpoints.Config.from_env()
+    # Readiness is liveness: the health port opens only once the operator has started (its
+    # caches listed, /metrics listening), and a replica standing by is ready too (its metrics
+    # are scraped like the leader's).
+    rt.servers = await endpoints.start(served, access.Reviewer(api), rt.health, rt.health)
+    log.info("metrics on https://%s:%d/metrics (TokenReview and SubjectAccessReview), "
+             "/healthz and /readyz on http://%s:%d", served.host, rt.servers.port(rt.servers.metrics),
+             served.host, rt.servers.port(rt.servers.health))  # fmt: skip
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop, fn: Any, *args: Any) -> None:
@@ -287,8 +294,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         return
     if rt.optional is not None:
         rt.optional.stop()
-    if rt.server is not None:
-        await rt.server.cleanup()
+    if rt.servers is not None:
+        await rt.servers.stop()
     await asyncio.get_running_loop().run_in_executor(None, rt.queue.stop)
     if rt.elector is not None:
         await asyncio.get_running_loop().run_in_executor(None, rt.elector.stop)

@@ -6,17 +6,23 @@ loop (it answers this very request), the reconcile threads and the Lease's threa
 apiserver or etcd that does not answer is no reason: the watches reconnect and the failed
 reconciliations are retried as soon as it answers again, while a restarted operator would
 lose its cache and then wait for the same apiserver. 503 when a part has died, which only a
-restart cures. The body says what the replica sees: its role (leading, or standing by and
-who leads) and, when the apiserver does not answer or a request hangs, for how long.
+restart cures. The body says what the replica sees, in words that name nothing: its role
+(leading, or standing by) and, when the apiserver does not answer or a request hangs, for how
+long. The health port needs no credentials, so which pod leads and what the apiserver's error
+said go to the log only (lease.py logs each change of holder; `Contact` logs the error that
+began an outage and the end of it).
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+
+log = logging.getLogger(__name__)
 
 SLOW_SECONDS = 5.0
 """A request unanswered this long is reported (etcd away: the apiserver holds requests)."""
@@ -33,7 +39,6 @@ class Contact:
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._failing_since: float | None = None
-        self._last_error = ""
         self._restored: list[Callable[[], None]] = []
         self._in_flight: dict[int, float] = {}
         self._ids = itertools.count()
@@ -56,16 +61,22 @@ class Contact:
 
     def answered(self) -> None:
         with self._lock:
-            was_failing, self._failing_since = self._failing_since is not None, None
-            callbacks = list(self._restored) if was_failing else []
+            since, self._failing_since = self._failing_since, None
+            callbacks = list(self._restored) if since is not None else []
+        if since is not None:
+            log.info("the apiserver answers again, after %.0fs", self._monotonic() - since)
         for callback in callbacks:
             callback()
 
     def failed(self, detail: str) -> None:
+        """A request got no answer, or one that says the apiserver cannot serve: the error
+        that begins an outage is logged (not the body of /healthz, which anyone reads)."""
         with self._lock:
-            if self._failing_since is None:
+            began = self._failing_since is None
+            if began:
                 self._failing_since = self._monotonic()
-            self._last_error = detail[:300]
+        if began:
+            log.warning("the apiserver does not answer: %s", detail[:300])
 
     def failing_for(self) -> float | None:
         """Seconds since the apiserver last answered after failing; None while it answers."""
@@ -75,10 +86,9 @@ class Contact:
     def describe(self) -> str:
         failing = self.failing_for()
         with self._lock:
-            error = self._last_error
             oldest = min(self._in_flight.values(), default=None)
         if failing is not None:
-            return f"apiserver not answering for {failing:.0f}s (retrying; last error: {error})"
+            return f"apiserver not answering for {failing:.0f}s (retrying)"
         waited = 0.0 if oldest is None else self._monotonic() - oldest
         if waited >= SLOW_SECONDS:
             return f"apiserver slow: a request unanswered for {waited:.0f}s"

@@ -33,6 +33,11 @@ from qwen_operator.reconcile import snapshot
 REQUEST_TIMEOUT = 30.0
 EVENT_MESSAGE_LIMIT = 1024
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+REVIEWS = {
+    "tokenreviews": "/apis/authentication.k8s.io/v1/tokenreviews",
+    "subjectaccessreviews": "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+}
+"""The reviews the /metrics endpoint asks for (access.py), by resource: their collections."""
 UNAVAILABLE = (502, 503, 504)
 """Statuses that mean the apiserver (or etcd behind it) cannot serve now, not a refusal."""
 
@@ -59,6 +64,7 @@ class NotLeading(ApiError):
 KINDS: dict[str, tuple[str, str]] = {
     **{c.kind: (c.path_prefix, c.plural) for c in registry.KINDS},
     "Event": ("/api/v1", "events"),
+    "Pod": ("/api/v1", "pods"),
     KIND: (f"/apis/{API_VERSION}", PLURAL),
 }
 """kind -> (API path prefix, plural): the children's from the registry, events and the resource."""
@@ -100,6 +106,8 @@ class KubeApi(Protocol):
     ) -> dict[str, Any]: ...
 
     def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def delete_pod(self, namespace: str, name: str, uid: str) -> dict[str, Any]: ...
 
     def post_event(
         self, owner: snapshot.Resource, type_: str, reason: str, message: str, now: str
@@ -179,6 +187,8 @@ class Kube:
     ) -> dict[str, Any]:
         if resource == "leases":
             metrics.LEASE_REQUESTS.labels(verb=verb).inc()
+        elif resource in REVIEWS:  # a scrape's; a standby replica serves /metrics too: never fenced
+            metrics.ACCESS_REVIEWS.labels(resource=resource).inc()
         elif read:  # the optional kinds' own watches (optional_kinds.py): never fenced
             metrics.WATCH_REQUESTS.labels(verb=verb, resource=resource).inc()
         else:
@@ -199,6 +209,14 @@ class Kube:
             metrics.API_ERRORS.labels(verb=verb, resource=resource, code=str(resp.status)).inc()
             raise ApiError(resp.status, str(resp.reason or ""), _message(text), _status(text))
         return dict(json.loads(text)) if text else {}
+
+    # -- the /metrics endpoint's reviews (access.ReviewApi) -----------------------------------
+
+    def review(self, resource: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a TokenReview or SubjectAccessReview; the apiserver answers in its status and
+        stores nothing. Counted apart (`access_reviews`), so the reconciler's own count of
+        requests stays what the reconciler sent."""
+        return self._request("create", "POST", resource, REVIEWS[resource], body=body)
 
     # -- the leader-election Lease (lease.LeaseApi) -----------------------------------------
 
@@ -310,6 +328,18 @@ class Kube:
                 raise
         return {}
 
+    def delete_pod(self, namespace: str, name: str, uid: str) -> dict[str, Any]:
+        """Delete a server pod if it is still that uid (a precondition), with its own grace period:
+        the rollout's replacement (reconcile/rollout.py). {} when it is gone or was recreated
+        already (404, or 409 for the precondition): either way it is no longer the outdated pod."""
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+        try:
+            return self._request("delete", "DELETE", "pods", path("Pod", namespace, name), body=body)
+        except ApiError as exc:
+            if exc.status not in (404, 409):
+                raise
+        return {}
+
     def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         """Merge-patch the resource's status subresource."""
         return self._request(
@@ -317,6 +347,27 @@ class Kube:
             query=[("fieldManager", FIELD_MANAGER)],
             body={"status": dict(patch)}, content_type="application/merge-patch+json",
         )  # fmt: skip
+
+    def pod_log(self, namespace: str, pod: str, container: str, query: Sequence[tuple[str, str]]) -> str:
+        """A piece of a container's log (pods/log: `sinceTime` or `sinceSeconds`, `limitBytes`), as
+        text; "" when the pod or its log is gone. A read, counted as `get pods/log`."""
+        if not self._may_write():  # a replica that does not lead reconciles nothing
+            raise NotLeading()
+        metrics.API_REQUESTS.labels(verb="get", resource="pods/log").inc()
+        url = f"{_collection('v1', 'pods', namespace)}/{quote(pod, safe='')}/log"
+        try:
+            resp = self._send("GET", url, [("container", container), *query], None, "application/json")
+            resp.read()
+        except ApiError:
+            metrics.API_ERRORS.labels(verb="get", resource="pods/log", code="0").inc()
+            raise
+        text = resp.data.decode("utf-8", "replace") if resp.data else ""
+        if resp.status in (400, 404):  # gone, or not started (yet): nothing to read
+            return ""
+        if not 200 <= resp.status < 300:
+            metrics.API_ERRORS.labels(verb="get", resource="pods/log", code=str(resp.status)).inc()
+            raise ApiError(resp.status, str(resp.reason or ""), _message(text), _status(text))
+        return text
 
     def post_event(self, owner: snapshot.Resource, type_: str, reason: str, message: str, now: str) -> None:
         """Post a core/v1 Event on `owner` (what `kubectl describe` lists)."""

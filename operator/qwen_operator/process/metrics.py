@@ -1,4 +1,4 @@
-"""Prometheus metrics, and the small HTTP server that serves them with /healthz.
+"""The operator's Prometheus metrics (endpoints.py serves them).
 
 The operator's own counters and histograms stay low-cardinality (no resource names): one
 operator may serve hundreds of resources. The `qwen_operator_resource_*` gauges are the
@@ -11,14 +11,10 @@ rename them.
 
 from __future__ import annotations
 
-import asyncio
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiohttp import web
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -46,6 +42,14 @@ RECONCILE_SECONDS = Histogram(
     "qwen_operator_reconcile_duration_seconds",
     "Time one reconciliation took, API calls included.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+STARTUP_SECONDS = Histogram(
+    "qwen_operator_startup_seconds",
+    "Time of each start-up phase of a server start that reached serving (phase=total: launcher to"
+    " ready), as its launcher timed it from vLLM's log; one observation per start.",
+    ["phase"],
+    buckets=(5, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 5400),
     registry=REGISTRY,
 )
 RESOURCES = Gauge(
@@ -119,6 +123,20 @@ LEADERSHIP_CHANGES = Counter(
     "qwen_operator_leadership_changes_total",
     "This replica acquired or lost the Lease.",
     ["change"],
+    registry=REGISTRY,
+)
+ACCESS_REVIEWS = Counter(
+    "qwen_operator_access_reviews_total",
+    "TokenReviews and SubjectAccessReviews sent to decide who may read /metrics, by resource (the "
+    "verdicts are cached: about two a minute per scraper); not in api_requests.",
+    ["resource"],
+    registry=REGISTRY,
+)
+METRICS_REFUSED = Counter(
+    "qwen_operator_metrics_refused_total",
+    "Requests for /metrics refused, by HTTP status: 401 (no token, or one the apiserver does not "
+    "accept), 403 (RBAC does not allow get /metrics), 503 (the apiserver could not be asked).",
+    ["code"],
     registry=REGISTRY,
 )
 EVENTS = Counter(
@@ -296,24 +314,3 @@ RESOURCE_TRACKER = ResourceTracker()
 
 def exposition() -> bytes:
     return bytes(generate_latest(REGISTRY))
-
-
-async def start_server(host: str, port: int, healthy: Callable[[], tuple[bool, str]]) -> web.AppRunner:
-    """Serve /metrics and /healthz on the operator's event loop (a stuck loop fails liveness);
-    `healthy` gives the verdict and the body (health.report)."""
-
-    async def metrics_view(_: web.Request) -> web.Response:
-        body = await asyncio.get_running_loop().run_in_executor(None, exposition)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def healthz_view(_: web.Request) -> web.Response:
-        ok, text = healthy()
-        return web.Response(text=text, status=200 if ok else 503)
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics_view)
-    app.router.add_get("/healthz", healthz_view)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    return runner

@@ -11,7 +11,8 @@ reconcile.
 
 Each object the apiserver returns is handed to `wrote` (the cache's write-through), so the next
 reconciliation sees the operator's own writes at once; a deleted child the plan hides is handed
-to `gone`.
+to `gone`, and a server pod the rollout deleted to `pod_deleted` (the next pass counts it as going,
+and replaces no other before it serves again).
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ from typing import Any
 from qwen_operator.process.kube import ApiError, KubeApi
 from qwen_operator.reconcile import refusal, snapshot
 from qwen_operator.reconcile.decide import Desired
-from qwen_operator.reconcile.plan import Apply, Delete, Lookup, Operation, PatchStatus, Post
+from qwen_operator.reconcile.plan import Apply, Delete, DeletePod, Lookup, Operation, PatchStatus, Post
 
 log = logging.getLogger("qwen_operator.reconcile.act")
 
 
 def refusal_of(exc: ApiError, op: Operation) -> refusal.Refusal:
     """The typed refusal of the apiserver's answer to `op`."""
+    if isinstance(op, DeletePod):
+        return refusal.read(exc.status, exc.body, "Pod", op.ident)
     if isinstance(op, Apply | Delete | Lookup):
         kind = op.child.kind if isinstance(op, Delete) else op.kind
         return refusal.read(exc.status, exc.body, kind, op.ident)
@@ -45,11 +48,14 @@ class Actor:
         kube: KubeApi,
         wrote: Callable[[Mapping[str, Any]], None] = lambda _: None,
         gone: Callable[[snapshot.Child], None] = lambda _: None,
+        pod_deleted: Callable[[str, str], None] = lambda _ns, _uid: None,
     ) -> None:
         self.kube = kube
         self.wrote = wrote
         self.gone = gone
         """Told of each child deleted and hidden (the cache hides it until the watch reports it)."""
+        self.pod_deleted = pod_deleted
+        """Told (namespace, uid) of each server pod deleted: the cache shows it as being deleted."""
 
     def act(self, desired: Desired) -> refusal.Refusal | None:
         """Every operation of the plan, in order; the refusal that stopped it, if one did."""
@@ -72,7 +78,7 @@ class Actor:
                 if answer.kind not in refusal.ANSWERED:
                     raise
                 return replace(answer, done=tuple(done), said=tuple(said))
-            if isinstance(op, Apply | Delete) and not (isinstance(op, Apply) and op.dry_run):
+            if isinstance(op, Apply | Delete | DeletePod) and not (isinstance(op, Apply) and op.dry_run):
                 done.append(op.ident)
                 said += op.events
         return refusal.exists(tuple(found)) if found else None
@@ -81,7 +87,7 @@ class Actor:
         raw = self.kube.get(op.kind, op.namespace, op.name)
         return [] if raw is None else [snapshot.child_from(raw, op.kind)]
 
-    def _write(self, desired: Desired, op: Apply | Delete | PatchStatus) -> None:
+    def _write(self, desired: Desired, op: Apply | Delete | DeletePod | PatchStatus) -> None:
         if isinstance(op, Apply):
             returned = self.kube.apply(op.manifest, dry_run=op.dry_run)
             if not op.dry_run:
@@ -93,6 +99,9 @@ class Actor:
             )
             if op.hide:
                 self.gone(child)
+        elif isinstance(op, DeletePod):
+            self.kube.delete_pod(op.namespace, op.name, op.uid)
+            self.pod_deleted(op.namespace, op.uid)
         else:
             res = desired.resource
             self._record(self.kube.patch_status(res.namespace, res.name, op.patch))

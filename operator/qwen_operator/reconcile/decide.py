@@ -22,6 +22,7 @@ from qwen_operator.api.vocabulary import (
     FIELD_MANAGER,
     INSTANCE_LABEL,
     KIND,
+    LOADING_READ_SECONDS,
     LWS_CRD,
     LWS_KIND,
     MANAGED_LABELS,
@@ -29,15 +30,16 @@ from qwen_operator.api.vocabulary import (
     Phase,
     Reason,
     Result,
+    Stage,
 )
 from qwen_operator.children import compile_cache, placement, registry, render, weights
 from qwen_operator.children.registry import Propagation
-from qwen_operator.memory import cures, planner
+from qwen_operator.memory import calibration, cures, planner
 from qwen_operator.process import clock
-from qwen_operator.reconcile import diff, events, problems, snapshot, status
+from qwen_operator.reconcile import diff, events, problems, rollout, snapshot, status
 from qwen_operator.reconcile.events import Event
 from qwen_operator.reconcile.observe import Key, Observed
-from qwen_operator.reconcile.plan import Apply, Delete, Operation, PatchStatus, order
+from qwen_operator.reconcile.plan import Apply, Delete, DeletePod, Operation, PatchStatus, order
 from qwen_operator.reconcile.problems import Problem, Wait
 from qwen_operator.reconcile.refusal import Kind as RefusalKind
 
@@ -83,6 +85,8 @@ class Desired:
     deletes: tuple[Delete, ...] = ()
     """Children to delete: ours no longer rendered (registry.PRUNED_KINDS), a workload of the other
     kind, or one the apiserver will not change in place (replaced)."""
+    pod_deletes: tuple[DeletePod, ...] = ()
+    """Server pods the rollout replaces this pass (reconcile/rollout.py)."""
     status_patch: dict[str, Any] | None = None
     status_first: bool = False
     """Write the status before the children: a resource with no status yet reads as done to
@@ -273,7 +277,7 @@ def replacing(p: Situation, applies: tuple[Apply, ...]) -> tuple[tuple[Apply, ..
     kind = registry.BY_KIND.get(found.kind) if found is not None else None
     if found is None or found.live is None or kind is None or kind.replaced is None:
         return applies, ()
-    said = (events.replacing(found.ident, pods_kept=kind.replaced == Propagation.ORPHAN),)
+    said = (events.replacing(found.ident, kind.replaced == Propagation.ORPHAN, kind.replaced_because),)
     return (), (Delete(found.live, kind.replaced, said, hide=False),)
 
 
@@ -287,20 +291,33 @@ def _download_or_pods(
     return found or pods
 
 
+def in_use(observed: Observed, child: snapshot.Child) -> bool:
+    """A pod of the resource mounts it, or a pod template of its children names it (a StatefulSet
+    not rolled yet, a download Job): the pods running an old launcher, and those a workload not yet
+    changed will create, need its ConfigMap. A pod the watch saw deleted mounts nothing."""
+    if child.kind not in registry.MOUNTED_KINDS:
+        return False
+    return any(child.name in pod.mounts for pod in observed.pods if not pod.gone) or any(
+        child.name in other.mounts for other in observed.children if other is not child
+    )
+
+
 def _deletes(p: Situation) -> tuple[Delete, ...]:
-    """Our autoscaler, InferencePool or PrometheusRule that this pass does not render: the spec dropped it, or
-    KEDA's CRD came (the HorizontalPodAutoscaler gives way to a ScaledObject) or went."""
+    """Our child of a pruned kind that this pass does not render: an autoscaler, InferencePool,
+    PrometheusRule or NetworkPolicy the spec dropped, or whose CRD came (the
+    HorizontalPodAutoscaler gives way to a KEDA ScaledObject) or went; a launcher ConfigMap of
+    other sources once nothing mounts it (`in_use`)."""
     rendered = {(m["kind"], m["metadata"]["name"]) for m in p.children}
     return tuple(
         Delete(c, Propagation.BACKGROUND, (events.deleted(c),)) for c in p.observed.children
         if c.kind in registry.PRUNED_KINDS and (c.kind, c.name) not in rendered
-        and not c.deleting and owned(c, p.res)
+        and not c.deleting and owned(c, p.res) and not in_use(p.observed, c)
     )  # fmt: skip
 
 
 def _result(
     res: api.QwenThinkingDeployment, blocker: Problem | None, applies: tuple[Apply, ...],
-    deletes: tuple[Delete, ...],
+    deletes: tuple[Delete | DeletePod, ...],
 ) -> Result:  # fmt: skip
     if blocker is not None:
         return Result.INVALID if blocker.reason == Reason.INVALID_SPEC else Result.BLOCKED
@@ -324,9 +341,13 @@ def decide(observed: Observed, now: datetime) -> Desired:
     memory = placement.smallest_gpu_memory_gib(observed.gpu_nodes, res.spec)
     plans: dict[float, planner.Plan | None] = {}
 
+    seen = before.memory.observed if before.memory is not None else None
+
     def planned_at(utilization: float) -> int | None:
+        """vLLM's own figures where they hold (memory/calibration.py), else the estimate."""
         plans[utilization] = plan = planner.plan_for(res.spec, memory, utilization)
-        return None if plan is None else plan.planned
+        fit = calibration.observed_fit(seen, res, utilization)
+        return fit if fit is not None else None if plan is None else plan.planned
 
     groups = render.multi_node(res.spec)
     failures = [] if res.spec.paused else cures.detect(observed.pods, groups)  # paused: context stays
@@ -353,13 +374,25 @@ def decide(observed: Observed, now: datetime) -> Desired:
     sts = observed.child(render.workload_kind(res.spec), res.metadata.name)
     creation = problems.not_created(observed.create_failures, sts, observed.pods)
     pods = problems.of_pods(observed.pods, now, decision.explained, creation)
-    found = blocker or decision.problem or _download_or_pods(download, pods)
-    problem, wait = (found, None) if isinstance(found, Problem) else (None, found)
     changing = any(a.stales_rollout for a in applies)
+    workload_deleted = any(d.child.kind in registry.WORKLOAD_KINDS for d in deletes)
+    rolling = rollout.plan(
+        rollout.Inputs(
+            sts, observed.pods, res.spec.replicas, res.spec.disruption.max_unavailable,
+            render.startup_seconds(res), before.rollout, decision.explained,
+            hold=held or changing or workload_deleted or observed.refusal is not None,
+        ),
+        now,
+    )  # fmt: skip
+    halted = None if rolling is None else rolling.problem()
+    found = blocker or halted or decision.problem or _download_or_pods(download, pods)
+    problem, wait = (found, None) if isinstance(found, Problem) else (None, found)
     shared = None if download is None else download.status
     inputs = status.Inputs(
-        res, sts, decision, problem, wait, observed.pods, changing, weights=shared, served=observed.served
-    )
+        res, sts, decision, problem, wait, observed.pods, changing, weights=shared, served=observed.served,
+        starts=observed.starts, rollout=rolling,
+    )  # fmt: skip
+    replacements = _pod_deletes(observed, rolling)
     after = status.build(inputs, before, now)
     if decision.reduced is not None:
         said.append(events.cured(decision.reduced))
@@ -369,13 +402,30 @@ def decide(observed: Observed, now: datetime) -> Desired:
         )
         was = before.context.effective if before.context else None
         said += events.below_recommendation(was, decision.effective, res.spec.context.recommended_model_len)
-    result = _result(res, blocker, applies, deletes)
+    result = _result(res, blocker, applies, (*deletes, *replacements))
     conflict = blocker is not None and blocker.reason == Reason.NAME_CONFLICT
     again = NAME_CONFLICT_RECHECK_SECONDS if conflict else None
-    return _desired(observed, after, before, said, applies, result, decision, wait, now, deletes, again)
+    return _desired(
+        observed, after, before, said, applies, result, decision, wait, now, deletes, again, replacements
+    )
 
 
-def _written(deletes: tuple[Delete, ...], applies: tuple[Apply, ...], said: list[Event]) -> tuple[Event, ...]:
+def _pod_deletes(observed: Observed, rolling: rollout.Rollout | None) -> tuple[DeletePod, ...]:
+    """The pods the rollout replaces, with the event that says why."""
+    if rolling is None:
+        return ()
+    return tuple(
+        DeletePod(
+            observed.resource.namespace, r.pod.name, r.pod.uid, r.why,
+            (events.replacing_pod(r.pod.name, rolling.revision, r.why),),
+        )
+        for r in rolling.replace
+    )  # fmt: skip
+
+
+def _written(
+    deletes: tuple[Delete | DeletePod, ...], applies: tuple[Apply, ...], said: list[Event]
+) -> tuple[Event, ...]:
     """What the writes of a pass say (the children created in one pass make one event), then the
     decision's own events."""
     done = [*(e for d in deletes for e in d.events), *(e for a in applies for e in a.events)]
@@ -396,18 +446,23 @@ def _desired(
     observed: Observed, after: status.Status, before: status.Status, said: list[Event],
     applies: tuple[Apply, ...], result: Result, decision: cures.Decision | None, wait: Wait | None,
     now: datetime, deletes: tuple[Delete, ...] = (), again: float | None = None,
+    pod_deletes: tuple[DeletePod, ...] = (),
 ) -> Desired:  # fmt: skip
     ctx = after.context
     patch = status.merge_patch(observed.resource.status, status.to_wire(after))
     recheck = again if wait is None else wait.recheck_after
     if any(a.may_not_roll for a in applies):
         recheck = ROLLOUT_RECHECK_SECONDS if recheck is None else min(recheck, ROLLOUT_RECHECK_SECONDS)
-    held = None if patch is None else held_for(observed, before, after, now)
+    if any(e.stage == Stage.LOADING_MODEL for e in after.replica_status or ()):  # the phase it is in
+        recheck = LOADING_READ_SECONDS if recheck is None else min(recheck, LOADING_READ_SECONDS)
+    # a pass that replaces pods writes its status at once: it names the canary (status.rollout),
+    # which the next pass reads back
+    held = None if patch is None or pod_deletes else held_for(observed, before, after, now)
     if held is not None:
         patch, recheck = None, min(held, recheck if recheck is not None else held)
     first = before.observed_generation is None or (decision is not None and decision.reduced is not None)
     announced = (*said, *events.transitions(before, after))
-    written = _written(deletes, applies, list(announced))
+    written = _written((*deletes, *pod_deletes), applies, list(announced))
     status_op = None if patch is None else PatchStatus(patch)
     return Desired(
         key=observed.key,
@@ -415,10 +470,11 @@ def _desired(
         result=result,
         applies=applies,
         deletes=deletes,
+        pod_deletes=pod_deletes,
         status_patch=patch,
         status_first=first,  # never held: a first status, or a changed context
         events=announced,
-        ops=order(deletes, applies, status_op, first, written, clock.rfc3339(now)),
+        ops=order(deletes, applies, status_op, first, written, clock.rfc3339(now), pod_deletes),
         phase=after.phase,
         after=after,
         want=_want(observed.resource),

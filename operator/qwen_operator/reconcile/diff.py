@@ -103,11 +103,18 @@ def drift(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> Drift |
             return Drift.DRIFTED
     if "data" in desired and data_digest(desired) != live.get(DATA_DIGEST):
         return Drift.DRIFTED
+    if not contains(desired.get(IMMUTABLE), live.get(IMMUTABLE)):
+        return Drift.DRIFTED
     return None
 
 
 DATA_DIGEST = "dataDigest"
 """Where a slim live ConfigMap keeps the digest of its data (snapshot.child_from), not the data."""
+
+
+IMMUTABLE = "immutable"
+"""A ConfigMap's top-level flag: once true its data cannot change (the launcher's, see
+children/launcher.py). The slim live manifest keeps it."""
 
 
 def data_digest(obj: Mapping[str, Any]) -> str:
@@ -136,6 +143,8 @@ def changed_fields(live: Mapping[str, Any] | None, desired: Mapping[str, Any]) -
             out.append(key)
     if "data" in desired and data_digest(desired) != live.get(DATA_DIGEST):
         out.append("data")
+    if not contains(desired.get(IMMUTABLE), live.get(IMMUTABLE)):
+        out.append(IMMUTABLE)
     return out
 
 

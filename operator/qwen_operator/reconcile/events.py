@@ -84,12 +84,18 @@ def deleted(child: snapshot.Child) -> Event:
     )
 
 
-def replacing(what: str, pods_kept: bool = True) -> Event:
+def replacing(what: str, pods_kept: bool = True, why: str = "a field fixed at creation changed") -> Event:
     """A StatefulSet keeps its pods (orphaned, then adopted); the download Job's pod goes with it
     (the new Job's pod resumes from the files already on the claim)."""
     kept = ", pods kept" if pods_kept else ""
-    message = f"Replacing {what}{kept}: a field fixed at creation changed"
+    message = f"Replacing {what}{kept}: {why}"
     return Event(EventType.NORMAL, EventReason.REPLACING, message)
+
+
+def replacing_pod(pod: str, revision: str, why: str) -> Event:
+    """The rollout deleted a server pod: the StatefulSet recreates it from the new template."""
+    message = f"Replacing pod {pod} with revision {revision}: {why}"
+    return Event(EventType.NORMAL, EventReason.REPLACING_POD, message[:MESSAGE_LIMIT])
 
 
 def switching(kind: str, name: str, to: str) -> Event:

@@ -56,6 +56,9 @@ class Observed:
     progress-only status writes by it (decide.status_interval)."""
     create_failures: tuple[snapshot.CreateFailure, ...] = ()
     """The StatefulSet controller's FailedCreate events about a StatefulSet of the resource's name."""
+    starts: tuple[snapshot.StartSeen, ...] = ()
+    """The start reports the servers' launchers printed, read from their logs (reconcile/starts.py):
+    the one read a pass may make, once per start and while a replica starts."""
 
     @property
     def key(self) -> Key:

@@ -17,10 +17,16 @@ The order (`order`):
    values: a real update would roll pods onto a half-applied pass) and a Service of a type
    quotas commonly refuse; a refusal then applies nothing;
 3. a new workload first: its apply is its own test (its pods wait for the ConfigMap they mount,
-   applied a moment later), so a create needs no dry run;
+   applied a moment later), so a create needs no dry run. What its pods cannot be created
+   without (their ServiceAccount: admission refuses a pod whose account does not exist) goes
+   before it, so then the new workload is tested by a dry run first (step 2): a workload the
+   apiserver refuses still leaves no child behind;
 4. the status, before the other applies when the pass must say Reconciling early (a first pass)
    or record a cure before the StatefulSet changes; else after them;
-5. the events.
+5. the server pods the rollout replaces (reconcile/rollout.py), after the status: it says which
+   replica is replaced and why before the replica stops serving. A pass that replaces pods
+   applies no workload (the rollout waits for the StatefulSet controller's new revision);
+6. the events.
 """
 
 from __future__ import annotations
@@ -61,6 +67,10 @@ class Apply:
     @property
     def workload(self) -> bool:
         return self.kind in registry.WORKLOAD_KINDS
+
+    @property
+    def pods_need(self) -> bool:
+        return registry.BY_KIND[self.kind].pods_need
 
     @property
     def stales_rollout(self) -> bool:
@@ -106,6 +116,23 @@ class Delete:
 
 
 @dataclass(frozen=True)
+class DeletePod:
+    """One server pod to delete so that its StatefulSet recreates it from the new template (the
+    rollout's order: reconcile/rollout.py). Deleted only if it is still this very pod (a uid
+    precondition): a pod of that name recreated since is already on the new template."""
+
+    namespace: str
+    name: str
+    uid: str
+    why: str
+    events: tuple[Event, ...]
+
+    @property
+    def ident(self) -> str:
+        return f"Pod {self.name}"
+
+
+@dataclass(frozen=True)
 class Lookup:
     """Read one child by name before it is first applied: is the name free, or held?"""
 
@@ -133,7 +160,7 @@ class Post:
     time: str
 
 
-Operation = Lookup | Apply | Delete | PatchStatus | Post
+Operation = Lookup | Apply | Delete | PatchStatus | DeletePod | Post
 
 
 def order(
@@ -143,18 +170,22 @@ def order(
     status_first: bool,
     said: tuple[Event, ...],
     time: str,
+    pods: tuple[DeletePod, ...] = (),
 ) -> tuple[Operation, ...]:
     """The plan, in the order of the module's docstring."""
     news = tuple(a for a in applies if a.workload and a.live is None)
-    rest = tuple(a for a in applies if a not in news)
-    dry = tuple(Apply(a.manifest, a.live, a.why, (), dry_run=True) for a in applies if a.tested_first)
+    needs = tuple(a for a in applies if a.pods_need and a.live is None)
+    rest = tuple(a for a in applies if a not in news and a not in needs)
+    tested = tuple(a for a in applies if a.tested_first or (a in news and needs))
+    dry = tuple(Apply(a.manifest, a.live, a.why, (), dry_run=True) for a in tested)
     ops: list[Operation] = [*lookups(applies), *deletes, *(dry if len(applies) > 1 else ())]
-    ops += news
+    ops += (*needs, *news)
     if status is not None and status_first:
         ops.append(status)
     ops += rest
     if status is not None and not status_first:
         ops.append(status)
+    ops += pods
     ops += [Post(e, time) for e in said]
     return tuple(ops)
 

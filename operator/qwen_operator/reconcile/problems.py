@@ -143,15 +143,35 @@ def of_pods(
     for pod in sorted(pods, key=lambda p: p.name):
         if pod.deleting:
             continue
-        for cs in (*pod.init_containers, *pod.containers):
-            problem = _container_problem(pod.name, cs)
-            if problem and not (pod.name in explained and problem.reason != Reason.IMAGE_PULL_BACK_OFF):
-                found.append(problem)
-        scheduling = _unschedulable(pod, now)
-        if isinstance(scheduling, Problem):
-            found.append(scheduling)
-        elif scheduling is not None:
-            waits.append(scheduling)
-    rank: dict[str, int] = {Reason.IMAGE_PULL_BACK_OFF: 0, Reason.UNSCHEDULABLE: 2}
-    problem = min(found, key=lambda p: rank.get(p.reason, 1), default=None)
+        problems, wait = _pod_problems(pod, now, pod.name in explained)
+        found += problems
+        waits += [] if wait is None else [wait]
+    problem = _first(found)
     return problem if problem is not None else min(waits, key=lambda w: w.recheck_after or 0.0, default=None)
+
+
+RANK: dict[str, int] = {Reason.IMAGE_PULL_BACK_OFF: 0, Reason.UNSCHEDULABLE: 2}
+"""Image pulls first, scheduling last: the order in which a person can act on them."""
+
+
+def _first(found: Sequence[Problem]) -> Problem | None:
+    return min(found, key=lambda p: RANK.get(p.reason, 1), default=None)
+
+
+def _pod_problems(pod: snapshot.Pod, now: datetime, explained: bool) -> tuple[list[Problem], Wait | None]:
+    """One pod's problems (a crash the cures explain left out) and its wait for the scheduler."""
+    found = []
+    for cs in (*pod.init_containers, *pod.containers):
+        problem = _container_problem(pod.name, cs)
+        if problem and not (explained and problem.reason != Reason.IMAGE_PULL_BACK_OFF):
+            found.append(problem)
+    scheduling = _unschedulable(pod, now)
+    if isinstance(scheduling, Problem):
+        return [*found, scheduling], None
+    return found, scheduling
+
+
+def of_pod(pod: snapshot.Pod, now: datetime) -> Problem | None:
+    """The one pod's most actionable problem, as `of_pods` ranks them (reconcile/rollout.py reads
+    it to tell a failed canary)."""
+    return _first(_pod_problems(pod, now, False)[0])

@@ -3,7 +3,9 @@
 Level-triggered and idempotent: every pass starts from what the watches show now, so a
 restarted operator (or one killed half-way) simply converges. `observe` makes no request,
 `decide` makes none, and `act` writes only what differs, which is what keeps an idle cluster
-idle: a reconciliation with nothing to do sends nothing to the apiserver.
+idle: a reconciliation with nothing to do sends nothing to the apiserver. The one read between
+observing and deciding is a server's start report (`starts`, process/startlog.py): once per
+start when it turns Ready, and every 30 s while one starts, never while all serve.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from qwen_operator.reconcile import refusal as refusals
 from qwen_operator.reconcile.act import Actor
 from qwen_operator.reconcile.decide import Desired, decide, failed
 from qwen_operator.reconcile.observe import Key, Observed
+from qwen_operator.reconcile.snapshot import StartSeen
 
 log = logging.getLogger("qwen_operator.reconcile.reconciler")
 
@@ -55,8 +58,11 @@ class Reconciler:
         observe: Callable[[Key], Observed | None],
         actor: Actor,
         now: Callable[[], datetime] = clock.now,
+        starts: Callable[[Observed], tuple[StartSeen, ...]] | None = None,
     ) -> None:
         self.observe = observe
+        self.starts = starts
+        """The servers' start reports, read from their logs (None: none are read)."""
         self.actor = actor
         self.now = now
         self.status_written: dict[Key, datetime] = {}
@@ -94,8 +100,9 @@ class Reconciler:
             return Outcome(Result.GONE)
         now = self.now()
         observed = replace(
-            observed, status_written_at=self.status_written.get(key), starting=len(self.starting)
-        )
+            observed, status_written_at=self.status_written.get(key), starting=len(self.starting),
+            starts=self.starts(observed) if self.starts is not None else (),
+        )  # fmt: skip
         desired = decide(observed, now)
         try:
             refusal = self.actor.act(desired)

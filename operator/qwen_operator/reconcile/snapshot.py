@@ -17,16 +17,18 @@ from typing import Any
 from qwen_operator.api.vocabulary import (
     ANNOTATION_PREFIX,
     INSTANCE_LABEL,
+    REVISION_LABEL,
     SERVER_CONTAINER,
     KubeletReason,
     LauncherRecord,
     PodCondition,
     PodPhase,
+    StartReport,
     parse_launcher_record,
 )
 from qwen_operator.children.registry import OPTIONAL_CRDS, STATUS_KINDS
 from qwen_operator.process import clock
-from qwen_operator.reconcile.diff import DATA_DIGEST, data_digest
+from qwen_operator.reconcile.diff import DATA_DIGEST, IMMUTABLE, data_digest
 from qwen_runtime.argv import gpu_memory_utilization, max_model_len
 
 Raw = Mapping[str, Any]
@@ -50,6 +52,23 @@ def _ours(annotations: Any) -> dict[str, str]:
     if not isinstance(annotations, Mapping):
         return {}
     return {str(k): str(v) for k, v in annotations.items() if str(k).startswith(ANNOTATION_PREFIX)}
+
+
+def mounted_config_maps(value: Any) -> frozenset[str]:
+    """The ConfigMaps a pod spec, or a workload's pod templates, mount as volumes (`configMap`,
+    also inside a projected volume), wherever they lie in it."""
+    found: set[str] = set()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            source = item.get("configMap")
+            if isinstance(source, Mapping) and source.get("name"):
+                found.add(str(source["name"]))
+            stack += [v for v in item.values() if isinstance(v, (Mapping, list))]
+        elif isinstance(item, list):
+            stack += [v for v in item if isinstance(v, (Mapping, list))]
+    return frozenset(found)
 
 
 def resource_version(raw: Raw) -> str:
@@ -121,9 +140,12 @@ class Child:
     """Field managers that wrote it (an orphan the operator applied can be adopted)."""
     manifest: dict[str, Any]
     """metadata (labels, the operator's annotations, ownerReferences), spec, and a ConfigMap's data
-    as its digest: what drift reads."""
+    as its digest and its `immutable`: what drift reads."""
     status: dict[str, Any]
     """The status of the kinds whose progress the decision reads (STATUS_KINDS); else empty."""
+    mounts: frozenset[str] = frozenset()
+    """The ConfigMaps its pod templates mount (a workload's, the download Job's): a launcher
+    ConfigMap they name is kept, as the pods they will create need it."""
 
 
 def _controller(meta: Mapping[str, Any]) -> Owner | None:
@@ -159,8 +181,10 @@ def child_from(raw: Raw, kind: str | None = None) -> Child:
             "metadata": kept_meta,
             "spec": _dict(raw.get("spec")),
             **({DATA_DIGEST: data_digest(raw)} if "data" in raw else {}),
+            **({IMMUTABLE: raw[IMMUTABLE]} if IMMUTABLE in raw else {}),
         },
         status=_dict(raw.get("status")) if kind in STATUS_KINDS else {},
+        mounts=mounted_config_maps(raw.get("spec")),
     )
 
 
@@ -274,6 +298,14 @@ class Pod:
     created: datetime | None = None
     ready_since: datetime | None = None
     """The Ready condition's lastTransitionTime, while it is True."""
+    mounts: frozenset[str] = frozenset()
+    """The ConfigMaps its volumes name (the launcher's, of the launcher it runs)."""
+    gone: bool = False
+    """The watch reported it deleted: kept a while only for its failed run (cache.FAILED_POD_SECONDS),
+    it mounts nothing any more."""
+    revision: str = ""
+    """The template revision it was made from (label controller-revision-hash): the rollout
+    compares it with the StatefulSet's updateRevision."""
 
     @property
     def server(self) -> Container | None:
@@ -332,6 +364,8 @@ def pod_from(raw: Raw) -> Pod:
         containers=_containers((status or {}).get("containerStatuses")),
         created=clock.parse(meta.get("creationTimestamp")),
         ready_since=_ready_since(status or {}),
+        mounts=mounted_config_maps((spec or {}).get("volumes")),
+        revision=str((labels or {}).get(REVISION_LABEL, "")),
     )
 
 
@@ -415,3 +449,14 @@ def crd_from(raw: Raw) -> Crd:
     wanted = OPTIONAL_CRDS.get(name)
     served = any(v.get("served") and (wanted is None or v.get("name") == wanted) for v in versions)
     return Crd(name, established and served)
+
+
+@dataclass(frozen=True)
+class StartSeen:
+    """What a server's launcher reported of one start (its log's start report, qwen_runtime.startup)."""
+
+    pod: str
+    uid: str
+    started_at: datetime
+    """The server container's state.running.startedAt: which run of the container it describes."""
+    report: StartReport

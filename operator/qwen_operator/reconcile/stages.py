@@ -1,7 +1,9 @@
 """What each replica is doing: its stage, since when, from what the kubelet reports. Pure.
 
 A 236 GB model takes 30 to 60 minutes to download and load: the stage tells a slow download
-from a hang. `since` is always a time the kubelet wrote (a container's startedAt, a
+from a hang, and while the server starts, the launcher's start report (reconcile/starts.py)
+names the phase it is in (`phase`); once it serves, where the start's time went (`lastStart`,
+kept until a later start replaces it). `since` is always a time the kubelet wrote (a container's startedAt, a
 condition's transition), never the operator's clock, so a replica's entry changes only when
 its stage does: the status is written once per stage change, never once per minute. Its age
 is what a person reads (`kubectl get qtd` shows the Progress column; the conditions' messages
@@ -10,13 +12,13 @@ name the slowest replica and since when).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from qwen_operator import api
-from qwen_operator.api.vocabulary import CRASH_REASONS, FETCH_CONTAINER, KubeletReason, Stage
+from qwen_operator.api.vocabulary import CRASH_REASONS, FETCH_CONTAINER, PHASE_WORDS, KubeletReason, Stage
 from qwen_operator.process import clock
-from qwen_operator.reconcile import snapshot
+from qwen_operator.reconcile import snapshot, starts
 
 WORDS = {
     Stage.SCHEDULING: "waiting to start",
@@ -48,8 +50,25 @@ def _crashing(pod: snapshot.Pod) -> snapshot.Container | None:
     )
 
 
-def stage_of(pod: snapshot.Pod) -> api.ReplicaStatus:
-    """One pod's stage, the kubelet's time it began, restarts and the last reason."""
+def stage_of(
+    pod: snapshot.Pod, seen: snapshot.StartSeen | None = None, before: api.ReplicaStatus | None = None
+) -> api.ReplicaStatus:
+    """One pod's stage, the kubelet's time it began, restarts, the last reason, the start-up phase
+    while it starts (`seen`: the launcher's report of this run) and the last start's account
+    (this run's once it serves, else the one `before` held)."""
+    entry = _stage_of(pod)
+    last = before.last_start if before is not None else None
+    report = seen.report if seen is not None else None
+    if report is not None and report.get("ready") and entry.stage == Stage.SERVING:
+        assert seen is not None
+        last = starts.last_start(seen)
+    phase = (
+        str(report.get("phase") or "") if report is not None and entry.stage == Stage.LOADING_MODEL else ""
+    )
+    return entry.model_copy(update={"phase": phase, "last_start": last})
+
+
+def _stage_of(pod: snapshot.Pod) -> api.ReplicaStatus:
     server = pod.server
     restarts = server.restart_count if server is not None else 0
     crashing = _crashing(pod)
@@ -85,20 +104,30 @@ def stage_of(pod: snapshot.Pod) -> api.ReplicaStatus:
     )
 
 
-def stages(pods: Sequence[snapshot.Pod]) -> list[api.ReplicaStatus]:
-    """Every live server pod's stage, by name."""
-    return [stage_of(p) for p in sorted(pods, key=lambda p: p.name) if not p.deleting]
+def stages(
+    pods: Sequence[snapshot.Pod],
+    seen: Sequence[snapshot.StartSeen] = (),
+    before: Sequence[api.ReplicaStatus] = (),
+) -> list[api.ReplicaStatus]:
+    """Every live server pod's stage and template revision, by name."""
+    previous: Mapping[str, api.ReplicaStatus] = {e.pod: e for e in before}
+    return [
+        stage_of(p, starts.current(seen, p), previous.get(p.name)).model_copy(update={"revision": p.revision})
+        for p in sorted(pods, key=lambda p: p.name)
+        if not p.deleting
+    ]
 
 
-def progress(entries: Sequence[api.ReplicaStatus], want: int) -> str:
-    """In short, for the printer column: "1/2 serving, 1 downloading"."""
+def progress(entries: Sequence[api.ReplicaStatus], want: int, rollout: str | None = None) -> str:
+    """In short, for the printer column: "1/2 serving, 1 downloading"; during a rollout its
+    state first: "rolling 2/3, canary serving; 2/3 serving, 1 loading"."""
     serving = sum(1 for e in entries if e.stage == Stage.SERVING)
     parts = [f"{serving}/{want} serving"]
     for stage, word in SHORT.items():
         count = sum(1 for e in entries if e.stage == stage)
         if count:
             parts.append(f"{count} {word}")
-    return ", ".join(parts)
+    return ", ".join(parts) if rollout is None else f"{rollout}; {', '.join(parts)}"
 
 
 def summary(entries: Sequence[api.ReplicaStatus], want: int) -> str:
@@ -111,4 +140,5 @@ def summary(entries: Sequence[api.ReplicaStatus], want: int) -> str:
     slowest = min(waiting, key=lambda e: (order.index(e.stage), e.since or "", e.pod))
     since = f" since {slowest.since}" if slowest.since else ""
     why = f" ({slowest.reason})" if slowest.reason else ""
-    return f"{head}; {slowest.pod} {WORDS[slowest.stage]}{why}{since}"
+    phase = f": {PHASE_WORDS.get(slowest.phase, slowest.phase)}" if slowest.phase else ""
+    return f"{head}; {slowest.pod} {WORDS[slowest.stage]}{phase}{why}{since}"

@@ -32,10 +32,12 @@ from qwen_operator.api.vocabulary import (
     selector_string,
 )
 from qwen_operator.children import render
+from qwen_operator.memory import cures
 from qwen_operator.memory.cures import Decision
 from qwen_operator.process import clock
-from qwen_operator.reconcile import snapshot, stages
+from qwen_operator.reconcile import snapshot, stages, starts
 from qwen_operator.reconcile.problems import Problem, Wait, short
+from qwen_operator.reconcile.rollout import Rollout as PodRollout
 
 LWS_BUSY = frozenset({"UpdateInProgress"})
 """LeaderWorkerSet conditions that say a rollout of its templates is under way."""
@@ -120,11 +122,15 @@ WAITING_FOR_THE_CLUSTER = frozenset(
 (a node, quota or Secret that appears lets the servers start without any change here)."""
 
 
-def _progress(want: int, ro: Rollout, wait: Wait | None, summary: str) -> tuple[str, str]:
+def _progress(
+    want: int, ro: Rollout, wait: Wait | None, summary: str, pods: PodRollout | None = None
+) -> tuple[str, str]:
     if wait is not None:
         return wait.reason, wait.message
     if not ro.exists:
         return Reason.PROGRESSING, "creating the StatefulSet"
+    if pods is not None:  # the operator's rollout: its state, its next step, then the replicas
+        return Reason.PROGRESSING, f"{pods.message}; {summary}"
     if ro.updated < min(want, ro.replicas):
         return Reason.PROGRESSING, f"rolling out: {ro.updated} of {want} replicas updated; {summary}"
     return Reason.PROGRESSING, summary
@@ -136,11 +142,11 @@ def _cond(type_: ConditionType, truth: Truth, reason: str, message: str, generat
 
 def kstatus(
     phase: Phase, want: int, ro: Rollout, problem: Problem | None, wait: Wait | None, paused: bool,
-    generation: int | None, summary: str = "",
+    generation: int | None, summary: str = "", pods: PodRollout | None = None,
 ) -> list[Condition]:  # fmt: skip
     """Ready, Reconciling and Stalled for a valid spec (no timestamps yet); `summary` says what the
-    replicas are doing (stages.summary)."""
-    progress = _progress(want, ro, wait, summary or f"{ro.ready} of {want} replicas ready")
+    replicas are doing (stages.summary), `pods` the operator's rollout, if one is under way."""
+    progress = _progress(want, ro, wait, summary or f"{ro.ready} of {want} replicas ready", pods)
     if phase == Phase.READY:
         ready_msg = "scaled to zero" if want == 0 else f"{ro.ready} of {want} replicas ready"
         ready: tuple[Truth, str, str] = (
@@ -158,8 +164,8 @@ def kstatus(
         )  # fmt: skip
     elif phase == Phase.PROGRESSING:
         reconciling = ("True", *progress)
-    else:
-        reconciling = ("False", Reason(phase), "")
+    else:  # a halted rollout is still named here (kubectl describe), though nothing moves
+        reconciling = ("False", Reason(phase), pods.message if pods is not None and pods.halted else "")
     stalled: tuple[Truth, str, str] = ("True", problem.reason, problem.message) if problem else (
         "False", Reason(phase), "",
     )  # fmt: skip
@@ -260,6 +266,10 @@ class Inputs:
     """The shared download (model.cache.mode Shared)."""
     served: frozenset[str] = frozenset()
     """The optional CRDs the apiserver serves (which autoscaler, whether an InferencePool)."""
+    starts: tuple[snapshot.StartSeen, ...] = ()
+    """The servers' start reports (reconcile/starts.py)."""
+    rollout: PodRollout | None = None
+    """The operator's rollout of a new pod template, while one is under way."""
 
 
 def build(f: Inputs, before: Status, now: datetime) -> Status:
@@ -268,9 +278,9 @@ def build(f: Inputs, before: Status, now: datetime) -> Status:
     want = res.spec.replicas
     ro = rollout(f.sts, want, f.sts_changing)
     phase = phase_of(want, ro, f.problem)
-    entries = stages.stages(f.pods)
+    entries = stages.stages(f.pods, f.starts, before.replica_status or ())
     summary = stages.summary(entries, want)
-    conds = kstatus(phase, want, ro, f.problem, f.wait, res.spec.paused, generation, summary)
+    conds = kstatus(phase, want, ro, f.problem, f.wait, res.spec.paused, generation, summary, f.rollout)
     conds += [context_reduced(f.decision, generation), utilization_reduced(f.decision, generation)]
     integrations = {
         ConditionType.AUTOSCALING: autoscaling(res, f.served, generation),
@@ -287,11 +297,20 @@ def build(f: Inputs, before: Status, now: datetime) -> Status:
         selector=selector_string(res.metadata.name, res.spec.parallelism.pipeline),
         endpoint=render.endpoint(res),
         context=context_status(f.decision),
-        progress=stages.progress(entries, want),
+        progress=stages.progress(entries, want, None if f.rollout is None else f.rollout.words),
         replica_status=entries or None,
+        rollout=None if f.rollout is None else f.rollout.status(),
         weights=f.weights,
+        memory=_memory(f, before),
         conditions=merged,
     )
+
+
+def _memory(f: Inputs, before: Status) -> api.MemoryStatus | None:
+    """vLLM's own figures from the last good start, while what decides the fit holds."""
+    held = before.memory.observed if before.memory is not None else None
+    observed = starts.observed_memory(f.starts, f.pods, cures.fit_basis(f.res), held)
+    return None if observed is None else api.MemoryStatus(observed=observed)
 
 
 def autoscaling(

@@ -39,7 +39,7 @@ DESTS = [
     "model_tag", "served_model_name", "tensor_parallel_size", "enable_expert_parallel",
     "max_model_len", "gpu_memory_utilization", "kv_cache_dtype", "reasoning_parser",
     "enable_auto_tool_choice", "tool_call_parser", "api_key", "revision", "download_dir",
-    "host", "port", "pipeline_parallel_size", "nnodes", "node_rank", "headless",
+    "host", "port", "pipeline_parallel_size", "nnodes", "node_rank", "headless", "shutdown_timeout",
 ]  # fmt: skip
 NUMERIC_VARS = {"LWS_WORKER_INDEX": "1"}
 """Variables an integer option reads (a worker's --node-rank): a number stands for them."""
@@ -110,6 +110,8 @@ def expected_reading(case: Case) -> dict[str, Any]:
         "nnodes": spec.parallelism.pipeline,
         "node_rank": int(NUMERIC_VARS["LWS_WORKER_INDEX"]) if case.worker else 0,
         "headless": case.worker,
+        # vLLM's drain on SIGTERM (0, its default, aborts the requests in flight)
+        "shutdown_timeout": spec.disruption.drain_seconds,
         **case.extra,
     }
 
@@ -158,6 +160,8 @@ VARIATIONS: dict[str, tuple[dict[str, Any], int | None, dict[str, Any]]] = {
     "served-name": ({"model": {"servedName": "qwen-thinking"}}, None, {}),
     "revision": ({"model": {"revision": "main"}}, None, {}),
     "gpu-util": ({"runtime": {"gpuMemoryUtilization": 0.85}}, None, {}),
+    "no-drain": ({"disruption": {"drainSeconds": 0}}, None, {}),
+    "longest-drain": ({"disruption": {"drainSeconds": 10800}}, None, {}),
     "sampling": (
         {"sampling": {"temperature": 0.7, "topP": 0.8, "topK": 40, "minP": 0.05}},
         None,
@@ -372,6 +376,7 @@ HOSTILE = {
     "master_addr": "evil.example",
     "headless": "",
     "hf_token": "hf_evil",
+    "shutdown_timeout": "99999",
 }
 
 

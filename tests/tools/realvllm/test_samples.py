@@ -26,7 +26,8 @@ from e2e.devcluster.realvllm import checkpoint, kubelet
 from e2e.devcluster.realvllm.figures import Figures
 from e2e.devcluster.realvllm.server import RealServer, adapt
 from qwen_operator.api import QwenThinkingDeployment
-from qwen_operator.children import render
+from qwen_operator.children import launcher, render
+from qwen_runtime import integrity
 from testkit.metric_names import exposed, referenced_vllm_metrics
 from tests.tools.realvllm import rendered
 
@@ -130,6 +131,17 @@ def test_the_rendered_probes_pass(served: Served) -> None:
     for kind in ("readinessProbe", "livenessProbe"):
         probe = kubelet.Probe.of(served.container, kind)
         assert served.server.probe(probe), f"{probe} failed:\n{served.server.log_tail()}"
+
+
+def test_it_started_through_the_launchers_check_of_its_sources(served: Served) -> None:
+    """The pod's digest was in the environment, so the launcher hashed its mounted sources (links
+    through the kubelet's `..data`) before it started vLLM, and they matched: the server is up. A
+    tampered source is refused (test_launcher.py)."""
+    launch = served.server.launch
+    assert launch.env[integrity.DIGEST_VAR] == launcher.digest()
+    package = Path(launch.env["PYTHONPATH"]) / "qwen_runtime"
+    assert (package / "..data").is_symlink() and (package / "__main__.py").is_symlink()
+    assert integrity.mismatch(package, launcher.digest()) is None
 
 
 def test_models_reports_the_served_name_and_the_effective_context(served: Served) -> None:

@@ -3,10 +3,13 @@
 Modes:
   replay FIXTURE CODE [ARGS...]  print a fixture (stdout part, then the part after
                                  a ``### stderr`` line to stderr) and exit with CODE
-  wait [--ignore-term] [--term-exit CODE]
+  wait [--ignore-term] [--term-exit CODE] [--drain SECONDS]
                                  print ``ready pid=N``, then wait for signals: by default
                                  SIGTERM kills it; ``--term-exit`` exits CODE on SIGTERM
-                                 or SIGINT; ``--ignore-term`` prints and keeps running
+                                 or SIGINT; ``--ignore-term`` prints and keeps running;
+                                 ``--drain`` prints ``draining`` on the first SIGTERM or SIGINT,
+                                 ``got NAME again`` on each later one, and exits 0 SECONDS
+                                 after the first (as vLLM with --shutdown-timeout)
   stream BYTES [--serving]       write BYTES of log-like lines to stdout in 64 KiB writes;
                                  ``--serving`` starts them with vLLM's "server is up" line
   stream-lines BYTES [--serving] the same, one write per line (like an unbuffered logger)
@@ -48,20 +51,32 @@ def replay(path: str, code: int) -> int:
 
 
 def wait(args: list[str]) -> int:
+    drain_until: float | None = None
+
     def on_signal(sig: int, frame: FrameType | None) -> None:
+        nonlocal drain_until
         name = signal.Signals(sig).name
+        if "--drain" in args:
+            if drain_until is None:
+                drain_until = time.monotonic() + float(args[args.index("--drain") + 1])
+                os.write(1, f"draining after {name}\n".encode())
+            else:
+                os.write(1, f"got {name} again\n".encode())
+            return
         if "--ignore-term" in args:
             os.write(1, f"ignoring {name}\n".encode())
             return
         os.write(1, f"got {name}\n".encode())
         sys.exit(int(args[args.index("--term-exit") + 1]))
 
-    if "--ignore-term" in args or "--term-exit" in args:
+    if "--ignore-term" in args or "--term-exit" in args or "--drain" in args:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
     os.write(1, f"ready pid={os.getpid()}\n".encode())
-    while True:
-        time.sleep(3600)
+    while drain_until is None or time.monotonic() < drain_until:
+        time.sleep(0.05)
+    os.write(1, b"drained\n")
+    return 0
 
 
 def stream(total: int, per_line: bool = False, serving: bool = False) -> int:

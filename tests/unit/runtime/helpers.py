@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from qwen_runtime import startup
+
 HERE = Path(__file__).parent
 FIXTURES = HERE / "fixtures"
 FAKE_SERVER = HERE / "fake_server.py"
@@ -53,3 +55,12 @@ def run(argv: list[str], env: Mapping[str, str] | None = None) -> subprocess.Com
 def popen(argv: list[str]) -> subprocess.Popen[bytes]:
     """Start the launcher with piped output."""
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=launcher_env())
+
+
+def without_reports(output: bytes) -> bytes:
+    """The launcher's output less its start reports (qwen_runtime.startup): whole lines of its own,
+    which must leave every line of the child's as it was."""
+    prefix = startup.PREFIX.encode()
+    lines = output.splitlines(keepends=True)
+    assert all(line.startswith(prefix) for line in lines if prefix in line), "a report split a line"
+    return b"".join(line for line in lines if not line.startswith(prefix))

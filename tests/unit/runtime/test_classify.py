@@ -64,10 +64,11 @@ def test_cause_survives_megabytes_of_later_output(name: str) -> None:
 
 
 def test_every_reason_has_a_fixture() -> None:
-    """Each ``Reason`` member is what the classifier makes of some fixture, and nothing else is."""
+    """Each ``Reason`` member is what the classifier makes of some fixture, and nothing else is;
+    but the launcher's own refusal to run, before vLLM (test_integrity.py)."""
     expected = {case["expect"]["reason"] for case in CASES.values()}
     produced = {record_for(name)["reason"] for name in CASES}
-    assert expected == produced == set(Reason)
+    assert expected == produced == set(Reason) - {Reason.LAUNCHER_MISMATCH}
 
 
 def test_every_fixture_record_is_typed_as_a_record() -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from qwen_runtime.engine import ENGINE_READY_TIMEOUT_S
 from tests.unit.runtime.fake_server import fixture_parts
-from tests.unit.runtime.helpers import FIXTURES, cases, launcher_argv, popen, run
+from tests.unit.runtime.helpers import FIXTURES, cases, launcher_argv, popen, run, without_reports
 from tests.unit.runtime.test_classify import check
 
 CASES = cases()
@@ -41,7 +41,7 @@ def test_failure_writes_record_and_passes_exit_code(name: str, tmp_path: Path) -
     check(record, case)
     assert record["exitCode"] == case["exitCode"]
     out, err = fixture_parts(FIXTURES / name)
-    assert done.stdout == out, "stdout must pass through unchanged"
+    assert without_reports(done.stdout) == out, "stdout must pass through unchanged"
     assert done.stderr.startswith(err), "stderr must pass through unchanged"
     assert b"[qwen-runtime] termination message: " in done.stderr[len(err) :]
 
@@ -167,6 +167,38 @@ def test_child_ignoring_sigterm_is_not_escalated_but_dies_with_the_launcher(tmp_
     proc.kill()  # what the kubelet does when terminationGracePeriodSeconds runs out
     proc.communicate(timeout=WAIT_SECONDS)
     wait_until(lambda: is_gone(child), "child to die with the launcher")
+
+
+DRAIN = 1.0
+"""The fake server's drain: long enough for the repeated signals to arrive during it."""
+
+
+def test_a_draining_child_gets_the_stop_once_and_is_waited_for(tmp_path: Path) -> None:
+    """The kubelet may signal again (and a person may press Ctrl-C): the child, draining after
+    the first SIGTERM, sees none of the repeats, nothing kills it, and its exit code (0, no
+    record) is the launcher's once it has drained."""
+    proc, _ = start_waiting_child(tmp_path, "--drain", str(DRAIN), "--shutdown-timeout", "1")
+    assert proc.stdout is not None
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.stdout.readline() == b"draining after SIGTERM\n"
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=WAIT_SECONDS)
+    elapsed = time.monotonic() - sent
+    assert proc.returncode == 0, err
+    assert out == b"drained\n", "no repeat reached the child"
+    assert elapsed >= DRAIN, "the launcher waited for the drain"
+    assert b"SIGTERM: forwarded to the server; it finishes the requests in flight for up to 1 s" in err
+    assert err.count(b"not forwarded, the server is already stopping since SIGTERM") == 2, err
+    assert not (tmp_path / "termination-log").exists()
+
+
+def test_without_a_drain_the_notice_says_the_requests_are_aborted(tmp_path: Path) -> None:
+    proc, _ = start_waiting_child(tmp_path, "--term-exit", "0")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=WAIT_SECONDS)
+    assert b"without --shutdown-timeout vLLM aborts the requests in flight" in err
 
 
 def test_kill_after_escalates_to_sigkill(tmp_path: Path) -> None:

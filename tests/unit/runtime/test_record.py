@@ -101,6 +101,7 @@ def test_the_enums_are_the_wire_strings() -> None:
         "InsufficientFreeMemory",
         "EngineStartTimeout",
         "InvalidArguments",
+        "LauncherMismatch",
         "Unknown",
     ]
     assert [str(p) for p in CudaPhase] == [

@@ -1,0 +1,246 @@
+"""Rollouts in the operator's order: which server pod to replace next, if any. Pure.
+
+A replica of this model takes tens of minutes to start, so the order in which a new pod
+template reaches the replicas decides how much serving capacity a change costs. The
+StatefulSet's own RollingUpdate goes from the highest ordinal down whatever the pods do: it
+restarts healthy replicas while a failed one still fails, and it takes a bad template (an image,
+a flag vLLM refuses, a context that does not fit) to every replica in turn. So the StatefulSet
+is rendered with `updateStrategy: OnDelete`, and the operator deletes the pods itself, one pass
+at a time, in this order:
+
+1. replicas on the old template that do not serve (failed, crash-looping, pending, loading):
+   all at once, since replacing them costs no capacity;
+2. then serving replicas, one at a time, highest ordinal first, each only once every replica on
+   the new template serves, and only while `replicas - maxUnavailable` keep serving without it;
+3. the first serving replica to take the new template is the canary (remembered in
+   `status.rollout.canary`). A replica on the new template that fails (a crash loop, a start-up
+   failure, an image or a node it cannot get, or not serving within its startup probe's budget)
+   halts the rollout: nothing more is replaced and the status says `RolloutHalted`. A new
+   template (another revision), or the failed replica serving again, resumes it: the halt is
+   read from the pods on every pass, never stored.
+
+Pods are compared by the StatefulSet controller's own revisions: each pod's
+`controller-revision-hash` label against the StatefulSet's `status.updateRevision`. Nothing is
+deleted while the controller has not observed the StatefulSet's latest generation (its
+updateRevision would be the previous template's), while this pass changes the StatefulSet, or
+while the operator holds its writes (paused, blocked). A failure that the out-of-memory cures
+explain does not halt: the cure brings a new template, which replaces the failed pod first.
+
+A LeaderWorkerSet is rolled by its own controller (RollingUpdate, `maxUnavailable` from
+`spec.disruption`, no surge): its groups are replaced by index, with no canary and no halt.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from qwen_operator import api
+from qwen_operator.api.vocabulary import Reason, RolloutState, Stage
+from qwen_operator.reconcile import problems, snapshot, stages
+from qwen_operator.reconcile.problems import Problem
+
+
+def ordinal(pod: str) -> int:
+    """The StatefulSet ordinal in a pod's name (-1 when it has none)."""
+    tail = pod.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
+def allowed_unavailable(max_unavailable: int | str, want: int) -> int:
+    """Replicas that may be down at once: `spec.disruption.maxUnavailable`, a percentage of
+    `want` rounded down; at least one, since a StatefulSet has no surge and a rollout must be
+    able to take one replica down to replace it."""
+    if isinstance(max_unavailable, str):
+        count = math.floor(want * float(max_unavailable.rstrip("%")) / 100)
+    else:
+        count = max_unavailable
+    return max(1, count)
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """A pod to delete, so that the StatefulSet recreates it from the new template, and why."""
+
+    pod: snapshot.Pod
+    why: str
+
+
+@dataclass(frozen=True)
+class Halt:
+    """A replica on the new template that failed."""
+
+    pod: str
+    stage: Stage
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """A rollout under way: the counts the status shows, and what this pass replaces."""
+
+    revision: str
+    want: int
+    updated: int
+    serving: int
+    canary: str = ""
+    canary_stage: Stage | None = None
+    halted: tuple[Halt, ...] = ()
+    replace: tuple[Replacement, ...] = ()
+    waiting: str = ""
+    """Why no serving replica is replaced now (the next one waits for it)."""
+
+    @property
+    def state(self) -> RolloutState:
+        return RolloutState.HALTED if self.halted else RolloutState.ROLLING
+
+    def _who(self, pod: str) -> str:
+        return "canary" if pod == self.canary else pod
+
+    def _named(self, pod: str) -> str:
+        return f"the canary {pod}" if pod == self.canary else f"pod {pod}"
+
+    @property
+    def words(self) -> str:
+        """In short, for the Progress column: "rolling 2/3, canary serving",
+        "halted: canary CrashLoop KVCacheInsufficient"."""
+        if self.halted:
+            first = self.halted[0]
+            return " ".join(w for w in ("halted:", self._who(first.pod), first.stage, first.reason) if w)
+        out = f"rolling {self.updated}/{self.want}"
+        if self.canary and self.canary_stage is not None:
+            out += f", canary {stages.SHORT.get(self.canary_stage, 'serving')}"
+        return out
+
+    @property
+    def message(self) -> str:
+        """For the conditions: the state, the next step, and how to go on when halted."""
+        if self.halted:
+            first = self.halted[0]
+            return problems.short(
+                f"rollout of revision {self.revision} halted: {self._named(first.pod)} failed "
+                f"({first.message}); the other replicas keep the old template and serve. A new spec, "
+                f"or {first.pod} serving again, resumes it"
+            )
+        doing = ", ".join(f"replacing {r.pod.name} ({r.why})" for r in self.replace) or self.waiting
+        return f"{self.words}: {doing}" if doing else self.words
+
+    def problem(self) -> Problem | None:
+        """RolloutHalted, with the failed replica's reason, while it lasts."""
+        return None if not self.halted else Problem(Reason.ROLLOUT_HALTED, self.message)
+
+    def status(self) -> api.RolloutStatus:
+        return api.RolloutStatus(
+            state=self.state, revision=self.revision, updated=self.updated, serving=self.serving,
+            halted=[h.pod for h in self.halted] or None, canary=self.canary, message=self.message,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the order reads."""
+
+    sts: snapshot.Child | None
+    pods: Sequence[snapshot.Pod]
+    want: int
+    max_unavailable: int | str
+    startup_seconds: float
+    """The startup probe's budget (initial delay + period x failures): a server running this long
+    without serving has failed, whatever the kubelet does next."""
+    before: api.RolloutStatus | None
+    """The rollout as the status last said it (its canary)."""
+    explained: frozenset[str] = frozenset()
+    """Pods whose failure the out-of-memory cures account for."""
+    hold: bool = False
+    """Replace nothing this pass (the StatefulSet changes now, or writes are held)."""
+
+
+def _serving(pod: snapshot.Pod) -> bool:
+    server = pod.server
+    return not pod.deleting and server is not None and server.ready
+
+
+def failure(pod: snapshot.Pod, startup_seconds: float, now: datetime) -> Halt | None:
+    """Why a replica on the new template counts as failed, or None: a problem a person must
+    solve (problems.of_pod), a failed run since it was created (a start-up failure, before the
+    kubelet's back-off says CrashLoopBackOff), or a server that did not serve within its budget."""
+    if _serving(pod):
+        return None
+    entry = stages.stage_of(pod)
+    found = problems.of_pod(pod, now)
+    if found is not None:
+        return Halt(pod.name, entry.stage, found.reason, found.message)
+    server = pod.server
+    ended = None if server is None else server.terminated or server.last_terminated
+    if ended is not None and ended.failed:
+        return Halt(
+            pod.name, Stage.CRASH_LOOP, ended.cause, f"pod {pod.name}: the server exited ({ended.cause})"
+        )
+    started = None if server is None else server.running_since
+    if started is not None and (now - started).total_seconds() > startup_seconds:
+        message = f"pod {pod.name}: not serving {startup_seconds:.0f} s after its server started"
+        return Halt(pod.name, entry.stage, Reason.PROGRESSING, message)
+    return None
+
+
+def plan(f: Inputs, now: datetime) -> Rollout | None:
+    """The rollout of the StatefulSet's update revision, or None when every replica runs it (or
+    the workload is not a StatefulSet whose revisions are known)."""
+    sts = f.sts
+    if sts is None or sts.kind != "StatefulSet":
+        return None
+    revision = str(sts.status.get("updateRevision") or "")
+    live = [p for p in f.pods if not p.deleting and 0 <= ordinal(p.name) < f.want]
+    outdated = [p for p in live if p.revision and p.revision != revision]
+    if not revision or not outdated:
+        return None
+    updated = [p for p in live if p.revision == revision]
+    serving = sum(1 for p in live if _serving(p))
+    before = f.before if f.before is not None and f.before.revision == revision else None
+    canary = before.canary if before is not None else ""
+    failures = (failure(p, f.startup_seconds, now) for p in updated if p.name not in f.explained)
+    halted = tuple(h for h in failures if h is not None)
+    base = Rollout(revision, f.want, len(updated), serving, canary, halted=halted)
+    base = _with_canary(base, updated)
+    observed = int(sts.status.get("observedGeneration") or 0) >= sts.generation
+    if f.hold or halted or not observed:
+        return base
+    idle = [p for p in outdated if not _serving(p)]
+    if idle:
+        return _replacing(base, [Replacement(p, "not serving: replaced first") for p in idle])
+    return _next_serving(base, f, live, updated, outdated, serving)
+
+
+def _with_canary(r: Rollout, updated: Sequence[snapshot.Pod]) -> Rollout:
+    pod = next((p for p in updated if p.name == r.canary), None)
+    if pod is None:
+        return r
+    return replace(r, canary_stage=stages.stage_of(pod).stage)
+
+
+def _replacing(r: Rollout, pods: list[Replacement], canary: str | None = None) -> Rollout:
+    out = replace(r, replace=tuple(pods))
+    return out if canary is None else replace(out, canary=canary, canary_stage=Stage.SCHEDULING)
+
+
+def _next_serving(
+    r: Rollout, f: Inputs, live: Sequence[snapshot.Pod], updated: Sequence[snapshot.Pod],
+    outdated: Sequence[snapshot.Pod], serving: int,
+) -> Rollout:  # fmt: skip
+    """The next serving replica, once the previous one serves again and capacity allows."""
+    starting = [p.name for p in updated if not _serving(p)]
+    if starting:
+        return replace(r, waiting=f"waiting for {', '.join(starting)} to serve")
+    if len(live) < f.want:
+        return replace(r, waiting=f"waiting for {f.want - len(live)} missing replica(s)")
+    floor = f.want - allowed_unavailable(f.max_unavailable, f.want)
+    if serving - 1 < floor:
+        words = f"waiting: {serving} serve, and spec.disruption.maxUnavailable keeps {floor} serving"
+        return replace(r, waiting=words)
+    pod = max(outdated, key=lambda p: ordinal(p.name))
+    first = not r.canary
+    why = "the canary: the first serving replica on the new template" if first else "the next serving replica"
+    return _replacing(r, [Replacement(pod, why)], canary=pod.name if first else None)
