@@ -1,7 +1,8 @@
 """Command line: ``python3 -m qwen_runtime [OPTIONS] -- COMMAND...``, ``... fetch``, ``... ready``
 or ``... wait-leader``.
 
-``-- COMMAND`` runs the server under the launcher (see ``qwen_runtime.launcher``);
+``-- COMMAND`` runs the server under the launcher (see ``qwen_runtime.launcher``), once the
+compile cache is within its bound (see ``qwen_runtime.compile_cache``);
 ``fetch`` downloads the model for the init container (see ``qwen_runtime.fetch``);
 ``ready`` is the readiness probe: healthy and serving the model (see ``qwen_runtime.ready``);
 ``wait-leader`` is a pipeline worker's preStop hook: it returns once the group's leader has
@@ -15,6 +16,7 @@ termination record, the probe and the hook only say why on stderr.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -82,6 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     refused = integrity.verify(options.termination_log)  # before vLLM starts
     if refused is not None:
         return refused
+
+    from . import compile_cache  # before the server: nothing may read an entry while it goes
+
+    compile_cache.prepare(os.environ)
     return launcher.run(command, options.termination_log, options.kill_after)
 
 
