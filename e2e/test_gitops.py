@@ -261,6 +261,7 @@ def test_a_roll_out_reads_in_progress_until_the_statefulset_rolled(
     ns: str,
     custom: client.CustomObjectsApi,
     apps_v1: client.AppsV1Api,
+    core_v1: client.CoreV1Api,
     versions_of: Versions,
 ) -> None:
     """A spec change that changes the pod template (sampling): from the first version of the new
@@ -273,10 +274,13 @@ def test_a_roll_out_reads_in_progress_until_the_statefulset_rolled(
     kubectl_wait_ready(ns)
     gen = get_qtd(custom, ns, NAME)["metadata"]["generation"]
     sts = apps_v1.read_namespaced_stateful_set(NAME, ns)
-    rolled = (
+    pods = core_v1.list_namespaced_pod(ns).items
+    revisions = {p.metadata.labels.get("controller-revision-hash") for p in pods}
+    rolled = (  # OnDelete (the operator rolls): the controller never advances currentRevision
         sts.status.observed_generation == sts.metadata.generation
-        and sts.status.current_revision == sts.status.update_revision
         and sts.status.updated_replicas == 2
+        and sts.status.ready_replicas == 2
+        and revisions == {sts.status.update_revision}
     )
     command = " ".join(sts.spec.template.spec.containers[0].command)
     assert '"temperature":0.7' in command.replace(" ", ""), command

@@ -233,10 +233,16 @@ def group_pods_admitted(ns: str, doc: dict[str, Any]) -> None:
         "leaderTemplate": (stopping.lifecycle(), stopping.grace_seconds(spec)),
         "workerTemplate": (worker, stopping.worker_grace_seconds(spec)),
     }
+    group = lws["spec"]["leaderWorkerTemplate"]
+    claims = [  # what the LeaderWorkerSet's claim templates add to each pod, as its controller does
+        {"name": t["metadata"]["name"], "persistentVolumeClaim": {"claimName": t["metadata"]["name"]}}
+        for t in group.get("volumeClaimTemplates") or []
+    ]
     for role, (lifecycle, grace) in stops.items():
-        template = lws["spec"]["leaderWorkerTemplate"][role]
+        template = group[role]
         meta = {**template["metadata"], "name": f"dry-{role.lower()}"}
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template["spec"]}
+        spec = {**template["spec"], "volumes": [*(template["spec"].get("volumes") or []), *claims]}
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
         admitted = json.loads(kubectl("create", "-n", ns, "--dry-run=server", "-o", "json", "-f", "-",
                                       stdin=json.dumps(pod)).stdout)  # fmt: skip
         assert admitted["spec"]["securityContext"]["runAsNonRoot"] is True
