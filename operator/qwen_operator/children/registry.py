@@ -142,7 +142,7 @@ CONFIG_MAP = ChildKind(
     ),
     pruned=True, mounted=True, replaced=Propagation.BACKGROUND,
     fixed_fields=frozenset({"data", "binaryData", "immutable"}),
-    replaced_because="its data cannot be changed in place (it is immutable)",
+    replaced_because="its data are not the launcher's, and it is immutable",
 )  # fmt: skip
 """Two ConfigMaps, both mounted by the server pods (one kind: one watch, one RBAC rule).
 

@@ -30,7 +30,9 @@ def env(directory: Path, pod: str = "q-0") -> dict[str, str]:
 
 
 def test_the_pods_own_entry_overrides_the_utilization(tmp_path: Path) -> None:
-    directory = settings_dir(tmp_path, {"q-0": '{"gpuMemoryUtilization": 0.89}', "q-1": '{"gpuMemoryUtilization": 0.8}'})
+    directory = settings_dir(
+        tmp_path, {"q-0": '{"gpuMemoryUtilization": 0.89}', "q-1": '{"gpuMemoryUtilization": 0.8}'}
+    )
     command, said = replica.apply(SERVE, env(directory))
     assert gpu_memory_utilization(command) == 0.89
     assert command[:5] == SERVE[:5] and len(command) == len(SERVE)  # nothing else moves
@@ -40,8 +42,14 @@ def test_the_pods_own_entry_overrides_the_utilization(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("command", "expected"),
     [
-        (["vllm", "serve", "--gpu-memory-utilization=0.92"], ["vllm", "serve", "--gpu-memory-utilization=0.85"]),
-        (["vllm", "serve", "--gpu_memory_utilization", "0.9"], ["vllm", "serve", "--gpu_memory_utilization", "0.85"]),
+        (
+            ["vllm", "serve", "--gpu-memory-utilization=0.92"],
+            ["vllm", "serve", "--gpu-memory-utilization=0.85"],
+        ),
+        (
+            ["vllm", "serve", "--gpu_memory_utilization", "0.9"],
+            ["vllm", "serve", "--gpu_memory_utilization", "0.85"],
+        ),
         (["vllm", "serve", "--port", "1"], ["vllm", "serve", "--port", "1"]),  # no flag: left alone
     ],
 )
