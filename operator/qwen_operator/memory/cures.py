@@ -217,18 +217,18 @@ def _failure(pod: snapshot.Pod, ended: snapshot.Terminated, restart_count: int) 
     reported = record.int_field(ended.record, "maxModelLen")
     said: dict[str, object] = dict(ended.record) if ended.record else {}
     utilization = said.get("gpuMemoryUtilization")
-    reported = isinstance(utilization, int | float) and not isinstance(utilization, bool)
+    told = isinstance(utilization, int | float) and not isinstance(utilization, bool)
     return Failure(
         pod=pod.name,
         uid=pod.uid,
         restart_count=restart_count,
         reason=ended.cause,
         context=reported or pod.server_context,
-        utilization=float(utilization) if reported else pod.server_utilization,  # type: ignore[arg-type]
+        utilization=float(utilization) if told else pod.server_utilization,  # type: ignore[arg-type]
         detail=_detail(ended),
         said=ended.record,
         memory_limit=pod.server_memory_limit,
-        utilization_reported=reported,
+        utilization_reported=told,
     )
 
 
