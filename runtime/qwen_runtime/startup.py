@@ -33,8 +33,8 @@ current one's so far); ``engineStart`` is the launcher's start to the first weig
 line (process start, imports, engine processes). Phases vLLM skipped (no CUDA graphs on a CPU,
 with ``--enforce-eager``) are absent. ``compileSeconds`` is vLLM's own torch.compile total
 (within ``profiling``), when it printed one. ``gpuMemoryUtilization`` is the run's own
-``--gpu-memory-utilization`` (a replica's own setting, ``qwen_runtime.replica``). Standard library only: the operator imports this
-module as it is.
+``--gpu-memory-utilization`` (a replica's own setting, ``qwen_runtime.replica``). Standard
+library only: the operator imports this module as it is.
 """
 
 from __future__ import annotations
