@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["launcher", "operator", "footprint", "scale", "neighbour", "fallback", "causes"]
+BENCHMARKS = ["launcher", "operator", "footprint", "scale", "neighbour", "fallback", "causes", "restart"]
 
 
 def main(argv: list[str]) -> int:

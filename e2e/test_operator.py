@@ -227,14 +227,21 @@ def group_pods_admitted(ns: str, doc: dict[str, Any]) -> None:
     (lws,) = [m for m in children if m["kind"] == "LeaderWorkerSet"]
     (account,) = [m for m in children if m["kind"] == "ServiceAccount"]  # admission looks it up
     kubectl("create", "-n", ns, "-f", "-", stdin=json.dumps(account))
-    for role in ("leaderTemplate", "workerTemplate"):
+    spec = api.parse_resource(doc).spec
+    worker = stopping.worker_lifecycle(spec, render.CONTAINER_PORT)
+    stops = {  # the leader sleeps; a worker waits for its leader's drain (an exec hook)
+        "leaderTemplate": (stopping.lifecycle(), stopping.grace_seconds(spec)),
+        "workerTemplate": (worker, stopping.worker_grace_seconds(spec)),
+    }
+    for role, (lifecycle, grace) in stops.items():
         template = lws["spec"]["leaderWorkerTemplate"][role]
         meta = {**template["metadata"], "name": f"dry-{role.lower()}"}
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template["spec"]}
         admitted = json.loads(kubectl("create", "-n", ns, "--dry-run=server", "-o", "json", "-f", "-",
                                       stdin=json.dumps(pod)).stdout)  # fmt: skip
         assert admitted["spec"]["securityContext"]["runAsNonRoot"] is True
-        assert admitted["spec"]["containers"][0]["lifecycle"] == stopping.lifecycle()
+        assert admitted["spec"]["containers"][0]["lifecycle"] == lifecycle, role
+        assert admitted["spec"]["terminationGracePeriodSeconds"] == grace, role
 
 
 def test_scale_subresource(
@@ -560,6 +567,52 @@ def test_immutable_statefulset_field_replaces_it_keeping_the_pods(
     wait_phase(custom, ns, NAME, "Ready")
     assert [p.metadata.uid for p in ready_pods(core_v1, ns, NAME)] == [pod_uid]  # kept, adopted
     wait_for(lambda: "Replacing" in reasons(ns, NAME), 30, "event Replacing")  # posted after the status patch
+
+
+def test_a_compile_cache_claim_is_never_added_to_a_live_statefulset(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
+    apps_v1: client.AppsV1Api,
+) -> None:  # fmt: skip
+    """An operator upgrade, as a spec change: a PVC-source resource whose StatefulSet was made
+    without a claim template (compileCacheSize 0, as before the compile cache) is asked for one.
+    Replaced keeping its pods, the StatefulSet controller would try to add the claim's volume to
+    each pod in place, which the apiserver forbids ("pod updates may not change fields"), and
+    never roll them (seen here before this rule). So the live StatefulSet is left as it was made,
+    serving, and one made anew (deleted with its pods) gets a claim for each replica."""
+    weights = client.V1PersistentVolumeClaim(
+        metadata=client.V1ObjectMeta(name="weights-rox"),
+        spec=client.V1PersistentVolumeClaimSpec(
+            access_modes=["ReadWriteOnce"],
+            resources=client.V1VolumeResourceRequirements(requests={"storage": "1Gi"}),
+        ),
+    )
+    core_v1.create_namespaced_persistent_volume_claim(ns, weights)
+    pvc = {"source": {"pvc": {"claimName": "weights-rox"}}}
+    apply_ready(custom, ns, model={**pvc, "cache": {"compileCacheSize": "0"}})
+    old = apps_v1.read_namespaced_stateful_set(NAME, ns)
+    assert not old.spec.volume_claim_templates
+    patch_spec(ns, {"model": {"cache": {"compileCacheSize": "10Gi"}}})
+    wait_phase(custom, ns, NAME, "Ready")
+    settle(3)
+    kept = apps_v1.read_namespaced_stateful_set(NAME, ns)
+    assert kept.metadata.uid == old.metadata.uid and not kept.spec.volume_claim_templates
+    assert "Replacing" not in reasons(ns, NAME)
+
+    kubectl("delete", "statefulset", NAME, "-n", ns, "--wait=true")
+
+    def made_anew() -> bool:
+        sts = apps_v1.read_namespaced_stateful_set(NAME, ns)
+        templates = [t.metadata.name for t in sts.spec.volume_claim_templates or []]
+        return bool(sts.metadata.uid != old.metadata.uid and templates == ["compile-cache"])
+
+    wait_for(made_anew, 60, "StatefulSet made anew with the compile-cache claim template")
+    wait_phase(custom, ns, NAME, "Ready")
+    (pod,) = ready_pods(core_v1, ns, NAME)
+    assert {m.name: m.mount_path for m in pod.spec.containers[0].volume_mounts}[
+        "compile-cache"
+    ] == "/compile-cache"
+    claims = sorted(c.metadata.name for c in core_v1.list_namespaced_persistent_volume_claim(ns).items)
+    assert claims == [f"compile-cache-{NAME}-0", "weights-rox"]
 
 
 def test_recreated_resource_adopts_the_orphaned_children(

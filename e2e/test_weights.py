@@ -32,7 +32,7 @@ from e2e.operator_fixtures import (  # noqa: E402
     settle,
     wait_phase,
 )
-from qwen_operator.children import render  # noqa: E402
+from qwen_operator.children import compile_cache, render  # noqa: E402
 
 pytest_plugins = ("e2e.operator_fixtures",)
 pytestmark = pytest.mark.e2e
@@ -101,7 +101,9 @@ def test_shared_cache_downloads_once_and_scaling_to_four_starts_no_download(
     pvc = core_v1.read_namespaced_persistent_volume_claim(claim, ns)
     assert pvc.spec.access_modes == ["ReadWriteMany"] and pvc.metadata.owner_references[0].uid == uid
     sts = apps_v1.read_namespaced_stateful_set(NAME, ns)
-    assert not sts.spec.volume_claim_templates and not sts.spec.template.spec.init_containers
+    assert not sts.spec.template.spec.init_containers
+    # no weights volume per replica: each replica's one claim is its compile cache's
+    assert [t.metadata.name for t in sts.spec.volume_claim_templates] == [compile_cache.VOLUME]
     # No StatefulSet (no GPU held) until the Job had succeeded.
     assert sts.metadata.creation_timestamp >= job.status.completion_time.replace(microsecond=0)
 
@@ -119,8 +121,10 @@ def test_shared_cache_downloads_once_and_scaling_to_four_starts_no_download(
         assert weights.persistent_volume_claim.read_only
         (mount,) = [m for m in pod.spec.containers[0].volume_mounts if m.name == "weights"]
         assert mount.read_only and not pod.spec.init_containers
-    claims = [c.metadata.name for c in core_v1.list_namespaced_persistent_volume_claim(ns).items]
-    assert claims == [claim]  # no per-replica volume
+    claims = sorted(c.metadata.name for c in core_v1.list_namespaced_persistent_volume_claim(ns).items)
+    assert claims == sorted(
+        [claim, *(f"{compile_cache.VOLUME}-{NAME}-{i}" for i in range(4))]
+    )  # no weights copy
     # Idle means idle: the live claim and Job (defaulted, bound, completed) match what is rendered.
     writes = operator.writes()
     settle(IDLE_SECONDS)

@@ -11,7 +11,7 @@ from qwen_operator.memory import calibration, cures
 from qwen_operator.reconcile.decide import decide
 from qwen_operator.reconcile.observe import Observed
 from testkit.fake import NOW
-from testkit.wrappers import parsed, resource
+from testkit.wrappers import Pod, kv_record, parsed, resource
 
 TOKENS = 65536
 """The KV cache vLLM reported (the CPU build with a 1 GiB budget); it estimated 65,408 fits."""
@@ -64,3 +64,18 @@ def test_another_image_gpu_or_kv_dtype_sets_the_figures_aside() -> None:
 def test_figures_of_another_utilization_are_not_used() -> None:
     spec: dict[str, Any] = {}
     assert calibration.observed_fit(figures(spec, utilization=0.85), parsed(spec), 0.92) is None
+
+
+def test_after_a_cure_the_calibrated_plan_still_says_out_of_memory() -> None:
+    """The cure lowered 262144 to 64512; the next start measured vLLM's figures, by which the plan
+    also fits 64512: ContextReduced still names the out-of-memory cure, not the plan."""
+    raised = {"context": {"maxModelLen": 262144}}
+    first = decide(Observed(resource(raised)), NOW)
+    assert first.status_patch is not None
+    pods = (Pod().context(262144).failed(kv_record(262144, 65408)).facts(),)
+    cured = decide(Observed(resource(raised, status=first.status_patch), pods=pods), NOW)
+    assert cured.status_patch is not None and cured.reduction is not None and cured.reduction.to == 64512
+    status = {**cured.status_patch, **observed_status({})}
+    after = decide(Observed(resource(raised, status=status)), NOW)
+    reduced = next(c for c in (after.after.conditions or []) if c.type == "ContextReduced")
+    assert (reduced.status, reduced.reason) == ("True", "OutOfMemory")

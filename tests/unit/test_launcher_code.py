@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +61,29 @@ def test_the_pod_runs_the_launcher_from_its_configmap(tmp_path: Path) -> None:
     where = _python(env, "-c", "import qwen_runtime; print(qwen_runtime.__file__)", cwd=tmp_path)
     assert where.returncode == 0, where.stderr
     assert where.stdout.strip().startswith(str(tmp_path / "root" / "opt")), where.stdout
-    for args in (["--help"], ["fetch", "--help"], ["ready", "--help"]):
+    for args in (["--help"], ["fetch", "--help"], ["ready", "--help"], ["wait-leader", "--help"]):
         done = _python(env, "-m", "qwen_runtime", *args, cwd=tmp_path)
         assert done.returncode == 0, (args, done.stderr)
         assert "usage" in done.stdout.lower(), args
+
+
+def test_a_pipeline_workers_prestop_runs_from_the_configmap_and_waits_for_its_leader(tmp_path: Path) -> None:
+    """The worker's hook as rendered, on the pod's PYTHONPATH, with the address LeaderWorkerSet
+    gives the container: it returns once the leader (a listener on 127.0.0.1, standing for the
+    leader's API port) closes. Only the port is moved (8000 may be anyone's here)."""
+    env, _ = _materialize(tmp_path / "root")  # the ConfigMap is the same for every shape
+    group = _children({"parallelism": {"tensor": 4, "pipeline": 2}})["LeaderWorkerSet"]
+    worker = group["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]
+    command = list(worker["lifecycle"]["preStop"]["exec"]["command"])
+    assert command[:3] == ["python3", "-m", "qwen_runtime"]
+    leader = socket.create_server(("127.0.0.1", 0))
+    command[command.index("--port") + 1] = str(leader.getsockname()[1])
+    threading.Timer(1.0, leader.close).start()  # the leader's vLLM exits after its drain
+    started = time.monotonic()
+    done = _python({**env, "LWS_LEADER_ADDRESS": "127.0.0.1"}, "-m", *command[2:], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "no longer accepts connections" in done.stderr
+    assert 1.0 <= time.monotonic() - started < 30  # it did wait, and not for the bound (1245 s)
 
 
 def test_the_init_container_gets_the_same_launcher() -> None:

@@ -120,7 +120,9 @@ def test_each_pod_of_a_group_gets_its_weights() -> None:
         assert [c["name"] for c in _template(role)["spec"]["initContainers"]] == ["fetch-weights"]
     shared = {"model": {"cache": {"mode": "Shared"}}}
     kids = _children({**PP2, **shared})
-    assert "volumeClaimTemplates" not in kids[f"{LWS_KIND}/{NAME}"]["spec"]["leaderWorkerTemplate"]
+    # the one claim of its own each pod gets is its compile cache's (test_compile_cache.py)
+    claims = kids[f"{LWS_KIND}/{NAME}"]["spec"]["leaderWorkerTemplate"]["volumeClaimTemplates"]
+    assert [c["metadata"]["name"] for c in claims] == ["compile-cache"]
     for role in ("leader", "worker"):
         pod = _template(role, shared)
         assert _mounts(pod)["weights"]["readOnly"] is True and "initContainers" not in pod["spec"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.devcluster.realvllm import checkpoint, env, kubelet
+from e2e.devcluster.realvllm import checkpoint, env, kubelet, restarts
 from e2e.devcluster.realvllm.server import RUNTIME, adapt
 from qwen_runtime.argv import max_model_len
 from tests.tools.realvllm import rendered
@@ -96,3 +96,62 @@ def test_the_checkpoints_numbers() -> None:
     assert logits == sorted(logits, reverse=True)
     chain = set(checkpoint.REASONING + checkpoint.ANSWER + checkpoint.SAMPLER_PROMPT)
     assert not chain & set(checkpoint.CANDIDATES) and len(set(checkpoint.CANDIDATES)) == 32
+
+
+def test_a_kept_claim_outlives_the_pod_and_the_rest_does_not(tmp_path: Path) -> None:
+    """The replica's claims are links to directories the caller keeps: what the first pod wrote
+    there the second finds; its HOME (an emptyDir) starts empty."""
+    pod = rendered.rendering(rendered.samples()["qwen3-235b-thinking"])
+    claims = {"weights": tmp_path / "claims" / "weights"}
+
+    def launch(n: int) -> Path:
+        done = adapt(pod.pod_spec, venv_bin=tmp_path / "venv" / "bin", checkpoint=tmp_path / "tiny",
+                     workdir=tmp_path / f"pod-{n}", secret=rendered.secret, configmap=pod.configmap,
+                     claims=claims)  # fmt: skip
+        assert any(s.what == "volume /models" and str(claims["weights"]) in s.used for s in done.swaps)
+        cache = Path(done.env["VLLM_CACHE_ROOT"])
+        assert cache.resolve().is_relative_to(claims["weights"]) and not cache.resolve().is_relative_to(
+            tmp_path / f"pod-{n}"
+        )
+        return cache
+
+    first = launch(1)
+    first.mkdir(parents=True)
+    (first / "artifact").write_text("compiled")
+    (tmp_path / "pod-1" / "rootfs" / "home" / "vllm" / "scratch").write_text("gone with the pod")
+    second = launch(2)
+    assert (second / "artifact").read_text() == "compiled"
+    assert not list((tmp_path / "pod-2" / "rootfs" / "home").rglob("scratch"))
+
+
+CACHE = "/w/pod-2/rootfs/models/.compile-cache"
+ARTIFACT = f"{CACHE}/vllm/torch_compile_cache/torch_aot_compile/7cfe/rank_0_0/model"
+WARM_LOG = "\n".join(
+    [
+        f"[qwen-runtime] compile cache {CACHE}: 0.00 GiB in 2 entries (kept to 7.50 GiB); "
+        "removed 0 (0.00 GiB)",
+        "(Worker pid=27297) WARNING 12-07 01:11:30 [decorators.py:333] [backbone] Compiling model again "
+        f"due to a load failure from {ARTIFACT}, reason: {restarts.CPU_AOT_FAILURE}",
+        "(Worker pid=27297) INFO 12-07 01:11:45 [decorators.py:743] [backbone] saved AOT compiled function "
+        f"to {ARTIFACT}",
+        "(EngineCore pid=26962) INFO 12-07 01:11:50 [core.py:402] init engine (profile, create kv cache, "
+        "warmup model) took 22.88 s",
+    ]
+)
+"""A warm start's lines as the CPU build printed them (paths shortened)."""
+
+
+def test_the_compile_cache_lines_of_vllms_log() -> None:
+    read = restarts.CompileLog.read(WARM_LOG)
+    artifact = (
+        "/w/pod-2/rootfs/models/.compile-cache/vllm/torch_compile_cache/torch_aot_compile/7cfe/rank_0_0/model"
+    )
+    assert read.load_failures == ((artifact, restarts.CPU_AOT_FAILURE),)
+    assert read.found == (artifact,) and read.saved == (artifact,) and read.loaded == ()
+    assert read.engine_init_s == 22.88 and "in 2 entries" in read.launcher
+    assert read.aot() == "AOT artifact found, not loaded (CPU build)"
+    loaded = restarts.CompileLog.read(
+        f"INFO [decorators.py:320] Directly load AOT compilation from path {artifact}\n"
+    )
+    assert loaded.found == (artifact,) and loaded.aot() == "AOT artifact loaded"
+    assert restarts.CompileLog.read("").aot() == "no AOT artifact found"

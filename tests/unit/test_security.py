@@ -3,6 +3,7 @@ in e2e/test_operator.py); opt-in capabilities leave it knowingly."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from qwen_operator.children import render, security
@@ -31,6 +32,10 @@ def restricted_violations(pod: dict[str, Any]) -> list[str]:
             found.append(f"{c['name']}: capabilities add")
         if not (sc.get("runAsNonRoot") or ctx.get("runAsNonRoot")):
             found.append(f"{c['name']}: runAsNonRoot")
+        handlers = [c.get(probe) or {} for probe in ("livenessProbe", "readinessProbe", "startupProbe")]
+        handlers += [hook or {} for hook in (c.get("lifecycle") or {}).values()]
+        if any((h.get(action) or {}).get("host") for h in handlers for action in ("httpGet", "tcpSocket")):
+            found.append(f"{c['name']}: probe or lifecycle host")  # baseline since v1.34; exec is free
     if any("hostPath" in v for v in pod.get("volumes", [])):
         found.append("hostPath volume")
     return found
@@ -41,6 +46,20 @@ def test_every_container_is_restricted() -> None:
     assert restricted_violations(pod) == []
     assert pod["securityContext"]["runAsUser"] == pod["securityContext"]["runAsGroup"] == 1000
     assert pod["securityContext"]["fsGroup"] == 1000  # the weights volume is the group's
+
+
+def test_the_pipeline_groups_pods_are_restricted_with_their_hooks() -> None:
+    """Both LeaderWorkerSet templates: the leader's preStop sleeps, the worker's runs
+    `qwen_runtime wait-leader` (an exec hook: "restricted" limits no command, only a handler's
+    `host`, which would reach another address than the pod's)."""
+    pods = _pod_specs({"parallelism": {"pipeline": 2}})
+    for where in ("leader", "worker"):
+        assert restricted_violations(pods[where]) == [], where
+    assert set(pods["leader"]["containers"][0]["lifecycle"]["preStop"]) == {"sleep"}
+    assert set(pods["worker"]["containers"][0]["lifecycle"]["preStop"]) == {"exec"}
+    elsewhere = copy.deepcopy(pods["worker"])
+    elsewhere["containers"][0]["lifecycle"] = {"preStop": {"httpGet": {"host": "10.0.0.1", "port": 8000}}}
+    assert restricted_violations(elsewhere) == ["server: probe or lifecycle host"]
 
 
 def test_a_non_root_server_has_a_writable_home_and_caches() -> None:

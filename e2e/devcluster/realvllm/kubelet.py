@@ -81,11 +81,17 @@ DATA_LINK = "..data"
 
 
 def lay_out_volumes(
-    pod_spec: Mapping[str, Any], container: Mapping[str, Any], rootfs: Path, configmap: ConfigMapLookup
+    pod_spec: Mapping[str, Any],
+    container: Mapping[str, Any],
+    rootfs: Path,
+    configmap: ConfigMapLookup,
+    claims: Mapping[str, Path] | None = None,
 ) -> dict[str, Path]:
     """Each of the container's volume mounts as a directory under `rootfs` (mountPath -> dir):
-    a ConfigMap's keys (or its `items`) as files, anything else (emptyDir, a claim, a volume
-    claim template) empty. Mounts under /dev stay the host's."""
+    a ConfigMap's keys (or its `items`) as files, a volume named in `claims` (a claim, or a volume
+    claim template) as a link to that directory, which outlives the pod as the claim does (the
+    kubelet mounts the same volume into the next pod), anything else (emptyDir, a claim not
+    named) empty. Mounts under /dev stay the host's."""
     volumes = {v["name"]: v for v in pod_spec.get("volumes") or []}
     laid: dict[str, Path] = {}
     for mount in container.get("volumeMounts") or []:
@@ -93,6 +99,13 @@ def lay_out_volumes(
         if path.startswith(HOST_MOUNTS):
             continue
         target = rootfs / path.lstrip("/")
+        kept = (claims or {}).get(mount["name"])
+        if kept is not None:
+            kept.mkdir(parents=True, exist_ok=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(kept, target_is_directory=True)
+            laid[path] = target
+            continue
         target.mkdir(parents=True, exist_ok=True)
         source = (volumes.get(mount["name"]) or {}).get("configMap")
         if source is not None:

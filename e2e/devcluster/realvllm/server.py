@@ -9,8 +9,10 @@ carries it) and changes only what cannot be the same on this machine; every chan
 * `--host 0.0.0.0` becomes 127.0.0.1 and the container port a free loopback port (the probes,
   HTTP or exec `--port`, follow it);
 * `--tensor-parallel-size N` becomes 1 (two cores: N CPU workers would only compete);
-* the container's volumes are directories under the work dir (a ConfigMap's keys as files),
-  and every path in the argv or the environment that leads into one follows them;
+* the container's volumes are directories under the work dir (a ConfigMap's keys as files; a
+  claim the caller keeps, a link to its directory, which outlives the work dir as the claim
+  outlives the pod), and every path in the argv or the environment that leads into one follows
+  them;
 * the launcher writes its record to a file in the work dir, not /dev/termination-log;
 * the environment gains what the image and the node would give: the venv first on PATH (the
   image's `python3` and `vllm`), the checkout's launcher when no volume brings one, and the
@@ -126,15 +128,19 @@ def adapt(
     secret: kubelet.SecretLookup,
     configmap: kubelet.ConfigMapLookup,
     kv_cache_gib: int | None = None,
+    claims: Mapping[str, Path] | None = None,
     pod_name: str = "server-0",
 ) -> Launch:
-    """The launch of the pod's server container here, every difference recorded as a Swap;
+    """The launch of the pod's server container here, every difference recorded as a Swap.
+
+    `claims`: volume name -> the directory that is that claim (a volume claim template's, or a
+    persistentVolumeClaim's), kept by the caller across pods; other claims start empty.
     `pod_name`: the pod's (the downward API's metadata.name)."""
     container = server_container(pod_spec)
     pod_env = kubelet.container_env(container, secret, {"metadata.name": pod_name})
     argv = kubelet.command(container, pod_env)
     rootfs = workdir / "rootfs"
-    mounts = kubelet.lay_out_volumes(pod_spec, container, rootfs, configmap)
+    mounts = kubelet.lay_out_volumes(pod_spec, container, rootfs, configmap, claims)
     swaps: list[Swap] = []
 
     def swap(index: int, what: str, used: str, why: str) -> None:
@@ -157,7 +163,9 @@ def adapt(
     for mount in container.get("volumeMounts") or []:
         if mount["mountPath"] in mounts:
             kind = _volume_kind(pod_spec, mount["name"])
-            swaps.append(Swap(f"volume {mount['mountPath']}", kind, str(mounts[mount["mountPath"]]),
+            laid = mounts[mount["mountPath"]]
+            where = f"{laid} -> {laid.readlink()}" if laid.is_symlink() else str(laid)
+            swaps.append(Swap(f"volume {mount['mountPath']}", kind, where,
                               "laid out under the work dir; the paths in argv and env follow"))  # fmt: skip
     argv[3:3] = ["--termination-log", str(workdir / "termination-log")]
     swaps.append(Swap("--termination-log", "/dev/termination-log", argv[4], "the kubelet's file, here"))

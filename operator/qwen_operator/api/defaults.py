@@ -6,6 +6,8 @@ from __future__ import annotations
 __all__ = [
     "BAKED_IMAGE",
     "CAPABILITIES",
+    "COMPILE_CACHE_FLOOR",
+    "COMPILE_CACHE_SIZE",
     "DECODE_TOKENS_PER_SECOND",
     "DEFAULT_ANSWER_TOKENS",
     "DEFAULT_IMAGE",
@@ -39,6 +41,13 @@ WEIGHTS_GIB = 220.2
 """The same weights in GiB, rounded down: GPUs with less memory in all cannot hold them."""
 OTHER_CACHE_FLOOR = "1Gi"
 """Any other model: no weights cache smaller than this."""
+COMPILE_CACHE_SIZE = "10Gi"
+"""Each replica's bound on its compile artifacts (torch.compile, inductor, Triton): one
+configuration of this model writes a few GiB at TP 4 (a directory per GPU rank, plus the
+kernels), so the three quarters kept before a start hold a few configurations; a claim of this
+size costs little beside the weights' 600Gi."""
+COMPILE_CACHE_FLOOR = "1Gi"
+"""Below this the bound would remove the artifacts of the configuration in use at every start."""
 RECOMMENDED_CONTEXT = 131072
 """The model card: a thinking model wants at least this context for its reasoning."""
 

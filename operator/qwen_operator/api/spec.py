@@ -9,6 +9,8 @@ from typing import Annotated, Any, ClassVar, Literal, get_args
 from pydantic import Field, JsonValue, StringConstraints
 
 from qwen_operator.api.defaults import (
+    COMPILE_CACHE_FLOOR,
+    COMPILE_CACHE_SIZE,
     DEFAULT_ANSWER_TOKENS,
     DEFAULT_MODEL,
     DRAIN_SECONDS,
@@ -147,8 +149,29 @@ CacheMode = Literal["PerReplica", "Shared"]
 CACHE_MODES: tuple[str, ...] = get_args(CacheMode)
 
 
+def _compile_cache_floor_ok(cache: CacheSpec) -> bool:
+    size, least = quantity(cache.compile_cache_size), quantity(COMPILE_CACHE_FLOOR)
+    return size is None or least is None or size == 0 or size >= least
+
+
 class CacheSpec(ApiObject):
-    """The volume(s) that hold downloaded weights (Hugging Face source only)."""
+    """The volume(s) that hold downloaded weights (Hugging Face source), and each replica's
+    compile cache (every source)."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel=(
+                "!quantity(self.compileCacheSize).isGreaterThan(quantity('0')) || "
+                f"!quantity(self.compileCacheSize).isLessThan(quantity('{COMPILE_CACHE_FLOOR}'))"
+            ),
+            message=(
+                f"model.cache.compileCacheSize is 0 (keep none) or at least {COMPILE_CACHE_FLOOR}: a smaller "
+                "bound would remove the artifacts of the configuration in use at every start"
+            ),
+            check=_compile_cache_floor_ok,
+            field_path=".compileCacheSize",
+        ),
+    )
 
     size: Quantity = "600Gi"
     """Size of the weights volume (each replica's, or the one shared claim); the FP8 checkpoint
@@ -164,6 +187,15 @@ class CacheSpec(ApiObject):
     needs a ReadWriteMany StorageClass (without one the claim stays Pending), network filesystems
     often load 236 GB slower than a local volume, and a changed default would replace every
     existing StatefulSet (its volumeClaimTemplates) on an operator upgrade."""
+    compile_cache_size: Quantity = COMPILE_CACHE_SIZE
+    """The most each replica keeps of vLLM's compile artifacts (torch.compile, inductor, Triton),
+    which outlive the pod so a restart with an unchanged configuration loads instead of
+    compiling. Before each start the launcher removes the entries used longest ago until the cache
+    holds three quarters of this (the rest is room for a new configuration's). Where it lives: a
+    `.compile-cache` directory on the replica's weights volume (PerReplica), or a claim of this
+    size per replica, `compile-cache-<pod>` (Shared, and a PVC source: their weights are mounted
+    read-only), in storageClassName. A claim keeps the size it was made with: the bound is the
+    smaller of the two. "0" keeps none (the caches die with the pod, and no claim is made)."""
 
 
 def _credential(name: str) -> bool:
@@ -226,7 +258,8 @@ class ModelSpec(ApiObject):
     source: ModelSource | None = None
     """Where the weights come from; default Hugging Face without a token."""
     cache: CacheSpec = _sub(CacheSpec)
-    """Weights volume for downloads: one per replica (the default) or one shared claim."""
+    """Weights volume for downloads: one per replica (the default) or one shared claim; and the
+    bound on each replica's compile cache."""
 
 
 class ParallelismSpec(ApiObject):

@@ -55,6 +55,8 @@ class Component(StrEnum):
     SERVER = "server"
     API = "api"
     WEIGHTS = "weights"
+    COMPILE_CACHE = "compile-cache"
+    """Each replica's claim for its compile artifacts where the weights are read-only."""
     DOWNLOAD = "download"
     """The Job that downloads the weights once into the shared claim (model.cache.mode Shared)."""
     LAUNCHER = "launcher"

@@ -41,7 +41,7 @@ from qwen_operator.api.vocabulary import (
     leader_labels,
     selector_labels,
 )
-from qwen_operator.children import alerting, launcher, placement, registry, replicas, security, stopping
+from qwen_operator.children import alerting, compile_cache, launcher, placement, registry, replicas, security, stopping
 from qwen_runtime.argv import GPU_MEMORY_UTILIZATION, SHUTDOWN_TIMEOUT
 from qwen_runtime.engine import ENGINE_READY_TIMEOUT_S, ENGINE_READY_TIMEOUT_VAR
 from qwen_runtime.fetch import EXIT_ACCESS_DENIED, EXIT_CONFIG, EXIT_REPO_NOT_FOUND, EXIT_REVISION_NOT_FOUND
@@ -220,12 +220,14 @@ def _secret_env(name: str, ref: api.SecretKeyRef) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
 
 
-def server_env(spec: QwenThinkingDeploymentSpec) -> list[dict[str, Any]]:
-    """Operator env first; the user's env replaces same-named entries (SSA needs unique names)."""
+def server_env(spec: QwenThinkingDeploymentSpec, compile_claim: bool = True) -> list[dict[str, Any]]:
+    """Operator env first; the user's env replaces same-named entries (SSA needs unique names).
+    `compile_claim`: whether the compile cache may have a claim of its own (render())."""
     env: dict[str, dict[str, Any]] = {
         e["name"]: e for e in [*launcher_env(), {"name": "PYTHONUNBUFFERED", "value": "1"}]
     }
     env[ENGINE_READY_TIMEOUT_VAR] = {"name": ENGINE_READY_TIMEOUT_VAR, "value": str(ENGINE_READY_TIMEOUT_S)}
+    env |= {e["name"]: e for e in compile_cache.env(spec, WEIGHTS_MOUNT, compile_claim)}
     if pvc_source(spec) is None:
         env["HF_HUB_CACHE"] = {"name": "HF_HUB_CACHE", "value": HF_CACHE}
         env["HF_HUB_OFFLINE"] = {"name": "HF_HUB_OFFLINE", "value": "1"}
@@ -373,9 +375,12 @@ def replica_settings(
 
 
 def _values(
-    res: QwenThinkingDeployment, max_model_len: int | None, gpu_memory_utilization: float | None,
+    res: QwenThinkingDeployment,
+    max_model_len: int | None,
+    gpu_memory_utilization: float | None,
+    compile_claim: bool = True,
     replica_utilizations: Mapping[str, float] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     spec, name = res.spec, res.metadata.name
     pvc = pvc_source(spec)
     gpu_toleration = {"key": spec.gpu.resource_name, "operator": "Exists", "effect": "NoSchedule"}
@@ -408,12 +413,15 @@ def _values(
             "home_volume": security.HOME_VOLUME,
         },
         "command": server_argv(res, max_model_len, gpu_memory_utilization),
-        "env": server_env(spec),
+        "env": server_env(spec, compile_claim),
         "replica_settings": replica_settings(res, replica_utilizations),
         "fetch": None if pvc is not None else {"env": fetch_env(spec)},
         "shared": _shared(res) if shared_cache(spec) else None,
         "pvc": None if pvc is None else pvc.model_dump(by_alias=True),
         "weights_mount": WEIGHTS_MOUNT,
+        "compile_cache": _compile_cache(spec, compile_claim),
+        "has_claims": (pvc is None and not shared_cache(spec))
+        or _compile_cache(spec, compile_claim) is not None,
         "storage_class": spec.model.cache.storage_class_name,
         "cache_size": spec.model.cache.size,
         "resources": resources(spec),
@@ -422,8 +430,7 @@ def _values(
         "tolerations": [gpu_toleration, *(_plain(t) for t in spec.scheduling.tolerations)],
         "affinity": None if spec.scheduling.affinity is None else _plain(spec.scheduling.affinity),
         "priority_class": spec.scheduling.priority_class_name,
-        "grace_seconds": stopping.grace_seconds(spec),
-        "lifecycle": stopping.lifecycle(),
+        "server_stop": {"grace": stopping.grace_seconds(spec), "lifecycle": stopping.lifecycle()},
         "shm_size": SHM_SIZE,
         "container_port": CONTAINER_PORT,
         "service_type": spec.service.type,
@@ -452,11 +459,29 @@ def _plain(obj: ApiObject) -> dict[str, Any]:
 def _group(
     res: QwenThinkingDeployment, max_model_len: int | None, gpu_memory_utilization: float | None
 ) -> dict[str, Any]:
-    """The LeaderWorkerSet's group: its size and the leader's and the workers' commands."""
+    """The LeaderWorkerSet's group: its size, the leader's and the workers' commands, and how a
+    worker stops (after its leader: stopping.worker_lifecycle)."""
     return {
         "size": res.spec.parallelism.pipeline,
         "leader_command": server_argv(res, max_model_len, gpu_memory_utilization),
         "worker_command": server_argv(res, max_model_len, gpu_memory_utilization, worker=True),
+        "worker_stop": {
+            "grace": stopping.worker_grace_seconds(res.spec),
+            "lifecycle": stopping.worker_lifecycle(res.spec, CONTAINER_PORT),
+        },
+    }
+
+
+def _compile_cache(spec: QwenThinkingDeploymentSpec, compile_claim: bool) -> dict[str, Any] | None:
+    """The compile cache's own claim template and mount, where it needs one (compile_cache.py)."""
+    where = compile_cache.location(spec, WEIGHTS_MOUNT, compile_claim)
+    if where is None or not where.claim:
+        return None
+    return {
+        "volume": compile_cache.VOLUME,
+        "mount": where.root,
+        "size": spec.model.cache.compile_cache_size,
+        "component": str(Component.COMPILE_CACHE),
     }
 
 
@@ -490,11 +515,16 @@ def render(
     max_model_len: int | None = None,
     served: frozenset[str] = frozenset(),
     gpu_memory_utilization: float | None = None,
+    compile_claim: bool = True,
     replica_utilizations: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """Every child manifest, in apply order, for the given effective context length and GPU
     memory utilization (default: the spec's), and the replicas' own utilizations (by pod name,
     in their ConfigMap: children/replicas.py).
+
+    `compile_claim`: False keeps a compile cache that needs a claim of its own (Shared, PVC
+    source) in the pod instead: the live StatefulSet was made without that claim template, and
+    one is never added to a live StatefulSet (compile_cache.claim_allowed says why).
 
     `served`: the optional CRDs the apiserver serves (registry.OPTIONAL_CRDS): a ServiceMonitor
     with the Prometheus Operator's; with spec.autoscaling a KEDA ScaledObject with KEDA's, else a
@@ -502,7 +532,7 @@ def render(
     spec.monitoring.prometheusRule a PrometheusRule with the Prometheus Operator's.
     """
     res = coerce(resource)
-    values = _values(res, max_model_len, gpu_memory_utilization, replica_utilizations)
+    values = _values(res, max_model_len, gpu_memory_utilization, compile_claim, replica_utilizations)
     # plain data: equal values, an equal document; hashed once for the documents of every template
     plain = hashlib.blake2b(json.dumps(values, sort_keys=True).encode(), digest_size=16).digest()
     children = []

@@ -3,7 +3,8 @@
 A fixed non-root user and group, fsGroup for the weights volume, no privilege escalation, every
 capability dropped, the runtime's default seccomp profile. vLLM, torch, Triton and Hugging Face
 write caches under HOME, which the vLLM image leaves to root: a writable emptyDir is HOME, with
-each cache pointed into it. /dev/shm is a memory-backed emptyDir (render.py). A capability a
+each cache pointed into it, but for the compile caches, which outlive the pod on the replica's
+volume (`compile_cache.py`). /dev/shm is a memory-backed emptyDir (render.py). A capability a
 vLLM feature needs (IPC_LOCK for RDMA) is opt-in (`spec.runtime.addCapabilities`), and takes
 the pods out of "restricted".
 """
@@ -22,11 +23,9 @@ CACHES = {
     "HOME": HOME,
     "XDG_CACHE_HOME": f"{HOME}/.cache",
     "HF_HOME": f"{HOME}/.cache/huggingface",
-    "VLLM_CACHE_ROOT": f"{HOME}/.cache/vllm",
-    "TORCHINDUCTOR_CACHE_DIR": f"{HOME}/.cache/torchinductor",
-    "TRITON_CACHE_DIR": f"{HOME}/.cache/triton",
 }
-"""Writable places for everything the server and the weights download write besides the weights."""
+"""Writable places for everything the server and the weights download write besides the weights
+and the compile artifacts."""
 
 
 POD_SPEC: dict[str, Any] = {"automountServiceAccountToken": False, "enableServiceLinks": False}

@@ -32,7 +32,7 @@ from qwen_operator.api.vocabulary import (
     Result,
     Stage,
 )
-from qwen_operator.children import placement, registry, render, replicas, weights
+from qwen_operator.children import compile_cache, placement, registry, render, replicas, weights
 from qwen_operator.children.registry import Propagation
 from qwen_operator.memory import calibration, cures, planner
 from qwen_operator.process import clock
@@ -354,8 +354,12 @@ def decide(observed: Observed, now: datetime) -> Desired:
     history = (before.context.history if before.context else None) or []
     decision = cures.choose(res, history, planned_at, failures, now, groups)
     plan = plans.get(decision.utilization) or planner.plan_for(res.spec, memory, decision.utilization)
+    live = None if groups else observed.child("StatefulSet", res.metadata.name)
+    compile_claim = compile_cache.claim_allowed(None if live is None else live.manifest)
     children = tuple(
-        render.render(res, decision.effective, observed.served, decision.utilization, decision.replicas)
+        render.render(
+            res, decision.effective, observed.served, decision.utilization, compile_claim, decision.replicas
+        )
     )
     p = Situation(observed, res, plan, decision, children)
     blocker = first_blocker(p)

@@ -181,7 +181,8 @@ def context_reduced(decision: Decision, generation: int | None) -> Condition:
     if decision.effective >= decision.requested:
         truth: Truth = "False"
         reason, message = Reason.AS_REQUESTED, f"running the {decision.requested} tokens requested"
-    elif decision.effective < decision.start and (steps := decision.steps(Remedy.SHORTER_CONTEXT)):
+    elif (steps := decision.steps(Remedy.SHORTER_CONTEXT)) and decision.effective == steps[-1].to:
+        # the last cure's context (a plan calibrated since on vLLM's figures may agree with it)
         last = steps[-1]
         truth, reason = "True", Reason.OUT_OF_MEMORY
         message = (

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from e2e.devcluster.realvllm import checkpoint
-from e2e.devcluster.realvllm.server import server_container
+from e2e.devcluster.realvllm.rendering import Rendered, context_of, kv_budget_gib, rendering
 from qwen_operator import api
 from qwen_operator.api import QwenThinkingDeployment
-from qwen_operator.children import render
-from qwen_runtime.argv import max_model_len
+
+__all__ = ["Rendered", "context_of", "kv_budget_gib", "rendering", "sample_docs", "samples", "secret"]
 
 ROOT = Path(__file__).resolve().parents[3]
 SAMPLES = ROOT / "samples"
@@ -41,41 +38,6 @@ def samples() -> dict[str, QwenThinkingDeployment]:
     their groups by the real LeaderWorkerSet (e2e/test_multinode.py)."""
     parsed = {name: api.parse_resource(doc) for name, doc in sample_docs().items()}
     return {name: res for name, res in parsed.items() if res.spec.parallelism.pipeline == 1}
-
-
-@dataclass(frozen=True)
-class Rendered:
-    """What the operator renders for a resource that a server pod needs: the pod template's
-    spec, and the ConfigMaps its volumes may name."""
-
-    pod_spec: dict[str, Any]
-    configmaps: dict[str, dict[str, str]]
-
-    @property
-    def container(self) -> dict[str, Any]:
-        return server_container(self.pod_spec)
-
-    def configmap(self, name: str) -> dict[str, str]:
-        return self.configmaps[name]
-
-
-def rendering(resource: QwenThinkingDeployment) -> Rendered:
-    children = render.render(resource)
-    sts = next(c for c in children if c["kind"] == "StatefulSet")
-    maps = {c["metadata"]["name"]: c.get("data") or {} for c in children if c["kind"] == "ConfigMap"}
-    return Rendered(sts["spec"]["template"]["spec"], maps)
-
-
-def context_of(container: dict[str, Any]) -> int:
-    context = max_model_len(list(container["command"]))
-    assert context is not None, "no --max-model-len in the rendered command"
-    return context
-
-
-def kv_budget_gib(container: dict[str, Any]) -> int:
-    """A CPU KV cache budget that holds one request of the rendered context, plus 1 GiB."""
-    per_token = checkpoint.KV_BYTES_PER_TOKEN // (2 if "fp8" in container["command"] else 1)
-    return math.ceil(context_of(container) * per_token / 2**30) + 1
 
 
 def secret(name: str, key: str) -> str:

@@ -143,6 +143,16 @@ def test_the_readiness_probe_refuses_too_and_only_says_why(tmp_path: Path) -> No
     assert not (tmp_path / "termination-log").exists()
 
 
+def test_a_workers_prestop_hook_refuses_too_and_only_says_why(tmp_path: Path) -> None:
+    """`wait-leader` runs in the worker's container as the kubelet's exec hook: it checks the
+    sources first; the kubelet's FailedPreStopHook event shows the refusal, and the worker stops."""
+    mounted(tmp_path, tampered("leader.py"))
+    done = launch(tmp_path, "wait-leader", "--seconds", "30", digest=launcher.digest())
+    assert done.returncode == integrity.EXIT_MISMATCH
+    assert "refusing to run" in done.stderr and "leader.py=" in done.stderr
+    assert not (tmp_path / "termination-log").exists()
+
+
 def test_the_download_refuses_with_its_termination_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
