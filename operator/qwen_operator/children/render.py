@@ -41,7 +41,16 @@ from qwen_operator.api.vocabulary import (
     leader_labels,
     selector_labels,
 )
-from qwen_operator.children import alerting, compile_cache, launcher, placement, registry, replicas, security, stopping
+from qwen_operator.children import (
+    alerting,
+    compile_cache,
+    launcher,
+    placement,
+    registry,
+    replicas,
+    security,
+    stopping,
+)
 from qwen_runtime.argv import GPU_MEMORY_UTILIZATION, SHUTDOWN_TIMEOUT
 from qwen_runtime.engine import ENGINE_READY_TIMEOUT_S, ENGINE_READY_TIMEOUT_VAR
 from qwen_runtime.fetch import EXIT_ACCESS_DENIED, EXIT_CONFIG, EXIT_REPO_NOT_FOUND, EXIT_REVISION_NOT_FOUND
