@@ -4,7 +4,8 @@ Failures are injected the way a kubelet reports them: the server container's
 `lastState.terminated` carries the launcher's JSON line as its message (terminate_container),
 made by the launcher's own classifier from vLLM's line (e2e.devcluster.simulate). The
 operator then replaces the failed pod (the StatefulSet is OnDelete), and the StatefulSet
-controller recreates it for real with the new argv.
+controller recreates it for real: with the new argv for a shorter context (the template's), with
+the same template for a lower utilization (that replica's own, in the replicas' ConfigMap).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from e2e.operator_fixtures import (  # noqa: E402
     sts_utilization,
     wait_phase,
 )
-from qwen_runtime.argv import max_model_len  # noqa: E402
+from qwen_runtime import replica  # noqa: E402
+from qwen_runtime.argv import gpu_memory_utilization, max_model_len  # noqa: E402
 
 pytest_plugins = ("e2e.operator_fixtures",)
 pytestmark = pytest.mark.e2e
@@ -273,45 +275,86 @@ def test_weights_that_cannot_fit_start_no_crash_loop(
     assert missing.value.status == 404
 
 
-def test_a_graph_capture_oom_lowers_the_utilization_and_keeps_the_context(
+def replica_setting(core_v1: client.CoreV1Api, ns: str) -> float | None:
+    """Pod 0's own --gpu-memory-utilization in the replicas' ConfigMap, as its launcher reads it."""
+    try:
+        data = core_v1.read_namespaced_config_map(f"{NAME}-replicas", ns).data or {}
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return replica.parse(POD, data[POD]).utilization if POD in data else None
+
+
+def wait_restarted(core_v1: client.CoreV1Api, ns: str, uid: str) -> client.V1Pod:
+    """Pod 0 deleted by the operator and recreated by the StatefulSet controller, and ready."""
+
+    def again() -> client.V1Pod | None:
+        pod = core_v1.read_namespaced_pod(POD, ns)
+        ok = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+        return pod if pod.metadata.uid != uid and pod.metadata.deletion_timestamp is None and ok else None
+
+    return wait_for(again, 90, f"pod {POD} restarted and ready")
+
+
+def test_a_graph_capture_oom_lowers_that_replicas_utilization_and_keeps_the_context(
     operator: Operator, ns: str, custom: client.CustomObjectsApi, apps_v1: client.AppsV1Api,
     core_v1: client.CoreV1Api, api_client: client.ApiClient,
 ) -> None:  # fmt: skip
+    """A per-GPU matter: pod 0's own utilization (the replicas' ConfigMap), not the template's."""
     apply_ready(custom, ns, gpu=H200)
+    generation = apps_v1.read_namespaced_stateful_set(NAME, ns).metadata.generation
+    uid = core_v1.read_namespaced_pod(POD, ns).metadata.uid
     before = operator.counter("qwen_operator_utilization_reductions_total", reason="CudaOOM")
     crash(api_client, ns, failure("cuda-oom"))
-    wait_for(lambda: sts_utilization(apps_v1, ns, NAME) == 0.89, 60, "--gpu-memory-utilization 0.89")
-    assert sts_context(apps_v1, ns, NAME) == 262144
+    wait_for(lambda: replica_setting(core_v1, ns) == 0.89, 60, f"{POD}'s own --gpu-memory-utilization 0.89")
+    new = wait_restarted(core_v1, ns, uid)
+    command = list(new.spec.containers[0].command)
+    assert gpu_memory_utilization(command) == 0.92  # the template's; its launcher runs it with 0.89
+    assert gpu_memory_utilization(replica.override(command, replica.Settings(POD, 0.89))) == 0.89
+    assert sts_context(apps_v1, ns, NAME) == 262144 and sts_utilization(apps_v1, ns, NAME) == 0.92
+    assert apps_v1.read_namespaced_stateful_set(NAME, ns).metadata.generation == generation  # no rollout
     ctx = context(custom, ns)
     assert ctx["effective"] == 262144 and ctx["gpuMemoryUtilization"] == {
         "requested": 0.92,
-        "effective": 0.89,
+        "effective": 0.92,
     }
     (step,) = ctx["history"]
-    assert (step["remedy"], step["utilizationFrom"], step["utilizationTo"]) == (
+    assert (step["remedy"], step["utilizationFrom"], step["utilizationTo"], step["replica"]) == (
         "LowerUtilization",
         0.92,
         0.89,
+        POD,
     )
     cond = condition(get_qtd(custom, ns, NAME), "UtilizationReduced")
     assert (cond["status"], cond["reason"]) == ("True", "OutOfMemory")
     assert "CUDA out of memory while capturing CUDA graphs at utilization 0.92" in cond["message"]
+    assert f"replica {POD} at 0.89" in cond["message"]
     assert condition(get_qtd(custom, ns, NAME), "ContextReduced")["status"] == "False"
     wait_event(ns, "Warning", "UtilizationReduced")
+    wait_event(ns, "Normal", "RestartingReplica")
     assert operator.counter("qwen_operator_utilization_reductions_total", reason="CudaOOM") == before + 1
-    wait_phase(custom, ns, NAME, "Ready")
+    obj = wait_phase(custom, ns, NAME, "Ready")
+    assert {e["pod"]: e["gpuMemoryUtilization"] for e in obj["status"]["replicaStatus"]} == {POD: 0.89}
+
+    # its next run (at its own 0.89, the launcher says) fails the same way: 0.86, for it alone
+    crash(api_client, ns, failure("cuda-oom", utilization=0.89))
+    wait_for(lambda: replica_setting(core_v1, ns) == 0.86, 60, f"{POD}'s own --gpu-memory-utilization 0.86")
+    wait_restarted(core_v1, ns, new.metadata.uid)
+    assert sts_utilization(apps_v1, ns, NAME) == 0.92 and len(context(custom, ns)["history"]) == 2
 
 
 def test_memory_held_by_another_process_sets_the_utilization_to_what_is_free(
     operator: Operator, ns: str, custom: client.CustomObjectsApi, apps_v1: client.AppsV1Api,
-    api_client: client.ApiClient,
+    core_v1: client.CoreV1Api, api_client: client.ApiClient,
 ) -> None:  # fmt: skip
     apply_ready(custom, ns, gpu=H200)
+    uid = core_v1.read_namespaced_pod(POD, ns).metadata.uid
     crash(api_client, ns, failure("free-memory", free_gib=70.0, total_gib=79.6))
-    utilization = wait_for(
-        lambda: (u := sts_utilization(apps_v1, ns, NAME)) != 0.92 and u, 60, "a new utilization"
-    )
+    utilization = wait_for(lambda: replica_setting(core_v1, ns), 60, f"{POD}'s own utilization")
     assert utilization <= 0.87 and sts_context(apps_v1, ns, NAME) == 262144
+    assert sts_utilization(apps_v1, ns, NAME) == 0.92  # the template keeps the request
+    wait_restarted(core_v1, ns, uid)
     assert condition(get_qtd(custom, ns, NAME), "UtilizationReduced")["reason"] == "GPUMemoryInUse"
 
 

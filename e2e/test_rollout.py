@@ -35,13 +35,15 @@ from e2e.operator_fixtures import (  # noqa: E402
     apply_ready,
     apply_yaml,
     condition,
+    events,
     get_qtd,
     instance,
     sample,
     settle,
     wait_phase,
 )
-from qwen_runtime.argv import max_model_len  # noqa: E402
+from qwen_runtime import replica  # noqa: E402
+from qwen_runtime.argv import gpu_memory_utilization, max_model_len  # noqa: E402
 
 pytest_plugins = ("e2e.operator_fixtures",)
 pytestmark = pytest.mark.e2e
@@ -82,6 +84,8 @@ class Sampler:
     ns: str
     serving: list[int] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)
+    not_serving: set[str] = field(default_factory=set)
+    """Every pod name seen not serving (not Ready, being deleted, or gone) in some sample."""
     errors: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -114,6 +118,7 @@ class Sampler:
 
     def _sample(self, pods: dict[str, client.V1Pod], first: dict[str, str]) -> None:
         self.serving.append(sum(1 for p in pods.values() if ready(p)))
+        self.not_serving |= {name for name in first if name not in pods or not ready(pods[name])}
         for name, uid in sorted(first.items()):
             p = pods.get(name)
             gone = p is None or p.metadata.deletion_timestamp is not None or p.metadata.uid != uid
@@ -242,3 +247,61 @@ def test_a_good_change_rolls_failed_replicas_first_then_one_at_a_time(
     ).stdout  # fmt: skip
     assert said_events.count("Replacing pod") == REPLICAS, said_events
     assert "canary" in said_events and "not serving" in said_events
+
+
+def test_a_cure_of_one_replica_restarts_that_replica_alone(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
+    apps_v1: client.AppsV1Api, api_client: client.ApiClient,
+) -> None:  # fmt: skip
+    """Issue 24, item 3: a CUDA out of memory outside the KV cache on pod 0 lowers pod 0's own
+    utilization (the replicas' ConfigMap), not the template: only pod 0 restarts, pods 1 and 2 keep
+    their uid and serve throughout, and pod 0's new start runs with the lowered utilization."""
+    uids = three_serving(custom, core_v1, ns)
+    sts = apps_v1.read_namespaced_stateful_set(NAME, ns)
+    generation, revision = sts.metadata.generation, sts.status.update_revision
+    failed = pod_name(0)
+    with sampling(core_v1, ns) as sampler:
+        said = simulate.report("cuda-oom", simulate.Run(262144))
+        assert said is not None
+        terminate_container(api_client, ns, failed, "server", "Error", 1, message=json.dumps(said))
+
+        def restarted() -> client.V1Pod | None:
+            pod = server_pods(core_v1, ns).get(failed)
+            return pod if pod is not None and pod.metadata.uid != uids[failed] and ready(pod) else None
+
+        new = wait_for(restarted, 90, f"{failed} recreated and serving")
+        wait_phase(custom, ns, NAME, "Ready")
+        settle(3)  # and nothing else moves
+    assert not sampler.errors, sampler.errors
+    assert sampler.replaced == [failed], sampler.replaced
+    assert sampler.not_serving == {failed}, sampler.not_serving  # pods 1 and 2 never stopped serving
+    assert min(sampler.serving) == REPLICAS - 1, sampler.serving
+    pods = server_pods(core_v1, ns)
+    for other in (pod_name(1), pod_name(2)):
+        assert pods[other].metadata.uid == uids[other] and ready(pods[other])
+    # the template did not change: no rollout
+    sts = apps_v1.read_namespaced_stateful_set(NAME, ns)
+    assert (sts.metadata.generation, sts.status.update_revision) == (generation, revision)
+    template = list(sts.spec.template.spec.containers[0].command)
+    assert gpu_memory_utilization(template) == 0.92
+    # pod 0's entry, and what its launcher runs with it
+    data = core_v1.read_namespaced_config_map(f"{NAME}-replicas", ns).data or {}
+    assert list(data) == [failed]
+    command = list(new.spec.containers[0].command)
+    runs = replica.override(command, replica.parse(failed, data[failed]))
+    assert (gpu_memory_utilization(command), gpu_memory_utilization(runs)) == (0.92, 0.89)
+    env = {e.name: e for e in new.spec.containers[0].env}
+    assert env[replica.POD_NAME_VAR].value_from.field_ref.field_path == "metadata.name"
+    # the status and the events say which replica runs what
+    obj = get_qtd(custom, ns, NAME)
+    ctx = obj["status"]["context"]
+    assert ctx["gpuMemoryUtilization"] == {"requested": 0.92, "effective": 0.92}
+    (step,) = ctx["history"]
+    assert (step["replica"], step["utilizationFrom"], step["utilizationTo"]) == (failed, 0.92, 0.89)
+    entries = {e["pod"]: e["gpuMemoryUtilization"] for e in obj["status"]["replicaStatus"]}
+    assert entries == {failed: 0.89, pod_name(1): 0.92, pod_name(2): 0.92}
+    cond = condition(obj, "UtilizationReduced")
+    assert cond["status"] == "True" and f"replica {failed} at 0.89" in cond["message"]
+    said = {(e["reason"], e["message"].split(":")[0]) for e in events(ns, NAME)}
+    assert ("RestartingReplica", f"Restarting pod {failed} with its own settings") in said, said
+    assert "ReplacingPod" not in {reason for reason, _ in said}, said

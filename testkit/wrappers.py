@@ -104,10 +104,13 @@ def download_job(res: api.QwenThinkingDeployment, **status: Any) -> snapshot.Chi
 
 
 def children(
-    res: api.QwenThinkingDeployment, max_model_len: int | None = None, **sts_status: Any
-) -> tuple[snapshot.Child, ...]:
-    """Every child of `res` as live objects: applied, rolled out and ready unless `sts_status` says."""
-    return tuple(snapshot.child_from(live(m, **sts_status)) for m in render.render(res, max_model_len))
+    res: api.QwenThinkingDeployment, max_model_len: int | None = None,
+    replicas: Mapping[str, float] | None = None, **sts_status: Any,
+) -> tuple[snapshot.Child, ...]:  # fmt: skip
+    """Every child of `res` as live objects: applied, rolled out and ready unless `sts_status` says;
+    `replicas`: the replicas' own utilizations their ConfigMap holds."""
+    rendered = render.render(res, max_model_len, replica_utilizations=replicas)
+    return tuple(snapshot.child_from(live(m, **sts_status)) for m in rendered)
 
 
 def statefulset(

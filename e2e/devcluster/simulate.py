@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from kubernetes import client, config
 
 from e2e.devcluster.kube import terminate_container
+from qwen_operator.children.replicas import VOLUME as SETTINGS_VOLUME
+from qwen_runtime import replica
 from qwen_runtime.argv import gpu_memory_utilization, max_model_len
 from qwen_runtime.classify import KeyLine, classify, clean
 from qwen_runtime.record import CudaPhase, Reason, Record
@@ -88,7 +90,9 @@ def report(kind: str, run: Run) -> Record | None:
         return {"reason": Reason.KV_CACHE_INSUFFICIENT, "exitCode": 1, "message": "ValueError: KV cache"}
     lines, phase = vllm_lines(kind, run)
     keys = [KeyLine(clean(line), phase) for line in lines]
-    return classify(keys, lines, 2 if kind == "bad-args" else 1, phase, run.context)
+    record = classify(keys, lines, 2 if kind == "bad-args" else 1, phase, run.context)
+    record.setdefault("gpuMemoryUtilization", run.utilization)  # the run's own, as the launcher adds it
+    return record
 
 
 def _run_of(core: client.CoreV1Api, namespace: str, pod: str, args: argparse.Namespace) -> Run:
@@ -96,8 +100,23 @@ def _run_of(core: client.CoreV1Api, namespace: str, pod: str, args: argparse.Nam
     context = max_model_len(command)
     if context is None:
         raise SystemExit(f"pod {namespace}/{pod} has no --max-model-len in its server command")
-    utilization = gpu_memory_utilization(command) or 0.92
+    utilization = _own_utilization(core, namespace, pod) or gpu_memory_utilization(command) or 0.92
     return Run(context, utilization, args.estimate, args.free, args.total)
+
+
+def _own_utilization(core: client.CoreV1Api, namespace: str, pod: str) -> float | None:
+    """The pod's own --gpu-memory-utilization, as its launcher would read it from the replicas'
+    ConfigMap (the ConfigMap the pod mounts at the launcher's settings directory), if any."""
+    spec = core.read_namespaced_pod(pod, namespace).spec
+    names = [v.config_map.name for v in spec.volumes or [] if v.config_map and v.name == SETTINGS_VOLUME]
+    for name in names:
+        try:
+            data = core.read_namespaced_config_map(name, namespace).data or {}
+        except client.ApiException:
+            return None
+        if pod in data:
+            return replica.parse(pod, data[pod]).utilization
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,8 @@ of the server container and:
 * exits with the child's exit code, or 128 + N when signal N killed it;
 * gives the child vLLM's engine-start timeout unless the environment sets one
   (``engine.ENGINE_READY_TIMEOUT_S``);
+* runs the child with its replica's own ``--gpu-memory-utilization`` when the operator set one
+  for this pod (``qwen_runtime.replica``), and says on stderr which it used;
 * on failure writes one JSON line to the termination log
   (schema: ``qwen_runtime.record``);
 * times the start-up phases and prints a start report to its stdout, one line, at each phase
@@ -50,8 +52,8 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from . import engine
-from .argv import shutdown_timeout
+from . import engine, replica
+from .argv import gpu_memory_utilization, shutdown_timeout
 from .stopping import Stop
 
 if TYPE_CHECKING:
@@ -78,6 +80,10 @@ class _State:
 
 def run(command: Sequence[str], termination_log: str, kill_after: float | None = None) -> int:
     """Run ``command`` to completion; return the exit code the launcher should exit with."""
+    command, said = replica.apply(command, os.environ)
+    if said:
+        with contextlib.suppress(OSError):
+            os.write(2, f"[qwen-runtime] {said}\n".encode())
     state = _State(Stop(shutdown_timeout(command), kill_after))
     previous = {sig: signal.signal(sig, _forwarder(state)) for sig in FORWARDED_SIGNALS}
     started = time.monotonic()
@@ -91,7 +97,7 @@ def run(command: Sequence[str], termination_log: str, kill_after: float | None =
         from .startup import StartClock  # while the child starts
         from .watch import OutputWatcher
 
-        watcher = OutputWatcher(clock=StartClock(started))
+        watcher = OutputWatcher(clock=StartClock(started, gpu_memory_utilization(command)))
         _copy(state, watcher)
         code = _wait(state)
     finally:
@@ -208,6 +214,9 @@ def _report(
 
     assert state.proc is not None
     record = watcher.classify(code, max_model_len(command))
+    utilization = gpu_memory_utilization(command)
+    if utilization is not None and "gpuMemoryUtilization" not in record:  # the run's own (per replica)
+        record["gpuMemoryUtilization"] = utilization
     returncode = state.proc.returncode
     if returncode is not None and returncode < 0:
         record["signal"] = termination.signal_name(-returncode)

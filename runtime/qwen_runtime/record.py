@@ -23,6 +23,9 @@ Schema (keys camelCase, one JSON object, ASCII, at most 4096 bytes):
     the child (typically the kernel's OOM killer).
 ``signal`` (when the child died of a signal)
     e.g. ``"SIGKILL"``.
+``gpuMemoryUtilization`` (whenever the command line has one)
+    The run's own ``--gpu-memory-utilization``: the pod template's, or the replica's own setting
+    (``qwen_runtime.replica``); for ``InsufficientFreeMemory``, vLLM's figure.
 ``receivedSignal`` (when the launcher was asked to stop and forwarded it)
     e.g. ``"SIGTERM"``: the failure followed a stop request (probe, deletion).
 ``KVCacheInsufficient``
@@ -34,7 +37,7 @@ Schema (keys camelCase, one JSON object, ASCII, at most 4096 bytes):
     ``phase`` (a ``CudaPhase``) when known; ``triedToAllocateGiB`` when torch
     printed it.
 ``InsufficientFreeMemory``
-    ``device``, ``freeGiB``, ``totalGiB``, ``gpuMemoryUtilization``, ``requestedGiB``.
+    ``device``, ``freeGiB``, ``totalGiB``, ``requestedGiB``.
 ``EngineStartTimeout``
     ``timeoutSeconds`` (vLLM's ``VLLM_ENGINE_READY_TIMEOUT_S``, see
     ``qwen_runtime.engine``), ``phase`` when known.
@@ -112,6 +115,7 @@ class Record(TypedDict, total=False):
     message: str
     signal: str
     receivedSignal: str
+    gpuMemoryUtilization: float
     # KVCacheInsufficient
     maxModelLen: int
     neededGiB: float
@@ -125,7 +129,6 @@ class Record(TypedDict, total=False):
     device: str
     freeGiB: float
     totalGiB: float
-    gpuMemoryUtilization: float
     requestedGiB: float
     # EngineStartTimeout
     timeoutSeconds: int

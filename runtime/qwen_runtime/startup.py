@@ -25,15 +25,16 @@ Schema (keys camelCase)::
     {"ready": true, "phase": "serving", "elapsedSeconds": 412.3,
      "phases": {"engineStart": 20.1, "weightLoading": 312.0, "profiling": 40.2,
                 "kvCacheAllocation": 0.4, "cudaGraphCapture": 48.0, "warmUp": 3.1, "serving": 5.2},
-     "compileSeconds": 25.4, "vllmVersion": "0.33.0",
+     "compileSeconds": 25.4, "vllmVersion": "0.33.0", "gpuMemoryUtilization": 0.92,
      "kvCache": {"memoryGiB": 10.38, "tokens": 268176, "maxConcurrency": 1.02, "maxModelLen": 262144}}
 
 ``phases`` is in order, each phase's seconds from its first line to the next phase's (the
 current one's so far); ``engineStart`` is the launcher's start to the first weight-loading
 line (process start, imports, engine processes). Phases vLLM skipped (no CUDA graphs on a CPU,
 with ``--enforce-eager``) are absent. ``compileSeconds`` is vLLM's own torch.compile total
-(within ``profiling``), when it printed one. Standard library only: the operator imports this
-module as it is.
+(within ``profiling``), when it printed one. ``gpuMemoryUtilization`` is the run's own
+``--gpu-memory-utilization`` (a replica's own setting, ``qwen_runtime.replica``). Standard
+library only: the operator imports this module as it is.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ class Report(TypedDict, total=False):
     phases: dict[str, float]
     compileSeconds: float
     vllmVersion: str
+    gpuMemoryUtilization: float
     kvCache: KvCache
 
 
@@ -126,8 +128,10 @@ class StartClock:
     """The phases a start went through, when each began, and the figures seen; pure (the caller
     gives the times, seconds on any monotonic clock)."""
 
-    def __init__(self, started: float) -> None:
+    def __init__(self, started: float, utilization: float | None = None) -> None:
         self.started = started
+        self.utilization = utilization
+        """The run's --gpu-memory-utilization (the replica's own, when it has one)."""
         self.entered: dict[StartPhase, float] = {StartPhase.ENGINE_START: started}
         self.ready_at: float | None = None
         self.figures: Report = {}
@@ -188,6 +192,8 @@ class StartClock:
         for key in ("compileSeconds", "vllmVersion"):
             if key in self.figures:
                 out[key] = self.figures[key]
+        if self.utilization is not None:
+            out["gpuMemoryUtilization"] = self.utilization
         if self.figures.get("kvCache"):
             out["kvCache"] = dict(self.figures["kvCache"])  # type: ignore[typeddict-item]
         return out
@@ -250,6 +256,8 @@ def _clean(value: Mapping[str, Any]) -> Report:
             out[key] = n
     if isinstance(value.get("vllmVersion"), str):
         out["vllmVersion"] = value["vllmVersion"][:64]
+    if (n := _number(value.get("gpuMemoryUtilization"))) is not None and 0 < n <= 1:
+        out["gpuMemoryUtilization"] = n
     kv = value.get("kvCache")
     if isinstance(kv, Mapping):
         clean: KvCache = {}

@@ -47,6 +47,7 @@ def test_render_sample_and_effective_context() -> None:
     assert [d["kind"] for d in docs] == [
         "ServiceAccount",
         "ConfigMap",
+        "ConfigMap",
         "Service",
         "Service",
         "StatefulSet",
@@ -76,7 +77,7 @@ def test_render_shows_what_each_served_optional_api_adds() -> None:
     def kinds(*served: str) -> list[str]:
         out = _cli("render", "-f", "-", *[a for s in served for a in ("--served", s)], stdin=text)
         assert out.returncode == 0, out.stderr
-        return [d["kind"] for d in yaml.safe_load_all(out.stdout)][7:]  # after the PDB and the policy
+        return [d["kind"] for d in yaml.safe_load_all(out.stdout)][8:]  # after the PDB and the policy
 
     assert kinds() == ["HorizontalPodAutoscaler"]  # the InferencePool waits for its CRD
     every = ("servicemonitors.monitoring.coreos.com", "scaledobjects.keda.sh",

@@ -345,7 +345,8 @@ def test_events_only_on_transitions() -> None:
 def test_a_new_resource_applies_every_child_in_order() -> None:
     desired = decide(observed(kids=()), NOW)
     assert [a.ident for a in desired.applies] == [
-        "ServiceAccount q-server", f"ConfigMap {launcher.configmap_name(NAME)}", "Service q-headless",
+        "ServiceAccount q-server", f"ConfigMap {launcher.configmap_name(NAME)}", "ConfigMap q-replicas",
+        "Service q-headless",
         "Service q", "StatefulSet q", "PodDisruptionBudget q", "NetworkPolicy q",
     ]  # fmt: skip
     assert all(e.reason == "Created" for a in desired.applies for e in a.events)
@@ -431,18 +432,44 @@ def test_a_kv_report_that_contradicts_itself_is_the_launchers_failure() -> None:
     assert "ContextReduced" not in [e.reason for e in desired.events]
 
 
-def test_a_graph_capture_oom_lowers_the_utilization_in_the_statefulset() -> None:
-    pods = (Pod().context(262144).utilization(0.92).failed(GRAPH_OOM_RECORD).facts(),)
-    desired = decide(observed(pods=pods), NOW)
+def test_a_graph_capture_oom_lowers_that_replicas_utilization_alone() -> None:
+    """The cure goes into the replicas' ConfigMap, not the StatefulSet (whose change would restart
+    every replica); the failed pod is deleted once the live ConfigMap has its entry."""
+    failed = Pod().context(262144).utilization(0.92).failed(GRAPH_OOM_RECORD).facts()
+    healthy = Pod(f"{NAME}-1", uid="pod-2").context(262144).utilization(0.92).facts()
+    desired = decide(observed(spec={"replicas": 2}, pods=(failed, healthy)), NOW)
     (apply,) = desired.applies
-    command = apply.manifest["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert command[command.index("--gpu-memory-utilization") + 1] == "0.89"
-    assert command[command.index("--max-model-len") + 1] == "262144"
+    assert apply.ident == f"ConfigMap {NAME}-replicas"
+    assert apply.manifest["data"] == {f"{NAME}-0": '{"gpuMemoryUtilization": 0.89}'}
+    assert desired.pod_deletes == ()  # not before the ConfigMap has the entry
     assert [e.reason for e in desired.events][:1] == ["UtilizationReduced"]
+    assert f"of pod {NAME}-0 alone" in desired.events[0].message
     c = conds(desired)
     assert (c["UtilizationReduced"]["status"], c["ContextReduced"]["status"]) == ("True", "False")
-    assert desired.status_patch is not None
-    assert desired.status_patch["context"]["gpuMemoryUtilization"] == {"requested": 0.92, "effective": 0.89}
+    assert f"replica {NAME}-0 at 0.89; the other replicas at 0.92" in c["UtilizationReduced"]["message"]
+    patch = desired.status_patch
+    assert patch is not None and desired.status_first
+    assert patch["context"]["gpuMemoryUtilization"] == {"requested": 0.92, "effective": 0.92}
+    (step,) = patch["context"]["history"]
+    assert (step["pod"], step["replica"], step["utilizationTo"]) == (f"{NAME}-0", f"{NAME}-0", 0.89)
+    entries = {e["pod"]: e.get("gpuMemoryUtilization") for e in patch["replicaStatus"]}
+    assert entries == {f"{NAME}-0": 0.89, f"{NAME}-1": 0.92}
+
+    # the next pass: the ConfigMap is live with the entry, the StatefulSet as it was
+    res = parsed({"replicas": 2})
+    kids = children(res, replicas={f"{NAME}-0": 0.89})
+    status = {**patch, "conditions": patch["conditions"]}
+    again = decide(observed(spec={"replicas": 2}, status=status, kids=kids, pods=(failed, healthy)), NOW)
+    assert again.applies == ()
+    assert [(d.name, d.uid) for d in again.pod_deletes] == [(f"{NAME}-0", "pod-1")]  # pod 0 alone
+    (said,) = [e for d in again.pod_deletes for e in d.events]
+    assert said.reason == "RestartingReplica" and "its own 0.89" in said.message
+    assert again.reduction is None  # the failure is handled once
+
+    # its new run had its own utilization: nothing more (the launcher's record says 0.89)
+    rerun = Pod(uid="pod-3").context(262144).utilization(0.92).facts()
+    calm = decide(observed(spec={"replicas": 2}, status=status, kids=kids, pods=(rerun, healthy)), NOW)
+    assert calm.pod_deletes == () and calm.applies == ()
 
 
 def test_weights_that_do_not_fit_stall_without_a_rollout() -> None:

@@ -72,10 +72,10 @@ def kv(max_len: int = 262144, estimate: int | None = 245408) -> dict[str, Any]:
 
 def decide(
     res: api.QwenThinkingDeployment, history: Sequence[api.ContextStep] | None, *pods: snapshot.Pod,
-    planned: int | Callable[[float], int | None] | None = None, now: Any = T0,
+    planned: int | Callable[[float], int | None] | None = None, now: Any = T0, groups: bool = False,
 ) -> cures.Decision:  # fmt: skip
     planned_at = planned if callable(planned) else (lambda _: planned)
-    return cures.choose(res, history or [], planned_at, cures.detect(pods), now)
+    return cures.choose(res, history or [], planned_at, cures.detect(pods, groups), now, groups)
 
 
 # -- rules ----------------------------------------------------------------------------------
@@ -259,51 +259,92 @@ def test_of_two_failing_replicas_the_smaller_cut_wins_once() -> None:
 # -- a peak outside the KV cache: more headroom --------------------------------------------------
 
 
-def test_a_graph_capture_oom_lowers_the_utilization_and_keeps_the_context() -> None:
+def test_a_graph_capture_oom_lowers_that_replicas_utilization_and_keeps_the_context() -> None:
+    """A per-GPU matter: the failed replica gets its own utilization, the template keeps the
+    request (so no healthy replica restarts for it), and the context stays."""
     first = decide(resource(), None, pod(GRAPH_OOM_RECORD))
-    assert (first.effective, first.utilization, first.requested_utilization) == (262144, 0.89, 0.92)
+    assert (first.effective, first.utilization, first.requested_utilization) == (262144, 0.92, 0.92)
+    assert first.replicas == {"q-0": 0.89} and first.utilization_of("q-0") == 0.89
+    assert first.utilization_of("q-1") == 0.92
     step = first.reduced
-    assert step is not None and step.remedy == Remedy.LOWER_UTILIZATION
+    assert step is not None and step.remedy == Remedy.LOWER_UTILIZATION and step.replica == "q-0"
     assert (step.utilization_from, step.utilization_to, step.from_, step.to) == (0.92, 0.89, 262144, 262144)
     assert step.cause == "CUDA out of memory while capturing CUDA graphs"
-    # the next run at 0.89 fails the same way: 0.86; a report of the old run is stale
+    # a report of the old run is handled; its next run (the launcher says 0.89) fails the same way: 0.86
     assert decide(resource(), first.history, pod(GRAPH_OOM_RECORD)).reduced is None
-    second = decide(resource(), first.history, pod(GRAPH_OOM_RECORD, uid="p1", utilization=0.89))
-    assert second.utilization == 0.86 and len(second.steps(Remedy.LOWER_UTILIZATION)) == 2
+    at_own = {**GRAPH_OOM_RECORD, "gpuMemoryUtilization": 0.89}
+    second = decide(resource(), first.history, pod(at_own, uid="p1"))  # its pod spec still says 0.92
+    assert second.utilization_of("q-0") == 0.86 and second.utilization == 0.92
+    assert len(second.steps(Remedy.LOWER_UTILIZATION)) == 2
+    # a run of the template's utilization on that replica (before its restart) is stale
+    stale = {**GRAPH_OOM_RECORD, "gpuMemoryUtilization": 0.92}
+    assert decide(resource(), first.history, pod(stale, uid="p2")).reduced is None
+    # another replica's failure is judged against its own (the template's), and stays its own
+    other = decide(resource(), second.history, pod(stale, name="q-1", uid="p3"))
+    assert other.replicas == {"q-0": 0.86, "q-1": 0.89} and other.utilization == 0.92
+
+
+def test_without_a_record_the_replicas_own_utilization_is_assumed() -> None:
+    """The kubelet's OOMKilled leaves no record: the run is taken to have had its replica's own
+    utilization (its launcher read it), so the failure is judged, not set aside as stale."""
+    first = decide(resource(), None, pod(GRAPH_OOM_RECORD))
+    killed = decide(resource(), first.history, pod(reason="OOMKilled", exit_code=137, uid="p1"))
+    assert killed.problem is not None and killed.problem.reason == "HostOutOfMemory"
+
+
+def test_in_pipeline_groups_the_template_takes_the_lower_utilization() -> None:
+    """A LeaderWorkerSet group is one argv for all its pods, rolled by its own controller."""
+    first = decide(resource(), None, pod(GRAPH_OOM_RECORD), groups=True)
+    assert (first.utilization, first.replicas) == (0.89, {})
+    assert first.reduced is not None and first.reduced.replica == ""
+    second = decide(resource(), first.history, pod(GRAPH_OOM_RECORD, uid="p1", utilization=0.89), groups=True)
+    assert second.utilization == 0.86
 
 
 def test_the_utilization_stops_at_its_floor_then_stalls() -> None:
     res = resource({"gpuMemoryUtilization": 0.84, "minGpuMemoryUtilization": 0.82})
     first = decide(res, None, pod(GRAPH_OOM_RECORD, utilization=0.84))
-    assert first.utilization == 0.82  # 0.84 - 0.03, no lower than the floor
-    stuck = decide(res, first.history, pod(GRAPH_OOM_RECORD, uid="p1", utilization=0.82))
+    assert first.utilization_of("q-0") == 0.82  # 0.84 - 0.03, no lower than the floor
+    stuck = decide(res, first.history, pod(GRAPH_OOM_RECORD, uid="p1", utilization=0.84))
     assert stuck.problem is not None and stuck.problem.reason == "HeadroomExhausted" and stuck.reduced is None
+    assert "q-0" in stuck.problem.message
     lower = resource({"gpuMemoryUtilization": 0.84, "minGpuMemoryUtilization": 0.7})  # the floor is no basis
-    assert decide(lower, first.history, pod(GRAPH_OOM_RECORD, uid="p1", utilization=0.82)).utilization == 0.79
+    on = decide(lower, first.history, pod(GRAPH_OOM_RECORD, uid="p1", utilization=0.84))
+    assert on.utilization_of("q-0") == 0.79
 
 
 def test_less_utilization_fits_less_context_in_the_same_step() -> None:
     def plan(utilization: float) -> int:
         return 262144 if utilization > 0.9 else 131072
 
-    lowered = decide(resource(), None, pod(GRAPH_OOM_RECORD), planned=plan)
+    lowered = decide(resource(), None, pod(GRAPH_OOM_RECORD), planned=plan, groups=True)
     assert (lowered.utilization, lowered.effective, lowered.planned) == (0.89, 131072, 131072)
     assert lowered.reduced is not None and (lowered.reduced.from_, lowered.reduced.to) == (262144, 131072)
-    steady = decide(resource(), lowered.history, planned=plan)
+    steady = decide(resource(), lowered.history, planned=plan, groups=True)
     assert (steady.utilization, steady.effective, steady.reduced) == (0.89, 131072, None)
+    # one replica's own utilization leaves the context (the template's) as it is: a replica
+    # that cannot hold it then fails on the KV cache, and the shorter context goes to all
+    alone = decide(resource(), None, pod(GRAPH_OOM_RECORD), planned=plan)
+    assert (alone.utilization, alone.effective, alone.planned, alone.replicas) == (
+        0.92,
+        262144,
+        262144,
+        {"q-0": 0.89},
+    )
 
 
 def test_the_two_cures_compose_and_are_each_recorded() -> None:
     first = decide(resource(), None, pod(GRAPH_OOM_RECORD))
-    record = {**kv(estimate=200000)}
-    second = decide(resource(), first.history, pod(record, uid="p1", utilization=0.89))
-    assert (second.utilization, second.effective) == (0.89, 199680)
+    record = {**kv(estimate=200000), "gpuMemoryUtilization": 0.89}
+    second = decide(resource(), first.history, pod(record, uid="p1"))
+    assert (second.utilization_of("q-0"), second.utilization, second.effective) == (0.89, 0.92, 199680)
     assert [h.remedy for h in second.history] == [Remedy.LOWER_UTILIZATION, Remedy.SHORTER_CONTEXT]
 
 
 def test_another_process_on_the_gpu_sets_the_utilization_to_what_is_free() -> None:
     fits = decide(resource(), None, pod(free_memory_record(70, 79.6)))
-    assert fits.utilization == 0.86 and fits.effective == 262144  # 70 / 79.6 = 0.879, less a 0.01 margin
+    assert fits.utilization_of("q-0") == 0.86 and fits.effective == 262144  # 70 / 79.6 = 0.879, less 0.01
+    assert fits.utilization == 0.92  # the template's
     held = decide(resource(), None, pod(free_memory_record(50, 79.6)))
     assert held.problem is not None and held.problem.reason == "GPUMemoryInUse" and held.reduced is None
     assert "another process holds 29.6 of the 79.6 GiB" in held.problem.message
@@ -357,7 +398,7 @@ def test_scaling_or_the_cures_own_settings_keep_what_was_learnt() -> None:
     for spec in ({"replicas": 3}, {"context": {"minModelLen": 65536}}, {"sampling": {"temperature": 0.7}},
                  {"runtime": {"minGpuMemoryUtilization": 0.7}}):  # fmt: skip
         assert decide(parsed(spec), first.history).effective == 244736, spec
-        assert decide(parsed(spec), headroom.history).utilization == 0.89, spec
+        assert decide(parsed(spec), headroom.history).utilization_of("q-0") == 0.89, spec
 
 
 def test_the_plan_is_the_start_and_caps_the_history() -> None:
@@ -398,9 +439,11 @@ def test_conditions_and_events_say_the_numbers() -> None:
     cond = status.utilization_reduced(headroom, 2)
     assert (cond.status, cond.reason) == ("True", "OutOfMemory")
     assert cond.message == (
-        "CUDA out of memory while capturing CUDA graphs at utilization 0.92 on pod q-0; running at 0.89 of "
-        "the 0.92 requested"
+        "CUDA out of memory while capturing CUDA graphs at utilization 0.92 on pod q-0; its own utilization "
+        "for replica q-0 at 0.89; the other replicas at 0.92 of the 0.92 requested"
     )
+    grouped = status.utilization_reduced(decide(resource(), None, pod(GRAPH_OOM_RECORD), groups=True), 2)
+    assert grouped.message.endswith("on pod q-0; running at 0.89 of the 0.92 requested")
     assert headroom.reduced is not None
     event = events.cured(headroom.reduced)
     assert (event.type, event.reason) == ("Warning", "UtilizationReduced") and "0.92 to 0.89" in event.message

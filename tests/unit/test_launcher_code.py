@@ -20,7 +20,9 @@ BASE_PYTHON = Path(sys.base_prefix) / "bin" / "python3"
 
 
 def _children(spec: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-    return {c["kind"]: c for c in render.render(parsed(spec))}
+    return {
+        c["kind"]: c for c in render.render(parsed(spec)) if not c["metadata"]["name"].endswith("-replicas")
+    }
 
 
 def _materialize(root: Path, spec: dict[str, Any] | None = None) -> tuple[dict[str, str], list[str]]:

@@ -14,7 +14,7 @@ import pytest
 
 from qwen_operator import api
 from qwen_operator.api.vocabulary import Component, labels
-from qwen_operator.children import launcher, registry, render
+from qwen_operator.children import launcher, registry, render, replicas
 from qwen_operator.reconcile import diff, snapshot
 from qwen_operator.reconcile.decide import decide, in_use
 from qwen_operator.reconcile.observe import Observed
@@ -31,7 +31,12 @@ OLD = f"{NAME}-launcher-0123456789"
 
 
 def _configmap(spec: dict[str, Any] | None = None) -> dict[str, Any]:
-    return next(c for c in render.render(parsed(spec)) if c["kind"] == "ConfigMap")
+    launcher_cm = launcher.configmap_name(NAME)
+    return next(
+        c
+        for c in render.render(parsed(spec))
+        if c["kind"] == "ConfigMap" and c["metadata"]["name"] == launcher_cm
+    )
 
 
 def _pod_spec(kind: str = "StatefulSet") -> dict[str, Any]:
@@ -82,7 +87,7 @@ def test_the_name_changes_when_and_only_when_the_sources_change(tmp_path: Path, 
     after = launcher_in(_copy(tmp_path / "fixed" / "qwen_runtime", extra="\n# a fix\n"))
     assert after != before and after.startswith(f"{NAME}-launcher-")
     pod = _pod_spec()
-    (volume,) = [v for v in pod["volumes"] if "configMap" in v]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == launcher.VOLUME]
     assert volume["configMap"]["name"] == after  # the pods mount the new one
 
 
@@ -104,7 +109,8 @@ def test_every_container_that_runs_the_launcher_gets_the_digest(kind: str) -> No
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env[integrity.DIGEST_VAR] == launcher.digest(), container["name"]
     names = {v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v}
-    assert names == {launcher.configmap_name(NAME)}
+    settings = {replicas.configmap_name(NAME)} if kind == "StatefulSet" else set()  # each replica's own
+    assert names == {launcher.configmap_name(NAME), *settings}
 
 
 def test_the_user_may_not_set_the_digest() -> None:
@@ -190,7 +196,8 @@ def test_a_pod_and_a_workload_say_which_configmaps_they_mount() -> None:
     for kind in ("StatefulSet", "Job"):
         spec = {"model": {"cache": {"mode": "Shared"}}} if kind == "Job" else None
         manifest = next(m for m in render.render(parsed(spec)) if m["kind"] == kind)
-        assert snapshot.child_from(live(manifest)).mounts == {launcher.configmap_name(NAME)}, kind
+        settings = {replicas.configmap_name(NAME)} if kind == "StatefulSet" else set()
+        assert snapshot.child_from(live(manifest)).mounts == {launcher.configmap_name(NAME), *settings}, kind
 
 
 # -- replaced when someone put other data under its name -------------------------------------------
@@ -202,7 +209,7 @@ def test_a_configmap_of_that_name_with_other_data_is_replaced() -> None:
     current = launcher.configmap_name(NAME)
     tampered = {c.name: c for c in children(parsed()) if c.kind == "ConfigMap"}[current]
     tampered = replace(tampered, manifest={**tampered.manifest, diff.DATA_DIGEST: "other data"})
-    kids = tuple(c for c in children(parsed()) if c.kind != "ConfigMap")
+    kids = tuple(c for c in children(parsed()) if c.name != current)
     first = decide(Observed(resource(), (*kids, tampered)), NOW)
     assert [a.ident for a in first.applies] == [f"ConfigMap {current}"]
     refusal = Refusal(RefusalKind.FIELD_IMMUTABLE, f"ConfigMap {current}", "data: Forbidden", 422, ("data",))

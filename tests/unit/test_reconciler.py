@@ -59,6 +59,7 @@ def test_first_pass_creates_every_child_then_idle_means_no_write() -> None:
         "ServiceAccount",
         "StatefulSet",
         "ConfigMap",
+        "ConfigMap",
         "Service",
         "Service",
         "PodDisruptionBudget",
@@ -275,7 +276,7 @@ def test_children_of_an_earlier_resource_of_the_same_name_are_taken_over() -> No
     reconciler(cluster).reconcile(KEY)
     cluster.resource["metadata"]["uid"] = "uid-2"  # deleted and created again
     out = reconciler(cluster).reconcile(KEY)
-    assert out.result == Result.CHANGED and len(out.applied) == 7
+    assert out.result == Result.CHANGED and len(out.applied) == 8
     for kind, name in (("ServiceAccount", f"{NAME}-server"), ("ConfigMap", launcher.configmap_name(NAME)),
                        ("Service", NAME), ("StatefulSet", NAME), ("PodDisruptionBudget", NAME)):  # fmt: skip
         refs = cluster.objects[(kind, name)]["metadata"]["ownerReferences"]

@@ -60,6 +60,7 @@ def test_children_in_apply_order_with_names() -> None:
     assert kinds == [
         ("ServiceAccount", "qwen3-thinking-server"),
         ("ConfigMap", launcher.configmap_name("qwen3-thinking")),
+        ("ConfigMap", "qwen3-thinking-replicas"),
         ("Service", "qwen3-thinking-headless"),
         ("Service", "qwen3-thinking"),
         ("StatefulSet", "qwen3-thinking"),
@@ -483,7 +484,8 @@ def test_every_sample_renders(sample: Path) -> None:
     )
     groups = doc["spec"]["replicas"] if "multinode" in sample.name else 0  # a NetworkPolicy each
     policies = ["NetworkPolicy"] * (1 + groups)
-    kinds = ["ServiceAccount", "ConfigMap", *shared, *workload, "PodDisruptionBudget", *policies]
+    settings = [] if "multinode" in sample.name else ["ConfigMap"]  # each replica's own (a StatefulSet's)
+    kinds = ["ServiceAccount", "ConfigMap", *settings, *shared, *workload, "PodDisruptionBudget", *policies]
     assert [c["kind"] for c in render.render(doc)] == kinds
 
 
@@ -505,10 +507,10 @@ def test_a_render_of_the_same_values_is_reused_yet_each_caller_gets_its_own_copy
     res = {**SAMPLE, "metadata": {"name": "memo", "namespace": "ns", "uid": "u-memo"}}
     first = render.render(res)
     kept = len(render._DOCUMENTS._kept)
-    first[4]["spec"]["replicas"] = 99  # a caller that edits what it got
+    first[5]["spec"]["replicas"] = 99  # a caller that edits what it got
     again = render.render(res)
     assert len(render._DOCUMENTS._kept) == kept  # the same values: nothing rendered anew
-    assert again[4]["kind"] == "StatefulSet" and again[4]["spec"]["replicas"] == 1
-    assert again[4] is not first[4]
+    assert again[5]["kind"] == "StatefulSet" and again[5]["spec"]["replicas"] == 1
+    assert again[5] is not first[5]
     other = render.render(res, max_model_len=131072)  # other values: another document
-    assert "131072" in other[4]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert "131072" in other[5]["spec"]["template"]["spec"]["containers"][0]["command"]

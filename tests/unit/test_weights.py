@@ -49,8 +49,8 @@ def weights(desired: Desired) -> dict[str, Any]:
 
 def test_a_new_resource_creates_the_claim_and_the_job_but_no_statefulset() -> None:
     desired = decide(Observed(resource(SHARED)), NOW)
-    assert applied(desired) == ["ServiceAccount", "ConfigMap", "PersistentVolumeClaim", "Job", "Service",
-                                "Service", "PodDisruptionBudget", "NetworkPolicy"]  # fmt: skip
+    assert applied(desired) == ["ServiceAccount", "ConfigMap", "ConfigMap", "PersistentVolumeClaim", "Job",
+                                "Service", "Service", "PodDisruptionBudget", "NetworkPolicy"]  # fmt: skip
     assert weights(desired)["state"] == WeightsState.PENDING
     reconciling = conditions(desired)["Reconciling"]
     assert (reconciling["status"], reconciling["reason"]) == ("True", Reason.WEIGHTS_DOWNLOADING)

@@ -153,7 +153,7 @@ class Harness:
         name, uid = pod["metadata"]["name"], pod["metadata"]["uid"]
         workdir = self.workdir / f"{name}-{uid[:8]}-{restart_count}"
         launch = adapt(pod["spec"], venv_bin=self.python.parent, checkpoint=self.checkpoint, workdir=workdir,
-                       secret=self._secret, configmap=self._configmap)  # fmt: skip
+                       secret=self._secret, configmap=self._configmap, pod_name=name)  # fmt: skip
         run = Run(name, uid, restart_count, RealServer(launch), max_model_len(launch.argv))
         previous = next((r for r in reversed(self.runs) if r.uid == uid), None)
         self.runs.append(run)
@@ -207,7 +207,14 @@ class Harness:
         custom.create_namespaced_custom_object(LOGS_GROUP, LOGS_VERSION, self.namespace, "logs", body)
 
     def _configmap(self, name: str) -> dict[str, str]:
-        return dict(client.CoreV1Api(self.api).read_namespaced_config_map(name, self.namespace).data or {})
+        """A ConfigMap's data; KeyError when there is none (an optional volume is then empty)."""
+        try:
+            found = client.CoreV1Api(self.api).read_namespaced_config_map(name, self.namespace)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                raise KeyError(name) from exc
+            raise
+        return dict(found.data or {})
 
     def _secret(self, name: str, key: str) -> str:
         secret = client.CoreV1Api(self.api).read_namespaced_secret(name, self.namespace)

@@ -49,17 +49,24 @@ def expand(text: str, env: Mapping[str, str]) -> str:
     return _REFERENCE.sub(one, text)
 
 
-def container_env(container: Mapping[str, Any], secret: SecretLookup) -> dict[str, str]:
+def container_env(
+    container: Mapping[str, Any], secret: SecretLookup, fields: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The container's environment as the kubelet builds it: in order, each value expanded
-    against the ones before it; `valueFrom.secretKeyRef` read through `secret`."""
+    against the ones before it; `valueFrom.secretKeyRef` read through `secret`, and
+    `valueFrom.fieldRef` (the downward API) from `fields` (fieldPath -> value, e.g.
+    `metadata.name`)."""
     env: dict[str, str] = {}
     for var in container.get("env") or []:
+        source = var.get("valueFrom") or {}
         if "value" in var:
             env[var["name"]] = expand(str(var["value"]), env)
-        elif ref := (var.get("valueFrom") or {}).get("secretKeyRef"):
+        elif ref := source.get("secretKeyRef"):
             env[var["name"]] = secret(ref["name"], ref.get("key", ""))
+        elif (ref := source.get("fieldRef")) and ref.get("fieldPath") in (fields or {}):
+            env[var["name"]] = (fields or {})[ref["fieldPath"]]
         else:
-            raise ValueError(f"env {var['name']}: only values and secretKeyRef are supported here")
+            raise ValueError(f"env {var['name']}: only values, secretKeyRef and known fieldRefs here")
     return env
 
 
@@ -102,7 +109,12 @@ def lay_out_volumes(
         target.mkdir(parents=True, exist_ok=True)
         source = (volumes.get(mount["name"]) or {}).get("configMap")
         if source is not None:
-            data = configmap(source["name"])
+            try:
+                data = configmap(source["name"])
+            except KeyError:
+                if not source.get("optional"):
+                    raise
+                data = {}  # an optional ConfigMap that does not exist: an empty volume
             items = source.get("items") or [{"key": key, "path": key} for key in data]
             write_atomically(
                 target, {item["path"]: data[item["key"]] for item in items}, source.get("defaultMode")

@@ -129,13 +129,15 @@ def adapt(
     configmap: kubelet.ConfigMapLookup,
     kv_cache_gib: int | None = None,
     claims: Mapping[str, Path] | None = None,
+    pod_name: str = "server-0",
 ) -> Launch:
     """The launch of the pod's server container here, every difference recorded as a Swap.
 
     `claims`: volume name -> the directory that is that claim (a volume claim template's, or a
-    persistentVolumeClaim's), kept by the caller across pods; other claims start empty."""
+    persistentVolumeClaim's), kept by the caller across pods; other claims start empty.
+    `pod_name`: the pod's (the downward API's metadata.name)."""
     container = server_container(pod_spec)
-    pod_env = kubelet.container_env(container, secret)
+    pod_env = kubelet.container_env(container, secret, {"metadata.name": pod_name})
     argv = kubelet.command(container, pod_env)
     rootfs = workdir / "rootfs"
     mounts = kubelet.lay_out_volumes(pod_spec, container, rootfs, configmap, claims)

@@ -60,6 +60,9 @@ class ContextStep(StatusObject):
     """The failure in words, e.g. CUDA out of memory while capturing CUDA graphs."""
     pod: str = ""
     """The pod whose failure caused it."""
+    replica: str = ""
+    """The pod that runs with it alone (a LowerUtilization of that replica's own, in the replicas'
+    ConfigMap, taken at its next start); empty when it is the pod template's, every replica's."""
     detail: str = ""
     """What the server reported."""
     pod_uid: str = Field(default="", alias="podUID")
@@ -156,6 +159,9 @@ class ReplicaStatus(StatusObject):
     revision: str = ""
     """The revision of the pod template it runs (its controller-revision-hash); during a rollout,
     `status.rollout.revision` is the new one."""
+    gpu_memory_utilization: float | None = None
+    """The --gpu-memory-utilization it starts with: its own, where a cure lowered it for this
+    replica alone (`status.context.history[].replica`), else the pod template's."""
 
 
 class ObservedMemory(StatusObject):

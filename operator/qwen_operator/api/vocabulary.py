@@ -60,6 +60,8 @@ class Component(StrEnum):
     DOWNLOAD = "download"
     """The Job that downloads the weights once into the shared claim (model.cache.mode Shared)."""
     LAUNCHER = "launcher"
+    REPLICA_SETTINGS = "replica-settings"
+    """The ConfigMap of each replica's own settings (children/replicas.py)."""
     AUTOSCALER = "autoscaler"
     INFERENCE_POOL = "inference-pool"
     ALERTS = "alerts"
@@ -435,6 +437,9 @@ class EventReason(StrEnum):
     REPLACING_POD = "ReplacingPod"
     """Normal | the rollout deleted a server pod so that the StatefulSet recreates it from the new
     template; the message says why it was next"""
+    RESTARTING_REPLICA = "RestartingReplica"
+    """Normal | a server pod that does not serve was deleted so that it starts again with its own
+    settings (a lower GPU memory utilization for that replica alone); the others are not touched"""
     DELETED = "Deleted"
     """Normal | a child no longer wanted was deleted: the autoscaler or the InferencePool of a spec
     that dropped them, the HorizontalPodAutoscaler once KEDA is installed, an older launcher's

@@ -135,14 +135,24 @@ SERVICE_ACCOUNT = ChildKind(
     "ServiceAccount", "", "v1", "serviceaccounts", (Template("serviceaccount.yaml.j2"),), pods_need=True
 )  # fmt: skip
 CONFIG_MAP = ChildKind(
-    "ConfigMap", "", "v1", "configmaps", (Template("configmap-launcher.yaml.j2"),),
+    "ConfigMap", "", "v1", "configmaps",
+    (
+        Template("configmap-launcher.yaml.j2"),
+        Template("configmap-replicas.yaml.j2", lambda res, _: not _multi_node(res)),
+    ),
     pruned=True, mounted=True, replaced=Propagation.BACKGROUND,
     fixed_fields=frozenset({"data", "binaryData", "immutable"}),
     replaced_because="its data are not the launcher's, and it is immutable",
 )  # fmt: skip
-"""The launcher's sources: immutable and named by their digest (children/launcher.py). A new
+"""Two ConfigMaps, both mounted by the server pods (one kind: one watch, one RBAC rule).
+
+The launcher's sources: immutable and named by their digest (children/launcher.py). A new
 launcher is a new ConfigMap, the old one pruned once unmounted; an object of the same name with
-other data (deleted and created again by someone else) cannot be updated, so it is replaced."""
+other data (deleted and created again by someone else) cannot be updated, so it is replaced.
+
+Each replica's own settings, `<resource>-replicas` (children/replicas.py): mutable, updated in
+place when a cure concerns one replica; rendered for a StatefulSet only (pruned once a
+LeaderWorkerSet's pods no longer mount it)."""
 PVC = ChildKind(
     "PersistentVolumeClaim", "", "v1", "persistentvolumeclaims",
     (Template("pvc-weights.yaml.j2", lambda res, _: _shared(res)),), status_kept=True,

@@ -41,7 +41,16 @@ from qwen_operator.api.vocabulary import (
     leader_labels,
     selector_labels,
 )
-from qwen_operator.children import alerting, compile_cache, launcher, placement, registry, security, stopping
+from qwen_operator.children import (
+    alerting,
+    compile_cache,
+    launcher,
+    placement,
+    registry,
+    replicas,
+    security,
+    stopping,
+)
 from qwen_runtime.argv import GPU_MEMORY_UTILIZATION, SHUTDOWN_TIMEOUT
 from qwen_runtime.engine import ENGINE_READY_TIMEOUT_S, ENGINE_READY_TIMEOUT_VAR
 from qwen_runtime.fetch import EXIT_ACCESS_DENIED, EXIT_CONFIG, EXIT_REPO_NOT_FOUND, EXIT_REVISION_NOT_FOUND
@@ -231,6 +240,8 @@ def server_env(spec: QwenThinkingDeploymentSpec, compile_claim: bool = True) -> 
     if pvc_source(spec) is None:
         env["HF_HUB_CACHE"] = {"name": "HF_HUB_CACHE", "value": HF_CACHE}
         env["HF_HUB_OFFLINE"] = {"name": "HF_HUB_OFFLINE", "value": "1"}
+    if not multi_node(spec):  # each replica's own settings (children/replicas.py)
+        env.update({e["name"]: e for e in replicas.env()})
     if spec.auth.api_key_secret_ref is not None:  # in the environment, never in the argv (`ps`)
         env[API_KEY_VAR] = _secret_env(API_KEY_VAR, spec.auth.api_key_secret_ref)
     for var in spec.runtime.env:
@@ -357,11 +368,27 @@ def owner_reference(res: QwenThinkingDeployment) -> dict[str, Any] | None:
     }
 
 
+def replica_settings(
+    res: QwenThinkingDeployment, utilizations: Mapping[str, float] | None
+) -> dict[str, Any] | None:
+    """The ConfigMap of each replica's own settings and how the pods mount it (a StatefulSet's
+    only; children/replicas.py)."""
+    if multi_node(res.spec):
+        return None
+    return {
+        "configmap": replicas.configmap_name(res.metadata.name),
+        "volume": replicas.VOLUME,
+        "mount": replicas.MOUNT,
+        "data": replicas.data(utilizations or {}),
+    }
+
+
 def _values(
     res: QwenThinkingDeployment,
     max_model_len: int | None,
     gpu_memory_utilization: float | None,
     compile_claim: bool = True,
+    replica_utilizations: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     spec, name = res.spec, res.metadata.name
     pvc = pvc_source(spec)
@@ -396,6 +423,7 @@ def _values(
         },
         "command": server_argv(res, max_model_len, gpu_memory_utilization),
         "env": server_env(spec, compile_claim),
+        "replica_settings": replica_settings(res, replica_utilizations),
         "fetch": None if pvc is not None else {"env": fetch_env(spec)},
         "shared": _shared(res) if shared_cache(spec) else None,
         "pvc": None if pvc is None else pvc.model_dump(by_alias=True),
@@ -497,9 +525,11 @@ def render(
     served: frozenset[str] = frozenset(),
     gpu_memory_utilization: float | None = None,
     compile_claim: bool = True,
+    replica_utilizations: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """Every child manifest, in apply order, for the given effective context length and GPU
-    memory utilization (default: the spec's).
+    memory utilization (default: the spec's), and the replicas' own utilizations (by pod name,
+    in their ConfigMap: children/replicas.py).
 
     `compile_claim`: False keeps a compile cache that needs a claim of its own (Shared, PVC
     source) in the pod instead: the live StatefulSet was made without that claim template, and
@@ -511,7 +541,7 @@ def render(
     spec.monitoring.prometheusRule a PrometheusRule with the Prometheus Operator's.
     """
     res = coerce(resource)
-    values = _values(res, max_model_len, gpu_memory_utilization, compile_claim)
+    values = _values(res, max_model_len, gpu_memory_utilization, compile_claim, replica_utilizations)
     # plain data: equal values, an equal document; hashed once for the documents of every template
     plain = hashlib.blake2b(json.dumps(values, sort_keys=True).encode(), digest_size=16).digest()
     children = []

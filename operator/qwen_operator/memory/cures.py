@@ -16,6 +16,15 @@ non_kv_cache_memory - cudagraph_memory` (`gpu_worker.determine_available_memory`
 | InsufficientFreeMemory | the utilization that the free memory allows |
 | the kubelet's OOMKilled | none: Stalled, HostOutOfMemory (host memory, not GPU) |
 
+A lower utilization concerns one GPU, not the model: it goes to the replica that failed alone
+(`Decision.replicas`, by pod name), which its launcher reads from the replicas' ConfigMap at its
+next start (children/replicas.py), and the pod template keeps the requested utilization, so the
+replicas that serve are not restarted for it. Each failure is judged against its own replica's
+utilization. A shorter context stays uniform: requests go to any replica, so every replica must
+hold one of the full context; it changes the template, which rolls in the rollout's order. In
+pipeline groups (`groups`: a LeaderWorkerSet, one argv for all its pods, rolled by its own
+controller) a lower utilization goes to the template too.
+
 Everything it needs to stay idempotent lives in `status.context.history`: a failure already
 handled there (pod uid and restart count), or reported about another context or utilization
 than the one in force, never cures again, so repeated events and operator restarts converge.
@@ -27,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -151,12 +160,15 @@ class Failure:
     context: int | None
     """The --max-model-len the run had (vLLM's report, else the pod's spec)."""
     utilization: float | None
-    """The --gpu-memory-utilization the run had (vLLM's report, else the pod's spec)."""
+    """The --gpu-memory-utilization the run had (the launcher's report, else the pod's spec)."""
     detail: str
     said: record.Record | None = None
     """The launcher's record: vLLM's figures."""
     memory_limit: str = ""
     """The container's memory limit (for the kubelet's OOMKilled)."""
+    utilization_reported: bool = False
+    """The launcher said the run's utilization (else it is the pod spec's, which a replica's own
+    setting overrides: the kubelet's OOMKilled leaves no record)."""
 
     @property
     def memory(self) -> bool:
@@ -205,16 +217,18 @@ def _failure(pod: snapshot.Pod, ended: snapshot.Terminated, restart_count: int) 
     reported = record.int_field(ended.record, "maxModelLen")
     said: dict[str, object] = dict(ended.record) if ended.record else {}
     utilization = said.get("gpuMemoryUtilization")
+    told = isinstance(utilization, int | float) and not isinstance(utilization, bool)
     return Failure(
         pod=pod.name,
         uid=pod.uid,
         restart_count=restart_count,
         reason=ended.cause,
         context=reported or pod.server_context,
-        utilization=float(utilization) if isinstance(utilization, float) else pod.server_utilization,
+        utilization=float(utilization) if told else pod.server_utilization,  # type: ignore[arg-type]
         detail=_detail(ended),
         said=ended.record,
         memory_limit=pod.server_memory_limit,
+        utilization_reported=told,
     )
 
 
@@ -325,7 +339,7 @@ class Decision:
     history: tuple[api.ContextStep, ...]
     requested_utilization: float
     utilization: float
-    """The --gpu-memory-utilization in force."""
+    """The --gpu-memory-utilization in force in the pod template."""
     recommended: int = 0
     """spec.context.recommendedModelLen: below it, people are told."""
     reduced: api.ContextStep | None = None
@@ -334,6 +348,13 @@ class Decision:
     """A memory failure with no cure (left): at a floor, or a person must act."""
     explained: frozenset[str] = field(default_factory=frozenset)
     """Pods whose crash the cures account for (not a problem while they roll them)."""
+    replicas: Mapping[str, float] = field(default_factory=dict)
+    """Each replica's own --gpu-memory-utilization, by pod name, where a cure lowered it for that
+    replica alone (the replicas' ConfigMap: children/replicas.py)."""
+
+    def utilization_of(self, pod: str) -> float:
+        """The utilization a replica starts with: its own, else the template's."""
+        return self.replicas.get(pod, self.utilization)
 
     @property
     def in_force(self) -> tuple[api.ContextStep, ...]:
@@ -355,9 +376,29 @@ def _in_force(history: Sequence[api.ContextStep], digest: str) -> tuple[api.Cont
     return tuple(h for h in history if h.basis == digest)
 
 
+def _replicas_in_force(runtime: api.RuntimeSpec, in_force: Sequence[api.ContextStep]) -> dict[str, float]:
+    """Each replica's own utilization: the last lower-utilization step of its pod (never above
+    the request)."""
+    out: dict[str, float] = {}
+    for h in in_force:
+        if h.remedy == Remedy.LOWER_UTILIZATION and h.utilization_to and h.replica:
+            out[h.replica] = min(runtime.gpu_memory_utilization, h.utilization_to)
+    return out
+
+
+def _ran_at(failure: Failure, replicas: Mapping[str, float]) -> float | None:
+    """The utilization a failed run had: the launcher's word; without it (the kubelet's OOMKilled)
+    the replica's own setting, which its launcher read, else the pod spec's."""
+    if failure.utilization_reported or failure.pod not in replicas:
+        return failure.utilization
+    return replicas[failure.pod]
+
+
 def _utilization_in_force(runtime: api.RuntimeSpec, in_force: Sequence[api.ContextStep]) -> float:
-    lowered = [
-        h.utilization_to for h in in_force if h.remedy == Remedy.LOWER_UTILIZATION and h.utilization_to
+    lowered = [  # the template's: steps of every replica
+        h.utilization_to
+        for h in in_force
+        if h.remedy == Remedy.LOWER_UTILIZATION and h.utilization_to and not h.replica
     ]
     return min([runtime.gpu_memory_utilization, *lowered[-1:]])
 
@@ -376,11 +417,16 @@ def choose(
     planned_at: Planned,
     failures: Sequence[Failure],
     now: datetime,
+    groups: bool = False,
 ) -> Decision:
-    """The context and utilization given the history in status, the plan and the pods' failures."""
+    """The context and utilization given the history in status, the plan and the pods' failures.
+
+    A lower utilization goes to the failed replica alone (`Decision.replicas`), or with `groups`
+    (pipeline groups: one argv for all their pods) to the template."""
     ctx, digest = res.spec.context, basis(res)
     in_force = _in_force(history, digest)
-    utilization = _utilization_in_force(res.spec.runtime, in_force)
+    utilization = _utilization_in_force(res.spec.runtime, in_force)  # the template's
+    own = {} if groups else _replicas_in_force(res.spec.runtime, in_force)
     planned = planned_at(utilization)
     start = start_context(ctx, planned)
     current = max(start if not in_force else min(start, in_force[-1].to), ctx.min_model_len)
@@ -389,12 +435,14 @@ def choose(
     fresh = [
         f
         for f in memory
-        if f.context == current and _same(f.utilization, utilization) and f.key not in handled
+        if f.context == current
+        and _same(_ran_at(f, own), own.get(f.pod, utilization))
+        and f.key not in handled
     ]
     base = Decision(
         ctx.max_model_len, digest, start, current, planned, tuple(history),
         res.spec.runtime.gpu_memory_utilization, utilization, ctx.recommended_model_len,
-        explained=frozenset(f.pod for f in memory if f not in fresh),
+        explained=frozenset(f.pod for f in memory if f not in fresh), replicas=own,
     )  # fmt: skip
     if not fresh:
         return base
@@ -408,6 +456,13 @@ def choose(
     steps = [c for c in cures if isinstance(c, api.ContextStep)]
     step = max(steps, key=lambda s: (s.remedy == Remedy.SHORTER_CONTEXT, s.to, s.utilization_to or 0))
     lowered = step.utilization_to
+    if lowered is not None and not groups:  # that replica's alone: the template and context stay
+        step = step.model_copy(update={"replica": step.pod})
+        kept = (*history, step)[-HISTORY_LIMIT:]
+        return replace(
+            base, history=kept, reduced=step, replicas={**own, step.pod: lowered},
+            explained=frozenset(f.pod for f in memory),
+        )  # fmt: skip
     if lowered is not None:  # less memory: the plan at the new utilization may fit less
         utilization, planned = lowered, planned_at(lowered)
         start = start_context(ctx, planned)
@@ -425,7 +480,7 @@ def cure(failure: Failure, now_in_force: Decision, spec: api.QwenThinkingDeploym
     """The cure of one fresh memory failure: a step to record, or a problem a person must solve."""
     rule = failure.rule
     if rule is None or rule.cure in (Cure.NONE, Cure.NOT_MEMORY):
-        return _stopped(failure, rule, now_in_force.utilization, spec)
+        return _stopped(failure, rule, now_in_force.utilization_of(failure.pod), spec)
     if rule.cure == Cure.SHORTER_CONTEXT:
         return _shorter_context(failure, rule, now_in_force, spec, now)
     return _lower_utilization(failure, rule, now_in_force, spec, now)
@@ -451,8 +506,8 @@ def _shorter_context(
     if failure.figure("availableGiB") == 0 and failure.figure("neededGiB") is None:
         message = (
             f"pod {failure.pod}: vLLM found no memory at all for the KV cache at utilization "
-            f"{d.utilization:g} ({failure.detail}); no context can fit: use more or larger GPUs per "
-            "replica, or a higher gpuMemoryUtilization"
+            f"{d.utilization_of(failure.pod):g} ({failure.detail}); no context can fit: use more or larger "
+            "GPUs per replica, or a higher gpuMemoryUtilization"
         )
         return Problem(Reason.INSUFFICIENT_GPU_MEMORY, message)
     target = next_context(
@@ -468,17 +523,18 @@ def _lower_utilization(
     failure: Failure, rule: Prescription, d: Decision, spec: api.QwenThinkingDeploymentSpec, now: datetime
 ) -> api.ContextStep | Problem:
     floor = spec.runtime.min_gpu_memory_utilization
+    own = d.utilization_of(failure.pod)  # the failed replica's
     if rule.cure == Cure.FIT_FREE_MEMORY:
         free, total = failure.figure("freeGiB"), failure.figure("totalGiB")
         if not free or not total:
-            return _stopped(failure, rule, d.utilization, spec)
+            return _stopped(failure, rule, own, spec)
         wanted = math.floor((free / total - UTILIZATION_MARGIN) * 100 + EPSILON) / 100
         held = f"another process holds {total - free:.1f} of the {total:.1f} GiB of its GPU"
     else:
-        wanted = round(d.utilization - UTILIZATION_STEP, 2)
-        held = f"{rule.words} at utilization {d.utilization:g} ({failure.detail})"
-    target = max(floor, min(wanted, round(d.utilization - 0.01, 2)))  # always lower, never below the floor
-    if target >= d.utilization - EPSILON or (wanted < floor - EPSILON and rule.cure == Cure.FIT_FREE_MEMORY):
+        wanted = round(own - UTILIZATION_STEP, 2)
+        held = f"{rule.words} at utilization {own:g} ({failure.detail})"
+    target = max(floor, min(wanted, round(own - 0.01, 2)))  # always lower, never below the floor
+    if target >= own - EPSILON or (wanted < floor - EPSILON and rule.cure == Cure.FIT_FREE_MEMORY):
         stalled = Reason.GPU_MEMORY_IN_USE if rule.cure == Cure.FIT_FREE_MEMORY else Reason.HEADROOM_EXHAUSTED
         message = (
             f"pod {failure.pod}: {held}; spec.runtime.minGpuMemoryUtilization ({floor:g}) leaves no lower "
@@ -491,7 +547,7 @@ def _lower_utilization(
         d,
         now,
         remedy=Remedy.LOWER_UTILIZATION,
-        utilization_from=d.utilization,
+        utilization_from=own,
         utilization_to=target,
     )
 

@@ -32,7 +32,7 @@ from qwen_operator.api.vocabulary import (
     Result,
     Stage,
 )
-from qwen_operator.children import compile_cache, placement, registry, render, weights
+from qwen_operator.children import compile_cache, placement, registry, render, replicas, weights
 from qwen_operator.children.registry import Propagation
 from qwen_operator.memory import calibration, cures, planner
 from qwen_operator.process import clock
@@ -352,12 +352,14 @@ def decide(observed: Observed, now: datetime) -> Desired:
     groups = render.multi_node(res.spec)
     failures = [] if res.spec.paused else cures.detect(observed.pods, groups)  # paused: context stays
     history = (before.context.history if before.context else None) or []
-    decision = cures.choose(res, history, planned_at, failures, now)
+    decision = cures.choose(res, history, planned_at, failures, now, groups)
     plan = plans.get(decision.utilization) or planner.plan_for(res.spec, memory, decision.utilization)
     live = None if groups else observed.child("StatefulSet", res.metadata.name)
     compile_claim = compile_cache.claim_allowed(None if live is None else live.manifest)
     children = tuple(
-        render.render(res, decision.effective, observed.served, decision.utilization, compile_claim)
+        render.render(
+            res, decision.effective, observed.served, decision.utilization, compile_claim, decision.replicas
+        )
     )
     p = Situation(observed, res, plan, decision, children)
     blocker = first_blocker(p)
@@ -376,14 +378,13 @@ def decide(observed: Observed, now: datetime) -> Desired:
     pods = problems.of_pods(observed.pods, now, decision.explained, creation)
     changing = any(a.stales_rollout for a in applies)
     workload_deleted = any(d.child.kind in registry.WORKLOAD_KINDS for d in deletes)
-    rolling = rollout.plan(
-        rollout.Inputs(
-            sts, observed.pods, res.spec.replicas, res.spec.disruption.max_unavailable,
-            render.startup_seconds(res), before.rollout, decision.explained,
-            hold=held or changing or workload_deleted or observed.refusal is not None,
-        ),
-        now,
+    ordering = rollout.Inputs(
+        sts, observed.pods, res.spec.replicas, res.spec.disruption.max_unavailable,
+        render.startup_seconds(res), before.rollout, decision.explained,
+        hold=held or changing or workload_deleted or observed.refusal is not None,
+        settings=settings_in_force(observed, res, decision, applies),
     )  # fmt: skip
+    rolling = rollout.plan(ordering, now)
     halted = None if rolling is None else rolling.problem()
     found = blocker or halted or decision.problem or _download_or_pods(download, pods)
     problem, wait = (found, None) if isinstance(found, Problem) else (None, found)
@@ -392,7 +393,7 @@ def decide(observed: Observed, now: datetime) -> Desired:
         res, sts, decision, problem, wait, observed.pods, changing, weights=shared, served=observed.served,
         starts=observed.starts, rollout=rolling,
     )  # fmt: skip
-    replacements = _pod_deletes(observed, rolling)
+    replacements = _pod_deletes(observed, rolling, rollout.restarts(ordering))
     after = status.build(inputs, before, now)
     if decision.reduced is not None:
         said.append(events.cured(decision.reduced))
@@ -410,17 +411,35 @@ def decide(observed: Observed, now: datetime) -> Desired:
     )
 
 
-def _pod_deletes(observed: Observed, rolling: rollout.Rollout | None) -> tuple[DeletePod, ...]:
-    """The pods the rollout replaces, with the event that says why."""
-    if rolling is None:
-        return ()
-    return tuple(
-        DeletePod(
-            observed.resource.namespace, r.pod.name, r.pod.uid, r.why,
-            (events.replacing_pod(r.pod.name, rolling.revision, r.why),),
-        )
-        for r in rolling.replace
-    )  # fmt: skip
+def settings_in_force(
+    observed: Observed, res: api.QwenThinkingDeployment, decision: cures.Decision, applies: tuple[Apply, ...]
+) -> dict[str, float]:
+    """The replicas' own settings as their ConfigMap holds them now: the decision's, once the live
+    ConfigMap has them (it exists and this pass does not write it); else none, so that no pod is
+    restarted before the entry it is restarted for can be read (children/replicas.py)."""
+    name = replicas.configmap_name(res.metadata.name)
+    live = observed.child("ConfigMap", name)
+    writing = any(a.kind == "ConfigMap" and a.manifest["metadata"]["name"] == name for a in applies)
+    return dict(decision.replicas) if live is not None and not live.deleting and not writing else {}
+
+
+def _pod_deletes(
+    observed: Observed, rolling: rollout.Rollout | None, restarts: tuple[rollout.Replacement, ...] = ()
+) -> tuple[DeletePod, ...]:
+    """The pods the rollout replaces, then those restarted with their own settings (each once),
+    with the event that says why."""
+    ns = observed.resource.namespace
+    revision = "" if rolling is None else rolling.revision
+    out = [
+        DeletePod(ns, r.pod.name, r.pod.uid, r.why, (events.replacing_pod(r.pod.name, revision, r.why),))
+        for r in (() if rolling is None else rolling.replace)
+    ]
+    taken = {d.name for d in out}
+    out += [
+        DeletePod(ns, r.pod.name, r.pod.uid, r.why, (events.restarting_pod(r.pod.name, r.why),))
+        for r in restarts if r.pod.name not in taken
+    ]  # fmt: skip
+    return tuple(out)
 
 
 def _written(

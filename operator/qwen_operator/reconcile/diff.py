@@ -101,7 +101,7 @@ def drift(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> Drift |
     for key in ("metadata", "spec"):
         if not contains(desired.get(key), live.get(key)):
             return Drift.DRIFTED
-    if "data" in desired and data_digest(desired) != live.get(DATA_DIGEST):
+    if "data" in desired and data_digest(desired) != live_data_digest(live):
         return Drift.DRIFTED
     if not contains(desired.get(IMMUTABLE), live.get(IMMUTABLE)):
         return Drift.DRIFTED
@@ -120,6 +120,12 @@ children/launcher.py). The slim live manifest keeps it."""
 def data_digest(obj: Mapping[str, Any]) -> str:
     """A digest of a ConfigMap's data: compared instead of the data, which the cache does not keep."""
     return hashlib.sha256(json.dumps(obj.get("data") or {}, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def live_data_digest(live: Mapping[str, Any]) -> str:
+    """The digest of a slim live ConfigMap's data; one without data (the apiserver omits an empty
+    map: the replicas' ConfigMap with no entry) has the digest of no data."""
+    return str(live.get(DATA_DIGEST) or data_digest({}))
 
 
 COMPARED = ("metadata", "spec")
@@ -141,7 +147,7 @@ def changed_fields(live: Mapping[str, Any] | None, desired: Mapping[str, Any]) -
             out += [f"{key}.{k}" for k, v in want.items() if not contains(v, have.get(k))]
         elif not contains(want, have):
             out.append(key)
-    if "data" in desired and data_digest(desired) != live.get(DATA_DIGEST):
+    if "data" in desired and data_digest(desired) != live_data_digest(live):
         out.append("data")
     if not contains(desired.get(IMMUTABLE), live.get(IMMUTABLE)):
         out.append(IMMUTABLE)

@@ -98,6 +98,13 @@ def replacing_pod(pod: str, revision: str, why: str) -> Event:
     return Event(EventType.NORMAL, EventReason.REPLACING_POD, message[:MESSAGE_LIMIT])
 
 
+def restarting_pod(pod: str, why: str) -> Event:
+    """A replica's own settings changed: its pod was deleted, the StatefulSet recreates it with
+    the same template, and its launcher reads them at start (children/replicas.py)."""
+    message = f"Restarting pod {pod} with its own settings: {why}"
+    return Event(EventType.NORMAL, EventReason.RESTARTING_REPLICA, message[:MESSAGE_LIMIT])
+
+
 def switching(kind: str, name: str, to: str) -> Event:
     """parallelism.pipeline crossed 1: one kind of workload gives way to the other."""
     message = f"Replacing {kind} {name} by a {to}: parallelism.pipeline changed; its pods go first"
@@ -111,6 +118,12 @@ def cured(step: api.ContextStep) -> Event:
             f"Lowered the GPU memory utilization from {step.utilization_from:g} to {step.utilization_to:g} "
             f"after {step.cause or step.reason} on pod {step.pod}: {step.detail}"
         )
+        if step.replica:  # that replica's alone (children/replicas.py)
+            message = (
+                f"Lowered the GPU memory utilization of pod {step.replica} alone from "
+                f"{step.utilization_from:g} to {step.utilization_to:g} after {step.cause or step.reason}: "
+                f"{step.detail}; it takes it at its next start, the other replicas keep theirs"
+            )
         if step.to < step.from_:
             message += f"; the memory plan at {step.utilization_to:g} fits {step.to} tokens"
         return Event(EventType.WARNING, EventReason.UTILIZATION_REDUCED, message[:MESSAGE_LIMIT])

@@ -26,6 +26,13 @@ updateRevision would be the previous template's), while this pass changes the St
 while the operator holds its writes (paused, blocked). A failure that the out-of-memory cures
 explain does not halt: the cure brings a new template, which replaces the failed pod first.
 
+A cure that concerns one replica (a lower GPU memory utilization: memory/cures.py) changes no
+template: it goes into that replica's entry of the replicas' ConfigMap (children/replicas.py),
+which its launcher reads at start. `restarts` then deletes that pod alone, once the ConfigMap has
+the entry, if it does not serve and its last run had another utilization: the StatefulSet
+recreates it with the same template, and it starts with its own setting. The other replicas are
+not touched.
+
 A LeaderWorkerSet is rolled by its own controller (RollingUpdate, `maxUnavailable` from
 `spec.disruption`, no surge): its groups are replaced by index, with no canary and no halt.
 """
@@ -33,8 +40,8 @@ A LeaderWorkerSet is rolled by its own controller (RollingUpdate, `maxUnavailabl
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from qwen_operator import api
@@ -156,6 +163,9 @@ class Inputs:
     """Pods whose failure the out-of-memory cures account for."""
     hold: bool = False
     """Replace nothing this pass (the StatefulSet changes now, or writes are held)."""
+    settings: Mapping[str, float] = field(default_factory=dict)
+    """Each replica's own --gpu-memory-utilization, by pod name, as the replicas' ConfigMap holds
+    it now (empty while the ConfigMap is still being written)."""
 
 
 def _serving(pod: snapshot.Pod) -> bool:
@@ -244,3 +254,42 @@ def _next_serving(
     first = not r.canary
     why = "the canary: the first serving replica on the new template" if first else "the next serving replica"
     return _replacing(r, [Replacement(pod, why)], canary=pod.name if first else None)
+
+
+EPSILON = 1e-6
+
+
+def ran_at(pod: snapshot.Pod, ended: snapshot.Terminated) -> float | None:
+    """The --gpu-memory-utilization an ended run had: the launcher's record, else the pod spec's."""
+    said = ended.record.get("gpuMemoryUtilization") if ended.record is not None else None
+    if isinstance(said, int | float) and not isinstance(said, bool):
+        return float(said)
+    return pod.server_utilization
+
+
+def restarts(f: Inputs) -> tuple[Replacement, ...]:
+    """Replicas to start again with their own settings: each one with an entry in the replicas'
+    ConfigMap (`settings`) that does not serve, whose server is not running (it failed, and waits
+    to be restarted), and whose last run had another utilization than its entry. Deleting the pod
+    is what makes it read the entry: the kubelet restarts the container of the same pod, which
+    may still see the file as it was (a ConfigMap volume is updated with a delay). A pod whose run
+    already had its setting is left alone, so a pod is restarted once per setting."""
+    if f.hold or not f.settings:
+        return ()
+    out = []
+    for pod in sorted(f.pods, key=lambda p: ordinal(p.name)):
+        own, server = f.settings.get(pod.name), pod.server
+        if own is None or server is None or pod.deleting or _serving(pod) or server.running_since is not None:
+            continue
+        if not 0 <= ordinal(pod.name) < f.want:
+            continue
+        ended = server.terminated or server.last_terminated
+        if ended is None or not ended.failed:
+            continue
+        ran = ran_at(pod, ended)
+        if ran is not None and abs(ran - own) < EPSILON:
+            continue
+        had = "another" if ran is None else f"{ran:g}"
+        why = f"not serving; its last run had --gpu-memory-utilization {had}, it starts with its own {own:g}"
+        out.append(Replacement(pod, why))
+    return tuple(out)

@@ -151,7 +151,7 @@ def observed_memory(
             started_at=clock.rfc3339(latest.started_at),
             vllm_version=latest.report.get("vllmVersion", ""),
             image=server.image if server is not None else "",
-            gpu_memory_utilization=pod.server_utilization,
+            gpu_memory_utilization=_utilization(latest.report) or pod.server_utilization,
             max_model_len=kv.get("maxModelLen") or pod.server_context,
             kv_cache_gib=kv.get("memoryGiB"),
             kv_cache_tokens=kv.get("tokens"),
@@ -161,3 +161,10 @@ def observed_memory(
     if before is not None and before.basis == basis:
         return before
     return None
+
+
+def _utilization(report: StartReport) -> float | None:
+    """The run's own --gpu-memory-utilization, as its launcher reported it (a replica's own setting
+    overrides the pod spec's: children/replicas.py)."""
+    value = report.get("gpuMemoryUtilization")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

@@ -205,9 +205,11 @@ def context_reduced(decision: Decision, generation: int | None) -> Condition:
 
 
 def utilization_reduced(decision: Decision, generation: int | None) -> Condition:
-    """True while the servers run with a lower GPU memory utilization than requested, and why."""
+    """True while the servers, or some replicas (their own utilization), run with a lower GPU
+    memory utilization than requested, and why; the message names those replicas."""
     steps = decision.steps(Remedy.LOWER_UTILIZATION)
-    if decision.utilization >= decision.requested_utilization or not steps:
+    own = {p: u for p, u in sorted(decision.replicas.items()) if u < decision.utilization - cures.EPSILON}
+    if (decision.utilization >= decision.requested_utilization and not own) or not steps:
         message = f"running at the GPU memory utilization requested ({decision.requested_utilization:g})"
         return _cond(ConditionType.UTILIZATION_REDUCED, "False", Reason.AS_REQUESTED, message, generation)
     last = steps[-1]
@@ -216,10 +218,14 @@ def utilization_reduced(decision: Decision, generation: int | None) -> Condition
         if last.reason == LauncherReason.INSUFFICIENT_FREE_MEMORY
         else Reason.OUT_OF_MEMORY
     )
-    message = (
-        f"{last.cause} at utilization {last.utilization_from:g} on pod {last.pod}; running at "
-        f"{decision.utilization:g} of the {decision.requested_utilization:g} requested"
-    )
+    running = f"{decision.utilization:g} of the {decision.requested_utilization:g} requested"
+    message = f"{last.cause} at utilization {last.utilization_from:g} on pod {last.pod}; "
+    if own:
+        which = ", ".join(f"{pod} at {value:g}" for pod, value in own.items())
+        message += f"its own utilization for {'replica' if len(own) == 1 else 'replicas'} {which}; "
+        message += f"the other replicas at {running}"
+    else:
+        message += f"running at {running}"
     return _cond(ConditionType.UTILIZATION_REDUCED, "True", reason, message, generation)
 
 
@@ -279,7 +285,10 @@ def build(f: Inputs, before: Status, now: datetime) -> Status:
     want = res.spec.replicas
     ro = rollout(f.sts, want, f.sts_changing)
     phase = phase_of(want, ro, f.problem)
-    entries = stages.stages(f.pods, f.starts, before.replica_status or ())
+    entries = [
+        e.model_copy(update={"gpu_memory_utilization": f.decision.utilization_of(e.pod)})
+        for e in stages.stages(f.pods, f.starts, before.replica_status or ())
+    ]
     summary = stages.summary(entries, want)
     conds = kstatus(phase, want, ro, f.problem, f.wait, res.spec.paused, generation, summary, f.rollout)
     conds += [context_reduced(f.decision, generation), utilization_reduced(f.decision, generation)]
