@@ -46,6 +46,7 @@ import http.client
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -73,7 +74,7 @@ CONTEXT = 4096
 KV_BUDGET_GIB = 1
 STREAMS = 3
 """Completions kept in flight at once: about one per replica."""
-ANSWER_TOKENS = 1500
+ANSWER_TOKENS = 600
 """Tokens per answer: tens of seconds on two busy cores (longer while a neighbour starts), longer
 than the preStop delay, so an answer can be in flight when its server gets SIGTERM."""
 DRAIN_SECONDS = 300
@@ -356,6 +357,20 @@ def quantile(values: list[float], q: float) -> float:
     )
 
 
+def summary(f: Figures) -> str:
+    """One scenario's figures on one line, printed as soon as it ends: a run stopped half-way
+    keeps them."""
+    rollout = "-" if f.rollout_seconds is None else f"{f.rollout_seconds:.0f}"
+    return (f"  {f.label}: sent {len(f.outcomes)}, completed {f.count('completed')}, failed "
+            f"{f.count('failed')}, cut {f.count('cut')}; rollout {rollout} s; fewest ready {f.fewest_ready}"
+            + (f"; error: {f.error}" if f.error else ""))  # fmt: skip
+
+
+def stopped(signum: int, frame: object) -> None:
+    """SIGTERM as Ctrl-C: the `finally` blocks stop the servers, the operator and the cluster."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def report(before: Figures, after: Figures) -> None:
     def row(what: str, a: object, b: object) -> None:
         print(f"{what:<42} {a!s:>24} {b!s:>24}")
@@ -405,6 +420,7 @@ def main() -> int:
     if not env.is_ready():
         print(f"rollout: not run ({env.missing_message()})")
         return 1
+    signal.signal(signal.SIGTERM, stopped)
     started_here = False
     gone = unreachable(os.environ["KUBECONFIG"]) if os.environ.get("KUBECONFIG") else None
     if gone is not None:
@@ -436,7 +452,9 @@ def main() -> int:
         api = config.new_client_from_config(config_file=os.environ["KUBECONFIG"])  # type: ignore[no-untyped-call]
         print(f"operator log: {log.name}; servers' logs under {workdir}", flush=True)
         before = scenario("before", 0, api, workdir)
+        print(summary(before), flush=True)
         after = scenario("after", DRAIN_SECONDS, api, workdir)
+        print(summary(after), flush=True)
         report(before, after)
         return 0 if not before.error and not after.error else 1
     except (RuntimeError, AssertionError, subprocess.CalledProcessError) as exc:
