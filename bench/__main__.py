@@ -8,7 +8,17 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["launcher", "operator", "footprint", "scale", "neighbour", "fallback", "causes", "restart"]
+BENCHMARKS = [
+    "launcher",
+    "operator",
+    "footprint",
+    "scale",
+    "neighbour",
+    "fallback",
+    "causes",
+    "restart",
+    "rollout",
+]
 
 
 def main(argv: list[str]) -> int:

@@ -15,7 +15,9 @@ what the kubelet would:
   termination message (the launcher's record, or the log's tail with FallbackToLogsOnError),
   through `kube.terminate_container`, and after the kubelet's back-off (10 s, doubling) the
   container runs again unless the pod was replaced;
-* a pod being deleted has its process stopped (SIGTERM, then SIGKILL);
+* a pod being deleted has its process stopped (SIGTERM, then SIGKILL); with `graceful_stop`,
+  the kubelet's way: the preStop sleep, SIGTERM, SIGKILL when the grace period ends, the pod
+  held (a finalizer) until the process is gone;
 * the process's output goes to a log file in the container runtime's format, named in a kwok
   `Logs` object of the pod's name, so kwok serves it as the node's kubelet would: `kubectl logs`
   and the operator's pods/log reads get it through the apiserver (the previous run's file is
@@ -51,6 +53,9 @@ BACKOFF_SECONDS, BACKOFF_MAX = 10.0, 300.0
 """The kubelet's crash-loop back-off: 10 s, doubling, at most 5 minutes."""
 STOP_GRACE = 10.0
 """The pod is already gone (kwok deletes at once): no one waits for the drain."""
+FINALIZER = "e2e.qwen-operator.io/real-process"
+"""With `graceful_stop`, holds a deleted pod until its process has stopped, as a kubelet holds a
+terminating pod until its containers have exited."""
 
 
 @dataclass
@@ -68,6 +73,8 @@ class Run:
     log_offset: int = 0
     """How much of the server's output is in `cri_log` already."""
     partial: bytes = b""
+    sigterm_at: float | None = None
+    """With `graceful_stop`: when the kubelet's SIGTERM came, after the preStop hook (monotonic)."""
 
     @property
     def cri_log(self) -> Path:
@@ -85,9 +92,16 @@ class Harness:
     checkpoint: Path
     workdir: Path
     poll: float = 0.5
+    graceful_stop: bool = False
+    """Stop a deleted pod's process as the kubelet does, from a thread of its own: the preStop
+    sleep (the process serves on), SIGTERM, SIGKILL once the pod's grace period is over; and hold
+    the pod until then. Why: kwok deletes a pod at once, so by default nothing waits for a drain
+    (SIGTERM at once, SIGKILL after `STOP_GRACE`) and the StatefulSet's replacement starts while
+    the old process still runs; a drain or a rollout's duration is only measured this way."""
     runs: list[Run] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     _active: dict[str, Run] = field(default_factory=dict)
+    _stopping: dict[str, threading.Thread] = field(default_factory=dict)
     _restart_due: dict[str, float] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -101,8 +115,13 @@ class Harness:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=60)
+        for stopping in self._stopping.values():  # told by _stop: they kill what still runs
+            stopping.join(timeout=60)
         for run in self._active.values():
             run.server.stop(STOP_GRACE)
+            if self.graceful_stop:
+                with contextlib.suppress(Exception):  # the cluster may be gone already
+                    self._release(run.pod, run.uid)
         self._active.clear()
 
     def _loop(self) -> None:
@@ -120,7 +139,15 @@ class Harness:
         pods = [self.api.sanitize_for_serialization(p) for p in items]  # type: ignore[no-untyped-call]
         live = {p["metadata"]["uid"]: p for p in pods if not p["metadata"].get("deletionTimestamp")}
         for uid in [uid for uid in self._active if uid not in live]:
-            self._active.pop(uid).server.stop(STOP_GRACE)
+            if self.graceful_stop:
+                self._stop_gracefully(self._active.pop(uid))
+            else:
+                self._active.pop(uid).server.stop(STOP_GRACE)
+        for pod in pods:  # held, but its process already gone (exited before the delete)
+            uid = pod["metadata"]["uid"]
+            held = FINALIZER in (pod["metadata"].get("finalizers") or [])
+            if held and uid not in live and uid not in self._stopping:
+                self._release(pod["metadata"]["name"], uid)
         for uid, pod in live.items():
             spec = _container(pod["spec"].get("containers"))
             status = _container(pod.get("status", {}).get("containerStatuses"))
@@ -143,6 +170,62 @@ class Harness:
         for run in self._active.values():
             _sync_log(run)
 
+    def _stop_gracefully(self, run: Run) -> None:
+        """The kubelet's stop of a deleted pod's container, in a thread: the preStop sleep,
+        SIGTERM, SIGKILL when the grace period runs out (or the harness ends); then the pod goes."""
+
+        def stop() -> None:
+            plan = run.server.launch.stop
+            if not self._stop.wait(plan.pre_stop_seconds):
+                run.sigterm_at = run.server.terminate() if run.server.returncode() is None else None
+                deadline = time.monotonic() + plan.after_sigterm
+                while run.server.returncode() is None and time.monotonic() < deadline:
+                    if self._stop.wait(0.2):
+                        break
+            run.server.kill()
+            run.exit_code = run.server.wait(0)
+            run.server.exited_after = time.monotonic() - run.server.started_at
+            _sync_log(run)
+            try:
+                self._release(run.pod, run.uid)
+            except Exception as error:  # the test reads errors
+                self.errors.append(repr(error))
+
+        thread = threading.Thread(target=stop, name=f"stop-{run.pod}", daemon=True)
+        self._stopping[run.uid] = thread
+        thread.start()
+
+    def _hold(self, pod: dict[str, Any]) -> bool:
+        """The finalizer that keeps a deleted pod until its process has stopped; False when the
+        pod is gone already (nothing to start)."""
+        if FINALIZER in (pod["metadata"].get("finalizers") or []):
+            return True
+        body = {"metadata": {"finalizers": [FINALIZER]}}  # a strategic merge adds to the list
+        try:
+            client.CoreV1Api(self.api).patch_namespaced_pod(pod["metadata"]["name"], self.namespace, body)
+        except client.ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    def _release(self, name: str, uid: str) -> None:
+        """The pod, of this uid, without the harness's finalizer: the apiserver removes it."""
+        core = client.CoreV1Api(self.api)
+        try:
+            pod = core.read_namespaced_pod(name, self.namespace)
+        except client.ApiException as error:
+            if error.status == 404:
+                return
+            raise
+        finalizers = list(pod.metadata.finalizers or [])
+        if pod.metadata.uid != uid or FINALIZER not in finalizers:
+            return
+        rest = [f for f in finalizers if f != FINALIZER]
+        patch = [{"op": "test", "path": "/metadata/uid", "value": uid},
+                 {"op": "replace", "path": "/metadata/finalizers", "value": rest}]  # fmt: skip
+        core.patch_namespaced_pod(name, self.namespace, patch)
+
     def _passes(self, run: Run, spec: dict[str, Any], *kinds: str) -> bool:
         return all(run.server.probe(kubelet.Probe.of(spec, kind)) for kind in kinds)
 
@@ -151,6 +234,8 @@ class Harness:
 
     def _start(self, pod: dict[str, Any], restart_count: int) -> None:
         name, uid = pod["metadata"]["name"], pod["metadata"]["uid"]
+        if self.graceful_stop and not self._hold(pod):
+            return
         workdir = self.workdir / f"{name}-{uid[:8]}-{restart_count}"
         launch = adapt(pod["spec"], venv_bin=self.python.parent, checkpoint=self.checkpoint, workdir=workdir,
                        secret=self._secret, configmap=self._configmap, pod_name=name)  # fmt: skip
