@@ -88,7 +88,8 @@ class Expect:
     def children(self) -> dict[str, int]:
         if self.stalled:
             return {}
-        return {"ConfigMap": 1, "StatefulSet": 1, "Service": 2, "PodDisruptionBudget": 1}
+        # ConfigMaps: the launcher (content-addressed) and the replicas' own settings
+        return {"ConfigMap": 2, "StatefulSet": 1, "Service": 2, "PodDisruptionBudget": 1}
 
 
 def fifty() -> dict[str, tuple[dict[str, Any], Expect]]:

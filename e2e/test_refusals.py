@@ -54,6 +54,9 @@ pytestmark = pytest.mark.e2e
 QUIET_SECONDS = 5
 MANUAL = {"name": "QWEN_E2E_MANUAL_KUBELET", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
 CHILD_KINDS = ("serviceaccounts", "configmaps", "services", "statefulsets", "poddisruptionbudgets")
+ALL_CHILDREN = dict.fromkeys(CHILD_KINDS, 1) | {"services": 2, "configmaps": 2}
+"""A converged resource's children: two Services (the API, the headless one) and two ConfigMaps (the
+launcher, the replicas' own settings)."""
 
 
 @pytest.fixture
@@ -201,7 +204,7 @@ def test_refused_by_the_cluster_each_says_why_and_stays_idle(
     assert phases == {"secret": "Pending", "claim": "Progressing", "priority": "Failed", "quota": "Pending",
                       "limits": "Failed", "podsecurity": "Failed"}  # fmt: skip
     for key, name in ns.items():  # the operator's part is whole: every child, or (none here) none
-        assert children(api_client, name) == dict.fromkeys(CHILD_KINDS, 1) | {"services": 2}, key
+        assert children(api_client, name) == ALL_CHILDREN, key
 
     passes, writes = quiet(operator, cluster, list(ns.values()))
     print(
@@ -239,7 +242,7 @@ def test_a_quota_on_a_child_creates_nothing_backs_off_and_recovers(
         assert len(stamps) == 4 and gaps[-2] >= 1.9 and gaps[-1] >= 4.9
     core_v1.delete_namespaced_resource_quota("no-lb", ns)
     wait_phase(custom, ns, NAME, "Ready", timeout=90)  # the next retry (10 s at most by now) creates it all
-    assert children(api_client, ns) == dict.fromkeys(CHILD_KINDS, 1) | {"services": 2}
+    assert children(api_client, ns) == ALL_CHILDREN
     assert operator.healthy()
 
 
