@@ -104,6 +104,11 @@ RESET_ANNOTATION = f"{GROUP}/context-reset"
 """On the resource, read only: a new value tries the requested context again."""
 LAUNCHER_ANNOTATION = f"{GROUP}/launcher-digest"
 """On the pod template: the digest of the launcher's sources (a new launcher rolls the pods)."""
+TEMPLATE_ANNOTATION = f"{GROUP}/template-digest"
+"""On both pod templates of a LeaderWorkerSet: a digest of its `leaderWorkerTemplate` (without this
+annotation), so each pod says which template it was made from. The rollout compares it with the
+rendered one (reconcile/rollout.py): LWS's own `template-revision-hash` label is a hash the
+operator cannot compute, and the LeaderWorkerSet's status does not name the current one."""
 ANNOTATION_PREFIX = f"{GROUP}/"
 """The operator reads only annotations under its own prefix (and keeps no others in memory)."""
 
@@ -140,6 +145,9 @@ REVISION_LABEL = "controller-revision-hash"
 LWS_GROUP_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/group-index"
 """LWS labels each pod of a group, leader and workers, with the group's index (0 to replicas - 1):
 its webhook gives a leader its StatefulSet ordinal, the group's worker StatefulSet copies it."""
+LWS_PARTITION_PATH = ("spec", "rolloutStrategy", "rollingUpdateConfiguration", "partition")
+"""Where a LeaderWorkerSet says which groups may take its template: those with an index at or above
+it (its controller never updates a lower one). The operator's rollout sets it (reconcile/rollout.py)."""
 LWS_LEADER_ADDRESS_VAR = "LWS_LEADER_ADDRESS"
 """LWS sets it in every container of a group: the leader pod's DNS name."""
 LWS_WORKER_INDEX_VAR = "LWS_WORKER_INDEX"
@@ -202,7 +210,8 @@ class RolloutState(StrEnum):
     """Where a rollout of the server pods' template stands (`status.rollout.state`)."""
 
     ROLLING = "Rolling"
-    """Replicas are being replaced, in the operator's order."""
+    """Replicas are being replaced, in the operator's order (a LeaderWorkerSet's groups: by its
+    controller, behind the operator's canary)."""
     HALTED = "Halted"
     """A replica on the new template failed: no other is replaced until it serves, or a new
     template comes."""
