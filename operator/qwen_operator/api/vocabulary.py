@@ -322,8 +322,9 @@ class Reason(StrEnum):
     """Ready=False, Stalled=True | the StatefulSet controller cannot create a pod or claim for
     another reason; the message is its event's"""
     ROLLOUT_HALTED = "RolloutHalted"
-    """Ready=False, Stalled=True | the canary (the first replica on a new template) failed: the
-    other replicas keep the old template and serve; a new spec, or the canary serving, resumes it"""
+    """Ready=False, Stalled=True | the canary (the first replica, or LeaderWorkerSet group, on a new
+    template) failed: the others keep the old template and serve; a new spec, or the canary
+    serving, resumes it"""
     CREATE_CONTAINER_CONFIG_ERROR = "CreateContainerConfigError"
     """Ready=False, Stalled=True | the kubelet cannot start a container: a Secret or key it reads
     (`tokenSecretRef`, `apiKeySecretRef`, `valueFrom`) is missing"""
