@@ -10,6 +10,7 @@ LeaderWorkerSets is proven too.
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -38,7 +39,7 @@ from e2e.operator_fixtures import (  # noqa: E402
     wait_phase,
 )
 from qwen_operator import api  # noqa: E402
-from qwen_operator.api.vocabulary import TEMPLATE_ANNOTATION  # noqa: E402
+from qwen_operator.api.vocabulary import HASH_ANNOTATION, TEMPLATE_ANNOTATION  # noqa: E402
 from qwen_operator.children import render  # noqa: E402
 from qwen_runtime.argv import max_model_len  # noqa: E402
 
@@ -374,6 +375,15 @@ def test_a_new_template_rolls_the_canary_group_first_then_the_rest(
     assert obj["status"]["rollout"]["revision"] == new
     assert obj["status"]["progress"].startswith(f"rolling 1/{GROUPS}, canary scheduling"), obj["status"]
 
+    roll_the_rest(custom, core_v1, ns, uids, new)
+
+
+def roll_the_rest(
+    custom: client.CustomObjectsApi, core_v1: client.CoreV1Api, ns: str, uids: dict[str, str], new: str
+) -> None:
+    """Play the kubelet of each group the controller recreates from the new template: the groups
+    are replaced from the highest index down, one at a time (never fewer than two serve), and
+    the rollout ends at rest (partition 0, no `status.rollout`)."""
     replaced: list[str] = []
     fewest = GROUPS
 
@@ -454,3 +464,73 @@ def test_a_canary_group_that_fails_halts_with_the_others_serving_on_the_old_temp
         uids[f"{NAME}-{i}"] for i in range(GROUPS - 1)
     ]
     assert "rollout" not in get_qtd(custom, ns, NAME)["status"] and lws_partition(ns) == 0
+
+
+def pointer(key: str) -> str:
+    """A map key as a JSON-pointer segment."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def test_an_operator_upgrade_restarts_no_group_and_the_next_template_rolls_behind_the_canary(
+    operator: Operator, lws_controller: lws.Controller, six_gpu_nodes: list[str], group_ns: str,
+    custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
+) -> None:  # fmt: skip
+    """A LeaderWorkerSet as an operator from before the template digest left it: no digest in its
+    templates nor on its pods, another applied hash. The new operator's start applies nothing
+    to its templates (rollout.as_applied): no group is recreated, the LeaderWorkerSet keeps its
+    generation, and the status says no rollout. The next spec change brings the digest, behind
+    the canary: the groups without it are the old template."""
+    del six_gpu_nodes
+    ns = group_ns
+    groups_serving(custom, core_v1, ns)
+    operator.kill(signal.SIGTERM)  # the older operator: gone while its LeaderWorkerSet is made so
+    try:
+        strip = [
+            {"op": "remove", "path": f"/spec/leaderWorkerTemplate/{role}/metadata/annotations/"
+             f"{pointer(TEMPLATE_ANNOTATION)}"} for role in render.GROUP_TEMPLATES
+        ]  # fmt: skip
+        strip.append(
+            {"op": "replace", "path": f"/metadata/annotations/{pointer(HASH_ANNOTATION)}", "value": "older"}
+        )
+        kubectl("patch", "leaderworkerset", NAME, "-n", ns, "--type=json", "-p", json.dumps(strip))
+
+        def settled() -> dict[str, str] | None:
+            pods = server_pods(core_v1, ns)
+            done = len(pods) == 2 * GROUPS and all(not digest_of(p) and ready_pod(p) for p in pods)
+            return {p.metadata.name: p.metadata.uid for p in pods} if done else None
+
+        wait_for(settled, 180, "every group recreated without the digest, serving")
+        settle(3)  # the controller at rest: no group still to replace
+        uids = wait_for(settled, 10, "every group serving without the digest")
+        before = lws_object(ns) or {}
+    finally:
+        operator.start()  # the upgraded operator
+    assert before["metadata"]["annotations"][HASH_ANNOTATION] == "older"
+    # the upgraded operator's pass: it applies its hash (a change of metadata alone), nothing else
+    wait_for(
+        lambda: (lws_object(ns) or {})["metadata"]["annotations"][HASH_ANNOTATION] != "older",
+        60, "the operator's apply of the LeaderWorkerSet",
+    )  # fmt: skip
+    settle(8)
+    after = lws_object(ns) or {}
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert after["spec"]["leaderWorkerTemplate"] == before["spec"]["leaderWorkerTemplate"]
+    assert lws_digest(ns) == "" and lws_partition(ns) == 0
+    pods = server_pods(core_v1, ns)
+    assert {p.metadata.name: p.metadata.uid for p in pods} == uids
+    assert all(ready_pod(p) and not digest_of(p) for p in pods)
+    obj = wait_phase(custom, ns, NAME, "Ready", timeout=60)
+    assert "rollout" not in obj["status"], obj["status"]
+    assert not obj["status"]["progress"].startswith(("rolling", "halted")), obj["status"]
+    assert all(not e.get("revision") for e in obj["status"]["replicaStatus"]), obj["status"]
+
+    # the first real change: the digest comes, to the highest group alone while the others serve
+    apply_yaml(ns, sample(**TP4_PP2, replicas=GROUPS, runtime={"env": [MANUAL]}))
+    new = wait_for(lambda: lws_digest(ns), 30, "the new template, with its digest, in the LeaderWorkerSet")
+    leader_uids = {n: uids[n] for n in leaders(core_v1, ns)}
+    canary_waits(core_v1, ns, leader_uids, new)
+    obj = get_qtd(custom, ns, NAME)
+    assert obj["status"]["rollout"]["canary"] == f"{NAME}-{GROUPS - 1}"
+    assert obj["status"]["rollout"]["revision"] == new
+    assert obj["status"]["progress"].startswith(f"rolling 1/{GROUPS}, canary scheduling"), obj["status"]
+    roll_the_rest(custom, core_v1, ns, leader_uids, new)

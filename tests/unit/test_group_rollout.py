@@ -8,9 +8,16 @@ from datetime import timedelta
 from typing import Any
 
 from qwen_operator import api
-from qwen_operator.api.vocabulary import LWS_CRD, LWS_KIND, TEMPLATE_ANNOTATION, Reason, RolloutState
+from qwen_operator.api.vocabulary import (
+    HASH_ANNOTATION,
+    LWS_CRD,
+    LWS_KIND,
+    TEMPLATE_ANNOTATION,
+    Reason,
+    RolloutState,
+)
 from qwen_operator.children import render
-from qwen_operator.reconcile import rollout, snapshot
+from qwen_operator.reconcile import diff, rollout, snapshot
 from qwen_operator.reconcile.decide import decide
 from qwen_operator.reconcile.observe import Observed
 from testkit.fake import NOW
@@ -219,3 +226,90 @@ def test_decide_at_rest_is_idle_and_says_no_rollout() -> None:
 def test_a_paused_resource_says_no_rollout_of_a_template_it_does_not_apply() -> None:
     desired = decide(observed(lws(OLD_SPEC), groups(OLD, OLD, OLD), spec={**NEW_SPEC, "paused": True}), NOW)
     assert desired.applies == () and "rollout" not in (desired.status_patch or {})
+
+
+# -- an operator upgrade: a LeaderWorkerSet from before the template digest ----------------------
+
+
+def before_the_digest(spec: dict[str, Any] = OLD_SPEC) -> snapshot.Child:
+    """The LeaderWorkerSet as an operator from before the digest applied it: its templates without
+    the digest, its own hash, and what the apiserver defaulted (a field in a container, the
+    partition the old rendering did not set)."""
+    manifest = render.without_template_digest(rendered(spec))
+    del manifest["spec"]["rolloutStrategy"]["rollingUpdateConfiguration"]["partition"]
+    raw = live(manifest)
+    raw["metadata"]["annotations"][HASH_ANNOTATION] = "before-the-digest"
+    raw["spec"]["rolloutStrategy"]["rollingUpdateConfiguration"]["partition"] = 0
+    container = raw["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["containers"][0]
+    container["terminationMessagePath"] = "/dev/termination-log"
+    return snapshot.child_from(raw)
+
+
+def unannotated(group: int, worker: int = 0) -> Pod:
+    """A pod made from a template without the digest: only the controllers' labels say its revision."""
+    name = f"{NAME}-{group}" if worker == 0 else f"{NAME}-{group}-{worker}"
+    return Pod(name, uid=f"uid-{name}-old").group(group, worker).revision(f"{NAME}-5d8f9c")
+
+
+def old_groups(*digests: str) -> list[snapshot.Pod]:
+    """Every group serving, group i on digests[i] ("" for a pod from before the digest)."""
+    return [
+        (member(i, w, d) if d else unannotated(i, w)).facts() for i, d in enumerate(digests) for w in (0, 1)
+    ]
+
+
+def test_a_pod_from_before_the_digest_has_no_revision_whatever_its_controllers_label() -> None:
+    assert unannotated(1, 1).facts().revision == ""
+    assert Pod().revision("sts-abc").facts().revision == "sts-abc"  # a StatefulSet's pod: its label
+
+
+def test_as_applied_keeps_the_templates_without_the_digest_only_while_nothing_else_changes() -> None:
+    kept = rollout.as_applied(rendered(OLD_SPEC), before_the_digest())
+    assert render.template_digest(kept) == ""
+    group = kept["spec"]["leaderWorkerTemplate"]
+    assert all(TEMPLATE_ANNOTATION not in group[r]["metadata"]["annotations"] for r in render.GROUP_TEMPLATES)
+    assert diff.contains(kept["spec"], before_the_digest().manifest["spec"])  # the apply changes no field
+    scaled = rollout.as_applied(rendered({**OLD_SPEC, "replicas": 5}), before_the_digest())
+    assert render.template_digest(scaled) == ""  # replicas are no template
+    assert render.template_digest(rollout.as_applied(rendered(NEW_SPEC), before_the_digest())) == NEW
+    assert render.template_digest(rollout.as_applied(rendered(OLD_SPEC), lws(OLD_SPEC))) == OLD
+    assert render.template_digest(rollout.as_applied(rendered(OLD_SPEC), None)) == OLD  # created: with it
+    assert partition(old_groups("", "", ""), before_the_digest(), revision="") == 0  # as it is
+
+
+def test_an_upgrade_with_the_template_unchanged_applies_no_digest_and_plans_no_rollout() -> None:
+    pods = old_groups("", "", "")
+    desired = decide(observed(before_the_digest(), pods, spec=OLD_SPEC), NOW)
+    manifest = lws_apply(desired)  # the hash changed: applied, but no field of the spec changes
+    assert manifest is not None and render.template_digest(manifest) == ""
+    assert render.partition_of(manifest) == 0
+    assert diff.contains(manifest["spec"], before_the_digest().manifest["spec"])
+    assert desired.pod_deletes == ()
+    patch = desired.status_patch or {}
+    assert "rollout" not in patch and not patch["progress"].startswith(("rolling", "halted"))
+    assert all(not e.get("revision") for e in patch["replicaStatus"])
+    assert all(c["reason"] != "RolloutHalted" for c in patch["conditions"])
+    # the next pass, on the LeaderWorkerSet as applied: nothing to apply, still no rollout
+    again = decide(observed(snapshot.child_from(live(manifest)), pods, spec=OLD_SPEC), NOW)
+    assert lws_apply(again) is None and "rollout" not in (again.status_patch or {})
+
+
+def test_a_later_change_brings_the_digest_and_the_pods_without_it_are_outdated() -> None:
+    desired = decide(observed(before_the_digest(), old_groups("", "", ""), spec=NEW_SPEC), NOW)
+    manifest = lws_apply(desired)
+    assert manifest is not None
+    assert render.template_digest(manifest) == NEW and render.partition_of(manifest) == 2
+    patch = desired.status_patch or {}
+    assert patch["rollout"]["canary"] == f"{NAME}-2" and patch["rollout"]["revision"] == NEW
+    assert patch["progress"].startswith("rolling 0/3")
+    # the canary serves on the new template: the groups without the digest are the old ones
+    r = plan(old_groups("", "", NEW), 2)
+    assert r is not None and (r.updated, r.serving, r.want) == (1, 3, 3) and not r.halted
+    assert partition(old_groups("", "", NEW), lws(partition=2)) == 0
+    starting = with_leader(old_groups("", "", NEW), 2, member(2, digest=NEW).not_ready())
+    assert partition(starting, lws(partition=2)) == 2
+    failed = with_leader(old_groups("", "", NEW), 2, member(2, digest=NEW).failed(INVALID_ARGS_RECORD))
+    halted = plan(failed, 2)
+    assert halted is not None and halted.state == RolloutState.HALTED and halted.canary == f"{NAME}-2"
+    assert partition(failed, lws(partition=2)) == 2
+    assert plan(old_groups(NEW, NEW, NEW), 0) is None

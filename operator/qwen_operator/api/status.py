@@ -158,8 +158,8 @@ class ReplicaStatus(StatusObject):
     """The last start that reached serving: its phases, timed."""
     revision: str = ""
     """The revision of the pod template it runs (its controller-revision-hash; in a LeaderWorkerSet
-    group, the operator's digest of the group template); during a rollout, `status.rollout.revision`
-    is the new one."""
+    group, the operator's digest of the group template, none for a pod made before the operator
+    put one there); during a rollout, `status.rollout.revision` is the new one."""
     gpu_memory_utilization: float | None = None
     """The --gpu-memory-utilization it starts with: its own, where a cure lowered it for this
     replica alone (`status.context.history[].replica`), else the pod template's."""

@@ -108,7 +108,9 @@ TEMPLATE_ANNOTATION = f"{GROUP}/template-digest"
 """On both pod templates of a LeaderWorkerSet: a digest of its `leaderWorkerTemplate` (without this
 annotation), so each pod says which template it was made from. The rollout compares it with the
 rendered one (reconcile/rollout.py): LWS's own `template-revision-hash` label is a hash the
-operator cannot compute, and the LeaderWorkerSet's status does not name the current one."""
+operator cannot compute, and the LeaderWorkerSet's status does not name the current one. A live
+LeaderWorkerSet from before the digest keeps its templates without it until they really change
+(reconcile/rollout.py `as_applied`): the digest alone would roll every group."""
 ANNOTATION_PREFIX = f"{GROUP}/"
 """The operator reads only annotations under its own prefix (and keeps no others in memory)."""
 

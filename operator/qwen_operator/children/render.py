@@ -570,16 +570,33 @@ def with_template_digest(lws: Mapping[str, Any]) -> dict[str, Any]:
     the rollout tells the canary from the groups still on the old template without reading the
     LeaderWorkerSet controller's revisions (reconcile/rollout.py). The digest changes exactly when
     the template does, which is when the controller makes a new revision (its revision holds the
-    template and the network config, which the operator renders constant)."""
-    spec = dict(lws["spec"])
-    group = copy.deepcopy(dict(spec["leaderWorkerTemplate"]))
-    for role in GROUP_TEMPLATES:
-        group[role]["metadata"].get("annotations", {}).pop(TEMPLATE_ANNOTATION, None)
+    template and the network config, which the operator renders constant).
+
+    A live LeaderWorkerSet made by an operator from before the digest keeps its templates without
+    it while nothing else in them changes (`without_template_digest`, reconcile/rollout.py
+    `as_applied`): adding it alone would be a new template, and roll every group."""
+    spec = dict(without_template_digest(lws)["spec"])
+    group = spec["leaderWorkerTemplate"]
     text = json.dumps(group, sort_keys=True, separators=(",", ":")).encode()
     digest = hashlib.sha256(text).hexdigest()[:TEMPLATE_DIGEST_CHARS]
     for role in GROUP_TEMPLATES:
         meta = group[role]["metadata"]
         meta["annotations"] = {**(meta.get("annotations") or {}), TEMPLATE_ANNOTATION: digest}
+    return {**lws, "spec": {**spec, "leaderWorkerTemplate": group}}
+
+
+def without_template_digest(lws: Mapping[str, Any]) -> dict[str, Any]:
+    """The LeaderWorkerSet without the template digest in its pod templates (a copy of the group
+    template; a pod template left with no annotation has none), as an operator from before the
+    digest rendered it."""
+    spec = dict(lws["spec"])
+    group = copy.deepcopy(dict(spec["leaderWorkerTemplate"]))
+    for role in GROUP_TEMPLATES:
+        meta = group[role]["metadata"]
+        annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != TEMPLATE_ANNOTATION}
+        meta.pop("annotations", None)
+        if annotations:
+            meta["annotations"] = annotations
     return {**lws, "spec": {**spec, "leaderWorkerTemplate": group}}
 
 

@@ -431,10 +431,13 @@ def _partitioned(
 ) -> tuple[tuple[dict[str, Any], ...], int]:
     """The children with the rollout's partition in the LeaderWorkerSet (reconcile/rollout.py), and
     that partition: part of the desired manifest, so a pass whose partition and template have not
-    changed applies nothing."""
+    changed applies nothing. A live LeaderWorkerSet from before the template digest keeps its
+    templates without it while they hold all else rendered (rollout.as_applied): an operator
+    upgrade alone restarts no group."""
     out, held = [], 0
     for manifest in children:
         if manifest["kind"] == LWS_KIND:
+            manifest = rollout.as_applied(manifest, grouped.lws)
             held = rollout.partition(replace(grouped, revision=render.template_digest(manifest)), now)
             manifest = render.with_partition(manifest, held)
         out.append(manifest)

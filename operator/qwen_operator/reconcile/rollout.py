@@ -56,6 +56,13 @@ Which template a pod runs is the operator's digest of the group template (TEMPLA
 both pod templates): the controller's `template-revision-hash` label is a hash of its own
 encoding of the LeaderWorkerSet, which the operator cannot compute, and the LeaderWorkerSet's
 status does not name the current one. The groups are counted by their leaders.
+
+A LeaderWorkerSet applied by an operator from before the digest has none in its templates, nor
+its pods. Adding it alone would be a new template, and the controller would restart every group
+(tens of minutes each) for nothing: so while the live templates hold everything else rendered
+(`as_applied`), the operator renders them without the digest, applies no template change, and
+drives no rollout (the partition stays as it is). The first real change of the template brings
+the digest, behind the canary as above: the pods without one are on the old template.
 """
 
 from __future__ import annotations
@@ -64,11 +71,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from qwen_operator import api
 from qwen_operator.api.vocabulary import Reason, RolloutState, Stage
 from qwen_operator.children import render
-from qwen_operator.reconcile import problems, snapshot, stages
+from qwen_operator.reconcile import diff, problems, snapshot, stages
 from qwen_operator.reconcile.problems import Problem
 
 
@@ -330,12 +338,39 @@ def _group_halts(
     return tuple(out)
 
 
+REVISION_FIELDS = ("leaderWorkerTemplate", "networkConfig")
+"""What the LeaderWorkerSet controller's revision holds (its revision_utils.getPatch, v0.8.0): a
+change anywhere else in the spec (replicas, the rollout strategy and its partition) makes no new
+revision and replaces no group."""
+
+
+def as_applied(rendered: dict[str, Any], live: snapshot.Child | None) -> dict[str, Any]:
+    """The rendered LeaderWorkerSet as this pass applies it: without the template digest when the
+    live one, made by an operator from before the digest, has none and its templates hold all
+    else rendered (diff.contains, as a drift is judged): the digest alone would be a new template
+    and roll every group. Otherwise as rendered, with the digest: a created LeaderWorkerSet, one
+    that has it, and one whose template really changes (its groups without the digest are then
+    on the old template)."""
+    if live is None or render.template_digest(live.manifest):
+        return rendered
+    bare = render.without_template_digest(rendered)
+    want, have = bare["spec"], live.manifest.get("spec") or {}
+    held = all(diff.contains(want.get(key), have.get(key)) for key in REVISION_FIELDS)
+    return bare if held else rendered
+
+
 def partition(f: Groups, now: datetime) -> int:
     """The partition to render in the LeaderWorkerSet: 0 when it is created, at rest, or once the
     canary serves; `replicas - 1` when this pass brings a new template and some group serves
     (the highest group alone takes it); while a group on the new template fails, the lowest
-    group the template reached (no other takes it); else as it is (the canary starts)."""
-    if f.lws is None or f.want <= 1:
+    group the template reached (no other takes it); else as it is (the canary starts). Without
+    a digest (`as_applied`: a LeaderWorkerSet from before it, whose template this pass keeps),
+    as it is: no template comes, so nothing is to be held or released."""
+    if f.lws is None:
+        return 0
+    if not f.revision:
+        return render.partition_of(f.lws.manifest)
+    if f.want <= 1:
         return 0
     leaders = _leaders(f)
     if render.template_digest(f.lws.manifest) != f.revision:
