@@ -10,7 +10,9 @@ LeaderWorkerSets is proven too.
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -21,7 +23,7 @@ pytest.register_assert_rewrite("e2e.operator_fixtures")
 
 from e2e.conftest import Cluster  # noqa: E402
 from e2e.devcluster import lws, nodes, simulate  # noqa: E402
-from e2e.devcluster.kube import kubectl, terminate_container, wait_for  # noqa: E402
+from e2e.devcluster.kube import kubectl, starting_pod_status, terminate_container, wait_for  # noqa: E402
 from e2e.operator_fixtures import (  # noqa: E402
     GROUP,
     NAME,
@@ -33,9 +35,11 @@ from e2e.operator_fixtures import (  # noqa: E402
     get_qtd,
     instance,
     sample,
+    settle,
     wait_phase,
 )
 from qwen_operator import api  # noqa: E402
+from qwen_operator.api.vocabulary import HASH_ANNOTATION, TEMPLATE_ANNOTATION  # noqa: E402
 from qwen_operator.children import render  # noqa: E402
 from qwen_runtime.argv import max_model_len  # noqa: E402
 
@@ -257,3 +261,276 @@ def test_tp4_pp2_groups_on_two_nodes_scale_and_a_workers_oom_cures_the_group(
     kubectl("scale", f"qtd/{NAME}", "-n", ns, "--replicas=1")
     wait_for(lambda: len(server_pods(core_v1, ns)) == 2, 120, "one group's pods")
     assert_a_policy_per_group(core_v1, ns, 1)
+
+
+# -- rollouts behind a canary group (reconcile/rollout.py) ---------------------------------------
+
+GROUPS = 3
+MANUAL = {"name": "QWEN_E2E_MANUAL_KUBELET", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+"""kwok leaves a pod whose server carries this Pending: the test plays its kubelet."""
+PARTITION = ("spec", "rolloutStrategy", "rollingUpdateConfiguration", "partition")
+
+
+@pytest.fixture
+def six_gpu_nodes(four_gpu_nodes: list[str]) -> Iterator[list[str]]:
+    """Two more nodes of the pool for this test: three TP 4 x PP 2 groups need six."""
+    more = [f"lws-node-{i}" for i in range(len(four_gpu_nodes), 6)]
+    items = [nodes.node_manifest(n, nodes.GPU_MODELS["H100"], 4) for n in more]
+    for item in items:
+        item["metadata"]["labels"][POOL[0]] = POOL[1]
+    kubectl("apply", "-f", "-", stdin=yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items}))
+    kubectl("wait", "--for=condition=Ready", "--timeout=60s", *[f"node/{n}" for n in more])
+    yield [*four_gpu_nodes, *more]
+    kubectl("delete", "node", *more, "--ignore-not-found")
+
+
+def ready_pod(pod: client.V1Pod) -> bool:
+    conditions = pod.status.conditions or [] if pod.status else []
+    return pod.metadata.deletion_timestamp is None and any(
+        c.type == "Ready" and c.status == "True" for c in conditions
+    )
+
+
+def digest_of(pod: client.V1Pod) -> str:
+    return str((pod.metadata.annotations or {}).get(TEMPLATE_ANNOTATION) or "")
+
+
+def lws_digest(ns: str) -> str:
+    meta = (lws_object(ns) or {})["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["metadata"]
+    return str((meta.get("annotations") or {}).get(TEMPLATE_ANNOTATION) or "")
+
+
+def lws_partition(ns: str) -> int:
+    value: Any = lws_object(ns) or {}
+    for key in PARTITION:
+        value = value.get(key) or {} if isinstance(value, dict) else {}
+    return value if isinstance(value, int) else 0
+
+
+def leaders(core_v1: client.CoreV1Api, ns: str) -> dict[str, client.V1Pod]:
+    return {
+        p.metadata.name: p for p in server_pods(core_v1, ns) if p.metadata.labels.get(WORKER_INDEX) == "0"
+    }
+
+
+def groups_serving(custom: client.CustomObjectsApi, core_v1: client.CoreV1Api, ns: str) -> dict[str, str]:
+    """Three groups serving on six nodes; the leaders' uids by name."""
+    apply_yaml(ns, sample(**TP4_PP2, replicas=GROUPS))
+    wait_phase(custom, ns, NAME, "Ready", timeout=180)
+
+    def all_serving() -> dict[str, client.V1Pod] | None:
+        found = leaders(core_v1, ns)
+        return found if sum(ready_pod(p) for p in found.values()) == GROUPS else None
+
+    found = wait_for(all_serving, 60, "three serving leaders")
+    assert len(server_pods(core_v1, ns)) == 2 * GROUPS
+    return {name: p.metadata.uid for name, p in found.items()}
+
+
+def serve(core_v1: client.CoreV1Api, ns: str, pod: client.V1Pod) -> None:
+    """Play the kubelet of a Pending pod of the new template: its server runs and is ready."""
+    status = starting_pod_status("serving", datetime.now(UTC))
+    core_v1.patch_namespaced_pod_status(pod.metadata.name, ns, {"status": status})
+
+
+def canary_waits(
+    core_v1: client.CoreV1Api, ns: str, uids: dict[str, str], new: str
+) -> dict[str, client.V1Pod]:
+    """The new template reached the highest group alone (its pods Pending), the others serve on."""
+    canary = f"{NAME}-{GROUPS - 1}"
+
+    def recreated() -> dict[str, client.V1Pod] | None:
+        pods = {p.metadata.name: p for p in server_pods(core_v1, ns)}
+        group = [pods.get(canary), pods.get(f"{canary}-1")]
+        return pods if all(p is not None and digest_of(p) == new for p in group) else None
+
+    wait_for(recreated, 60, "the canary group recreated from the new template")
+    settle(5)  # and it stays so: no other group is replaced while the canary does not serve
+    pods = {p.metadata.name: p for p in server_pods(core_v1, ns)}
+    assert sorted(n for n, p in pods.items() if digest_of(p) == new) == [canary, f"{canary}-1"], pods
+    for i in range(GROUPS - 1):
+        leader = pods[f"{NAME}-{i}"]
+        assert leader.metadata.uid == uids[leader.metadata.name] and ready_pod(leader)
+        assert digest_of(leader) != new and ready_pod(pods[f"{NAME}-{i}-1"])
+    assert lws_partition(ns) == GROUPS - 1
+    return pods
+
+
+def test_a_new_template_rolls_the_canary_group_first_then_the_rest(
+    operator: Operator, lws_controller: lws.Controller, six_gpu_nodes: list[str], group_ns: str,
+    custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
+) -> None:  # fmt: skip
+    """The apply that brings the new template sets the partition to replicas - 1: only the
+    highest group takes it; once its leader serves, the partition goes to 0 and the controller
+    replaces the others one at a time (maxUnavailable 1): never fewer than two groups serve."""
+    del operator, six_gpu_nodes
+    ns = group_ns
+    uids = groups_serving(custom, core_v1, ns)
+    old = lws_digest(ns)
+    apply_yaml(ns, sample(**TP4_PP2, replicas=GROUPS, runtime={"env": [MANUAL]}))
+    new = wait_for(lambda: (d := lws_digest(ns)) != old and d, 30, "the new template in the LeaderWorkerSet")
+    canary_waits(core_v1, ns, uids, new)
+    obj = get_qtd(custom, ns, NAME)
+    assert obj["status"]["rollout"]["canary"] == f"{NAME}-{GROUPS - 1}"
+    assert obj["status"]["rollout"]["revision"] == new
+    assert obj["status"]["progress"].startswith(f"rolling 1/{GROUPS}, canary scheduling"), obj["status"]
+
+    roll_the_rest(custom, core_v1, ns, uids, new)
+
+
+def roll_the_rest(
+    custom: client.CustomObjectsApi, core_v1: client.CoreV1Api, ns: str, uids: dict[str, str], new: str
+) -> None:
+    """Play the kubelet of each group the controller recreates from the new template: the groups
+    are replaced from the highest index down, one at a time (never fewer than two serve), and
+    the rollout ends at rest (partition 0, no `status.rollout`)."""
+    replaced: list[str] = []
+    fewest = GROUPS
+
+    def rolled() -> bool:
+        nonlocal fewest
+        pods = server_pods(core_v1, ns)
+        for pod in pods:
+            if digest_of(pod) == new and pod.status.phase == "Pending":
+                serve(core_v1, ns, pod)
+        now = leaders(core_v1, ns)
+        fewest = min(fewest, sum(ready_pod(p) for p in now.values()))
+        for name, uid in sorted(uids.items(), reverse=True):
+            if (name not in now or now[name].metadata.uid != uid) and name not in replaced:
+                replaced.append(name)
+        return len(pods) == 2 * GROUPS and all(digest_of(p) == new and ready_pod(p) for p in pods)
+
+    wait_for(rolled, 180, "every group on the new template and serving", interval=0.2)
+    assert replaced == [f"{NAME}-{i}" for i in reversed(range(GROUPS))], replaced
+    assert fewest >= GROUPS - 1, fewest
+    wait_phase(custom, ns, NAME, "Ready", timeout=120)
+    assert lws_partition(ns) == 0
+    assert "rollout" not in get_qtd(custom, ns, NAME)["status"]
+    entries = get_qtd(custom, ns, NAME)["status"]["replicaStatus"]
+    assert {e["revision"] for e in entries} == {new} and len(entries) == 2 * GROUPS
+
+
+def test_a_canary_group_that_fails_halts_with_the_others_serving_on_the_old_template(
+    operator: Operator, lws_controller: lws.Controller, six_gpu_nodes: list[str], group_ns: str,
+    custom: client.CustomObjectsApi, core_v1: client.CoreV1Api, api_client: client.ApiClient,
+) -> None:  # fmt: skip
+    del operator, six_gpu_nodes
+    ns = group_ns
+    uids = groups_serving(custom, core_v1, ns)
+    old = lws_digest(ns)
+    apply_yaml(ns, sample(**TP4_PP2, replicas=GROUPS, runtime={"env": [MANUAL]}))
+    new = wait_for(lambda: (d := lws_digest(ns)) != old and d, 30, "the new template in the LeaderWorkerSet")
+    canary = f"{NAME}-{GROUPS - 1}"
+    canary_waits(core_v1, ns, uids, new)
+    # the canary's leader starts, and vLLM refuses its arguments
+    core_v1.patch_namespaced_pod_status(
+        canary, ns, {"status": starting_pod_status("loading", datetime.now(UTC))}
+    )
+    said = simulate.report("bad-args", simulate.Run(262144))
+    assert said is not None
+    terminate_container(api_client, ns, canary, "server", "Error", 2, message=json.dumps(said))
+
+    def halted() -> dict[str, Any] | None:
+        obj = get_qtd(custom, ns, NAME)
+        return obj if condition(obj, "Stalled").get("reason") == "RolloutHalted" else None
+
+    obj = wait_for(halted, 60, "Stalled RolloutHalted")
+    assert "InvalidArguments" in condition(obj, "Stalled")["message"]
+    rollout = obj["status"]["rollout"]
+    assert (rollout["state"], rollout["halted"], rollout["canary"]) == ("Halted", [canary], canary)
+    assert obj["status"]["progress"].startswith("halted: canary CrashLoop InvalidArguments"), obj["status"]
+    settle(5)  # and it stays so: exactly one group on the new template, the others serve on the old one
+    pods = {p.metadata.name: p for p in server_pods(core_v1, ns)}
+    assert sorted(n for n, p in pods.items() if digest_of(p) == new) == [canary, f"{canary}-1"], pods
+    for i in range(GROUPS - 1):
+        leader, worker = pods[f"{NAME}-{i}"], pods[f"{NAME}-{i}-1"]
+        assert leader.metadata.uid == uids[leader.metadata.name] and ready_pod(leader) and ready_pod(worker)
+        assert digest_of(leader) == old and digest_of(worker) == old
+    assert lws_partition(ns) == GROUPS - 1
+    assert condition(get_qtd(custom, ns, NAME), "Stalled")["reason"] == "RolloutHalted"
+    entries = {e["pod"]: e for e in get_qtd(custom, ns, NAME)["status"]["replicaStatus"]}
+    assert entries[f"{NAME}-0"]["revision"] == old and entries[f"{canary}-1"]["revision"] == new
+
+    # a new spec (here: the old one back) resumes it: the canary group goes back, the others stay
+    apply_yaml(ns, sample(**TP4_PP2, replicas=GROUPS))
+    wait_for(
+        lambda: (x := server_pods(core_v1, ns)) and len(x) == 2 * GROUPS
+        and all(digest_of(p) == old and ready_pod(p) for p in x),
+        120, "every group on the old template and serving",
+    )  # fmt: skip
+    wait_phase(custom, ns, NAME, "Ready", timeout=120)
+    now = leaders(core_v1, ns)
+    assert [now[f"{NAME}-{i}"].metadata.uid for i in range(GROUPS - 1)] == [
+        uids[f"{NAME}-{i}"] for i in range(GROUPS - 1)
+    ]
+    assert "rollout" not in get_qtd(custom, ns, NAME)["status"] and lws_partition(ns) == 0
+
+
+def pointer(key: str) -> str:
+    """A map key as a JSON-pointer segment."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def test_an_operator_upgrade_restarts_no_group_and_the_next_template_rolls_behind_the_canary(
+    operator: Operator, lws_controller: lws.Controller, six_gpu_nodes: list[str], group_ns: str,
+    custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
+) -> None:  # fmt: skip
+    """A LeaderWorkerSet as an operator from before the template digest left it: no digest in its
+    templates nor on its pods, another applied hash. The new operator's start applies nothing
+    to its templates (rollout.as_applied): no group is recreated, the LeaderWorkerSet keeps its
+    generation, and the status says no rollout. The next spec change brings the digest, behind
+    the canary: the groups without it are the old template."""
+    del six_gpu_nodes
+    ns = group_ns
+    groups_serving(custom, core_v1, ns)
+    operator.kill(signal.SIGTERM)  # the older operator: gone while its LeaderWorkerSet is made so
+    try:
+        strip = [
+            {"op": "remove", "path": f"/spec/leaderWorkerTemplate/{role}/metadata/annotations/"
+             f"{pointer(TEMPLATE_ANNOTATION)}"} for role in render.GROUP_TEMPLATES
+        ]  # fmt: skip
+        strip.append(
+            {"op": "replace", "path": f"/metadata/annotations/{pointer(HASH_ANNOTATION)}", "value": "older"}
+        )
+        kubectl("patch", "leaderworkerset", NAME, "-n", ns, "--type=json", "-p", json.dumps(strip))
+
+        def settled() -> dict[str, str] | None:
+            pods = server_pods(core_v1, ns)
+            done = len(pods) == 2 * GROUPS and all(not digest_of(p) and ready_pod(p) for p in pods)
+            return {p.metadata.name: p.metadata.uid for p in pods} if done else None
+
+        wait_for(settled, 180, "every group recreated without the digest, serving")
+        settle(3)  # the controller at rest: no group still to replace
+        uids = wait_for(settled, 10, "every group serving without the digest")
+        before = lws_object(ns) or {}
+    finally:
+        operator.start()  # the upgraded operator
+    assert before["metadata"]["annotations"][HASH_ANNOTATION] == "older"
+    # the upgraded operator's pass: it applies its hash (a change of metadata alone), nothing else
+    wait_for(
+        lambda: (lws_object(ns) or {})["metadata"]["annotations"][HASH_ANNOTATION] != "older",
+        60, "the operator's apply of the LeaderWorkerSet",
+    )  # fmt: skip
+    settle(8)
+    after = lws_object(ns) or {}
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert after["spec"]["leaderWorkerTemplate"] == before["spec"]["leaderWorkerTemplate"]
+    assert lws_digest(ns) == "" and lws_partition(ns) == 0
+    pods = server_pods(core_v1, ns)
+    assert {p.metadata.name: p.metadata.uid for p in pods} == uids
+    assert all(ready_pod(p) and not digest_of(p) for p in pods)
+    obj = wait_phase(custom, ns, NAME, "Ready", timeout=60)
+    assert "rollout" not in obj["status"], obj["status"]
+    assert not obj["status"]["progress"].startswith(("rolling", "halted")), obj["status"]
+    assert all(not e.get("revision") for e in obj["status"]["replicaStatus"]), obj["status"]
+
+    # the first real change: the digest comes, to the highest group alone while the others serve
+    apply_yaml(ns, sample(**TP4_PP2, replicas=GROUPS, runtime={"env": [MANUAL]}))
+    new = wait_for(lambda: lws_digest(ns), 30, "the new template, with its digest, in the LeaderWorkerSet")
+    leader_uids = {n: uids[n] for n in leaders(core_v1, ns)}
+    canary_waits(core_v1, ns, leader_uids, new)
+    obj = get_qtd(custom, ns, NAME)
+    assert obj["status"]["rollout"]["canary"] == f"{NAME}-{GROUPS - 1}"
+    assert obj["status"]["rollout"]["revision"] == new
+    assert obj["status"]["progress"].startswith(f"rolling 1/{GROUPS}, canary scheduling"), obj["status"]
+    roll_the_rest(custom, core_v1, ns, leader_uids, new)

@@ -22,11 +22,13 @@ from qwen_operator.api.vocabulary import (
     GPU_MEMORY_LABEL,
     GPU_PRODUCT_LABEL,
     KIND,
+    LWS_GROUP_INDEX_LABEL,
     LWS_KIND,
     LWS_WORKER_INDEX_LABEL,
     MAX_MODEL_LEN_FLAG,
     REVISION_LABEL,
     SERVER_CONTAINER,
+    TEMPLATE_ANNOTATION,
     selector_labels,
 )
 from qwen_operator.children import render
@@ -243,6 +245,17 @@ class Pod:
     def in_group(self, worker_index: int) -> Pod:
         """A pod of a LeaderWorkerSet group (parallelism.pipeline > 1): 0 is the leader."""
         self.raw["metadata"]["labels"][LWS_WORKER_INDEX_LABEL] = str(worker_index)
+        return self
+
+    def group(self, index: int, worker_index: int = 0) -> Pod:
+        """A pod of LeaderWorkerSet group `index`, as its controller and webhook label it: the
+        group's index and its own in the group (0: the leader)."""
+        self.raw["metadata"]["labels"][LWS_GROUP_INDEX_LABEL] = str(index)
+        return self.in_group(worker_index)
+
+    def template(self, digest: str) -> Pod:
+        """Made from the LeaderWorkerSet group template of this digest (render.with_template_digest)."""
+        self.raw["metadata"].setdefault("annotations", {})[TEMPLATE_ANNOTATION] = digest
         return self
 
     def revision(self, revision: str) -> Pod:

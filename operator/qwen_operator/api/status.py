@@ -157,8 +157,9 @@ class ReplicaStatus(StatusObject):
     last_start: StartStatus | None = None
     """The last start that reached serving: its phases, timed."""
     revision: str = ""
-    """The revision of the pod template it runs (its controller-revision-hash); during a rollout,
-    `status.rollout.revision` is the new one."""
+    """The revision of the pod template it runs (its controller-revision-hash; in a LeaderWorkerSet
+    group, the operator's digest of the group template, none for a pod made before the operator
+    put one there); during a rollout, `status.rollout.revision` is the new one."""
     gpu_memory_utilization: float | None = None
     """The --gpu-memory-utilization it starts with: its own, where a cure lowered it for this
     replica alone (`status.context.history[].replica`), else the pod template's."""
@@ -199,13 +200,15 @@ class MemoryStatus(StatusObject):
 
 class RolloutStatus(StatusObject):
     """A rollout of the server pods' template, in the operator's order: replicas that do not serve
-    first, then one serving replica at a time, the first of them the canary. Absent once every
-    replica runs the current template."""
+    first, then one serving replica at a time, the first of them the canary (LeaderWorkerSet
+    groups: the highest group first, the canary, then the others as its controller replaces
+    them). Absent once every replica runs the current template."""
 
     state: RolloutState
     """Rolling, or Halted (a replica on the new template failed: the others keep the old one)."""
     revision: str
-    """The template the replicas roll to (the StatefulSet's updateRevision)."""
+    """The template the replicas roll to (the StatefulSet's updateRevision; for LeaderWorkerSet
+    groups, the operator's digest of the group template)."""
     updated: int = 0
     """Replicas on that revision."""
     serving: int = 0

@@ -104,6 +104,13 @@ RESET_ANNOTATION = f"{GROUP}/context-reset"
 """On the resource, read only: a new value tries the requested context again."""
 LAUNCHER_ANNOTATION = f"{GROUP}/launcher-digest"
 """On the pod template: the digest of the launcher's sources (a new launcher rolls the pods)."""
+TEMPLATE_ANNOTATION = f"{GROUP}/template-digest"
+"""On both pod templates of a LeaderWorkerSet: a digest of its `leaderWorkerTemplate` (without this
+annotation), so each pod says which template it was made from. The rollout compares it with the
+rendered one (reconcile/rollout.py): LWS's own `template-revision-hash` label is a hash the
+operator cannot compute, and the LeaderWorkerSet's status does not name the current one. A live
+LeaderWorkerSet from before the digest keeps its templates without it until they really change
+(reconcile/rollout.py `as_applied`): the digest alone would roll every group."""
 ANNOTATION_PREFIX = f"{GROUP}/"
 """The operator reads only annotations under its own prefix (and keeps no others in memory)."""
 
@@ -140,6 +147,9 @@ REVISION_LABEL = "controller-revision-hash"
 LWS_GROUP_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/group-index"
 """LWS labels each pod of a group, leader and workers, with the group's index (0 to replicas - 1):
 its webhook gives a leader its StatefulSet ordinal, the group's worker StatefulSet copies it."""
+LWS_PARTITION_PATH = ("spec", "rolloutStrategy", "rollingUpdateConfiguration", "partition")
+"""Where a LeaderWorkerSet says which groups may take its template: those with an index at or above
+it (its controller never updates a lower one). The operator's rollout sets it (reconcile/rollout.py)."""
 LWS_LEADER_ADDRESS_VAR = "LWS_LEADER_ADDRESS"
 """LWS sets it in every container of a group: the leader pod's DNS name."""
 LWS_WORKER_INDEX_VAR = "LWS_WORKER_INDEX"
@@ -202,7 +212,8 @@ class RolloutState(StrEnum):
     """Where a rollout of the server pods' template stands (`status.rollout.state`)."""
 
     ROLLING = "Rolling"
-    """Replicas are being replaced, in the operator's order."""
+    """Replicas are being replaced, in the operator's order (a LeaderWorkerSet's groups: by its
+    controller, behind the operator's canary)."""
     HALTED = "Halted"
     """A replica on the new template failed: no other is replaced until it serves, or a new
     template comes."""
@@ -313,8 +324,9 @@ class Reason(StrEnum):
     """Ready=False, Stalled=True | the StatefulSet controller cannot create a pod or claim for
     another reason; the message is its event's"""
     ROLLOUT_HALTED = "RolloutHalted"
-    """Ready=False, Stalled=True | the canary (the first replica on a new template) failed: the
-    other replicas keep the old template and serve; a new spec, or the canary serving, resumes it"""
+    """Ready=False, Stalled=True | the canary (the first replica, or LeaderWorkerSet group, on a new
+    template) failed: the others keep the old template and serve; a new spec, or the canary
+    serving, resumes it"""
     CREATE_CONTAINER_CONFIG_ERROR = "CreateContainerConfigError"
     """Ready=False, Stalled=True | the kubelet cannot start a container: a Secret or key it reads
     (`tokenSecretRef`, `apiKeySecretRef`, `valueFrom`) is missing"""

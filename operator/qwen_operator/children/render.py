@@ -7,6 +7,7 @@ so a template mistake fails here rather than at the apiserver.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import threading
@@ -32,10 +33,12 @@ from qwen_operator.api.vocabulary import (
     LAUNCHER_ANNOTATION,
     LWS_KIND,
     LWS_LEADER_ADDRESS_VAR,
+    LWS_PARTITION_PATH,
     LWS_WORKER_INDEX_VAR,
     MAX_MODEL_LEN_FLAG,
     QUEUE_METRIC,
     SCALED_OBJECT_API,
+    TEMPLATE_ANNOTATION,
     Component,
     labels,
     leader_labels,
@@ -552,8 +555,78 @@ def render(
         for each in template.each(res):  # one document per entry (a policy per pipeline group)
             identity = plain + json.dumps(each, sort_keys=True).encode()
             children.append(_DOCUMENTS.render(template.file, {**values, "each": each}, identity))
+    children = [with_template_digest(c) if c["kind"] == LWS_KIND else c for c in children]
     _check(res, children, values["command"])
     return children
+
+
+GROUP_TEMPLATES = ("leaderTemplate", "workerTemplate")
+TEMPLATE_DIGEST_CHARS = 16
+
+
+def with_template_digest(lws: Mapping[str, Any]) -> dict[str, Any]:
+    """The LeaderWorkerSet with a digest of its `leaderWorkerTemplate` in both pod templates'
+    annotations (TEMPLATE_ANNOTATION): every pod of a group then says which template it runs, so
+    the rollout tells the canary from the groups still on the old template without reading the
+    LeaderWorkerSet controller's revisions (reconcile/rollout.py). The digest changes exactly when
+    the template does, which is when the controller makes a new revision (its revision holds the
+    template and the network config, which the operator renders constant).
+
+    A live LeaderWorkerSet made by an operator from before the digest keeps its templates without
+    it while nothing else in them changes (`without_template_digest`, reconcile/rollout.py
+    `as_applied`): adding it alone would be a new template, and roll every group."""
+    spec = dict(without_template_digest(lws)["spec"])
+    group = spec["leaderWorkerTemplate"]
+    text = json.dumps(group, sort_keys=True, separators=(",", ":")).encode()
+    digest = hashlib.sha256(text).hexdigest()[:TEMPLATE_DIGEST_CHARS]
+    for role in GROUP_TEMPLATES:
+        meta = group[role]["metadata"]
+        meta["annotations"] = {**(meta.get("annotations") or {}), TEMPLATE_ANNOTATION: digest}
+    return {**lws, "spec": {**spec, "leaderWorkerTemplate": group}}
+
+
+def without_template_digest(lws: Mapping[str, Any]) -> dict[str, Any]:
+    """The LeaderWorkerSet without the template digest in its pod templates (a copy of the group
+    template; a pod template left with no annotation has none), as an operator from before the
+    digest rendered it."""
+    spec = dict(lws["spec"])
+    group = copy.deepcopy(dict(spec["leaderWorkerTemplate"]))
+    for role in GROUP_TEMPLATES:
+        meta = group[role]["metadata"]
+        annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != TEMPLATE_ANNOTATION}
+        meta.pop("annotations", None)
+        if annotations:
+            meta["annotations"] = annotations
+    return {**lws, "spec": {**spec, "leaderWorkerTemplate": group}}
+
+
+def template_digest(lws: Mapping[str, Any]) -> str:
+    """The template digest a LeaderWorkerSet manifest (rendered, or as the cache keeps it) holds;
+    "" when it holds none (one applied by an operator from before the digest)."""
+    group = (lws.get("spec") or {}).get("leaderWorkerTemplate") or {}
+    meta = (group.get("leaderTemplate") or {}).get("metadata") or {}
+    return str((meta.get("annotations") or {}).get(TEMPLATE_ANNOTATION) or "")
+
+
+def partition_of(lws: Mapping[str, Any]) -> int:
+    """The partition a LeaderWorkerSet manifest holds (0 when it says none: LWS's default)."""
+    value: Any = lws
+    for key in LWS_PARTITION_PATH:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def with_partition(lws: Mapping[str, Any], partition: int) -> dict[str, Any]:
+    """The LeaderWorkerSet with another partition (copied along the path, the rest shared):
+    groups with an index at or above it take the template, the others keep theirs."""
+    *path, last = LWS_PARTITION_PATH
+
+    def put(node: Mapping[str, Any], keys: list[str]) -> dict[str, Any]:
+        if not keys:
+            return {**node, last: partition}
+        return {**node, keys[0]: put(node.get(keys[0]) or {}, keys[1:])}
+
+    return put(lws, path)
 
 
 class _Documents:

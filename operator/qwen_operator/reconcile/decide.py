@@ -361,6 +361,9 @@ def decide(observed: Observed, now: datetime) -> Desired:
             res, decision.effective, observed.served, decision.utilization, compile_claim, decision.replicas
         )
     )
+    grouped, held_partition = (_groups(observed, res, before, decision) if groups else None), 0
+    if grouped is not None:
+        children, held_partition = _partitioned(children, grouped, now)
     p = Situation(observed, res, plan, decision, children)
     blocker = first_blocker(p)
     held = blocker is not None or res.spec.paused
@@ -385,6 +388,8 @@ def decide(observed: Observed, now: datetime) -> Desired:
         settings=settings_in_force(observed, res, decision, applies),
     )  # fmt: skip
     rolling = rollout.plan(ordering, now)
+    if grouped is not None:
+        rolling = _group_rollout(grouped, applies, held_partition, now)
     halted = None if rolling is None else rolling.problem()
     found = blocker or halted or decision.problem or _download_or_pods(download, pods)
     problem, wait = (found, None) if isinstance(found, Problem) else (None, found)
@@ -409,6 +414,50 @@ def decide(observed: Observed, now: datetime) -> Desired:
     return _desired(
         observed, after, before, said, applies, result, decision, wait, now, deletes, again, replacements
     )
+
+
+def _groups(
+    observed: Observed, res: api.QwenThinkingDeployment, before: status.Status, decision: cures.Decision
+) -> rollout.Groups:
+    """What the rollout of the LeaderWorkerSet's groups reads; its revision is set by `_partitioned`."""
+    return rollout.Groups(
+        res.metadata.name, observed.child(LWS_KIND, res.metadata.name), "", observed.pods, res.spec.replicas,
+        res.spec.disruption.max_unavailable, render.startup_seconds(res), before.rollout, decision.explained,
+    )  # fmt: skip
+
+
+def _partitioned(
+    children: tuple[dict[str, Any], ...], grouped: rollout.Groups, now: datetime
+) -> tuple[tuple[dict[str, Any], ...], int]:
+    """The children with the rollout's partition in the LeaderWorkerSet (reconcile/rollout.py), and
+    that partition: part of the desired manifest, so a pass whose partition and template have not
+    changed applies nothing. A live LeaderWorkerSet from before the template digest keeps its
+    templates without it while they hold all else rendered (rollout.as_applied): an operator
+    upgrade alone restarts no group."""
+    out, held = [], 0
+    for manifest in children:
+        if manifest["kind"] == LWS_KIND:
+            manifest = rollout.as_applied(manifest, grouped.lws)
+            held = rollout.partition(replace(grouped, revision=render.template_digest(manifest)), now)
+            manifest = render.with_partition(manifest, held)
+        out.append(manifest)
+    return tuple(out), held
+
+
+def _group_rollout(
+    grouped: rollout.Groups, applies: tuple[Apply, ...], rendered_partition: int, now: datetime
+) -> rollout.Rollout | None:
+    """The groups' rollout to the template the LeaderWorkerSet holds after this pass: the rendered
+    one when this pass applies it, else the live one (a paused or blocked resource, a download not
+    done: nothing moves, and no rollout is said to)."""
+    applied = next((a.manifest for a in applies if a.kind == LWS_KIND), None)
+    if applied is not None:
+        return rollout.group_plan(grouped, render.template_digest(applied), rendered_partition, now)
+    live = grouped.lws
+    if live is None:
+        return None
+    held = render.partition_of(live.manifest)
+    return rollout.group_plan(grouped, render.template_digest(live.manifest), held, now)
 
 
 def settings_in_force(

@@ -33,8 +33,36 @@ the entry, if it does not serve and its last run had another utilization: the St
 recreates it with the same template, and it starts with its own setting. The other replicas are
 not touched.
 
-A LeaderWorkerSet is rolled by its own controller (RollingUpdate, `maxUnavailable` from
-`spec.disruption`, no surge): its groups are replaced by index, with no canary and no halt.
+A LeaderWorkerSet's groups are replaced by its own controller (RollingUpdate, `maxUnavailable`
+from `spec.disruption`, no surge, from the highest index down), which never replaces a group
+whose index is below `spec.rolloutStrategy.rollingUpdateConfiguration.partition`. A group cannot
+be deleted by the operator instead: the controller recreates a deleted leader from whichever
+template its index gets, and a restart recreates the whole group. So the operator holds the
+rollout through the partition, which it renders in the LeaderWorkerSet it applies (`partition`,
+pure, from the snapshot):
+
+1. the apply that brings a new group template also sets the partition to `replicas - 1`: only
+   the highest group takes it, the canary (all groups at once when none serves: nothing to keep);
+2. once the canary's leader serves on the new template, the partition goes to 0 and the
+   controller replaces the other groups, `maxUnavailable` at a time, each once the previous serve;
+3. a group on the new template that fails (`failure`, for any of its pods: the leader's crash,
+   a worker's, whose restart makes the controller recreate the whole group, so the evidence is
+   often a pod already deleted, which the cache keeps a while) halts the rollout: the partition
+   stays, or comes back up to the lowest group the template reached, so no other group takes
+   it; `RolloutHalted` says which group (its leader's name) and why. A new template, or the
+   failed group serving again, resumes it.
+
+Which template a pod runs is the operator's digest of the group template (TEMPLATE_ANNOTATION on
+both pod templates): the controller's `template-revision-hash` label is a hash of its own
+encoding of the LeaderWorkerSet, which the operator cannot compute, and the LeaderWorkerSet's
+status does not name the current one. The groups are counted by their leaders.
+
+A LeaderWorkerSet applied by an operator from before the digest has none in its templates, nor
+its pods. Adding it alone would be a new template, and the controller would restart every group
+(tens of minutes each) for nothing: so while the live templates hold everything else rendered
+(`as_applied`), the operator renders them without the digest, applies no template change, and
+drives no rollout (the partition stays as it is). The first real change of the template brings
+the digest, behind the canary as above: the pods without one are on the old template.
 """
 
 from __future__ import annotations
@@ -43,10 +71,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from qwen_operator import api
 from qwen_operator.api.vocabulary import Reason, RolloutState, Stage
-from qwen_operator.reconcile import problems, snapshot, stages
+from qwen_operator.children import render
+from qwen_operator.reconcile import diff, problems, snapshot, stages
 from qwen_operator.reconcile.problems import Problem
 
 
@@ -254,6 +284,137 @@ def _next_serving(
     first = not r.canary
     why = "the canary: the first serving replica on the new template" if first else "the next serving replica"
     return _replacing(r, [Replacement(pod, why)], canary=pod.name if first else None)
+
+
+@dataclass(frozen=True)
+class Groups:
+    """What the rollout of a LeaderWorkerSet's groups reads."""
+
+    name: str
+    """The LeaderWorkerSet's (the resource's): the leader of group i is pod `name-i`."""
+    lws: snapshot.Child | None
+    """The LeaderWorkerSet as it is now (before this pass's apply)."""
+    revision: str
+    """The digest of the group template rendered by this pass (render.template_digest)."""
+    pods: Sequence[snapshot.Pod]
+    want: int
+    max_unavailable: int | str
+    startup_seconds: float
+    before: api.RolloutStatus | None
+    """The rollout as the status last said it (its canary)."""
+    explained: frozenset[str] = frozenset()
+    """Pods whose failure the out-of-memory cures account for: the cure brings a new template."""
+
+
+def leader_name(name: str, index: int) -> str:
+    """The name of group `index`'s leader pod (the leader StatefulSet's ordinal)."""
+    return f"{name}-{index}"
+
+
+def _leaders(f: Groups) -> dict[int, snapshot.Pod]:
+    """The live leader of each wanted group, by index."""
+    return {p.group: p for p in f.pods if p.leader and not p.deleting and 0 <= p.group < f.want}
+
+
+def _group_halts(
+    f: Groups, revision: str, leaders: Mapping[int, snapshot.Pod], now: datetime
+) -> tuple[Halt, ...]:
+    """The groups on `revision` that failed, each named by its leader: a group whose leader serves
+    on it has not; else the first failure among its pods on it, a deleted one's too (a restart
+    recreates the group, so a failed run is mostly seen on a pod going away)."""
+    out = []
+    reached = sorted({p.group for p in f.pods if p.revision == revision and 0 <= p.group < f.want})
+    for index in reached:
+        leader = leaders.get(index)
+        if leader is not None and leader.revision == revision and _serving(leader):
+            continue
+        pods = sorted(
+            (p for p in f.pods if p.group == index and p.revision == revision and p.name not in f.explained),
+            key=lambda p: (p.deleting, not p.leader, p.name),
+        )
+        found = next((h for p in pods if (h := failure(p, f.startup_seconds, now)) is not None), None)
+        if found is not None:
+            out.append(replace(found, pod=leader_name(f.name, index)))
+    return tuple(out)
+
+
+REVISION_FIELDS = ("leaderWorkerTemplate", "networkConfig")
+"""What the LeaderWorkerSet controller's revision holds (its revision_utils.getPatch, v0.8.0): a
+change anywhere else in the spec (replicas, the rollout strategy and its partition) makes no new
+revision and replaces no group."""
+
+
+def as_applied(rendered: dict[str, Any], live: snapshot.Child | None) -> dict[str, Any]:
+    """The rendered LeaderWorkerSet as this pass applies it: without the template digest when the
+    live one, made by an operator from before the digest, has none and its templates hold all
+    else rendered (diff.contains, as a drift is judged): the digest alone would be a new template
+    and roll every group. Otherwise as rendered, with the digest: a created LeaderWorkerSet, one
+    that has it, and one whose template really changes (its groups without the digest are then
+    on the old template)."""
+    if live is None or render.template_digest(live.manifest):
+        return rendered
+    bare = render.without_template_digest(rendered)
+    want, have = bare["spec"], live.manifest.get("spec") or {}
+    held = all(diff.contains(want.get(key), have.get(key)) for key in REVISION_FIELDS)
+    return bare if held else rendered
+
+
+def partition(f: Groups, now: datetime) -> int:
+    """The partition to render in the LeaderWorkerSet: 0 when it is created, at rest, or once the
+    canary serves; `replicas - 1` when this pass brings a new template and some group serves
+    (the highest group alone takes it); while a group on the new template fails, the lowest
+    group the template reached (no other takes it); else as it is (the canary starts). Without
+    a digest (`as_applied`: a LeaderWorkerSet from before it, whose template this pass keeps),
+    as it is: no template comes, so nothing is to be held or released."""
+    if f.lws is None:
+        return 0
+    if not f.revision:
+        return render.partition_of(f.lws.manifest)
+    if f.want <= 1:
+        return 0
+    leaders = _leaders(f)
+    if render.template_digest(f.lws.manifest) != f.revision:
+        return f.want - 1 if any(_serving(p) for p in leaders.values()) else 0
+    if all(p.revision == f.revision for p in leaders.values()):
+        return 0
+    if _group_halts(f, f.revision, leaders, now):
+        return min(p.group for p in f.pods if p.revision == f.revision and 0 <= p.group < f.want)
+    canary = leaders.get(f.want - 1)
+    if canary is not None and canary.revision == f.revision and _serving(canary):
+        return 0
+    return min(render.partition_of(f.lws.manifest), f.want - 1)
+
+
+def group_plan(f: Groups, revision: str, held: int, now: datetime) -> Rollout | None:
+    """The rollout of the groups to `revision` (the template the LeaderWorkerSet holds after this
+    pass, whose partition is `held`), or None when every group runs it. Nothing is replaced by
+    the operator: the counts, the canary, the halt, and what the controller does next."""
+    if f.lws is None or not revision:
+        return None
+    leaders = _leaders(f)
+    if all(p.revision == revision for p in leaders.values()):
+        return None
+    updated = [p for p in leaders.values() if p.revision == revision]
+    serving = sum(1 for p in leaders.values() if _serving(p))
+    before = f.before if f.before is not None and f.before.revision == revision else None
+    canary = before.canary if before is not None and before.canary else ""
+    if not canary and held > 0:
+        canary = leader_name(f.name, f.want - 1)
+    base = _with_canary(
+        Rollout(
+            revision, f.want, len(updated), serving, canary, halted=_group_halts(f, revision, leaders, now)
+        ),
+        updated,
+    )
+    if base.halted:
+        return base
+    if held > 0:
+        who = canary or leader_name(f.name, f.want - 1)
+        waiting = f"waiting for the canary {who} to serve; the other groups keep the old template"
+    else:
+        step = allowed_unavailable(f.max_unavailable, f.want)
+        waiting = f"the LeaderWorkerSet controller replaces the other groups, {step} at a time"
+    return replace(base, waiting=waiting)
 
 
 EPSILON = 1e-6

@@ -17,8 +17,11 @@ from typing import Any
 from qwen_operator.api.vocabulary import (
     ANNOTATION_PREFIX,
     INSTANCE_LABEL,
+    LWS_GROUP_INDEX_LABEL,
+    LWS_WORKER_INDEX_LABEL,
     REVISION_LABEL,
     SERVER_CONTAINER,
+    TEMPLATE_ANNOTATION,
     KubeletReason,
     LauncherRecord,
     PodCondition,
@@ -304,8 +307,15 @@ class Pod:
     """The watch reported it deleted: kept a while only for its failed run (cache.FAILED_POD_SECONDS),
     it mounts nothing any more."""
     revision: str = ""
-    """The template revision it was made from (label controller-revision-hash): the rollout
-    compares it with the StatefulSet's updateRevision."""
+    """The template revision it was made from: a LeaderWorkerSet's pods, the operator's digest of
+    the group template (annotation TEMPLATE_ANNOTATION), compared with the rendered one ("" for
+    a pod made before the digest: on the old template, once a rollout brings it); a
+    StatefulSet's, its controller's label controller-revision-hash, compared with its
+    updateRevision (reconcile/rollout.py)."""
+    group: int = -1
+    """The index of its LeaderWorkerSet group (label LWS_GROUP_INDEX_LABEL); -1 for a StatefulSet's."""
+    leader: bool = False
+    """The leader of its group (worker index 0): the pod that serves the group's API."""
 
     @property
     def server(self) -> Container | None:
@@ -365,8 +375,24 @@ def pod_from(raw: Raw) -> Pod:
         created=clock.parse(meta.get("creationTimestamp")),
         ready_since=_ready_since(status or {}),
         mounts=mounted_config_maps((spec or {}).get("volumes")),
-        revision=str((labels or {}).get(REVISION_LABEL, "")),
+        revision=_revision(meta, labels or {}),
+        group=_index((labels or {}).get(LWS_GROUP_INDEX_LABEL)),
+        leader=str((labels or {}).get(LWS_WORKER_INDEX_LABEL, "")) == "0",
     )
+
+
+def _revision(meta: Mapping[str, Any], labels: Mapping[str, Any]) -> str:
+    """A LeaderWorkerSet group's pod: its template digest alone, "" when it has none (made from a
+    template an operator from before the digest applied: the old template during a rollout,
+    never an unknown one); a StatefulSet's: its controller's revision label."""
+    if LWS_GROUP_INDEX_LABEL in labels:
+        return str(_ours(meta.get("annotations")).get(TEMPLATE_ANNOTATION) or "")
+    return str(labels.get(REVISION_LABEL, ""))
+
+
+def _index(value: Any) -> int:
+    text = str(value or "")
+    return int(text) if text.isdigit() else -1
 
 
 def _ready_since(status: Mapping[str, Any]) -> datetime | None:
