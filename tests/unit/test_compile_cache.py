@@ -197,39 +197,27 @@ def test_the_weights_download_is_not_told_about_the_compile_cache() -> None:
     assert not set(_env(fetch)) & {*CACHE_VARS, DIR_VAR, LIMIT_VAR}
 
 
-def test_a_claim_template_is_never_added_to_a_live_statefulset() -> None:
-    """volumeClaimTemplates are fixed at creation, and the replacement that keeps the pods does
-    not roll them when a claim is added (compile_cache.py): a StatefulSet made without the
-    compile cache's claim keeps its cache in the pod; one made with it, or a new one, has it."""
-    shared = parsed({"model": {"cache": {"mode": "Shared"}}})
-    with_claim, without = (
-        next(c for c in render.render(shared, compile_claim=allowed) if c["kind"] == "StatefulSet")
-        for allowed in (True, False)
-    )
-    assert compile_cache.claim_allowed(None) and compile_cache.claim_allowed(with_claim)
-    assert not compile_cache.claim_allowed(without)
-    assert "volumeClaimTemplates" not in without["spec"]
-    env = _env(without["spec"]["template"]["spec"]["containers"][0])
-    assert env["VLLM_CACHE_ROOT"].startswith(security.HOME) and DIR_VAR not in env
-    # PerReplica needs no claim of its own: a live StatefulSet changes nothing there
-    per_replica = parsed({})
-    assert render.render(per_replica, compile_claim=False) == render.render(per_replica)
-
-
 @pytest.mark.parametrize("made_with_claim", [True, False])
-def test_the_decision_keeps_the_live_statefulsets_claim_templates(made_with_claim: bool) -> None:
-    """decide() renders against the live StatefulSet: nothing to apply when it is as it was made,
-    with or without the claim; a new resource gets the claim."""
+def test_the_claim_is_added_to_a_live_statefulset_made_without_it(made_with_claim: bool) -> None:
+    """A Shared-mode StatefulSet made without the compile cache's claim template (before the
+    cache, or with compileCacheSize "0") is given it: the apply the apiserver refuses replaces it
+    keeping its pods, and the rollout replaces them in the controller's order (test_rollout.py).
+    One made with it has nothing to apply; a new resource gets it from the start."""
     spec = {"model": {"cache": {"mode": "Shared"}}}
-    res = parsed(spec)
-    live = tuple(
-        snapshot.child_from(live_object(m)) for m in render.render(res, compile_claim=made_with_claim)
-    )
+    made = {"model": {"cache": {"mode": "Shared", "compileCacheSize": "10Gi" if made_with_claim else "0"}}}
+    live = tuple(snapshot.child_from(live_object(m)) for m in render.render(parsed(made)))
     job = next(c for c in live if c.kind == "Job")
     job = replace(job, status={"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1})
     kids = tuple(job if c.kind == "Job" else c for c in live)
     desired = decide(Observed(resource(spec), kids, (), ()), NOW)
-    assert "StatefulSet" not in [a.manifest["kind"] for a in desired.applies], desired.applies
+    applied = [a.manifest for a in desired.applies if a.manifest["kind"] == "StatefulSet"]
+    if made_with_claim:
+        assert applied == [], desired.applies
+    else:
+        (sts,) = applied
+        assert list(_claim_templates(sts)) == [compile_cache.VOLUME]
+        env = _env(sts["spec"]["template"]["spec"]["containers"][0])
+        assert env[DIR_VAR] == compile_cache.MOUNT
     fresh = decide(Observed(resource(spec), (job,), (), ()), NOW)  # the download done, no StatefulSet yet
     (sts,) = [a.manifest for a in fresh.applies if a.manifest["kind"] == "StatefulSet"]
-    assert compile_cache.claim_allowed(sts) and "volumeClaimTemplates" in sts["spec"]
+    assert list(_claim_templates(sts)) == [compile_cache.VOLUME]

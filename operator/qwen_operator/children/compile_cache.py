@@ -17,13 +17,14 @@ died with the pod; here they live on the replica's own claim:
   ReadWriteMany class (the user's claim may be ReadOnlyMany), two pods never write one
   directory, and the weights stay read-only.
 
-A claim template is only ever part of a new StatefulSet (`claim_allowed`): added to a live one,
-the apiserver refuses the change (volumeClaimTemplates are fixed at creation), and the
-replacement keeping the pods (decide.replacing) does not roll them: the StatefulSet controller
-tries to add the new claim's volume to each adopted pod in place, the apiserver forbids that,
-and the controller retries forever before it gets to the rollout (seen on the local cluster,
-e2e/test_operator.py). So a StatefulSet made without the template (Shared or PVC source before
-this cache) keeps its compile cache in the pod until the StatefulSet is made anew with its pods.
+Adding that claim template to a live StatefulSet (one made before this cache, or with
+`compileCacheSize: "0"`) is a change the apiserver refuses (volumeClaimTemplates are fixed at
+creation): the StatefulSet is made anew keeping its pods (decide.replacing), and the pods, which
+lack the new claim, are replaced in the order that keeps the StatefulSet controller going
+(reconcile/rollout.py: the lowest ordinal that lacks it first, one serving replica at a time
+within `spec.disruption.maxUnavailable`): the controller cannot add a volume to a running pod, and
+goes no further than the first pod without it. So an operator upgrade gives such a resource the
+cache through one ordered rollout, as any template change would.
 
 The launcher (`qwen_runtime.compile_cache`) bounds the directory before each start, oldest
 entries first; `spec.model.cache.compileCacheSize` is the bound and, where a claim is made for
@@ -34,9 +35,7 @@ and no claim is made (a cluster that cannot provision one, beside a user's stati
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from qwen_operator import api
 from qwen_operator.children import security
@@ -68,26 +67,15 @@ class Location:
     template; False: it is a subdirectory of the weights volume."""
 
 
-def location(
-    spec: api.QwenThinkingDeploymentSpec, weights_mount: str, claim_allowed: bool = True
-) -> Location | None:
+def location(spec: api.QwenThinkingDeploymentSpec, weights_mount: str) -> Location | None:
     """Where the compile cache goes (see the module's docstring for why); None: nowhere that
-    outlives the pod (`compileCacheSize` 0, or a claim it needs that `claim_allowed` refuses)."""
+    outlives the pod (`compileCacheSize` 0)."""
     if limit_bytes(spec) == 0:
         return None
     user_claim = spec.model.source is not None and spec.model.source.pvc is not None
     if user_claim or spec.model.cache.mode == "Shared":  # the weights are mounted read-only
-        return Location(MOUNT, claim=True) if claim_allowed else None
+        return Location(MOUNT, claim=True)
     return Location(f"{weights_mount}/{SUBDIRECTORY}", claim=False)
-
-
-def claim_allowed(live_statefulset: Mapping[str, Any] | None) -> bool:
-    """Whether the StatefulSet may carry the compile cache's claim template: when it is created,
-    or when the live one has it already; never added to a live one (the module's docstring)."""
-    if live_statefulset is None:
-        return True
-    templates = (live_statefulset.get("spec") or {}).get("volumeClaimTemplates") or []
-    return any((t.get("metadata") or {}).get("name") == VOLUME for t in templates)
 
 
 def limit_bytes(spec: api.QwenThinkingDeploymentSpec) -> int:
@@ -97,13 +85,11 @@ def limit_bytes(spec: api.QwenThinkingDeploymentSpec) -> int:
     return int(parsed)
 
 
-def env(
-    spec: api.QwenThinkingDeploymentSpec, weights_mount: str, claim_allowed: bool = True
-) -> list[dict[str, str]]:
+def env(spec: api.QwenThinkingDeploymentSpec, weights_mount: str) -> list[dict[str, str]]:
     """The server's variables: each cache's directory under the root, and the root and its bound
     for the launcher's pruning (without a lasting location: under HOME, unbounded, as it dies
     with the pod)."""
-    where = location(spec, weights_mount, claim_allowed)
+    where = location(spec, weights_mount)
     root = f"{security.HOME}/.cache" if where is None else where.root
     out = [{"name": name, "value": f"{root}/{sub}"} for name, sub in CACHES.items()]
     if where is None:

@@ -32,7 +32,7 @@ from qwen_operator.api.vocabulary import (
     Result,
     Stage,
 )
-from qwen_operator.children import compile_cache, placement, registry, render, replicas, weights
+from qwen_operator.children import placement, registry, render, replicas, weights
 from qwen_operator.children.registry import Propagation
 from qwen_operator.memory import calibration, cures, planner
 from qwen_operator.process import clock
@@ -269,7 +269,9 @@ def replacing(p: Situation, applies: tuple[Apply, ...]) -> tuple[tuple[Apply, ..
     """The apiserver will not change a field fixed at creation (a StatefulSet's
     volumeClaimTemplates, a Job's pod template): the object is deleted with its kind's
     propagation (a StatefulSet's pods are kept, orphaned, then adopted by the new one and
-    rolled), and nothing else is applied; its deletion event brings the pass that creates it anew."""
+    rolled: pods that lack a new claim template's claim in the order that keeps the StatefulSet
+    controller going, rollout.py), and nothing else is applied; its deletion event brings the
+    pass that creates it anew."""
     refusal = p.observed.refusal
     if refusal is None or refusal.kind != RefusalKind.FIELD_IMMUTABLE:
         return applies, ()
@@ -354,12 +356,8 @@ def decide(observed: Observed, now: datetime) -> Desired:
     history = (before.context.history if before.context else None) or []
     decision = cures.choose(res, history, planned_at, failures, now, groups)
     plan = plans.get(decision.utilization) or planner.plan_for(res.spec, memory, decision.utilization)
-    live = None if groups else observed.child("StatefulSet", res.metadata.name)
-    compile_claim = compile_cache.claim_allowed(None if live is None else live.manifest)
     children = tuple(
-        render.render(
-            res, decision.effective, observed.served, decision.utilization, compile_claim, decision.replicas
-        )
+        render.render(res, decision.effective, observed.served, decision.utilization, decision.replicas)
     )
     p = Situation(observed, res, plan, decision, children)
     blocker = first_blocker(p)

@@ -306,6 +306,9 @@ class Pod:
     revision: str = ""
     """The template revision it was made from (label controller-revision-hash): the rollout
     compares it with the StatefulSet's updateRevision."""
+    claims: frozenset[tuple[str, str]] = frozenset()
+    """Its persistentVolumeClaim volumes, (volume name, claim name): the rollout compares them with
+    the StatefulSet's volume claim templates (an adopted pod may lack one)."""
 
     @property
     def server(self) -> Container | None:
@@ -366,7 +369,18 @@ def pod_from(raw: Raw) -> Pod:
         ready_since=_ready_since(status or {}),
         mounts=mounted_config_maps((spec or {}).get("volumes")),
         revision=str((labels or {}).get(REVISION_LABEL, "")),
+        claims=claim_volumes((spec or {}).get("volumes")),
     )
+
+
+def claim_volumes(value: Any) -> frozenset[tuple[str, str]]:
+    """(volume name, claim name) of each persistentVolumeClaim volume of a pod spec's `volumes`."""
+    found = set()
+    for volume in value if isinstance(value, list) else []:
+        source = volume.get("persistentVolumeClaim") if isinstance(volume, Mapping) else None
+        if isinstance(source, Mapping) and source.get("claimName"):
+            found.add((str(volume.get("name") or ""), str(source["claimName"])))
+    return frozenset(found)
 
 
 def _ready_since(status: Mapping[str, Any]) -> datetime | None:
