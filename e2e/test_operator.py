@@ -575,16 +575,16 @@ def test_immutable_statefulset_field_replaces_it_keeping_the_pods(
     wait_for(lambda: "Replacing" in reasons(ns, NAME), 30, "event Replacing")  # posted after the status patch
 
 
-def test_a_compile_cache_claim_is_never_added_to_a_live_statefulset(
+def test_a_compile_cache_claim_added_to_a_live_statefulset_replaces_its_pod(
     operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
     apps_v1: client.AppsV1Api,
 ) -> None:  # fmt: skip
     """An operator upgrade, as a spec change: a PVC-source resource whose StatefulSet was made
     without a claim template (compileCacheSize 0, as before the compile cache) is asked for one.
-    Replaced keeping its pods, the StatefulSet controller would try to add the claim's volume to
-    each pod in place, which the apiserver forbids ("pod updates may not change fields"), and
-    never roll them (seen here before this rule). So the live StatefulSet is left as it was made,
-    serving, and one made anew (deleted with its pods) gets a claim for each replica."""
+    The StatefulSet is made anew keeping its pod, which lacks the claim's volume: the StatefulSet
+    controller cannot add it to the running pod ("pod updates may not change fields") and goes no
+    further, so the operator's rollout replaces that pod (reconcile/rollout.py), and the new one
+    mounts its own claim. Three replicas, in order: e2e/test_rollout.py."""
     weights = client.V1PersistentVolumeClaim(
         metadata=client.V1ObjectMeta(name="weights-rox"),
         spec=client.V1PersistentVolumeClaimSpec(
@@ -597,28 +597,29 @@ def test_a_compile_cache_claim_is_never_added_to_a_live_statefulset(
     apply_ready(custom, ns, model={**pvc, "cache": {"compileCacheSize": "0"}})
     old = apps_v1.read_namespaced_stateful_set(NAME, ns)
     assert not old.spec.volume_claim_templates
+    (before,) = ready_pods(core_v1, ns, NAME)
     patch_spec(ns, {"model": {"cache": {"compileCacheSize": "10Gi"}}})
-    wait_phase(custom, ns, NAME, "Ready")
-    settle(3)
-    kept = apps_v1.read_namespaced_stateful_set(NAME, ns)
-    assert kept.metadata.uid == old.metadata.uid and not kept.spec.volume_claim_templates
-    assert "Replacing" not in reasons(ns, NAME)
 
-    kubectl("delete", "statefulset", NAME, "-n", ns, "--wait=true")
-
-    def made_anew() -> bool:
+    def made_anew() -> client.V1Pod | None:
         sts = apps_v1.read_namespaced_stateful_set(NAME, ns)
         templates = [t.metadata.name for t in sts.spec.volume_claim_templates or []]
-        return bool(sts.metadata.uid != old.metadata.uid and templates == ["compile-cache"])
+        pods = ready_pods(core_v1, ns, NAME)
+        if sts.metadata.uid == old.metadata.uid or templates != ["compile-cache"] or len(pods) != 1:
+            return None
+        return pods[0] if pods[0].metadata.uid != before.metadata.uid else None
 
-    wait_for(made_anew, 60, "StatefulSet made anew with the compile-cache claim template")
+    pod = wait_for(
+        made_anew, 90, "StatefulSet made anew with the compile-cache claim template, its pod replaced"
+    )
     wait_phase(custom, ns, NAME, "Ready")
-    (pod,) = ready_pods(core_v1, ns, NAME)
     assert {m.name: m.mount_path for m in pod.spec.containers[0].volume_mounts}[
         "compile-cache"
     ] == "/compile-cache"
+    (claim,) = [v.persistent_volume_claim.claim_name for v in pod.spec.volumes if v.name == "compile-cache"]
+    assert claim == f"compile-cache-{NAME}-0"
     claims = sorted(c.metadata.name for c in core_v1.list_namespaced_persistent_volume_claim(ns).items)
     assert claims == [f"compile-cache-{NAME}-0", "weights-rox"]
+    assert {"Replacing", "ReplacingPod"} <= reasons(ns, NAME)
 
 
 def test_recreated_resource_adopts_the_orphaned_children(
