@@ -47,8 +47,9 @@ forbids ("pod updates may not change fields other than ..."). The sync ends with
 status is still written: observedGeneration, updateRevision) and is retried with back-off, so the
 controller never gets past that pod: a pod deleted in a later batch is not recreated, and the
 operator's highest-ordinal-first order would delete exactly those, one replica lost per step.
-Only deleting the pod unwedges it: the controller then creates it from the new StatefulSet, with
-every claim, and goes on to the next batch.
+Only deleting the pod unwedges it: its deletion is a pod event, which syncs the StatefulSet at
+once whatever the back-off, and the controller creates it from the new StatefulSet, with every
+claim, and goes on to the next batch.
 
 So while a live pod lacks a claim of its StatefulSet (`missing_claims`, the controller's
 `storageMatches` on the snapshot's volumes), the order is the one that unwedges the controller:
@@ -64,11 +65,11 @@ So while a live pod lacks a claim of its StatefulSet (`missing_claims`, the cont
 3. the next blocker is the next pod that lacks a claim, and so on up the ordinals.
 
 Such a pod is outdated whatever its revision (a pod is judged, as ever, once the controller has
-labelled it with one): the claim change comes with a template change in
-practice (the compile cache's volume mount and variables; a PerReplica weights volume where the
-Shared claim was), so an adopted pod still carries its old `controller-revision-hash`, but a
-StatefulSet whose template did not change (made anew by hand, or a template that renders as
-before) may reuse the pods' revision, and the pod must go all the same.
+labelled it with one). The claim change comes with a template change in practice (the compile
+cache's volume mount and variables; a PerReplica weights volume where the Shared claim was), so
+an adopted pod still carries its old `controller-revision-hash`; but a StatefulSet whose template
+did not change (made anew by hand, or a template that renders as before) may reuse the pods'
+revision, and the pod must go all the same.
 
 A LeaderWorkerSet is rolled by its own controller (RollingUpdate, `maxUnavailable` from
 `spec.disruption`, no surge): its groups are replaced by index, with no canary and no halt.
