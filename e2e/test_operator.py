@@ -51,7 +51,13 @@ from e2e.operator_fixtures import (  # noqa: E402
     wait_phase,
 )
 from qwen_operator import api  # noqa: E402
-from qwen_operator.api.vocabulary import MANAGED_LABELS, selector_labels, selector_string  # noqa: E402
+from qwen_operator.api.vocabulary import (  # noqa: E402
+    COMPONENT_LABEL,
+    MANAGED_LABELS,
+    Component,
+    selector_labels,
+    selector_string,
+)
 from qwen_operator.children import launcher, render, security, stopping  # noqa: E402
 from qwen_operator.memory import planner  # noqa: E402
 from qwen_operator.process import clock, lease  # noqa: E402
@@ -386,13 +392,15 @@ def test_the_launcher_configmap_cannot_be_swapped_and_goes_once_unmounted(
     ConfigMap stays while a pod mounts it and goes once none does."""
     uid = apply_ready(custom, ns)["metadata"]["uid"]
     name = launcher.configmap_name(NAME)
-    (cm,) = core_v1.list_namespaced_config_map(ns, label_selector=instance(NAME)).items
+    # the launcher's ConfigMaps alone: the replicas' settings ConfigMap has the instance label too
+    launchers = f"{instance(NAME)},{COMPONENT_LABEL}={Component.LAUNCHER}"
+    (cm,) = core_v1.list_namespaced_config_map(ns, label_selector=launchers).items
     assert (cm.metadata.name, cm.immutable, cm.data) == (name, True, launcher.sources())
     assert owned_by(cm, uid)
     template = apps_v1.read_namespaced_stateful_set(NAME, ns).spec.template.spec
     env = {e.name: e.value for c in [*template.init_containers, *template.containers] for e in c.env}
     assert env[integrity.DIGEST_VAR] == launcher.digest()
-    assert [v.config_map.name for v in template.volumes if v.config_map] == [name]
+    assert [v.config_map.name for v in template.volumes if v.name == launcher.VOLUME] == [name]
     with pytest.raises(client.ApiException) as edit:
         core_v1.patch_namespaced_config_map(name, ns, {"data": {"argv.py": "print('not ours')\n"}})
     assert edit.value.status == 422 and "immutable" in str(edit.value.body), edit.value.body
@@ -427,7 +435,7 @@ def test_the_launcher_configmap_cannot_be_swapped_and_goes_once_unmounted(
     settle(5)  # a pass sees it (its creation is an event), and keeps it: the pod mounts it
 
     def names() -> set[str]:
-        found = core_v1.list_namespaced_config_map(ns, label_selector=instance(NAME)).items
+        found = core_v1.list_namespaced_config_map(ns, label_selector=launchers).items
         return {c.metadata.name for c in found}
 
     assert names() == {name, old}
