@@ -48,6 +48,7 @@ from e2e.operator_fixtures import (  # noqa: E402
     server_command,
     settle,
     sts_context,
+    untouched,
     wait_phase,
 )
 from qwen_operator import api  # noqa: E402
@@ -583,16 +584,19 @@ def test_immutable_statefulset_field_replaces_it_keeping_the_pods(
     wait_for(lambda: "Replacing" in reasons(ns, NAME), 30, "event Replacing")  # posted after the status patch
 
 
-def test_a_compile_cache_claim_added_to_a_live_statefulset_replaces_its_pod(
+def test_a_compile_cache_claim_comes_to_a_live_statefulset_with_the_next_rollout(
     operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
     apps_v1: client.AppsV1Api,
 ) -> None:  # fmt: skip
     """An operator upgrade, as a spec change: a PVC-source resource whose StatefulSet was made
     without a claim template (compileCacheSize 0, as before the compile cache) is asked for one.
-    The StatefulSet is made anew keeping its pod, which lacks the claim's volume: the StatefulSet
-    controller cannot add it to the running pod ("pod updates may not change fields") and goes no
-    further, so the operator's rollout replaces that pod (reconcile/rollout.py), and the new one
-    mounts its own claim. Three replicas, in order: e2e/test_rollout.py."""
+    The claim alone would restart the replica for nothing but the cache: the StatefulSet and its
+    pod are left as they are (compile_cache.claim_deferred). A change that rolls the pod anyway
+    (a variable in spec.runtime.env) brings it: the StatefulSet is made anew keeping its pod,
+    which lacks the claim's volume; the StatefulSet controller cannot add it to the running pod
+    ("pod updates may not change fields") and goes no further, so the operator's rollout replaces
+    that pod (reconcile/rollout.py), and the new one mounts its own claim. Three replicas, in
+    order: e2e/test_rollout.py."""
     weights = client.V1PersistentVolumeClaim(
         metadata=client.V1ObjectMeta(name="weights-rox"),
         spec=client.V1PersistentVolumeClaimSpec(
@@ -607,6 +611,10 @@ def test_a_compile_cache_claim_added_to_a_live_statefulset_replaces_its_pod(
     assert not old.spec.volume_claim_templates
     (before,) = ready_pods(core_v1, ns, NAME)
     patch_spec(ns, {"model": {"cache": {"compileCacheSize": "10Gi"}}})
+    wait_phase(custom, ns, NAME, "Ready")  # the operator has seen it
+    untouched(core_v1, apps_v1, ns, old.metadata.uid, {before.metadata.name: before.metadata.uid})
+    assert "Replacing" not in reasons(ns, NAME)
+    patch_spec(ns, {"runtime": {"env": [{"name": "EXAMPLE_ROLLOUT", "value": "1"}]}})
 
     def made_anew() -> client.V1Pod | None:
         sts = apps_v1.read_namespaced_stateful_set(NAME, ns)
@@ -628,6 +636,8 @@ def test_a_compile_cache_claim_added_to_a_live_statefulset_replaces_its_pod(
     claims = sorted(c.metadata.name for c in core_v1.list_namespaced_persistent_volume_claim(ns).items)
     assert claims == [f"compile-cache-{NAME}-0", "weights-rox"]
     assert {"Replacing", "ReplacingPod"} <= reasons(ns, NAME)
+    env = {e.name: e.value for e in pod.spec.containers[0].env}
+    assert env["EXAMPLE_ROLLOUT"] == "1" and env["VLLM_CACHE_ROOT"] == "/compile-cache/vllm"
 
 
 def test_recreated_resource_adopts_the_orphaned_children(

@@ -40,6 +40,7 @@ from e2e.operator_fixtures import (  # noqa: E402
     instance,
     sample,
     settle,
+    untouched,
     wait_phase,
 )
 from qwen_operator.api.vocabulary import COMPONENT_LABEL, Component, claim_name  # noqa: E402
@@ -347,13 +348,16 @@ def rolled_with_claim(
 def claim_rollout(
     operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
     apps_v1: client.AppsV1Api, before: dict[str, Any], after: dict[str, Any], template: str,
+    upgrade: dict[str, Any] | None = None,
 ) -> None:  # fmt: skip
-    """3 replicas serving with the model `before`, then `after`, whose StatefulSet has another
+    """3 replicas serving with the spec fields `before`, then `after`, whose StatefulSet has another
     claim template: the StatefulSet is made anew keeping the pods (they lack the claim), and they
     are replaced lowest ordinal first, one at a time, serving never below replicas -
-    maxUnavailable (the StatefulSet controller recreates no pod beyond the first that lacks it)."""
+    maxUnavailable (the StatefulSet controller recreates no pod beyond the first that lacks it).
+    `upgrade`: spec fields applied in between, that ask for the claim and change nothing else of
+    the pods: the StatefulSet and its pods are left as they are (compile_cache.claim_deferred)."""
     del operator
-    apply_ready(custom, ns, replicas=REPLICAS, gpu=H200, model=before)
+    apply_ready(custom, ns, replicas=REPLICAS, gpu=H200, **before)
     pods = wait_for(
         lambda: (found := core_v1.list_namespaced_pod(ns, label_selector=SERVERS).items)
         and sum(ready(p) for p in found) == REPLICAS and found,
@@ -364,9 +368,16 @@ def claim_rollout(
     assert template not in [t.metadata.name for t in old.spec.volume_claim_templates or []]
     assert all(claim_of(p, template) != claim_name(template, NAME, i) for i, p in enumerate(
         sorted(pods, key=lambda p: p.metadata.name)))  # fmt: skip
+    if upgrade is not None:
+        apply_yaml(ns, sample(replicas=REPLICAS, gpu=H200, **upgrade))
+        wait_phase(custom, ns, NAME, "Ready")  # the operator has seen it
+        untouched(core_v1, apps_v1, ns, old.metadata.uid, uids, selector=SERVERS)
+        kept = apps_v1.read_namespaced_stateful_set(NAME, ns)
+        assert kept.spec.template == old.spec.template and kept.metadata.generation == old.metadata.generation
+        assert "Replacing" not in {e["reason"] for e in events(ns, NAME)}
     started = time.monotonic()
     with sampling(core_v1, ns, SERVERS) as sampler:
-        apply_yaml(ns, sample(replicas=REPLICAS, gpu=H200, model=after))
+        apply_yaml(ns, sample(replicas=REPLICAS, gpu=H200, **after))
         said = f"the StatefulSet made anew with claim template {template}, every replica recreated with it"
         wait_for(lambda: rolled_with_claim(core_v1, apps_v1, ns, old.metadata.uid, template), 240, said)
         obj = wait_phase(custom, ns, NAME, "Ready")
@@ -386,17 +397,24 @@ def claim_rollout(
     assert "Replacing" in {e["reason"] for e in events(ns, NAME)}  # the StatefulSet, made anew
 
 
-def test_a_compile_cache_claim_added_to_a_live_statefulset_rolls_lowest_ordinal_first(
+def test_a_compile_cache_claim_comes_with_the_next_rollout_lowest_ordinal_first(
     operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
     apps_v1: client.AppsV1Api,
 ) -> None:  # fmt: skip
     """An operator upgrade, as a spec change: a Shared-mode StatefulSet made without the compile
-    cache's claim template (compileCacheSize 0, as before the cache) is given it."""
+    cache's claim template (compileCacheSize 0, as before the cache) is asked for it. Alone, it
+    restarts no replica: the StatefulSet and its pods stay as they are. The next change that rolls
+    the pods anyway (a variable in spec.runtime.env) brings it, in the controller's order."""
     without = {**SHARED, "cache": {**SHARED["cache"], "compileCacheSize": "0"}}
-    claim_rollout(operator, ns, custom, core_v1, apps_v1, without, SHARED, compile_cache.VOLUME)
+    env = {"env": [{"name": "EXAMPLE_ROLLOUT", "value": "1"}]}
+    claim_rollout(
+        operator, ns, custom, core_v1, apps_v1, {"model": without}, {"model": SHARED, "runtime": env},
+        compile_cache.VOLUME, upgrade={"model": SHARED},
+    )  # fmt: skip
     pod = core_v1.read_namespaced_pod(pod_name(0), ns)
     mounts = {m.name: m.mount_path for m in pod.spec.containers[0].volume_mounts}
     assert mounts[compile_cache.VOLUME] == compile_cache.MOUNT
+    assert {e.name: e.value for e in pod.spec.containers[0].env}["EXAMPLE_ROLLOUT"] == "1"
 
 
 def test_shared_weights_switched_to_per_replica_roll_lowest_ordinal_first(
@@ -406,4 +424,5 @@ def test_shared_weights_switched_to_per_replica_roll_lowest_ordinal_first(
     """Shared to PerReplica: each pod's `weights` volume mounts the shared claim, and the new
     StatefulSet's template `weights` wants the replica's own."""
     per_replica = {"id": SHARED["id"]}
-    claim_rollout(operator, ns, custom, core_v1, apps_v1, SHARED, per_replica, "weights")
+    before, after = {"model": SHARED}, {"model": per_replica}
+    claim_rollout(operator, ns, custom, core_v1, apps_v1, before, after, "weights")

@@ -229,13 +229,14 @@ def _secret_env(name: str, ref: api.SecretKeyRef) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
 
 
-def server_env(spec: QwenThinkingDeploymentSpec) -> list[dict[str, Any]]:
-    """Operator env first; the user's env replaces same-named entries (SSA needs unique names)."""
+def server_env(spec: QwenThinkingDeploymentSpec, compile_claim: bool = True) -> list[dict[str, Any]]:
+    """Operator env first; the user's env replaces same-named entries (SSA needs unique names).
+    `compile_claim`: whether the compile cache may have a claim of its own (render())."""
     env: dict[str, dict[str, Any]] = {
         e["name"]: e for e in [*launcher_env(), {"name": "PYTHONUNBUFFERED", "value": "1"}]
     }
     env[ENGINE_READY_TIMEOUT_VAR] = {"name": ENGINE_READY_TIMEOUT_VAR, "value": str(ENGINE_READY_TIMEOUT_S)}
-    env |= {e["name"]: e for e in compile_cache.env(spec, WEIGHTS_MOUNT)}
+    env |= {e["name"]: e for e in compile_cache.env(spec, WEIGHTS_MOUNT, compile_claim)}
     if pvc_source(spec) is None:
         env["HF_HUB_CACHE"] = {"name": "HF_HUB_CACHE", "value": HF_CACHE}
         env["HF_HUB_OFFLINE"] = {"name": "HF_HUB_OFFLINE", "value": "1"}
@@ -387,10 +388,12 @@ def _values(
     max_model_len: int | None,
     gpu_memory_utilization: float | None,
     replica_utilizations: Mapping[str, float] | None = None,
+    compile_claim: bool = True,
 ) -> dict[str, Any]:
     spec, name = res.spec, res.metadata.name
     pvc = pvc_source(spec)
     gpu_toleration = {"key": spec.gpu.resource_name, "operator": "Exists", "effect": "NoSchedule"}
+    claims = (pvc is None and not shared_cache(spec)) or _compile_cache(spec, compile_claim) is not None
     return {
         "name": name,
         "namespace": res.metadata.namespace,
@@ -420,14 +423,14 @@ def _values(
             "home_volume": security.HOME_VOLUME,
         },
         "command": server_argv(res, max_model_len, gpu_memory_utilization),
-        "env": server_env(spec),
+        "env": server_env(spec, compile_claim),
         "replica_settings": replica_settings(res, replica_utilizations),
         "fetch": None if pvc is not None else {"env": fetch_env(spec)},
         "shared": _shared(res) if shared_cache(spec) else None,
         "pvc": None if pvc is None else pvc.model_dump(by_alias=True),
         "weights_mount": WEIGHTS_MOUNT,
-        "compile_cache": _compile_cache(spec),
-        "has_claims": (pvc is None and not shared_cache(spec)) or _compile_cache(spec) is not None,
+        "compile_cache": _compile_cache(spec, compile_claim),
+        "has_claims": claims,
         "storage_class": spec.model.cache.storage_class_name,
         "cache_size": spec.model.cache.size,
         "resources": resources(spec),
@@ -478,9 +481,9 @@ def _group(
     }
 
 
-def _compile_cache(spec: QwenThinkingDeploymentSpec) -> dict[str, Any] | None:
+def _compile_cache(spec: QwenThinkingDeploymentSpec, compile_claim: bool) -> dict[str, Any] | None:
     """The compile cache's own claim template and mount, where it needs one (compile_cache.py)."""
-    where = compile_cache.location(spec, WEIGHTS_MOUNT)
+    where = compile_cache.location(spec, WEIGHTS_MOUNT, compile_claim)
     if where is None or not where.claim:
         return None
     return {
@@ -522,10 +525,16 @@ def render(
     served: frozenset[str] = frozenset(),
     gpu_memory_utilization: float | None = None,
     replica_utilizations: Mapping[str, float] | None = None,
+    compile_claim: bool = True,
 ) -> list[dict[str, Any]]:
     """Every child manifest, in apply order, for the given effective context length and GPU
     memory utilization (default: the spec's), and the replicas' own utilizations (by pod name,
     in their ConfigMap: children/replicas.py).
+
+    `compile_claim`: False keeps a compile cache that needs a claim of its own (Shared, PVC
+    source) in the pod instead, without its claim template, mount and variables: for a live
+    StatefulSet made without that claim whose pods do not roll otherwise (compile_cache.py,
+    `claim_deferred`).
 
     `served`: the optional CRDs the apiserver serves (registry.OPTIONAL_CRDS): a ServiceMonitor
     with the Prometheus Operator's; with spec.autoscaling a KEDA ScaledObject with KEDA's, else a
@@ -533,7 +542,7 @@ def render(
     spec.monitoring.prometheusRule a PrometheusRule with the Prometheus Operator's.
     """
     res = coerce(resource)
-    values = _values(res, max_model_len, gpu_memory_utilization, replica_utilizations)
+    values = _values(res, max_model_len, gpu_memory_utilization, replica_utilizations, compile_claim)
     # plain data: equal values, an equal document; hashed once for the documents of every template
     plain = hashlib.blake2b(json.dumps(values, sort_keys=True).encode(), digest_size=16).digest()
     children = []

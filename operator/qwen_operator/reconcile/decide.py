@@ -32,7 +32,7 @@ from qwen_operator.api.vocabulary import (
     Result,
     Stage,
 )
-from qwen_operator.children import placement, registry, render, replicas, weights
+from qwen_operator.children import compile_cache, placement, registry, render, replicas, weights
 from qwen_operator.children.registry import Propagation
 from qwen_operator.memory import calibration, cures, planner
 from qwen_operator.process import clock
@@ -356,9 +356,7 @@ def decide(observed: Observed, now: datetime) -> Desired:
     history = (before.context.history if before.context else None) or []
     decision = cures.choose(res, history, planned_at, failures, now, groups)
     plan = plans.get(decision.utilization) or planner.plan_for(res.spec, memory, decision.utilization)
-    children = tuple(
-        render.render(res, decision.effective, observed.served, decision.utilization, decision.replicas)
-    )
+    children = rendered(observed, res, decision)
     p = Situation(observed, res, plan, decision, children)
     blocker = first_blocker(p)
     held = blocker is not None or res.spec.paused
@@ -407,6 +405,23 @@ def decide(observed: Observed, now: datetime) -> Desired:
     return _desired(
         observed, after, before, said, applies, result, decision, wait, now, deletes, again, replacements
     )
+
+
+def rendered(
+    observed: Observed, res: api.QwenThinkingDeployment, decision: cures.Decision
+) -> tuple[dict[str, Any], ...]:
+    """Every child, the StatefulSet with the compile cache's claim template unless it is live
+    without it and the claim would be the only reason its pods roll (compile_cache.claim_deferred:
+    an operator upgrade alone restarts no replica). From the snapshot alone."""
+    args = (res, decision.effective, observed.served, decision.utilization, decision.replicas)
+    children = tuple(render.render(*args))
+    sts = next((c for c in children if c["kind"] == "StatefulSet"), None)  # none for a LeaderWorkerSet
+    live = observed.child("StatefulSet", res.metadata.name)
+    if live is None or sts is None or compile_cache.claimed(live.manifest) or not compile_cache.claimed(sts):
+        return children
+    without = tuple(render.render(*args, compile_claim=False))
+    kept = next(c for c in without if c["kind"] == "StatefulSet")
+    return without if compile_cache.claim_deferred(live.manifest, sts, kept) else children
 
 
 def settings_in_force(
