@@ -322,6 +322,27 @@ def settle(seconds: float) -> None:
     time.sleep(seconds)
 
 
+def untouched(
+    core_v1: client.CoreV1Api, apps_v1: client.AppsV1Api, ns: str, sts_uid: str, pods: dict[str, str],
+    seconds: float = 8.0, selector: str | None = None, name: str = NAME,
+) -> None:  # fmt: skip
+    """For `seconds`, sampled every half second: the StatefulSet `name` is the one of `sts_uid`, and
+    its pods (`selector`, else the resource's) are exactly `pods` (name: uid), none deleting."""
+    selector = selector or instance(name)
+    deadline = time.monotonic() + seconds
+    while True:
+        sts = apps_v1.read_namespaced_stateful_set(name, ns)
+        made_anew = sts.metadata.uid != sts_uid or sts.metadata.deletion_timestamp is not None
+        assert not made_anew, "the StatefulSet deleted or made anew"
+        found = core_v1.list_namespaced_pod(ns, label_selector=selector).items
+        now = {p.metadata.name: p.metadata.uid for p in found}
+        assert now == pods, f"pods changed: {now} (were {pods})"
+        assert not any(p.metadata.deletion_timestamp for p in found), "a pod is deleting"
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.5)
+
+
 def sample(name: str = NAME, **spec: Any) -> dict[str, Any]:
     """The sample resource, renamed and with top-level spec fields replaced."""
     doc = copy.deepcopy(SAMPLE)

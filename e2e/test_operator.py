@@ -48,10 +48,17 @@ from e2e.operator_fixtures import (  # noqa: E402
     server_command,
     settle,
     sts_context,
+    untouched,
     wait_phase,
 )
 from qwen_operator import api  # noqa: E402
-from qwen_operator.api.vocabulary import MANAGED_LABELS, selector_labels, selector_string  # noqa: E402
+from qwen_operator.api.vocabulary import (  # noqa: E402
+    COMPONENT_LABEL,
+    MANAGED_LABELS,
+    Component,
+    selector_labels,
+    selector_string,
+)
 from qwen_operator.children import launcher, render, security, stopping  # noqa: E402
 from qwen_operator.memory import planner  # noqa: E402
 from qwen_operator.process import clock, lease  # noqa: E402
@@ -386,13 +393,15 @@ def test_the_launcher_configmap_cannot_be_swapped_and_goes_once_unmounted(
     ConfigMap stays while a pod mounts it and goes once none does."""
     uid = apply_ready(custom, ns)["metadata"]["uid"]
     name = launcher.configmap_name(NAME)
-    (cm,) = core_v1.list_namespaced_config_map(ns, label_selector=instance(NAME)).items
+    # the launcher's ConfigMaps alone: the replicas' settings ConfigMap has the instance label too
+    launchers = f"{instance(NAME)},{COMPONENT_LABEL}={Component.LAUNCHER}"
+    (cm,) = core_v1.list_namespaced_config_map(ns, label_selector=launchers).items
     assert (cm.metadata.name, cm.immutable, cm.data) == (name, True, launcher.sources())
     assert owned_by(cm, uid)
     template = apps_v1.read_namespaced_stateful_set(NAME, ns).spec.template.spec
     env = {e.name: e.value for c in [*template.init_containers, *template.containers] for e in c.env}
     assert env[integrity.DIGEST_VAR] == launcher.digest()
-    assert [v.config_map.name for v in template.volumes if v.config_map] == [name]
+    assert [v.config_map.name for v in template.volumes if v.name == launcher.VOLUME] == [name]
     with pytest.raises(client.ApiException) as edit:
         core_v1.patch_namespaced_config_map(name, ns, {"data": {"argv.py": "print('not ours')\n"}})
     assert edit.value.status == 422 and "immutable" in str(edit.value.body), edit.value.body
@@ -427,7 +436,7 @@ def test_the_launcher_configmap_cannot_be_swapped_and_goes_once_unmounted(
     settle(5)  # a pass sees it (its creation is an event), and keeps it: the pod mounts it
 
     def names() -> set[str]:
-        found = core_v1.list_namespaced_config_map(ns, label_selector=instance(NAME)).items
+        found = core_v1.list_namespaced_config_map(ns, label_selector=launchers).items
         return {c.metadata.name for c in found}
 
     assert names() == {name, old}
@@ -575,16 +584,19 @@ def test_immutable_statefulset_field_replaces_it_keeping_the_pods(
     wait_for(lambda: "Replacing" in reasons(ns, NAME), 30, "event Replacing")  # posted after the status patch
 
 
-def test_a_compile_cache_claim_is_never_added_to_a_live_statefulset(
+def test_a_compile_cache_claim_comes_to_a_live_statefulset_with_the_next_rollout(
     operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
     apps_v1: client.AppsV1Api,
 ) -> None:  # fmt: skip
     """An operator upgrade, as a spec change: a PVC-source resource whose StatefulSet was made
     without a claim template (compileCacheSize 0, as before the compile cache) is asked for one.
-    Replaced keeping its pods, the StatefulSet controller would try to add the claim's volume to
-    each pod in place, which the apiserver forbids ("pod updates may not change fields"), and
-    never roll them (seen here before this rule). So the live StatefulSet is left as it was made,
-    serving, and one made anew (deleted with its pods) gets a claim for each replica."""
+    The claim alone would restart the replica for nothing but the cache: the StatefulSet and its
+    pod are left as they are (compile_cache.claim_deferred). A change that rolls the pod anyway
+    (a variable in spec.runtime.env) brings it: the StatefulSet is made anew keeping its pod,
+    which lacks the claim's volume; the StatefulSet controller cannot add it to the running pod
+    ("pod updates may not change fields") and goes no further, so the operator's rollout replaces
+    that pod (reconcile/rollout.py), and the new one mounts its own claim. Three replicas, in
+    order: e2e/test_rollout.py."""
     weights = client.V1PersistentVolumeClaim(
         metadata=client.V1ObjectMeta(name="weights-rox"),
         spec=client.V1PersistentVolumeClaimSpec(
@@ -597,28 +609,35 @@ def test_a_compile_cache_claim_is_never_added_to_a_live_statefulset(
     apply_ready(custom, ns, model={**pvc, "cache": {"compileCacheSize": "0"}})
     old = apps_v1.read_namespaced_stateful_set(NAME, ns)
     assert not old.spec.volume_claim_templates
+    (before,) = ready_pods(core_v1, ns, NAME)
     patch_spec(ns, {"model": {"cache": {"compileCacheSize": "10Gi"}}})
-    wait_phase(custom, ns, NAME, "Ready")
-    settle(3)
-    kept = apps_v1.read_namespaced_stateful_set(NAME, ns)
-    assert kept.metadata.uid == old.metadata.uid and not kept.spec.volume_claim_templates
+    wait_phase(custom, ns, NAME, "Ready")  # the operator has seen it
+    untouched(core_v1, apps_v1, ns, old.metadata.uid, {before.metadata.name: before.metadata.uid})
     assert "Replacing" not in reasons(ns, NAME)
+    patch_spec(ns, {"runtime": {"env": [{"name": "EXAMPLE_ROLLOUT", "value": "1"}]}})
 
-    kubectl("delete", "statefulset", NAME, "-n", ns, "--wait=true")
-
-    def made_anew() -> bool:
+    def made_anew() -> client.V1Pod | None:
         sts = apps_v1.read_namespaced_stateful_set(NAME, ns)
         templates = [t.metadata.name for t in sts.spec.volume_claim_templates or []]
-        return bool(sts.metadata.uid != old.metadata.uid and templates == ["compile-cache"])
+        pods = ready_pods(core_v1, ns, NAME)
+        if sts.metadata.uid == old.metadata.uid or templates != ["compile-cache"] or len(pods) != 1:
+            return None
+        return pods[0] if pods[0].metadata.uid != before.metadata.uid else None
 
-    wait_for(made_anew, 60, "StatefulSet made anew with the compile-cache claim template")
+    pod = wait_for(
+        made_anew, 90, "StatefulSet made anew with the compile-cache claim template, its pod replaced"
+    )
     wait_phase(custom, ns, NAME, "Ready")
-    (pod,) = ready_pods(core_v1, ns, NAME)
     assert {m.name: m.mount_path for m in pod.spec.containers[0].volume_mounts}[
         "compile-cache"
     ] == "/compile-cache"
+    (claim,) = [v.persistent_volume_claim.claim_name for v in pod.spec.volumes if v.name == "compile-cache"]
+    assert claim == f"compile-cache-{NAME}-0"
     claims = sorted(c.metadata.name for c in core_v1.list_namespaced_persistent_volume_claim(ns).items)
     assert claims == [f"compile-cache-{NAME}-0", "weights-rox"]
+    assert {"Replacing", "ReplacingPod"} <= reasons(ns, NAME)
+    env = {e.name: e.value for e in pod.spec.containers[0].env}
+    assert env["EXAMPLE_ROLLOUT"] == "1" and env["VLLM_CACHE_ROOT"] == "/compile-cache/vllm"
 
 
 def test_recreated_resource_adopts_the_orphaned_children(

@@ -40,8 +40,11 @@ from e2e.operator_fixtures import (  # noqa: E402
     instance,
     sample,
     settle,
+    untouched,
     wait_phase,
 )
+from qwen_operator.api.vocabulary import COMPONENT_LABEL, Component, claim_name  # noqa: E402
+from qwen_operator.children import compile_cache  # noqa: E402
 from qwen_runtime import replica  # noqa: E402
 from qwen_runtime.argv import gpu_memory_utilization, max_model_len  # noqa: E402
 
@@ -82,6 +85,8 @@ class Sampler:
 
     core_v1: client.CoreV1Api
     ns: str
+    selector: str = instance(NAME)
+    """Which pods: the resource's (a Shared cache's download pod never serves)."""
     serving: list[int] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)
     not_serving: set[str] = field(default_factory=set)
@@ -91,7 +96,7 @@ class Sampler:
 
     def __post_init__(self) -> None:
         """The pods before the change, listed before the thread starts (and the change is made)."""
-        self._listed = self.core_v1.list_namespaced_pod(self.ns, label_selector=instance(NAME))
+        self._listed = self.core_v1.list_namespaced_pod(self.ns, label_selector=self.selector)
 
     def run(self) -> None:
         pods: dict[str, client.V1Pod] = {p.metadata.name: p for p in self._listed.items}
@@ -100,7 +105,7 @@ class Sampler:
         while not self._stop.is_set():
             try:
                 stream = watch.Watch().stream(
-                    self.core_v1.list_namespaced_pod, self.ns, label_selector=instance(NAME),
+                    self.core_v1.list_namespaced_pod, self.ns, label_selector=self.selector,
                     resource_version=version, timeout_seconds=1,
                 )  # fmt: skip
                 for event in stream:
@@ -130,8 +135,8 @@ class Sampler:
 
 
 @contextmanager
-def sampling(core_v1: client.CoreV1Api, ns: str) -> Iterator[Sampler]:
-    sampler = Sampler(core_v1, ns)
+def sampling(core_v1: client.CoreV1Api, ns: str, selector: str = instance(NAME)) -> Iterator[Sampler]:
+    sampler = Sampler(core_v1, ns, selector)
     thread = threading.Thread(target=sampler.run, daemon=True)
     thread.start()
     try:
@@ -305,3 +310,119 @@ def test_a_cure_of_one_replica_restarts_that_replica_alone(
     said = {(e["reason"], e["message"].split(":")[0]) for e in events(ns, NAME)}
     assert ("RestartingReplica", f"Restarting pod {failed} with its own settings") in said, said
     assert "ReplacingPod" not in {reason for reason, _ in said}, said
+
+
+SERVERS = f"{instance(NAME)},{COMPONENT_LABEL}={Component.SERVER}"
+"""The server pods alone (a Shared cache's download pod has the resource's label too)."""
+SHARED = {"id": "Qwen/Qwen3-235B-A22B-Thinking-2507-FP8", "cache": {"mode": "Shared", "size": "300Gi"}}
+
+
+def claim_of(pod: client.V1Pod, volume: str) -> str:
+    """The claim the pod mounts as `volume` ("" when that volume is no claim, or absent)."""
+    found = next((v for v in pod.spec.volumes or [] if v.name == volume), None)
+    return (
+        ""
+        if found is None or found.persistent_volume_claim is None
+        else found.persistent_volume_claim.claim_name
+    )
+
+
+def rolled_with_claim(
+    core_v1: client.CoreV1Api, apps_v1: client.AppsV1Api, ns: str, old_uid: str, template: str
+) -> bool:
+    """The StatefulSet made anew with only the claim template `template`, and every replica recreated
+    from it: serving, on its update revision, mounting its own claim."""
+    sts = apps_v1.read_namespaced_stateful_set(NAME, ns)
+    templates = [t.metadata.name for t in sts.spec.volume_claim_templates or []]
+    if sts.metadata.uid == old_uid or templates != [template]:
+        return False
+    pods = core_v1.list_namespaced_pod(ns, label_selector=SERVERS).items
+    return len(pods) == REPLICAS and all(
+        ready(p)
+        and (p.metadata.labels or {}).get(REVISION) == sts.status.update_revision
+        and claim_of(p, template) == claim_name(template, NAME, int(p.metadata.name.rsplit("-", 1)[1]))
+        for p in pods
+    )
+
+
+def claim_rollout(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
+    apps_v1: client.AppsV1Api, before: dict[str, Any], after: dict[str, Any], template: str,
+    upgrade: dict[str, Any] | None = None,
+) -> None:  # fmt: skip
+    """3 replicas serving with the spec fields `before`, then `after`, whose StatefulSet has another
+    claim template: the StatefulSet is made anew keeping the pods (they lack the claim), and they
+    are replaced lowest ordinal first, one at a time, serving never below replicas -
+    maxUnavailable (the StatefulSet controller recreates no pod beyond the first that lacks it).
+    `upgrade`: spec fields applied in between, that ask for the claim and change nothing else of
+    the pods: the StatefulSet and its pods are left as they are (compile_cache.claim_deferred)."""
+    del operator
+    apply_ready(custom, ns, replicas=REPLICAS, gpu=H200, **before)
+    pods = wait_for(
+        lambda: (found := core_v1.list_namespaced_pod(ns, label_selector=SERVERS).items)
+        and sum(ready(p) for p in found) == REPLICAS and found,
+        120, "3 serving pods",
+    )  # fmt: skip
+    uids = {p.metadata.name: p.metadata.uid for p in pods}
+    old = apps_v1.read_namespaced_stateful_set(NAME, ns)
+    assert template not in [t.metadata.name for t in old.spec.volume_claim_templates or []]
+    assert all(claim_of(p, template) != claim_name(template, NAME, i) for i, p in enumerate(
+        sorted(pods, key=lambda p: p.metadata.name)))  # fmt: skip
+    if upgrade is not None:
+        apply_yaml(ns, sample(replicas=REPLICAS, gpu=H200, **upgrade))
+        wait_phase(custom, ns, NAME, "Ready")  # the operator has seen it
+        untouched(core_v1, apps_v1, ns, old.metadata.uid, uids, selector=SERVERS)
+        kept = apps_v1.read_namespaced_stateful_set(NAME, ns)
+        assert kept.spec.template == old.spec.template and kept.metadata.generation == old.metadata.generation
+        assert "Replacing" not in {e["reason"] for e in events(ns, NAME)}
+    started = time.monotonic()
+    with sampling(core_v1, ns, SERVERS) as sampler:
+        apply_yaml(ns, sample(replicas=REPLICAS, gpu=H200, **after))
+        said = f"the StatefulSet made anew with claim template {template}, every replica recreated with it"
+        wait_for(lambda: rolled_with_claim(core_v1, apps_v1, ns, old.metadata.uid, template), 240, said)
+        obj = wait_phase(custom, ns, NAME, "Ready")
+    print(f"claim rollout of {REPLICAS} took {time.monotonic() - started:.1f}s; serving per sample: "
+          f"{sampler.serving}; replaced in order: {sampler.replaced}")  # fmt: skip
+    assert not sampler.errors, sampler.errors
+    assert min(sampler.serving) >= REPLICAS - MAX_UNAVAILABLE, sampler.serving
+    assert sampler.replaced == [pod_name(i) for i in range(REPLICAS)], sampler.replaced
+    pods = core_v1.list_namespaced_pod(ns, label_selector=SERVERS).items
+    assert all(p.metadata.uid != uids[p.metadata.name] for p in pods)  # each replaced, once
+    assert "rollout" not in obj["status"]
+    said = kubectl(
+        "get", "events", "-n", ns, "--field-selector", "reason=ReplacingPod", "-o",
+        "custom-columns=M:.message", "--no-headers",
+    ).stdout  # fmt: skip
+    assert said.count("Replacing pod") == REPLICAS and "the lowest ordinal whose volumes lack" in said, said
+    assert "Replacing" in {e["reason"] for e in events(ns, NAME)}  # the StatefulSet, made anew
+
+
+def test_a_compile_cache_claim_comes_with_the_next_rollout_lowest_ordinal_first(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
+    apps_v1: client.AppsV1Api,
+) -> None:  # fmt: skip
+    """An operator upgrade, as a spec change: a Shared-mode StatefulSet made without the compile
+    cache's claim template (compileCacheSize 0, as before the cache) is asked for it. Alone, it
+    restarts no replica: the StatefulSet and its pods stay as they are. The next change that rolls
+    the pods anyway (a variable in spec.runtime.env) brings it, in the controller's order."""
+    without = {**SHARED, "cache": {**SHARED["cache"], "compileCacheSize": "0"}}
+    env = {"env": [{"name": "EXAMPLE_ROLLOUT", "value": "1"}]}
+    claim_rollout(
+        operator, ns, custom, core_v1, apps_v1, {"model": without}, {"model": SHARED, "runtime": env},
+        compile_cache.VOLUME, upgrade={"model": SHARED},
+    )  # fmt: skip
+    pod = core_v1.read_namespaced_pod(pod_name(0), ns)
+    mounts = {m.name: m.mount_path for m in pod.spec.containers[0].volume_mounts}
+    assert mounts[compile_cache.VOLUME] == compile_cache.MOUNT
+    assert {e.name: e.value for e in pod.spec.containers[0].env}["EXAMPLE_ROLLOUT"] == "1"
+
+
+def test_shared_weights_switched_to_per_replica_roll_lowest_ordinal_first(
+    operator: Operator, ns: str, custom: client.CustomObjectsApi, core_v1: client.CoreV1Api,
+    apps_v1: client.AppsV1Api,
+) -> None:  # fmt: skip
+    """Shared to PerReplica: each pod's `weights` volume mounts the shared claim, and the new
+    StatefulSet's template `weights` wants the replica's own."""
+    per_replica = {"id": SHARED["id"]}
+    before, after = {"model": SHARED}, {"model": per_replica}
+    claim_rollout(operator, ns, custom, core_v1, apps_v1, before, after, "weights")

@@ -273,6 +273,12 @@ class Pod:
         volumes.append({"name": f"v{len(volumes)}", "configMap": {"name": configmap, "defaultMode": 292}})
         return self
 
+    def claim(self, volume: str, claim: str) -> Pod:
+        """The pod mounts this claim as the volume of that name (a StatefulSet's claim template's)."""
+        volumes = self.raw["spec"].setdefault("volumes", [])
+        volumes.append({"name": volume, "persistentVolumeClaim": {"claimName": claim}})
+        return self
+
     def obj(self) -> dict[str, Any]:
         return copy.deepcopy(self.raw)
 

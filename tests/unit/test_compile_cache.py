@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from qwen_operator import api
+from qwen_operator.api.vocabulary import HASH_ANNOTATION
 from qwen_operator.children import compile_cache, render, security
-from qwen_operator.reconcile import snapshot
+from qwen_operator.reconcile import diff, snapshot
 from qwen_operator.reconcile.decide import decide
 from qwen_operator.reconcile.observe import Observed
 from qwen_runtime.compile_cache import DIR_VAR, LIMIT_VAR
@@ -197,39 +198,103 @@ def test_the_weights_download_is_not_told_about_the_compile_cache() -> None:
     assert not set(_env(fetch)) & {*CACHE_VARS, DIR_VAR, LIMIT_VAR}
 
 
-def test_a_claim_template_is_never_added_to_a_live_statefulset() -> None:
-    """volumeClaimTemplates are fixed at creation, and the replacement that keeps the pods does
-    not roll them when a claim is added (compile_cache.py): a StatefulSet made without the
-    compile cache's claim keeps its cache in the pod; one made with it, or a new one, has it."""
-    shared = parsed({"model": {"cache": {"mode": "Shared"}}})
-    with_claim, without = (
-        next(c for c in render.render(shared, compile_claim=allowed) if c["kind"] == "StatefulSet")
-        for allowed in (True, False)
-    )
-    assert compile_cache.claim_allowed(None) and compile_cache.claim_allowed(with_claim)
-    assert not compile_cache.claim_allowed(without)
-    assert "volumeClaimTemplates" not in without["spec"]
-    env = _env(without["spec"]["template"]["spec"]["containers"][0])
+SHARED: dict[str, Any] = {"model": {"cache": {"mode": "Shared"}}}
+
+
+def _made(spec: dict[str, Any], claim: bool = True, **label: str) -> tuple[snapshot.Child, ...]:
+    """The children of `spec` as an operator applied them, the StatefulSet with or without the
+    compile cache's claim (`claim` False: an operator from before the cache), its metadata with
+    `label` (an older operator's labels: another hash, the same pod template); the download done."""
+    kids = []
+    for m in render.render(parsed(spec), compile_claim=claim):
+        if m["kind"] == "StatefulSet" and label:
+            m["metadata"]["labels"] = {**m["metadata"]["labels"], **label}
+        obj = live_object(m)
+        if m["kind"] == "StatefulSet" and label:  # the hash of the older operator's rendering
+            obj["metadata"]["annotations"][HASH_ANNOTATION] = "older"
+        kids.append(snapshot.child_from(obj))
+    return tuple(
+        replace(c, status={"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1})
+        if c.kind == "Job" else c for c in kids
+    )  # fmt: skip
+
+
+def _statefulset_applies(spec: dict[str, Any], kids: tuple[snapshot.Child, ...]) -> list[Any]:
+    return [a for a in decide(Observed(resource(spec), kids, (), ()), NOW).applies if a.kind == "StatefulSet"]
+
+
+@pytest.mark.parametrize("mode", ["Shared", "pvc"])
+def test_an_operator_upgrade_alone_does_not_add_the_claim_to_a_live_statefulset(mode: str) -> None:
+    """A StatefulSet made before the compile cache (Shared weights, or the user's PVC) keeps its
+    pods: adding the claim template would make it anew and restart every replica (tens of minutes
+    each), for nothing but the cache. So while the pod template rendered without the cache is the
+    live one, that is what is rendered (compile_cache.claim_deferred): the cache stays in HOME."""
+    spec = {"model": MODES[mode]}
+    desired = _statefulset_applies(spec, _made(spec, claim=False))
+    assert desired == []
+    # an older operator's other labels: applied (the hash differs), the live spec left as it is
+    (apply,) = _statefulset_applies(spec, _made(spec, claim=False, **{"example.com/older": "yes"}))
+    assert "example.com/older" not in apply.manifest["metadata"]["labels"]  # ours, not the older one's
+    assert compile_cache.VOLUME not in _claim_templates(apply.manifest)
+    assert apply.live is not None and diff.contains(apply.manifest["spec"], apply.live.manifest["spec"])
+    assert apply.may_not_roll and "metadata" in apply.events[0].message  # no new generation, no pod rolled
+    env = _env(apply.manifest["spec"]["template"]["spec"]["containers"][0])
     assert env["VLLM_CACHE_ROOT"].startswith(security.HOME) and DIR_VAR not in env
-    # PerReplica needs no claim of its own: a live StatefulSet changes nothing there
+    # made with compileCacheSize "0", the default asked since: the same, deferred to a rollout
+    cache = {**MODES[mode].get("cache", {}), "compileCacheSize": "0"}
+    assert _statefulset_applies(spec, _made({"model": {**MODES[mode], "cache": cache}})) == []
+
+
+CHANGES: dict[str, dict[str, Any]] = {
+    "image": {"runtime": {"image": "example.com/vllm:next"}},
+    "env": {"runtime": {"env": [{"name": "EXAMPLE", "value": "1"}]}},
+    "args": {"runtime": {"extraArgs": ["--enable-prefix-caching"]}},
+}
+
+
+@pytest.mark.parametrize(
+    ("mode", "change"),
+    # Shared and another image: the download Job is made again first, the StatefulSet waits for it
+    [(m, c) for m in ("Shared", "pvc") for c in sorted(CHANGES) if (m, c) != ("Shared", "image")],
+)
+def test_a_change_that_rolls_the_pods_brings_the_claim(mode: str, change: str) -> None:
+    """The user's change rolls the pods anyway: the StatefulSet is rendered with the claim, and that
+    one rollout brings it (the apiserver refuses the apply, decide.replacing makes the StatefulSet
+    anew keeping the pods, the rollout replaces them lowest ordinal first: test_rollout.py)."""
+    kids = _made({"model": MODES[mode]}, claim=False)
+    spec = {"model": MODES[mode], **CHANGES[change]}
+    (apply,) = _statefulset_applies(spec, kids)
+    assert list(_claim_templates(apply.manifest)) == [compile_cache.VOLUME]
+    env = _env(apply.manifest["spec"]["template"]["spec"]["containers"][0])
+    assert env[DIR_VAR] == compile_cache.MOUNT
+    mounts = {m["name"]: m["mountPath"] for m in apply.manifest["spec"]["template"]["spec"]["containers"][0][
+        "volumeMounts"]}  # fmt: skip
+    assert mounts[compile_cache.VOLUME] == compile_cache.MOUNT
+
+
+def test_a_statefulset_with_the_claim_keeps_it_and_a_new_one_gets_it() -> None:
+    """Made with the claim: nothing to apply, and a change keeps it; made anew (no live
+    StatefulSet, as after the replacement's deletion): with the claim."""
+    assert _statefulset_applies(SHARED, _made(SHARED)) == []
+    (apply,) = _statefulset_applies({**SHARED, **CHANGES["env"]}, _made(SHARED))
+    assert list(_claim_templates(apply.manifest)) == [compile_cache.VOLUME]
+    job = tuple(c for c in _made(SHARED, claim=False) if c.kind == "Job")
+    (apply,) = _statefulset_applies(SHARED, job)  # the download done, no StatefulSet yet
+    assert list(_claim_templates(apply.manifest)) == [compile_cache.VOLUME]
+
+
+def test_the_policy_needs_the_claim_asked_and_missing() -> None:
+    """claim_deferred: only a live StatefulSet without the claim template, for a rendering that has
+    it; PerReplica needs no claim of its own, so rendering without one changes nothing."""
+    res = parsed(SHARED)
+    with_claim, without = (
+        next(c for c in render.render(res, compile_claim=claim) if c["kind"] == "StatefulSet")
+        for claim in (True, False)
+    )
+    assert compile_cache.claimed(with_claim) and not compile_cache.claimed(without)
+    assert not compile_cache.claim_deferred(None, with_claim, without)
+    assert not compile_cache.claim_deferred(with_claim, with_claim, without)
+    assert compile_cache.claim_deferred(without, with_claim, without)
+    assert not compile_cache.claim_deferred(without, without, without)
     per_replica = parsed({})
     assert render.render(per_replica, compile_claim=False) == render.render(per_replica)
-
-
-@pytest.mark.parametrize("made_with_claim", [True, False])
-def test_the_decision_keeps_the_live_statefulsets_claim_templates(made_with_claim: bool) -> None:
-    """decide() renders against the live StatefulSet: nothing to apply when it is as it was made,
-    with or without the claim; a new resource gets the claim."""
-    spec = {"model": {"cache": {"mode": "Shared"}}}
-    res = parsed(spec)
-    live = tuple(
-        snapshot.child_from(live_object(m)) for m in render.render(res, compile_claim=made_with_claim)
-    )
-    job = next(c for c in live if c.kind == "Job")
-    job = replace(job, status={"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1})
-    kids = tuple(job if c.kind == "Job" else c for c in live)
-    desired = decide(Observed(resource(spec), kids, (), ()), NOW)
-    assert "StatefulSet" not in [a.manifest["kind"] for a in desired.applies], desired.applies
-    fresh = decide(Observed(resource(spec), (job,), (), ()), NOW)  # the download done, no StatefulSet yet
-    (sts,) = [a.manifest for a in fresh.applies if a.manifest["kind"] == "StatefulSet"]
-    assert compile_cache.claim_allowed(sts) and "volumeClaimTemplates" in sts["spec"]

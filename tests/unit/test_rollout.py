@@ -10,6 +10,7 @@ import pytest
 
 from qwen_operator import api
 from qwen_operator.api.vocabulary import Reason, RolloutState
+from qwen_operator.children import compile_cache
 from qwen_operator.reconcile import rollout, snapshot
 from qwen_operator.reconcile.decide import decide
 from qwen_operator.reconcile.observe import Observed
@@ -28,6 +29,7 @@ from testkit.wrappers import (
 )
 
 NEW, OLD = "b", "a"
+SHARED = {"model": {"cache": {"mode": "Shared"}}}
 
 
 def sts(replicas: int = 3, revision: str = NEW, observed: bool = True) -> snapshot.Child:
@@ -37,11 +39,30 @@ def sts(replicas: int = 3, revision: str = NEW, observed: bool = True) -> snapsh
 
 
 def pod(i: int, revision: str = OLD) -> Pod:
-    return Pod(f"{NAME}-{i}", uid=f"uid-{i}-{revision}").revision(revision)
+    """Pod i of the StatefulSet (PerReplica: its claim template `weights`), with its claim."""
+    return (
+        Pod(f"{NAME}-{i}", uid=f"uid-{i}-{revision}")
+        .revision(revision)
+        .claim("weights", f"weights-{NAME}-{i}")
+    )
 
 
 def serving(*revisions: str) -> list[snapshot.Pod]:
     return [pod(i, r).facts() for i, r in enumerate(revisions)]
+
+
+def shared_sts(replicas: int = 3, revision: str = NEW) -> snapshot.Child:
+    """A Shared-mode StatefulSet made anew with the compile cache's claim template."""
+    child = statefulset(replicas=replicas, ready=replicas, updated=0, spec=SHARED)
+    assert rollout.claim_templates(child) == (compile_cache.VOLUME,)
+    return snapshot.Child(**{**child.__dict__, "status": {**child.status, "updateRevision": revision}})
+
+
+def shared_pod(i: int, revision: str = OLD, cache_claim: bool = False) -> Pod:
+    """Pod i of a Shared-mode resource: every replica mounts the shared weights claim; with
+    `cache_claim`, its compile cache's claim too (made by the new StatefulSet)."""
+    out = Pod(f"{NAME}-{i}", uid=f"uid-{i}-{revision}").revision(revision).claim("weights", f"{NAME}-weights")
+    return out.claim(compile_cache.VOLUME, f"{compile_cache.VOLUME}-{NAME}-{i}") if cache_claim else out
 
 
 def plan(
@@ -171,6 +192,132 @@ def test_nothing_is_replaced_while_held_or_before_the_controller_saw_the_templat
 def test_pods_beyond_the_replicas_and_pods_going_are_left_to_the_controller() -> None:
     pods = [*serving(NEW, NEW), pod(2).deleting().facts(), pod(3).facts()]
     assert plan(pods, want=2) is None
+
+
+# -- pods that lack a claim of their StatefulSet: the lowest ordinal first -----------------------
+
+
+def test_a_pod_lacks_a_claim_whose_volume_is_absent_or_mounts_another_claim() -> None:
+    sts_ = shared_sts()
+    assert rollout.missing_claims(sts_, shared_pod(1).facts()) == (f"{compile_cache.VOLUME}-{NAME}-1",)
+    assert rollout.missing_claims(sts_, shared_pod(1, cache_claim=True).facts()) == ()
+    # Shared -> PerReplica: the weights volume is there, but mounts the shared claim
+    assert rollout.missing_claims(sts(), shared_pod(1).facts()) == (f"weights-{NAME}-1",)
+    assert rollout.missing_claims(sts(), pod(1).facts()) == ()
+    raw = Pod(f"{NAME}-1").mounting("launcher").claim("weights", "w").obj()
+    assert snapshot.pod_from(raw).claims == frozenset({("weights", "w")})  # configMaps are no claims
+
+
+def test_serving_pods_that_lack_a_claim_go_lowest_ordinal_first_the_first_is_the_canary() -> None:
+    pods = [shared_pod(i).facts() for i in range(3)]
+    r = plan(pods, workload=shared_sts())
+    assert replaced(r) == [f"{NAME}-0"]
+    assert r is not None and r.canary == f"{NAME}-0"
+    assert f"lack the claim {compile_cache.VOLUME}-{NAME}-0" in r.replace[0].why
+    assert "recreates no pod beyond it" in r.replace[0].why
+
+
+def test_the_next_one_lacking_a_claim_waits_for_the_previous_then_goes_up_the_ordinals() -> None:
+    starting = shared_pod(0, NEW, cache_claim=True).not_ready().facts()
+    r = plan(
+        [starting, shared_pod(1).facts(), shared_pod(2).facts()], workload=shared_sts(), canary=f"{NAME}-0"
+    )
+    assert replaced(r) == [] and r is not None and f"waiting for {NAME}-0 to serve" in r.message
+    done = shared_pod(0, NEW, cache_claim=True).facts()
+    r = plan([done, shared_pod(1).facts(), shared_pod(2).facts()], workload=shared_sts(), canary=f"{NAME}-0")
+    assert replaced(r) == [f"{NAME}-1"]  # not the highest: the controller stops at pod 1
+    assert r is not None and r.canary == f"{NAME}-0" and r.words == "rolling 1/3, canary serving"
+    r = plan([done, shared_pod(2).facts()], workload=shared_sts(), canary=f"{NAME}-0")  # pod 1 recreated
+    assert replaced(r) == [] and r is not None and "1 missing replica" in r.message
+
+
+def test_a_replica_beyond_the_blocker_that_does_not_serve_is_left_and_capacity_still_holds() -> None:
+    """Pod 2 does not serve: deleted, it would stay missing while pod 0 lacks its claim (the
+    controller recreates nothing beyond it), so it is left; pod 0 goes only within maxUnavailable."""
+    pods = [shared_pod(0).facts(), shared_pod(1).facts(), shared_pod(2).not_ready().facts()]
+    r = plan(pods, workload=shared_sts())
+    assert replaced(r) == [] and r is not None and "maxUnavailable keeps 2 serving" in r.message
+    assert replaced(plan(pods, max_unavailable=2, workload=shared_sts())) == [f"{NAME}-0"]
+    gone = [shared_pod(0).facts(), shared_pod(1).facts()]  # pod 2 already deleted
+    r = plan(gone, workload=shared_sts())
+    assert r is not None and "recreates 2 only once q-0 is replaced" in r.message
+
+
+def test_replicas_that_do_not_serve_up_to_the_blocker_go_at_once() -> None:
+    pods = [
+        shared_pod(0, cache_claim=True).not_ready().facts(),  # an old template, with its claim
+        shared_pod(1).not_ready().facts(),  # the blocker
+        shared_pod(2).not_ready().facts(),
+    ]
+    r = plan(pods, workload=shared_sts())
+    assert replaced(r) == [f"{NAME}-0", f"{NAME}-1"]  # pod 2, beyond the blocker, waits
+    assert r is not None and r.canary == ""  # none served: no canary
+    assert r.replace[0].why == "not serving: replaced first"
+    assert r.replace[1].why.startswith("not serving, the lowest ordinal")
+
+
+def test_a_pod_on_the_update_revision_that_lacks_a_claim_is_replaced_too() -> None:
+    """The StatefulSet's template may be the pods' (their revision reused): the claim alone
+    makes the pod outdated."""
+    pods = [shared_pod(0, NEW, cache_claim=True).facts(), shared_pod(1, NEW).facts(),
+            shared_pod(2, NEW, cache_claim=True).facts()]  # fmt: skip
+    r = plan(pods, workload=shared_sts())
+    assert replaced(r) == [f"{NAME}-1"] and r is not None and r.updated == 2
+    done = [*pods[:1], shared_pod(1, NEW, cache_claim=True).facts(), *pods[2:]]
+    assert plan(done, workload=shared_sts()) is None
+    unlabelled = Pod(f"{NAME}-1", uid="u").facts()  # not judged before the controller labels it
+    assert plan([pods[0], unlabelled, pods[2]], workload=shared_sts()) is None
+
+
+def test_a_failed_canary_halts_the_rollout_of_the_claims_too() -> None:
+    failed = shared_pod(0, NEW, cache_claim=True).failed(INVALID_ARGS_RECORD).facts()
+    r = plan(
+        [failed, shared_pod(1).facts(), shared_pod(2).facts()], workload=shared_sts(), canary=f"{NAME}-0"
+    )
+    assert r is not None and r.state == RolloutState.HALTED and replaced(r) == []
+    assert r.words == "halted: canary CrashLoop InvalidArguments"
+
+
+def test_shared_to_per_replica_rolls_lowest_first() -> None:
+    """The weights switched to PerReplica: each pod's `weights` volume mounts the shared claim,
+    not its own `weights-<pod>`."""
+    r = plan([shared_pod(i).facts() for i in range(3)])
+    assert replaced(r) == [f"{NAME}-0"] and r is not None and f"weights-{NAME}-0" in r.replace[0].why
+
+
+@pytest.mark.parametrize("max_unavailable", [1, 2])
+def test_a_simulated_controller_rolls_every_pod_lowest_first_within_max_unavailable(
+    max_unavailable: int,
+) -> None:
+    """The plan run pass after pass against a controller that recreates a deleted pod only if no
+    pod below it lacks a claim (as the real one, batches aside), and a kubelet that makes a new pod
+    serve on the next pass: every pod is replaced, in ordinal order, one at a time, and serving never
+    drops below replicas - maxUnavailable."""
+    want = 4
+    pods = {i: shared_pod(i).facts() for i in range(want)}
+    workload, canary, order, serving = shared_sts(want), "", [], []
+    for _ in range(30):
+        for i, p in list(pods.items()):  # the kubelet: a new pod serves one pass after it was made
+            if p.revision == NEW and not p.containers[0].ready:
+                pods[i] = shared_pod(i, NEW, cache_claim=True).facts()
+        for i in range(want):  # the controller: no pod beyond one that lacks a claim
+            if i in pods:
+                if rollout.missing_claims(workload, pods[i]):
+                    break
+                continue
+            pods[i] = shared_pod(i, NEW, cache_claim=True).not_ready().facts()
+        serving.append(sum(1 for p in pods.values() if p.containers[0].ready))
+        r = plan(list(pods.values()), want=want, max_unavailable=max_unavailable, canary=canary,
+                 workload=workload)  # fmt: skip
+        if r is None:
+            break
+        canary = r.canary
+        for x in r.replace:
+            order.append(x.pod.name)
+            del pods[rollout.ordinal(x.pod.name)]
+    assert order == [f"{NAME}-{i}" for i in range(want)]
+    assert min(serving) >= want - max_unavailable, serving
+    assert all(p.revision == NEW and not rollout.missing_claims(workload, p) for p in pods.values())
 
 
 # -- through decide: the plan's op, its event, the status ---------------------------------------

@@ -144,6 +144,15 @@ LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
 REVISION_LABEL = "controller-revision-hash"
 """The StatefulSet controller's label on each pod: the revision of the template it was made from
 (compared with the StatefulSet's `status.updateRevision` by the operator's rollout)."""
+
+
+def claim_name(template: str, statefulset: str, ordinal: int) -> str:
+    """The claim a StatefulSet's volume claim template makes for the pod of this ordinal, as the
+    StatefulSet controller names it (`getPersistentVolumeClaimName`): `<template>-<set>-<ordinal>`.
+    Its pod mounts it as the volume named after the template."""
+    return f"{template}-{statefulset}-{ordinal}"
+
+
 LWS_GROUP_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/group-index"
 """LWS labels each pod of a group, leader and workers, with the group's index (0 to replicas - 1):
 its webhook gives a leader its StatefulSet ordinal, the group's worker StatefulSet copies it."""

@@ -17,13 +17,21 @@ died with the pod; here they live on the replica's own claim:
   ReadWriteMany class (the user's claim may be ReadOnlyMany), two pods never write one
   directory, and the weights stay read-only.
 
-A claim template is only ever part of a new StatefulSet (`claim_allowed`): added to a live one,
-the apiserver refuses the change (volumeClaimTemplates are fixed at creation), and the
-replacement keeping the pods (decide.replacing) does not roll them: the StatefulSet controller
-tries to add the new claim's volume to each adopted pod in place, the apiserver forbids that,
-and the controller retries forever before it gets to the rollout (seen on the local cluster,
-e2e/test_operator.py). So a StatefulSet made without the template (Shared or PVC source before
-this cache) keeps its compile cache in the pod until the StatefulSet is made anew with its pods.
+The claim only comes with a rollout (`claim_deferred`, applied by decide.rendered): adding a
+claim template to a live StatefulSet (one made before this cache, or with `compileCacheSize: "0"`)
+is a change the apiserver refuses (volumeClaimTemplates are fixed at creation), so the StatefulSet
+is made anew keeping its pods (decide.replacing), and the pods, which lack the new claim, must be
+replaced (reconcile/rollout.py: the lowest ordinal that lacks it first, one serving replica at a
+time within `spec.disruption.maxUnavailable`; the controller cannot add a volume to a running pod,
+and goes no further than the first pod without it). Every replica restarts: for this model, tens of
+minutes each. No change of ours stops a serving replica that did not need to stop, so a live
+StatefulSet without the claim template is rendered without the cache's claim, mount and variables
+(its compile cache stays in the pod's HOME emptyDir, as before) as long as that rendering's pod
+template is held by the live one: an operator upgrade alone changes nothing there. Once a change
+rolls the pods anyway (an image, arguments, context, environment, weights switched from Shared to
+PerReplica, ...), the StatefulSet is rendered with the claim, and that same rollout brings it. A
+new StatefulSet always has it. A `compileCacheSize` raised from "0" on such a StatefulSet is
+therefore also deferred to the next rollout (the rendering without the claim is the same).
 
 The launcher (`qwen_runtime.compile_cache`) bounds the directory before each start, oldest
 entries first; `spec.model.cache.compileCacheSize` is the bound and, where a claim is made for
@@ -40,7 +48,7 @@ from typing import Any
 
 from qwen_operator import api
 from qwen_operator.children import security
-from qwen_operator.reconcile.diff import quantity
+from qwen_operator.reconcile.diff import contains, quantity
 from qwen_runtime.compile_cache import DIR_VAR, LIMIT_VAR
 
 SUBDIRECTORY = ".compile-cache"
@@ -68,26 +76,39 @@ class Location:
     template; False: it is a subdirectory of the weights volume."""
 
 
-def location(
-    spec: api.QwenThinkingDeploymentSpec, weights_mount: str, claim_allowed: bool = True
-) -> Location | None:
+def location(spec: api.QwenThinkingDeploymentSpec, weights_mount: str, claim: bool = True) -> Location | None:
     """Where the compile cache goes (see the module's docstring for why); None: nowhere that
-    outlives the pod (`compileCacheSize` 0, or a claim it needs that `claim_allowed` refuses)."""
+    outlives the pod (`compileCacheSize` 0, or a claim of its own it needs that `claim` False
+    defers: `claim_deferred`)."""
     if limit_bytes(spec) == 0:
         return None
     user_claim = spec.model.source is not None and spec.model.source.pvc is not None
     if user_claim or spec.model.cache.mode == "Shared":  # the weights are mounted read-only
-        return Location(MOUNT, claim=True) if claim_allowed else None
+        return Location(MOUNT, claim=True) if claim else None
     return Location(f"{weights_mount}/{SUBDIRECTORY}", claim=False)
 
 
-def claim_allowed(live_statefulset: Mapping[str, Any] | None) -> bool:
-    """Whether the StatefulSet may carry the compile cache's claim template: when it is created,
-    or when the live one has it already; never added to a live one (the module's docstring)."""
-    if live_statefulset is None:
-        return True
-    templates = (live_statefulset.get("spec") or {}).get("volumeClaimTemplates") or []
-    return any((t.get("metadata") or {}).get("name") == VOLUME for t in templates)
+def claimed(statefulset: Mapping[str, Any]) -> bool:
+    """Whether the StatefulSet manifest has the compile cache's claim template."""
+    templates = (statefulset.get("spec") or {}).get("volumeClaimTemplates") or []
+    return any(isinstance(t, Mapping) and (t.get("metadata") or {}).get("name") == VOLUME for t in templates)
+
+
+def claim_deferred(
+    live: Mapping[str, Any] | None, with_claim: Mapping[str, Any], without: Mapping[str, Any]
+) -> bool:
+    """The policy of the module's docstring: whether the StatefulSet is rendered without the
+    compile cache's claim (`without`, from render(compile_claim=False)) rather than with it
+    (`with_claim`). Only for a live StatefulSet that lacks the claim template, the rendering asks
+    for it, and the live pod template holds the one rendered without it: then the claim would be
+    the only reason its pods roll. A new StatefulSet (`live` None) gets it."""
+    if live is None or claimed(live) or not claimed(with_claim):
+        return False
+    return contains(_template(without), _template(live))
+
+
+def _template(statefulset: Mapping[str, Any]) -> Any:
+    return (statefulset.get("spec") or {}).get("template")
 
 
 def limit_bytes(spec: api.QwenThinkingDeploymentSpec) -> int:
@@ -97,13 +118,11 @@ def limit_bytes(spec: api.QwenThinkingDeploymentSpec) -> int:
     return int(parsed)
 
 
-def env(
-    spec: api.QwenThinkingDeploymentSpec, weights_mount: str, claim_allowed: bool = True
-) -> list[dict[str, str]]:
+def env(spec: api.QwenThinkingDeploymentSpec, weights_mount: str, claim: bool = True) -> list[dict[str, str]]:
     """The server's variables: each cache's directory under the root, and the root and its bound
     for the launcher's pruning (without a lasting location: under HOME, unbounded, as it dies
     with the pod)."""
-    where = location(spec, weights_mount, claim_allowed)
+    where = location(spec, weights_mount, claim)
     root = f"{security.HOME}/.cache" if where is None else where.root
     out = [{"name": name, "value": f"{root}/{sub}"} for name, sub in CACHES.items()]
     if where is None:

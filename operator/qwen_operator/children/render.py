@@ -390,12 +390,13 @@ def _values(
     res: QwenThinkingDeployment,
     max_model_len: int | None,
     gpu_memory_utilization: float | None,
-    compile_claim: bool = True,
     replica_utilizations: Mapping[str, float] | None = None,
+    compile_claim: bool = True,
 ) -> dict[str, Any]:
     spec, name = res.spec, res.metadata.name
     pvc = pvc_source(spec)
     gpu_toleration = {"key": spec.gpu.resource_name, "operator": "Exists", "effect": "NoSchedule"}
+    claims = (pvc is None and not shared_cache(spec)) or _compile_cache(spec, compile_claim) is not None
     return {
         "name": name,
         "namespace": res.metadata.namespace,
@@ -432,8 +433,7 @@ def _values(
         "pvc": None if pvc is None else pvc.model_dump(by_alias=True),
         "weights_mount": WEIGHTS_MOUNT,
         "compile_cache": _compile_cache(spec, compile_claim),
-        "has_claims": (pvc is None and not shared_cache(spec))
-        or _compile_cache(spec, compile_claim) is not None,
+        "has_claims": claims,
         "storage_class": spec.model.cache.storage_class_name,
         "cache_size": spec.model.cache.size,
         "resources": resources(spec),
@@ -527,16 +527,17 @@ def render(
     max_model_len: int | None = None,
     served: frozenset[str] = frozenset(),
     gpu_memory_utilization: float | None = None,
-    compile_claim: bool = True,
     replica_utilizations: Mapping[str, float] | None = None,
+    compile_claim: bool = True,
 ) -> list[dict[str, Any]]:
     """Every child manifest, in apply order, for the given effective context length and GPU
     memory utilization (default: the spec's), and the replicas' own utilizations (by pod name,
     in their ConfigMap: children/replicas.py).
 
     `compile_claim`: False keeps a compile cache that needs a claim of its own (Shared, PVC
-    source) in the pod instead: the live StatefulSet was made without that claim template, and
-    one is never added to a live StatefulSet (compile_cache.claim_allowed says why).
+    source) in the pod instead, without its claim template, mount and variables: for a live
+    StatefulSet made without that claim whose pods do not roll otherwise (compile_cache.py,
+    `claim_deferred`).
 
     `served`: the optional CRDs the apiserver serves (registry.OPTIONAL_CRDS): a ServiceMonitor
     with the Prometheus Operator's; with spec.autoscaling a KEDA ScaledObject with KEDA's, else a
@@ -544,7 +545,7 @@ def render(
     spec.monitoring.prometheusRule a PrometheusRule with the Prometheus Operator's.
     """
     res = coerce(resource)
-    values = _values(res, max_model_len, gpu_memory_utilization, compile_claim, replica_utilizations)
+    values = _values(res, max_model_len, gpu_memory_utilization, replica_utilizations, compile_claim)
     # plain data: equal values, an equal document; hashed once for the documents of every template
     plain = hashlib.blake2b(json.dumps(values, sort_keys=True).encode(), digest_size=16).digest()
     children = []

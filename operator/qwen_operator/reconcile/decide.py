@@ -269,7 +269,9 @@ def replacing(p: Situation, applies: tuple[Apply, ...]) -> tuple[tuple[Apply, ..
     """The apiserver will not change a field fixed at creation (a StatefulSet's
     volumeClaimTemplates, a Job's pod template): the object is deleted with its kind's
     propagation (a StatefulSet's pods are kept, orphaned, then adopted by the new one and
-    rolled), and nothing else is applied; its deletion event brings the pass that creates it anew."""
+    rolled: pods that lack a new claim template's claim in the order that keeps the StatefulSet
+    controller going, rollout.py), and nothing else is applied; its deletion event brings the
+    pass that creates it anew."""
     refusal = p.observed.refusal
     if refusal is None or refusal.kind != RefusalKind.FIELD_IMMUTABLE:
         return applies, ()
@@ -354,13 +356,7 @@ def decide(observed: Observed, now: datetime) -> Desired:
     history = (before.context.history if before.context else None) or []
     decision = cures.choose(res, history, planned_at, failures, now, groups)
     plan = plans.get(decision.utilization) or planner.plan_for(res.spec, memory, decision.utilization)
-    live = None if groups else observed.child("StatefulSet", res.metadata.name)
-    compile_claim = compile_cache.claim_allowed(None if live is None else live.manifest)
-    children = tuple(
-        render.render(
-            res, decision.effective, observed.served, decision.utilization, compile_claim, decision.replicas
-        )
-    )
+    children = rendered(observed, res, decision)
     grouped, held_partition = (_groups(observed, res, before, decision) if groups else None), 0
     if grouped is not None:
         children, held_partition = _partitioned(children, grouped, now)
@@ -458,6 +454,23 @@ def _group_rollout(
         return None
     held = render.partition_of(live.manifest)
     return rollout.group_plan(grouped, render.template_digest(live.manifest), held, now)
+
+
+def rendered(
+    observed: Observed, res: api.QwenThinkingDeployment, decision: cures.Decision
+) -> tuple[dict[str, Any], ...]:
+    """Every child, the StatefulSet with the compile cache's claim template unless it is live
+    without it and the claim would be the only reason its pods roll (compile_cache.claim_deferred:
+    an operator upgrade alone restarts no replica). From the snapshot alone."""
+    args = (res, decision.effective, observed.served, decision.utilization, decision.replicas)
+    children = tuple(render.render(*args))
+    sts = next((c for c in children if c["kind"] == "StatefulSet"), None)  # none for a LeaderWorkerSet
+    live = observed.child("StatefulSet", res.metadata.name)
+    if live is None or sts is None or compile_cache.claimed(live.manifest) or not compile_cache.claimed(sts):
+        return children
+    without = tuple(render.render(*args, compile_claim=False))
+    kept = next(c for c in without if c["kind"] == "StatefulSet")
+    return without if compile_cache.claim_deferred(live.manifest, sts, kept) else children
 
 
 def settings_in_force(

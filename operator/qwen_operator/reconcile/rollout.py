@@ -33,6 +33,44 @@ the entry, if it does not serve and its last run had another utilization: the St
 recreates it with the same template, and it starts with its own setting. The other replicas are
 not touched.
 
+**A pod that lacks a claim of its StatefulSet.** volumeClaimTemplates are fixed at creation, so a
+change of them (the compile cache's claim added to a StatefulSet made without it, weights switched
+from Shared to PerReplica) deletes the StatefulSet keeping its pods (decide.replacing) and creates
+it anew: the new StatefulSet adopts the pods, whose volumes lack the new template's claim. The
+StatefulSet controller (kubernetes pkg/controller/statefulset, v1.36) then wedges, whatever its
+update strategy: on every sync it walks the replicas in ordinal order (`runForAll`; for our
+`podManagementPolicy: Parallel`, in `slowStartBatch` batches of 1, 2, 4, ... ordinals run together,
+ending after the first batch with an error; OrderedReady would end at the first pod), and
+`processReplica`, finding `storageMatches` false for an adopted pod, calls `UpdateStatefulPod`: it
+creates the missing claim, then updates the pod with the claim's volume, which the apiserver
+forbids ("pod updates may not change fields other than ..."). The sync ends with that error (its
+status is still written: observedGeneration, updateRevision) and is retried with back-off, so the
+controller never gets past that pod: a pod deleted in a later batch is not recreated, and the
+operator's highest-ordinal-first order would delete exactly those, one replica lost per step.
+Only deleting the pod unwedges it: its deletion is a pod event, which syncs the StatefulSet at
+once whatever the back-off, and the controller creates it from the new StatefulSet, with every
+claim, and goes on to the next batch.
+
+So while a live pod lacks a claim of its StatefulSet (`missing_claims`, the controller's
+`storageMatches` on the snapshot's volumes), the order is the one that unwedges the controller:
+
+1. the lowest-ordinal pod that lacks a claim (the blocker) goes first; with it, every replica below
+   it that does not serve and is on an old template; a replica above it that does not serve is left
+   as it is until the controller can recreate it (deleted now, it would only stay missing; left, it
+   may yet serve);
+2. a serving blocker goes as any serving replica does: once every replica on the new template serves
+   and no replica below it is missing (those above it come back only after it), only while
+   `replicas - maxUnavailable` keep serving without it, the first one being the canary, nothing
+   while halted;
+3. the next blocker is the next pod that lacks a claim, and so on up the ordinals.
+
+Such a pod is outdated whatever its revision (a pod is judged, as ever, once the controller has
+labelled it with one). The claim change comes with a template change in practice (the compile
+cache's volume mount and variables; a PerReplica weights volume where the Shared claim was), so
+an adopted pod still carries its old `controller-revision-hash`; but a StatefulSet whose template
+did not change (made anew by hand, or a template that renders as before) may reuse the pods'
+revision, and the pod must go all the same.
+
 A LeaderWorkerSet's groups are replaced by its own controller (RollingUpdate, `maxUnavailable`
 from `spec.disruption`, no surge, from the highest index down), which never replaces a group
 whose index is below `spec.rolloutStrategy.rollingUpdateConfiguration.partition`. A group cannot
@@ -74,7 +112,7 @@ from datetime import datetime
 from typing import Any
 
 from qwen_operator import api
-from qwen_operator.api.vocabulary import Reason, RolloutState, Stage
+from qwen_operator.api.vocabulary import Reason, RolloutState, Stage, claim_name
 from qwen_operator.children import render
 from qwen_operator.reconcile import diff, problems, snapshot, stages
 from qwen_operator.reconcile.problems import Problem
@@ -226,18 +264,35 @@ def failure(pod: snapshot.Pod, startup_seconds: float, now: datetime) -> Halt | 
     return None
 
 
+def claim_templates(sts: snapshot.Child) -> tuple[str, ...]:
+    """The names of the StatefulSet's volume claim templates."""
+    templates = sts.manifest.get("spec", {}).get("volumeClaimTemplates") or []
+    names = ((t.get("metadata") or {}).get("name") for t in templates if isinstance(t, Mapping))
+    return tuple(str(n) for n in names if n)
+
+
+def missing_claims(sts: snapshot.Child, pod: snapshot.Pod) -> tuple[str, ...]:
+    """The claims of the StatefulSet that the pod's volumes lack: for each volume claim template, a
+    volume named after it that mounts the pod's claim (`vocabulary.claim_name`), as the controller's
+    `storageMatches` requires. Not empty: the controller wedges on the pod (the module's docstring)."""
+    n = ordinal(pod.name)
+    wanted = ((t, claim_name(t, sts.name, n)) for t in claim_templates(sts))
+    return tuple(claim for t, claim in wanted if (t, claim) not in pod.claims)
+
+
 def plan(f: Inputs, now: datetime) -> Rollout | None:
-    """The rollout of the StatefulSet's update revision, or None when every replica runs it (or
-    the workload is not a StatefulSet whose revisions are known)."""
+    """The rollout of the StatefulSet's update revision, or None when every replica runs it with
+    its claims (or the workload is not a StatefulSet whose revisions are known)."""
     sts = f.sts
     if sts is None or sts.kind != "StatefulSet":
         return None
     revision = str(sts.status.get("updateRevision") or "")
     live = [p for p in f.pods if not p.deleting and 0 <= ordinal(p.name) < f.want]
-    outdated = [p for p in live if p.revision and p.revision != revision]
+    lacking = {p.name: claims for p in live if p.revision and (claims := missing_claims(sts, p))}
+    outdated = [p for p in live if p.name in lacking or (p.revision and p.revision != revision)]
     if not revision or not outdated:
         return None
-    updated = [p for p in live if p.revision == revision]
+    updated = [p for p in live if p.revision == revision and p.name not in lacking]
     serving = sum(1 for p in live if _serving(p))
     before = f.before if f.before is not None and f.before.revision == revision else None
     canary = before.canary if before is not None else ""
@@ -248,10 +303,51 @@ def plan(f: Inputs, now: datetime) -> Rollout | None:
     observed = int(sts.status.get("observedGeneration") or 0) >= sts.generation
     if f.hold or halted or not observed:
         return base
+    blocker = min((p for p in outdated if p.name in lacking), key=lambda p: ordinal(p.name), default=None)
+    if blocker is None:
+        return _by_serving(base, f, live, updated, outdated, serving)
+    return _unwedging(base, f, live, updated, outdated, serving, Blocker(blocker, lacking[blocker.name]))
+
+
+def _by_serving(
+    r: Rollout, f: Inputs, live: Sequence[snapshot.Pod], updated: Sequence[snapshot.Pod],
+    outdated: Sequence[snapshot.Pod], serving: int,
+) -> Rollout:  # fmt: skip
+    """Every pod has its claims: the replicas that do not serve, then the serving ones, highest
+    ordinal first."""
     idle = [p for p in outdated if not _serving(p)]
     if idle:
-        return _replacing(base, [Replacement(p, "not serving: replaced first") for p in idle])
-    return _next_serving(base, f, live, updated, outdated, serving)
+        return _replacing(r, [Replacement(p, "not serving: replaced first") for p in idle])
+    return _next_serving(r, f, live, updated, outdated, serving)
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """The lowest-ordinal pod that lacks a claim of its StatefulSet: the controller goes no further."""
+
+    pod: snapshot.Pod
+    claims: tuple[str, ...]
+
+    @property
+    def why(self) -> str:
+        return (
+            f"the lowest ordinal whose volumes lack the claim {', '.join(self.claims)} of the StatefulSet's "
+            "volumeClaimTemplates: the StatefulSet controller recreates no pod beyond it until it is replaced"
+        )
+
+
+def _unwedging(
+    r: Rollout, f: Inputs, live: Sequence[snapshot.Pod], updated: Sequence[snapshot.Pod],
+    outdated: Sequence[snapshot.Pod], serving: int, blocker: Blocker,
+) -> Rollout:  # fmt: skip
+    """A pod lacks a claim: the blocker first, with the replicas below it that do not serve; a serving
+    blocker within the serving replicas' rules (the module's docstring)."""
+    at = ordinal(blocker.pod.name)
+    idle = [p for p in outdated if not _serving(p) and ordinal(p.name) <= at]
+    if idle:
+        why = {blocker.pod.name: f"not serving, {blocker.why}"}
+        return _replacing(r, [Replacement(p, why.get(p.name, "not serving: replaced first")) for p in idle])
+    return _next_serving(r, f, live, updated, outdated, serving, blocker)
 
 
 def _with_canary(r: Rollout, updated: Sequence[snapshot.Pod]) -> Rollout:
@@ -268,21 +364,33 @@ def _replacing(r: Rollout, pods: list[Replacement], canary: str | None = None) -
 
 def _next_serving(
     r: Rollout, f: Inputs, live: Sequence[snapshot.Pod], updated: Sequence[snapshot.Pod],
-    outdated: Sequence[snapshot.Pod], serving: int,
+    outdated: Sequence[snapshot.Pod], serving: int, blocker: Blocker | None = None,
 ) -> Rollout:  # fmt: skip
-    """The next serving replica, once the previous one serves again and capacity allows."""
+    """The next serving replica (the blocker, else the highest ordinal), once the previous one
+    serves again and capacity allows. With a blocker, only the missing replicas below it are
+    waited for: the controller recreates those beyond it only once it is replaced."""
     starting = [p.name for p in updated if not _serving(p)]
     if starting:
         return replace(r, waiting=f"waiting for {', '.join(starting)} to serve")
-    if len(live) < f.want:
-        return replace(r, waiting=f"waiting for {f.want - len(live)} missing replica(s)")
+    at = f.want if blocker is None else ordinal(blocker.pod.name)
+    absent = set(range(f.want)) - {ordinal(p.name) for p in live}
+    missing = sorted(n for n in absent if n < at)
+    if missing:
+        return replace(r, waiting=f"waiting for {len(missing)} missing replica(s)")
     floor = f.want - allowed_unavailable(f.max_unavailable, f.want)
     if serving - 1 < floor:
         words = f"waiting: {serving} serve, and spec.disruption.maxUnavailable keeps {floor} serving"
+        if blocker is not None and absent:
+            beyond = ", ".join(str(n) for n in sorted(absent))
+            words += (
+                f"; the StatefulSet controller recreates {beyond} only once {blocker.pod.name} is replaced"
+            )
         return replace(r, waiting=words)
-    pod = max(outdated, key=lambda p: ordinal(p.name))
+    pod = max(outdated, key=lambda p: ordinal(p.name)) if blocker is None else blocker.pod
     first = not r.canary
     why = "the canary: the first serving replica on the new template" if first else "the next serving replica"
+    if blocker is not None:
+        why = f"{why}, {blocker.why}"
     return _replacing(r, [Replacement(pod, why)], canary=pod.name if first else None)
 
 

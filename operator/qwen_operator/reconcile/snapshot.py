@@ -316,6 +316,9 @@ class Pod:
     """The index of its LeaderWorkerSet group (label LWS_GROUP_INDEX_LABEL); -1 for a StatefulSet's."""
     leader: bool = False
     """The leader of its group (worker index 0): the pod that serves the group's API."""
+    claims: frozenset[tuple[str, str]] = frozenset()
+    """Its persistentVolumeClaim volumes, (volume name, claim name): the rollout compares them with
+    the StatefulSet's volume claim templates (an adopted pod may lack one)."""
 
     @property
     def server(self) -> Container | None:
@@ -378,6 +381,7 @@ def pod_from(raw: Raw) -> Pod:
         revision=_revision(meta, labels or {}),
         group=_index((labels or {}).get(LWS_GROUP_INDEX_LABEL)),
         leader=str((labels or {}).get(LWS_WORKER_INDEX_LABEL, "")) == "0",
+        claims=claim_volumes((spec or {}).get("volumes")),
     )
 
 
@@ -393,6 +397,16 @@ def _revision(meta: Mapping[str, Any], labels: Mapping[str, Any]) -> str:
 def _index(value: Any) -> int:
     text = str(value or "")
     return int(text) if text.isdigit() else -1
+
+
+def claim_volumes(value: Any) -> frozenset[tuple[str, str]]:
+    """(volume name, claim name) of each persistentVolumeClaim volume of a pod spec's `volumes`."""
+    found = set()
+    for volume in value if isinstance(value, list) else []:
+        source = volume.get("persistentVolumeClaim") if isinstance(volume, Mapping) else None
+        if isinstance(source, Mapping) and source.get("claimName"):
+            found.add((str(volume.get("name") or ""), str(source["claimName"])))
+    return frozenset(found)
 
 
 def _ready_since(status: Mapping[str, Any]) -> datetime | None:
