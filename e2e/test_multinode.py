@@ -370,12 +370,17 @@ def test_a_new_template_rolls_the_canary_group_first_then_the_rest(
     apply_yaml(ns, sample(**TP4_PP2, replicas=GROUPS, runtime={"env": [MANUAL]}))
     new = wait_for(lambda: (d := lws_digest(ns)) != old and d, 30, "the new template in the LeaderWorkerSet")
     canary_waits(core_v1, ns, uids, new)
+    canary_said(custom, ns, new)
+
+    roll_the_rest(custom, core_v1, ns, uids, new)
+
+
+def canary_said(custom: client.CustomObjectsApi, ns: str, new: str) -> None:
+    """The status names the highest group as the canary of the new template, in the Progress words too."""
     obj = get_qtd(custom, ns, NAME)
     assert obj["status"]["rollout"]["canary"] == f"{NAME}-{GROUPS - 1}"
     assert obj["status"]["rollout"]["revision"] == new
     assert obj["status"]["progress"].startswith(f"rolling 1/{GROUPS}, canary scheduling"), obj["status"]
-
-    roll_the_rest(custom, core_v1, ns, uids, new)
 
 
 def roll_the_rest(
@@ -529,8 +534,5 @@ def test_an_operator_upgrade_restarts_no_group_and_the_next_template_rolls_behin
     new = wait_for(lambda: lws_digest(ns), 30, "the new template, with its digest, in the LeaderWorkerSet")
     leader_uids = {n: uids[n] for n in leaders(core_v1, ns)}
     canary_waits(core_v1, ns, leader_uids, new)
-    obj = get_qtd(custom, ns, NAME)
-    assert obj["status"]["rollout"]["canary"] == f"{NAME}-{GROUPS - 1}"
-    assert obj["status"]["rollout"]["revision"] == new
-    assert obj["status"]["progress"].startswith(f"rolling 1/{GROUPS}, canary scheduling"), obj["status"]
+    canary_said(custom, ns, new)
     roll_the_rest(custom, core_v1, ns, leader_uids, new)
